@@ -1,0 +1,294 @@
+//! A small decoder over `serde_yaml::Value` that records every violation with its field path, so
+//! validation reports all problems at once, like Kuma does.
+
+use std::collections::BTreeSet;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::datasource::DataSource;
+use crate::duration::KumaDuration;
+use crate::error::Violations;
+use crate::name::SecretName;
+use crate::secret::SecretBytes;
+
+/// Joins a field path.
+pub(crate) fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// The kind of a YAML value, for messages.
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "an object",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// An object being decoded: remembers which keys were read so the rest can be reported unknown.
+pub(crate) struct Fields<'a> {
+    pub(crate) path: String,
+    map: &'a Mapping,
+    used: BTreeSet<&'a str>,
+    open: bool,
+}
+
+impl<'a> Fields<'a> {
+    /// Starts decoding `value` at `path`; records a violation if it is not an object.
+    pub(crate) fn of(value: &'a Value, path: &str, v: &mut Violations) -> Option<Self> {
+        match value {
+            Value::Mapping(map) => Some(Self {
+                path: path.to_owned(),
+                map,
+                used: BTreeSet::new(),
+                open: false,
+            }),
+            other => {
+                v.add(path, format!("must be an object, not {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// Accepts any field without reporting it unknown (Kubernetes `metadata`).
+    pub(crate) fn open(mut self) -> Self {
+        self.open = true;
+        self
+    }
+
+    pub(crate) fn at(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+
+    /// The value of `key`, marking it read. `null` counts as absent.
+    pub(crate) fn get(&mut self, key: &'a str) -> Option<&'a Value> {
+        let found = self
+            .map
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v);
+        if found.is_some() {
+            self.used.insert(key);
+        }
+        found.filter(|v| !v.is_null())
+    }
+
+    /// Marks keys as known without decoding them (fields meshca passes over, like `tracing`).
+    pub(crate) fn ignore(&mut self, keys: &[&'a str]) {
+        for k in keys {
+            let _ = self.get(k);
+        }
+    }
+
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.map
+            .iter()
+            .any(|(k, v)| k.as_str() == Some(key) && !v.is_null())
+    }
+
+    pub(crate) fn str(&mut self, key: &'a str, v: &mut Violations) -> Option<String> {
+        match self.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                v.add(
+                    self.at(key),
+                    format!("must be a string, not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn required_str(&mut self, key: &'a str, v: &mut Violations) -> Option<String> {
+        let present = self.has(key);
+        let s = self.str(key, v);
+        match &s {
+            None if !present => v.add(self.at(key), "cannot be empty"),
+            Some(x) if x.trim().is_empty() => {
+                v.add(self.at(key), "cannot be empty");
+                return None;
+            }
+            _ => {}
+        }
+        s
+    }
+
+    pub(crate) fn bool(&mut self, key: &'a str, v: &mut Violations) -> Option<bool> {
+        match self.get(key)? {
+            Value::Bool(b) => Some(*b),
+            other => {
+                v.add(
+                    self.at(key),
+                    format!("must be true or false, not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn u32(&mut self, key: &'a str, v: &mut Violations) -> Option<u32> {
+        match self.get(key)? {
+            Value::Number(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => Some(n),
+                None => {
+                    v.add(
+                        self.at(key),
+                        format!("must be a positive whole number, not {n}"),
+                    );
+                    None
+                }
+            },
+            other => {
+                v.add(
+                    self.at(key),
+                    format!("must be a number, not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn duration(&mut self, key: &'a str, v: &mut Violations) -> Option<KumaDuration> {
+        let at = self.at(key);
+        match self.get(key)? {
+            Value::String(s) => KumaDuration::parse(s).map_err(|e| v.add(&at, e)).ok(),
+            Value::Number(n) if n.as_u64() == Some(0) => KumaDuration::parse("0").ok(),
+            other => {
+                v.add(
+                    at,
+                    format!("must be a duration such as \"24h\", not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn obj(&mut self, key: &'a str, v: &mut Violations) -> Option<Fields<'a>> {
+        let at = self.at(key);
+        let value = self.get(key)?;
+        Fields::of(value, &at, v)
+    }
+
+    pub(crate) fn list(&mut self, key: &'a str, v: &mut Violations) -> Option<&'a [Value]> {
+        match self.get(key)? {
+            Value::Sequence(s) => Some(s),
+            other => {
+                v.add(self.at(key), format!("must be a list, not {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    pub(crate) fn string_list(&mut self, key: &'a str, v: &mut Violations) -> Vec<String> {
+        let at = self.at(key);
+        let Some(items) = self.list(key, v) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| match item {
+                Value::String(s) => Some(s.clone()),
+                other => {
+                    v.add(
+                        format!("{at}[{i}]"),
+                        format!("must be a string, not {}", kind(other)),
+                    );
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// A data source (`secret`, `file`, `inline`, `inlineString`, `env`).
+    pub(crate) fn data_source(&mut self, key: &'a str, v: &mut Violations) -> Option<DataSource> {
+        let at = self.at(key);
+        let mut f = self.obj(key, v)?;
+        let chosen: Vec<&str> = ["secret", "file", "inline", "inlineString", "env"]
+            .into_iter()
+            .filter(|k| f.has(k))
+            .collect();
+        let result = match chosen.as_slice() {
+            [] => {
+                v.add(
+                    &at,
+                    "data source has to be chosen. Available sources: secret, file, inline, inlineString, env",
+                );
+                None
+            }
+            [one] => {
+                let one: &'static str = match *one {
+                    "secret" => "secret",
+                    "file" => "file",
+                    "inline" => "inline",
+                    "inlineString" => "inlineString",
+                    _ => "env",
+                };
+                let s = f.required_str(one, v);
+                s.and_then(|s| {
+                    let field = f.at(one);
+                    match one {
+                        "secret" => SecretName::new(s.trim())
+                            .map(DataSource::Secret)
+                            .map_err(|e| v.add(&field, error_reason(&e)))
+                            .ok(),
+                        "file" => Some(DataSource::File(s.into())),
+                        "inline" => DataSource::inline_base64(&s)
+                            .map_err(|e| v.add(&field, e))
+                            .ok(),
+                        "inlineString" => {
+                            Some(DataSource::InlineString(SecretBytes::new(s.into_bytes())))
+                        }
+                        _ => Some(DataSource::Env(s)),
+                    }
+                })
+            }
+            many => {
+                f.ignore(&["secret", "file", "inline", "inlineString", "env"]);
+                v.add(
+                    &at,
+                    format!(
+                        "exactly one data source may be set, found {}",
+                        many.join(", ")
+                    ),
+                );
+                None
+            }
+        };
+        f.finish(v);
+        result
+    }
+
+    /// Reports every key that was not read as unknown.
+    pub(crate) fn finish(self, v: &mut Violations) {
+        if self.open {
+            return;
+        }
+        for (k, _) in self.map {
+            match k.as_str() {
+                Some(name) if self.used.contains(name) => {}
+                Some(name) => v.add(join(&self.path, name), "unknown field"),
+                None => v.add(
+                    &self.path,
+                    format!("has a key that is {}, not a string", kind(k)),
+                ),
+            }
+        }
+    }
+}
+
+/// The reason part of a name validation error.
+pub(crate) fn error_reason(e: &crate::Error) -> String {
+    match e {
+        crate::Error::InvalidArgument { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,240 @@
+//! The one error type of meshca.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A boxed error from a client library, kept as the `source()` of [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in meshca.
+///
+/// Messages name the offending field or the reason, never a secret value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A Mesh configuration has one or more violations; all of them are listed.
+    #[error("invalid mesh configuration: {0}")]
+    InvalidConfig(Violations),
+
+    /// A name, tag or other argument of a request is not acceptable.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The field or argument at fault (`mesh`, `tags["kuma.io/service"]`, ...).
+        field: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+
+    /// A common-name template could not be parsed or rendered.
+    #[error("common name template `{template}`: {reason}")]
+    InvalidTemplate {
+        /// The template as written by the user.
+        template: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A certificate signing request was malformed, badly signed, or asked for something refused.
+    #[error("invalid CSR: {reason}")]
+    InvalidCsr {
+        /// Why the CSR is refused.
+        reason: String,
+        /// The parser's or verifier's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A key (in a CSR, a provided CA or a config) has a type or size meshca does not support.
+    #[error("unsupported key: {0}")]
+    UnsupportedKey(String),
+
+    /// A CA certificate or key supplied by the user is not usable.
+    #[error("{field}: {reason}")]
+    InvalidCa {
+        /// The config field the CA came from (`mtls.backends[0].conf.cert`, ...).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A backend answered with a certificate that core refused to hand out.
+    #[error("backend `{backend}` returned an unacceptable certificate: {reason}")]
+    InvalidIssued {
+        /// The backend's name.
+        backend: String,
+        /// What core found wrong with it.
+        reason: String,
+    },
+
+    /// A mesh-scoped secret does not exist.
+    #[error("secret `{name}` not found in mesh `{mesh}`")]
+    SecretNotFound {
+        /// The mesh.
+        mesh: String,
+        /// The secret's name.
+        name: String,
+    },
+
+    /// A data source could not be read (file, environment variable, inline base64).
+    #[error("data source {source_desc}: {reason}")]
+    DataSource {
+        /// A description of the source that names it without its value (`file /etc/ca.pem`).
+        source_desc: String,
+        /// Why it could not be read.
+        reason: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The secret store failed to read or write.
+    #[error("secret store at {}: {reason}", path.display())]
+    Store {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What the store was doing.
+        reason: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The persisted state of a backend is inconsistent and meshca refuses to repair it on its own
+    /// (for example a builtin CA certificate that does not match its key).
+    #[error("inconsistent state: {0}")]
+    Inconsistent(String),
+
+    /// The caller is not allowed to do this.
+    #[error("permission denied: {0}")]
+    Denied(String),
+
+    /// A required upstream (Vault, AWS, Kubernetes, ...) cannot be reached or refused to serve.
+    #[error("backend `{backend}` unavailable")]
+    Unavailable {
+        /// The backend's name.
+        backend: String,
+        /// The client library's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// An operation did not finish in its configured time.
+    #[error("{operation} did not finish within {timeout:?}")]
+    DeadlineExceeded {
+        /// What timed out.
+        operation: String,
+        /// The configured limit.
+        timeout: std::time::Duration,
+    },
+
+    /// Certificate generation or signing failed inside the crypto library.
+    #[error("certificate generation failed")]
+    Crypto(#[source] rcgen::Error),
+
+    /// Any other error from a backend's client library.
+    #[error("backend `{backend}`: {context}")]
+    Backend {
+        /// The backend's name.
+        backend: String,
+        /// What the backend was doing.
+        context: String,
+        /// The client library's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// An [`Error::InvalidArgument`] for `field`.
+    pub fn invalid_argument(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::InvalidCsr`] without a source.
+    pub fn invalid_csr(reason: impl Into<String>) -> Self {
+        Self::InvalidCsr {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// An [`Error::InvalidCa`] for `field`.
+    pub fn invalid_ca(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidCa {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<rcgen::Error> for Error {
+    fn from(e: rcgen::Error) -> Self {
+        Self::Crypto(e)
+    }
+}
+
+/// One violation of a Mesh configuration: the path of the field and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The field path, as Kuma writes it (`mtls.backends[0].conf.caCert.RSAbits`).
+    pub field: String,
+    /// The message.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// All violations of a Mesh configuration, in document order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Violations(pub Vec<Violation>);
+
+impl Violations {
+    /// Records one violation.
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Violation {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The recorded violations.
+    pub fn iter(&self) -> impl Iterator<Item = &Violation> {
+        self.0.iter()
+    }
+
+    /// `Ok(())` when empty, otherwise [`Error::InvalidConfig`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] with every recorded violation.
+    pub fn into_result(self) -> Result<(), Error> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidConfig(self))
+        }
+    }
+}
+
+impl fmt::Display for Violations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, v) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{v}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,516 @@
+//! Common-name templates, written as Kong Mesh users write them.
+//!
+//! ```text
+//! {{ tag "kuma.io/service" }}.mesh
+//! {{ tag "kuma.io/service" | replace "_" "-" }}.mesh
+//! << tag "kuma.io/service" | replace "_" "-" | lower >>.mesh
+//! ```
+//!
+//! A template is parsed once, at config load, into a tera template; rendering it for a request only
+//! looks up the tags it needs and runs tera.
+//!
+//! Supported pipeline functions: `tag "NAME"` (must come first), `replace "OLD" "NEW"`, `lower`,
+//! `upper`, `trimPrefix "P"`, `trimSuffix "S"`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::identity::Identity;
+use crate::Error;
+
+/// The longest common name X.509 allows (RFC 5280 `ub-common-name`).
+pub const MAX_COMMON_NAME_LEN: usize = 64;
+
+const TEMPLATE_NAME: &str = "cn";
+
+/// A parsed common-name template.
+pub struct CommonNameTemplate {
+    source: String,
+    tags: Vec<String>,
+    tera: tera::Tera,
+}
+
+impl fmt::Debug for CommonNameTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CommonNameTemplate")
+            .field(&self.source)
+            .finish()
+    }
+}
+
+impl Clone for CommonNameTemplate {
+    fn clone(&self) -> Self {
+        // Invariant: `source` parsed before, so it parses again.
+        Self::parse(&self.source).unwrap_or_else(|_| Self {
+            source: self.source.clone(),
+            tags: self.tags.clone(),
+            tera: tera::Tera::default(),
+        })
+    }
+}
+
+impl PartialEq for CommonNameTemplate {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl CommonNameTemplate {
+    /// Parses a template.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTemplate`] for unbalanced or mixed delimiters, bad quoting, unknown
+    /// functions, wrong argument counts, a pipeline that does not start with `tag`, or an empty
+    /// template.
+    pub fn parse(source: &str) -> Result<Self, Error> {
+        let err = |reason: String| Error::InvalidTemplate {
+            template: source.to_owned(),
+            reason,
+        };
+        if source.trim().is_empty() {
+            return Err(err("must not be empty".into()));
+        }
+        let mut out = String::new();
+        let mut tags = Vec::new();
+        let mut rest = source;
+        while !rest.is_empty() {
+            let open = [("{{", "}}"), ("<<", ">>")]
+                .into_iter()
+                .filter_map(|(o, c)| rest.find(o).map(|i| (i, o, c)))
+                .min_by_key(|(i, _, _)| *i);
+            let text_end = open.map_or(rest.len(), |(i, _, _)| i);
+            let text = &rest[..text_end];
+            for stray in ["}}", ">>"] {
+                if text.contains(stray) {
+                    return Err(err(format!(
+                        "unbalanced delimiters: `{stray}` without a matching opening delimiter"
+                    )));
+                }
+            }
+            if !text.is_empty() {
+                out.push_str("{{ ");
+                out.push_str(&tera_string(text).map_err(err)?);
+                out.push_str(" }}");
+            }
+            let Some((i, o, c)) = open else { break };
+            let after = &rest[i + o.len()..];
+            let close = find_close(after, c).ok_or_else(|| {
+                err(format!(
+                    "unbalanced delimiters: `{o}` is never closed by `{c}`"
+                ))
+            })?;
+            let action = &after[..close];
+            for other in ["{{", "}}", "<<", ">>"] {
+                if action.contains(other) {
+                    return Err(err(format!(
+                        "unbalanced delimiters: `{other}` inside an action opened with `{o}`"
+                    )));
+                }
+            }
+            let (tag, expr) = translate_pipeline(action).map_err(err)?;
+            tags.push(tag);
+            out.push_str("{{ ");
+            out.push_str(&expr);
+            out.push_str(" }}");
+            rest = &after[close + c.len()..];
+        }
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(vec![]);
+        tera.add_raw_template(TEMPLATE_NAME, &out)
+            .map_err(|e| err(format!("not a valid template: {e}")))?;
+        tags.sort();
+        tags.dedup();
+        Ok(Self {
+            source: source.to_owned(),
+            tags,
+            tera,
+        })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders the common name for `identity`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTemplate`] when a tag the template uses is missing or has several values,
+    /// or the result is empty or longer than [`MAX_COMMON_NAME_LEN`] bytes.
+    pub fn render(&self, identity: &Identity) -> Result<String, Error> {
+        let err = |reason: String| Error::InvalidTemplate {
+            template: self.source.clone(),
+            reason,
+        };
+        let mut values = BTreeMap::new();
+        for tag in &self.tags {
+            let Some(set) = identity.tag(tag) else {
+                return Err(err(format!(
+                    "tag `{tag}` is not set on identity {identity}"
+                )));
+            };
+            let mut iter = set.iter();
+            match (iter.next(), iter.next()) {
+                (Some(v), None) => {
+                    values.insert(tag.as_str(), v.as_str());
+                }
+                _ => {
+                    return Err(err(format!(
+                        "tag `{tag}` has {} values on identity {identity}; a common name needs exactly one",
+                        set.len()
+                    )))
+                }
+            }
+        }
+        let mut ctx = tera::Context::new();
+        ctx.insert("t", &values);
+        let cn = self
+            .tera
+            .render(TEMPLATE_NAME, &ctx)
+            .map_err(|e| err(format!("rendering failed: {e}")))?;
+        if cn.is_empty() {
+            return Err(err("renders to an empty common name".into()));
+        }
+        if cn.len() > MAX_COMMON_NAME_LEN {
+            return Err(err(format!(
+                "renders to `{cn}`, {} bytes, over the {MAX_COMMON_NAME_LEN}-byte limit of a common name",
+                cn.len()
+            )));
+        }
+        Ok(cn)
+    }
+}
+
+/// Finds the closing delimiter, skipping over quoted strings.
+fn find_close(s: &str, close: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    let mut in_str = false;
+    while i < bytes.len() {
+        if in_str {
+            match bytes[i] {
+                b'\\' => i += 1,
+                b'"' => in_str = false,
+                _ => {}
+            }
+        } else if bytes[i] == b'"' {
+            in_str = true;
+        } else if s[i..].starts_with(close) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+#[derive(Debug, PartialEq)]
+enum Token {
+    Ident(String),
+    Str(String),
+    Pipe,
+}
+
+fn tokenize(action: &str) -> Result<Vec<Token>, String> {
+    let mut tokens = Vec::new();
+    let mut chars = action.char_indices().peekable();
+    while let Some(&(_, c)) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '|' {
+            tokens.push(Token::Pipe);
+            chars.next();
+        } else if c == '"' {
+            chars.next();
+            let mut s = String::new();
+            let mut closed = false;
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    '\\' => match chars.next() {
+                        Some((_, '"')) => s.push('"'),
+                        Some((_, '\\')) => s.push('\\'),
+                        Some((_, other)) => {
+                            return Err(format!("bad quoting: unsupported escape `\\{other}`"))
+                        }
+                        None => break,
+                    },
+                    c => s.push(c),
+                }
+            }
+            if !closed {
+                return Err("bad quoting: unterminated string".into());
+            }
+            tokens.push(Token::Str(s));
+        } else if c.is_ascii_alphabetic() {
+            let mut s = String::new();
+            while let Some(&(_, c)) = chars.peek() {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    s.push(c);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            tokens.push(Token::Ident(s));
+        } else if c == '\'' || c == '`' {
+            return Err(format!(
+                "bad quoting: strings must be in double quotes, not `{c}`"
+            ));
+        } else {
+            let word: String = action[chars.peek().map_or(0, |(i, _)| *i)..]
+                .split(|c: char| c.is_whitespace() || c == '|')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            return Err(format!(
+                "unexpected `{word}`: arguments must be double-quoted strings"
+            ));
+        }
+    }
+    Ok(tokens)
+}
+
+/// Translates one `tag "x" | f ...` pipeline into a tera expression; returns the tag it reads.
+fn translate_pipeline(action: &str) -> Result<(String, String), String> {
+    let tokens = tokenize(action)?;
+    let mut commands: Vec<Vec<Token>> = vec![Vec::new()];
+    for t in tokens {
+        match t {
+            Token::Pipe => commands.push(Vec::new()),
+            other => commands.last_mut().map(|c| c.push(other)).unwrap_or(()),
+        }
+    }
+    if commands.iter().any(Vec::is_empty) {
+        return Err("empty command in pipeline (`{{ }}` or a stray `|`)".into());
+    }
+    let mut expr = String::new();
+    let mut tag = String::new();
+    for (i, cmd) in commands.iter().enumerate() {
+        let Token::Ident(func) = &cmd[0] else {
+            return Err("a pipeline stage must start with a function name".into());
+        };
+        let args: Vec<&str> = cmd[1..]
+            .iter()
+            .map(|t| match t {
+                Token::Str(s) => Ok(s.as_str()),
+                Token::Ident(w) => Err(format!(
+                    "unexpected `{w}`: arguments of `{func}` must be double-quoted strings"
+                )),
+                Token::Pipe => Err("unexpected `|`".to_string()),
+            })
+            .collect::<Result<_, _>>()?;
+        let want = |n: usize| {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{func}` takes {n} argument{}, got {}",
+                    if n == 1 { "" } else { "s" },
+                    args.len()
+                ))
+            }
+        };
+        if i == 0 {
+            if func != "tag" {
+                return Err(format!(
+                    "a pipeline must start with `tag \"NAME\"`, not `{func}`"
+                ));
+            }
+            want(1)?;
+            tag = args[0].to_owned();
+            if tag.is_empty() {
+                return Err("`tag` needs a non-empty tag name".into());
+            }
+            expr = format!("t[{}]", tera_string(&tag)?);
+            continue;
+        }
+        match func.as_str() {
+            "replace" => {
+                want(2)?;
+                expr = format!(
+                    "{expr} | replace(from={}, to={})",
+                    tera_string(args[0])?,
+                    tera_string(args[1])?
+                );
+            }
+            "lower" | "upper" => {
+                want(0)?;
+                expr = format!("{expr} | {func}");
+            }
+            "trimPrefix" => {
+                want(1)?;
+                expr = format!("{expr} | trim_start_matches(pat={})", tera_string(args[0])?);
+            }
+            "trimSuffix" => {
+                want(1)?;
+                expr = format!("{expr} | trim_end_matches(pat={})", tera_string(args[0])?);
+            }
+            "tag" => return Err("`tag` may only start a pipeline".into()),
+            other => {
+                return Err(format!(
+                    "unknown function `{other}` (supported: tag, replace, lower, upper, trimPrefix, trimSuffix)"
+                ))
+            }
+        }
+    }
+    Ok((tag, expr))
+}
+
+/// A tera string literal for `s`, using a quote character that `s` does not contain.
+fn tera_string(s: &str) -> Result<String, String> {
+    ['"', '\'', '`']
+        .into_iter()
+        .find(|q| !s.contains(*q))
+        .map(|q| format!("{q}{s}{q}"))
+        .ok_or_else(|| "text may not contain all of \", ' and ` at once".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::name::MeshName;
+
+    fn id(tags: &[(&str, &str)]) -> Identity {
+        Identity::new(MeshName::new("default").unwrap(), tags.iter().copied()).unwrap()
+    }
+
+    fn render(t: &str, tags: &[(&str, &str)]) -> Result<String, Error> {
+        CommonNameTemplate::parse(t)?.render(&id(tags))
+    }
+
+    fn parse_err(t: &str) -> String {
+        match CommonNameTemplate::parse(t) {
+            Ok(_) => panic!("{t} parsed"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn kong_mesh_forms_render() {
+        let tags = [("kuma.io/service", "backend_kuma-demo_svc_8080")];
+        assert_eq!(
+            render(r#"{{ tag "kuma.io/service" }}.mesh"#, &tags).unwrap(),
+            "backend_kuma-demo_svc_8080.mesh"
+        );
+        assert_eq!(
+            render(
+                r#"{{ tag "kuma.io/service" | replace "_" "-" }}.mesh"#,
+                &tags
+            )
+            .unwrap(),
+            "backend-kuma-demo-svc-8080.mesh"
+        );
+        assert_eq!(
+            render(
+                r#"<< tag "kuma.io/service" | replace "_" "-" >>.mesh"#,
+                &tags
+            )
+            .unwrap(),
+            "backend-kuma-demo-svc-8080.mesh"
+        );
+        assert_eq!(
+            render(
+                r#"{{tag "kuma.io/service"|upper}}"#,
+                &[("kuma.io/service", "web")]
+            )
+            .unwrap(),
+            "WEB"
+        );
+        assert_eq!(
+            render(
+                r#"{{ tag "kuma.io/service" | trimSuffix "_svc_80" | trimPrefix "x" }}.{{ tag "zone" | lower }}"#,
+                &[("kuma.io/service", "xweb_svc_80"), ("zone", "EU")]
+            )
+            .unwrap(),
+            "web.eu"
+        );
+    }
+
+    #[test]
+    fn literal_text_is_not_interpreted() {
+        assert_eq!(
+            render(
+                r#"{% raw %}{{ tag "kuma.io/service" }}"#,
+                &[("kuma.io/service", "a")]
+            )
+            .unwrap(),
+            "{% raw %}a"
+        );
+        assert_eq!(
+            render("static.mesh", &[("kuma.io/service", "a")]).unwrap(),
+            "static.mesh"
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_problem() {
+        assert!(parse_err(r#"{{ tag "kuma.io/service" | base64 }}"#)
+            .contains("unknown function `base64`"));
+        assert!(parse_err(r#"{{ tag "kuma.io/service }}"#).contains("never closed"));
+        assert!(parse_err(r#"{{ tag kuma.io/service }}"#).contains("must be double-quoted"));
+        assert!(parse_err(r#"{{ tag 'kuma.io/service' }}"#).contains("bad quoting"));
+        assert!(parse_err(r#"{{ tag "kuma.io/service" "#).contains("never closed by `}}`"));
+        assert!(parse_err(r#"tag "kuma.io/service" }}"#).contains("`}}` without a matching"));
+        assert!(parse_err(r#"<< tag "kuma.io/service" }}"#).contains("unbalanced"));
+        assert!(parse_err(r#"{{ tag "a" >> }}"#).contains("unbalanced"));
+        assert!(parse_err(r#"{{ replace "a" "b" }}"#).contains("must start with `tag"));
+        assert!(parse_err(r#"{{ tag "a" | replace "a" }}"#)
+            .contains("`replace` takes 2 arguments, got 1"));
+        assert!(parse_err(r#"{{ tag }}"#).contains("`tag` takes 1 argument, got 0"));
+        assert!(parse_err(r#"{{ tag "a" | }}"#).contains("empty command"));
+        assert!(parse_err(r#"{{ }}"#).contains("empty command"));
+        assert!(parse_err(r#"{{ tag "a\q" }}"#).contains("unsupported escape"));
+        assert!(parse_err("  ").contains("must not be empty"));
+        assert!(parse_err(r#"{{ tag "a" | lower "x" }}"#).contains("`lower` takes 0 arguments"));
+    }
+
+    #[test]
+    fn render_errors_name_the_problem() {
+        let e = render(r#"{{ tag "version" }}"#, &[("kuma.io/service", "a")]).unwrap_err();
+        assert!(e.to_string().contains("tag `version` is not set"), "{e}");
+        let e = render(
+            r#"{{ tag "kuma.io/service" }}"#,
+            &[("kuma.io/service", "a"), ("kuma.io/service", "b")],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("has 2 values"), "{e}");
+        let long = "s".repeat(60);
+        let e = render(
+            r#"{{ tag "kuma.io/service" }}.mesh"#,
+            &[("kuma.io/service", &long)],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("over the 64-byte limit"), "{e}");
+        let ok = "s".repeat(59);
+        assert_eq!(
+            render(
+                r#"{{ tag "kuma.io/service" }}.mesh"#,
+                &[("kuma.io/service", &ok)]
+            )
+            .unwrap()
+            .len(),
+            64
+        );
+        let e = render(
+            r#"{{ tag "kuma.io/service" | replace "a" "" }}"#,
+            &[("kuma.io/service", "aa")],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("empty common name"), "{e}");
+    }
+
+    #[test]
+    fn quotes_inside_arguments() {
+        assert_eq!(
+            render(
+                r#"{{ tag "kuma.io/service" | replace "a" "\"" }}"#,
+                &[("kuma.io/service", "a")]
+            )
+            .unwrap(),
+            "\""
+        );
+    }
+}

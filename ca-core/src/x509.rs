@@ -1,0 +1,470 @@
+//! X.509 building blocks shared by every backend: key types, CSR verification, PEM helpers, and
+//! [`LocalCa`], the signer used by the builtin and provided backends.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+};
+use rustls_pki_types::CertificateDer;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::public_key::PublicKey;
+
+use crate::ca::{IssueRequest, UncheckedCertificate};
+use crate::secret::SecretBytes;
+use crate::Error;
+
+/// How far back `notBefore` is set, to tolerate clock skew between peers.
+pub const BACKDATE: Duration = Duration::from_secs(10);
+
+/// The type of a key: what meshca generates, and what it accepts in CSRs and CAs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyType {
+    /// ECDSA on P-256 (the default for everything meshca generates).
+    EcdsaP256,
+    /// ECDSA on P-384.
+    EcdsaP384,
+    /// RSA with a modulus of this many bits (2048 to 8192 accepted; 2048, 3072, 4096 generated).
+    Rsa(u32),
+    /// Ed25519.
+    Ed25519,
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EcdsaP256 => f.write_str("ECDSA P-256"),
+            Self::EcdsaP384 => f.write_str("ECDSA P-384"),
+            Self::Rsa(bits) => write!(f, "RSA-{bits}"),
+            Self::Ed25519 => f.write_str("Ed25519"),
+        }
+    }
+}
+
+impl KeyType {
+    /// True for elliptic-curve keys, which get `keyAgreement` in their key usage.
+    pub fn is_ec(self) -> bool {
+        matches!(self, Self::EcdsaP256 | Self::EcdsaP384)
+    }
+
+    fn rcgen_alg(self) -> &'static SignatureAlgorithm {
+        match self {
+            Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Self::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            Self::Rsa(_) => &rcgen::PKCS_RSA_SHA256,
+            Self::Ed25519 => &rcgen::PKCS_ED25519,
+        }
+    }
+
+    /// Classifies a parsed SubjectPublicKeyInfo.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedKey`] for other curves, RSA under 2048 or over 8192 bits, DSA, ...
+    pub fn of_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<Self, Error> {
+        use x509_parser::oid_registry::{
+            OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
+        };
+        let alg = &spki.algorithm.algorithm;
+        if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok());
+            return match curve {
+                Some(c) if c == OID_EC_P256 => Ok(Self::EcdsaP256),
+                Some(c) if c == OID_NIST_EC_P384 => Ok(Self::EcdsaP384),
+                Some(c) => Err(Error::UnsupportedKey(format!(
+                    "elliptic curve {c} (supported: P-256, P-384)"
+                ))),
+                None => Err(Error::UnsupportedKey("EC key without a named curve".into())),
+            };
+        }
+        if *alg == OID_SIG_ED25519 {
+            return Ok(Self::Ed25519);
+        }
+        match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => {
+                let bits = u32::try_from(rsa.key_size()).unwrap_or(u32::MAX);
+                if !(2048..=8192).contains(&bits) {
+                    return Err(Error::UnsupportedKey(format!(
+                        "RSA-{bits} (RSA keys must have 2048 to 8192 bits)"
+                    )));
+                }
+                Ok(Self::Rsa(bits))
+            }
+            _ => Err(Error::UnsupportedKey(format!(
+                "key algorithm {alg} (supported: ECDSA P-256/P-384, RSA 2048-8192, Ed25519)"
+            ))),
+        }
+    }
+
+    /// Generates a key pair of this type.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedKey`] for RSA sizes other than 2048, 3072 and 4096;
+    /// [`Error::Crypto`] when the crypto library fails.
+    pub fn generate(self) -> Result<PrivateKey, Error> {
+        let key = match self {
+            Self::Rsa(bits) => {
+                let size = match bits {
+                    2048 => rcgen::RsaKeySize::_2048,
+                    3072 => rcgen::RsaKeySize::_3072,
+                    4096 => rcgen::RsaKeySize::_4096,
+                    _ => {
+                        return Err(Error::UnsupportedKey(format!(
+                            "cannot generate RSA-{bits}: choose 2048, 3072 or 4096"
+                        )))
+                    }
+                };
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size)?
+            }
+            other => KeyPair::generate_for(other.rcgen_alg())?,
+        };
+        Ok(PrivateKey {
+            key,
+            key_type: self,
+        })
+    }
+}
+
+/// A private key with its type. `Debug` is redacted; the PKCS#8 bytes are zeroized on drop.
+pub struct PrivateKey {
+    key: KeyPair,
+    key_type: KeyType,
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PrivateKey({}, <redacted>)", self.key_type)
+    }
+}
+
+impl Drop for PrivateKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+impl PrivateKey {
+    /// Parses a PEM private key (PKCS#8, or PKCS#1 RSA / SEC1 EC as written by openssl).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedKey`] when it is not a key meshca can use.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, Error> {
+        let text = std::str::from_utf8(pem)
+            .map_err(|_| Error::UnsupportedKey("private key is not PEM text".into()))?;
+        let key = KeyPair::from_pem(text)
+            .map_err(|e| Error::UnsupportedKey(format!("private key cannot be parsed: {e}")))?;
+        let spki_der = key.subject_public_key_info();
+        let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki_der)
+            .map_err(|_| Error::UnsupportedKey("private key has no usable public key".into()))?;
+        let key_type = KeyType::of_spki(&spki)?;
+        Ok(Self { key, key_type })
+    }
+
+    /// The key's type.
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    /// The DER SubjectPublicKeyInfo of the public half.
+    pub fn spki_der(&self) -> Vec<u8> {
+        self.key.subject_public_key_info()
+    }
+
+    /// The PKCS#8 PEM, as a secret.
+    pub fn to_pem(&self) -> SecretBytes {
+        SecretBytes::new(self.key.serialize_pem().into_bytes())
+    }
+
+    /// Builds a CSR signed by this key that asks for `uri_sans` (so remote CAs that read SANs
+    /// from the CSR see the identity).
+    ///
+    /// # Errors
+    /// [`Error::Crypto`] when signing fails.
+    pub fn csr_der(&self, uri_sans: &[String]) -> Result<Vec<u8>, Error> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = uri_sans
+            .iter()
+            .map(|s| Ok(SanType::URI(s.as_str().try_into()?)))
+            .collect::<Result<_, rcgen::Error>>()?;
+        Ok(params.serialize_request(&self.key)?.der().to_vec())
+    }
+
+    pub(crate) fn keypair(&self) -> &KeyPair {
+        &self.key
+    }
+}
+
+/// A public key taken from a verified CSR or a generated key, ready for signing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubjectKey {
+    key_type: KeyType,
+    spki: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+impl SubjectKey {
+    /// The key type.
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    /// The DER SubjectPublicKeyInfo.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+
+    pub(crate) fn from_spki_der(spki_der: &[u8]) -> Result<Self, Error> {
+        let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
+            .map_err(|e| Error::UnsupportedKey(format!("public key cannot be parsed: {e}")))?;
+        if !rest.is_empty() {
+            return Err(Error::UnsupportedKey(
+                "trailing bytes after public key".into(),
+            ));
+        }
+        Ok(Self {
+            key_type: KeyType::of_spki(&spki)?,
+            raw: spki.subject_public_key.data.to_vec(),
+            spki: spki_der.to_vec(),
+        })
+    }
+}
+
+impl PublicKeyData for SubjectKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.key_type.rcgen_alg()
+    }
+}
+
+/// Parses a CSR and verifies its signature (proof of possession of the key).
+///
+/// SANs requested in the CSR must all belong to `allowed_sans`; the subject is ignored (the
+/// common name comes only from the template). Returns the CSR's public key.
+///
+/// # Errors
+/// [`Error::InvalidCsr`] when it is not a DER CSR, its signature does not verify, or it asks for a
+/// SAN the identity does not have; [`Error::UnsupportedKey`] for a key meshca does not accept.
+pub fn verify_csr(der: &[u8], allowed_sans: &[String]) -> Result<SubjectKey, Error> {
+    use x509_parser::certification_request::X509CertificationRequest;
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+
+    let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| Error::InvalidCsr {
+        reason: "not a DER-encoded PKCS#10 certification request".into(),
+        source: Some(Box::new(e)),
+    })?;
+    if !rest.is_empty() {
+        return Err(Error::invalid_csr("trailing bytes after the request"));
+    }
+    let info = &csr.certification_request_info;
+    let key_type = KeyType::of_spki(&info.subject_pki)?;
+    csr.verify_signature().map_err(|e| Error::InvalidCsr {
+        reason: "signature does not verify with the request's own key (no proof of possession)"
+            .into(),
+        source: Some(Box::new(e)),
+    })?;
+    if let Some(exts) = csr.requested_extensions() {
+        for ext in exts {
+            if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                for name in &san.general_names {
+                    let ok = match name {
+                        GeneralName::URI(uri) => allowed_sans.iter().any(|a| a == uri),
+                        _ => false,
+                    };
+                    if !ok {
+                        return Err(Error::invalid_csr(format!(
+                            "asks for SAN {name} which the identity does not have; SANs come only from the identity"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(SubjectKey {
+        key_type,
+        spki: info.subject_pki.raw.to_vec(),
+        raw: info.subject_pki.subject_public_key.data.to_vec(),
+    })
+}
+
+/// Splits PEM text into the DER of every `CERTIFICATE` block, in order.
+///
+/// # Errors
+/// A message when the text is not PEM or holds no certificate.
+pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let blocks = pem::parse_many(pem).map_err(|e| format!("is not valid PEM: {e}"))?;
+    let certs: Vec<_> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| CertificateDer::from(b.into_contents()))
+        .collect();
+    if certs.is_empty() {
+        return Err("contains no PEM certificate".into());
+    }
+    Ok(certs)
+}
+
+/// Encodes DER certificates as concatenated PEM.
+pub fn certs_to_pem<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'a>>) -> String {
+    certs
+        .into_iter()
+        .map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.as_ref().to_vec())))
+        .collect()
+}
+
+/// A random, positive, non-zero 128-bit serial number.
+pub fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    loop {
+        // aws-lc's DRBG; failure here means the OS has no entropy, which no caller can fix.
+        if aws_lc_rs::rand::fill(&mut bytes).is_ok() && bytes.iter().any(|b| *b != 0) {
+            return SerialNumber::from_slice(&bytes);
+        }
+    }
+}
+
+/// Converts a [`SystemTime`] for rcgen.
+pub(crate) fn to_offset(t: SystemTime) -> time::OffsetDateTime {
+    time::OffsetDateTime::from(t)
+}
+
+/// A CA whose key meshca holds: signs data plane certificates locally.
+///
+/// Built once per config load (parsing the CA and its key is not done per request).
+pub struct LocalCa {
+    issuer: rcgen::Issuer<'static, KeyPair>,
+    chain: Vec<CertificateDer<'static>>,
+    not_after: SystemTime,
+    key_type: KeyType,
+}
+
+impl fmt::Debug for LocalCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalCa")
+            .field("chain_len", &self.chain.len())
+            .field("key_type", &self.key_type)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl LocalCa {
+    /// Builds a signer from the CA chain (signing CA first, then its parents) and the signing CA's
+    /// key. The caller has validated the chain; this checks that the key matches the certificate.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCa`] (field `field`) when the certificate cannot be parsed or the key does not
+    /// match it.
+    pub fn new(
+        field: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKey,
+    ) -> Result<Self, Error> {
+        let first = chain
+            .first()
+            .ok_or_else(|| Error::invalid_ca(field, "no certificate"))?;
+        let (_, cert) = X509Certificate::from_der(first)
+            .map_err(|e| Error::invalid_ca(field, format!("certificate cannot be parsed: {e}")))?;
+        if cert.public_key().raw != key.spki_der().as_slice() {
+            return Err(Error::invalid_ca(
+                field,
+                "key does not match the certificate",
+            ));
+        }
+        let not_after = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(
+                u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0),
+            );
+        let key_type = key.key_type;
+        let key_pair = KeyPair::try_from(key.keypair().serialized_der())
+            .map_err(|e| Error::invalid_ca(field, format!("key cannot be loaded: {e}")))?;
+        let issuer = rcgen::Issuer::from_ca_cert_der(first, key_pair).map_err(|e| {
+            Error::invalid_ca(
+                field,
+                format!("certificate cannot be used as an issuer: {e}"),
+            )
+        })?;
+        Ok(Self {
+            issuer,
+            chain,
+            not_after,
+            key_type,
+        })
+    }
+
+    /// The CA chain, signing CA first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// When the signing CA expires; leaves are clamped to it.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
+    /// The CA key's type.
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    /// Signs a data plane certificate for `request`, with Kuma's profile: the identity's URI SANs,
+    /// the templated CN if any, digitalSignature + keyEncipherment (+ keyAgreement for EC keys),
+    /// EKU serverAuth + clientAuth, CA=false, a random serial, and a not-after clamped to the CA's.
+    ///
+    /// # Errors
+    /// [`Error::Crypto`] when signing fails.
+    pub fn sign(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
+        let mut params = CertificateParams::default();
+        params.not_before = to_offset(request.not_before());
+        params.not_after = to_offset(request.not_after().min(self.not_after));
+        params.serial_number = Some(random_serial());
+        params.distinguished_name = DistinguishedName::new();
+        if let Some(cn) = request.common_name() {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        params.subject_alt_names = request
+            .identity()
+            .uri_sans()
+            .iter()
+            .map(|s| Ok(SanType::URI(s.as_str().try_into()?)))
+            .collect::<Result<_, rcgen::Error>>()?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        if request.subject_key().key_type().is_ec() {
+            params.key_usages.push(KeyUsagePurpose::KeyAgreement);
+        }
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(request.subject_key(), &self.issuer)?;
+        let mut chain = Vec::with_capacity(1 + self.chain.len());
+        chain.push(cert.der().clone());
+        // The signing CA goes with the leaf when it is an intermediate; a self-signed root is only
+        // in the trust bundle.
+        if self.chain.len() > 1 || !is_self_issued(&self.chain[0]) {
+            chain.extend(self.chain.iter().cloned());
+        }
+        Ok(UncheckedCertificate::new(chain))
+    }
+}
+
+/// True when a certificate's issuer equals its subject.
+pub fn is_self_issued(der: &CertificateDer<'_>) -> bool {
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c.issuer().as_raw() == c.subject().as_raw())
+        .unwrap_or(false)
+}
