@@ -1,0 +1,1 @@
+//! backend-builtin backend (in progress).

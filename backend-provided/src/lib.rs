@@ -1,0 +1,1 @@
+//! backend-provided backend (in progress).
