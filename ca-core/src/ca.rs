@@ -14,7 +14,9 @@ use crate::identity::Identity;
 use crate::name::{MeshName, SecretName};
 use crate::secret::SecretBytes;
 use crate::template::CommonNameTemplate;
-use crate::x509::{certs_to_pem, verify_csr, KeyType, PrivateKey, SubjectKey, BACKDATE};
+use crate::x509::{
+    certs_to_pem, describe_general_name, verify_csr, KeyType, PrivateKey, SubjectKey, BACKDATE,
+};
 use crate::Error;
 
 /// A certificate authority backend of a mesh.
@@ -388,7 +390,14 @@ pub async fn issue_certificate(
             (SubjectKey::from_spki_der(&key.spki_der())?, csr, Some(key))
         }
     };
-    let now = SystemTime::now();
+    // Whole seconds: X.509 times have no fractions, so the leaf can match the request exactly.
+    let now = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        );
     let request = IssueRequest {
         identity: params.identity,
         subject_key,
@@ -440,7 +449,12 @@ pub fn check_issued(
         for name in &san.value.general_names {
             match name {
                 GeneralName::URI(u) => uris.push(u),
-                other => return Err(bad(format!("leaf has SAN {other} that was not requested"))),
+                other => {
+                    return Err(bad(format!(
+                        "leaf has SAN {} that was not requested",
+                        describe_general_name(other)
+                    )))
+                }
             }
         }
     }

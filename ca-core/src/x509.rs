@@ -282,7 +282,8 @@ pub fn verify_csr(der: &[u8], allowed_sans: &[String]) -> Result<SubjectKey, Err
                     };
                     if !ok {
                         return Err(Error::invalid_csr(format!(
-                            "asks for SAN {name} which the identity does not have; SANs come only from the identity"
+                            "asks for SAN {} which the identity does not have; SANs come only from the identity",
+                            describe_general_name(name)
                         )));
                     }
                 }
@@ -467,4 +468,24 @@ pub fn is_self_issued(der: &CertificateDer<'_>) -> bool {
     X509Certificate::from_der(der)
         .map(|(_, c)| c.issuer().as_raw() == c.subject().as_raw())
         .unwrap_or(false)
+}
+
+/// A general name as openssl prints it (`URI:spiffe://...`, `DNS:example.com`).
+pub fn describe_general_name(name: &x509_parser::extensions::GeneralName<'_>) -> String {
+    use x509_parser::extensions::GeneralName;
+    match name {
+        GeneralName::URI(u) => format!("URI:{u}"),
+        GeneralName::DNSName(d) => format!("DNS:{d}"),
+        GeneralName::RFC822Name(e) => format!("email:{e}"),
+        GeneralName::IPAddress(ip) => match ip.len() {
+            4 => format!("IP:{}", std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])),
+            16 => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(ip);
+                format!("IP:{}", std::net::Ipv6Addr::from(b))
+            }
+            _ => "IP:<malformed>".into(),
+        },
+        other => format!("{other:?}"),
+    }
 }
