@@ -146,22 +146,43 @@ impl TrustBundle {
             now.duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default(),
         );
-        for usage in [
-            webpki::KeyUsage::client_auth(),
-            webpki::KeyUsage::server_auth(),
-        ] {
-            ee.verify_for_usage(
-                webpki::ALL_VERIFICATION_ALGS,
-                &self.anchors,
-                intermediates,
-                now,
-                usage,
-                None,
-                None,
-            )
-            .map_err(|e| format!("does not chain to the trust bundle: {e}"))?;
-        }
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &self.anchors,
+            intermediates,
+            now,
+            ClientAndServerAuth,
+            None,
+            None,
+        )
+        .map_err(|e| format!("does not chain to the trust bundle: {e}"))?;
         Ok(())
+    }
+}
+
+/// Requires both serverAuth and clientAuth of every certificate in the path that restricts its
+/// extended key usage: mesh certificates are used in both directions. One path build checks both.
+struct ClientAndServerAuth;
+
+impl webpki::ExtendedKeyUsageValidator for ClientAndServerAuth {
+    fn validate(&self, iter: webpki::KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        const SERVER: webpki::KeyPurposeId<'static> =
+            webpki::KeyPurposeId::new(&[0x2b, 6, 1, 5, 5, 7, 3, 1]);
+        const CLIENT: webpki::KeyPurposeId<'static> =
+            webpki::KeyPurposeId::new(&[0x2b, 6, 1, 5, 5, 7, 3, 2]);
+        let (mut any, mut server, mut client) = (false, false, false);
+        for id in iter {
+            let id = id?;
+            any = true;
+            server |= id == SERVER;
+            client |= id == CLIENT;
+        }
+        if !any || (server && client) {
+            Ok(())
+        } else {
+            #[allow(deprecated)]
+            Err(webpki::Error::RequiredEkuNotFound)
+        }
     }
 }
 

@@ -31,6 +31,7 @@ enum Fault {
     WrongCn,
     Empty,
     LongerThanAsked,
+    ServerAuthOnly,
 }
 
 #[derive(Debug)]
@@ -94,6 +95,9 @@ impl TestCa {
             }
             Fault::IsCa => p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained),
             Fault::WrongCn => p.distinguished_name.push(DnType::CommonName, "admin.mesh"),
+            Fault::ServerAuthOnly => {
+                p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+            }
             Fault::LongerThanAsked => {
                 p.not_after = (req.not_after() + Duration::from_secs(3600)).into()
             }
@@ -282,6 +286,10 @@ async fn bad_backend_answers_are_refused() {
             "leaf common name is [\"admin.mesh\"], expected none",
         ),
         (Fault::Empty, "no certificate"),
+        (
+            Fault::ServerAuthOnly,
+            "does not chain to the trust bundle: RequiredEkuNotFound",
+        ),
     ];
     for (fault, msg) in cases {
         ca.set(fault);
