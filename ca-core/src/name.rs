@@ -129,6 +129,8 @@ fn check_dns_label(s: &str) -> Result<(), &'static str> {
 }
 
 fn check_dns_subdomain(s: &str) -> Result<(), &'static str> {
+    // Kubernetes' IsDNS1123Subdomain: at most 253 characters of dot-separated lower-case
+    // alphanumeric runs joined by '-'; unlike a hostname, labels have no 63-character limit.
     if s.is_empty() {
         return Err("must not be empty");
     }
@@ -139,7 +141,15 @@ fn check_dns_subdomain(s: &str) -> Result<(), &'static str> {
         if label.is_empty() {
             return Err("must not contain empty labels ('..', or a leading or trailing '.')");
         }
-        check_dns_label(label)?;
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err("must consist of lower case letters, digits, '-' and '.'");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("must start and end each '.'-separated part with a letter or digit");
+        }
     }
     Ok(())
 }
@@ -244,5 +254,6 @@ mod tests {
         assert!(SecretName::new("../etc").is_err());
         assert!(SecretName::new("a/b").is_err());
         assert!(SecretName::new("x".repeat(254)).is_err());
+        assert!(SecretName::new(format!("default.ca-builtin-cert-{}", "b".repeat(63))).is_ok());
     }
 }

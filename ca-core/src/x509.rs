@@ -381,10 +381,17 @@ impl LocalCa {
                 "key does not match the certificate",
             ));
         }
-        let not_after = SystemTime::UNIX_EPOCH
-            + Duration::from_secs(
-                u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0),
-            );
+        // Leaves never outlive any certificate of the chain above them.
+        let mut not_after = expiry(&cert);
+        for (i, der) in chain.iter().enumerate().skip(1) {
+            let (_, parent) = X509Certificate::from_der(der).map_err(|e| {
+                Error::invalid_ca(
+                    field,
+                    format!("certificate {} cannot be parsed: {e}", i + 1),
+                )
+            })?;
+            not_after = not_after.min(expiry(&parent));
+        }
         let key_type = key.key_type;
         let key_pair = KeyPair::try_from(key.keypair().serialized_der())
             .map_err(|e| Error::invalid_ca(field, format!("key cannot be loaded: {e}")))?;
@@ -407,7 +414,7 @@ impl LocalCa {
         &self.chain
     }
 
-    /// When the signing CA expires; leaves are clamped to it.
+    /// When the first certificate of the CA chain expires; leaves are clamped to it.
     pub fn not_after(&self) -> SystemTime {
         self.not_after
     }
@@ -461,6 +468,11 @@ impl LocalCa {
         }
         Ok(UncheckedCertificate::new(chain))
     }
+}
+
+fn expiry(cert: &X509Certificate<'_>) -> SystemTime {
+    SystemTime::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0))
 }
 
 /// True when a certificate's issuer equals its subject.

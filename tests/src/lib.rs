@@ -1,1 +1,99 @@
-//! Cross-crate test suites live in tests/.
+//! The conformance suite every meshca backend passes, and helpers for cross-crate tests.
+//!
+//! A backend joins the suite by implementing [`Fixture`] and invoking [`conformance_suite!`]
+//! once (see `tests/conformance.rs`): every check then runs against it, verified with
+//! independent verifiers (`openssl verify` and a rustls mutual-TLS handshake) as well as with
+//! meshca's own checks.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+pub mod checks;
+pub mod fixtures;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ca_core::{CertificateAuthority, Error, MeshName};
+
+/// One backend under test.
+#[async_trait]
+pub trait Fixture: Send + Sync {
+    /// A short name for messages.
+    fn name(&self) -> &'static str;
+
+    /// A ready backend for `mesh`, with data plane certificates of `lifetime`. Two calls with
+    /// different meshes give CAs that do not trust each other.
+    async fn backend(&self, mesh: &MeshName, lifetime: Duration) -> Arc<dyn CertificateAuthority>;
+
+    /// A broken instance of the backend: either it cannot be built (`Err`) or validation of it
+    /// must fail. Returns the substring the error must contain.
+    async fn broken(
+        &self,
+        mesh: &MeshName,
+    ) -> (Result<Arc<dyn CertificateAuthority>, Error>, &'static str);
+
+    /// When the backend's signing CA expires, if leaves are clamped to it.
+    fn ca_not_after(&self) -> Option<std::time::SystemTime> {
+        None
+    }
+}
+
+/// Instantiates every conformance check as a `#[tokio::test]` for one fixture.
+///
+/// ```text
+/// meshca_tests::conformance_suite!(builtin_p256, meshca_tests::fixtures::Builtin::p256());
+/// ```
+#[macro_export]
+macro_rules! conformance_suite {
+    ($module:ident, $fixture:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::checks;
+
+            fn fixture() -> impl $crate::Fixture {
+                $fixture
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sans_and_common_name() {
+                checks::sans_and_common_name(&fixture()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn csr_path_keeps_key_with_caller() {
+                checks::csr_path_keeps_key_with_caller(&fixture()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn generated_key_matches() {
+                checks::generated_key_matches(&fixture()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn validity_follows_dp_cert_expiration() {
+                checks::validity_follows_dp_cert_expiration(&fixture()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn validate_issues_test_certificate() {
+                checks::validate_issues_test_certificate(&fixture()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn bundle_verifies_leaves_with_openssl() {
+                checks::bundle_verifies_leaves_with_openssl(&fixture()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn other_mesh_leaf_does_not_verify() {
+                checks::other_mesh_leaf_does_not_verify(&fixture()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mutual_tls_between_identities() {
+                checks::mutual_tls_between_identities(&fixture()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn bad_csrs_are_rejected() {
+                checks::bad_csrs_are_rejected(&fixture()).await;
+            }
+        }
+    };
+}

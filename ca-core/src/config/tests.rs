@@ -343,7 +343,7 @@ fn data_source_rules() {
     );
     assert_eq!(
         violations(&provided("        secret: Bad_Name\n")),
-        ["mtls.backends[0].conf.cert.secret: `Bad_Name` must consist of lower case letters, digits and '-'"]
+        ["mtls.backends[0].conf.cert.secret: `Bad_Name` must consist of lower case letters, digits, '-' and '.'"]
     );
     assert_eq!(violations(&provided("        sekret: a\n")).len(), 2);
     assert!(Mesh::from_yaml(&provided("        inline: aGVsbG8=\n")).is_ok());
