@@ -2,6 +2,7 @@
 //! [`LocalCa`], the signer used by the builtin and provided backends.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
@@ -343,6 +344,7 @@ pub(crate) fn to_offset(t: SystemTime) -> time::OffsetDateTime {
 /// Built once per config load (parsing the CA and its key is not done per request).
 pub struct LocalCa {
     issuer: rcgen::Issuer<'static, KeyPair>,
+    signer: Arc<LocalSigner>,
     chain: Vec<CertificateDer<'static>>,
     not_after: SystemTime,
     key_type: KeyType,
@@ -401,8 +403,13 @@ impl LocalCa {
                 format!("certificate cannot be used as an issuer: {e}"),
             )
         })?;
+        let signer = Arc::new(LocalSigner {
+            ca_cert: first.clone(),
+            ca_subject: cert.subject().as_raw().to_vec(),
+        });
         Ok(Self {
             issuer,
+            signer,
             chain,
             not_after,
             key_type,
@@ -466,13 +473,24 @@ impl LocalCa {
         if self.chain.len() > 1 || !is_self_issued(&self.chain[0]) {
             chain.extend(self.chain.iter().cloned());
         }
-        Ok(UncheckedCertificate::new(chain))
+        Ok(UncheckedCertificate::signed_locally(
+            chain,
+            self.signer.clone(),
+        ))
     }
 }
 
 fn expiry(cert: &X509Certificate<'_>) -> SystemTime {
     SystemTime::UNIX_EPOCH
         + Duration::from_secs(u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0))
+}
+
+/// Proof that a leaf was signed by core's own [`LocalCa`] with the key of `ca_cert` (checked to
+/// match when the `LocalCa` was built). Only core can make one.
+#[derive(Debug)]
+pub(crate) struct LocalSigner {
+    pub(crate) ca_cert: CertificateDer<'static>,
+    pub(crate) ca_subject: Vec<u8>,
 }
 
 /// True when a certificate's issuer equals its subject.

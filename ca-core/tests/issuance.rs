@@ -32,6 +32,8 @@ enum Fault {
     Empty,
     LongerThanAsked,
     ServerAuthOnly,
+    /// Signed correctly by the local CA, but the bundle holds another CA.
+    LocalButForeignBundle,
 }
 
 #[derive(Debug)]
@@ -138,13 +140,16 @@ impl CertificateAuthority for TestCa {
     }
 
     async fn trust_bundle(&self) -> Result<TrustBundle, Error> {
+        if *self.fault.lock().unwrap() == Fault::LocalButForeignBundle {
+            return TrustBundle::new(vec![make_root("test root").0]);
+        }
         TrustBundle::new(vec![self.root_der.clone()])
     }
 
     async fn issue(&self, req: &IssueRequest) -> Result<UncheckedCertificate, Error> {
         let fault = *self.fault.lock().unwrap();
         match fault {
-            Fault::None => self.root.sign(req),
+            Fault::None | Fault::LocalButForeignBundle => self.root.sign(req),
             Fault::Empty => Ok(UncheckedCertificate::new(Vec::new())),
             f => Ok(UncheckedCertificate::new(vec![self.bad_leaf(req, f)])),
         }
@@ -286,6 +291,10 @@ async fn bad_backend_answers_are_refused() {
             "leaf common name is [\"admin.mesh\"], expected none",
         ),
         (Fault::Empty, "no certificate"),
+        (
+            Fault::LocalButForeignBundle,
+            "does not chain to the trust bundle",
+        ),
         (
             Fault::ServerAuthOnly,
             "does not chain to the trust bundle: RequiredEkuNotFound",
