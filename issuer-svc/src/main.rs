@@ -1,1 +1,7 @@
-fn main() {}
+//! `meshca`: see `meshca --help`.
+
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    issuer_svc::main()
+}

@@ -1,0 +1,48 @@
+//! `meshca-bench`: the load generator and report writer behind `scripts/bench`.
+//!
+//! - `load`: N concurrent clients, each on its own connection, send certificate requests built
+//!   from a pool of pre-made CSRs (client key generation is not measured) to meshca's
+//!   `IssueCertificate` over mTLS gRPC, or to `cfssl serve`'s `/api/v1/cfssl/sign`, for a fixed
+//!   duration or count. Prints requests/s, p50/p99/p999 latency, errors, and the server's CPU and
+//!   RSS (read from /proc for `--server-pid`), and appends the figures as one JSON line.
+//! - `report`: turns the collected figures into `BENCHMARKS.md` and an SVG plot.
+
+#![forbid(unsafe_code)]
+
+mod load;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshca-bench",
+    about = "Load generator and benchmark report for meshca"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Drive a CA service with concurrent clients and print (and record) its figures.
+    Load(load::LoadArgs),
+    /// Write BENCHMARKS.md and the plot from recorded figures.
+    Report(report::ReportArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Load(args) => load::run(args),
+        Command::Report(args) => report::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshca-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

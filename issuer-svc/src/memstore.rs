@@ -1,0 +1,71 @@
+//! A [`SecretStore`] for validation: reads fall through to the real store, writes stay in memory,
+//! so validating a Mesh never creates or changes persisted secrets.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use ca_core::{Created, Error, MeshName, SecretBytes, SecretName, SecretStore};
+
+/// Memory over an optional read-only lower store.
+#[derive(Debug, Default)]
+pub(crate) struct OverlayStore {
+    lower: Option<Arc<dyn SecretStore>>,
+    upper: Mutex<HashMap<(MeshName, SecretName), SecretBytes>>,
+}
+
+impl OverlayStore {
+    pub(crate) fn new(lower: Option<Arc<dyn SecretStore>>) -> Self {
+        Self {
+            lower,
+            upper: Mutex::default(),
+        }
+    }
+
+    fn upper(&self) -> std::sync::MutexGuard<'_, HashMap<(MeshName, SecretName), SecretBytes>> {
+        // A panic while holding this lock cannot leave the map half-updated: recover it.
+        self.upper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl SecretStore for OverlayStore {
+    async fn get(&self, mesh: &MeshName, name: &SecretName) -> Result<Option<SecretBytes>, Error> {
+        if let Some(v) = self.upper().get(&(mesh.clone(), name.clone())) {
+            return Ok(Some(v.clone()));
+        }
+        match &self.lower {
+            Some(lower) => lower.get(mesh, name).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn create_if_absent(
+        &self,
+        mesh: &MeshName,
+        name: &SecretName,
+        value: &[u8],
+    ) -> Result<(SecretBytes, Created), Error> {
+        if let Some(existing) = self.get(mesh, name).await? {
+            return Ok((existing, Created::Existing));
+        }
+        let mut upper = self.upper();
+        let key = (mesh.clone(), name.clone());
+        if let Some(v) = upper.get(&key) {
+            return Ok((v.clone(), Created::Existing));
+        }
+        let v = SecretBytes::new(value.to_vec());
+        upper.insert(key, v.clone());
+        Ok((v, Created::Ours))
+    }
+
+    async fn put(&self, mesh: &MeshName, name: &SecretName, value: &[u8]) -> Result<(), Error> {
+        self.upper().insert(
+            (mesh.clone(), name.clone()),
+            SecretBytes::new(value.to_vec()),
+        );
+        Ok(())
+    }
+}

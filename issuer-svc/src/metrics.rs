@@ -1,0 +1,213 @@
+//! Prometheus metrics in text format, and the small HTTP server for `/metrics`, `/healthz` and
+//! `/readyz` on a separate port.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::issuer::{lock, BackendKey, Issuer};
+
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+/// Every metric the issuer exports.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    issued: Mutex<BTreeMap<BackendKey, Histogram>>,
+    failures: Mutex<BTreeMap<(String, String), u64>>,
+    watched: AtomicI64,
+    earliest_expiry: Mutex<BTreeMap<String, i64>>,
+    reloads: Mutex<BTreeMap<&'static str, u64>>,
+    /// Set once the first config is loaded and the gRPC server listens.
+    pub(crate) ready: AtomicBool,
+}
+
+impl Metrics {
+    pub(crate) fn observe_issue(&self, key: &BackendKey, seconds: f64) {
+        let mut m = lock(&self.issued);
+        let h = m.entry(key.clone()).or_default();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += seconds;
+        h.count += 1;
+    }
+
+    pub(crate) fn failure(&self, mesh: &str, reason: &str) {
+        *lock(&self.failures)
+            .entry((mesh.to_owned(), reason.to_owned()))
+            .or_default() += 1;
+    }
+
+    pub(crate) fn set_watched(&self, n: usize) {
+        self.watched
+            .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_earliest_expiry(&self, by_mesh: BTreeMap<String, i64>) {
+        *lock(&self.earliest_expiry) = by_mesh;
+    }
+
+    /// `result` is `applied` or `refused`.
+    pub(crate) fn config_reload(&self, result: &'static str) {
+        *lock(&self.reloads).entry(result).or_default() += 1;
+    }
+
+    fn render(&self, issuer: &Issuer) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP meshca_certificates_issued_total Certificates issued, by mesh and backend.\n# TYPE meshca_certificates_issued_total counter\n");
+        let issued = lock(&self.issued).clone();
+        for ((mesh, backend), h) in &issued {
+            let _ = writeln!(
+                out,
+                "meshca_certificates_issued_total{{mesh=\"{}\",backend=\"{}\"}} {}",
+                esc(mesh),
+                esc(backend),
+                h.count
+            );
+        }
+        out.push_str("# HELP meshca_issue_duration_seconds Time to issue one certificate.\n# TYPE meshca_issue_duration_seconds histogram\n");
+        for ((mesh, backend), h) in &issued {
+            let labels = format!("mesh=\"{}\",backend=\"{}\"", esc(mesh), esc(backend));
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "meshca_issue_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "meshca_issue_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "meshca_issue_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "meshca_issue_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
+        }
+        out.push_str("# HELP meshca_issue_failures_total Failed issuances, by mesh and reason.\n# TYPE meshca_issue_failures_total counter\n");
+        for ((mesh, reason), n) in lock(&self.failures).iter() {
+            let _ = writeln!(
+                out,
+                "meshca_issue_failures_total{{mesh=\"{}\",reason=\"{reason}\"}} {n}",
+                esc(mesh)
+            );
+        }
+        out.push_str("# HELP meshca_watched_identities Identities with an open WatchCertificate stream.\n# TYPE meshca_watched_identities gauge\n");
+        let _ = writeln!(
+            out,
+            "meshca_watched_identities {}",
+            self.watched.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP meshca_earliest_expiry_timestamp_seconds Earliest not-after of a watched certificate, by mesh.\n# TYPE meshca_earliest_expiry_timestamp_seconds gauge\n");
+        for (mesh, t) in lock(&self.earliest_expiry).iter() {
+            let _ = writeln!(
+                out,
+                "meshca_earliest_expiry_timestamp_seconds{{mesh=\"{}\"}} {t}",
+                esc(mesh)
+            );
+        }
+        out.push_str("# HELP meshca_backend_circuit_state Circuit of a backend: 0 closed, 1 open, 2 half-open.\n# TYPE meshca_backend_circuit_state gauge\n");
+        for ((mesh, backend), state) in issuer.circuit_states() {
+            let _ = writeln!(
+                out,
+                "meshca_backend_circuit_state{{mesh=\"{}\",backend=\"{}\"}} {}",
+                esc(&mesh),
+                esc(&backend),
+                state.as_gauge()
+            );
+        }
+        out.push_str("# HELP meshca_config_reloads_total Mesh config files applied or refused.\n# TYPE meshca_config_reloads_total counter\n");
+        for (result, n) in lock(&self.reloads).iter() {
+            let _ = writeln!(
+                out,
+                "meshca_config_reloads_total{{result=\"{result}\"}} {n}"
+            );
+        }
+        out
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` (HTTP/1.1, one request per connection).
+pub(crate) async fn serve(listener: TcpListener, issuer: Arc<Issuer>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let issuer = issuer.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let text = String::from_utf8_lossy(&buf);
+            let path = text.split_whitespace().nth(1).unwrap_or("/");
+            let metrics = &issuer.metrics;
+            let (status, ctype, body) = match path {
+                "/metrics" => (
+                    "200 OK",
+                    "text/plain; version=0.0.4",
+                    metrics.render(&issuer),
+                ),
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+                "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
+                    ("200 OK", "text/plain", "ready\n".to_owned())
+                }
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not ready\n".to_owned(),
+                ),
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /metrics, /healthz or /readyz\n".to_owned(),
+                ),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

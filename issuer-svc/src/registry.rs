@@ -1,0 +1,170 @@
+//! The edge where backends are chosen: a table from [`BackendType`] to a constructor.
+//!
+//! A backend crate that lands adds one line to [`Registry::new`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ca_core::config::{Backend, BackendConf, BackendType};
+use ca_core::{CertificateAuthority, Error, MeshName, SecretStore, Violations};
+
+/// What constructors get besides the backend's config.
+#[derive(Clone, Debug)]
+pub(crate) struct BuildContext {
+    /// Where mesh-scoped secrets live (and the builtin CA is persisted).
+    pub(crate) store: Arc<dyn SecretStore>,
+}
+
+/// A built backend and what its constructor had to say about it.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub(crate) ca: Arc<dyn CertificateAuthority>,
+    pub(crate) warnings: Vec<String>,
+}
+
+type BuildFuture<'a> = Pin<Box<dyn Future<Output = Result<Built, Error>> + Send + 'a>>;
+
+/// Builds one backend of `mesh`.
+pub(crate) type Constructor =
+    for<'a> fn(&'a BuildContext, &'a MeshName, &'a Backend) -> BuildFuture<'a>;
+
+/// Backend types this build knows how to construct.
+#[derive(Clone)]
+pub(crate) struct Registry {
+    constructors: HashMap<BackendType, Constructor>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut types: Vec<&str> = self.constructors.keys().map(|t| t.as_str()).collect();
+        types.sort_unstable();
+        f.debug_struct("Registry").field("types", &types).finish()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// Every backend compiled into this binary.
+    pub(crate) fn new() -> Self {
+        let mut constructors: HashMap<BackendType, Constructor> = HashMap::new();
+        constructors.insert(BackendType::Builtin, build_builtin);
+        constructors.insert(BackendType::Provided, build_provided);
+        Self { constructors }
+    }
+
+    /// Builds `backend` (the `index`-th of the mesh, for error paths).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming `mtls.backends[index].type` for a type this build lacks;
+    /// the constructor's error otherwise.
+    pub(crate) async fn build(
+        &self,
+        ctx: &BuildContext,
+        mesh: &MeshName,
+        index: usize,
+        backend: &Backend,
+    ) -> Result<Built, Error> {
+        let ty = backend.backend_type();
+        let Some(ctor) = self.constructors.get(&ty) else {
+            let mut v = Violations::default();
+            v.add(
+                format!("mtls.backends[{index}].type"),
+                format!("backend type {ty} is not available in this build yet"),
+            );
+            return Err(Error::InvalidConfig(v));
+        };
+        ctor(ctx, mesh, backend).await
+    }
+}
+
+fn build_builtin<'a>(
+    ctx: &'a BuildContext,
+    mesh: &'a MeshName,
+    backend: &'a Backend,
+) -> BuildFuture<'a> {
+    Box::pin(async move {
+        let BackendConf::Builtin(conf) = &backend.conf else {
+            return Err(wrong_conf(backend));
+        };
+        let ca = backend_builtin::BuiltinCa::new(
+            mesh.clone(),
+            backend.name.clone(),
+            conf.clone(),
+            ctx.store.clone(),
+        );
+        Ok(Built {
+            ca: Arc::new(ca),
+            warnings: Vec::new(),
+        })
+    })
+}
+
+fn build_provided<'a>(
+    ctx: &'a BuildContext,
+    mesh: &'a MeshName,
+    backend: &'a Backend,
+) -> BuildFuture<'a> {
+    Box::pin(async move {
+        let BackendConf::Provided(conf) = &backend.conf else {
+            return Err(wrong_conf(backend));
+        };
+        let ca = backend_provided::ProvidedCa::load(
+            mesh,
+            backend.name.clone(),
+            conf,
+            backend.dp_cert_expiration,
+            ctx.store.as_ref(),
+        )
+        .await?;
+        let warnings = ca.warnings().to_vec();
+        Ok(Built {
+            ca: Arc::new(ca),
+            warnings,
+        })
+    })
+}
+
+fn wrong_conf(backend: &Backend) -> Error {
+    Error::Inconsistent(format!(
+        "backend `{}`: conf does not match type {}",
+        backend.name,
+        backend.backend_type()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn missing_backend_types_are_refused_with_their_path() {
+        let yaml = "type: Mesh\nname: m\nmtls:\n  enabledBackend: c\n  backends:\n    - name: b\n      type: builtin\n    - name: c\n      type: certmanager\n      conf:\n        issuerRef: {name: x}\n";
+        let mesh = ca_core::config::Mesh::from_yaml(yaml).unwrap();
+        let ctx = BuildContext {
+            store: Arc::new(crate::memstore::OverlayStore::new(None)),
+        };
+        let backend = mesh.enabled_backend().unwrap();
+        let err = Registry::new()
+            .build(&ctx, &mesh.name, 1, backend)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid mesh configuration: mtls.backends[1].type: backend type certmanager is not available in this build yet"
+        );
+        let builtin = &mesh.mtls.as_ref().unwrap().backends[0];
+        let built = Registry::new()
+            .build(&ctx, &mesh.name, 0, builtin)
+            .await
+            .unwrap();
+        assert_eq!(built.ca.name(), "b");
+    }
+}

@@ -1,0 +1,313 @@
+//! `meshca serve`: wires the store, mesh states, scheduler, TLS, gRPC and metrics together.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ca_core::{DirectorySecretStore, SecretStore, TrustBundle};
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::authz::Policy;
+use crate::bootstrap::BootstrapPaths;
+use crate::cli::{ServeArgs, StoreKind};
+use crate::issuer::{Issuer, Limits};
+use crate::metrics::Metrics;
+use crate::proto::issuer_server::IssuerServer;
+use crate::registry::{BuildContext, Registry};
+use crate::rotation::RotationPolicy;
+use crate::service::IssuerService;
+use crate::state::{ConfigSource, Manager, Snapshot};
+use crate::tls::{read_certs, read_key, server_config, DynamicClientVerifier};
+use crate::util::{AppError, Context};
+
+pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
+    if a.store == StoreKind::Kubernetes {
+        return Err(AppError(
+            "--store kubernetes is not available in this build yet; use --store file (the default)"
+                .into(),
+        ));
+    }
+    if a.insecure_plaintext && !a.listen.ip().is_loopback() {
+        return Err(AppError(format!(
+            "--insecure-plaintext is allowed only on a loopback address, not {}; drop the flag to serve mTLS",
+            a.listen
+        )));
+    }
+    if !(0.1..=0.95).contains(&a.rotate_fraction) {
+        return Err(AppError(
+            "--rotate-fraction must be between 0.1 and 0.95".into(),
+        ));
+    }
+    std::fs::create_dir_all(&a.data_dir)
+        .ctx(|| format!("cannot create data directory {}", a.data_dir.display()))?;
+    let store: Arc<dyn SecretStore> =
+        Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
+    let policy = match &a.authz {
+        Some(p) => Policy::load(p)?,
+        None => Policy::default(),
+    };
+
+    let metrics = Arc::new(Metrics::default());
+    let issuer = Arc::new(Issuer::new(
+        Limits {
+            concurrency: a.max_concurrent_issues,
+            circuit_threshold: a.circuit_threshold.max(1),
+            circuit_cooldown: a.circuit_cooldown,
+            fault_file: a.fault_file.clone(),
+            ..Limits::default()
+        },
+        metrics.clone(),
+    ));
+    let source = match &a.mesh_config {
+        Some(d) => {
+            if !d.is_dir() {
+                return Err(AppError(format!(
+                    "--mesh-config {} is not a directory of Mesh YAML files",
+                    d.display()
+                )));
+            }
+            ConfigSource::Dir(d.clone())
+        }
+        None => ConfigSource::Embedded,
+    };
+    let registry = Registry::new();
+    let manager = Arc::new(Manager::new(
+        registry.clone(),
+        BuildContext {
+            store: store.clone(),
+        },
+        source,
+        metrics.clone(),
+    ));
+    let refused = manager.reload().await;
+    if refused > 0 {
+        return Err(AppError(
+            "the mesh configuration is invalid (see the log above); fix it and start again".into(),
+        ));
+    }
+    tokio::spawn(manager.clone().run(a.reload_interval));
+    let rotation = RotationPolicy {
+        fraction: a.rotate_fraction,
+        jitter: a.rotate_jitter,
+    };
+    let scheduler = crate::rotation::spawn(manager.clone(), issuer.clone(), rotation);
+
+    // TLS material.
+    let paths = BootstrapPaths::new(&a.data_dir);
+    let (operator_roots, bootstrap_ca, tls) = if a.insecure_plaintext {
+        tracing::warn!(
+            "serving gRPC WITHOUT TLS on loopback: every local process is trusted as admin"
+        );
+        (None, Vec::new(), None)
+    } else {
+        paths.ensure()?;
+        let bootstrap_ca = read_certs(&paths.ca)?;
+        let mut roots = bootstrap_ca.clone();
+        if let Some(extra) = &a.client_ca {
+            roots.extend(read_certs(extra)?);
+        }
+        let (chain, key) = match (&a.tls_cert, &a.tls_key) {
+            (Some(c), Some(k)) => (read_certs(c)?, read_key(k)?),
+            _ => (read_certs(&paths.server)?, read_key(&paths.server_key)?),
+        };
+        let operator_roots = TrustBundle::new(roots.clone())?;
+        let verifier = Arc::new(DynamicClientVerifier::new(&client_roots(
+            &roots,
+            &manager.snapshot(),
+        ))?);
+        let config = server_config(chain, key, verifier.clone())?;
+        tokio::spawn(follow_roots(manager.clone(), roots, verifier));
+        (Some(operator_roots), bootstrap_ca, Some(Arc::new(config)))
+    };
+
+    let service = IssuerService {
+        manager: manager.clone(),
+        issuer: issuer.clone(),
+        scheduler,
+        policy,
+        rotation,
+        registry,
+        store,
+        operator_roots,
+        bootstrap_ca,
+    };
+
+    let listener = TcpListener::bind(a.listen).await.ctx(|| {
+        format!(
+            "cannot listen on {} (is another meshca running? try --listen 127.0.0.1:0)",
+            a.listen
+        )
+    })?;
+    let grpc_addr = listener.local_addr().ctx(|| "local address".into())?;
+    let metrics_listener = TcpListener::bind(a.metrics_listen).await.ctx(|| {
+        format!(
+            "cannot listen on {} for metrics (try --metrics-listen 127.0.0.1:0)",
+            a.metrics_listen
+        )
+    })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .ctx(|| "local address".into())?;
+    tokio::spawn(crate::metrics::serve(metrics_listener, issuer.clone()));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<IssuerServer<IssuerService>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .ctx(|| "reflection service".into())?;
+    // v1alpha too: grpcurl and many other tools still ask for it.
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .ctx(|| "reflection service".into())?;
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(IssuerServer::new(service));
+
+    let mode = if tls.is_some() { "mTLS" } else { "plaintext" };
+    println!("meshca: grpc listening on {grpc_addr} ({mode})");
+    println!("meshca: metrics listening on {metrics_addr}");
+    if tls.is_some() {
+        println!(
+            "meshca: data directory {}; admin client certificate {}",
+            a.data_dir.display(),
+            paths.admin.display()
+        );
+        println!(
+            "meshca: try: meshca issue --server {grpc_addr} --data-dir {} --mesh default --tag kuma.io/service=web --out-dir ./certs",
+            a.data_dir.display()
+        );
+    } else {
+        println!(
+            "meshca: try: meshca issue --server {grpc_addr} --plaintext --mesh default --tag kuma.io/service=web --out-dir ./certs"
+        );
+    }
+    metrics.ready.store(true, Ordering::Relaxed);
+    println!("meshca: ready");
+
+    let shutdown = shutdown_signal();
+    let result = match tls {
+        Some(config) => {
+            let incoming = tls_incoming(listener, config);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
+    metrics.ready.store(false, Ordering::Relaxed);
+    result.ctx(|| "gRPC server failed".into())?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// The roots client certificates may chain to: operators' CAs and every mesh's bundle.
+fn client_roots(
+    operator_roots: &[CertificateDer<'static>],
+    snapshot: &Snapshot,
+) -> Vec<CertificateDer<'static>> {
+    let mut roots = operator_roots.to_vec();
+    for s in snapshot.values() {
+        if let Some(b) = &s.bundle {
+            for c in b.certs() {
+                if !roots.contains(c) {
+                    roots.push(c.clone());
+                }
+            }
+        }
+    }
+    roots
+}
+
+async fn follow_roots(
+    manager: Arc<Manager>,
+    operator_roots: Vec<CertificateDer<'static>>,
+    verifier: Arc<DynamicClientVerifier>,
+) {
+    let mut rx = manager.subscribe();
+    while rx.changed().await.is_ok() {
+        let snap = rx.borrow_and_update().clone();
+        if let Err(e) = verifier.set_roots(&client_roots(&operator_roots, &snap)) {
+            tracing::warn!(error = %e, "cannot update client certificate roots; keeping the old ones");
+        }
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes off the accept loop, so one slow or bad
+/// client never holds up the others.
+fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>
+{
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (sock, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,365 @@
+//! The gRPC service `meshca.v1.Issuer`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ca_core::config::Mesh;
+use ca_core::{Error, Identity, IssuedCertificate, MeshName, SecretStore, TrustBundle};
+use rustls_pki_types::CertificateDer;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::authz::{authorize, identify, Action, Caller, Policy};
+use crate::issuer::Issuer;
+use crate::memstore::OverlayStore;
+use crate::proto::issuer_server;
+use crate::proto::{
+    GetTrustBundleRequest, GetTrustBundleResponse, IssueCertificateRequest,
+    IssueCertificateResponse, TestCertificateSummary, ValidateBackendRequest,
+    ValidateBackendResponse, Violation, WatchCertificateResponse,
+};
+use crate::registry::{BuildContext, Registry};
+use crate::rotation::{RotationPolicy, Scheduler, Watch};
+use crate::state::{ActiveBackend, Manager, MeshState};
+use crate::status::ApiError;
+use crate::util::unix;
+
+/// The service.
+#[derive(Debug)]
+pub(crate) struct IssuerService {
+    pub(crate) manager: Arc<Manager>,
+    pub(crate) issuer: Arc<Issuer>,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) policy: Policy,
+    pub(crate) rotation: RotationPolicy,
+    pub(crate) registry: Registry,
+    pub(crate) store: Arc<dyn SecretStore>,
+    /// Roots of operator client certificates (bootstrap CA and `--client-ca`); `None` on a
+    /// plaintext listener, where every caller is the admin.
+    pub(crate) operator_roots: Option<TrustBundle>,
+    pub(crate) bootstrap_ca: Vec<CertificateDer<'static>>,
+}
+
+impl IssuerService {
+    fn caller<T>(&self, req: &Request<T>) -> Caller {
+        let Some(roots) = &self.operator_roots else {
+            return Caller::Admin("plaintext loopback caller".into());
+        };
+        match req.peer_certs() {
+            Some(chain) => identify(&chain, roots, &self.bootstrap_ca, &self.manager.snapshot()),
+            None => Caller::Unknown,
+        }
+    }
+
+    fn mesh_state(&self, mesh: &str) -> Result<(Arc<MeshState>, Arc<ActiveBackend>), ApiError> {
+        let state = self
+            .manager
+            .mesh(mesh)
+            .ok_or_else(|| ApiError::MeshNotFound(mesh.to_owned()))?;
+        let active = state
+            .enabled
+            .clone()
+            .ok_or_else(|| ApiError::MtlsDisabled(mesh.to_owned()))?;
+        Ok((state, active))
+    }
+
+    /// Authorizes and issues; the first step of both Issue and Watch.
+    async fn issue(
+        &self,
+        caller: &Caller,
+        req: &IssueCertificateRequest,
+    ) -> Result<
+        (
+            Identity,
+            Option<Vec<u8>>,
+            IssuedCertificate,
+            Arc<MeshState>,
+            Arc<ActiveBackend>,
+        ),
+        ApiError,
+    > {
+        let mesh = MeshName::new(req.mesh.as_str())?;
+        let identity = Identity::new(
+            mesh,
+            req.tags.iter().map(|t| (t.name.as_str(), t.value.as_str())),
+        )?;
+        authorize(&self.policy, caller, &Action::Issue(&identity))?;
+        let csr = decode_csr(&req.csr)?;
+        let (state, active) = self.mesh_state(identity.mesh().as_str())?;
+        let cert = self
+            .issuer
+            .issue(&active, identity.clone(), csr.as_deref())
+            .await?;
+        tracing::info!(
+            caller = %caller.describe(),
+            identity = %identity,
+            backend = %active.name,
+            serial = cert.serial_hex(),
+            "certificate issued"
+        );
+        Ok((identity, csr, cert, state, active))
+    }
+}
+
+/// A CSR as DER, from DER or PEM bytes; `None` when empty.
+fn decode_csr(bytes: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    if bytes.starts_with(b"-----BEGIN") {
+        let p = pem::parse(bytes).map_err(|e| Error::InvalidCsr {
+            reason: "is neither DER nor PEM".into(),
+            source: Some(Box::new(e)),
+        })?;
+        return Ok(Some(p.into_contents()));
+    }
+    Ok(Some(bytes.to_vec()))
+}
+
+/// The wire form of an issued certificate.
+pub(crate) fn to_proto(
+    cert: &IssuedCertificate,
+    bundle: &TrustBundle,
+    rotate_at: SystemTime,
+    backend: &str,
+) -> crate::proto::IssuedCertificate {
+    crate::proto::IssuedCertificate {
+        cert_chain_pem: cert.chain_pem(),
+        private_key_pem: cert
+            .key_pem()
+            .and_then(|k| k.expose_str())
+            .map(str::to_owned)
+            .unwrap_or_default(),
+        trust_bundle_pem: bundle.to_pem(),
+        not_before: unix(cert.not_before()),
+        not_after: unix(cert.not_after()),
+        rotate_at: unix(rotate_at),
+        backend: backend.to_owned(),
+        serial: cert.serial_hex().to_owned(),
+        uri_sans: cert.identity().uri_sans().to_vec(),
+        shortened: cert.shortened(),
+    }
+}
+
+#[tonic::async_trait]
+impl issuer_server::Issuer for IssuerService {
+    async fn issue_certificate(
+        &self,
+        request: Request<IssueCertificateRequest>,
+    ) -> Result<Response<IssueCertificateResponse>, Status> {
+        let caller = self.caller(&request);
+        let req = request.into_inner();
+        let (_, _, cert, state, active) = self.issue(&caller, &req).await.inspect_err(|e| {
+            tracing::info!(caller = %caller.describe(), mesh = %req.mesh, error = %crate::status::message(e), "issue refused");
+        })?;
+        let bundle = state
+            .bundle
+            .clone()
+            .unwrap_or_else(|| cert.bundle().clone());
+        let at = self.rotation.rotate_at(&cert);
+        Ok(Response::new(IssueCertificateResponse {
+            certificate: Some(to_proto(&cert, &bundle, at, active.name.as_str())),
+        }))
+    }
+
+    type WatchCertificateStream = ReceiverStream<Result<WatchCertificateResponse, Status>>;
+
+    async fn watch_certificate(
+        &self,
+        request: Request<IssueCertificateRequest>,
+    ) -> Result<Response<Self::WatchCertificateStream>, Status> {
+        let caller = self.caller(&request);
+        let req = request.into_inner();
+        let (identity, csr, cert, state, active) =
+            self.issue(&caller, &req).await.inspect_err(|e| {
+                tracing::info!(caller = %caller.describe(), mesh = %req.mesh, error = %crate::status::message(e), "watch refused");
+            })?;
+        let (tx, rx) = mpsc::channel(4);
+        let bundle = state
+            .bundle
+            .clone()
+            .unwrap_or_else(|| cert.bundle().clone());
+        let at = self.rotation.rotate_at(&cert);
+        let first = WatchCertificateResponse {
+            certificate: Some(to_proto(&cert, &bundle, at, active.name.as_str())),
+            reason: "initial".into(),
+        };
+        tx.try_send(Ok(first))
+            .map_err(|_| Status::internal("cannot queue the first certificate"))?;
+        self.scheduler.add(Watch {
+            identity,
+            csr,
+            first: cert,
+            backend: active.name.to_string(),
+            generation: state.generation,
+            out: tx,
+        })?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_trust_bundle(
+        &self,
+        request: Request<GetTrustBundleRequest>,
+    ) -> Result<Response<GetTrustBundleResponse>, Status> {
+        let caller = self.caller(&request);
+        let mesh = request.into_inner().mesh;
+        authorize(&self.policy, &caller, &Action::TrustBundle(&mesh))?;
+        let (state, active) = self.mesh_state(&mesh)?;
+        let bundle = state
+            .bundle
+            .clone()
+            .unwrap_or_else(|| active.bundle.clone());
+        let mut backends = vec![active.name.to_string()];
+        if let Some(p) = &state.previous {
+            if p.backend.name != active.name {
+                backends.push(p.backend.name.to_string());
+            }
+        }
+        Ok(Response::new(GetTrustBundleResponse {
+            trust_bundle_pem: bundle.to_pem(),
+            backends,
+            switch_in_progress: state.previous.is_some(),
+        }))
+    }
+
+    async fn validate_backend(
+        &self,
+        request: Request<ValidateBackendRequest>,
+    ) -> Result<Response<ValidateBackendResponse>, Status> {
+        let caller = self.caller(&request);
+        let req = request.into_inner();
+        let name = mesh_name_of(&req.mesh_yaml);
+        authorize(&self.policy, &caller, &Action::Validate(name.as_deref()))?;
+        let resp = validate_yaml(
+            &self.registry,
+            Some(self.store.clone()),
+            &req.mesh_yaml,
+            !req.skip_test_certificate,
+        )
+        .await;
+        tracing::info!(caller = %caller.describe(), mesh = ?name, ok = resp.ok, "mesh validated");
+        Ok(Response::new(resp))
+    }
+}
+
+fn mesh_name_of(yaml: &str) -> Option<String> {
+    let v: serde_yaml::Value = serde_yaml::from_str(yaml).ok()?;
+    v.get("name")
+        .or_else(|| v.get("metadata").and_then(|m| m.get("name")))
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+}
+
+/// Validates one Mesh document: every violation, then (if `test_cert`) a test certificate from
+/// its enabled backend. Secrets a backend creates while validating stay in memory.
+pub(crate) async fn validate_yaml(
+    registry: &Registry,
+    lower: Option<Arc<dyn SecretStore>>,
+    yaml: &str,
+    test_cert: bool,
+) -> ValidateBackendResponse {
+    let fail = |e: Error| {
+        let violations = match e {
+            Error::InvalidConfig(v) => v
+                .iter()
+                .map(|v| Violation {
+                    field: v.field.clone(),
+                    message: v.message.clone(),
+                })
+                .collect(),
+            other => vec![Violation {
+                field: "mtls".into(),
+                message: crate::status::message(&other),
+            }],
+        };
+        ValidateBackendResponse {
+            ok: false,
+            violations,
+            test_certificate: None,
+            warnings: Vec::new(),
+        }
+    };
+    let mesh = match Mesh::from_yaml(yaml) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    let (Some(mtls), Some(backend)) = (mesh.mtls.as_ref(), mesh.enabled_backend()) else {
+        return ValidateBackendResponse {
+            ok: true,
+            violations: Vec::new(),
+            test_certificate: None,
+            warnings: vec![format!(
+                "mesh `{}` has no enabled backend: mTLS is off",
+                mesh.name
+            )],
+        };
+    };
+    let index = mtls
+        .backends
+        .iter()
+        .position(|b| b.name == backend.name)
+        .unwrap_or(0);
+    let ctx = BuildContext {
+        store: Arc::new(OverlayStore::new(lower)),
+    };
+    let built = match registry.build(&ctx, &mesh.name, index, backend).await {
+        Ok(b) => b,
+        Err(Error::InvalidConfig(v)) => return fail(Error::InvalidConfig(v)),
+        Err(e) => {
+            let mut r = fail(e);
+            if let Some(v) = r.violations.first_mut() {
+                v.field = format!("mtls.backends[{index}]");
+            }
+            return r;
+        }
+    };
+    let mut resp = ValidateBackendResponse {
+        ok: true,
+        violations: Vec::new(),
+        test_certificate: None,
+        warnings: built.warnings.clone(),
+    };
+    if !test_cert {
+        return resp;
+    }
+    match ca_core::validate(
+        built.ca.as_ref(),
+        &mesh.name,
+        backend.dp_cert_expiration,
+        backend.common_name(),
+    )
+    .await
+    {
+        Ok(t) => {
+            let c = &t.certificate;
+            let (subject, issuer) = c
+                .chain()
+                .first()
+                .and_then(|d| x509_parser::parse_x509_certificate(d).ok())
+                .map(|(_, x)| (x.subject().to_string(), x.issuer().to_string()))
+                .unwrap_or_default();
+            resp.test_certificate = Some(TestCertificateSummary {
+                mesh: mesh.name.to_string(),
+                backend: backend.name.to_string(),
+                backend_type: backend.backend_type().to_string(),
+                uri_sans: c.identity().uri_sans().to_vec(),
+                subject,
+                issuer,
+                serial: c.serial_hex().to_owned(),
+                not_before: unix(c.not_before()),
+                not_after: unix(c.not_after()),
+            });
+        }
+        Err(e) => {
+            let mut r = fail(e);
+            if let Some(v) = r.violations.first_mut() {
+                v.field = format!("mtls.backends[{index}]");
+                v.message = format!("test certificate failed: {}", v.message);
+            }
+            r.warnings = resp.warnings;
+            return r;
+        }
+    }
+    resp
+}

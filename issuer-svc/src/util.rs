@@ -1,0 +1,58 @@
+//! Small helpers: the CLI's error type with context.
+
+use std::fmt;
+
+/// An error for the operator: what failed, why, and where useful what to do.
+#[derive(Debug)]
+pub(crate) struct AppError(pub(crate) String);
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AppError {}
+
+impl From<String> for AppError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for AppError {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<ca_core::Error> for AppError {
+    fn from(e: ca_core::Error) -> Self {
+        Self(crate::status::message(&e))
+    }
+}
+
+/// Adds context to any displayable error.
+pub(crate) trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, AppError>;
+}
+
+impl<T, E: fmt::Display> Context<T> for Result<T, E> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, AppError> {
+        self.map_err(|e| AppError(format!("{}: {e}", what())))
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+/// SHA-256 as colon-free lower-case hex.
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
