@@ -36,7 +36,6 @@ use zeroize::Zeroizing;
 /// resource key; the stricter limit keeps the name usable as a Kubernetes Secret).
 const MAX_SECRET_NAME_LEN: usize = 253;
 
-
 /// A mesh's builtin CA.
 ///
 /// Cheap to build: nothing is read until [`ensure`](CertificateAuthority::ensure) (or the first
