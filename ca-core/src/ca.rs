@@ -324,6 +324,7 @@ pub struct IssuedCertificate {
     not_before: SystemTime,
     not_after: SystemTime,
     requested_not_after: SystemTime,
+    issued_at: SystemTime,
     serial_hex: String,
     identity: Identity,
 }
@@ -380,13 +381,19 @@ impl IssuedCertificate {
         self.not_after.min(self.requested_not_after)
     }
 
-    /// When to rotate: `fraction` (Kuma: 4/5) of the effective lifetime after not-before.
+    /// When the certificate was asked for (its not-before is backdated from this by 10 s).
+    pub fn issued_at(&self) -> SystemTime {
+        self.issued_at
+    }
+
+    /// When to rotate: `fraction` (Kuma: 4/5) of the effective lifetime, counted from issuance
+    /// (not from the backdated not-before, which matters for short lifetimes).
     pub fn rotate_at(&self, fraction: f64) -> SystemTime {
         let life = self
             .effective_not_after()
-            .duration_since(self.not_before)
+            .duration_since(self.issued_at)
             .unwrap_or_default();
-        self.not_before + life.mul_f64(fraction.clamp(0.0, 1.0))
+        self.issued_at + life.mul_f64(fraction.clamp(0.0, 1.0))
     }
 
     /// The serial number in hex.
@@ -547,6 +554,7 @@ pub fn check_issued(
         not_before,
         not_after,
         requested_not_after: request.not_after,
+        issued_at: request.not_before + BACKDATE,
         serial_hex,
         identity: request.identity.clone(),
         bundle: bundle.clone(),
