@@ -205,7 +205,14 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
                 .await
         }
         None => {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |conn| {
+                    conn.inspect(|sock| {
+                        let _ = sock.set_nodelay(true);
+                    })
+                },
+            );
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
@@ -271,6 +278,9 @@ fn tls_incoming(
             if tx.is_closed() {
                 return;
             }
+            // Small request/response messages: without TCP_NODELAY, Nagle's algorithm and the
+            // peer's delayed ACK add ~40 ms to every call.
+            let _ = sock.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
