@@ -10,9 +10,10 @@
 //!   the requested identity exactly. It may also read its mesh's trust bundle.
 //! - Everyone else is refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use ca_core::{Identity, MeshName, TrustBundle};
 use rustls_pki_types::CertificateDer;
@@ -177,6 +178,54 @@ pub(crate) fn authorize(
 }
 
 /// Identifies the caller from its verified certificate chain (leaf first).
+/// Callers identified by their client certificate, so a chain is verified once per certificate and
+/// mesh configuration rather than on every request (the per-request verification cost as much as
+/// signing the certificate). An entry is used only with the same config snapshot it was made
+/// under (a CA switch or reload re-identifies everyone) and for at most [`CallerCache::TTL`].
+#[derive(Debug, Default)]
+pub(crate) struct CallerCache {
+    entries: Mutex<HashMap<Vec<u8>, (Snapshot, Instant, Caller)>>,
+}
+
+impl CallerCache {
+    /// How long an identification is reused.
+    pub(crate) const TTL: Duration = Duration::from_secs(60);
+    /// Entries kept at most; the cache is emptied when full.
+    const CAPACITY: usize = 16_384;
+
+    /// [`identify`], remembered.
+    pub(crate) fn identify(
+        &self,
+        chain: &[CertificateDer<'static>],
+        operator_roots: &TrustBundle,
+        bootstrap_ca: &[CertificateDer<'static>],
+        meshes: &Snapshot,
+    ) -> Caller {
+        let Some(leaf) = chain.first() else {
+            return Caller::Unknown;
+        };
+        let key = leaf.as_ref();
+        {
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((snapshot, at, caller)) = entries.get(key) {
+                if Arc::ptr_eq(snapshot, meshes) && at.elapsed() < Self::TTL {
+                    return caller.clone();
+                }
+            }
+        }
+        let caller = identify(chain, operator_roots, bootstrap_ca, meshes);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= Self::CAPACITY {
+            entries.clear();
+        }
+        entries.insert(
+            key.to_vec(),
+            (meshes.clone(), Instant::now(), caller.clone()),
+        );
+        caller
+    }
+}
+
 pub(crate) fn identify(
     chain: &[CertificateDer<'static>],
     operator_roots: &TrustBundle,

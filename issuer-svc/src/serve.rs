@@ -133,6 +133,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         store,
         operator_roots,
         bootstrap_ca,
+        callers: Default::default(),
     };
 
     let listener = TcpListener::bind(a.listen).await.ctx(|| {

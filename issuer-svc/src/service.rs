@@ -6,11 +6,9 @@ use std::time::SystemTime;
 use ca_core::config::Mesh;
 use ca_core::{Error, Identity, IssuedCertificate, MeshName, SecretStore, TrustBundle};
 use rustls_pki_types::CertificateDer;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::authz::{authorize, identify, Action, Caller, Policy};
+use crate::authz::{authorize, Action, Caller, CallerCache, Policy};
 use crate::issuer::Issuer;
 use crate::memstore::OverlayStore;
 use crate::proto::issuer_server;
@@ -20,7 +18,7 @@ use crate::proto::{
     ValidateBackendResponse, Violation, WatchCertificateResponse,
 };
 use crate::registry::{BuildContext, Registry};
-use crate::rotation::{RotationPolicy, Scheduler, Watch};
+use crate::rotation::{watch_channel, RotationPolicy, Scheduler, Watch, WatchStream};
 use crate::state::{ActiveBackend, Manager, MeshState};
 use crate::status::ApiError;
 use crate::util::unix;
@@ -39,6 +37,8 @@ pub(crate) struct IssuerService {
     /// plaintext listener, where every caller is the admin.
     pub(crate) operator_roots: Option<TrustBundle>,
     pub(crate) bootstrap_ca: Vec<CertificateDer<'static>>,
+    /// Client certificates already identified.
+    pub(crate) callers: CallerCache,
 }
 
 impl IssuerService {
@@ -47,7 +47,10 @@ impl IssuerService {
             return Caller::Admin("plaintext loopback caller".into());
         };
         match req.peer_certs() {
-            Some(chain) => identify(&chain, roots, &self.bootstrap_ca, &self.manager.snapshot()),
+            Some(chain) => {
+                self.callers
+                    .identify(&chain, roots, &self.bootstrap_ca, &self.manager.snapshot())
+            }
             None => Caller::Unknown,
         }
     }
@@ -117,10 +120,19 @@ fn decode_csr(bytes: &[u8]) -> Result<Option<Vec<u8>>, Error> {
     Ok(Some(bytes.to_vec()))
 }
 
+/// The trust bundle to hand out with `cert`: the mesh's (which carries the previous CA's roots
+/// during a switch), else the one the certificate was verified against.
+pub(crate) fn bundle_pem(state: &MeshState, cert: &IssuedCertificate) -> String {
+    state
+        .bundle_pem
+        .clone()
+        .unwrap_or_else(|| cert.bundle().to_pem())
+}
+
 /// The wire form of an issued certificate.
 pub(crate) fn to_proto(
     cert: &IssuedCertificate,
-    bundle: &TrustBundle,
+    bundle_pem: String,
     rotate_at: SystemTime,
     backend: &str,
 ) -> crate::proto::IssuedCertificate {
@@ -131,7 +143,7 @@ pub(crate) fn to_proto(
             .and_then(|k| k.expose_str())
             .map(str::to_owned)
             .unwrap_or_default(),
-        trust_bundle_pem: bundle.to_pem(),
+        trust_bundle_pem: bundle_pem,
         not_before: unix(cert.not_before()),
         not_after: unix(cert.not_after()),
         rotate_at: unix(rotate_at),
@@ -153,17 +165,18 @@ impl issuer_server::Issuer for IssuerService {
         let (_, _, cert, state, active) = self.issue(&caller, &req).await.inspect_err(|e| {
             tracing::info!(caller = %caller.describe(), mesh = %req.mesh, error = %crate::status::message(e), "issue refused");
         })?;
-        let bundle = state
-            .bundle
-            .clone()
-            .unwrap_or_else(|| cert.bundle().clone());
         let at = self.rotation.rotate_at(&cert);
         Ok(Response::new(IssueCertificateResponse {
-            certificate: Some(to_proto(&cert, &bundle, at, active.name.as_str())),
+            certificate: Some(to_proto(
+                &cert,
+                bundle_pem(&state, &cert),
+                at,
+                active.name.as_str(),
+            )),
         }))
     }
 
-    type WatchCertificateStream = ReceiverStream<Result<WatchCertificateResponse, Status>>;
+    type WatchCertificateStream = WatchStream;
 
     async fn watch_certificate(
         &self,
@@ -175,17 +188,18 @@ impl issuer_server::Issuer for IssuerService {
             self.issue(&caller, &req).await.inspect_err(|e| {
                 tracing::info!(caller = %caller.describe(), mesh = %req.mesh, error = %crate::status::message(e), "watch refused");
             })?;
-        let (tx, rx) = mpsc::channel(4);
-        let bundle = state
-            .bundle
-            .clone()
-            .unwrap_or_else(|| cert.bundle().clone());
+        let (tx, rx) = watch_channel();
         let at = self.rotation.rotate_at(&cert);
         let first = WatchCertificateResponse {
-            certificate: Some(to_proto(&cert, &bundle, at, active.name.as_str())),
+            certificate: Some(to_proto(
+                &cert,
+                bundle_pem(&state, &cert),
+                at,
+                active.name.as_str(),
+            )),
             reason: "initial".into(),
         };
-        tx.try_send(Ok(first))
+        tx.try_send(Box::new(Ok(first)))
             .map_err(|_| Status::internal("cannot queue the first certificate"))?;
         self.scheduler.add(Watch {
             identity,
@@ -195,7 +209,7 @@ impl issuer_server::Issuer for IssuerService {
             generation: state.generation,
             out: tx,
         })?;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(rx))
     }
 
     async fn get_trust_bundle(
@@ -207,9 +221,9 @@ impl issuer_server::Issuer for IssuerService {
         authorize(&self.policy, &caller, &Action::TrustBundle(&mesh))?;
         let (state, active) = self.mesh_state(&mesh)?;
         let bundle = state
-            .bundle
+            .bundle_pem
             .clone()
-            .unwrap_or_else(|| active.bundle.clone());
+            .unwrap_or_else(|| active.bundle.to_pem());
         let mut backends = vec![active.name.to_string()];
         if let Some(p) = &state.previous {
             if p.backend.name != active.name {
@@ -217,7 +231,7 @@ impl issuer_server::Issuer for IssuerService {
             }
         }
         Ok(Response::new(GetTrustBundleResponse {
-            trust_bundle_pem: bundle.to_pem(),
+            trust_bundle_pem: bundle,
             backends,
             switch_in_progress: state.previous.is_some(),
         }))
