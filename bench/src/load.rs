@@ -88,7 +88,8 @@ impl Client {
     async fn connect(args: &LoadArgs, tls: Option<&ClientTlsConfig>) -> Result<Self, BoxError> {
         match args.target {
             Target::Meshca => {
-                let mut ep = Endpoint::from_shared(format!("https://{}", args.addr))?.tcp_nodelay(true);
+                let mut ep =
+                    Endpoint::from_shared(format!("https://{}", args.addr))?.tcp_nodelay(true);
                 if let Some(tls) = tls {
                     ep = ep.tls_config(tls.clone())?;
                 }
