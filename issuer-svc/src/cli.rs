@@ -81,6 +81,9 @@ enum Command {
     Validate(ValidateArgs),
     /// Summarize a certificate or bundle (PEM): subject, SANs, issuer, validity, key, SHA-256.
     Inspect(InspectArgs),
+    /// Benchmark: the rotation scheduler with many watched identities, in-process.
+    #[command(hide = true)]
+    BenchRotation(crate::bench::BenchArgs),
 }
 
 /// `--store`.
@@ -211,7 +214,7 @@ struct InspectArgs {
     bundle: Option<PathBuf>,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     ca_core::KumaDuration::parse(s).map(|d| d.get())
 }
 
@@ -242,6 +245,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Issue(a) => issue(a).await,
             Command::Validate(a) => validate(a).await,
             Command::Inspect(a) => crate::inspect::inspect(&a.file, a.bundle.as_deref()),
+            Command::BenchRotation(a) => crate::bench::bench_rotation(a).await,
         }
     });
     match result {

@@ -106,6 +106,11 @@ impl Issuer {
         }
     }
 
+    /// Concurrent issue calls allowed per backend.
+    pub(crate) fn concurrency(&self) -> usize {
+        self.limits.concurrency.max(1)
+    }
+
     fn guard(&self, key: &BackendKey) -> Arc<Guard> {
         let mut guards = lock(&self.guards);
         guards

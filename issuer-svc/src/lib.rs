@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod authz;
+mod bench;
 mod bootstrap;
 mod cli;
 mod inspect;

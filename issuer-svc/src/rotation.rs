@@ -2,25 +2,53 @@
 //! re-issue pushed to the watcher before each expiry and whenever the mesh's CA changes, backoff
 //! on failure while the watcher keeps its current certificate.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ca_core::{Identity, IssuedCertificate};
+use ca_core::{Identity, IssuedCertificate, MeshName};
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_util::time::{delay_queue, DelayQueue};
 use tonic::Status;
 
-use crate::issuer::{lock, Issuer};
+use crate::issuer::{lock, BackendKey, Issuer};
 use crate::proto::WatchCertificateResponse;
 use crate::state::{Manager, Snapshot};
 use crate::status::{message, ApiError};
 use crate::util::unix;
 
-/// What the stream receives.
-pub(crate) type WatchSender = mpsc::Sender<Result<WatchCertificateResponse, Status>>;
+/// One message to a watcher, boxed: a tokio mpsc channel allocates its first block of 32 slots
+/// when it is created, so an unboxed (200-byte) item would cost every watcher 6.4 KB up front.
+pub(crate) type WatchItem = Box<Result<WatchCertificateResponse, Status>>;
+
+/// What the scheduler pushes into.
+pub(crate) type WatchSender = mpsc::Sender<WatchItem>;
+
+/// What a WatchCertificate caller reads.
+#[derive(Debug)]
+pub(crate) struct WatchStream {
+    rx: mpsc::Receiver<WatchItem>,
+}
+
+impl tokio_stream::Stream for WatchStream {
+    type Item = Result<WatchCertificateResponse, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|item| item.map(|b| *b))
+    }
+}
+
+/// A watcher's channel. Room for a few certificates: the scheduler never waits for a reader.
+pub(crate) fn watch_channel() -> (WatchSender, WatchStream) {
+    let (tx, rx) = mpsc::channel(4);
+    (tx, WatchStream { rx })
+}
 
 /// When to rotate.
 #[derive(Clone, Copy, Debug)]
@@ -77,8 +105,9 @@ impl Scheduler {
 
 #[derive(Debug)]
 struct Entry {
-    identity: Identity,
-    csr: Option<Vec<u8>>,
+    identity: Compact,
+    /// Shared with the issue task instead of copied for every rotation.
+    csr: Option<Arc<[u8]>>,
     out: WatchSender,
     backend: String,
     generation: u64,
@@ -87,12 +116,84 @@ struct Entry {
     key: Option<delay_queue::Key>,
     attempt: u32,
     in_flight: bool,
+    /// Due, waiting in its backend's lane for an issue slot.
+    waiting: bool,
+}
+
+/// A watched identity as the scheduler keeps it: mesh and tags in one string
+/// (`mesh\nname=value\n...`), a few dozen bytes instead of the ~1.1 KB of a validated
+/// [`Identity`] (its tag map and sets, services and SANs). The identity is rebuilt for each
+/// re-issue, which costs little next to the signature.
+#[derive(Debug)]
+struct Compact(Box<str>);
+
+impl Compact {
+    fn new(identity: &Identity) -> Self {
+        // Mesh, tag names and tag values never contain `\n` or `=` (see ca_core::name).
+        let mut s = identity.mesh().as_str().to_owned();
+        for (name, values) in identity.tags() {
+            for value in values {
+                s.push('\n');
+                s.push_str(name.as_str());
+                s.push('=');
+                s.push_str(value.as_str());
+            }
+        }
+        Self(s.into_boxed_str())
+    }
+
+    fn mesh(&self) -> &str {
+        self.0.split('\n').next().unwrap_or_default()
+    }
+
+    fn identity(&self) -> Result<Identity, ca_core::Error> {
+        let mut lines = self.0.split('\n');
+        let mesh = MeshName::new(lines.next().unwrap_or_default())?;
+        Identity::new(mesh, lines.filter_map(|l| l.split_once('=')))
+    }
+}
+
+/// The SPIFFE ID, as [`Identity`] shows it: tags are stored sorted, so the first service is
+/// the identity's primary one.
+impl fmt::Display for Compact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let service = self
+            .0
+            .split('\n')
+            .skip(1)
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| *k == ca_core::SERVICE_TAG)
+            .map_or("", |(_, v)| v);
+        write!(f, "spiffe://{}/{service}", self.mesh())
+    }
+}
+
+/// A re-issue that went through: the message is built in the issue task, off the scheduler.
+#[derive(Debug)]
+struct Pushed {
+    msg: WatchItem,
+    backend: String,
+    generation: u64,
+    serial: String,
+    not_after: SystemTime,
+    lifetime: Duration,
+    at: SystemTime,
 }
 
 #[derive(Debug)]
 struct Done {
     id: u64,
-    result: Result<(IssuedCertificate, String, u64), ApiError>,
+    lane: BackendKey,
+    result: Result<Pushed, ApiError>,
+}
+
+/// Due watchers of one backend beyond its concurrency limit wait here (FIFO) instead of as
+/// spawned tasks parked on the issuer's semaphore: a rotation wave then costs a queue slot per
+/// identity, not a task with a whole issue future.
+#[derive(Debug, Default)]
+struct Lane {
+    in_flight: usize,
+    waiting: VecDeque<u64>,
 }
 
 /// Starts the scheduler task.
@@ -108,6 +209,7 @@ pub(crate) fn spawn(
         policy,
         entries: HashMap::new(),
         queue: DelayQueue::new(),
+        lanes: HashMap::new(),
         next_id: 0,
     };
     tokio::spawn(task.run(rx));
@@ -120,6 +222,7 @@ struct Loop {
     policy: RotationPolicy,
     entries: HashMap<u64, Entry>,
     queue: DelayQueue<u64>,
+    lanes: HashMap<BackendKey, Lane>,
     next_id: u64,
 }
 
@@ -138,7 +241,7 @@ impl Loop {
                     let id = expired.into_inner();
                     self.fire(id, &done_tx);
                 }
-                Some(done) = done_rx.recv() => self.done(done),
+                Some(done) = done_rx.recv() => self.done(done, &done_tx),
                 changed = meshes.changed() => {
                     if changed.is_err() {
                         return;
@@ -167,8 +270,8 @@ impl Loop {
             id,
             Entry {
                 not_after: w.first.not_after(),
-                identity: w.identity,
-                csr: w.csr,
+                identity: Compact::new(&w.identity),
+                csr: w.csr.map(Arc::from),
                 out: w.out,
                 backend: w.backend,
                 generation: w.generation,
@@ -176,6 +279,7 @@ impl Loop {
                 key: Some(key),
                 attempt: 0,
                 in_flight: false,
+                waiting: false,
             },
         );
         self.issuer.metrics.set_watched(self.entries.len());
@@ -192,7 +296,7 @@ impl Loop {
             if let Some(k) = e.key {
                 self.queue.try_remove(&k);
             }
-            self.count(e.identity.mesh().as_str(), &e.backend, -1);
+            self.count(e.identity.mesh(), &e.backend, -1);
             tracing::debug!(identity = %e.identity, "watch ended");
         }
     }
@@ -206,10 +310,10 @@ impl Loop {
             self.remove(id);
             return;
         }
-        if e.in_flight {
+        if e.in_flight || e.waiting {
             return;
         }
-        let Some(state) = self.manager.mesh(e.identity.mesh().as_str()) else {
+        let Some(state) = self.manager.mesh(e.identity.mesh()) else {
             tracing::warn!(identity = %e.identity, "mesh is gone; retrying later");
             self.retry(id);
             return;
@@ -219,19 +323,107 @@ impl Loop {
             self.retry(id);
             return;
         };
+        let lane_key = (e.identity.mesh().to_owned(), active.name.to_string());
+        let lane = self.lanes.entry(lane_key.clone()).or_default();
+        // Twice the issuer's limit: the extra tasks wait on its semaphore, so a slot freed
+        // there is taken at once, not only after this loop has handled the `Done`.
+        if lane.in_flight >= 2 * self.issuer.concurrency() {
+            e.waiting = true;
+            lane.waiting.push_back(id);
+            return;
+        }
+        let identity = match e.identity.identity() {
+            Ok(i) => i,
+            Err(err) => {
+                // Cannot happen: the text was made from a valid identity.
+                tracing::error!(identity = %e.identity, error = %err, "cannot rebuild a watched identity; dropping the watch");
+                self.remove(id);
+                return;
+            }
+        };
+        lane.in_flight += 1;
         e.in_flight = true;
         let generation = state.generation;
-        let identity = e.identity.clone();
+        let reason = if generation == e.generation {
+            "rotation"
+        } else {
+            "ca-change"
+        };
         let csr = e.csr.clone();
         let issuer = self.issuer.clone();
+        let policy = self.policy;
+        let manager = self.manager.clone();
         let done_tx = done_tx.clone();
         tokio::spawn(async move {
             let result = issuer
                 .issue(&active, identity, csr.as_deref())
                 .await
-                .map(|c| (c, active.name.to_string(), generation));
-            let _ = done_tx.send(Done { id, result });
+                .map(|cert| {
+                    // Rotation counts from issuance, so compute it here, right after.
+                    let at = policy.rotate_at(&cert);
+                    let backend = active.name.to_string();
+                    let msg = WatchCertificateResponse {
+                        certificate: Some(crate::service::to_proto(
+                            &cert,
+                            // The bundle as of now: a switch may have ended meanwhile.
+                            crate::service::bundle_pem(
+                                &manager
+                                    .mesh(state.name.as_str())
+                                    .unwrap_or_else(|| state.clone()),
+                                &cert,
+                            ),
+                            at,
+                            &backend,
+                        )),
+                        reason: reason.into(),
+                    };
+                    Pushed {
+                        msg: Box::new(Ok(msg)),
+                        backend,
+                        generation,
+                        serial: cert.serial_hex().to_owned(),
+                        not_after: cert.not_after(),
+                        lifetime: cert
+                            .effective_not_after()
+                            .duration_since(cert.not_before())
+                            .unwrap_or_default(),
+                        at,
+                    }
+                });
+            let _ = done_tx.send(Done {
+                id,
+                lane: lane_key,
+                result,
+            });
         });
+    }
+
+    /// An issue slot of `lane` came free: start the next watcher waiting there, if any.
+    fn release(&mut self, lane: &BackendKey, done_tx: &mpsc::UnboundedSender<Done>) {
+        if let Some(l) = self.lanes.get_mut(lane) {
+            l.in_flight = l.in_flight.saturating_sub(1);
+        }
+        while let Some(next) = self.lanes.get_mut(lane).and_then(|l| l.waiting.pop_front()) {
+            let Some(e) = self.entries.get_mut(&next) else {
+                continue;
+            };
+            e.waiting = false;
+            self.fire(next, done_tx);
+            if self
+                .entries
+                .get(&next)
+                .is_some_and(|e| e.in_flight || e.waiting)
+            {
+                break;
+            }
+        }
+        if self
+            .lanes
+            .get(lane)
+            .is_some_and(|l| l.in_flight == 0 && l.waiting.is_empty())
+        {
+            self.lanes.remove(lane);
+        }
     }
 
     fn retry(&mut self, id: u64) {
@@ -251,30 +443,16 @@ impl Loop {
         e.key = Some(self.queue.insert(id, delay));
     }
 
-    fn done(&mut self, done: Done) {
+    fn done(&mut self, done: Done, done_tx: &mpsc::UnboundedSender<Done>) {
+        self.release(&done.lane, done_tx);
         let id = done.id;
         let Some(e) = self.entries.get_mut(&id) else {
             return;
         };
         e.in_flight = false;
         match done.result {
-            Ok((cert, backend, generation)) => {
-                let reason = if generation != e.generation {
-                    "ca-change"
-                } else {
-                    "rotation"
-                };
-                let bundle = self
-                    .manager
-                    .mesh(e.identity.mesh().as_str())
-                    .and_then(|s| s.bundle.clone())
-                    .unwrap_or_else(|| cert.bundle().clone());
-                let at = self.policy.rotate_at(&cert);
-                let msg = WatchCertificateResponse {
-                    certificate: Some(crate::service::to_proto(&cert, &bundle, at, &backend)),
-                    reason: reason.into(),
-                };
-                match e.out.try_send(Ok(msg)) {
+            Ok(p) => {
+                match e.out.try_send(p.msg) {
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         self.remove(id);
                         return;
@@ -283,16 +461,14 @@ impl Loop {
                         tracing::warn!(identity = %e.identity, "watcher is not reading; certificate dropped");
                     }
                     Ok(()) => {
-                        tracing::info!(identity = %e.identity, backend = %backend, reason, serial = cert.serial_hex(), "certificate pushed");
+                        tracing::info!(identity = %e.identity, backend = %p.backend, generation = p.generation, serial = p.serial, "certificate pushed");
                     }
                 }
-                let old_backend = std::mem::replace(&mut e.backend, backend.clone());
-                e.generation = generation;
-                e.not_after = cert.not_after();
-                e.lifetime = cert
-                    .effective_not_after()
-                    .duration_since(cert.not_before())
-                    .unwrap_or_default();
+                let moved = e.backend != p.backend;
+                let old_backend = std::mem::replace(&mut e.backend, p.backend);
+                e.generation = p.generation;
+                e.not_after = p.not_after;
+                e.lifetime = p.lifetime;
                 e.attempt = 0;
                 if let Some(k) = e.key.take() {
                     self.queue.try_remove(&k);
@@ -300,13 +476,16 @@ impl Loop {
                 // A CA change while this issue was in flight: re-issue from the new CA now.
                 let stale = self
                     .manager
-                    .mesh(e.identity.mesh().as_str())
-                    .is_some_and(|s| s.enabled.is_some() && s.generation != generation);
-                let delay = if stale { Duration::ZERO } else { until(at) };
+                    .mesh(e.identity.mesh())
+                    .is_some_and(|s| s.enabled.is_some() && s.generation != p.generation);
+                let delay = if stale { Duration::ZERO } else { until(p.at) };
                 e.key = Some(self.queue.insert(id, delay));
-                let mesh = e.identity.mesh().to_string();
-                self.count(&mesh, &old_backend, -1);
-                self.count(&mesh, &backend, 1);
+                if moved {
+                    let mesh = e.identity.mesh().to_owned();
+                    let backend = e.backend.clone();
+                    self.count(&mesh, &old_backend, -1);
+                    self.count(&mesh, &backend, 1);
+                }
             }
             Err(err) => {
                 let left = e.not_after.duration_since(SystemTime::now()).ok();
@@ -325,8 +504,12 @@ impl Loop {
     fn mesh_changed(&mut self, snap: &Snapshot) {
         let mut due = Vec::new();
         for (id, e) in &self.entries {
-            if let Some(state) = snap.get(e.identity.mesh().as_str()) {
-                if state.enabled.is_some() && state.generation != e.generation && !e.in_flight {
+            if let Some(state) = snap.get(e.identity.mesh()) {
+                if state.enabled.is_some()
+                    && state.generation != e.generation
+                    && !e.in_flight
+                    && !e.waiting
+                {
                     due.push(*id);
                 }
             }
@@ -361,12 +544,15 @@ impl Loop {
         for id in closed {
             self.remove(id);
         }
-        let mut earliest: BTreeMap<String, i64> = BTreeMap::new();
+        let mut earliest: BTreeMap<&str, SystemTime> = BTreeMap::new();
         for e in self.entries.values() {
-            let t = unix(e.not_after);
-            let v = earliest.entry(e.identity.mesh().to_string()).or_insert(t);
-            *v = (*v).min(t);
+            let v = earliest.entry(e.identity.mesh()).or_insert(e.not_after);
+            *v = (*v).min(e.not_after);
         }
+        let earliest = earliest
+            .into_iter()
+            .map(|(m, t)| (m.to_owned(), unix(t)))
+            .collect();
         self.issuer.metrics.set_watched(self.entries.len());
         self.issuer.metrics.set_earliest_expiry(earliest);
     }
@@ -374,4 +560,27 @@ impl Loop {
 
 fn until(at: SystemTime) -> Duration {
     at.duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_identity_round_trips() {
+        let id = Identity::new(
+            MeshName::new("payments").unwrap(),
+            [
+                ("kuma.io/service", "web"),
+                ("kuma.io/service", "api"),
+                ("version", "v1"),
+                ("kuma.io/zone", "eu-1"),
+            ],
+        )
+        .unwrap();
+        let c = Compact::new(&id);
+        assert_eq!(c.mesh(), "payments");
+        assert_eq!(c.to_string(), id.to_string());
+        assert_eq!(c.identity().unwrap(), id);
+    }
 }

@@ -65,6 +65,8 @@ pub(crate) struct MeshState {
     pub(crate) previous: Option<Previous>,
     /// The enabled backend's roots plus the previous backend's during a switch.
     pub(crate) bundle: Option<TrustBundle>,
+    /// `bundle` as PEM, encoded once here rather than for every certificate handed out.
+    pub(crate) bundle_pem: Option<String>,
     /// The file the mesh came from (`<embedded>` for the default).
     pub(crate) source: String,
 }
@@ -383,6 +385,7 @@ impl Manager {
             generation,
             enabled,
             previous,
+            bundle_pem: bundle.as_ref().map(TrustBundle::to_pem),
             bundle,
             source: file.to_owned(),
         })
@@ -422,6 +425,7 @@ impl Manager {
                     generation: state.generation,
                     enabled: state.enabled.clone(),
                     previous: None,
+                    bundle_pem: bundle.as_ref().map(TrustBundle::to_pem),
                     bundle,
                     source: state.source.clone(),
                 }),
