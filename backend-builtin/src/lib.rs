@@ -303,6 +303,11 @@ impl CertificateAuthority for BuiltinCa {
         self.loaded().await?.signer.sign(request)
     }
 
+    fn needs_csr(&self) -> bool {
+        // Signs the public key locally; a CSR for a key core generated would be wasted work.
+        false
+    }
+
     fn used_secrets(&self) -> Vec<SecretName> {
         // Fails only for backend names too long to derive a secret name from; such a CA never
         // stores anything (ensure fails with the same error), so there is nothing to protect.

@@ -128,6 +128,11 @@ impl CertificateAuthority for ProvidedCa {
         self.signer.sign(request)
     }
 
+    fn needs_csr(&self) -> bool {
+        // Signs the public key locally; a CSR for a key core generated would be wasted work.
+        false
+    }
+
     fn used_secrets(&self) -> Vec<SecretName> {
         self.used_secrets.clone()
     }

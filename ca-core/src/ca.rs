@@ -61,6 +61,13 @@ pub trait CertificateAuthority: fmt::Debug + Send + Sync {
     fn used_secrets(&self) -> Vec<SecretName> {
         Vec::new()
     }
+
+    /// Whether [`issue`](CertificateAuthority::issue) reads [`IssueRequest::csr_der`]. Backends
+    /// that sign the public key themselves return `false`, and core then skips making a CSR for
+    /// keys it generates (one signature less per certificate).
+    fn needs_csr(&self) -> bool {
+        true
+    }
 }
 
 /// The certificates data planes trust, parsed once.
@@ -236,7 +243,7 @@ impl<'a> IssueParams<'a> {
 pub struct IssueRequest {
     identity: Identity,
     subject_key: SubjectKey,
-    csr_der: Vec<u8>,
+    csr_der: Option<Vec<u8>>,
     not_before: SystemTime,
     not_after: SystemTime,
     lifetime: Duration,
@@ -256,13 +263,17 @@ impl IssueRequest {
 
     /// A CSR for the key (the caller's, or one core made for a generated key), for backends that
     /// forward CSRs upstream.
-    pub fn csr_der(&self) -> &[u8] {
-        &self.csr_der
+    /// `None` only for a generated key and a backend whose
+    /// [`needs_csr`](CertificateAuthority::needs_csr) is `false`.
+    pub fn csr_der(&self) -> Option<&[u8]> {
+        self.csr_der.as_deref()
     }
 
     /// The CSR as PEM.
-    pub fn csr_pem(&self) -> String {
-        pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", self.csr_der.clone()))
+    pub fn csr_pem(&self) -> Option<String> {
+        self.csr_der
+            .as_ref()
+            .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der.clone())))
     }
 
     /// The requested not-before (now, backdated 10 s).
@@ -425,12 +436,16 @@ pub async fn issue_certificate(
     let (subject_key, csr_der, key) = match params.key {
         KeySource::Csr(der) => (
             verify_csr(der, params.identity.uri_sans())?,
-            der.to_vec(),
+            Some(der.to_vec()),
             None,
         ),
         KeySource::Generate(key_type) => {
             let key = key_type.generate()?;
-            let csr = key.csr_der(params.identity.uri_sans())?;
+            let csr = if ca.needs_csr() {
+                Some(key.csr_der(params.identity.uri_sans())?)
+            } else {
+                None
+            };
             (SubjectKey::from_spki_der(&key.spki_der())?, csr, Some(key))
         }
     };

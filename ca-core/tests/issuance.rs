@@ -148,6 +148,11 @@ impl CertificateAuthority for TestCa {
 
     async fn issue(&self, req: &IssueRequest) -> Result<UncheckedCertificate, Error> {
         let fault = *self.fault.lock().unwrap();
+        // This backend keeps the default `needs_csr() == true`: it always gets a valid CSR for the
+        // very key it is asked to certify, also when core generated the key.
+        let csr = req.csr_der().expect("a CSR for a backend that needs one");
+        let key = ca_core::x509::verify_csr(csr, req.identity().uri_sans()).unwrap();
+        assert_eq!(key.spki_der(), req.subject_key().spki_der());
         match fault {
             Fault::None | Fault::LocalButForeignBundle => self.root.sign(req),
             Fault::Empty => Ok(UncheckedCertificate::new(Vec::new())),
