@@ -235,6 +235,8 @@ pub(crate) fn run(args: ReportArgs) -> Result<(), BoxError> {
             yes(m.rps >= 2.0 * f.rps && m.p99_ms < 10.0)
         )?;
     }
+    // The same tables on the terminal, as the summary of the run.
+    println!("{md}");
     std::fs::write(&args.out, md)?;
     std::fs::write(&args.svg, svg(&by_c))?;
     println!("wrote {} and {}", args.out.display(), args.svg.display());
