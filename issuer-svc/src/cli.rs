@@ -331,17 +331,12 @@ async fn issue_local(
                 a.mesh
             ))
         })?;
-    let (Some(mtls), Some(backend)) = (mesh.mtls.as_ref(), mesh.enabled_backend()) else {
+    let Some((index, backend)) = mesh.enabled_backend_indexed() else {
         return Err(AppError(format!(
             "mesh `{}` has mTLS disabled: set mtls.enabledBackend",
             a.mesh
         )));
     };
-    let index = mtls
-        .backends
-        .iter()
-        .position(|b| b.name == backend.name)
-        .unwrap_or(0);
     let store: Arc<dyn SecretStore> =
         Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
     let built = Registry::new()

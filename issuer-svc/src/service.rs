@@ -298,7 +298,7 @@ pub(crate) async fn validate_yaml(
         Ok(m) => m,
         Err(e) => return fail(e),
     };
-    let (Some(mtls), Some(backend)) = (mesh.mtls.as_ref(), mesh.enabled_backend()) else {
+    let Some((index, backend)) = mesh.enabled_backend_indexed() else {
         return ValidateBackendResponse {
             ok: true,
             violations: Vec::new(),
@@ -309,11 +309,6 @@ pub(crate) async fn validate_yaml(
             )],
         };
     };
-    let index = mtls
-        .backends
-        .iter()
-        .position(|b| b.name == backend.name)
-        .unwrap_or(0);
     let ctx = BuildContext {
         store: Arc::new(OverlayStore::new(lower)),
     };

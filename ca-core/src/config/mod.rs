@@ -455,6 +455,16 @@ impl Mesh {
     pub fn enabled_backend(&self) -> Option<&Backend> {
         self.mtls.as_ref()?.enabled()
     }
+
+    /// The enabled backend with its index in `mtls.backends` (for field paths in messages).
+    pub fn enabled_backend_indexed(&self) -> Option<(usize, &Backend)> {
+        let mtls = self.mtls.as_ref()?;
+        let name = mtls.enabled_backend.as_ref()?;
+        mtls.backends
+            .iter()
+            .enumerate()
+            .find(|(_, b)| &b.name == name)
+    }
 }
 
 /// Top-level Mesh sections meshca accepts and ignores.

@@ -136,6 +136,11 @@ fn every_backend_type_in_both_forms() {
 fn decoded_values() {
     let mesh = Mesh::from_yaml(&universal(BUILTIN)).unwrap();
     let b = mesh.enabled_backend().unwrap();
+    assert_eq!(
+        mesh.enabled_backend_indexed()
+            .map(|(i, b)| (i, b.name.as_str())),
+        Some((0, "ca-1"))
+    );
     assert_eq!(b.dp_cert_expiration, Duration::from_secs(86400));
     assert_eq!(b.dp_cert_request_timeout, Duration::from_secs(5));
     assert_eq!(b.root_chain_request_timeout, Duration::from_secs(15));
