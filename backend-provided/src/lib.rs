@@ -20,7 +20,8 @@ use ca_core::config::ProvidedConf;
 use ca_core::x509::parse_pem_certs;
 use ca_core::{
     BackendName, CertificateAuthority, Error, IssueRequest, KeyType, KumaDuration, LocalCa,
-    MeshName, PrivateKey, SecretBytes, SecretName, SecretStore, TrustBundle, UncheckedCertificate,
+    MeshName, PrivateKey, SecretBytes, SecretName, SecretStore, SourcePolicy, TrustBundle,
+    UncheckedCertificate,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -53,8 +54,8 @@ impl fmt::Debug for ProvidedCa {
 }
 
 impl ProvidedCa {
-    /// Resolves the `cert` and `key` data sources of `conf` (mesh-scoped secrets from `store`),
-    /// validates them, and builds the signer once.
+    /// Resolves the `cert` and `key` data sources of `conf` (mesh-scoped secrets from `store`,
+    /// files and variables as `sources` allows), validates them, and builds the signer once.
     ///
     /// `dp_cert_lifetime` is the data plane certificate lifetime (`dpCert.rotation.expiration`):
     /// a CA that expires sooner is accepted with a warning, see [`warnings`](Self::warnings).
@@ -71,9 +72,10 @@ impl ProvidedCa {
         conf: &ProvidedConf,
         dp_cert_lifetime: Duration,
         store: &dyn SecretStore,
+        sources: &SourcePolicy,
     ) -> Result<Self, Error> {
-        let cert_pem = conf.cert.resolve(mesh, store).await?;
-        let key_pem = conf.key.resolve(mesh, store).await?;
+        let cert_pem = conf.cert.resolve(mesh, store, sources).await?;
+        let key_pem = conf.key.resolve(mesh, store, sources).await?;
         let mut used_secrets: Vec<SecretName> = Vec::new();
         for name in [conf.cert.secret_name(), conf.key.secret_name()]
             .into_iter()

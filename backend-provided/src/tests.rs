@@ -7,7 +7,7 @@ use ca_core::x509::certs_to_pem;
 use ca_core::{
     issue_certificate, BackendName, CertificateAuthority, DirectorySecretStore, Error, Identity,
     IssueParams, IssuedCertificate, KeySource, KeyType, MeshName, SecretName, SecretStore,
-    SERVICE_TAG,
+    SourcePolicy, SERVICE_TAG,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
@@ -111,7 +111,15 @@ async fn load_with(cert: &str, key: &str, lifetime: Duration) -> Result<Provided
             .unwrap();
     }
     let conf = conf("secret: ca-cert", "secret: ca-key");
-    ProvidedCa::load(&mesh(), backend(), &conf, lifetime, &store).await
+    ProvidedCa::load(
+        &mesh(),
+        backend(),
+        &conf,
+        lifetime,
+        &store,
+        &SourcePolicy::local(),
+    )
+    .await
 }
 
 async fn load(cert: &str, key: &str) -> Result<ProvidedCa, Error> {
@@ -356,9 +364,16 @@ async fn sources_other_than_secrets_work_and_only_secrets_are_used() {
         .await
         .unwrap();
     let from_file = conf(&format!("file: {}", cert_file.display()), "secret: ca-key");
-    let ca = ProvidedCa::load(&mesh(), backend(), &from_file, DAY, &store)
-        .await
-        .unwrap();
+    let ca = ProvidedCa::load(
+        &mesh(),
+        backend(),
+        &from_file,
+        DAY,
+        &store,
+        &SourcePolicy::local(),
+    )
+    .await
+    .unwrap();
     assert_eq!(ca.used_secrets(), [SecretName::new("ca-key").unwrap()]);
 
     let both = load(&root.cert_pem(), &root.key_pem()).await.unwrap();
@@ -754,9 +769,16 @@ async fn missing_secret_is_named() {
         .await
         .unwrap();
     let missing = conf("secret: missing-cert", "secret: ca-key");
-    let err = ProvidedCa::load(&mesh(), backend(), &missing, DAY, &store)
-        .await
-        .unwrap_err();
+    let err = ProvidedCa::load(
+        &mesh(),
+        backend(),
+        &missing,
+        DAY,
+        &store,
+        &SourcePolicy::local(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::SecretNotFound { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
@@ -764,9 +786,16 @@ async fn missing_secret_is_named() {
     );
 
     let unreadable = conf("secret: ca-key", "file: /nonexistent/meshca/key.pem");
-    let err = ProvidedCa::load(&mesh(), backend(), &unreadable, DAY, &store)
-        .await
-        .unwrap_err();
+    let err = ProvidedCa::load(
+        &mesh(),
+        backend(),
+        &unreadable,
+        DAY,
+        &store,
+        &SourcePolicy::local(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         err.to_string().contains("/nonexistent/meshca/key.pem"),
         "{err}"

@@ -71,10 +71,28 @@ pub trait CertificateAuthority: fmt::Debug + Send + Sync {
 }
 
 /// The certificates data planes trust, parsed once.
+///
+/// Chains are verified with webpki, which checks the constraints of every intermediate but, by
+/// design, none of the trust anchor's own. The bundle enforces those itself: every anchor must be
+/// a CA (`basicConstraints` `CA:TRUE`; version-1 roots excepted, as openssl does), and a path may
+/// hold no more intermediates than the anchor's `pathLenConstraint` allows — a sub-CA under a
+/// `pathlen:0` root is refused, as `openssl verify` refuses it.
 #[derive(Clone)]
 pub struct TrustBundle {
     certs: Arc<[CertificateDer<'static>]>,
     anchors: Arc<[rustls_pki_types::TrustAnchor<'static>]>,
+    /// `pathLenConstraint` of each anchor, same order (`None`: unconstrained).
+    path_lens: Arc<[Option<usize>]>,
+}
+
+/// The extended key usage a chain is verified for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainUsage {
+    /// Client and server authentication both (mesh certificates are used in both directions).
+    ClientAndServer,
+    /// Client authentication (callers of the issuer).
+    Client,
 }
 
 impl fmt::Debug for TrustBundle {
@@ -94,6 +112,13 @@ impl TrustBundle {
         if certs.is_empty() {
             return Err(Error::invalid_ca("trust bundle", "is empty"));
         }
+        let path_lens = certs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                anchor_path_len(c).map_err(|e| Error::invalid_ca(format!("trust bundle[{i}]"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let anchors = certs
             .iter()
             .enumerate()
@@ -111,6 +136,7 @@ impl TrustBundle {
         Ok(Self {
             certs: certs.into(),
             anchors: anchors.into(),
+            path_lens: path_lens.into(),
         })
     }
 
@@ -148,23 +174,82 @@ impl TrustBundle {
         intermediates: &[CertificateDer<'_>],
         now: SystemTime,
     ) -> Result<(), String> {
+        self.verify_chain_for(leaf, intermediates, now, ChainUsage::ClientAndServer)
+            .map(|_| ())
+    }
+
+    /// Verifies that `leaf` chains to this bundle through `intermediates` for `usage` at `now`,
+    /// with the anchors' own constraints enforced; returns the index (in [`certs`](Self::certs))
+    /// of the anchor the path ends at.
+    ///
+    /// # Errors
+    /// A message from the verifier.
+    pub fn verify_chain_for(
+        &self,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: SystemTime,
+        usage: ChainUsage,
+    ) -> Result<usize, String> {
         let ee = webpki::EndEntityCert::try_from(leaf)
             .map_err(|e| format!("leaf cannot be parsed: {e}"))?;
         let now = UnixTime::since_unix_epoch(
             now.duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default(),
         );
-        ee.verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            &self.anchors,
-            intermediates,
-            now,
-            ClientAndServerAuth,
-            None,
-            None,
-        )
+        let index_of = |path: &webpki::VerifiedPath<'_>| {
+            let spki = path.anchor().subject_public_key_info.as_ref();
+            self.anchors
+                .iter()
+                .position(|a| a.subject_public_key_info.as_ref() == spki)
+        };
+        // Rejecting a path here makes webpki try the others (another anchor may allow it).
+        let anchor_constraints = |path: &webpki::VerifiedPath<'_>| {
+            let limit = index_of(path).and_then(|i| self.path_lens.get(i).copied().flatten());
+            match limit {
+                Some(max) if path.intermediate_certificates().count() > max => {
+                    Err(webpki::Error::PathLenConstraintViolated)
+                }
+                _ => Ok(()),
+            }
+        };
+        let path = match usage {
+            ChainUsage::ClientAndServer => ee.verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &self.anchors,
+                intermediates,
+                now,
+                ClientAndServerAuth,
+                None,
+                Some(&anchor_constraints),
+            ),
+            ChainUsage::Client => ee.verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &self.anchors,
+                intermediates,
+                now,
+                webpki::KeyUsage::client_auth(),
+                None,
+                Some(&anchor_constraints),
+            ),
+        }
         .map_err(|e| format!("does not chain to the trust bundle: {e}"))?;
-        Ok(())
+        index_of(&path).ok_or_else(|| "does not chain to the trust bundle".to_owned())
+    }
+}
+
+/// The `pathLenConstraint` of a trust anchor; an error when it is not a CA.
+fn anchor_path_len(cert: &CertificateDer<'_>) -> Result<Option<usize>, String> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    match c.basic_constraints() {
+        Ok(Some(bc)) if bc.value.ca => Ok(bc
+            .value
+            .path_len_constraint
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))),
+        Ok(None) if c.version() == x509_parser::x509::X509Version::V1 => Ok(None),
+        Ok(_) => Err("not a CA certificate (basicConstraints CA:TRUE is required)".into()),
+        Err(e) => Err(format!("not a usable CA certificate: {e}")),
     }
 }
 

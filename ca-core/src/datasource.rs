@@ -2,7 +2,8 @@
 //! [`SecretStore`] that holds mesh-scoped secrets.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -67,17 +68,23 @@ impl DataSource {
         }
     }
 
-    /// Reads the value.
+    /// Reads the value under `policy`: what the source may reach and how much it may read.
+    ///
+    /// `file:` reads happen on a thread of their own, so a slow file system never stalls the
+    /// caller's async runtime, and are bounded by [`SourcePolicy::timeout`].
     ///
     /// # Errors
-    /// [`Error::SecretNotFound`] for a missing secret, [`Error::DataSource`] for an unreadable
-    /// file or unset variable, or the store's error.
+    /// [`Error::SecretNotFound`] for a missing secret; [`Error::DataSource`] for a source the
+    /// policy refuses, or one that cannot be used (missing, unreadable, not a regular file,
+    /// over [`SourcePolicy::max_bytes`]: the message does not say which, so that it tells a remote
+    /// caller nothing about the server); or the store's error.
     pub async fn resolve(
         &self,
         mesh: &MeshName,
         store: &dyn SecretStore,
+        policy: &SourcePolicy,
     ) -> Result<SecretBytes, Error> {
-        match self {
+        let value = match self {
             Self::Secret(name) => {
                 store
                     .get(mesh, name)
@@ -85,28 +92,231 @@ impl DataSource {
                     .ok_or_else(|| Error::SecretNotFound {
                         mesh: mesh.to_string(),
                         name: name.to_string(),
-                    })
+                    })?
             }
             Self::File(path) => {
-                std::fs::read(path)
-                    .map(SecretBytes::new)
-                    .map_err(|e| Error::DataSource {
-                        source_desc: self.describe(),
-                        reason: "cannot be read".into(),
-                        source: Some(Box::new(e)),
-                    })
+                let path = policy
+                    .check_file(path)
+                    .map_err(|reason| self.refused(reason))?;
+                read_file_off_thread(path, policy.max_bytes, policy.timeout)
+                    .await
+                    .map_err(|()| self.refused(CANNOT_BE_USED.into()))?
             }
-            Self::Inline(v) | Self::InlineString(v) => Ok(v.clone()),
-            Self::Env(var) => match std::env::var_os(var) {
-                Some(v) => Ok(SecretBytes::new(v.into_encoded_bytes())),
-                None => Err(Error::DataSource {
-                    source_desc: self.describe(),
-                    reason: "is not set".into(),
-                    source: None,
-                }),
-            },
+            Self::Inline(v) | Self::InlineString(v) => v.clone(),
+            Self::Env(var) => {
+                policy
+                    .check_env(var)
+                    .map_err(|reason| self.refused(reason))?;
+                match std::env::var_os(var) {
+                    Some(v) => SecretBytes::new(v.into_encoded_bytes()),
+                    None => return Err(self.refused(CANNOT_BE_USED.into())),
+                }
+            }
+        };
+        if value.len() > policy.max_bytes {
+            return Err(self.refused(format!("is larger than {} bytes", policy.max_bytes)));
+        }
+        Ok(value)
+    }
+
+    fn refused(&self, reason: String) -> Error {
+        Error::DataSource {
+            source_desc: self.describe(),
+            reason,
+            source: None,
         }
     }
+}
+
+/// The one message for a file or variable that cannot be read, whatever the reason.
+const CANNOT_BE_USED: &str =
+    "cannot be used (it must exist, be readable, be a regular file and be at most the size limit)";
+
+/// What data sources may reach when a Mesh is resolved, and how much they may read.
+///
+/// A Mesh the operator wrote (a `--mesh-config` file, the CLI) is resolved with
+/// [`SourcePolicy::local`]: any regular file, any environment variable. A Mesh that arrives over
+/// the network (`ValidateBackend`) is resolved with [`SourcePolicy::remote`]: `secret:` (of its
+/// own mesh only, as every secret lookup is mesh-scoped), `inline` and `inlineString`, and
+/// `file:` / `env:` only inside what the operator allowed explicitly. Every source is capped at
+/// [`SourcePolicy::max_bytes`].
+#[derive(Clone, Debug)]
+pub struct SourcePolicy {
+    files: FileAccess,
+    env: EnvAccess,
+    /// Largest value any source may produce.
+    pub max_bytes: usize,
+    /// How long a file read may take.
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+enum FileAccess {
+    Any,
+    /// Only below this directory (canonical, absolute); `None`: no files at all.
+    Within(Option<PathBuf>),
+}
+
+#[derive(Clone, Debug)]
+enum EnvAccess {
+    Any,
+    Only(Vec<String>),
+}
+
+impl SourcePolicy {
+    /// The default cap on a data source's value: 1 MiB.
+    pub const MAX_BYTES: usize = 1024 * 1024;
+    /// The default time a file read may take.
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// For configuration the operator wrote: every regular file and environment variable.
+    pub fn local() -> Self {
+        Self {
+            files: FileAccess::Any,
+            env: EnvAccess::Any,
+            max_bytes: Self::MAX_BYTES,
+            timeout: Self::TIMEOUT,
+        }
+    }
+
+    /// For configuration from the network: files only below `file_dir` (none when `None`),
+    /// environment variables only those named in `env_vars`.
+    ///
+    /// # Errors
+    /// A message when `file_dir` does not exist or is not a directory.
+    pub fn remote(file_dir: Option<&Path>, env_vars: Vec<String>) -> Result<Self, String> {
+        let dir = match file_dir {
+            Some(d) => {
+                let canonical = d
+                    .canonicalize()
+                    .map_err(|e| format!("{}: {e}", d.display()))?;
+                if !canonical.is_dir() {
+                    return Err(format!("{} is not a directory", d.display()));
+                }
+                Some(canonical)
+            }
+            None => None,
+        };
+        Ok(Self {
+            files: FileAccess::Within(dir),
+            env: EnvAccess::Only(env_vars),
+            max_bytes: Self::MAX_BYTES,
+            timeout: Self::TIMEOUT,
+        })
+    }
+
+    /// The directory `file:` sources must stay in, when restricted.
+    pub fn file_dir(&self) -> Option<&Path> {
+        match &self.files {
+            FileAccess::Within(d) => d.as_deref(),
+            FileAccess::Any => None,
+        }
+    }
+
+    fn check_file(&self, path: &Path) -> Result<PathBuf, String> {
+        match &self.files {
+            FileAccess::Any => Ok(path.to_owned()),
+            FileAccess::Within(None) => Err(
+                "file data sources are not allowed in a Mesh sent to the server (use secret, inline or inlineString, or start the server with --allow-file-sources DIR)"
+                    .into(),
+            ),
+            FileAccess::Within(Some(dir)) => {
+                let outside = || {
+                    format!(
+                        "must be an absolute path inside {} (the directory the server allows with --allow-file-sources)",
+                        dir.display()
+                    )
+                };
+                if !path.is_absolute()
+                    || path
+                        .components()
+                        .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+                {
+                    return Err(outside());
+                }
+                if !path.starts_with(dir) {
+                    return Err(outside());
+                }
+                // Links inside the directory must not lead out of it; a path that does not
+                // resolve gets the same answer as one that cannot be read.
+                match path.canonicalize() {
+                    Ok(c) if c.starts_with(dir) => Ok(c),
+                    _ => Err(CANNOT_BE_USED.into()),
+                }
+            }
+        }
+    }
+
+    fn check_env(&self, var: &str) -> Result<(), String> {
+        match &self.env {
+            EnvAccess::Any => Ok(()),
+            EnvAccess::Only(vars) if vars.iter().any(|v| v == var) => Ok(()),
+            EnvAccess::Only(_) => Err(
+                "env data sources are not allowed in a Mesh sent to the server (use secret, inline or inlineString, or start the server with --allow-env-source VAR)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// Reads a regular file of at most `max` bytes on a thread of its own, giving up after
+/// `timeout`. The file is opened non-blocking, so a FIFO or device never blocks the open, and
+/// anything but a regular file is refused before a byte is read.
+async fn read_file_off_thread(
+    path: PathBuf,
+    max: usize,
+    timeout: Duration,
+) -> Result<SecretBytes, ()> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("meshca-read-file".into())
+        .spawn(move || {
+            let (inner_tx, inner_rx) = std::sync::mpsc::channel();
+            // The reader itself on one more thread, so this one can give up after `timeout`
+            // even if the read hangs (a stuck network file system).
+            let reader = std::thread::Builder::new()
+                .name("meshca-read-file".into())
+                .spawn(move || {
+                    let read = read_regular_file(&path, max).map(SecretBytes::new);
+                    let _ = inner_tx.send(read.map_err(|_| ()));
+                });
+            let result = match reader {
+                Ok(_) => inner_rx.recv_timeout(timeout).unwrap_or(Err(())),
+                Err(_) => Err(()),
+            };
+            let _ = tx.send(result);
+        });
+    if spawned.is_err() {
+        return Err(());
+    }
+    rx.await.unwrap_or(Err(()))
+}
+
+/// Reads a regular file of at most `max` bytes. The open is non-blocking, so a FIFO or device
+/// never blocks it, and anything but a regular file is refused (`InvalidInput`) before a byte is
+/// read; a file over `max` is `InvalidData`.
+pub(crate) fn read_regular_file(path: &Path, max: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error as IoError, ErrorKind, Read as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(IoError::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let too_big = || IoError::new(ErrorKind::InvalidData, format!("larger than {max} bytes"));
+    if meta.len() > max as u64 {
+        return Err(too_big());
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(max));
+    // `take` bounds the read even if the file grows while it is read.
+    file.take(max as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() > max {
+        return Err(too_big());
+    }
+    Ok(buf)
 }
 
 /// Where mesh-scoped secrets live: a directory by default, Kubernetes Secrets when scaled out.
@@ -162,48 +372,146 @@ mod tests {
         let store = DirectorySecretStore::new(dir.path()).unwrap();
         let mesh = MeshName::new("default").unwrap();
         let name = SecretName::new("sec-1").unwrap();
+        let local = SourcePolicy::local();
+        let resolve = |s: &DataSource| block_on(s.resolve(&mesh, &store, &local));
 
-        let err = block_on(DataSource::Secret(name.clone()).resolve(&mesh, &store)).unwrap_err();
+        let err = resolve(&DataSource::Secret(name.clone())).unwrap_err();
         assert_eq!(
             err.to_string(),
             "secret `sec-1` not found in mesh `default`"
         );
         block_on(store.put(&mesh, &name, b"value")).unwrap();
         assert_eq!(
-            block_on(DataSource::Secret(name).resolve(&mesh, &store))
-                .unwrap()
-                .expose(),
+            resolve(&DataSource::Secret(name)).unwrap().expose(),
             b"value"
         );
 
         let file = dir.path().join("f.pem");
         std::fs::write(&file, b"file-bytes").unwrap();
         assert_eq!(
-            block_on(DataSource::File(file).resolve(&mesh, &store))
-                .unwrap()
-                .expose(),
+            resolve(&DataSource::File(file)).unwrap().expose(),
             b"file-bytes"
         );
-        let missing = DataSource::File(dir.path().join("nope"));
-        let err = block_on(missing.resolve(&mesh, &store)).unwrap_err();
+        let err = resolve(&DataSource::File(dir.path().join("nope"))).unwrap_err();
         assert!(err.to_string().starts_with("data source file "), "{err}");
-        assert!(err.to_string().ends_with("nope: cannot be read"), "{err}");
+        assert!(err.to_string().ends_with("nope: cannot be used (it must exist, be readable, be a regular file and be at most the size limit)"), "{err}");
 
         let inline = DataSource::inline_base64("aGVs\nbG8=").unwrap();
-        assert_eq!(
-            block_on(inline.resolve(&mesh, &store)).unwrap().expose(),
-            b"hello"
-        );
+        assert_eq!(resolve(&inline).unwrap().expose(), b"hello");
         assert!(DataSource::inline_base64("!!").is_err());
 
-        let err = block_on(DataSource::Env("MESHCA_TEST_UNSET_VAR".into()).resolve(&mesh, &store))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "data source env MESHCA_TEST_UNSET_VAR: is not set"
+        let err = resolve(&DataSource::Env("MESHCA_TEST_UNSET_VAR".into())).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("data source env MESHCA_TEST_UNSET_VAR: cannot be used"),
+            "{err}"
         );
-        let path = DataSource::Env("PATH".into());
-        assert!(!block_on(path.resolve(&mesh, &store)).unwrap().is_empty());
+        assert!(!resolve(&DataSource::Env("PATH".into())).unwrap().is_empty());
+    }
+
+    #[test]
+    fn files_are_capped_and_only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirectorySecretStore::new(dir.path().join("s")).unwrap();
+        let mesh = MeshName::new("default").unwrap();
+        let local = SourcePolicy::local();
+        let cannot = |s: DataSource| {
+            let err = block_on(s.resolve(&mesh, &store, &local)).unwrap_err();
+            assert!(err.to_string().contains(CANNOT_BE_USED), "{err}");
+        };
+        // A device that never ends, and a FIFO nobody writes to: refused at once, not read
+        // until memory runs out or forever.
+        cannot(DataSource::File("/dev/zero".into()));
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            cannot(DataSource::File(fifo));
+        }
+        cannot(DataSource::File(dir.path().to_owned()));
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; SourcePolicy::MAX_BYTES + 1]).unwrap();
+        cannot(DataSource::File(big));
+        let max = dir.path().join("max");
+        std::fs::write(&max, vec![b'a'; SourcePolicy::MAX_BYTES]).unwrap();
+        assert_eq!(
+            block_on(DataSource::File(max).resolve(&mesh, &store, &local))
+                .unwrap()
+                .len(),
+            SourcePolicy::MAX_BYTES
+        );
+        // Inline and secret values are capped too.
+        let inline = DataSource::Inline(SecretBytes::new(vec![0; SourcePolicy::MAX_BYTES + 1]));
+        let err = block_on(inline.resolve(&mesh, &store, &local)).unwrap_err();
+        assert!(
+            err.to_string().contains("is larger than 1048576 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn remote_policy_keeps_files_and_env_out_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirectorySecretStore::new(dir.path().join("secrets")).unwrap();
+        let mesh = MeshName::new("default").unwrap();
+        let allowed = dir.path().join("allowed");
+        std::fs::create_dir(&allowed).unwrap();
+        std::fs::write(allowed.join("ca.pem"), b"ok").unwrap();
+        std::fs::write(dir.path().join("outside.pem"), b"secret").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside.pem"), allowed.join("link.pem"))
+            .unwrap();
+
+        let none = SourcePolicy::remote(None, Vec::new()).unwrap();
+        let err = block_on(DataSource::File(allowed.join("ca.pem")).resolve(&mesh, &store, &none))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("file data sources are not allowed"),
+            "{err}"
+        );
+        let err =
+            block_on(DataSource::Env("PATH".into()).resolve(&mesh, &store, &none)).unwrap_err();
+        assert!(
+            err.to_string().contains("env data sources are not allowed"),
+            "{err}"
+        );
+
+        let some = SourcePolicy::remote(Some(&allowed), vec!["PATH".into()]).unwrap();
+        let canonical = allowed.canonicalize().unwrap();
+        let ok = block_on(DataSource::File(canonical.join("ca.pem")).resolve(&mesh, &store, &some))
+            .unwrap();
+        assert_eq!(ok.expose(), b"ok");
+        assert!(block_on(DataSource::Env("PATH".into()).resolve(&mesh, &store, &some)).is_ok());
+        for escape in [
+            dir.path().canonicalize().unwrap().join("outside.pem"),
+            canonical.join("../outside.pem"),
+            PathBuf::from("ca.pem"),
+        ] {
+            let err = block_on(DataSource::File(escape.clone()).resolve(&mesh, &store, &some))
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("must be an absolute path inside"),
+                "{escape:?}: {err}"
+            );
+        }
+        // A link out of the directory and a missing file get the same answer.
+        let link =
+            block_on(DataSource::File(canonical.join("link.pem")).resolve(&mesh, &store, &some))
+                .unwrap_err()
+                .to_string();
+        let missing =
+            block_on(DataSource::File(canonical.join("missing.pem")).resolve(&mesh, &store, &some))
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            link.replace("link.pem", "X"),
+            missing.replace("missing.pem", "X")
+        );
+        let err =
+            block_on(DataSource::Env("HOME".into()).resolve(&mesh, &store, &some)).unwrap_err();
+        assert!(
+            err.to_string().contains("env data sources are not allowed"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ impl KumaDuration {
         let bad = || {
             format!(
                 "`{}` is not a duration: expected a number followed by y, w, d, h, m, s or ms (e.g. 24h), or 0",
-                text.escape_debug()
+                crate::error::echo(text)
             )
         };
         if text == "0" {

@@ -170,6 +170,20 @@ impl Error {
     }
 }
 
+/// How many characters of a caller's input a message repeats at most.
+pub const ECHO_LIMIT: usize = 64;
+
+/// `input` for an error message: escaped, and cut after [`ECHO_LIMIT`] characters with a note of
+/// its full length, so that a hostile 10,000-character name never comes back whole.
+pub fn echo(input: &str) -> String {
+    let mut out: String = input.chars().take(ECHO_LIMIT).collect::<String>();
+    out = out.escape_debug().to_string();
+    if input.chars().nth(ECHO_LIMIT).is_some() {
+        out.push_str(&format!("… ({} bytes)", input.len()));
+    }
+    out
+}
+
 impl From<rcgen::Error> for Error {
     fn from(e: rcgen::Error) -> Self {
         Self::Crypto(e)

@@ -6,6 +6,14 @@ use std::fmt;
 use crate::name::{MeshName, ServiceName, TagName, TagValue, SERVICE_TAG};
 use crate::Error;
 
+/// Most distinct tags an identity may have.
+pub const MAX_TAGS: usize = 64;
+/// Most values one tag may have (`kuma.io/service` included).
+pub const MAX_VALUES_PER_TAG: usize = 32;
+/// Most URI SANs a certificate may carry (one `spiffe://` per service plus one `kuma://` per tag
+/// value). No real data plane comes near these limits; they bound the work a request can cause.
+pub const MAX_SANS: usize = 1_000;
+
 /// The identity of a data plane: its mesh and its (multi-valued) tags.
 ///
 /// Built once per request by [`Identity::new`], which validates every name and computes the SAN
@@ -24,7 +32,8 @@ impl Identity {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when a tag name or value is invalid, when there is no
-    /// `kuma.io/service` tag, or when a service name cannot be a SPIFFE path segment.
+    /// `kuma.io/service` tag, when a service name cannot be a SPIFFE path segment, or when the
+    /// identity is over [`MAX_TAGS`], [`MAX_VALUES_PER_TAG`] or [`MAX_SANS`].
     pub fn new<I, K, V>(mesh: MeshName, tags: I) -> Result<Self, Error>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -32,7 +41,17 @@ impl Identity {
         V: AsRef<str>,
     {
         let mut map: BTreeMap<TagName, BTreeSet<TagValue>> = BTreeMap::new();
+        let mut pairs = 0usize;
         for (k, v) in tags {
+            // Counted before any work on the pair, so a request with 100,000 tags costs no more
+            // than one just over the limit.
+            pairs += 1;
+            if pairs > MAX_SANS {
+                return Err(Error::invalid_argument(
+                    "tags",
+                    format!("more than {MAX_SANS} tag values"),
+                ));
+            }
             let name = TagName::new(k.as_ref())?;
             let value = TagValue::new(v.as_ref()).map_err(|e| match e {
                 Error::InvalidArgument { reason, .. } => {
@@ -40,7 +59,20 @@ impl Identity {
                 }
                 other => other,
             })?;
-            map.entry(name).or_default().insert(value);
+            if !map.contains_key(&name) && map.len() >= MAX_TAGS {
+                return Err(Error::invalid_argument(
+                    "tags",
+                    format!("more than {MAX_TAGS} distinct tags"),
+                ));
+            }
+            let values = map.entry(name).or_default();
+            values.insert(value);
+            if values.len() > MAX_VALUES_PER_TAG {
+                return Err(Error::invalid_argument(
+                    "tags",
+                    format!("a tag has more than {MAX_VALUES_PER_TAG} values"),
+                ));
+            }
         }
         let services = match map.iter().find(|(k, _)| k.as_str() == SERVICE_TAG) {
             Some((_, values)) => values
@@ -62,8 +94,14 @@ impl Identity {
             }
         };
 
-        let mut uri_sans =
-            Vec::with_capacity(services.len() + map.values().map(|v| v.len()).sum::<usize>());
+        let total = services.len() + map.values().map(BTreeSet::len).sum::<usize>();
+        if total > MAX_SANS {
+            return Err(Error::invalid_argument(
+                "tags",
+                format!("the identity would have {total} URI SANs; at most {MAX_SANS} are allowed"),
+            ));
+        }
+        let mut uri_sans = Vec::with_capacity(total);
         for service in &services {
             uri_sans.push(format!("spiffe://{mesh}/{service}"));
         }
@@ -125,6 +163,50 @@ impl fmt::Display for Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identities_are_bounded() {
+        let many: Vec<(String, String)> = (0..100_000)
+            .map(|i| (format!("t{i}"), "v".to_owned()))
+            .chain([("kuma.io/service".to_owned(), "web".to_owned())])
+            .collect();
+        let err = Identity::new(mesh(), many).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+        let tags: Vec<(String, String)> = (0..MAX_TAGS)
+            .map(|i| (format!("t{i}"), "v".to_owned()))
+            .chain([("kuma.io/service".to_owned(), "web".to_owned())])
+            .collect();
+        assert_eq!(
+            Identity::new(mesh(), tags).unwrap_err().to_string(),
+            "tags: more than 64 distinct tags"
+        );
+        let values: Vec<(&str, String)> = (0..=MAX_VALUES_PER_TAG)
+            .map(|i| ("version", format!("v{i}")))
+            .chain([("kuma.io/service", "web".to_owned())])
+            .collect();
+        assert_eq!(
+            Identity::new(mesh(), values).unwrap_err().to_string(),
+            "tags: a tag has more than 32 values"
+        );
+        // At the limits it still works.
+        let ok: Vec<(String, String)> = (0..MAX_TAGS - 1)
+            .flat_map(|t| (0..15).map(move |v| (format!("t{t}"), format!("v{v}"))))
+            .chain([("kuma.io/service".to_owned(), "web".to_owned())])
+            .collect();
+        assert_eq!(
+            Identity::new(mesh(), ok).unwrap().uri_sans().len(),
+            63 * 15 + 2
+        );
+    }
+
+    #[test]
+    fn long_input_is_not_echoed_whole() {
+        let long = "x".repeat(10_000);
+        let err = Identity::new(mesh(), [("kuma.io/service", long.as_str())]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.len() < 300, "{msg}");
+        assert!(msg.contains("(10000 bytes)"), "{msg}");
+    }
 
     fn mesh() -> MeshName {
         MeshName::new("default").unwrap()

@@ -27,12 +27,12 @@ pub mod x509;
 pub(crate) mod test_util;
 
 pub use ca::{
-    check_issued, issue_certificate, validate, CertificateAuthority, IssueParams, IssueRequest,
-    IssuedCertificate, KeySource, TestCertificate, TrustBundle, UncheckedCertificate,
+    check_issued, issue_certificate, validate, CertificateAuthority, ChainUsage, IssueParams,
+    IssueRequest, IssuedCertificate, KeySource, TestCertificate, TrustBundle, UncheckedCertificate,
 };
-pub use datasource::{Created, DataSource, SecretStore};
+pub use datasource::{Created, DataSource, SecretStore, SourcePolicy};
 pub use duration::KumaDuration;
-pub use error::{BoxError, Error, Violation, Violations};
+pub use error::{echo, BoxError, Error, Violation, Violations, ECHO_LIMIT};
 pub use identity::Identity;
 pub use name::{BackendName, MeshName, SecretName, ServiceName, TagName, TagValue, SERVICE_TAG};
 pub use secret::SecretBytes;

@@ -27,7 +27,7 @@ macro_rules! name_type {
                     Ok(()) => Ok(Self(value)),
                     Err(reason) => Err(Error::invalid_argument(
                         $field,
-                        format!("`{}` {reason}", value.escape_debug()),
+                        format!("`{}` {reason}", crate::error::echo(&value)),
                     )),
                 }
             }

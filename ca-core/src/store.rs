@@ -50,7 +50,8 @@ impl DirectorySecretStore {
     }
 
     fn read(&self, path: &Path) -> Result<Option<SecretBytes>, Error> {
-        match fs::read(path) {
+        // Secrets are small; a huge or special file here is damage, not a secret.
+        match crate::datasource::read_regular_file(path, crate::SourcePolicy::MAX_BYTES) {
             Ok(v) => Ok(Some(SecretBytes::new(v))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(store_err(path, "read", e)),

@@ -28,10 +28,9 @@ pub enum KeyType {
     EcdsaP256,
     /// ECDSA on P-384.
     EcdsaP384,
-    /// RSA with a modulus of this many bits (2048 to 8192 accepted; 2048, 3072, 4096 generated).
+    /// RSA with a modulus of this many bits and the public exponent 65537 (2048 to 8192 accepted;
+    /// 2048, 3072, 4096 generated).
     Rsa(u32),
-    /// Ed25519.
-    Ed25519,
 }
 
 impl fmt::Display for KeyType {
@@ -40,7 +39,6 @@ impl fmt::Display for KeyType {
             Self::EcdsaP256 => f.write_str("ECDSA P-256"),
             Self::EcdsaP384 => f.write_str("ECDSA P-384"),
             Self::Rsa(bits) => write!(f, "RSA-{bits}"),
-            Self::Ed25519 => f.write_str("Ed25519"),
         }
     }
 }
@@ -56,14 +54,17 @@ impl KeyType {
             Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             Self::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             Self::Rsa(_) => &rcgen::PKCS_RSA_SHA256,
-            Self::Ed25519 => &rcgen::PKCS_ED25519,
         }
     }
 
     /// Classifies a parsed SubjectPublicKeyInfo.
     ///
+    /// Only keys that Envoy-style data planes and meshca's own verification both support are
+    /// accepted: ECDSA on P-256 or P-384, and RSA of 2048 to 8192 bits with the exponent 65537.
+    ///
     /// # Errors
-    /// [`Error::UnsupportedKey`] for other curves, RSA under 2048 or over 8192 bits, DSA, ...
+    /// [`Error::UnsupportedKey`] for other curves, Ed25519, RSA of another size or exponent, DSA,
+    /// ...
     pub fn of_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<Self, Error> {
         use x509_parser::oid_registry::{
             OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
@@ -85,7 +86,9 @@ impl KeyType {
             };
         }
         if *alg == OID_SIG_ED25519 {
-            return Ok(Self::Ed25519);
+            return Err(Error::UnsupportedKey(
+                "Ed25519 (supported: ECDSA P-256/P-384, RSA 2048-8192 with exponent 65537)".into(),
+            ));
         }
         match spki.parsed() {
             Ok(PublicKey::RSA(rsa)) => {
@@ -95,10 +98,17 @@ impl KeyType {
                         "RSA-{bits} (RSA keys must have 2048 to 8192 bits)"
                     )));
                 }
+                let exponent = rsa.try_exponent().ok();
+                if exponent != Some(65537) {
+                    return Err(Error::UnsupportedKey(format!(
+                        "RSA public exponent {} (only 65537 is accepted)",
+                        exponent.map_or_else(|| "over 64 bits".to_owned(), |e| e.to_string())
+                    )));
+                }
                 Ok(Self::Rsa(bits))
             }
             _ => Err(Error::UnsupportedKey(format!(
-                "key algorithm {alg} (supported: ECDSA P-256/P-384, RSA 2048-8192, Ed25519)"
+                "key algorithm {alg} (supported: ECDSA P-256/P-384, RSA 2048-8192 with exponent 65537)"
             ))),
         }
     }

@@ -185,12 +185,7 @@ fn csr(key: &KeyPair, sans: &[&str]) -> Vec<u8> {
 #[tokio::test]
 async fn good_backend_passes_for_every_key_source() {
     let ca = TestCa::new();
-    for kt in [
-        KeyType::EcdsaP256,
-        KeyType::EcdsaP384,
-        KeyType::Ed25519,
-        KeyType::Rsa(2048),
-    ] {
+    for kt in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa(2048)] {
         let issued = issue_certificate(&ca, params(KeySource::Generate(kt)))
             .await
             .unwrap();
@@ -381,6 +376,57 @@ async fn bad_csrs_are_refused() {
         .unwrap_err();
     assert!(matches!(err, Error::UnsupportedKey(_)), "{err}");
     assert!(err.to_string().contains("elliptic curve"), "{err}");
+
+    // Keys data planes cannot use, or that weaken RSA, are refused by name (both were issued
+    // before: Ed25519 and RSA with exponent 3).
+    let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let err = issue_certificate(&ca, params(KeySource::Csr(&csr(&ed, &[]))))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnsupportedKey(_)), "{err}");
+    assert!(err.to_string().contains("Ed25519"), "{err}");
+    let e3 = openssl_csr_rsa_exponent_3();
+    let err = issue_certificate(&ca, params(KeySource::Csr(&e3)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unsupported key: RSA public exponent 3 (only 65537 is accepted)"
+    );
+}
+
+/// A DER CSR for an RSA-2048 key with public exponent 3, made by openssl (rcgen cannot).
+fn openssl_csr_rsa_exponent_3() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let csr = dir.path().join("r.der");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (k, c) = (key.to_str().unwrap(), csr.to_str().unwrap());
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-pkeyopt",
+        "rsa_keygen_pubexp:3",
+        "-out",
+        k,
+    ]);
+    run(&[
+        "req", "-new", "-key", k, "-subj", "/CN=x", "-outform", "DER", "-out", c,
+    ]);
+    std::fs::read(&csr).unwrap()
 }
 
 #[tokio::test]

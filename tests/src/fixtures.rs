@@ -236,6 +236,7 @@ impl Provided {
             conf,
             lifetime,
             self.store.as_ref(),
+            &ca_core::SourcePolicy::local(),
         )
         .await
     }

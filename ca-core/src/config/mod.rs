@@ -386,6 +386,7 @@ impl Mesh {
     /// # Errors
     /// [`Error::InvalidConfig`] with every violation found.
     pub fn from_yaml(text: &str) -> Result<Self, Error> {
+        check_yaml_limits(text)?;
         let value: Value = serde_yaml::from_str(text).map_err(|e| {
             let mut v = Violations::default();
             v.add("(yaml)", format!("cannot be parsed: {e}"));
@@ -402,6 +403,7 @@ impl Mesh {
     /// the document's index when there are several.
     pub fn from_yaml_documents(text: &str) -> Result<Vec<Self>, Error> {
         use serde::Deserialize as _;
+        check_yaml_limits(text)?;
         let mut meshes = Vec::new();
         let docs: Vec<Value> = serde_yaml::Deserializer::from_str(text)
             .map(Value::deserialize)
@@ -465,6 +467,91 @@ impl Mesh {
             .enumerate()
             .find(|(_, b)| &b.name == name)
     }
+}
+
+/// The largest Mesh YAML (one file or one request) meshca parses.
+pub const MAX_YAML_BYTES: usize = 512 * 1024;
+/// The deepest nesting of YAML flow collections (`[`, `{`) meshca parses. A Mesh needs fewer than
+/// ten levels; the YAML parser's work grows with the square of this depth.
+pub const MAX_YAML_NESTING: usize = 64;
+
+/// Refuses YAML over [`MAX_YAML_BYTES`] or nested deeper than [`MAX_YAML_NESTING`] before it
+/// reaches the parser, whose cost for deep flow nesting is quadratic (50,000 levels in 100 KB took
+/// seconds). Block nesting needs indentation, so its depth is bounded by the size; the parser's
+/// own recursion limit refuses what is left.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] at `(yaml)` naming the limit.
+pub fn check_yaml_limits(text: &str) -> Result<(), Error> {
+    let refuse = |msg: String| {
+        let mut v = Violations::default();
+        v.add("(yaml)", msg);
+        Err(Error::InvalidConfig(v))
+    };
+    if text.len() > MAX_YAML_BYTES {
+        return refuse(format!(
+            "is {} bytes; at most {MAX_YAML_BYTES} are accepted",
+            text.len()
+        ));
+    }
+    if flow_depth(text) > MAX_YAML_NESTING {
+        return refuse(format!(
+            "nests collections deeper than {MAX_YAML_NESTING} levels"
+        ));
+    }
+    Ok(())
+}
+
+/// The deepest nesting of `[`/`{` outside quoted scalars and comments. Brackets inside plain or
+/// block scalars are counted too, which can only over-estimate.
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut chars = text.chars().peekable();
+    let mut prev = '\n';
+    while let Some(c) = chars.next() {
+        match c {
+            '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            '#' if prev.is_whitespace() => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        break;
+                    }
+                }
+                prev = '\n';
+                continue;
+            }
+            '\'' if !prev.is_alphanumeric() => {
+                // Single-quoted: '' is an escaped quote.
+                while let Some(n) = chars.next() {
+                    if n == '\'' {
+                        if chars.peek() == Some(&'\'') {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            '"' => {
+                while let Some(n) = chars.next() {
+                    match n {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        prev = c;
+    }
+    max
 }
 
 /// Top-level Mesh sections meshca accepts and ignores.

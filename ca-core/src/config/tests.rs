@@ -469,3 +469,36 @@ fn structural_errors() {
         ]
     );
 }
+
+#[test]
+fn size_and_nesting_are_capped_before_parsing() {
+    // 50,000 nested flow sequences in 100 KB: refused without handing it to the parser, whose
+    // cost grows with the square of the depth.
+    let deep = format!("name: {}{}", "[".repeat(50_000), "]".repeat(50_000));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        violations(&deep),
+        ["(yaml): nests collections deeper than 64 levels"]
+    );
+    let deep_map = format!("name: x\nmtls: {}{}", "{a: ".repeat(100), "}".repeat(100));
+    assert_eq!(
+        violations(&deep_map),
+        ["(yaml): nests collections deeper than 64 levels"]
+    );
+    // Generous: this is a correctness bound, not a timing assertion.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let big = format!("type: Mesh\nname: x\n# {}\n", "a".repeat(MAX_YAML_BYTES));
+    assert!(
+        violations(&big)[0].starts_with("(yaml): is 524"),
+        "{:?}",
+        violations(&big)
+    );
+    assert!(Mesh::from_yaml_documents(&big).is_err());
+    // Brackets inside quotes and comments do not count; real configs pass.
+    let quoted = format!(
+        "type: Mesh\nname: x # {}\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n      conf: {{commonName: '{}'}}\n",
+        "[".repeat(100),
+        "{".repeat(100)
+    );
+    assert!(flow_depth(&quoted) <= 2, "{}", flow_depth(&quoted));
+}
