@@ -1,10 +1,15 @@
 //! Who may ask for what.
 //!
-//! - The bootstrap admin (client certificate `CN=meshca-admin` from the bootstrap CA) may do
-//!   everything.
-//! - Operators (any other client certificate from the bootstrap CA or from `--client-ca`) are
-//!   named by their first `spiffe://` URI SAN, else their CN, and may act on the meshes the
-//!   `--authz` file lists for them.
+//! Callers are identified by the key their certificate chain verifies to, never by names alone:
+//!
+//! - The bootstrap admin: a client certificate `CN=meshca-admin` whose chain verifies to *this*
+//!   server's bootstrap CA key. It may do everything. The same name under any other CA (another
+//!   install's bootstrap CA, a `--client-ca`, a CA merely *named* like ours) is just an operator.
+//! - Operators: any other client certificate that verifies to the bootstrap CA or a `--client-ca`
+//!   root. An operator is the pair (trust anchor, name): the anchor by the SHA-256 of its public
+//!   key, the name by the first `spiffe://` URI SAN, else the CN. The `--authz` file lists, per
+//!   (CA, name), the meshes it may act on; the same CN under two CAs is two callers.
+//!   Path-length and CA constraints of every anchor are enforced by webpki.
 //! - A data plane presenting a certificate that chains to a mesh's trust bundle may renew only its
 //!   own identity: the tags are parsed back from its `spiffe://` and `kuma://` SANs and must equal
 //!   the requested identity exactly. It may also read its mesh's trust bundle.
@@ -15,7 +20,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use ca_core::{Identity, MeshName, TrustBundle};
+use ca_core::{ChainUsage, Identity, MeshName, TrustBundle};
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 use x509_parser::extensions::GeneralName;
@@ -24,13 +29,15 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::bootstrap::ADMIN_CN;
 use crate::state::Snapshot;
 use crate::status::ApiError;
-use crate::util::{AppError, Context};
+use crate::util::{sha256_hex, AppError, Context};
 
 /// The `--authz` file.
 ///
 /// ```yaml
 /// callers:
 ///   - id: zone-cp-eu-1            # CN or SPIFFE ID of the client certificate
+///     ca: bootstrap               # the CA it must chain to (default: this server's bootstrap CA);
+///                                 # or a PEM file, or sha256:<hex of the CA's SubjectPublicKeyInfo>
 ///     meshes: [default, payments] # "*" for every mesh
 /// ```
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -45,41 +52,103 @@ pub(crate) struct AuthzFile {
 struct CallerEntry {
     id: String,
     #[serde(default)]
+    ca: Option<String>,
+    #[serde(default)]
     meshes: Vec<String>,
 }
 
-/// The allow list, by caller.
+/// A trust anchor, by the SHA-256 of its SubjectPublicKeyInfo (hex).
+pub(crate) type AnchorId = String;
+
+/// The SHA-256 (hex) of a CA certificate's SubjectPublicKeyInfo.
+pub(crate) fn anchor_id(ca: &CertificateDer<'_>) -> Result<AnchorId, String> {
+    let (_, cert) =
+        X509Certificate::from_der(ca).map_err(|e| format!("is not a certificate: {e}"))?;
+    Ok(sha256_hex(cert.public_key().raw))
+}
+
+/// The allow list, by (anchor, caller name).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Policy {
-    allowed: BTreeMap<String, Vec<String>>,
+    allowed: BTreeMap<(AnchorId, String), Vec<String>>,
 }
 
 impl Policy {
-    pub(crate) fn load(path: &Path) -> Result<Self, AppError> {
-        let text = std::fs::read_to_string(path)
-            .ctx(|| format!("cannot read authz file {}", path.display()))?;
+    /// Reads the `--authz` file. Entries without `ca` mean `bootstrap_ca`; `ca` paths are
+    /// relative to the file.
+    pub(crate) fn load(path: &Path, bootstrap_ca: Option<&AnchorId>) -> Result<Self, AppError> {
+        let text = crate::limits::read_config_file(path, "authz file")?;
         let file: AuthzFile = serde_yaml::from_str(&text).ctx(|| {
             format!(
-                "authz file {} is not valid (expected `callers: [{{id: NAME, meshes: [MESH|\"*\"]}}]`)",
+                "authz file {} is not valid (expected `callers: [{{id: NAME, ca: bootstrap|FILE|sha256:HEX, meshes: [MESH|\"*\"]}}]`)",
                 path.display()
             )
         })?;
-        let mut allowed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut allowed: BTreeMap<(AnchorId, String), Vec<String>> = BTreeMap::new();
         for c in file.callers {
-            allowed.entry(c.id).or_default().extend(c.meshes);
+            let anchors: Vec<AnchorId> = match c.ca.as_deref() {
+                None | Some("bootstrap") => bootstrap_ca.cloned().into_iter().collect(),
+                Some(pin) if pin.starts_with("sha256:") => {
+                    let hex = pin.trim_start_matches("sha256:").to_ascii_lowercase();
+                    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(AppError(format!(
+                            "authz file {}: caller `{}`: ca `{pin}` is not sha256:<64 hex digits>",
+                            path.display(),
+                            c.id
+                        )));
+                    }
+                    vec![hex]
+                }
+                Some(file) => {
+                    let ca_path = path.parent().unwrap_or(Path::new(".")).join(file);
+                    let certs = crate::tls::read_certs(&ca_path)?;
+                    certs
+                        .iter()
+                        .map(|c| {
+                            anchor_id(c)
+                                .map_err(|e| AppError(format!("{}: {e}", ca_path.display())))
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+            };
+            for a in anchors {
+                allowed
+                    .entry((a, c.id.clone()))
+                    .or_default()
+                    .extend(c.meshes.iter().cloned());
+            }
         }
         Ok(Self { allowed })
     }
 
-    fn allows(&self, caller: &str, mesh: &str) -> bool {
+    fn allows(&self, caller: &OperatorId, mesh: &str) -> bool {
         self.allowed
-            .get(caller)
+            .get(&(caller.anchor.clone(), caller.name.clone()))
             .is_some_and(|m| m.iter().any(|x| x == "*" || x == mesh))
     }
 
-    fn has_any(&self, caller: &str) -> bool {
-        self.allowed.get(caller).is_some_and(|m| !m.is_empty())
+    fn has_any(&self, caller: &OperatorId) -> bool {
+        self.allowed
+            .get(&(caller.anchor.clone(), caller.name.clone()))
+            .is_some_and(|m| !m.is_empty())
     }
+
+    /// Callers whose `ca` is none of `anchors` (a CA the server does not trust): they can never
+    /// connect, which is worth a warning at start.
+    pub(crate) fn unknown_anchors(&self, anchors: &[AnchorId]) -> Vec<String> {
+        self.allowed
+            .keys()
+            .filter(|(a, _)| !anchors.contains(a))
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+}
+
+/// An operator: the anchor its chain verified to, and its name under that anchor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OperatorId {
+    pub(crate) anchor: AnchorId,
+    pub(crate) name: String,
 }
 
 /// The authenticated caller of one request.
@@ -88,7 +157,7 @@ pub(crate) enum Caller {
     /// The bootstrap admin, or anyone on a plaintext loopback listener.
     Admin(String),
     /// A certificate from the bootstrap CA or `--client-ca`.
-    Operator(String),
+    Operator(OperatorId),
     /// A data plane with its current mesh certificate.
     DataPlane(Identity),
     /// A certificate that chains to nothing we know (cannot happen past the TLS handshake).
@@ -98,7 +167,12 @@ pub(crate) enum Caller {
 impl Caller {
     pub(crate) fn describe(&self) -> String {
         match self {
-            Self::Admin(n) | Self::Operator(n) => n.clone(),
+            Self::Admin(n) => n.clone(),
+            Self::Operator(o) => format!(
+                "{} (CA sha256:{})",
+                o.name,
+                o.anchor.get(..16).unwrap_or("")
+            ),
             Self::DataPlane(id) => format!("data plane {id}"),
             Self::Unknown => "an unknown client".into(),
         }
@@ -110,8 +184,18 @@ impl Caller {
 pub(crate) enum Action<'a> {
     Issue(&'a Identity),
     TrustBundle(&'a str),
-    /// Validate a Mesh; the name when the YAML has one.
-    Validate(Option<&'a str>),
+    /// Validate a Mesh of this name.
+    Validate(&'a str),
+}
+
+/// Whether `caller` may validate any mesh at all: checked before a Mesh sent to
+/// `ValidateBackend` is parsed, so strangers and data planes cost nothing.
+pub(crate) fn may_validate_any(policy: &Policy, caller: &Caller) -> bool {
+    match caller {
+        Caller::Admin(_) => true,
+        Caller::Operator(id) => policy.has_any(id),
+        Caller::DataPlane(_) | Caller::Unknown => false,
+    }
 }
 
 /// Decides.
@@ -142,18 +226,17 @@ pub(crate) fn authorize(
             if policy.allows(id, mesh) {
                 Ok(())
             } else {
-                deny(format!("read the trust bundle of mesh `{mesh}`"))
+                deny(format!(
+                    "read the trust bundle of mesh `{}`",
+                    ca_core::echo(mesh)
+                ))
             }
         }
         (Caller::Operator(id), Action::Validate(mesh)) => {
-            let ok = match mesh {
-                Some(m) => policy.allows(id, m),
-                None => policy.has_any(id),
-            };
-            if ok {
+            if policy.allows(id, mesh) {
                 Ok(())
             } else {
-                deny("validate this mesh".into())
+                deny(format!("validate mesh `{}`", ca_core::echo(mesh)))
             }
         }
         (Caller::DataPlane(own), Action::Issue(requested)) => {
@@ -169,7 +252,10 @@ pub(crate) fn authorize(
             if own.mesh().as_str() == *mesh {
                 Ok(())
             } else {
-                deny(format!("read the trust bundle of mesh `{mesh}`"))
+                deny(format!(
+                    "read the trust bundle of mesh `{}`",
+                    ca_core::echo(mesh)
+                ))
             }
         }
         (Caller::DataPlane(_), Action::Validate(_)) => deny("validate meshes".into()),
@@ -184,6 +270,7 @@ pub(crate) fn authorize(
 /// under (a CA switch or reload re-identifies everyone) and for at most [`CallerCache::TTL`].
 #[derive(Debug, Default)]
 pub(crate) struct CallerCache {
+    /// By SHA-256 of the presented chain.
     entries: Mutex<HashMap<Vec<u8>, (Snapshot, Instant, Caller)>>,
 }
 
@@ -197,39 +284,93 @@ impl CallerCache {
     pub(crate) fn identify(
         &self,
         chain: &[CertificateDer<'static>],
-        operator_roots: &TrustBundle,
-        bootstrap_ca: &[CertificateDer<'static>],
+        operators: &OperatorRoots,
         meshes: &Snapshot,
     ) -> Caller {
-        let Some(leaf) = chain.first() else {
+        if chain.is_empty() {
             return Caller::Unknown;
-        };
-        let key = leaf.as_ref();
+        }
+        // The whole chain, not the leaf alone: who a caller is depends on the anchor its chain
+        // reaches.
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for c in chain {
+            ctx.update(&(c.len() as u64).to_be_bytes());
+            ctx.update(c.as_ref());
+        }
+        let key = ctx.finish().as_ref().to_vec();
         {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((snapshot, at, caller)) = entries.get(key) {
+            if let Some((snapshot, at, caller)) = entries.get(&key) {
                 if Arc::ptr_eq(snapshot, meshes) && at.elapsed() < Self::TTL {
                     return caller.clone();
                 }
             }
         }
-        let caller = identify(chain, operator_roots, bootstrap_ca, meshes);
+        let caller = identify(chain, operators, meshes);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= Self::CAPACITY {
             entries.clear();
         }
-        entries.insert(
-            key.to_vec(),
-            (meshes.clone(), Instant::now(), caller.clone()),
-        );
+        entries.insert(key, (meshes.clone(), Instant::now(), caller.clone()));
         caller
+    }
+}
+
+/// The roots operator client certificates verify to: this server's bootstrap CA and the
+/// `--client-ca` certificates, each known by its key.
+#[derive(Debug)]
+pub(crate) struct OperatorRoots {
+    roots: TrustBundle,
+    /// `anchor_id` of each root, same order.
+    ids: Vec<AnchorId>,
+}
+
+impl OperatorRoots {
+    pub(crate) fn new(
+        bootstrap_ca: &CertificateDer<'static>,
+        client_cas: &[CertificateDer<'static>],
+    ) -> Result<Self, AppError> {
+        let mut roots = vec![bootstrap_ca.clone()];
+        roots.extend(client_cas.iter().cloned());
+        let ids: Vec<AnchorId> = roots
+            .iter()
+            .map(|r| anchor_id(r).map_err(|e| AppError(format!("client CA {e}"))))
+            .collect::<Result<_, _>>()?;
+        let roots = TrustBundle::new(roots)
+            .map_err(|e| AppError(format!("a client CA cannot be used as a trust anchor: {e}")))?;
+        Ok(Self { roots, ids })
+    }
+
+    pub(crate) fn certs(&self) -> &[CertificateDer<'static>] {
+        self.roots.certs()
+    }
+
+    pub(crate) fn ids(&self) -> &[AnchorId] {
+        &self.ids
+    }
+
+    fn bootstrap(&self) -> &AnchorId {
+        &self.ids[0]
+    }
+
+    /// Verifies `leaf` for client auth; the anchor it verified to, by key (names prove nothing).
+    fn verify(
+        &self,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: SystemTime,
+    ) -> Option<AnchorId> {
+        let i = self
+            .roots
+            .verify_chain_for(leaf, intermediates, now, ChainUsage::Client)
+            .ok()?;
+        self.ids.get(i).cloned()
     }
 }
 
 pub(crate) fn identify(
     chain: &[CertificateDer<'static>],
-    operator_roots: &TrustBundle,
-    bootstrap_ca: &[CertificateDer<'static>],
+    operators: &OperatorRoots,
     meshes: &Snapshot,
 ) -> Caller {
     let Some(leaf) = chain.first() else {
@@ -237,7 +378,7 @@ pub(crate) fn identify(
     };
     let intermediates = &chain[1..];
     let now = SystemTime::now();
-    if verify_client(operator_roots, leaf, intermediates, now) {
+    if let Some(anchor) = operators.verify(leaf, intermediates, now) {
         let Ok((_, cert)) = X509Certificate::from_der(leaf) else {
             return Caller::Unknown;
         };
@@ -251,15 +392,13 @@ pub(crate) fn identify(
         let spiffe = uri_sans(&cert)
             .into_iter()
             .find(|u| u.starts_with("spiffe://"));
-        let issued_by_bootstrap = bootstrap_ca.iter().any(|ca| {
-            X509Certificate::from_der(ca)
-                .map(|(_, c)| c.subject().as_raw() == cert.issuer().as_raw())
-                .unwrap_or(false)
-        });
-        if cn == ADMIN_CN && issued_by_bootstrap && spiffe.is_none() {
+        if cn == ADMIN_CN && spiffe.is_none() && &anchor == operators.bootstrap() {
             return Caller::Admin(cn);
         }
-        return Caller::Operator(spiffe.unwrap_or(cn));
+        return Caller::Operator(OperatorId {
+            anchor,
+            name: spiffe.unwrap_or(cn),
+        });
     }
     for state in meshes.values() {
         let Some(bundle) = &state.bundle else {
@@ -272,36 +411,6 @@ pub(crate) fn identify(
         }
     }
     Caller::Unknown
-}
-
-fn verify_client(
-    roots: &TrustBundle,
-    leaf: &CertificateDer<'_>,
-    intermediates: &[CertificateDer<'_>],
-    now: SystemTime,
-) -> bool {
-    let Ok(ee) = webpki::EndEntityCert::try_from(leaf) else {
-        return false;
-    };
-    let anchors: Vec<_> = roots
-        .certs()
-        .iter()
-        .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
-        .collect();
-    let now = rustls_pki_types::UnixTime::since_unix_epoch(
-        now.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default(),
-    );
-    ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &anchors,
-        intermediates,
-        now,
-        webpki::KeyUsage::client_auth(),
-        None,
-        None,
-    )
-    .is_ok()
 }
 
 fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {
@@ -401,8 +510,19 @@ mod tests {
 
     #[test]
     fn decisions() {
+        let anchor = "a".repeat(64);
         let policy = Policy {
-            allowed: [("zone".to_string(), vec!["default".to_string()])].into(),
+            allowed: [(
+                (anchor.clone(), "zone".to_string()),
+                vec!["default".to_string()],
+            )]
+            .into(),
+        };
+        let op = |a: &str, n: &str| {
+            Caller::Operator(OperatorId {
+                anchor: a.into(),
+                name: n.into(),
+            })
         };
         let web = Identity::new(mesh(), [("kuma.io/service", "web")]).unwrap();
         let db = Identity::new(mesh(), [("kuma.io/service", "db")]).unwrap();
@@ -411,20 +531,24 @@ mod tests {
             [("kuma.io/service", "web")],
         )
         .unwrap();
-        let zone = Caller::Operator("zone".into());
+        let zone = op(&anchor, "zone");
         assert!(authorize(&policy, &zone, &Action::Issue(&web)).is_ok());
         assert!(authorize(&policy, &zone, &Action::Issue(&other)).is_err());
-        assert!(authorize(&policy, &zone, &Action::Validate(Some("default"))).is_ok());
-        assert!(authorize(&policy, &zone, &Action::Validate(Some("other"))).is_err());
-        let stranger = Caller::Operator("stranger".into());
+        assert!(authorize(&policy, &zone, &Action::Validate("default")).is_ok());
+        assert!(authorize(&policy, &zone, &Action::Validate("other")).is_err());
+        let stranger = op(&anchor, "stranger");
         assert!(authorize(&policy, &stranger, &Action::Issue(&web)).is_err());
-        assert!(authorize(&policy, &stranger, &Action::Validate(None)).is_err());
+        assert!(authorize(&policy, &stranger, &Action::Validate("default")).is_err());
+        // The same name under another CA is another caller.
+        let impostor = op(&"b".repeat(64), "zone");
+        assert!(authorize(&policy, &impostor, &Action::Issue(&web)).is_err());
+        assert!(authorize(&policy, &impostor, &Action::TrustBundle("default")).is_err());
         let dp = Caller::DataPlane(web.clone());
         assert!(authorize(&policy, &dp, &Action::Issue(&web)).is_ok());
         assert!(authorize(&policy, &dp, &Action::Issue(&db)).is_err());
         assert!(authorize(&policy, &dp, &Action::TrustBundle("default")).is_ok());
         assert!(authorize(&policy, &dp, &Action::TrustBundle("other")).is_err());
-        assert!(authorize(&policy, &dp, &Action::Validate(Some("default"))).is_err());
+        assert!(authorize(&policy, &dp, &Action::Validate("default")).is_err());
         let admin = Caller::Admin("meshca-admin".into());
         assert!(authorize(&policy, &admin, &Action::Issue(&other)).is_ok());
         assert!(authorize(&policy, &Caller::Unknown, &Action::Issue(&web)).is_err());

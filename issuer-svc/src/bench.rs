@@ -92,6 +92,7 @@ pub(crate) async fn bench_rotation(a: BenchArgs) -> Result<(), AppError> {
         registry.clone(),
         BuildContext {
             store: store.clone(),
+            sources: ca_core::SourcePolicy::local(),
         },
         ConfigSource::Dir(mesh_dir),
         metrics.clone(),
@@ -113,8 +114,9 @@ pub(crate) async fn bench_rotation(a: BenchArgs) -> Result<(), AppError> {
         registry,
         store,
         operator_roots: None,
-        bootstrap_ca: Vec::new(),
         callers: Default::default(),
+        remote_sources: ca_core::SourcePolicy::remote(None, Vec::new()).map_err(AppError)?,
+        validations: Arc::new(tokio::sync::Semaphore::new(1)),
     });
 
     let seen = Arc::new(Seen {

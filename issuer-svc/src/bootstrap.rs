@@ -1,18 +1,26 @@
 //! The service's own credentials: a bootstrap CA in the data directory, a server certificate for
 //! localhost, and an admin client certificate the CLI uses by default. Created once, on the first
-//! `serve` with no TLS settings; keys are 0600.
+//! `serve`; keys are 0600.
+//!
+//! Several issuers may start at once on one data directory: everything here runs under an
+//! exclusive lock on `DATA_DIR/tls.lock`, and the first set is made in a temporary directory that
+//! is renamed to `tls/` whole, so no process ever sees half a set. At every start the set on disk
+//! is checked: a CA certificate that does not match its key is refused (never replaced); a server
+//! or admin certificate that is missing, expiring, not signed by the CA or not matching its key is
+//! made again from the CA.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
+use rustls_pki_types::CertificateDer;
 
 use crate::util::{AppError, Context};
 
@@ -45,35 +53,126 @@ impl BootstrapPaths {
         }
     }
 
-    /// Creates whatever is missing. An existing CA is never replaced; the server and admin
-    /// certificates are re-made from it when they are missing or expire within a day.
-    pub(crate) fn ensure(&self) -> Result<(), AppError> {
-        fs::create_dir_all(&self.dir).ctx(|| format!("cannot create {}", self.dir.display()))?;
+    /// Creates the set if there is none, checks it, and re-makes the server and admin
+    /// certificates when needed. Returns the bootstrap CA certificate.
+    pub(crate) fn ensure(&self) -> Result<CertificateDer<'static>, AppError> {
+        let parent = self.dir.parent().unwrap_or(Path::new("."));
+        create_private_dir(parent)?;
+        let lock_path = parent.join("tls.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .ctx(|| format!("cannot open {}", lock_path.display()))?;
+        lock.lock()
+            .ctx(|| format!("cannot lock {}", lock_path.display()))?;
+        let result = self.ensure_locked(parent);
+        let _ = lock.unlock();
+        result
+    }
+
+    fn ensure_locked(&self, parent: &Path) -> Result<CertificateDer<'static>, AppError> {
+        // Leftovers of a start that died half-way: never seen as a set, safe to remove.
+        if let Ok(entries) = fs::read_dir(parent) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".tls-") {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        if !self.dir.exists() {
+            let tmp = parent.join(format!(
+                ".tls-{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            create_private_dir(&tmp)?;
+            let staged = Self::new_in(&tmp);
+            staged.create_ca()?;
+            staged.renew_leaves()?;
+            fs::File::open(&tmp)
+                .and_then(|d| d.sync_all())
+                .ctx(|| format!("cannot sync {}", tmp.display()))?;
+            fs::rename(&tmp, &self.dir).ctx(|| format!("cannot create {}", self.dir.display()))?;
+            sync_dir(parent);
+        }
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
             .ctx(|| format!("cannot restrict {}", self.dir.display()))?;
-        if !self.ca.exists() || !self.ca_key.exists() {
-            let key = KeyPair::generate().ctx(|| "cannot generate a key".into())?;
-            let mut params = CertificateParams::default();
-            params.distinguished_name = dn("meshca bootstrap CA");
-            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            validity(&mut params, Duration::from_secs(10 * 365 * 86400));
-            let cert = params
-                .self_signed(&key)
-                .ctx(|| "cannot sign the bootstrap CA".into())?;
-            write_private(&self.ca_key, key.serialize_pem().as_bytes())?;
-            write_public(&self.ca, cert.pem().as_bytes())?;
-        }
-        let ca_pem =
-            fs::read_to_string(&self.ca).ctx(|| format!("cannot read {}", self.ca.display()))?;
-        let ca_key_pem = fs::read_to_string(&self.ca_key)
-            .ctx(|| format!("cannot read {}", self.ca_key.display()))?;
+        self.renew_leaves()
+    }
+
+    /// Paths as [`new`](Self::new) makes them, but directly in `dir`.
+    fn new_in(dir: &Path) -> Self {
+        let mut p = Self::new(dir);
+        p.dir = dir.to_owned();
+        p.ca = dir.join("ca.pem");
+        p.ca_key = dir.join("ca-key.pem");
+        p.server = dir.join("server.pem");
+        p.server_key = dir.join("server-key.pem");
+        p.admin = dir.join("admin.pem");
+        p.admin_key = dir.join("admin-key.pem");
+        p
+    }
+
+    fn create_ca(&self) -> Result<(), AppError> {
+        let key = KeyPair::generate().ctx(|| "cannot generate a key".into())?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn("meshca bootstrap CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.serial_number = Some(ca_core::x509::random_serial());
+        validity(&mut params, Duration::from_secs(10 * 365 * 86400));
+        let cert = params
+            .self_signed(&key)
+            .ctx(|| "cannot sign the bootstrap CA".into())?;
+        write_private(&self.ca_key, key.serialize_pem().as_bytes())?;
+        write_public(&self.ca, cert.pem().as_bytes())
+    }
+
+    /// Checks the CA pair (refusing a mismatch) and re-makes the server and admin certificates
+    /// when they are missing, expire within a day, are not signed by the CA or do not match
+    /// their keys.
+    fn renew_leaves(&self) -> Result<CertificateDer<'static>, AppError> {
+        let ca_pem = fs::read_to_string(&self.ca).ctx(|| {
+            format!(
+                "{} cannot be read; the bootstrap CA is incomplete. Restore it, or remove {} to make a new bootstrap CA (every client certificate it signed stops working)",
+                self.ca.display(),
+                self.dir.display()
+            )
+        })?;
+        let ca_key_pem = fs::read_to_string(&self.ca_key).ctx(|| {
+            format!(
+                "{} cannot be read; the bootstrap CA is incomplete. Restore it, or remove {} to make a new bootstrap CA (every client certificate it signed stops working)",
+                self.ca_key.display(),
+                self.dir.display()
+            )
+        })?;
         let ca_key = KeyPair::from_pem(&ca_key_pem)
             .ctx(|| format!("{} is not a usable key", self.ca_key.display()))?;
+        let ca_der = ca_core::x509::parse_pem_certs(ca_pem.as_bytes())
+            .map_err(|e| AppError(format!("{} {e}", self.ca.display())))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| AppError(format!("{} holds no certificate", self.ca.display())))?;
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der)
+            .ctx(|| format!("{} is not a certificate", self.ca.display()))?;
+        if ca_cert.public_key().raw != ca_key.subject_public_key_info().as_slice() {
+            return Err(AppError(format!(
+                "{} does not match {}: the bootstrap CA on disk is inconsistent; meshca will not replace a CA key. Restore the pair, or remove {} to make a new bootstrap CA",
+                self.ca.display(),
+                self.ca_key.display(),
+                self.dir.display()
+            )));
+        }
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
             .ctx(|| format!("{} is not a usable CA", self.ca.display()))?;
 
-        if needs_renewal(&self.server) || !self.server_key.exists() {
+        if let Some(why) = leaf_problem(&self.server, &self.server_key, &ca_cert) {
+            if self.server.exists() {
+                tracing::warn!(cert = %self.server.display(), reason = why, "re-making the server certificate");
+            }
             let mut params = CertificateParams::default();
             params.distinguished_name = dn("meshca issuer");
             params.subject_alt_names = vec![
@@ -84,13 +183,16 @@ impl BootstrapPaths {
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             self.leaf(params, &issuer, &self.server, &self.server_key)?;
         }
-        if needs_renewal(&self.admin) || !self.admin_key.exists() {
+        if let Some(why) = leaf_problem(&self.admin, &self.admin_key, &ca_cert) {
+            if self.admin.exists() {
+                tracing::warn!(cert = %self.admin.display(), reason = why, "re-making the admin client certificate");
+            }
             let mut params = CertificateParams::default();
             params.distinguished_name = dn(ADMIN_CN);
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             self.leaf(params, &issuer, &self.admin, &self.admin_key)?;
         }
-        Ok(())
+        Ok(CertificateDer::from(ca_der.to_vec()))
     }
 
     fn leaf(
@@ -126,21 +228,82 @@ fn validity(params: &mut CertificateParams, life: Duration) {
     params.not_after = (now + life).into();
 }
 
-fn needs_renewal(cert: &Path) -> bool {
-    let Ok(pem) = fs::read(cert) else { return true };
-    let Ok(certs) = ca_core::x509::parse_pem_certs(&pem) else {
-        return true;
+/// Why a leaf must be made again, or `None` when it is fine.
+fn leaf_problem(
+    cert: &Path,
+    key: &Path,
+    ca: &x509_parser::certificate::X509Certificate<'_>,
+) -> Option<&'static str> {
+    let Ok(pem) = fs::read(cert) else {
+        return Some("missing");
     };
-    let Some(first) = certs.first() else {
-        return true;
+    let Some(first) = ca_core::x509::parse_pem_certs(&pem)
+        .ok()
+        .and_then(|c| c.into_iter().next())
+    else {
+        return Some("not a certificate");
     };
-    match x509_parser::parse_x509_certificate(first) {
-        Ok((_, c)) => {
-            let left = c.validity().not_after.timestamp()
-                - time::OffsetDateTime::now_utc().unix_timestamp();
-            left < 86400
+    let Ok((_, c)) = x509_parser::parse_x509_certificate(&first) else {
+        return Some("not a certificate");
+    };
+    if c.verify_signature(Some(ca.public_key())).is_err() {
+        return Some("not signed by the bootstrap CA");
+    }
+    let key_matches = fs::read_to_string(key)
+        .ok()
+        .and_then(|k| KeyPair::from_pem(&k).ok())
+        .is_some_and(|k| k.subject_public_key_info().as_slice() == c.public_key().raw);
+    if !key_matches {
+        return Some("does not match its key");
+    }
+    let left =
+        c.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
+    (left < 86400).then_some("expires within a day")
+}
+
+/// Creates `dir` (and its parents) readable by the owner only; an existing directory that others
+/// can read is reported.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), AppError> {
+    if dir.is_dir() {
+        if let Ok(meta) = fs::metadata(dir) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(dir = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "directory holding keys is open to other users; chmod 700 it");
+            }
         }
-        Err(_) => true,
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .ctx(|| format!("cannot create {}", dir.display()))
+}
+
+/// Warns about key files under `dir` (two levels deep) that other users can read.
+pub(crate) fn warn_open_keys(dir: &Path) {
+    let mut stack = vec![(dir.to_owned(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            let path = e.path();
+            if meta.is_dir() && depth < 2 {
+                stack.push((path, depth + 1));
+            } else if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+                let name = path.to_string_lossy();
+                if name.ends_with("-key.pem") || name.contains("/secrets/") {
+                    tracing::warn!(file = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "key file is readable by other users; chmod 600 it");
+                }
+            }
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
     }
 }
 
@@ -157,12 +320,27 @@ pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), AppError> {
     f.write_all(data)
         .and_then(|()| f.sync_all())
         .ctx(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).ctx(|| format!("cannot write {}", path.display()))
+    fs::rename(&tmp, path).ctx(|| format!("cannot write {}", path.display()))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")));
+    Ok(())
 }
 
-/// Writes a certificate file (0644).
+/// Writes a certificate file (0644), atomically.
 pub(crate) fn write_public(path: &Path, data: &[u8]) -> Result<(), AppError> {
-    fs::write(path, data).ctx(|| format!("cannot write {}", path.display()))
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .ctx(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .ctx(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).ctx(|| format!("cannot write {}", path.display()))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -172,7 +350,8 @@ mod tests {
     #[test]
     fn creates_once_with_private_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = BootstrapPaths::new(dir.path());
+        let data = dir.path().join("data");
+        let paths = BootstrapPaths::new(&data);
         paths.ensure().unwrap();
         let ca1 = fs::read(&paths.ca).unwrap();
         for key in [&paths.ca_key, &paths.server_key, &paths.admin_key] {
@@ -183,5 +362,69 @@ mod tests {
         }
         paths.ensure().unwrap();
         assert_eq!(fs::read(&paths.ca).unwrap(), ca1, "CA is kept");
+        assert_eq!(
+            fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn inconsistent_sets_are_refused_or_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let paths = BootstrapPaths::new(&data);
+        paths.ensure().unwrap();
+        let ca = fs::read(&paths.ca).unwrap();
+        // A server certificate signed by another CA (what a start race used to leave): re-made.
+        let other = tempfile::tempdir().unwrap();
+        let other_paths = BootstrapPaths::new(other.path());
+        other_paths.ensure().unwrap();
+        fs::copy(&other_paths.server, &paths.server).unwrap();
+        fs::copy(&other_paths.server_key, &paths.server_key).unwrap();
+        fs::copy(&other_paths.admin_key, &paths.admin_key).unwrap();
+        paths.ensure().unwrap();
+        let ca_der = ca_core::x509::parse_pem_certs(&ca).unwrap();
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der[0]).unwrap();
+        assert_eq!(
+            leaf_problem(&paths.server, &paths.server_key, &ca_cert),
+            None
+        );
+        assert_eq!(leaf_problem(&paths.admin, &paths.admin_key, &ca_cert), None);
+        assert_eq!(fs::read(&paths.ca).unwrap(), ca, "CA is kept");
+        // A CA key that does not match the CA certificate: refused, never replaced.
+        fs::copy(&other_paths.ca_key, &paths.ca_key).unwrap();
+        let err = paths.ensure().unwrap_err().to_string();
+        assert!(err.contains("does not match"), "{err}");
+        assert_eq!(fs::read(&paths.ca).unwrap(), ca);
+        // A missing CA certificate: refused with what to do.
+        fs::remove_file(&paths.ca).unwrap();
+        let err = paths.ensure().unwrap_err().to_string();
+        assert!(err.contains("the bootstrap CA is incomplete"), "{err}");
+    }
+
+    #[test]
+    fn racing_creators_agree_on_one_set() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = BootstrapPaths::new(dir.path());
+            let cas: Vec<Vec<u8>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..4)
+                    .map(|_| {
+                        let p = paths.clone();
+                        s.spawn(move || {
+                            let ca = p.ensure().unwrap();
+                            ca.to_vec()
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(cas.windows(2).all(|w| w[0] == w[1]));
+            let (_, ca_cert) = x509_parser::parse_x509_certificate(&cas[0]).unwrap();
+            assert_eq!(
+                leaf_problem(&paths.server, &paths.server_key, &ca_cert),
+                None
+            );
+        }
     }
 }

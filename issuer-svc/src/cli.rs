@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ca_core::config::Mesh;
 use ca_core::{
     DirectorySecretStore, Identity, IssueParams, KeySource, KeyType, MeshName, SecretStore,
 };
@@ -117,13 +116,22 @@ pub(crate) struct ServeArgs {
     /// Where mesh secrets live.
     #[arg(long, value_enum, default_value_t = StoreKind::File)]
     pub(crate) store: StoreKind,
-    /// Authorization file: which client identities (CN or SPIFFE ID) may act on which meshes.
-    /// The bootstrap admin may do everything; data planes may renew their own identity.
+    /// Authorization file: which client identities (CA + CN or SPIFFE ID) may act on which
+    /// meshes. The bootstrap admin may do everything; data planes may renew their own identity.
     #[arg(long)]
     pub(crate) authz: Option<PathBuf>,
     /// Extra CA (PEM) whose client certificates identify operators (besides the bootstrap CA).
+    /// Its callers are named in --authz with `ca: FILE` (or `ca: sha256:HEX`).
     #[arg(long)]
     pub(crate) client_ca: Option<PathBuf>,
+    /// Let a Mesh sent to ValidateBackend use `file:` data sources inside this directory
+    /// (resolved paths must stay inside it; it may not overlap the data directory). Without it,
+    /// such a Mesh may use only `secret:` (of its own mesh), `inline` and `inlineString`.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) allow_file_sources: Option<PathBuf>,
+    /// Let a Mesh sent to ValidateBackend use the `env:` data source VAR; repeat it.
+    #[arg(long, value_name = "VAR")]
+    pub(crate) allow_env_source: Vec<String>,
     /// Server certificate chain (PEM) instead of the bootstrap one; needs --tls-key.
     #[arg(long, requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,
@@ -318,9 +326,8 @@ async fn issue_local(
     tags: &[(String, String)],
     csr: Option<&[u8]>,
 ) -> Result<(String, Option<String>, String, String), AppError> {
-    let text =
-        std::fs::read_to_string(config).ctx(|| format!("cannot read {}", config.display()))?;
-    let meshes = Mesh::from_yaml_documents(&text)?;
+    let text = crate::limits::read_config_file(config, "mesh config")?;
+    let meshes = crate::meshfile::parse_off_runtime(text).await?;
     let mesh = meshes
         .iter()
         .find(|m| m.name.as_str() == a.mesh)
@@ -340,7 +347,15 @@ async fn issue_local(
     let store: Arc<dyn SecretStore> =
         Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
     let built = Registry::new()
-        .build(&BuildContext { store }, &mesh.name, index, backend)
+        .build(
+            &BuildContext {
+                store,
+                sources: ca_core::SourcePolicy::local(),
+            },
+            &mesh.name,
+            index,
+            backend,
+        )
         .await?;
     for w in &built.warnings {
         eprintln!("meshca: warning: {w}");
@@ -485,14 +500,13 @@ async fn issue_remote(
 }
 
 async fn validate(a: ValidateArgs) -> Result<(), AppError> {
-    let text =
-        std::fs::read_to_string(&a.config).ctx(|| format!("cannot read {}", a.config.display()))?;
+    let text = crate::limits::read_config_file(&a.config, "mesh config")?;
     let lower: Option<Arc<dyn SecretStore>> = match &a.data_dir {
         Some(d) => Some(Arc::new(DirectorySecretStore::new(d.join("secrets"))?)),
         None => None,
     };
-    // Split documents so each Mesh is reported on its own.
-    let meshes = match Mesh::from_yaml_documents(&text) {
+    // The same acceptance path as `serve` (start and reload) uses for a file.
+    let meshes = match crate::meshfile::parse_off_runtime(text).await {
         Ok(m) => m,
         Err(ca_core::Error::InvalidConfig(v)) => {
             println!("{}: INVALID", a.config.display());
@@ -507,15 +521,14 @@ async fn validate(a: ValidateArgs) -> Result<(), AppError> {
         }
         Err(e) => return Err(e.into()),
     };
-    if meshes.is_empty() {
-        return Err(AppError(format!("{} holds no Mesh", a.config.display())));
-    }
-    let docs = split_documents(&text);
     let registry = Registry::new();
+    let ctx = BuildContext {
+        store: Arc::new(crate::memstore::OverlayStore::new(lower)),
+        sources: ca_core::SourcePolicy::local(),
+    };
     let mut bad = 0;
-    for (i, mesh) in meshes.iter().enumerate() {
-        let doc = docs.get(i).map_or(text.as_str(), String::as_str);
-        let r = crate::service::validate_yaml(&registry, lower.clone(), doc, !a.no_test_cert).await;
+    for mesh in &meshes {
+        let r = crate::service::validate_mesh(&registry, &ctx, mesh, !a.no_test_cert).await;
         if r.ok {
             println!("mesh {}: OK", mesh.name);
         } else {
@@ -546,14 +559,4 @@ async fn validate(a: ValidateArgs) -> Result<(), AppError> {
         )));
     }
     Ok(())
-}
-
-/// The non-empty YAML documents of a stream, re-serialized one by one.
-fn split_documents(text: &str) -> Vec<String> {
-    use serde::Deserialize as _;
-    serde_yaml::Deserializer::from_str(text)
-        .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
-        .filter(|v| !v.is_null())
-        .filter_map(|v| serde_yaml::to_string(&v).ok())
-        .collect()
 }

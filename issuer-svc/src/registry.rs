@@ -9,13 +9,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ca_core::config::{Backend, BackendConf, BackendType};
-use ca_core::{CertificateAuthority, Error, MeshName, SecretStore, Violations};
+use ca_core::{CertificateAuthority, Error, MeshName, SecretStore, SourcePolicy, Violations};
 
 /// What constructors get besides the backend's config.
 #[derive(Clone, Debug)]
 pub(crate) struct BuildContext {
     /// Where mesh-scoped secrets live (and the builtin CA is persisted).
     pub(crate) store: Arc<dyn SecretStore>,
+    /// What `file:` and `env:` data sources may reach.
+    pub(crate) sources: SourcePolicy,
 }
 
 /// A built backend and what its constructor had to say about it.
@@ -122,6 +124,7 @@ fn build_provided<'a>(
             conf,
             backend.dp_cert_expiration,
             ctx.store.as_ref(),
+            &ctx.sources,
         )
         .await?;
         let warnings = ca.warnings().to_vec();
@@ -150,6 +153,7 @@ mod tests {
         let mesh = ca_core::config::Mesh::from_yaml(yaml).unwrap();
         let ctx = BuildContext {
             store: Arc::new(crate::memstore::OverlayStore::new(None)),
+            sources: SourcePolicy::local(),
         };
         let backend = mesh.enabled_backend().unwrap();
         let err = Registry::new()

@@ -4,23 +4,24 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ca_core::{DirectorySecretStore, SecretStore, TrustBundle};
+use ca_core::{DirectorySecretStore, SecretStore, SourcePolicy};
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::authz::Policy;
-use crate::bootstrap::BootstrapPaths;
+use crate::authz::{OperatorRoots, Policy};
+use crate::bootstrap::{create_private_dir, warn_open_keys, BootstrapPaths};
 use crate::cli::{ServeArgs, StoreKind};
 use crate::issuer::{Issuer, Limits};
+use crate::limits::{MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE};
 use crate::metrics::Metrics;
 use crate::proto::issuer_server::IssuerServer;
 use crate::registry::{BuildContext, Registry};
 use crate::rotation::RotationPolicy;
 use crate::service::IssuerService;
 use crate::state::{ConfigSource, Manager, Snapshot};
-use crate::tls::{read_certs, read_key, server_config, DynamicClientVerifier};
+use crate::tls::{provider, read_certs, read_key, server_config, DynamicClientVerifier};
 use crate::util::{AppError, Context};
 
 pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
@@ -41,26 +42,32 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
             "--rotate-fraction must be between 0.1 and 0.95".into(),
         ));
     }
-    std::fs::create_dir_all(&a.data_dir)
-        .ctx(|| format!("cannot create data directory {}", a.data_dir.display()))?;
-    let store: Arc<dyn SecretStore> =
-        Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
-    let policy = match &a.authz {
-        Some(p) => Policy::load(p)?,
-        None => Policy::default(),
+    // Everything the operator gave is checked before anything is written: a bad flag, TLS
+    // file, authz file or Mesh never leaves secrets behind.
+    let remote_sources = remote_source_policy(&a)?;
+    let client_cas = match &a.client_ca {
+        Some(p) => read_certs(p)?,
+        None => Vec::new(),
     };
-
-    let metrics = Arc::new(Metrics::default());
-    let issuer = Arc::new(Issuer::new(
-        Limits {
-            concurrency: a.max_concurrent_issues,
-            circuit_threshold: a.circuit_threshold.max(1),
-            circuit_cooldown: a.circuit_cooldown,
-            fault_file: a.fault_file.clone(),
-            ..Limits::default()
-        },
-        metrics.clone(),
-    ));
+    let own_tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => {
+            let (chain, key) = (read_certs(c)?, read_key(k)?);
+            rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider()).ctx(
+                || {
+                    format!(
+                        "--tls-cert {} and --tls-key {} do not fit together",
+                        c.display(),
+                        k.display()
+                    )
+                },
+            )?;
+            Some((chain, key))
+        }
+        _ => None,
+    };
+    if let Some(p) = &a.authz {
+        Policy::load(p, None)?;
+    }
     let source = match &a.mesh_config {
         Some(d) => {
             if !d.is_dir() {
@@ -73,15 +80,62 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         }
         None => ConfigSource::Embedded,
     };
+    create_private_dir(&a.data_dir)?;
+    warn_open_keys(&a.data_dir);
+    let store: Arc<dyn SecretStore> =
+        Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
+
+    let metrics = Arc::new(Metrics::default());
+    let issuer = Arc::new(Issuer::new(
+        Limits {
+            concurrency: a.max_concurrent_issues,
+            circuit_threshold: a.circuit_threshold.max(1),
+            circuit_cooldown: a.circuit_cooldown,
+            fault_file: a.fault_file.clone(),
+            ..Limits::default()
+        },
+        metrics.clone(),
+    ));
     let registry = Registry::new();
     let manager = Arc::new(Manager::new(
         registry.clone(),
         BuildContext {
             store: store.clone(),
+            sources: SourcePolicy::local(),
         },
         source,
         metrics.clone(),
     ));
+    if manager.dry_run().await > 0 {
+        return Err(AppError(
+            "the mesh configuration is invalid (see the log above); nothing was written; fix it and start again".into(),
+        ));
+    }
+
+    // TLS material: the bootstrap set (made once, checked at every start).
+    let paths = BootstrapPaths::new(&a.data_dir);
+    let (operator_roots, policy, tls_parts) = if a.insecure_plaintext {
+        tracing::warn!(
+            "serving gRPC WITHOUT TLS on loopback: every local process is trusted as admin"
+        );
+        (None, Policy::default(), None)
+    } else {
+        let bootstrap_ca = paths.ensure()?;
+        let roots = OperatorRoots::new(&bootstrap_ca, &client_cas)?;
+        let policy = match &a.authz {
+            Some(p) => Policy::load(p, roots.ids().first())?,
+            None => Policy::default(),
+        };
+        for name in policy.unknown_anchors(roots.ids()) {
+            tracing::warn!(caller = %name, "authz entry names a CA that is neither the bootstrap CA nor a --client-ca; it can never connect");
+        }
+        let (chain, key) = match own_tls {
+            Some(ck) => ck,
+            None => (read_certs(&paths.server)?, read_key(&paths.server_key)?),
+        };
+        (Some(roots), policy, Some((chain, key)))
+    };
+
     let refused = manager.reload().await;
     if refused > 0 {
         return Err(AppError(
@@ -95,32 +149,18 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     };
     let scheduler = crate::rotation::spawn(manager.clone(), issuer.clone(), rotation);
 
-    // TLS material.
-    let paths = BootstrapPaths::new(&a.data_dir);
-    let (operator_roots, bootstrap_ca, tls) = if a.insecure_plaintext {
-        tracing::warn!(
-            "serving gRPC WITHOUT TLS on loopback: every local process is trusted as admin"
-        );
-        (None, Vec::new(), None)
-    } else {
-        paths.ensure()?;
-        let bootstrap_ca = read_certs(&paths.ca)?;
-        let mut roots = bootstrap_ca.clone();
-        if let Some(extra) = &a.client_ca {
-            roots.extend(read_certs(extra)?);
+    let tls = match (tls_parts, &operator_roots) {
+        (Some((chain, key)), Some(roots)) => {
+            let roots = roots.certs().to_vec();
+            let verifier = Arc::new(DynamicClientVerifier::new(&client_roots(
+                &roots,
+                &manager.snapshot(),
+            ))?);
+            let config = server_config(chain, key, verifier.clone())?;
+            tokio::spawn(follow_roots(manager.clone(), roots, verifier));
+            Some(Arc::new(config))
         }
-        let (chain, key) = match (&a.tls_cert, &a.tls_key) {
-            (Some(c), Some(k)) => (read_certs(c)?, read_key(k)?),
-            _ => (read_certs(&paths.server)?, read_key(&paths.server_key)?),
-        };
-        let operator_roots = TrustBundle::new(roots.clone())?;
-        let verifier = Arc::new(DynamicClientVerifier::new(&client_roots(
-            &roots,
-            &manager.snapshot(),
-        ))?);
-        let config = server_config(chain, key, verifier.clone())?;
-        tokio::spawn(follow_roots(manager.clone(), roots, verifier));
-        (Some(operator_roots), bootstrap_ca, Some(Arc::new(config)))
+        _ => None,
     };
 
     let service = IssuerService {
@@ -132,8 +172,9 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         registry,
         store,
         operator_roots,
-        bootstrap_ca,
         callers: Default::default(),
+        remote_sources,
+        validations: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_VALIDATIONS)),
     };
 
     let listener = TcpListener::bind(a.listen).await.ctx(|| {
@@ -174,7 +215,11 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(IssuerServer::new(service));
+        .add_service(
+            IssuerServer::new(service)
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+        );
 
     let mode = if tls.is_some() { "mTLS" } else { "plaintext" };
     println!("meshca: grpc listening on {grpc_addr} ({mode})");
@@ -223,6 +268,26 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     result.ctx(|| "gRPC server failed".into())?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// What data sources of a Mesh sent over gRPC may reach: nothing on the server's disk or in its
+/// environment unless the operator allowed a directory or variables, and never the data
+/// directory (it holds every mesh's CA keys).
+fn remote_source_policy(a: &ServeArgs) -> Result<SourcePolicy, AppError> {
+    let policy = SourcePolicy::remote(a.allow_file_sources.as_deref(), a.allow_env_source.clone())
+        .map_err(|e| AppError(format!("--allow-file-sources {e}")))?;
+    if let Some(dir) = policy.file_dir() {
+        let data = std::path::absolute(&a.data_dir).ctx(|| "data directory".into())?;
+        let data = data.canonicalize().unwrap_or(data);
+        if data.starts_with(dir) || dir.starts_with(&data) {
+            return Err(AppError(format!(
+                "--allow-file-sources {} overlaps the data directory {}, which holds every mesh's CA keys; allow a directory of its own",
+                dir.display(),
+                a.data_dir.display()
+            )));
+        }
+    }
+    Ok(policy)
 }
 
 /// The roots client certificates may chain to: operators' CAs and every mesh's bundle.

@@ -4,12 +4,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use ca_core::config::Mesh;
-use ca_core::{Error, Identity, IssuedCertificate, MeshName, SecretStore, TrustBundle};
-use rustls_pki_types::CertificateDer;
+use ca_core::{Error, Identity, IssuedCertificate, MeshName, SecretStore, SourcePolicy};
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
-use crate::authz::{authorize, Action, Caller, CallerCache, Policy};
+use crate::authz::{
+    authorize, may_validate_any, Action, Caller, CallerCache, OperatorRoots, Policy,
+};
 use crate::issuer::Issuer;
+use crate::limits::{MAX_CONCURRENT_VALIDATIONS, VALIDATE_QUEUE_WAIT, VALIDATE_TIMEOUT};
 use crate::memstore::OverlayStore;
 use crate::proto::issuer_server;
 use crate::proto::{
@@ -35,10 +38,13 @@ pub(crate) struct IssuerService {
     pub(crate) store: Arc<dyn SecretStore>,
     /// Roots of operator client certificates (bootstrap CA and `--client-ca`); `None` on a
     /// plaintext listener, where every caller is the admin.
-    pub(crate) operator_roots: Option<TrustBundle>,
-    pub(crate) bootstrap_ca: Vec<CertificateDer<'static>>,
+    pub(crate) operator_roots: Option<OperatorRoots>,
     /// Client certificates already identified.
     pub(crate) callers: CallerCache,
+    /// What `file:` and `env:` data sources of a Mesh sent to `ValidateBackend` may reach.
+    pub(crate) remote_sources: SourcePolicy,
+    /// Slots for `ValidateBackend` calls, so validations never crowd out issuance.
+    pub(crate) validations: Arc<Semaphore>,
 }
 
 impl IssuerService {
@@ -47,10 +53,9 @@ impl IssuerService {
             return Caller::Admin("plaintext loopback caller".into());
         };
         match req.peer_certs() {
-            Some(chain) => {
-                self.callers
-                    .identify(&chain, roots, &self.bootstrap_ca, &self.manager.snapshot())
-            }
+            Some(chain) => self
+                .callers
+                .identify(&chain, roots, &self.manager.snapshot()),
             None => Caller::Unknown,
         }
     }
@@ -242,62 +247,97 @@ impl issuer_server::Issuer for IssuerService {
         request: Request<ValidateBackendRequest>,
     ) -> Result<Response<ValidateBackendResponse>, Status> {
         let caller = self.caller(&request);
+        // Refuse callers who may validate nothing before spending anything on their YAML.
+        if !may_validate_any(&self.policy, &caller) {
+            return Err(
+                ApiError::Denied(format!("{} may not validate meshes", caller.describe())).into(),
+            );
+        }
         let req = request.into_inner();
-        let name = mesh_name_of(&req.mesh_yaml);
-        authorize(&self.policy, &caller, &Action::Validate(name.as_deref()))?;
-        let resp = validate_yaml(
-            &self.registry,
-            Some(self.store.clone()),
-            &req.mesh_yaml,
-            !req.skip_test_certificate,
+        let _slot = tokio::time::timeout(
+            VALIDATE_QUEUE_WAIT,
+            self.validations.clone().acquire_owned(),
         )
-        .await;
-        tracing::info!(caller = %caller.describe(), mesh = ?name, ok = resp.ok, "mesh validated");
+        .await
+        .map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_CONCURRENT_VALIDATIONS} validations are in progress; try again later"
+            ))
+        })?
+        .map_err(|_| Status::unavailable("shutting down"))?;
+        // Parse off the runtime: issuance goes on while a large Mesh is parsed.
+        let yaml = req.mesh_yaml;
+        let parsed = tokio::task::spawn_blocking(move || Mesh::from_yaml(&yaml))
+            .await
+            .map_err(|_| Status::internal("the config parser stopped"))?;
+        let mesh = match parsed {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::info!(caller = %caller.describe(), "mesh refused: cannot be parsed");
+                return Ok(Response::new(failed(e)));
+            }
+        };
+        authorize(&self.policy, &caller, &Action::Validate(mesh.name.as_str()))?;
+        let name = mesh.name.to_string();
+        let ctx = BuildContext {
+            store: Arc::new(OverlayStore::new(Some(self.store.clone()))),
+            sources: self.remote_sources.clone(),
+        };
+        let registry = self.registry.clone();
+        let test_cert = !req.skip_test_certificate;
+        // Building a backend can generate keys (an RSA-4096 builtin CA takes a while): run it on
+        // a blocking thread with its own time limit.
+        let handle = tokio::runtime::Handle::current();
+        let resp = tokio::task::spawn_blocking(move || {
+            handle.block_on(tokio::time::timeout(
+                VALIDATE_TIMEOUT,
+                validate_mesh(&registry, &ctx, &mesh, test_cert),
+            ))
+        })
+        .await
+        .map_err(|_| Status::internal("the validation stopped"))?
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "validation did not finish within {VALIDATE_TIMEOUT:?}"
+            ))
+        })?;
+        tracing::info!(caller = %caller.describe(), mesh = %name, ok = resp.ok, "mesh validated");
         Ok(Response::new(resp))
     }
 }
 
-fn mesh_name_of(yaml: &str) -> Option<String> {
-    let v: serde_yaml::Value = serde_yaml::from_str(yaml).ok()?;
-    v.get("name")
-        .or_else(|| v.get("metadata").and_then(|m| m.get("name")))
-        .and_then(|n| n.as_str())
-        .map(str::to_owned)
+/// The response for a Mesh with violations (or another error, reported at `mtls`).
+pub(crate) fn failed(e: Error) -> ValidateBackendResponse {
+    let violations = match e {
+        Error::InvalidConfig(v) => v
+            .iter()
+            .map(|v| Violation {
+                field: v.field.clone(),
+                message: v.message.clone(),
+            })
+            .collect(),
+        other => vec![Violation {
+            field: "mtls".into(),
+            message: crate::status::message(&other),
+        }],
+    };
+    ValidateBackendResponse {
+        ok: false,
+        violations,
+        test_certificate: None,
+        warnings: Vec::new(),
+    }
 }
 
-/// Validates one Mesh document: every violation, then (if `test_cert`) a test certificate from
-/// its enabled backend. Secrets a backend creates while validating stay in memory.
-pub(crate) async fn validate_yaml(
+/// Validates a parsed Mesh: builds its enabled backend with `ctx` (whose store keeps what the
+/// backend creates in memory) and, if `test_cert`, issues a test certificate from it.
+pub(crate) async fn validate_mesh(
     registry: &Registry,
-    lower: Option<Arc<dyn SecretStore>>,
-    yaml: &str,
+    ctx: &BuildContext,
+    mesh: &Mesh,
     test_cert: bool,
 ) -> ValidateBackendResponse {
-    let fail = |e: Error| {
-        let violations = match e {
-            Error::InvalidConfig(v) => v
-                .iter()
-                .map(|v| Violation {
-                    field: v.field.clone(),
-                    message: v.message.clone(),
-                })
-                .collect(),
-            other => vec![Violation {
-                field: "mtls".into(),
-                message: crate::status::message(&other),
-            }],
-        };
-        ValidateBackendResponse {
-            ok: false,
-            violations,
-            test_certificate: None,
-            warnings: Vec::new(),
-        }
-    };
-    let mesh = match Mesh::from_yaml(yaml) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
-    };
+    let fail = failed;
     let Some((index, backend)) = mesh.enabled_backend_indexed() else {
         return ValidateBackendResponse {
             ok: true,
@@ -309,10 +349,7 @@ pub(crate) async fn validate_yaml(
             )],
         };
     };
-    let ctx = BuildContext {
-        store: Arc::new(OverlayStore::new(lower)),
-    };
-    let built = match registry.build(&ctx, &mesh.name, index, backend).await {
+    let built = match registry.build(ctx, &mesh.name, index, backend).await {
         Ok(b) => b,
         Err(Error::InvalidConfig(v)) => return fail(Error::InvalidConfig(v)),
         Err(e) => {

@@ -143,15 +143,9 @@ impl Manager {
     /// Reads the config source and applies what changed. Returns the number of files refused.
     pub(crate) async fn reload(&self) -> usize {
         let _serial = self.reload_lock.lock().await;
-        let files: Vec<(String, String)> = match &self.source {
-            ConfigSource::Embedded => vec![("<embedded>".into(), DEFAULT_MESH_YAML.into())],
-            ConfigSource::Dir(dir) => match read_dir_yaml(dir) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot read mesh config directory; keeping the current config");
-                    return 1;
-                }
-            },
+        let files = match self.read_source() {
+            Ok(f) => f,
+            Err(()) => return 1,
         };
         let mut refused = 0;
         let mut snapshot: BTreeMap<String, Arc<MeshState>> = (*self.snapshot()).clone();
@@ -177,11 +171,22 @@ impl Manager {
         }
 
         for (file, text) in files {
-            let hash = sha256_hex(text.as_bytes());
+            let hash = match &text {
+                Ok(t) => sha256_hex(t.as_bytes()),
+                Err(e) => sha256_hex(e.as_bytes()),
+            };
             if lock(&self.files).get(&file).is_some_and(|r| r.hash == hash) {
                 continue;
             }
-            match self.prepare_file(&file, &text, &snapshot).await {
+            let prepared = match text {
+                Ok(text) => self.prepare_file(&file, &text, &snapshot).await,
+                Err(reason) => Err(Error::InvalidConfig({
+                    let mut v = ca_core::Violations::default();
+                    v.add("(file)", reason);
+                    v
+                })),
+            };
+            match prepared {
                 Ok(states) => {
                     let names: Vec<String> = states.iter().map(|s| s.name.to_string()).collect();
                     let old = lock(&self.files)
@@ -191,6 +196,7 @@ impl Manager {
                     for m in old {
                         if !names.contains(&m) && snapshot.get(&m).is_some_and(|s| s.source == file)
                         {
+                            tracing::info!(mesh = %m, file = %file, "mesh removed from its config file");
                             snapshot.remove(&m);
                         }
                     }
@@ -259,16 +265,77 @@ impl Manager {
         self.tx.send_replace(Arc::new(snapshot));
     }
 
-    async fn prepare_file(
+    /// Reads every config file; a file that cannot be read comes back as `Err(reason)` (and is
+    /// refused like a bad one, keeping its previous meshes). `Err(())` when the directory itself
+    /// cannot be listed.
+    fn read_source(&self) -> Result<ConfigFiles, ()> {
+        match &self.source {
+            ConfigSource::Embedded => Ok(vec![(
+                "<embedded>".into(),
+                Ok(DEFAULT_MESH_YAML.into()),
+            )]),
+            ConfigSource::Dir(dir) => read_dir_yaml(dir).map_err(|e| {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot read mesh config directory; keeping the current config");
+            }),
+        }
+    }
+
+    /// Checks every config file as a reload would, building and testing each backend against an
+    /// in-memory overlay of the store: nothing is written. `serve` runs this before it persists
+    /// anything, so a bad config never leaves CA secrets behind. Returns the number of files
+    /// refused (each logged).
+    pub(crate) async fn dry_run(&self) -> usize {
+        let Ok(files) = self.read_source() else {
+            return 1;
+        };
+        let dry = self.dry_context();
+        let mut refused = 0;
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for (file, text) in files {
+            let result = match text {
+                Ok(text) => self.check_file(&file, &text, &dry, &BTreeMap::new()).await,
+                Err(reason) => Err(Error::invalid_argument("(file)", reason)),
+            };
+            let result = result.and_then(|meshes| {
+                for m in &meshes {
+                    if let Some(other) = seen.insert(m.name.to_string(), file.clone()) {
+                        return Err(Error::invalid_argument(
+                            "name",
+                            format!("mesh `{}` is already defined in {other}", m.name),
+                        ));
+                    }
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                refused += 1;
+                tracing::error!(file = %file, error = %crate::status::message(&e), "mesh config refused");
+            }
+        }
+        refused
+    }
+
+    fn dry_context(&self) -> BuildContext {
+        BuildContext {
+            store: Arc::new(crate::memstore::OverlayStore::new(Some(
+                self.ctx.store.clone(),
+            ))),
+            sources: self.ctx.sources.clone(),
+        }
+    }
+
+    /// Parses a file (off the runtime) and builds and tests every backend it enables that is not
+    /// built already, with `ctx`.
+    async fn check_file(
         &self,
         file: &str,
         text: &str,
+        ctx: &BuildContext,
         current: &BTreeMap<String, Arc<MeshState>>,
-    ) -> Result<Vec<MeshState>, Error> {
-        let meshes = Mesh::from_yaml_documents(text)?;
+    ) -> Result<Vec<Mesh>, Error> {
+        let meshes = crate::meshfile::parse_off_runtime(text.to_owned()).await?;
         let raw = raw_backends(text);
-        let mut out: Vec<MeshState> = Vec::new();
-        for mesh in meshes {
+        for mesh in &meshes {
             let name = mesh.name.to_string();
             if let Some(other) = current.get(&name).filter(|s| s.source != file) {
                 return Err(Error::invalid_argument(
@@ -276,66 +343,84 @@ impl Manager {
                     format!("mesh `{name}` is already defined in {}", other.source),
                 ));
             }
-            if out.iter().any(|s| s.name == mesh.name) {
-                return Err(Error::invalid_argument(
-                    "name",
-                    format!("mesh `{name}` is defined twice"),
-                ));
+            if let Some((index, backend)) = mesh.enabled_backend_indexed() {
+                let key = cache_key(mesh, backend, &raw);
+                if !lock(&self.cache).contains_key(&key) {
+                    self.build_backend(ctx, mesh, index, backend, key.2).await?;
+                }
             }
-            let old = current.get(&name);
-            let enabled = match (mesh.enabled_backend(), mesh.mtls.as_ref()) {
-                (Some(backend), Some(mtls)) => {
-                    let index = mtls
-                        .backends
-                        .iter()
-                        .position(|b| b.name == backend.name)
-                        .unwrap_or(0);
-                    let fingerprint = sha256_hex(
-                        raw.get(&(name.clone(), backend.name.to_string()))
-                            .map_or_else(|| format!("{backend:?}"), Clone::clone)
-                            .as_bytes(),
-                    );
-                    let key = (name.clone(), backend.name.to_string(), fingerprint.clone());
+        }
+        Ok(meshes)
+    }
+
+    /// Builds a backend, ensures its CA, issues the test certificate (unless the Mesh skips
+    /// validation) and reads its trust bundle.
+    async fn build_backend(
+        &self,
+        ctx: &BuildContext,
+        mesh: &Mesh,
+        index: usize,
+        backend: &ca_core::config::Backend,
+        fingerprint: String,
+    ) -> Result<Arc<ActiveBackend>, Error> {
+        let built = self.registry.build(ctx, &mesh.name, index, backend).await?;
+        for w in &built.warnings {
+            tracing::warn!(mesh = %mesh.name, backend = %backend.name, warning = %w, "backend warning");
+        }
+        let ca = built.ca;
+        ca.ensure().await?;
+        if !mesh.mtls.as_ref().is_some_and(|m| m.skip_validation) {
+            ca_core::validate(
+                ca.as_ref(),
+                &mesh.name,
+                backend.dp_cert_expiration,
+                backend.common_name(),
+            )
+            .await?;
+        }
+        let bundle = ca.trust_bundle().await?;
+        Ok(Arc::new(ActiveBackend {
+            name: backend.name.clone(),
+            backend_type: backend.backend_type(),
+            ca,
+            lifetime: backend.dp_cert_expiration,
+            request_timeout: backend.dp_cert_request_timeout,
+            common_name: backend.common_name().cloned(),
+            bundle,
+            fingerprint,
+        }))
+    }
+
+    /// Checks a file with a dry run (nothing persisted), then builds what it enables for real.
+    async fn prepare_file(
+        &self,
+        file: &str,
+        text: &str,
+        current: &BTreeMap<String, Arc<MeshState>>,
+    ) -> Result<Vec<MeshState>, Error> {
+        let meshes = self
+            .check_file(file, text, &self.dry_context(), current)
+            .await?;
+        let raw = raw_backends(text);
+        let mut out: Vec<MeshState> = Vec::new();
+        for mesh in meshes {
+            let old = current.get(mesh.name.as_str());
+            let enabled = match mesh.enabled_backend_indexed() {
+                Some((index, backend)) => {
+                    let key = cache_key(&mesh, backend, &raw);
                     let cached = lock(&self.cache).get(&key).cloned();
-                    let active = match cached {
+                    Some(match cached {
                         Some(a) => a,
                         None => {
-                            let built = self
-                                .registry
-                                .build(&self.ctx, &mesh.name, index, backend)
+                            let a = self
+                                .build_backend(&self.ctx, &mesh, index, backend, key.2.clone())
                                 .await?;
-                            for w in &built.warnings {
-                                tracing::warn!(mesh = %name, backend = %backend.name, warning = %w, "backend warning");
-                            }
-                            let ca = built.ca;
-                            ca.ensure().await?;
-                            if !mtls.skip_validation {
-                                ca_core::validate(
-                                    ca.as_ref(),
-                                    &mesh.name,
-                                    backend.dp_cert_expiration,
-                                    backend.common_name(),
-                                )
-                                .await?;
-                            }
-                            let bundle = ca.trust_bundle().await?;
-                            let a = Arc::new(ActiveBackend {
-                                name: backend.name.clone(),
-                                backend_type: backend.backend_type(),
-                                ca,
-                                lifetime: backend.dp_cert_expiration,
-                                request_timeout: backend.dp_cert_request_timeout,
-                                common_name: backend.common_name().cloned(),
-                                bundle,
-                                fingerprint,
-                            });
                             lock(&self.cache).insert(key, a.clone());
                             a
                         }
-                    };
-                    Some(active)
+                    })
                 }
-                _ => None,
+                None => None,
             };
             out.push(self.next_state(&mesh.name, file, old, enabled)?);
         }
@@ -465,8 +550,27 @@ fn merged_bundle(
     TrustBundle::merge(bundles).map(Some)
 }
 
-/// `*.yaml` / `*.yml` files of `dir`, sorted by name, with their contents.
-fn read_dir_yaml(dir: &Path) -> std::io::Result<Vec<(String, String)>> {
+/// Config files by path: their text, or why they cannot be used.
+type ConfigFiles = Vec<(String, Result<String, String>)>;
+
+/// The cache key of a mesh's backend: (mesh, backend, fingerprint of its YAML).
+fn cache_key(
+    mesh: &Mesh,
+    backend: &ca_core::config::Backend,
+    raw: &HashMap<(String, String), String>,
+) -> (String, String, String) {
+    let name = mesh.name.to_string();
+    let fingerprint = sha256_hex(
+        raw.get(&(name.clone(), backend.name.to_string()))
+            .map_or_else(|| format!("{backend:?}"), Clone::clone)
+            .as_bytes(),
+    );
+    (name, backend.name.to_string(), fingerprint)
+}
+
+/// `*.yaml` / `*.yml` files of `dir`, sorted by name, with their contents, or why a file cannot
+/// be used (unreadable, not UTF-8, over the size limit).
+fn read_dir_yaml(dir: &Path) -> std::io::Result<ConfigFiles> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -477,10 +581,10 @@ fn read_dir_yaml(dir: &Path) -> std::io::Result<Vec<(String, String)>> {
         if !is_yaml || !path.is_file() {
             continue;
         }
-        let text = std::fs::read_to_string(&path)?;
+        let text = crate::limits::read_config_file(&path, "mesh config").map_err(|e| e.0);
         out.push((path.display().to_string(), text));
     }
-    out.sort();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 

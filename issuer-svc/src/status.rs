@@ -35,7 +35,7 @@ impl From<ApiError> for Status {
             ApiError::Denied(_) => Code::PermissionDenied,
             ApiError::CircuitOpen(_) | ApiError::Unavailable(_) => Code::Unavailable,
         };
-        Status::new(code, message(&e))
+        Status::new(code, crate::limits::cut_message(message(&e)))
     }
 }
 

@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use ca_core::{ChainUsage, TrustBundle};
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::util::{AppError, Context};
@@ -19,49 +19,44 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Verifies client certificates against roots that can be replaced at run time.
+/// Verifies client certificates against roots that can be replaced at run time (operators' CAs
+/// plus every mesh's bundle), with the roots' own path-length and CA constraints enforced by
+/// [`TrustBundle`] (rustls's `WebPkiClientVerifier` leaves those of trust anchors unchecked).
 #[derive(Debug)]
 pub(crate) struct DynamicClientVerifier {
-    inner: RwLock<Arc<dyn ClientCertVerifier>>,
+    roots: RwLock<TrustBundle>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl DynamicClientVerifier {
     pub(crate) fn new(roots: &[CertificateDer<'static>]) -> Result<Self, AppError> {
         Ok(Self {
-            inner: RwLock::new(build_verifier(roots)?),
+            roots: RwLock::new(bundle(roots)?),
+            algorithms: provider().signature_verification_algorithms,
         })
     }
 
     /// Replaces the roots; handshakes in progress finish with the old ones.
     pub(crate) fn set_roots(&self, roots: &[CertificateDer<'static>]) -> Result<(), AppError> {
-        let v = build_verifier(roots)?;
+        let b = bundle(roots)?;
         *self
-            .inner
+            .roots
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = v;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = b;
         Ok(())
     }
 
-    fn current(&self) -> Arc<dyn ClientCertVerifier> {
-        self.inner
+    fn current(&self) -> TrustBundle {
+        self.roots
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 }
 
-fn build_verifier(
-    roots: &[CertificateDer<'static>],
-) -> Result<Arc<dyn ClientCertVerifier>, AppError> {
-    let mut store = RootCertStore::empty();
-    for r in roots {
-        store
-            .add(r.clone())
-            .ctx(|| "a client CA cannot be used as a trust anchor".into())?;
-    }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
-        .build()
-        .ctx(|| "cannot build the client certificate verifier".into())
+fn bundle(roots: &[CertificateDer<'static>]) -> Result<TrustBundle, AppError> {
+    TrustBundle::new(roots.to_vec())
+        .map_err(|e| AppError(format!("a client CA cannot be used as a trust anchor: {e}")))
 }
 
 impl ClientCertVerifier for DynamicClientVerifier {
@@ -80,8 +75,13 @@ impl ClientCertVerifier for DynamicClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(now.as_secs());
         self.current()
-            .verify_client_cert(end_entity, intermediates, now)
+            .verify_chain_for(end_entity, intermediates, now, ChainUsage::Client)
+            .map(|_| ClientCertVerified::assertion())
+            .map_err(|_| {
+                rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
+            })
     }
 
     fn verify_tls12_signature(
@@ -90,7 +90,7 @@ impl ClientCertVerifier for DynamicClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current().verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -99,23 +99,23 @@ impl ClientCertVerifier for DynamicClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current().verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.current().supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
 /// Reads PEM certificates from a file.
 pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, AppError> {
-    let pem = std::fs::read(path).ctx(|| format!("cannot read {}", path.display()))?;
+    let pem = crate::limits::read_file(path, "certificate file")?;
     ca_core::x509::parse_pem_certs(&pem).map_err(|e| AppError(format!("{} {e}", path.display())))
 }
 
 /// Reads a PEM private key from a file.
 pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, AppError> {
-    let pem = std::fs::read(path).ctx(|| format!("cannot read {}", path.display()))?;
+    let pem = crate::limits::read_file(path, "key file")?;
     let blocks = pem::parse_many(&pem).ctx(|| format!("{} is not PEM", path.display()))?;
     for b in blocks {
         let der = b.contents().to_vec();

@@ -42,6 +42,16 @@ impl Server {
     pub fn start(meshes: &[(&str, &str)], extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
+        Self::start_in(dir, data_dir, meshes, extra)
+    }
+
+    /// [`Server::start`] with its data directory at `data_dir` (which may be shared).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        meshes: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Self {
         let mesh_dir = dir.path().join("meshes");
         std::fs::create_dir_all(&mesh_dir).unwrap();
         let mut args: Vec<String> = vec![
@@ -133,6 +143,15 @@ impl Server {
     }
 
     pub async fn channel_with(&self, cert: &Path, key: &Path) -> Channel {
+        self.try_channel_with(cert, key).await.unwrap()
+    }
+
+    /// A channel with the given certificate (chain) and key, or the connection error.
+    pub async fn try_channel_with(
+        &self,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Channel, tonic::transport::Error> {
         let ca = std::fs::read(self.tls_dir().join("ca.pem")).unwrap();
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
@@ -146,7 +165,11 @@ impl Server {
             .unwrap()
             .connect()
             .await
-            .unwrap()
+    }
+
+    /// The server's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
     /// GET on the metrics port: (status line, body).

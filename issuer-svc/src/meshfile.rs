@@ -1,0 +1,69 @@
+//! The one acceptance path for a file of Mesh YAML, shared by `meshca serve` (start and every
+//! reload) and `meshca validate`, so the two never disagree about a file.
+
+use ca_core::config::Mesh;
+use ca_core::{Error, Violations};
+
+/// Parses every Mesh of `text` (size and nesting capped by ca-core) and refuses a file that holds
+/// no Mesh or defines one mesh twice.
+///
+/// An empty file is refused rather than read as "no meshes": truncating a file by accident must
+/// not take its meshes away. Meshes disappear only when their file is deleted.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] with the violations.
+pub(crate) fn parse(text: &str) -> Result<Vec<Mesh>, Error> {
+    let meshes = Mesh::from_yaml_documents(text)?;
+    let mut v = Violations::default();
+    if meshes.is_empty() {
+        v.add(
+            "(file)",
+            "holds no Mesh (an empty file is refused; delete the file to remove its meshes)",
+        );
+    }
+    for (i, m) in meshes.iter().enumerate() {
+        if meshes[..i].iter().any(|o| o.name == m.name) {
+            v.add(
+                format!("(document {i}) name"),
+                format!("mesh `{}` is defined twice in this file", m.name),
+            );
+        }
+    }
+    v.into_result()?;
+    Ok(meshes)
+}
+
+/// [`parse`] on a blocking thread, so a large file never holds up the async runtime.
+pub(crate) async fn parse_off_runtime(text: String) -> Result<Vec<Mesh>, Error> {
+    tokio::task::spawn_blocking(move || parse(&text))
+        .await
+        .unwrap_or_else(|e| {
+            Err(Error::Inconsistent(format!(
+                "the config parser stopped: {e}"
+            )))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = "type: Mesh\nname: a\n";
+
+    #[test]
+    fn empty_and_duplicate_files_are_refused() {
+        for empty in ["", "\n", "# nothing\n", "---\n---\n"] {
+            let err = parse(empty).unwrap_err();
+            assert!(
+                err.to_string().contains("holds no Mesh"),
+                "{empty:?}: {err}"
+            );
+        }
+        let twice = format!("{ONE}---\n{ONE}");
+        assert_eq!(
+            parse(&twice).unwrap_err().to_string(),
+            "invalid mesh configuration: (document 1) name: mesh `a` is defined twice in this file"
+        );
+        assert_eq!(parse(ONE).unwrap().len(), 1);
+    }
+}
