@@ -5,12 +5,14 @@
 //!   `IssueCertificate` over mTLS gRPC, or to `cfssl serve`'s `/api/v1/cfssl/sign`, for a fixed
 //!   duration or count. Prints requests/s, p50/p99/p999 latency, errors, and the server's CPU and
 //!   RSS (read from /proc for `--server-pid`), and appends the figures as one JSON line.
+//! - `rotation`: the library's rotation scheduler in-process with many watched identities.
 //! - `report`: turns the collected figures into `BENCHMARKS.md` and an SVG plot.
 
 #![forbid(unsafe_code)]
 
 mod load;
 mod report;
+mod rotation;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +30,8 @@ struct Cli {
 enum Command {
     /// Drive a CA service with concurrent clients and print (and record) its figures.
     Load(load::LoadArgs),
+    /// Rotate many watched identities with the library's scheduler, in-process.
+    Rotation(rotation::RotationArgs),
     /// Write BENCHMARKS.md and the plot from recorded figures.
     Report(report::ReportArgs),
 }
@@ -36,6 +40,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Load(args) => load::run(args),
+        Command::Rotation(args) => rotation::run(args),
         Command::Report(args) => report::run(args),
     };
     match result {

@@ -142,6 +142,22 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+
+    /// The mesh is not served (no config defines it).
+    #[error("mesh `{0}` is not served by this issuer (check its Mesh configuration)")]
+    MeshNotFound(String),
+
+    /// The mesh has mTLS disabled: no backend is enabled.
+    #[error("mesh `{0}` has mTLS disabled (mtls.enabledBackend is not set)")]
+    MtlsDisabled(String),
+
+    /// The backend failed for several identities in a row; calls fail fast for a while (the
+    /// guard's circuit is open).
+    #[error("backend `{backend}` is failing; not calling it for a while (circuit open)")]
+    CircuitOpen {
+        /// The backend's name.
+        backend: String,
+    },
 }
 
 impl Error {

@@ -20,6 +20,7 @@ pub mod identity;
 pub mod name;
 pub mod secret;
 pub mod store;
+mod store_overlay;
 pub mod template;
 pub mod x509;
 
@@ -37,5 +38,6 @@ pub use identity::Identity;
 pub use name::{BackendName, MeshName, SecretName, ServiceName, TagName, TagValue, SERVICE_TAG};
 pub use secret::SecretBytes;
 pub use store::DirectorySecretStore;
+pub use store_overlay::OverlaySecretStore;
 pub use template::CommonNameTemplate;
 pub use x509::{KeyType, LocalCa, PrivateKey};

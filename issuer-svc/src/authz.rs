@@ -27,9 +27,9 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::bootstrap::ADMIN_CN;
-use crate::state::Snapshot;
 use crate::status::ApiError;
 use crate::util::{sha256_hex, AppError, Context};
+use meshca::Snapshot;
 
 /// The `--authz` file.
 ///

@@ -15,8 +15,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use crate::bootstrap::{write_private, write_public, BootstrapPaths};
 use crate::proto::issuer_client::IssuerClient;
 use crate::proto::{IssueCertificateRequest, Tag};
-use crate::registry::{BuildContext, Registry};
 use crate::util::{AppError, Context};
+use meshca::{BuildContext, Manager, Registry};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -80,9 +80,6 @@ enum Command {
     Validate(ValidateArgs),
     /// Summarize a certificate or bundle (PEM): subject, SANs, issuer, validity, key, SHA-256.
     Inspect(InspectArgs),
-    /// Benchmark: the rotation scheduler with many watched identities, in-process.
-    #[command(hide = true)]
-    BenchRotation(crate::bench::BenchArgs),
 }
 
 /// `--store`.
@@ -156,9 +153,6 @@ pub(crate) struct ServeArgs {
     /// How long an open circuit refuses calls before trying the backend again.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) circuit_cooldown: Duration,
-    /// Testing only: while this file exists, every backend call fails as an upstream outage.
-    #[arg(long, hide = true)]
-    pub(crate) fault_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -253,7 +247,6 @@ pub(crate) fn main() -> ExitCode {
             Command::Issue(a) => issue(a).await,
             Command::Validate(a) => validate(a).await,
             Command::Inspect(a) => crate::inspect::inspect(&a.file, a.bundle.as_deref()),
-            Command::BenchRotation(a) => crate::bench::bench_rotation(a).await,
         }
     });
     match result {
@@ -348,10 +341,7 @@ async fn issue_local(
         Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
     let built = Registry::new()
         .build(
-            &BuildContext {
-                store,
-                sources: ca_core::SourcePolicy::local(),
-            },
+            &BuildContext::new(store, ca_core::SourcePolicy::local()),
             &mesh.name,
             index,
             backend,
@@ -521,14 +511,20 @@ async fn validate(a: ValidateArgs) -> Result<(), AppError> {
         }
         Err(e) => return Err(e.into()),
     };
-    let registry = Registry::new();
-    let ctx = BuildContext {
-        store: Arc::new(crate::memstore::OverlayStore::new(lower)),
-        sources: ca_core::SourcePolicy::local(),
+    let store: Arc<dyn SecretStore> = match lower {
+        Some(l) => l,
+        None => Arc::new(ca_core::OverlaySecretStore::new(None)),
     };
+    // Validation builds over an in-memory overlay of the store: nothing is persisted.
+    let manager = Manager::builder(Registry::new(), store).build();
     let mut bad = 0;
     for mesh in &meshes {
-        let r = crate::service::validate_mesh(&registry, &ctx, mesh, !a.no_test_cert).await;
+        let r = crate::wire::validation(
+            mesh,
+            manager
+                .validate(mesh, ca_core::SourcePolicy::local(), !a.no_test_cert)
+                .await,
+        );
         if r.ok {
             println!("mesh {}: OK", mesh.name);
         } else {

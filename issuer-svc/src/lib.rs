@@ -1,32 +1,29 @@
 //! # issuer-svc
 //!
-//! The meshca zone issuer (`meshca serve`) and the `meshca` CLI: the gRPC API
-//! `meshca.v1.Issuer` over mTLS, authorization, rotation of watched certificates, mesh config
-//! reload, metrics. The library exposes only the generated protocol types (for clients and
-//! tests) and the CLI entry point.
+//! The edge of the meshca zone issuer (`meshca serve`) and the `meshca` CLI: the gRPC API
+//! `meshca.v1.Issuer` over mTLS, authorization, bootstrap TLS, mesh config files and their
+//! reload, HTTP metrics. Everything else — backends, mesh state, the guarded issue path, rotation
+//! — is the `meshca` library. This crate exposes only the generated protocol types (for clients
+//! and tests) and the CLI entry point.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod authz;
-mod bench;
 mod bootstrap;
 mod cli;
 mod codec;
 mod inspect;
-mod issuer;
 mod limits;
-mod memstore;
 mod meshfile;
 mod metrics;
-mod registry;
-mod rotation;
+mod reload;
 mod serve;
 mod service;
-mod state;
 mod status;
 mod tls;
 mod util;
+mod wire;
 
 /// The generated `meshca.v1` protocol: messages, `issuer_client::IssuerClient` and
 /// `issuer_server`.

@@ -9,7 +9,13 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::issuer::{lock, BackendKey, Issuer};
+use meshca::{Guard, Observer};
+
+type BackendKey = (String, String);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -67,7 +73,7 @@ impl Metrics {
         *lock(&self.reloads).entry(result).or_default() += 1;
     }
 
-    fn render(&self, issuer: &Issuer) -> String {
+    fn render(&self, guard: &Guard) -> String {
         let mut out = String::new();
         out.push_str("# HELP meshca_certificates_issued_total Certificates issued, by mesh and backend.\n# TYPE meshca_certificates_issued_total counter\n");
         let issued = lock(&self.issued).clone();
@@ -129,7 +135,7 @@ impl Metrics {
             );
         }
         out.push_str("# HELP meshca_backend_circuit_state Circuit of a backend: 0 closed, 1 open, 2 half-open.\n# TYPE meshca_backend_circuit_state gauge\n");
-        for ((mesh, backend), state) in issuer.circuit_states() {
+        for ((mesh, backend), state) in guard.circuit_states() {
             let _ = writeln!(
                 out,
                 "meshca_backend_circuit_state{{mesh=\"{}\",backend=\"{}\"}} {}",
@@ -155,13 +161,42 @@ fn esc(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The library reports here.
+impl Observer for Metrics {
+    fn issued(&self, mesh: &str, backend: &str, seconds: f64) {
+        self.observe_issue(&(mesh.to_owned(), backend.to_owned()), seconds);
+    }
+
+    fn failed(&self, mesh: &str, reason: &'static str) {
+        self.failure(mesh, reason);
+    }
+
+    fn watched(&self, count: usize) {
+        self.set_watched(count);
+    }
+
+    fn earliest_expiry(&self, by_mesh: BTreeMap<String, std::time::SystemTime>) {
+        self.set_earliest_expiry(
+            by_mesh
+                .into_iter()
+                .map(|(m, t)| (m, crate::util::unix(t)))
+                .collect(),
+        );
+    }
+
+    fn config(&self, result: &'static str) {
+        self.config_reload(result);
+    }
+}
+
 /// Serves `/metrics`, `/healthz` and `/readyz` (HTTP/1.1, one request per connection).
-pub(crate) async fn serve(listener: TcpListener, issuer: Arc<Issuer>) {
+pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, guard: Arc<Guard>) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
-        let issuer = issuer.clone();
+        let metrics = metrics.clone();
+        let guard = guard.clone();
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(1024);
             let mut chunk = [0u8; 1024];
@@ -179,12 +214,11 @@ pub(crate) async fn serve(listener: TcpListener, issuer: Arc<Issuer>) {
             }
             let text = String::from_utf8_lossy(&buf);
             let path = text.split_whitespace().nth(1).unwrap_or("/");
-            let metrics = &issuer.metrics;
             let (status, ctype, body) = match path {
                 "/metrics" => (
                     "200 OK",
                     "text/plain; version=0.0.4",
-                    metrics.render(&issuer),
+                    metrics.render(&guard),
                 ),
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
                 "/readyz" if metrics.ready.load(Ordering::Relaxed) => {

@@ -13,16 +13,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::authz::{OperatorRoots, Policy};
 use crate::bootstrap::{create_private_dir, warn_open_keys, BootstrapPaths};
 use crate::cli::{ServeArgs, StoreKind};
-use crate::issuer::{Issuer, Limits};
 use crate::limits::{MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE};
 use crate::metrics::Metrics;
 use crate::proto::issuer_server::IssuerServer;
-use crate::registry::{BuildContext, Registry};
-use crate::rotation::RotationPolicy;
+use crate::reload::{ConfigSource, Reloader};
 use crate::service::IssuerService;
-use crate::state::{ConfigSource, Manager, Snapshot};
 use crate::tls::{provider, read_certs, read_key, server_config, DynamicClientVerifier};
 use crate::util::{AppError, Context};
+use meshca::{Limits, Manager, Registry, RotationPolicy, Snapshot};
+
+/// How often cached trust bundles are fetched from upstream again.
+const BUNDLE_REFRESH: Duration = Duration::from_secs(300);
 
 pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     if a.store == StoreKind::Kubernetes {
@@ -86,27 +87,19 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
 
     let metrics = Arc::new(Metrics::default());
-    let issuer = Arc::new(Issuer::new(
-        Limits {
-            concurrency: a.max_concurrent_issues,
-            circuit_threshold: a.circuit_threshold.max(1),
-            circuit_cooldown: a.circuit_cooldown,
-            fault_file: a.fault_file.clone(),
-            ..Limits::default()
-        },
-        metrics.clone(),
-    ));
-    let registry = Registry::new();
-    let manager = Arc::new(Manager::new(
-        registry.clone(),
-        BuildContext {
-            store: store.clone(),
-            sources: SourcePolicy::local(),
-        },
-        source,
-        metrics.clone(),
-    ));
-    if manager.dry_run().await > 0 {
+    let manager = Arc::new(
+        Manager::builder(Registry::new(), store)
+            .sources(SourcePolicy::local())
+            .limits(
+                Limits::default()
+                    .with_concurrency(a.max_concurrent_issues)
+                    .with_circuit(a.circuit_threshold, a.circuit_cooldown),
+            )
+            .observer(metrics.clone())
+            .build(),
+    );
+    let reloader = Arc::new(Reloader::new(manager.clone(), source, metrics.clone()));
+    if reloader.dry_run().await > 0 {
         return Err(AppError(
             "the mesh configuration is invalid (see the log above); nothing was written; fix it and start again".into(),
         ));
@@ -136,18 +129,16 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         (Some(roots), policy, Some((chain, key)))
     };
 
-    let refused = manager.reload().await;
+    let refused = reloader.reload().await;
     if refused > 0 {
         return Err(AppError(
             "the mesh configuration is invalid (see the log above); fix it and start again".into(),
         ));
     }
-    tokio::spawn(manager.clone().run(a.reload_interval));
-    let rotation = RotationPolicy {
-        fraction: a.rotate_fraction,
-        jitter: a.rotate_jitter,
-    };
-    let scheduler = crate::rotation::spawn(manager.clone(), issuer.clone(), rotation);
+    tokio::spawn(reloader.run(a.reload_interval));
+    tokio::spawn(manager.clone().run(a.reload_interval, BUNDLE_REFRESH));
+    let rotation = RotationPolicy::new(a.rotate_fraction, a.rotate_jitter);
+    let scheduler = meshca::rotation::spawn(manager.clone(), rotation);
 
     let tls = match (tls_parts, &operator_roots) {
         (Some((chain, key)), Some(roots)) => {
@@ -165,12 +156,8 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
 
     let service = IssuerService {
         manager: manager.clone(),
-        issuer: issuer.clone(),
         scheduler,
         policy,
-        rotation,
-        registry,
-        store,
         operator_roots,
         callers: Default::default(),
         remote_sources,
@@ -193,7 +180,11 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     let metrics_addr = metrics_listener
         .local_addr()
         .ctx(|| "local address".into())?;
-    tokio::spawn(crate::metrics::serve(metrics_listener, issuer.clone()));
+    tokio::spawn(crate::metrics::serve(
+        metrics_listener,
+        metrics.clone(),
+        manager.guard().clone(),
+    ));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

@@ -1,21 +1,23 @@
-//! A [`SecretStore`] for validation: reads fall through to the real store, writes stay in memory,
-//! so validating a Mesh never creates or changes persisted secrets.
+//! [`OverlaySecretStore`]: reads fall through to a real store, writes stay in memory, so
+//! validating a Mesh (or a dry run of a config) never creates or changes persisted secrets.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::{Created, Error, MeshName, SecretBytes, SecretName, SecretStore};
 use async_trait::async_trait;
-use ca_core::{Created, Error, MeshName, SecretBytes, SecretName, SecretStore};
 
-/// Memory over an optional read-only lower store.
+/// Memory over an optional read-only lower store: what a backend creates while it is validated
+/// (a builtin CA made for the test certificate) lives and dies with this value.
 #[derive(Debug, Default)]
-pub(crate) struct OverlayStore {
+pub struct OverlaySecretStore {
     lower: Option<Arc<dyn SecretStore>>,
     upper: Mutex<HashMap<(MeshName, SecretName), SecretBytes>>,
 }
 
-impl OverlayStore {
-    pub(crate) fn new(lower: Option<Arc<dyn SecretStore>>) -> Self {
+impl OverlaySecretStore {
+    /// An overlay over `lower` (none: memory only).
+    pub fn new(lower: Option<Arc<dyn SecretStore>>) -> Self {
         Self {
             lower,
             upper: Mutex::default(),
@@ -31,7 +33,7 @@ impl OverlayStore {
 }
 
 #[async_trait]
-impl SecretStore for OverlayStore {
+impl SecretStore for OverlaySecretStore {
     async fn get(&self, mesh: &MeshName, name: &SecretName) -> Result<Option<SecretBytes>, Error> {
         if let Some(v) = self.upper().get(&(mesh.clone(), name.clone())) {
             return Ok(Some(v.clone()));

@@ -1,6 +1,6 @@
-//! The edge where backends are chosen: a table from [`BackendType`] to a constructor.
+//! Where backends are chosen: a table from [`BackendType`] to a constructor.
 //!
-//! A backend crate that lands adds one line to [`Registry::new`].
+//! A backend crate that lands adds one line to [`Registry::new`], behind its cargo feature.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,29 +13,56 @@ use ca_core::{CertificateAuthority, Error, MeshName, SecretStore, SourcePolicy, 
 
 /// What constructors get besides the backend's config.
 #[derive(Clone, Debug)]
-pub(crate) struct BuildContext {
+#[non_exhaustive]
+pub struct BuildContext {
     /// Where mesh-scoped secrets live (and the builtin CA is persisted).
-    pub(crate) store: Arc<dyn SecretStore>,
+    pub store: Arc<dyn SecretStore>,
     /// What `file:` and `env:` data sources may reach.
-    pub(crate) sources: SourcePolicy,
+    pub sources: SourcePolicy,
 }
 
 /// A built backend and what its constructor had to say about it.
 #[derive(Debug)]
-pub(crate) struct Built {
-    pub(crate) ca: Arc<dyn CertificateAuthority>,
-    pub(crate) warnings: Vec<String>,
+#[non_exhaustive]
+pub struct Built {
+    /// The backend.
+    pub ca: Arc<dyn CertificateAuthority>,
+    /// What its constructor found worth saying (e.g. a provided CA that expires soon).
+    pub warnings: Vec<String>,
 }
 
-type BuildFuture<'a> = Pin<Box<dyn Future<Output = Result<Built, Error>> + Send + 'a>>;
+impl Built {
+    /// A backend and its warnings.
+    pub fn new(ca: Arc<dyn CertificateAuthority>, warnings: Vec<String>) -> Self {
+        Self { ca, warnings }
+    }
+}
+
+/// What a [`Constructor`] returns.
+pub type BuildFuture<'a> = Pin<Box<dyn Future<Output = Result<Built, Error>> + Send + 'a>>;
 
 /// Builds one backend of `mesh`.
-pub(crate) type Constructor =
-    for<'a> fn(&'a BuildContext, &'a MeshName, &'a Backend) -> BuildFuture<'a>;
+pub type Constructor = for<'a> fn(&'a BuildContext, &'a MeshName, &'a Backend) -> BuildFuture<'a>;
+
+impl BuildContext {
+    /// Secrets from `store`; `file:` and `env:` data sources as `sources` allows.
+    pub fn new(store: Arc<dyn SecretStore>, sources: SourcePolicy) -> Self {
+        Self { store, sources }
+    }
+
+    /// The same context over an in-memory overlay of its store: what backends create while being
+    /// checked is never persisted.
+    pub fn dry_run(&self) -> Self {
+        Self {
+            store: Arc::new(ca_core::OverlaySecretStore::new(Some(self.store.clone()))),
+            sources: self.sources.clone(),
+        }
+    }
+}
 
 /// Backend types this build knows how to construct.
 #[derive(Clone)]
-pub(crate) struct Registry {
+pub struct Registry {
     constructors: HashMap<BackendType, Constructor>,
 }
 
@@ -54,20 +81,34 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// Every backend compiled into this binary.
-    pub(crate) fn new() -> Self {
-        let mut constructors: HashMap<BackendType, Constructor> = HashMap::new();
-        constructors.insert(BackendType::Builtin, build_builtin);
-        constructors.insert(BackendType::Provided, build_provided);
-        Self { constructors }
+    /// Every backend compiled in: `builtin` and `provided`, and each remote backend whose
+    /// cargo feature is on.
+    pub fn new() -> Self {
+        Self::empty()
+            .register(BackendType::Builtin, build_builtin)
+            .register(BackendType::Provided, build_provided)
     }
 
-    /// Builds `backend` (the `index`-th of the mesh, for error paths).
+    /// No backends at all (tests register their own).
+    pub fn empty() -> Self {
+        Self {
+            constructors: HashMap::new(),
+        }
+    }
+
+    /// Uses `ctor` for backends of type `ty` (replacing any other).
+    #[must_use]
+    pub fn register(mut self, ty: BackendType, ctor: Constructor) -> Self {
+        self.constructors.insert(ty, ctor);
+        self
+    }
+
+    /// Builds `backend` (the `index`-th of the mesh's backends, for error paths).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming `mtls.backends[index].type` for a type this build lacks;
     /// the constructor's error otherwise.
-    pub(crate) async fn build(
+    pub async fn build(
         &self,
         ctx: &BuildContext,
         mesh: &MeshName,
@@ -151,10 +192,10 @@ mod tests {
     async fn missing_backend_types_are_refused_with_their_path() {
         let yaml = "type: Mesh\nname: m\nmtls:\n  enabledBackend: c\n  backends:\n    - name: b\n      type: builtin\n    - name: c\n      type: certmanager\n      conf:\n        issuerRef: {name: x}\n";
         let mesh = ca_core::config::Mesh::from_yaml(yaml).unwrap();
-        let ctx = BuildContext {
-            store: Arc::new(crate::memstore::OverlayStore::new(None)),
-            sources: SourcePolicy::local(),
-        };
+        let ctx = BuildContext::new(
+            Arc::new(ca_core::OverlaySecretStore::new(None)),
+            SourcePolicy::local(),
+        );
         let backend = mesh.enabled_backend().unwrap();
         let err = Registry::new()
             .build(&ctx, &mesh.name, 1, backend)

@@ -7,64 +7,116 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ca_core::{Identity, IssuedCertificate, MeshName};
+use ca_core::{Error, Identity, IssuedCertificate, MeshName};
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_util::time::{delay_queue, DelayQueue};
-use tonic::Status;
 
-use crate::issuer::{lock, BackendKey, Issuer};
-use crate::proto::WatchCertificateResponse;
-use crate::state::{Manager, Snapshot};
-use crate::status::{message, ApiError};
-use crate::util::unix;
+use crate::guard::{lock, BackendKey, Guard};
+use crate::manager::{Issued, Manager, Snapshot};
 
-/// One message to a watcher, boxed: a tokio mpsc channel allocates its first block of 32 slots
-/// when it is created, so an unboxed (200-byte) item would cost every watcher 6.4 KB up front.
-pub(crate) type WatchItem = Box<Result<WatchCertificateResponse, Status>>;
-
-/// What the scheduler pushes into.
-pub(crate) type WatchSender = mpsc::Sender<WatchItem>;
-
-/// What a WatchCertificate caller reads.
-#[derive(Debug)]
-pub(crate) struct WatchStream {
-    rx: mpsc::Receiver<WatchItem>,
+/// Why a watcher got a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RotationReason {
+    /// The first certificate of the watch.
+    Initial,
+    /// The previous one reached its rotation time.
+    Rotation,
+    /// The mesh's enabled backend changed.
+    CaChange,
 }
 
-impl tokio_stream::Stream for WatchStream {
-    type Item = Result<WatchCertificateResponse, Status>;
+impl RotationReason {
+    /// `initial`, `rotation` or `ca-change`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::Rotation => "rotation",
+            Self::CaChange => "ca-change",
+        }
+    }
+}
 
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
+impl fmt::Display for RotationReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A certificate pushed to a watcher: the domain value the scheduler publishes (an edge maps it to
+/// its wire format).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Rotated {
+    /// The checked certificate.
+    pub certificate: IssuedCertificate,
+    /// Why it was issued.
+    pub reason: RotationReason,
+    /// When its holder should expect the next one.
+    pub rotate_at: SystemTime,
+    /// The backend that issued it.
+    pub backend: String,
+    /// The trust bundle to use with it (both roots during a CA switch).
+    pub trust_bundle_pem: String,
+}
+
+/// What the scheduler pushes into. Boxed: a tokio mpsc channel allocates its first block of 32
+/// slots when it is created, so an unboxed item would cost every watcher that much up front.
+type WatchSender = mpsc::Sender<Box<Rotated>>;
+
+/// What a watcher reads: the first certificate, then one per rotation and CA change. Ends when the
+/// scheduler stops.
+#[derive(Debug)]
+pub struct WatchReceiver {
+    rx: mpsc::Receiver<Box<Rotated>>,
+}
+
+impl WatchReceiver {
+    /// The next certificate; `None` when the scheduler stopped.
+    pub async fn recv(&mut self) -> Option<Rotated> {
+        self.rx.recv().await.map(|b| *b)
+    }
+
+    /// Polls for the next certificate (for adapters that implement `Stream`).
+    pub fn poll_recv(
+        &mut self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
+    ) -> std::task::Poll<Option<Rotated>> {
         self.rx.poll_recv(cx).map(|item| item.map(|b| *b))
     }
 }
 
-/// A watcher's channel. Room for a few certificates: the scheduler never waits for a reader.
-pub(crate) fn watch_channel() -> (WatchSender, WatchStream) {
-    let (tx, rx) = mpsc::channel(4);
-    (tx, WatchStream { rx })
-}
-
 /// When to rotate.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct RotationPolicy {
+#[non_exhaustive]
+pub struct RotationPolicy {
     /// Fraction of the lifetime after which to rotate (Kuma: 0.8).
-    pub(crate) fraction: f64,
+    pub fraction: f64,
     /// Up to this fraction of the delay is taken off at random, spreading a zone's rotations.
-    pub(crate) jitter: f64,
+    pub jitter: f64,
+}
+
+impl Default for RotationPolicy {
+    fn default() -> Self {
+        Self {
+            fraction: 0.8,
+            jitter: 0.1,
+        }
+    }
 }
 
 impl RotationPolicy {
+    /// Rotate after `fraction` of the lifetime, less up to `jitter` of that at random.
+    pub fn new(fraction: f64, jitter: f64) -> Self {
+        Self { fraction, jitter }
+    }
+
     /// When a holder of `cert` should rotate, jittered.
     /// Call right after issuance: the lifetime counts from now, not from the backdated
-    /// not-before (`IssuedCertificate::rotate_at` counts the 10 s backdate, which matters for
-    /// short lifetimes).
-    pub(crate) fn rotate_at(&self, cert: &IssuedCertificate) -> SystemTime {
+    /// not-before.
+    pub fn rotate_at(&self, cert: &IssuedCertificate) -> SystemTime {
         let now = SystemTime::now();
         let start = cert.not_before().max(now);
         let life = cert
@@ -78,28 +130,74 @@ impl RotationPolicy {
     }
 }
 
-/// A new watcher: its first certificate was already sent.
+/// A new watcher, registered after its first certificate.
 #[derive(Debug)]
-pub(crate) struct Watch {
-    pub(crate) identity: Identity,
-    pub(crate) csr: Option<Vec<u8>>,
-    pub(crate) first: IssuedCertificate,
-    pub(crate) backend: String,
-    pub(crate) generation: u64,
-    pub(crate) out: WatchSender,
+pub struct Watch {
+    identity: Identity,
+    csr: Option<Vec<u8>>,
+    first_not_before: SystemTime,
+    first_not_after: SystemTime,
+    first_effective_not_after: SystemTime,
+    rotate_at: SystemTime,
+    backend: String,
+    generation: u64,
+    out: WatchSender,
 }
 
 /// Handle to the scheduler task.
 #[derive(Clone, Debug)]
-pub(crate) struct Scheduler {
+pub struct Scheduler {
     tx: mpsc::UnboundedSender<Watch>,
+    policy: RotationPolicy,
 }
 
 impl Scheduler {
-    pub(crate) fn add(&self, w: Watch) -> Result<(), ApiError> {
-        self.tx
-            .send(w)
-            .map_err(|_| ApiError::Unavailable("rotation scheduler stopped".into()))
+    /// Watches `identity`, whose first certificate is `first` (from [`Manager::issue`], with
+    /// `csr` when the caller keeps its key): the receiver gets `first` at once (reason
+    /// [`RotationReason::Initial`]), then a new certificate before each expiry and whenever the
+    /// mesh's CA changes. Dropping the receiver ends the watch.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the scheduler has stopped.
+    pub fn watch(
+        &self,
+        identity: Identity,
+        csr: Option<Vec<u8>>,
+        first: Issued,
+    ) -> Result<WatchReceiver, Error> {
+        let (tx, rx) = mpsc::channel(4);
+        let rotate_at = self.policy.rotate_at(&first.certificate);
+        let watch = Watch {
+            identity,
+            csr,
+            first_not_before: first.certificate.not_before(),
+            first_not_after: first.certificate.not_after(),
+            first_effective_not_after: first.certificate.effective_not_after(),
+            rotate_at,
+            backend: first.backend.name.to_string(),
+            generation: first.mesh.generation,
+            out: tx.clone(),
+        };
+        let trust_bundle_pem = first.trust_bundle_pem();
+        let initial = Rotated {
+            rotate_at,
+            backend: first.backend.name.to_string(),
+            trust_bundle_pem,
+            certificate: first.certificate,
+            reason: RotationReason::Initial,
+        };
+        // A fresh channel has room: this cannot fail for lack of space.
+        let _ = tx.try_send(Box::new(initial));
+        self.tx.send(watch).map_err(|_| Error::Unavailable {
+            backend: String::new(),
+            source: "the rotation scheduler stopped".into(),
+        })?;
+        Ok(WatchReceiver { rx })
+    }
+
+    /// The policy certificates are rotated by.
+    pub fn policy(&self) -> RotationPolicy {
+        self.policy
     }
 }
 
@@ -168,10 +266,10 @@ impl fmt::Display for Compact {
     }
 }
 
-/// A re-issue that went through: the message is built in the issue task, off the scheduler.
+/// A re-issue that went through.
 #[derive(Debug)]
 struct Pushed {
-    msg: WatchItem,
+    msg: Box<Rotated>,
     backend: String,
     generation: u64,
     serial: String,
@@ -184,7 +282,7 @@ struct Pushed {
 struct Done {
     id: u64,
     lane: BackendKey,
-    result: Result<Pushed, ApiError>,
+    result: Result<Pushed, Error>,
 }
 
 /// Due watchers of one backend beyond its concurrency limit wait here (FIFO) instead of as
@@ -196,16 +294,12 @@ struct Lane {
     waiting: VecDeque<u64>,
 }
 
-/// Starts the scheduler task.
-pub(crate) fn spawn(
-    manager: Arc<Manager>,
-    issuer: Arc<Issuer>,
-    policy: RotationPolicy,
-) -> Scheduler {
+/// Starts the scheduler task (on the current tokio runtime) for the meshes of `manager`.
+pub fn spawn(manager: Arc<Manager>, policy: RotationPolicy) -> Scheduler {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = Loop {
+        issuer: manager.guard().clone(),
         manager,
-        issuer,
         policy,
         entries: HashMap::new(),
         queue: DelayQueue::new(),
@@ -213,12 +307,12 @@ pub(crate) fn spawn(
         next_id: 0,
     };
     tokio::spawn(task.run(rx));
-    Scheduler { tx }
+    Scheduler { tx, policy }
 }
 
 struct Loop {
     manager: Arc<Manager>,
-    issuer: Arc<Issuer>,
+    issuer: Arc<Guard>,
     policy: RotationPolicy,
     entries: HashMap<u64, Entry>,
     queue: DelayQueue<u64>,
@@ -257,19 +351,18 @@ impl Loop {
     fn add(&mut self, w: Watch) {
         let id = self.next_id;
         self.next_id += 1;
-        let at = self.policy.rotate_at(&w.first);
+        let at = w.rotate_at;
         let lifetime = w
-            .first
-            .effective_not_after()
-            .duration_since(w.first.not_before())
+            .first_effective_not_after
+            .duration_since(w.first_not_before)
             .unwrap_or_default();
         let key = self.queue.insert(id, until(at));
         self.count(w.identity.mesh().as_str(), &w.backend, 1);
-        tracing::debug!(identity = %w.identity, rotate_at = unix(at), "watching");
+        tracing::debug!(identity = %w.identity, rotate_at = ?at, "watching");
         self.entries.insert(
             id,
             Entry {
-                not_after: w.first.not_after(),
+                not_after: w.first_not_after,
                 identity: Compact::new(&w.identity),
                 csr: w.csr.map(Arc::from),
                 out: w.out,
@@ -282,7 +375,7 @@ impl Loop {
                 waiting: false,
             },
         );
-        self.issuer.metrics.set_watched(self.entries.len());
+        self.issuer.observer().watched(self.entries.len());
     }
 
     fn count(&self, mesh: &str, backend: &str, delta: isize) {
@@ -345,9 +438,9 @@ impl Loop {
         e.in_flight = true;
         let generation = state.generation;
         let reason = if generation == e.generation {
-            "rotation"
+            RotationReason::Rotation
         } else {
-            "ca-change"
+            RotationReason::CaChange
         };
         let csr = e.csr.clone();
         let issuer = self.issuer.clone();
@@ -362,31 +455,27 @@ impl Loop {
                     // Rotation counts from issuance, so compute it here, right after.
                     let at = policy.rotate_at(&cert);
                     let backend = active.name.to_string();
-                    let msg = WatchCertificateResponse {
-                        certificate: Some(crate::service::to_proto(
-                            &cert,
-                            // The bundle as of now: a switch may have ended meanwhile.
-                            crate::service::bundle_pem(
-                                &manager
-                                    .mesh(state.name.as_str())
-                                    .unwrap_or_else(|| state.clone()),
-                                &cert,
-                            ),
-                            at,
-                            &backend,
-                        )),
-                        reason: reason.into(),
-                    };
+                    // The bundle as of now: a switch may have ended meanwhile.
+                    let trust_bundle_pem = manager
+                        .mesh(state.name.as_str())
+                        .unwrap_or_else(|| state.clone())
+                        .bundle_pem_for(&cert);
                     Pushed {
-                        msg: Box::new(Ok(msg)),
-                        backend,
-                        generation,
                         serial: cert.serial_hex().to_owned(),
                         not_after: cert.not_after(),
                         lifetime: cert
                             .effective_not_after()
                             .duration_since(cert.not_before())
                             .unwrap_or_default(),
+                        msg: Box::new(Rotated {
+                            certificate: cert,
+                            reason,
+                            rotate_at: at,
+                            backend: backend.clone(),
+                            trust_bundle_pem,
+                        }),
+                        backend,
+                        generation,
                         at,
                     }
                 });
@@ -491,7 +580,7 @@ impl Loop {
                 let left = e.not_after.duration_since(SystemTime::now()).ok();
                 tracing::warn!(
                     identity = %e.identity,
-                    error = %message(&err),
+                    error = %err,
                     attempt = e.attempt + 1,
                     current_expires_in = ?left,
                     "rotation failed; keeping the current certificate and retrying"
@@ -551,10 +640,10 @@ impl Loop {
         }
         let earliest = earliest
             .into_iter()
-            .map(|(m, t)| (m.to_owned(), unix(t)))
+            .map(|(m, t)| (m.to_owned(), t))
             .collect();
-        self.issuer.metrics.set_watched(self.entries.len());
-        self.issuer.metrics.set_earliest_expiry(earliest);
+        self.issuer.observer().watched(self.entries.len());
+        self.issuer.observer().earliest_expiry(earliest);
     }
 }
 

@@ -1,4 +1,4 @@
-//! Smoke test of the hidden `meshca bench-rotation`: it runs and reports every figure. No timing
+//! Smoke test of `meshca-bench rotation`: it runs and reports every figure. No timing
 //! is asserted (benchmarks are not part of the test suite).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,13 +9,13 @@ use std::process::Command;
 fn bench_rotation_reports_every_figure() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_meshca"))
+    let out = Command::new(env!("CARGO_BIN_EXE_meshca-bench"))
         .args([
-            "bench-rotation",
+            "rotation",
             "--identities",
             "200",
-            "--lifetime",
-            "3s",
+            "--lifetime-secs",
+            "3",
             "--json-out",
         ])
         .arg(&json)
@@ -23,7 +23,7 @@ fn bench_rotation_reports_every_figure() {
         .unwrap();
     assert!(
         out.status.success(),
-        "bench-rotation failed: {}{}",
+        "rotation bench failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

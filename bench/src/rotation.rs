@@ -1,11 +1,11 @@
-//! `meshca bench-rotation` (hidden): the real rotation scheduler in-process, with N watched
+//! `meshca-bench rotation`: the library's rotation scheduler in-process, with N watched
 //! identities of a builtin P-256 mesh, measuring initial issuance, idle memory, and how long and
 //! how evenly one rotation of every identity takes.
 //!
-//! Watchers go through `IssuerService::watch_certificate` itself (no network, no TLS: the
-//! service sees a plaintext caller, i.e. the admin), so the scheduler, the guarded issuer and
-//! the per-watcher channel are exactly what `meshca serve` runs. Like a Kuma control plane, the
-//! watchers send no CSR: meshca generates a P-256 key for every certificate.
+//! Watchers go through `Manager::issue` and `Scheduler::watch`, the same path `meshca serve`'s
+//! WatchCertificate takes below the gRPC edge, so the scheduler, the guarded issue path and the
+//! per-watcher channel are exactly what the server runs. Like a Kuma control plane, the watchers
+//! send no CSR: meshca generates a P-256 key for every certificate.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -13,31 +13,24 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ca_core::{DirectorySecretStore, SecretStore};
 use clap::Args;
-use tokio_stream::StreamExt as _;
-use tonic::Request;
+use meshca::config::Mesh;
+use meshca::{
+    Identity, Limits, Manager, MeshName, OverlaySecretStore, Registry, RotationPolicy,
+    RotationReason, WatchReceiver,
+};
 
-use crate::authz::Policy;
-use crate::issuer::{Issuer, Limits};
-use crate::metrics::Metrics;
-use crate::proto::issuer_server::Issuer as _;
-use crate::proto::{IssueCertificateRequest, Tag};
-use crate::registry::{BuildContext, Registry};
-use crate::rotation::RotationPolicy;
-use crate::service::IssuerService;
-use crate::state::{ConfigSource, Manager};
-use crate::util::{AppError, Context};
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// `meshca bench-rotation`.
+/// `meshca-bench rotation`.
 #[derive(Debug, Args)]
-pub(crate) struct BenchArgs {
-    /// Watched identities (`kuma.io/service=svc-<i>`), each its own WatchCertificate stream.
+pub(crate) struct RotationArgs {
+    /// Watched identities (`kuma.io/service=svc-<i>`), each its own watch.
     #[arg(long, default_value_t = 100_000)]
     identities: usize,
-    /// `dpCert.rotation.expiration` of the mesh (whole seconds, at least 1s).
-    #[arg(long, default_value = "60s", value_parser = crate::cli::parse_duration)]
-    lifetime: Duration,
+    /// `dpCert.rotation.expiration` of the mesh in whole seconds (at least 1).
+    #[arg(long, default_value_t = 60)]
+    lifetime_secs: u64,
     /// Fraction of the lifetime after which watchers rotate (as `serve --rotate-fraction`).
     #[arg(long, default_value_t = 0.8)]
     rotate_fraction: f64,
@@ -47,7 +40,7 @@ pub(crate) struct BenchArgs {
     /// As `serve --max-concurrent-issues`.
     #[arg(long, default_value_t = 32)]
     max_concurrent_issues: usize,
-    /// WatchCertificate calls in flight while registering.
+    /// Watches being registered at once.
     #[arg(long, default_value_t = 256)]
     register_concurrency: usize,
     /// Write the figures as one JSON object to this file.
@@ -67,57 +60,34 @@ struct Seen {
     stream_errors: AtomicUsize,
 }
 
-pub(crate) async fn bench_rotation(a: BenchArgs) -> Result<(), AppError> {
+pub(crate) fn run(a: RotationArgs) -> Result<(), BoxError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(a))
+}
+
+async fn bench(a: RotationArgs) -> Result<(), BoxError> {
     let n = a.identities.max(1);
-    let lifetime_s = a.lifetime.as_secs().max(1);
-    let dir = TempDir::new()?;
-    let mesh_dir = dir.0.join("meshes");
-    std::fs::create_dir_all(&mesh_dir).ctx(|| format!("cannot create {}", mesh_dir.display()))?;
+    let lifetime_s = a.lifetime_secs.max(1);
+    let lifetime = Duration::from_secs(lifetime_s);
     let yaml = format!(
         "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n      dpCert:\n        rotation:\n          expiration: {lifetime_s}s\n      conf:\n        caCert:\n          keyType: ecdsa-p256\n"
     );
-    std::fs::write(mesh_dir.join("default.yaml"), yaml).ctx(|| "cannot write the mesh".into())?;
-
-    let store: Arc<dyn SecretStore> = Arc::new(DirectorySecretStore::new(dir.0.join("secrets"))?);
-    let metrics = Arc::new(Metrics::default());
-    let issuer = Arc::new(Issuer::new(
-        Limits {
-            concurrency: a.max_concurrent_issues,
-            ..Limits::default()
-        },
-        metrics.clone(),
-    ));
-    let registry = Registry::new();
-    let manager = Arc::new(Manager::new(
-        registry.clone(),
-        BuildContext {
-            store: store.clone(),
-            sources: ca_core::SourcePolicy::local(),
-        },
-        ConfigSource::Dir(mesh_dir),
-        metrics.clone(),
-    ));
-    if manager.reload().await > 0 {
-        return Err(AppError("the bench mesh was refused (see the log)".into()));
-    }
-    let rotation = RotationPolicy {
-        fraction: a.rotate_fraction,
-        jitter: a.rotate_jitter,
-    };
-    let scheduler = crate::rotation::spawn(manager.clone(), issuer.clone(), rotation);
-    let service = Arc::new(IssuerService {
-        manager,
-        issuer,
-        scheduler,
-        policy: Policy::default(),
-        rotation,
-        registry,
-        store,
-        operator_roots: None,
-        callers: Default::default(),
-        remote_sources: ca_core::SourcePolicy::remote(None, Vec::new()).map_err(AppError)?,
-        validations: Arc::new(tokio::sync::Semaphore::new(1)),
-    });
+    // The builtin CA in memory: nothing to clean up.
+    let manager = Arc::new(
+        Manager::builder(Registry::new(), Arc::new(OverlaySecretStore::new(None)))
+            .limits(Limits::default().with_concurrency(a.max_concurrent_issues))
+            .build(),
+    );
+    manager
+        .apply("bench", vec![Mesh::from_yaml(&yaml)?])
+        .await?;
+    let scheduler = meshca::rotation::spawn(
+        manager.clone(),
+        RotationPolicy::new(a.rotate_fraction, a.rotate_jitter),
+    );
+    let mesh = MeshName::new("default")?;
 
     let seen = Arc::new(Seen {
         first_rotation_ms: (0..n).map(|_| AtomicU32::new(0)).collect(),
@@ -131,8 +101,10 @@ pub(crate) async fn bench_rotation(a: BenchArgs) -> Result<(), AppError> {
     let register_errors = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..a.register_concurrency.clamp(1, n))
         .map(|_| {
-            let (service, seen, next, errors) = (
-                service.clone(),
+            let (manager, scheduler, mesh, seen, next, errors) = (
+                manager.clone(),
+                scheduler.clone(),
+                mesh.clone(),
                 seen.clone(),
                 next.clone(),
                 register_errors.clone(),
@@ -143,22 +115,21 @@ pub(crate) async fn bench_rotation(a: BenchArgs) -> Result<(), AppError> {
                     if i >= n {
                         return;
                     }
-                    let req = IssueCertificateRequest {
-                        mesh: "default".into(),
-                        tags: vec![Tag {
-                            name: "kuma.io/service".into(),
-                            value: format!("svc-{i}"),
-                        }],
-                        csr: Vec::new(),
+                    let service = format!("svc-{i}");
+                    let watched = async {
+                        let identity =
+                            Identity::new(mesh.clone(), [("kuma.io/service", service.as_str())])?;
+                        let first = manager.issue(identity.clone(), None).await?;
+                        scheduler.watch(identity, None, first)
                     };
-                    match service.watch_certificate(Request::new(req)).await {
-                        Ok(resp) => {
+                    match watched.await {
+                        Ok(rx) => {
                             seen.registered_ms[i].store(ms_since(start), Ordering::Relaxed);
-                            tokio::spawn(consume(resp.into_inner(), i, start, seen.clone()));
+                            tokio::spawn(consume(rx, i, start, seen.clone()));
                         }
-                        Err(status) => {
+                        Err(e) => {
                             if errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                                eprintln!("meshca: watch svc-{i} refused: {status}");
+                                eprintln!("meshca-bench: watch svc-{i} refused: {e}");
                             }
                         }
                     }
@@ -167,14 +138,14 @@ pub(crate) async fn bench_rotation(a: BenchArgs) -> Result<(), AppError> {
         })
         .collect();
     for w in workers {
-        w.await.ctx(|| "registration task".into())?;
+        w.await?;
     }
     let register_s = start.elapsed().as_secs_f64();
     let idle_rss = proc_status_kib("VmRSS:");
     let rotating_already = seen.rotated.load(Ordering::Relaxed) > 0;
     let registered = n - register_errors.load(Ordering::Relaxed);
     eprintln!(
-        "meshca: registered {registered} watchers in {register_s:.2}s; idle RSS {:.1} MiB{}",
+        "meshca-bench: registered {registered} watchers in {register_s:.2}s; idle RSS {:.1} MiB{}",
         mib(idle_rss),
         if rotating_already {
             " (rotations had already started: use a longer --lifetime)"
@@ -187,7 +158,7 @@ pub(crate) async fn bench_rotation(a: BenchArgs) -> Result<(), AppError> {
     // slow issuer, then give up and count the rest as errors.
     let deadline = start
         + Duration::from_secs_f64(register_s)
-        + a.lifetime.mul_f64(a.rotate_fraction.clamp(0.0, 1.0))
+        + lifetime.mul_f64(a.rotate_fraction.clamp(0.0, 1.0))
         + Duration::from_secs(60);
     while seen.rotated.load(Ordering::Relaxed) < registered && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -215,7 +186,7 @@ pub(crate) async fn bench_rotation(a: BenchArgs) -> Result<(), AppError> {
         + (registered - rotated.min(registered));
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
 
-    println!("bench-rotation: {n} identities, lifetime {lifetime_s}s, {cores} cores");
+    println!("rotation: {n} identities, lifetime {lifetime_s}s, {cores} cores");
     println!("  register (initial issuance): {register_s:.2}s");
     println!("  idle RSS: {:.1} MiB", mib(idle_rss));
     println!(
@@ -240,38 +211,25 @@ pub(crate) async fn bench_rotation(a: BenchArgs) -> Result<(), AppError> {
             mib(peak_rss)
         );
         j.push_str("}\n");
-        std::fs::write(path, j).ctx(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, j)?;
     }
     if errors > 0 {
-        return Err(AppError(format!("{errors} error(s) during the bench")));
+        return Err(format!("{errors} error(s) during the bench").into());
     }
     Ok(())
 }
 
-/// Reads every message of one watcher's stream, as a data plane would.
-async fn consume(
-    mut stream: crate::rotation::WatchStream,
-    i: usize,
-    start: Instant,
-    seen: Arc<Seen>,
-) {
-    while let Some(msg) = stream.next().await {
-        match msg {
-            Ok(m) => {
-                seen.pushes.fetch_add(1, Ordering::Relaxed);
-                if m.reason != "initial" {
-                    let ms = ms_since(start);
-                    if seen.first_rotation_ms[i]
-                        .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        seen.rotated.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            Err(_) => {
-                seen.stream_errors.fetch_add(1, Ordering::Relaxed);
-                return;
+/// Reads every certificate of one watch, as a data plane would.
+async fn consume(mut rx: WatchReceiver, i: usize, start: Instant, seen: Arc<Seen>) {
+    while let Some(r) = rx.recv().await {
+        seen.pushes.fetch_add(1, Ordering::Relaxed);
+        if r.reason != RotationReason::Initial {
+            let ms = ms_since(start);
+            if seen.first_rotation_ms[i]
+                .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                seen.rotated.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -320,24 +278,4 @@ fn proc_status_kib(field: &str) -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<Self, AppError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let p = std::env::temp_dir().join(format!("meshca-bench-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).ctx(|| format!("cannot create {}", p.display()))?;
-        Ok(Self(p))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -1,0 +1,160 @@
+//! Domain values to the wire: the only place that maps library results to `meshca.v1` messages.
+
+use std::time::SystemTime;
+
+use ca_core::config::Mesh;
+use ca_core::{Error, IssuedCertificate};
+use meshca::{Rotated, Validation, WatchReceiver};
+use tonic::Status;
+
+use crate::proto::{
+    TestCertificateSummary, ValidateBackendResponse, Violation, WatchCertificateResponse,
+};
+use crate::util::unix;
+
+/// The wire form of an issued certificate.
+pub(crate) fn certificate(
+    cert: &IssuedCertificate,
+    trust_bundle_pem: String,
+    rotate_at: SystemTime,
+    backend: &str,
+) -> crate::proto::IssuedCertificate {
+    crate::proto::IssuedCertificate {
+        cert_chain_pem: cert.chain_pem(),
+        private_key_pem: cert
+            .key_pem()
+            .and_then(|k| k.expose_str())
+            .map(str::to_owned)
+            .unwrap_or_default(),
+        trust_bundle_pem,
+        not_before: unix(cert.not_before()),
+        not_after: unix(cert.not_after()),
+        rotate_at: unix(rotate_at),
+        backend: backend.to_owned(),
+        serial: cert.serial_hex().to_owned(),
+        uri_sans: cert.identity().uri_sans().to_vec(),
+        shortened: cert.shortened(),
+    }
+}
+
+fn rotated(r: Rotated) -> WatchCertificateResponse {
+    WatchCertificateResponse {
+        certificate: Some(certificate(
+            &r.certificate,
+            r.trust_bundle_pem,
+            r.rotate_at,
+            &r.backend,
+        )),
+        reason: r.reason.as_str().into(),
+    }
+}
+
+/// A `WatchCertificate` stream: the scheduler's domain values, mapped as they are read.
+#[derive(Debug)]
+pub(crate) struct WatchStream(pub(crate) WatchReceiver);
+
+impl tokio_stream::Stream for WatchStream {
+    type Item = Result<WatchCertificateResponse, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|r| r.map(|r| Ok(rotated(r))))
+    }
+}
+
+/// The response for a Mesh with violations (or another error, reported at `mtls`).
+pub(crate) fn invalid(e: Error) -> ValidateBackendResponse {
+    let violations = match e {
+        Error::InvalidConfig(v) => v
+            .iter()
+            .map(|v| Violation {
+                field: v.field.clone(),
+                message: v.message.clone(),
+            })
+            .collect(),
+        other => vec![Violation {
+            field: "mtls".into(),
+            message: crate::status::message(&other),
+        }],
+    };
+    ValidateBackendResponse {
+        ok: false,
+        violations,
+        test_certificate: None,
+        warnings: Vec::new(),
+    }
+}
+
+/// The response for what [`meshca::Manager::validate`] found for `mesh`.
+pub(crate) fn validation(
+    mesh: &Mesh,
+    result: Result<Validation, Error>,
+) -> ValidateBackendResponse {
+    let at_backend = |e: Error, prefix: &str| {
+        let mut r = invalid(e);
+        if let Some((index, _)) = mesh.enabled_backend_indexed() {
+            if let Some(v) = r.violations.first_mut() {
+                if v.field == "mtls" {
+                    v.field = format!("mtls.backends[{index}]");
+                }
+                v.message = format!("{prefix}{}", v.message);
+            }
+        }
+        r
+    };
+    let v = match result {
+        Ok(v) => v,
+        Err(e) => return at_backend(e, ""),
+    };
+    if v.backend.is_none() {
+        return ValidateBackendResponse {
+            ok: true,
+            violations: Vec::new(),
+            test_certificate: None,
+            warnings: vec![format!(
+                "mesh `{}` has no enabled backend: mTLS is off",
+                mesh.name
+            )],
+        };
+    }
+    let mut resp = ValidateBackendResponse {
+        ok: true,
+        violations: Vec::new(),
+        test_certificate: None,
+        warnings: v.warnings,
+    };
+    match v.test_certificate {
+        None => {}
+        Some(Ok(t)) => {
+            let c = &t.certificate;
+            let (subject, issuer) = c
+                .chain()
+                .first()
+                .and_then(|d| x509_parser::parse_x509_certificate(d).ok())
+                .map(|(_, x)| (x.subject().to_string(), x.issuer().to_string()))
+                .unwrap_or_default();
+            let backend = mesh.enabled_backend();
+            resp.test_certificate = Some(TestCertificateSummary {
+                mesh: mesh.name.to_string(),
+                backend: backend.map(|b| b.name.to_string()).unwrap_or_default(),
+                backend_type: backend
+                    .map(|b| b.backend_type().to_string())
+                    .unwrap_or_default(),
+                uri_sans: c.identity().uri_sans().to_vec(),
+                subject,
+                issuer,
+                serial: c.serial_hex().to_owned(),
+                not_before: unix(c.not_before()),
+                not_after: unix(c.not_after()),
+            });
+        }
+        Some(Err(e)) => {
+            let mut r = at_backend(e, "test certificate failed: ");
+            r.warnings = resp.warnings;
+            return r;
+        }
+    }
+    resp
+}

@@ -1,0 +1,405 @@
+//! The guarded issuance path every request and every rotation goes through: the per-backend
+//! circuit, a per-backend concurrency limit, the backend's request timeout, and an [`Observer`]
+//! for metrics.
+//!
+//! This wraps [`issue_certificate`] instead of living in any backend, so every backend gets the
+//! same limits (linkerd's `WithCertMetrics<C>` in spirit).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use ca_core::{
+    issue_certificate, CertificateAuthority, Error, Identity, IssueParams, IssueRequest,
+    IssuedCertificate, KeySource, KeyType, SecretName, TrustBundle, UncheckedCertificate,
+};
+use tokio::sync::Semaphore;
+
+use crate::manager::ActiveBackend;
+
+/// Where the guard, the manager and the scheduler report what they do: a control plane plugs
+/// its metrics in here (the zone issuer exports Prometheus text). Every method has a default that
+/// does nothing.
+pub trait Observer: fmt::Debug + Send + Sync {
+    /// A certificate was issued by `backend` of `mesh` in `seconds`.
+    fn issued(&self, mesh: &str, backend: &str, seconds: f64) {
+        let _ = (mesh, backend, seconds);
+    }
+    /// An issue failed; `reason` is [`reason_label`] of the error.
+    fn failed(&self, mesh: &str, reason: &'static str) {
+        let _ = (mesh, reason);
+    }
+    /// How many identities the rotation scheduler watches.
+    fn watched(&self, count: usize) {
+        let _ = count;
+    }
+    /// The earliest expiry among watched certificates, per mesh.
+    fn earliest_expiry(&self, by_mesh: BTreeMap<String, SystemTime>) {
+        let _ = by_mesh;
+    }
+    /// A config change was `applied` or `refused`.
+    fn config(&self, result: &'static str) {
+        let _ = result;
+    }
+}
+
+/// An [`Observer`] that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
+
+/// Limits applied per backend.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Concurrent issue calls per backend.
+    pub concurrency: usize,
+    /// Distinct identities whose issuance must fail (within `circuit_window`) to open the circuit.
+    pub circuit_threshold: usize,
+    /// How far back failures count.
+    pub circuit_window: Duration,
+    /// How long an open circuit refuses calls before letting one through.
+    pub circuit_cooldown: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            circuit_threshold: 3,
+            circuit_window: Duration::from_secs(60),
+            circuit_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Limits {
+    /// Concurrent issue calls per backend.
+    #[must_use]
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// The circuit: `threshold` distinct failing identities open it for `cooldown`.
+    #[must_use]
+    pub fn with_circuit(mut self, threshold: usize, cooldown: Duration) -> Self {
+        self.circuit_threshold = threshold.max(1);
+        self.circuit_cooldown = cooldown;
+        self
+    }
+}
+
+/// The state of a backend's circuit, as exported in metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Calls go through.
+    Closed,
+    /// Calls fail fast with [`Error::CircuitOpen`].
+    Open,
+    /// The cooldown is over; the next call tests the backend.
+    HalfOpen,
+}
+
+impl CircuitState {
+    /// 0 closed, 1 open, 2 half-open.
+    pub fn as_gauge(self) -> u8 {
+        match self {
+            Self::Closed => 0,
+            Self::Open => 1,
+            Self::HalfOpen => 2,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Circuit {
+    /// Last failure time per identity (SPIFFE ID).
+    failures: HashMap<String, Instant>,
+    open_until: Option<Instant>,
+}
+
+impl Circuit {
+    fn state(&self, now: Instant) -> CircuitState {
+        match self.open_until {
+            None => CircuitState::Closed,
+            Some(t) if now < t => CircuitState::Open,
+            Some(_) => CircuitState::HalfOpen,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BackendGuard {
+    semaphore: Arc<Semaphore>,
+    circuit: Mutex<Circuit>,
+}
+
+/// A backend instance: mesh and backend name.
+pub type BackendKey = (String, String);
+
+/// Issues through the guarded path.
+#[derive(Debug)]
+pub struct Guard {
+    limits: Limits,
+    guards: Mutex<HashMap<BackendKey, Arc<BackendGuard>>>,
+    observer: Arc<dyn Observer>,
+}
+
+impl Guard {
+    /// A guard with `limits`, reporting to `observer`.
+    pub fn new(limits: Limits, observer: Arc<dyn Observer>) -> Self {
+        Self {
+            limits,
+            guards: Mutex::default(),
+            observer,
+        }
+    }
+
+    /// Concurrent issue calls allowed per backend.
+    pub fn concurrency(&self) -> usize {
+        self.limits.concurrency.max(1)
+    }
+
+    /// Where this guard reports.
+    pub fn observer(&self) -> &Arc<dyn Observer> {
+        &self.observer
+    }
+
+    fn backend_guard(&self, key: &BackendKey) -> Arc<BackendGuard> {
+        let mut guards = lock(&self.guards);
+        guards
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(BackendGuard {
+                    semaphore: Arc::new(Semaphore::new(self.limits.concurrency.max(1))),
+                    circuit: Mutex::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// Circuit states of every backend seen so far, by (mesh, backend).
+    pub fn circuit_states(&self) -> Vec<(BackendKey, CircuitState)> {
+        let now = Instant::now();
+        let guards = lock(&self.guards);
+        let mut out: Vec<_> = guards
+            .iter()
+            .map(|(k, g)| (k.clone(), lock(&g.circuit).state(now)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Issues a certificate for `identity` from `backend`: from the caller's CSR (DER) when
+    /// given, else with a P-256 key meshca generates.
+    ///
+    /// # Errors
+    /// [`Error::CircuitOpen`] while the backend's circuit is open; [`Error::DeadlineExceeded`]
+    /// after the backend's request timeout; the backend's or core's error otherwise.
+    pub async fn issue(
+        &self,
+        backend: &ActiveBackend,
+        identity: Identity,
+        csr: Option<&[u8]>,
+    ) -> Result<IssuedCertificate, Error> {
+        let mesh = identity.mesh().to_string();
+        let key = (mesh.clone(), backend.name.to_string());
+        let started = Instant::now();
+        let spiffe = identity.spiffe_id().to_owned();
+        let result = self.issue_inner(backend, &key, identity, csr).await;
+        let guard = self.backend_guard(&key);
+        match &result {
+            Ok(_) => {
+                let mut c = lock(&guard.circuit);
+                if c.open_until.is_some() {
+                    tracing::info!(mesh = %key.0, backend = %key.1, "backend recovered; circuit closed");
+                }
+                c.failures.clear();
+                c.open_until = None;
+                drop(c);
+                self.observer
+                    .issued(&key.0, &key.1, started.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                self.observer.failed(&mesh, reason_label(e));
+                if is_upstream_failure(e) {
+                    self.record_upstream_failure(&guard, &key, spiffe);
+                }
+            }
+        }
+        result
+    }
+
+    fn record_upstream_failure(&self, guard: &BackendGuard, key: &BackendKey, identity: String) {
+        let now = Instant::now();
+        let mut c = lock(&guard.circuit);
+        let window = self.limits.circuit_window;
+        c.failures.retain(|_, t| now.duration_since(*t) < window);
+        c.failures.insert(identity, now);
+        let state = c.state(now);
+        if state == CircuitState::HalfOpen
+            || (state == CircuitState::Closed && c.failures.len() >= self.limits.circuit_threshold)
+        {
+            c.open_until = Some(now + self.limits.circuit_cooldown);
+            tracing::warn!(
+                mesh = %key.0,
+                backend = %key.1,
+                failing_identities = c.failures.len(),
+                cooldown = ?self.limits.circuit_cooldown,
+                "backend keeps failing; circuit open"
+            );
+        }
+    }
+
+    async fn issue_inner(
+        &self,
+        backend: &ActiveBackend,
+        key: &BackendKey,
+        identity: Identity,
+        csr: Option<&[u8]>,
+    ) -> Result<IssuedCertificate, Error> {
+        let guard = self.backend_guard(key);
+        if lock(&guard.circuit).state(Instant::now()) == CircuitState::Open {
+            return Err(Error::CircuitOpen {
+                backend: key.1.clone(),
+            });
+        }
+        let _permit =
+            guard
+                .semaphore
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::Unavailable {
+                    backend: key.1.clone(),
+                    source: "the issuer is shutting down".into(),
+                })?;
+        let key_source = match csr {
+            Some(der) => KeySource::Csr(der),
+            None => KeySource::Generate(KeyType::EcdsaP256),
+        };
+        let params = IssueParams::new(identity, key_source, backend.lifetime)
+            .with_common_name(backend.common_name.as_ref());
+        match tokio::time::timeout(
+            backend.request_timeout,
+            issue_certificate(backend.ca.as_ref(), params),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(Error::DeadlineExceeded {
+                operation: format!("issuing from backend `{}`", key.1),
+                timeout: backend.request_timeout,
+            }),
+        }
+    }
+}
+
+/// Whether a failure says the upstream CA is down (counts toward the circuit), rather than a bad
+/// request.
+pub fn is_upstream_failure(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Unavailable { .. } | Error::DeadlineExceeded { .. } | Error::Backend { .. }
+    )
+}
+
+/// A short, stable label for an issue failure (metrics).
+pub fn reason_label(e: &Error) -> &'static str {
+    match e {
+        Error::InvalidConfig(_)
+        | Error::InvalidArgument { .. }
+        | Error::InvalidTemplate { .. }
+        | Error::InvalidCsr { .. }
+        | Error::UnsupportedKey(_) => "invalid_argument",
+        Error::InvalidCa { .. }
+        | Error::SecretNotFound { .. }
+        | Error::DataSource { .. }
+        | Error::Inconsistent(_) => "failed_precondition",
+        Error::Denied(_) => "permission_denied",
+        Error::Unavailable { .. } | Error::Backend { .. } => "unavailable",
+        Error::DeadlineExceeded { .. } => "deadline_exceeded",
+        Error::MeshNotFound(_) => "mesh_not_found",
+        Error::MtlsDisabled(_) => "mtls_disabled",
+        Error::CircuitOpen { .. } => "circuit_open",
+        _ => "internal",
+    }
+}
+
+/// A backend whose trust bundle is kept, not fetched for every certificate: for a remote backend
+/// (Vault, ACM PCA) `trust_bundle()` is an upstream call. The first call fills the cache;
+/// [`refresh`](Self::refresh) (the manager calls it periodically) fetches it again.
+#[derive(Debug)]
+pub struct CachedBundle {
+    inner: Arc<dyn CertificateAuthority>,
+    cache: RwLock<Option<TrustBundle>>,
+}
+
+impl CachedBundle {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn CertificateAuthority>) -> Self {
+        Self {
+            inner,
+            cache: RwLock::new(None),
+        }
+    }
+
+    /// Fetches the bundle from the backend and keeps it.
+    ///
+    /// # Errors
+    /// The backend's error; the cached bundle stays.
+    pub async fn refresh(&self) -> Result<TrustBundle, Error> {
+        let fresh = self.inner.trust_bundle().await?;
+        *self
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    fn cached(&self) -> Option<TrustBundle> {
+        self.cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl CertificateAuthority for CachedBundle {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn ensure(&self) -> Result<(), Error> {
+        self.inner.ensure().await
+    }
+
+    async fn trust_bundle(&self) -> Result<TrustBundle, Error> {
+        match self.cached() {
+            Some(b) => Ok(b),
+            None => self.refresh().await,
+        }
+    }
+
+    async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
+        self.inner.issue(request).await
+    }
+
+    fn used_secrets(&self) -> Vec<SecretName> {
+        self.inner.used_secrets()
+    }
+
+    fn needs_csr(&self) -> bool {
+        self.inner.needs_csr()
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

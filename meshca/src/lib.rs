@@ -1,0 +1,60 @@
+//! # meshca
+//!
+//! meshca for control planes (Kuma / Kong Mesh style): everything that makes the backends useful
+//! together, without the gRPC edge of the zone issuer.
+//!
+//! - [`Registry`]: builds a [`CertificateAuthority`] from a parsed Mesh backend (one constructor
+//!   per backend type; `builtin` and `provided` always, remote backends behind cargo features).
+//! - [`Manager`]: the meshes served now. Apply parsed Meshes, and it builds (with a dry run
+//!   first, so nothing is persisted for a config it refuses), ensures and validates their enabled
+//!   backends, keeps the previous backend during a CA switch (both roots in the trust bundle) and
+//!   issues through the [`Guard`].
+//! - [`Guard`]: the path every certificate goes through — per-backend concurrency, the backend's
+//!   request timeout, a circuit that opens after repeated upstream failures, an [`Observer`] for
+//!   metrics — and [`CachedBundle`], which keeps a backend's trust bundle instead of fetching it
+//!   per certificate.
+//! - [`rotation`]: the scheduler that re-issues watched certificates before they expire and when a
+//!   mesh's CA changes, publishing [`Rotated`] domain values.
+//!
+//! ca-core's types are re-exported, so `meshca` is the only dependency a control plane needs.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), meshca::Error> {
+//! use std::sync::Arc;
+//! use meshca::{config::Mesh, Identity, Manager, OverlaySecretStore, Registry, SourcePolicy};
+//!
+//! let mesh = Mesh::from_yaml("type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n")?;
+//! let manager = Manager::builder(Registry::new(), Arc::new(OverlaySecretStore::new(None)))
+//!     .sources(SourcePolicy::local())
+//!     .build();
+//! manager.apply("example", vec![mesh]).await?;
+//! let identity = Identity::new(meshca::MeshName::new("default")?, [("kuma.io/service", "web")])?;
+//! let cert = manager.issue(identity, None).await?;
+//! println!("{}", cert.certificate.chain_pem());
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod guard;
+mod manager;
+mod registry;
+pub mod rotation;
+
+pub use ca_core;
+pub use ca_core::{
+    config, echo, BackendName, CertificateAuthority, Created, DataSource, DirectorySecretStore,
+    Error, Identity, IssueParams, IssueRequest, IssuedCertificate, KeySource, KeyType, MeshName,
+    OverlaySecretStore, SecretBytes, SecretName, SecretStore, SourcePolicy, TestCertificate,
+    TrustBundle, UncheckedCertificate,
+};
+pub use guard::{
+    is_upstream_failure, reason_label, BackendKey, CachedBundle, CircuitState, Guard, Limits,
+    NoObserver, Observer,
+};
+pub use manager::{
+    ActiveBackend, Issued, Manager, ManagerBuilder, MeshState, Previous, Snapshot, Validation,
+};
+pub use registry::{BuildContext, BuildFuture, Built, Constructor, Registry};
+pub use rotation::{Rotated, RotationPolicy, RotationReason, Scheduler, Watch, WatchReceiver};

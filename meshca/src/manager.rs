@@ -1,0 +1,674 @@
+//! The meshes served now: for each, its enabled backend (and the previous one while a switch of
+//! `enabledBackend` is in flight), published through `tokio::sync::watch`.
+//!
+//! A control plane hands the [`Manager`] parsed Meshes grouped by *source* (a file, a Kubernetes
+//! object, whatever it reads them from); the manager knows no files. Applying a source checks it
+//! first with a dry run — every backend built, ensured and asked for a test certificate against
+//! an in-memory overlay of the store — so a refused config never leaves secrets behind, then
+//! builds for real and publishes. Built backends are reused while their configuration (by
+//! fingerprint) is unchanged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use ca_core::config::{Backend, BackendType, Mesh};
+use ca_core::{
+    BackendName, CertificateAuthority, CommonNameTemplate, Error, Identity, IssuedCertificate,
+    MeshName, SecretStore, SourcePolicy, TestCertificate, TrustBundle,
+};
+use tokio::sync::watch;
+
+use crate::guard::{lock, CachedBundle, Guard, Limits, NoObserver, Observer};
+use crate::registry::{BuildContext, Registry};
+
+/// A built backend, ready to issue.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ActiveBackend {
+    /// Its name in `mtls.backends`.
+    pub name: BackendName,
+    /// Its type.
+    pub backend_type: BackendType,
+    /// The backend, its trust bundle cached ([`CachedBundle`]).
+    pub ca: Arc<CachedBundle>,
+    /// `dpCert.rotation.expiration`.
+    pub lifetime: Duration,
+    /// `dpCert.requestTimeout`.
+    pub request_timeout: Duration,
+    /// The common-name template, if any.
+    pub common_name: Option<CommonNameTemplate>,
+    /// Its roots, as of the last build or refresh.
+    pub bundle: TrustBundle,
+    /// Fingerprint of the backend's configuration: an apply that does not change it reuses this
+    /// instance.
+    pub fingerprint: String,
+}
+
+/// The backend that was enabled before a switch, kept (with its roots in the bundle) until every
+/// watched identity has rotated and every certificate it issued has expired.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Previous {
+    /// The old backend.
+    pub backend: Arc<ActiveBackend>,
+    /// Its roots stay trusted at least until then (switch time + its certificates' lifetime).
+    pub keep_until: SystemTime,
+}
+
+/// One mesh as served now.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct MeshState {
+    /// The mesh.
+    pub name: MeshName,
+    /// Changes whenever the enabled backend instance changes; watchers re-issue then.
+    pub generation: u64,
+    /// The backend that issues now; `None` when mTLS is off.
+    pub enabled: Option<Arc<ActiveBackend>>,
+    /// The backend enabled before a switch still in flight.
+    pub previous: Option<Previous>,
+    /// The enabled backend's roots plus the previous backend's during a switch.
+    pub bundle: Option<TrustBundle>,
+    /// `bundle` as PEM, encoded once here rather than for every certificate handed out.
+    pub bundle_pem: Option<String>,
+    /// The source the mesh came from.
+    pub source: String,
+}
+
+impl MeshState {
+    /// Whether a CA switch is in flight (both roots trusted).
+    pub fn switch_in_progress(&self) -> bool {
+        self.previous.is_some()
+    }
+
+    /// The trust bundle to hand out with `cert`: the mesh's (which carries the previous CA's
+    /// roots during a switch), else the one the certificate was verified against.
+    pub fn bundle_pem_for(&self, cert: &IssuedCertificate) -> String {
+        self.bundle_pem
+            .clone()
+            .unwrap_or_else(|| cert.bundle().to_pem())
+    }
+}
+
+/// Every mesh, by name.
+pub type Snapshot = Arc<BTreeMap<String, Arc<MeshState>>>;
+
+/// A certificate issued through the [`Manager`], with the mesh state it was issued under.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Issued {
+    /// The checked certificate.
+    pub certificate: IssuedCertificate,
+    /// The mesh as it was when the certificate was issued.
+    pub mesh: Arc<MeshState>,
+    /// The backend that issued it.
+    pub backend: Arc<ActiveBackend>,
+}
+
+impl Issued {
+    /// The trust bundle to hand out with the certificate (both roots during a switch).
+    pub fn trust_bundle_pem(&self) -> String {
+        self.mesh.bundle_pem_for(&self.certificate)
+    }
+}
+
+/// What validating a Mesh found: the backend's warnings and, if asked for, the test certificate.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Validation {
+    /// The enabled backend's index in `mtls.backends` and name; `None` when mTLS is off.
+    pub backend: Option<(usize, BackendName)>,
+    /// What the backend's constructor found worth saying.
+    pub warnings: Vec<String>,
+    /// The test certificate, or why the backend could not issue it; `None` when none was asked
+    /// for or mTLS is off.
+    pub test_certificate: Option<Result<TestCertificate, Error>>,
+}
+
+/// Builds a [`Manager`].
+#[derive(Debug)]
+pub struct ManagerBuilder {
+    registry: Registry,
+    store: Arc<dyn SecretStore>,
+    sources: SourcePolicy,
+    limits: Limits,
+    observer: Arc<dyn Observer>,
+}
+
+impl ManagerBuilder {
+    /// What `file:` and `env:` data sources of applied Meshes may reach (default: the local
+    /// policy, for configuration the operator wrote).
+    #[must_use]
+    pub fn sources(mut self, sources: SourcePolicy) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// Limits of the guarded issue path.
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Where metrics go.
+    #[must_use]
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// The manager, serving no mesh yet.
+    pub fn build(self) -> Manager {
+        let (tx, _) = watch::channel(Arc::new(BTreeMap::new()));
+        Manager {
+            registry: self.registry,
+            ctx: BuildContext::new(self.store, self.sources),
+            guard: Arc::new(Guard::new(self.limits, self.observer.clone())),
+            observer: self.observer,
+            tx,
+            sources: Mutex::default(),
+            cache: Mutex::default(),
+            watched_on: Mutex::default(),
+            next_generation: Mutex::new(1),
+            apply_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// Owns the mesh states and applies config changes.
+#[derive(Debug)]
+pub struct Manager {
+    registry: Registry,
+    ctx: BuildContext,
+    guard: Arc<Guard>,
+    observer: Arc<dyn Observer>,
+    tx: watch::Sender<Snapshot>,
+    /// Meshes each source defined when it was last applied.
+    sources: Mutex<HashMap<String, Vec<String>>>,
+    /// Built backends by (mesh, backend, fingerprint).
+    cache: Mutex<HashMap<(String, String, String), Arc<ActiveBackend>>>,
+    /// How many watched identities hold a certificate of (mesh, backend).
+    pub(crate) watched_on: Mutex<HashMap<(String, String), usize>>,
+    next_generation: Mutex<u64>,
+    /// Serializes config changes.
+    apply_lock: tokio::sync::Mutex<()>,
+}
+
+// === impl Manager ===
+
+impl Manager {
+    /// A builder: backends from `registry`, secrets (and the builtin CAs) in `store`.
+    pub fn builder(registry: Registry, store: Arc<dyn SecretStore>) -> ManagerBuilder {
+        ManagerBuilder {
+            registry,
+            store,
+            sources: SourcePolicy::local(),
+            limits: Limits::default(),
+            observer: Arc::new(NoObserver),
+        }
+    }
+
+    /// The guarded issue path (for its circuit states).
+    pub fn guard(&self) -> &Arc<Guard> {
+        &self.guard
+    }
+
+    /// The backends this manager can build.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The store secrets live in.
+    pub fn store(&self) -> &Arc<dyn SecretStore> {
+        &self.ctx.store
+    }
+
+    /// Every mesh now.
+    pub fn snapshot(&self) -> Snapshot {
+        self.tx.borrow().clone()
+    }
+
+    /// Every change of the meshes.
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.tx.subscribe()
+    }
+
+    /// One mesh now.
+    pub fn mesh(&self, name: &str) -> Option<Arc<MeshState>> {
+        self.tx.borrow().get(name).cloned()
+    }
+
+    /// The mesh and its enabled backend.
+    ///
+    /// # Errors
+    /// [`Error::MeshNotFound`], [`Error::MtlsDisabled`].
+    pub fn enabled(&self, mesh: &str) -> Result<(Arc<MeshState>, Arc<ActiveBackend>), Error> {
+        let state = self
+            .mesh(mesh)
+            .ok_or_else(|| Error::MeshNotFound(ca_core::echo(mesh)))?;
+        let active = state
+            .enabled
+            .clone()
+            .ok_or_else(|| Error::MtlsDisabled(mesh.to_owned()))?;
+        Ok((state, active))
+    }
+
+    /// Issues a certificate for `identity` from its mesh's enabled backend, through the guard:
+    /// from the caller's CSR (DER) when given, else with a generated P-256 key.
+    ///
+    /// # Errors
+    /// [`Error::MeshNotFound`], [`Error::MtlsDisabled`], the guard's and the backend's errors.
+    pub async fn issue(&self, identity: Identity, csr: Option<&[u8]>) -> Result<Issued, Error> {
+        let (mesh, backend) = self.enabled(identity.mesh().as_str())?;
+        let certificate = self.guard.issue(&backend, identity, csr).await?;
+        Ok(Issued {
+            certificate,
+            mesh,
+            backend,
+        })
+    }
+
+    /// Validates `mesh` the way the global control plane does before accepting it: builds its
+    /// enabled backend over an in-memory overlay of the store (nothing is persisted) with
+    /// `sources`, and, if `test_certificate`, issues a test certificate from it.
+    ///
+    /// # Errors
+    /// The backend's construction error (a failed test certificate is reported in
+    /// [`Validation::test_certificate`]).
+    pub async fn validate(
+        &self,
+        mesh: &Mesh,
+        sources: SourcePolicy,
+        test_certificate: bool,
+    ) -> Result<Validation, Error> {
+        let Some((index, backend)) = mesh.enabled_backend_indexed() else {
+            return Ok(Validation {
+                backend: None,
+                warnings: Vec::new(),
+                test_certificate: None,
+            });
+        };
+        let ctx = BuildContext::new(self.ctx.store.clone(), sources).dry_run();
+        let built = self
+            .registry
+            .build(&ctx, &mesh.name, index, backend)
+            .await?;
+        let test = if test_certificate {
+            Some(
+                ca_core::validate(
+                    built.ca.as_ref(),
+                    &mesh.name,
+                    backend.dp_cert_expiration,
+                    backend.common_name(),
+                )
+                .await,
+            )
+        } else {
+            None
+        };
+        Ok(Validation {
+            backend: Some((index, backend.name.clone())),
+            warnings: built.warnings,
+            test_certificate: test,
+        })
+    }
+
+    /// Checks `meshes` from `source` as [`apply`](Self::apply) would, with a dry run: nothing is
+    /// built for real and nothing is persisted.
+    ///
+    /// # Errors
+    /// As [`apply`](Self::apply).
+    pub async fn check(&self, source: &str, meshes: &[Mesh]) -> Result<(), Error> {
+        let current = self.snapshot();
+        self.check_with(source, meshes, &current, &self.ctx.dry_run())
+            .await
+    }
+
+    /// Makes `meshes` what `source` defines: checks them (dry run), builds what changed, and
+    /// publishes. Meshes `source` defined before and no longer does are removed. On error nothing
+    /// changes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when a mesh is already defined by another source; a backend's
+    /// construction, `ensure` or test-certificate error.
+    pub async fn apply(&self, source: &str, meshes: Vec<Mesh>) -> Result<Vec<MeshName>, Error> {
+        let _serial = self.apply_lock.lock().await;
+        match self.apply_locked(source, meshes).await {
+            Ok(names) => {
+                self.observer.config("applied");
+                Ok(names)
+            }
+            Err(e) => {
+                self.observer.config("refused");
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply_locked(&self, source: &str, meshes: Vec<Mesh>) -> Result<Vec<MeshName>, Error> {
+        let current = self.snapshot();
+        self.check_with(source, &meshes, &current, &self.ctx.dry_run())
+            .await?;
+        let mut states = Vec::new();
+        for mesh in &meshes {
+            let old = current.get(mesh.name.as_str());
+            let enabled = match mesh.enabled_backend_indexed() {
+                Some((index, backend)) => {
+                    let key = cache_key(mesh, backend);
+                    let cached = lock(&self.cache).get(&key).cloned();
+                    Some(match cached {
+                        Some(a) => a,
+                        None => {
+                            let a = self
+                                .build_backend(&self.ctx, mesh, index, backend, key.2.clone())
+                                .await?;
+                            lock(&self.cache).insert(key, a.clone());
+                            a
+                        }
+                    })
+                }
+                None => None,
+            };
+            states.push(self.next_state(&mesh.name, source, old, enabled)?);
+        }
+        let names: Vec<MeshName> = states.iter().map(|s| s.name.clone()).collect();
+        let mut snapshot: BTreeMap<String, Arc<MeshState>> = (*current).clone();
+        let before = lock(&self.sources)
+            .insert(
+                source.to_owned(),
+                names.iter().map(ToString::to_string).collect(),
+            )
+            .unwrap_or_default();
+        for m in before {
+            if !names.iter().any(|n| n.as_str() == m)
+                && snapshot.get(&m).is_some_and(|s| s.source == source)
+            {
+                tracing::info!(mesh = %m, source, "mesh config removed (its source no longer defines it)");
+                snapshot.remove(&m);
+            }
+        }
+        for s in states {
+            tracing::info!(
+                mesh = %s.name,
+                source,
+                enabled_backend = s.enabled.as_ref().map(|b| format!("{} ({})", b.name, b.backend_type)).unwrap_or_default(),
+                generation = s.generation,
+                switch_in_progress = s.previous.is_some(),
+                "mesh config applied"
+            );
+            snapshot.insert(s.name.to_string(), Arc::new(s));
+        }
+        self.publish(snapshot);
+        Ok(names)
+    }
+
+    /// Removes every mesh `source` defines (its file was deleted). Returns their names.
+    pub async fn remove_source(&self, source: &str) -> Vec<String> {
+        let _serial = self.apply_lock.lock().await;
+        let Some(meshes) = lock(&self.sources).remove(source) else {
+            return Vec::new();
+        };
+        let mut snapshot: BTreeMap<String, Arc<MeshState>> = (*self.snapshot()).clone();
+        let mut removed = Vec::new();
+        for m in meshes {
+            if snapshot.get(&m).is_some_and(|s| s.source == source) {
+                tracing::info!(mesh = %m, source, "mesh config removed");
+                snapshot.remove(&m);
+                removed.push(m);
+            }
+        }
+        if !removed.is_empty() {
+            self.publish(snapshot);
+        }
+        removed
+    }
+
+    /// Parses nothing, builds with `ctx`: every backend the meshes enable that is not built
+    /// already is built, ensured and tested.
+    async fn check_with(
+        &self,
+        source: &str,
+        meshes: &[Mesh],
+        current: &BTreeMap<String, Arc<MeshState>>,
+        ctx: &BuildContext,
+    ) -> Result<(), Error> {
+        for (i, mesh) in meshes.iter().enumerate() {
+            let name = mesh.name.to_string();
+            if let Some(other) = current.get(&name).filter(|s| s.source != source) {
+                return Err(Error::invalid_argument(
+                    "name",
+                    format!("mesh `{name}` is already defined in {}", other.source),
+                ));
+            }
+            if meshes[..i].iter().any(|m| m.name == mesh.name) {
+                return Err(Error::invalid_argument(
+                    "name",
+                    format!("mesh `{name}` is defined twice"),
+                ));
+            }
+            if let Some((index, backend)) = mesh.enabled_backend_indexed() {
+                let key = cache_key(mesh, backend);
+                if !lock(&self.cache).contains_key(&key) {
+                    self.build_backend(ctx, mesh, index, backend, key.2).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds a backend, ensures its CA, issues the test certificate (unless the Mesh skips
+    /// validation) and reads its trust bundle.
+    async fn build_backend(
+        &self,
+        ctx: &BuildContext,
+        mesh: &Mesh,
+        index: usize,
+        backend: &Backend,
+        fingerprint: String,
+    ) -> Result<Arc<ActiveBackend>, Error> {
+        let built = self.registry.build(ctx, &mesh.name, index, backend).await?;
+        for w in &built.warnings {
+            tracing::warn!(mesh = %mesh.name, backend = %backend.name, warning = %w, "backend warning");
+        }
+        let ca = Arc::new(CachedBundle::new(built.ca));
+        ca.ensure().await?;
+        if !mesh.mtls.as_ref().is_some_and(|m| m.skip_validation) {
+            ca_core::validate(
+                ca.as_ref(),
+                &mesh.name,
+                backend.dp_cert_expiration,
+                backend.common_name(),
+            )
+            .await?;
+        }
+        let bundle = ca.trust_bundle().await?;
+        Ok(Arc::new(ActiveBackend {
+            name: backend.name.clone(),
+            backend_type: backend.backend_type(),
+            ca,
+            lifetime: backend.dp_cert_expiration,
+            request_timeout: backend.dp_cert_request_timeout,
+            common_name: backend.common_name().cloned(),
+            bundle,
+            fingerprint,
+        }))
+    }
+
+    fn publish(&self, snapshot: BTreeMap<String, Arc<MeshState>>) {
+        // Drop cached instances nothing refers to any more.
+        let in_use: Vec<(String, String, String)> = snapshot
+            .values()
+            .flat_map(|s| {
+                s.enabled
+                    .iter()
+                    .chain(s.previous.iter().map(|p| &p.backend))
+                    .map(|b| {
+                        (
+                            s.name.to_string(),
+                            b.name.to_string(),
+                            b.fingerprint.clone(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        lock(&self.cache).retain(|k, _| in_use.contains(k));
+        self.tx.send_replace(Arc::new(snapshot));
+    }
+
+    fn next_state(
+        &self,
+        name: &MeshName,
+        source: &str,
+        old: Option<&Arc<MeshState>>,
+        enabled: Option<Arc<ActiveBackend>>,
+    ) -> Result<MeshState, Error> {
+        let same = match (old.and_then(|o| o.enabled.as_ref()), enabled.as_ref()) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let mut previous = old.and_then(|o| o.previous.clone());
+        let generation = if same {
+            old.map_or(0, |o| o.generation)
+        } else {
+            if let Some(old_backend) = old.and_then(|o| o.enabled.clone()) {
+                let differs = enabled
+                    .as_ref()
+                    .is_none_or(|n| n.bundle.certs() != old_backend.bundle.certs());
+                if differs {
+                    previous = Some(Previous {
+                        keep_until: SystemTime::now() + old_backend.lifetime,
+                        backend: old_backend,
+                    });
+                }
+            }
+            let mut g = lock(&self.next_generation);
+            *g += 1;
+            *g
+        };
+        // Switching back to the backend that was previous ends the switch.
+        if let (Some(p), Some(e)) = (&previous, &enabled) {
+            if p.backend.bundle.certs() == e.bundle.certs() {
+                previous = None;
+            }
+        }
+        let bundle = merged_bundle(enabled.as_ref(), previous.as_ref())?;
+        Ok(MeshState {
+            name: name.clone(),
+            generation,
+            enabled,
+            previous,
+            bundle_pem: bundle.as_ref().map(TrustBundle::to_pem),
+            bundle,
+            source: source.to_owned(),
+        })
+    }
+
+    /// Ends switches whose old backend is no longer needed: every watched identity moved to the
+    /// new backend and every certificate the old one issued has expired.
+    pub fn finish_switches(&self) {
+        let snapshot = self.snapshot();
+        let now = SystemTime::now();
+        let mut next: Option<BTreeMap<String, Arc<MeshState>>> = None;
+        for (name, state) in snapshot.iter() {
+            let Some(prev) = &state.previous else {
+                continue;
+            };
+            let watched = lock(&self.watched_on)
+                .get(&(name.clone(), prev.backend.name.to_string()))
+                .copied()
+                .unwrap_or(0);
+            let same_name_enabled = state
+                .enabled
+                .as_ref()
+                .is_some_and(|e| e.name == prev.backend.name);
+            if now < prev.keep_until || (watched > 0 && !same_name_enabled) {
+                continue;
+            }
+            let Ok(bundle) = merged_bundle(state.enabled.as_ref(), None) else {
+                continue;
+            };
+            tracing::info!(mesh = %name, old_backend = %prev.backend.name, "CA switch complete; old roots leave the trust bundle");
+            let map = next.get_or_insert_with(|| (*snapshot).clone());
+            map.insert(
+                name.clone(),
+                Arc::new(MeshState {
+                    name: state.name.clone(),
+                    generation: state.generation,
+                    enabled: state.enabled.clone(),
+                    previous: None,
+                    bundle_pem: bundle.as_ref().map(TrustBundle::to_pem),
+                    bundle,
+                    source: state.source.clone(),
+                }),
+            );
+        }
+        if let Some(map) = next {
+            self.publish(map);
+        }
+    }
+
+    /// Refreshes the cached trust bundle of every enabled backend from upstream (for builtin and
+    /// provided backends it never changes).
+    pub async fn refresh_bundles(&self) {
+        for state in self.snapshot().values() {
+            if let Some(active) = &state.enabled {
+                if let Err(e) = active.ca.refresh().await {
+                    tracing::warn!(mesh = %state.name, backend = %active.name, error = %e, "cannot refresh the trust bundle; keeping the cached one");
+                }
+            }
+        }
+    }
+
+    /// Ends finished CA switches every `interval` and refreshes the cached trust bundles every
+    /// `bundle_refresh`. Runs until the task is dropped.
+    pub async fn run(self: Arc<Self>, interval: Duration, bundle_refresh: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refresh = tokio::time::interval(bundle_refresh);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.finish_switches(),
+                _ = refresh.tick() => self.refresh_bundles().await,
+            }
+        }
+    }
+}
+
+fn merged_bundle(
+    enabled: Option<&Arc<ActiveBackend>>,
+    previous: Option<&Previous>,
+) -> Result<Option<TrustBundle>, Error> {
+    let bundles: Vec<&TrustBundle> = enabled
+        .map(|e| &e.bundle)
+        .into_iter()
+        .chain(previous.map(|p| &p.backend.bundle))
+        .collect();
+    if bundles.is_empty() {
+        return Ok(None);
+    }
+    TrustBundle::merge(bundles).map(Some)
+}
+
+/// The cache key of a mesh's backend: (mesh, backend, fingerprint of its configuration).
+fn cache_key(mesh: &Mesh, backend: &Backend) -> (String, String, String) {
+    (
+        mesh.name.to_string(),
+        backend.name.to_string(),
+        fingerprint(backend),
+    )
+}
+
+// Replaced by `Backend::fingerprint` from ca-core once it lands (same branch of work).
+fn fingerprint(backend: &Backend) -> String {
+    let d = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("{backend:?}").as_bytes(),
+    );
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
