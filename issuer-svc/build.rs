@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         // prost's codec but for decode errors, which are the caller's (InvalidArgument).
-        .codec_path("crate::codec::StrictCodec")
+        .codec_path("crate::api::codec::StrictCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -9,21 +9,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod authz;
-mod bootstrap;
+mod api;
 mod cli;
-mod codec;
-mod inspect;
+mod error;
+mod hash;
 mod limits;
 mod meshfile;
-mod metrics;
 mod reload;
 mod serve;
-mod service;
-mod status;
-mod tls;
-mod util;
-mod wire;
 
 /// The generated `meshca.v1` protocol: messages, `issuer_client::IssuerClient` and
 /// `issuer_server`.

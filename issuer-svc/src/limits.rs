@@ -5,7 +5,7 @@ use std::io::Read as _;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::util::{AppError, Context};
+use crate::error::{AppError, Context};
 
 /// Largest gRPC message the server accepts (a Mesh for `ValidateBackend` is at most
 /// [`ca_core::config::MAX_YAML_BYTES`]; a CSR is a few KB).

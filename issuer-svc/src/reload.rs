@@ -9,8 +9,8 @@ use std::time::Duration;
 use ca_core::Error;
 use meshca::Manager;
 
-use crate::metrics::Metrics;
-use crate::util::sha256_hex;
+use crate::hash::sha256_hex;
+use crate::serve::http::Metrics;
 
 /// The config used when no `--mesh-config` is given.
 pub(crate) const DEFAULT_MESH_YAML: &str = "\
@@ -102,7 +102,7 @@ impl Reloader {
             };
             if let Err(e) = result {
                 refused += 1;
-                tracing::error!(file = %file, error = %crate::status::message(&e), "mesh config refused");
+                tracing::error!(file = %file, error = %crate::api::status::message(&e), "mesh config refused");
             }
         }
         refused
@@ -156,7 +156,7 @@ impl Reloader {
                 refused += 1;
                 tracing::warn!(
                     file = %file,
-                    error = %crate::status::message(&e),
+                    error = %crate::api::status::message(&e),
                     "mesh config refused; the previous config stays in effect"
                 );
             }

@@ -22,7 +22,7 @@ use rcgen::{
 };
 use rustls_pki_types::CertificateDer;
 
-use crate::util::{AppError, Context};
+use crate::error::{AppError, Context};
 
 /// The common name of the bootstrap admin client certificate; it may do everything.
 pub(crate) const ADMIN_CN: &str = "meshca-admin";

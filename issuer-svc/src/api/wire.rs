@@ -10,7 +10,6 @@ use tonic::Status;
 use crate::proto::{
     TestCertificateSummary, ValidateBackendResponse, Violation, WatchCertificateResponse,
 };
-use crate::util::unix;
 
 /// The wire form of an issued certificate.
 pub(crate) fn certificate(
@@ -76,7 +75,7 @@ pub(crate) fn invalid(e: Error) -> ValidateBackendResponse {
             .collect(),
         other => vec![Violation {
             field: "mtls".into(),
-            message: crate::status::message(&other),
+            message: crate::api::status::message(&other),
         }],
     };
     ValidateBackendResponse {
@@ -157,4 +156,12 @@ pub(crate) fn validation(
         }
     }
     resp
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
 }

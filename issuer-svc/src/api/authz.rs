@@ -26,9 +26,10 @@ use serde::Deserialize;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::bootstrap::ADMIN_CN;
-use crate::status::ApiError;
-use crate::util::{sha256_hex, AppError, Context};
+use crate::api::status::ApiError;
+use crate::error::{AppError, Context};
+use crate::hash::sha256_hex;
+use crate::serve::bootstrap::ADMIN_CN;
 use meshca::Snapshot;
 
 /// The `--authz` file.
@@ -101,7 +102,7 @@ impl Policy {
                 }
                 Some(file) => {
                     let ca_path = path.parent().unwrap_or(Path::new(".")).join(file);
-                    let certs = crate::tls::read_certs(&ca_path)?;
+                    let certs = crate::serve::tls::read_certs(&ca_path)?;
                     certs
                         .iter()
                         .map(|c| {

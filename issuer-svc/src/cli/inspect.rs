@@ -7,7 +7,9 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
-use crate::util::{sha256_hex, unix, AppError, Context};
+use crate::api::wire::unix;
+use crate::error::{AppError, Context};
+use crate::hash::sha256_hex;
 
 /// Prints a summary of every certificate in `file`; with `bundle`, whether the first chains to it.
 pub(crate) fn inspect(file: &Path, bundle: Option<&Path>) -> Result<(), AppError> {

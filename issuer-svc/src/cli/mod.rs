@@ -1,22 +1,21 @@
-//! The `meshca` command line.
+//! The `meshca` command line: arguments and dispatch here; the gRPC client in [`client`], work
+//! on local files in [`local`], certificate summaries in [`inspect`].
+
+mod client;
+pub(crate) mod inspect;
+mod local;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ca_core::{
-    DirectorySecretStore, Identity, IssueParams, KeySource, KeyType, MeshName, SecretStore,
-};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::bootstrap::{write_private, write_public, BootstrapPaths};
-use crate::proto::issuer_client::IssuerClient;
-use crate::proto::{IssueCertificateRequest, Tag};
-use crate::util::{AppError, Context};
-use meshca::{BuildContext, Manager, Registry};
+use self::client::issue_remote;
+use self::local::{issue_local, validate};
+use crate::error::{AppError, Context};
+use crate::serve::bootstrap::{write_private, write_public};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -246,7 +245,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Serve(a) => crate::serve::serve(a).await,
             Command::Issue(a) => issue(a).await,
             Command::Validate(a) => validate(a).await,
-            Command::Inspect(a) => crate::inspect::inspect(&a.file, a.bundle.as_deref()),
+            Command::Inspect(a) => crate::cli::inspect::inspect(&a.file, a.bundle.as_deref()),
         }
     });
     match result {
@@ -310,249 +309,5 @@ async fn issue(a: IssueArgs) -> Result<(), AppError> {
         a.out_dir.display(),
         if csr.is_none() { "key.pem, " } else { "" }
     );
-    Ok(())
-}
-
-async fn issue_local(
-    config: &Path,
-    a: &IssueArgs,
-    tags: &[(String, String)],
-    csr: Option<&[u8]>,
-) -> Result<(String, Option<String>, String, String), AppError> {
-    let text = crate::limits::read_config_file(config, "mesh config")?;
-    let meshes = crate::meshfile::parse_off_runtime(text).await?;
-    let mesh = meshes
-        .iter()
-        .find(|m| m.name.as_str() == a.mesh)
-        .ok_or_else(|| {
-            AppError(format!(
-                "{} defines no mesh `{}` (use --mesh)",
-                config.display(),
-                a.mesh
-            ))
-        })?;
-    let Some((index, backend)) = mesh.enabled_backend_indexed() else {
-        return Err(AppError(format!(
-            "mesh `{}` has mTLS disabled: set mtls.enabledBackend",
-            a.mesh
-        )));
-    };
-    let store: Arc<dyn SecretStore> =
-        Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
-    let built = Registry::new()
-        .build(
-            &BuildContext::new(store, ca_core::SourcePolicy::local()),
-            &mesh.name,
-            index,
-            backend,
-        )
-        .await?;
-    for w in &built.warnings {
-        eprintln!("meshca: warning: {w}");
-    }
-    built.ca.ensure().await?;
-    let identity = Identity::new(
-        MeshName::new(a.mesh.as_str())?,
-        tags.iter().map(|(k, v)| (k, v)),
-    )?;
-    let der = csr.map(csr_der).transpose()?;
-    let key = match &der {
-        Some(d) => KeySource::Csr(d),
-        None => KeySource::Generate(KeyType::EcdsaP256),
-    };
-    let params = IssueParams::new(identity, key, backend.dp_cert_expiration)
-        .with_common_name(backend.common_name());
-    let cert = ca_core::issue_certificate(built.ca.as_ref(), params).await?;
-    let summary = format!(
-        "issued {} from backend `{}` of mesh `{}`, serial {}, valid until {}",
-        cert.identity(),
-        backend.name,
-        mesh.name,
-        cert.serial_hex(),
-        crate::inspect::fmt_time(crate::util::unix(cert.not_after())),
-    );
-    Ok((
-        cert.chain_pem(),
-        cert.key_pem()
-            .and_then(|k| k.expose_str())
-            .map(str::to_owned),
-        cert.bundle().to_pem(),
-        summary,
-    ))
-}
-
-fn csr_der(bytes: &[u8]) -> Result<Vec<u8>, AppError> {
-    if bytes.starts_with(b"-----BEGIN") {
-        let p = pem::parse(bytes).ctx(|| "the CSR is not valid PEM".into())?;
-        Ok(p.into_contents())
-    } else {
-        Ok(bytes.to_vec())
-    }
-}
-
-/// TLS settings for talking to an issuer.
-#[derive(Debug, Clone)]
-pub(crate) struct ClientTls {
-    pub(crate) ca: PathBuf,
-    pub(crate) cert: PathBuf,
-    pub(crate) key: PathBuf,
-}
-
-/// Connects to an issuer; `tls: None` for plaintext.
-pub(crate) async fn connect(
-    server: &str,
-    tls: Option<&ClientTls>,
-) -> Result<IssuerClient<Channel>, AppError> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let url = if server.contains("://") {
-        server.to_owned()
-    } else {
-        format!("{scheme}://{server}")
-    };
-    let mut endpoint = Endpoint::from_shared(url.clone())
-        .ctx(|| format!("`{server}` is not a server address (try 127.0.0.1:5680)"))?
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(60));
-    if let Some(t) = tls {
-        let read = |p: &Path| {
-            std::fs::read(p).ctx(|| {
-            format!(
-                "cannot read {} (run `meshca serve` once to create the bootstrap credentials, or pass --data-dir / --ca-cert / --client-cert / --client-key)",
-                p.display()
-            )
-        })
-        };
-        let config = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&t.ca)?))
-            .identity(tonic::transport::Identity::from_pem(
-                read(&t.cert)?,
-                read(&t.key)?,
-            ));
-        endpoint = endpoint.tls_config(config).ctx(|| "TLS setup".into())?;
-    }
-    let channel = endpoint.connect().await.map_err(|e| {
-        AppError(format!(
-            "cannot reach the issuer at {url}: {} (is `meshca serve` running there?)",
-            crate::status::message(&e)
-        ))
-    })?;
-    Ok(IssuerClient::new(channel))
-}
-
-async fn issue_remote(
-    a: &IssueArgs,
-    tags: &[(String, String)],
-    csr: Option<Vec<u8>>,
-) -> Result<(String, Option<String>, String, String), AppError> {
-    let paths = BootstrapPaths::new(&a.data_dir);
-    let tls = (!a.plaintext).then(|| ClientTls {
-        ca: a.ca_cert.clone().unwrap_or(paths.ca.clone()),
-        cert: a.client_cert.clone().unwrap_or(paths.admin.clone()),
-        key: a.client_key.clone().unwrap_or(paths.admin_key.clone()),
-    });
-    let mut client = connect(&a.server, tls.as_ref()).await?;
-    let req = IssueCertificateRequest {
-        mesh: a.mesh.clone(),
-        tags: tags
-            .iter()
-            .map(|(k, v)| Tag {
-                name: k.clone(),
-                value: v.clone(),
-            })
-            .collect(),
-        csr: csr.unwrap_or_default(),
-    };
-    let resp = client
-        .issue_certificate(req)
-        .await
-        .map_err(|s| {
-            AppError(format!(
-                "the issuer refused: {:?}: {}",
-                s.code(),
-                s.message()
-            ))
-        })?
-        .into_inner();
-    let c = resp
-        .certificate
-        .ok_or_else(|| AppError("the issuer answered without a certificate".into()))?;
-    let summary = format!(
-        "issued {} from backend `{}` of mesh `{}`, serial {}, valid until {}, rotate at {}",
-        c.uri_sans.first().map_or("?", String::as_str),
-        c.backend,
-        a.mesh,
-        c.serial,
-        crate::inspect::fmt_time(c.not_after),
-        crate::inspect::fmt_time(c.rotate_at),
-    );
-    let key = (!c.private_key_pem.is_empty()).then_some(c.private_key_pem);
-    Ok((c.cert_chain_pem, key, c.trust_bundle_pem, summary))
-}
-
-async fn validate(a: ValidateArgs) -> Result<(), AppError> {
-    let text = crate::limits::read_config_file(&a.config, "mesh config")?;
-    let lower: Option<Arc<dyn SecretStore>> = match &a.data_dir {
-        Some(d) => Some(Arc::new(DirectorySecretStore::new(d.join("secrets"))?)),
-        None => None,
-    };
-    // The same acceptance path as `serve` (start and reload) uses for a file.
-    let meshes = match crate::meshfile::parse_off_runtime(text).await {
-        Ok(m) => m,
-        Err(ca_core::Error::InvalidConfig(v)) => {
-            println!("{}: INVALID", a.config.display());
-            for x in v.iter() {
-                println!("  {}: {}", x.field, x.message);
-            }
-            return Err(AppError(format!(
-                "{} has {} violation(s)",
-                a.config.display(),
-                v.0.len()
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let store: Arc<dyn SecretStore> = match lower {
-        Some(l) => l,
-        None => Arc::new(ca_core::OverlaySecretStore::new(None)),
-    };
-    // Validation builds over an in-memory overlay of the store: nothing is persisted.
-    let manager = Manager::builder(Registry::new(), store).build();
-    let mut bad = 0;
-    for mesh in &meshes {
-        let r = crate::wire::validation(
-            mesh,
-            manager
-                .validate(mesh, ca_core::SourcePolicy::local(), !a.no_test_cert)
-                .await,
-        );
-        if r.ok {
-            println!("mesh {}: OK", mesh.name);
-        } else {
-            bad += 1;
-            println!("mesh {}: INVALID", mesh.name);
-        }
-        for v in &r.violations {
-            println!("  {}: {}", v.field, v.message);
-        }
-        for w in &r.warnings {
-            println!("  warning: {w}");
-        }
-        if let Some(t) = &r.test_certificate {
-            println!(
-                "  test certificate from backend `{}` ({}): {} issued by {}, valid until {}",
-                t.backend,
-                t.backend_type,
-                t.uri_sans.first().map_or("?", String::as_str),
-                t.issuer,
-                crate::inspect::fmt_time(t.not_after)
-            );
-        }
-    }
-    if bad > 0 {
-        return Err(AppError(format!(
-            "{bad} mesh(es) in {} failed validation",
-            a.config.display()
-        )));
-    }
     Ok(())
 }

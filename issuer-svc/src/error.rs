@@ -1,4 +1,4 @@
-//! Small helpers: the CLI's error type with context.
+//! The CLI's error type, with context.
 
 use std::fmt;
 
@@ -28,7 +28,7 @@ impl From<&str> for AppError {
 
 impl From<ca_core::Error> for AppError {
     fn from(e: ca_core::Error) -> Self {
-        Self(crate::status::message(&e))
+        Self(crate::api::status::message(&e))
     }
 }
 
@@ -41,18 +41,4 @@ impl<T, E: fmt::Display> Context<T> for Result<T, E> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T, AppError> {
         self.map_err(|e| AppError(format!("{}: {e}", what())))
     }
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn unix(t: std::time::SystemTime) -> i64 {
-    match t.duration_since(std::time::SystemTime::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    }
-}
-
-/// SHA-256 as colon-free lower-case hex.
-pub(crate) fn sha256_hex(data: &[u8]) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -12,7 +12,15 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
-use crate::util::{AppError, Context};
+use std::time::Duration;
+
+use meshca::{Manager, Snapshot};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::api::authz::OperatorRoots;
+use crate::error::{AppError, Context};
 
 /// The aws-lc-rs provider (the workspace never uses ring).
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -144,4 +152,97 @@ pub(crate) fn server_config(
         .ctx(|| "the server certificate and key do not fit together".into())?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// The server's rustls config with a client verifier whose roots follow the meshes (operators'
+/// CAs plus every mesh's bundle, updated on every config change).
+pub(crate) fn server(
+    manager: &Arc<Manager>,
+    operators: &OperatorRoots,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, AppError> {
+    let roots = operators.certs().to_vec();
+    let verifier = Arc::new(DynamicClientVerifier::new(&client_roots(
+        &roots,
+        &manager.snapshot(),
+    ))?);
+    let config = server_config(chain, key, verifier.clone())?;
+    tokio::spawn(follow_roots(manager.clone(), roots, verifier));
+    Ok(Arc::new(config))
+}
+
+/// The roots client certificates may chain to: operators' CAs and every mesh's bundle.
+fn client_roots(
+    operator_roots: &[CertificateDer<'static>],
+    snapshot: &Snapshot,
+) -> Vec<CertificateDer<'static>> {
+    let mut roots = operator_roots.to_vec();
+    for s in snapshot.values() {
+        if let Some(b) = &s.bundle {
+            for c in b.certs() {
+                if !roots.contains(c) {
+                    roots.push(c.clone());
+                }
+            }
+        }
+    }
+    roots
+}
+
+async fn follow_roots(
+    manager: Arc<Manager>,
+    operator_roots: Vec<CertificateDer<'static>>,
+    verifier: Arc<DynamicClientVerifier>,
+) {
+    let mut rx = manager.subscribe();
+    while rx.changed().await.is_ok() {
+        let snap = rx.borrow_and_update().clone();
+        if let Err(e) = verifier.set_roots(&client_roots(&operator_roots, &snap)) {
+            tracing::warn!(error = %e, "cannot update client certificate roots; keeping the old ones");
+        }
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes off the accept loop, so one slow or bad
+/// client never holds up the others.
+pub(crate) fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>
+{
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (sock, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            // Small request/response messages: without TCP_NODELAY, Nagle's algorithm and the
+            // peer's delayed ACK add ~40 ms to every call.
+            let _ = sock.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
 }

@@ -179,7 +179,7 @@ impl Observer for Metrics {
         self.set_earliest_expiry(
             by_mesh
                 .into_iter()
-                .map(|(m, t)| (m, crate::util::unix(t)))
+                .map(|(m, t)| (m, crate::api::wire::unix(t)))
                 .collect(),
         );
     }

@@ -10,17 +10,17 @@ use meshca::{Issued, Manager, Scheduler};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
-use crate::authz::{
+use crate::api::authz::{
     authorize, may_validate_any, Action, Caller, CallerCache, OperatorRoots, Policy,
 };
+use crate::api::status::ApiError;
+use crate::api::wire::WatchStream;
 use crate::limits::{MAX_CONCURRENT_VALIDATIONS, VALIDATE_QUEUE_WAIT, VALIDATE_TIMEOUT};
 use crate::proto::issuer_server;
 use crate::proto::{
     GetTrustBundleRequest, GetTrustBundleResponse, IssueCertificateRequest,
     IssueCertificateResponse, ValidateBackendRequest, ValidateBackendResponse,
 };
-use crate::status::ApiError;
-use crate::wire::WatchStream;
 
 /// The service.
 #[derive(Debug)]
@@ -101,11 +101,11 @@ impl issuer_server::Issuer for IssuerService {
         let caller = self.caller(&request);
         let req = request.into_inner();
         let (_, _, issued) = self.issue(&caller, &req).await.inspect_err(|e| {
-            tracing::info!(caller = %caller.describe(), mesh = %ca_core::echo(&req.mesh), error = %crate::status::message(e), "issue refused");
+            tracing::info!(caller = %caller.describe(), mesh = %ca_core::echo(&req.mesh), error = %crate::api::status::message(e), "issue refused");
         })?;
         let at = self.scheduler.policy().rotate_at(&issued.certificate);
         Ok(Response::new(IssueCertificateResponse {
-            certificate: Some(crate::wire::certificate(
+            certificate: Some(crate::api::wire::certificate(
                 &issued.certificate,
                 issued.trust_bundle_pem(),
                 at,
@@ -123,7 +123,7 @@ impl issuer_server::Issuer for IssuerService {
         let caller = self.caller(&request);
         let req = request.into_inner();
         let (identity, csr, issued) = self.issue(&caller, &req).await.inspect_err(|e| {
-            tracing::info!(caller = %caller.describe(), mesh = %ca_core::echo(&req.mesh), error = %crate::status::message(e), "watch refused");
+            tracing::info!(caller = %caller.describe(), mesh = %ca_core::echo(&req.mesh), error = %crate::api::status::message(e), "watch refused");
         })?;
         let rx = self
             .scheduler
@@ -189,7 +189,7 @@ impl issuer_server::Issuer for IssuerService {
             Ok(m) => m,
             Err(e) => {
                 tracing::info!(caller = %caller.describe(), "mesh refused: cannot be parsed");
-                return Ok(Response::new(crate::wire::invalid(e)));
+                return Ok(Response::new(crate::api::wire::invalid(e)));
             }
         };
         authorize(&self.policy, &caller, &Action::Validate(mesh.name.as_str()))?;
@@ -213,7 +213,7 @@ impl issuer_server::Issuer for IssuerService {
                 "validation did not finish within {VALIDATE_TIMEOUT:?}"
             ))
         })?;
-        let resp = crate::wire::validation(&mesh, result);
+        let resp = crate::api::wire::validation(&mesh, result);
         tracing::info!(caller = %caller.describe(), mesh = %mesh.name, ok = resp.ok, "mesh validated");
         Ok(Response::new(resp))
     }

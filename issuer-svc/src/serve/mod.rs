@@ -1,0 +1,335 @@
+//! `meshca serve`: wires the store, mesh states, scheduler, TLS, gRPC and metrics together.
+
+pub(crate) mod bootstrap;
+pub(crate) mod http;
+pub(crate) mod tls;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ca_core::{DirectorySecretStore, SecretStore, SourcePolicy};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+use crate::api::authz::{OperatorRoots, Policy};
+use crate::api::service::IssuerService;
+use crate::cli::{ServeArgs, StoreKind};
+use crate::error::{AppError, Context};
+use crate::limits::{MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE};
+use crate::proto::issuer_server::IssuerServer;
+use crate::reload::{ConfigSource, Reloader};
+use crate::serve::bootstrap::{create_private_dir, warn_open_keys, BootstrapPaths};
+use crate::serve::http::Metrics;
+use crate::serve::tls::{provider, read_certs, read_key};
+use meshca::{Limits, Manager, Registry, RotationPolicy};
+
+/// How often cached trust bundles are fetched from upstream again.
+const BUNDLE_REFRESH: Duration = Duration::from_secs(300);
+
+/// A certificate chain and its key.
+type ChainAndKey = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// What `serve` checked before writing anything.
+struct Checked {
+    remote_sources: SourcePolicy,
+    client_cas: Vec<CertificateDer<'static>>,
+    own_tls: Option<ChainAndKey>,
+    source: ConfigSource,
+}
+
+pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
+    let checked = check(&a)?;
+    create_private_dir(&a.data_dir)?;
+    warn_open_keys(&a.data_dir);
+    let store: Arc<dyn SecretStore> =
+        Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
+
+    let metrics = Arc::new(Metrics::default());
+    let manager = Arc::new(
+        Manager::builder(Registry::new(), store)
+            .sources(SourcePolicy::local())
+            .limits(
+                Limits::default()
+                    .with_concurrency(a.max_concurrent_issues)
+                    .with_circuit(a.circuit_threshold, a.circuit_cooldown),
+            )
+            .observer(metrics.clone())
+            .build(),
+    );
+    let reloader = Arc::new(Reloader::new(
+        manager.clone(),
+        checked.source,
+        metrics.clone(),
+    ));
+    if reloader.dry_run().await > 0 {
+        return Err(AppError(
+            "the mesh configuration is invalid (see the log above); nothing was written; fix it and start again".into(),
+        ));
+    }
+
+    // From here on, things are written: the bootstrap TLS set, then the meshes' CAs.
+    let paths = BootstrapPaths::new(&a.data_dir);
+    let (operator_roots, policy, server_tls) = if a.insecure_plaintext {
+        tracing::warn!(
+            "serving gRPC WITHOUT TLS on loopback: every local process is trusted as admin"
+        );
+        (None, Policy::default(), None)
+    } else {
+        let (roots, policy, chain_key) =
+            operators_and_server_cert(&a, &paths, &checked.client_cas, checked.own_tls)?;
+        (Some(roots), policy, Some(chain_key))
+    };
+    if reloader.reload().await > 0 {
+        return Err(AppError(
+            "the mesh configuration is invalid (see the log above); fix it and start again".into(),
+        ));
+    }
+    tokio::spawn(reloader.run(a.reload_interval));
+    tokio::spawn(manager.clone().run(a.reload_interval, BUNDLE_REFRESH));
+    let rotation = RotationPolicy::new(a.rotate_fraction, a.rotate_jitter);
+    let scheduler = meshca::rotation::spawn(manager.clone(), rotation);
+
+    let tls = match (server_tls, &operator_roots) {
+        (Some((chain, key)), Some(roots)) => Some(tls::server(&manager, roots, chain, key)?),
+        _ => None,
+    };
+    let service = IssuerService {
+        manager: manager.clone(),
+        scheduler,
+        policy,
+        operator_roots,
+        callers: Default::default(),
+        remote_sources: checked.remote_sources,
+        validations: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_VALIDATIONS)),
+    };
+
+    let listener = TcpListener::bind(a.listen).await.ctx(|| {
+        format!(
+            "cannot listen on {} (is another meshca running? try --listen 127.0.0.1:0)",
+            a.listen
+        )
+    })?;
+    let grpc_addr = listener.local_addr().ctx(|| "local address".into())?;
+    let metrics_listener = TcpListener::bind(a.metrics_listen).await.ctx(|| {
+        format!(
+            "cannot listen on {} for metrics (try --metrics-listen 127.0.0.1:0)",
+            a.metrics_listen
+        )
+    })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .ctx(|| "local address".into())?;
+    tokio::spawn(http::serve(
+        metrics_listener,
+        metrics.clone(),
+        manager.guard().clone(),
+    ));
+    let router = router(service).await?;
+
+    let mode = if tls.is_some() { "mTLS" } else { "plaintext" };
+    println!("meshca: grpc listening on {grpc_addr} ({mode})");
+    println!("meshca: metrics listening on {metrics_addr}");
+    if tls.is_some() {
+        println!(
+            "meshca: data directory {}; admin client certificate {}",
+            a.data_dir.display(),
+            paths.admin.display()
+        );
+        println!(
+            "meshca: try: meshca issue --server {grpc_addr} --data-dir {} --mesh default --tag kuma.io/service=web --out-dir ./certs",
+            a.data_dir.display()
+        );
+    } else {
+        println!(
+            "meshca: try: meshca issue --server {grpc_addr} --plaintext --mesh default --tag kuma.io/service=web --out-dir ./certs"
+        );
+    }
+    metrics.ready.store(true, Ordering::Relaxed);
+    println!("meshca: ready");
+
+    let shutdown = shutdown_signal();
+    let result = match tls {
+        Some(config) => {
+            router
+                .serve_with_incoming_shutdown(tls::incoming(listener, config), shutdown)
+                .await
+        }
+        None => {
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |conn| {
+                    conn.inspect(|sock| {
+                        let _ = sock.set_nodelay(true);
+                    })
+                },
+            );
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
+    metrics.ready.store(false, Ordering::Relaxed);
+    result.ctx(|| "gRPC server failed".into())?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Checks every flag and reads every file the operator named, writing nothing: a bad flag, TLS
+/// file, client CA or authz file never leaves secrets behind.
+fn check(a: &ServeArgs) -> Result<Checked, AppError> {
+    if a.store == StoreKind::Kubernetes {
+        return Err(AppError(
+            "--store kubernetes is not available in this build yet; use --store file (the default)"
+                .into(),
+        ));
+    }
+    if a.insecure_plaintext && !a.listen.ip().is_loopback() {
+        return Err(AppError(format!(
+            "--insecure-plaintext is allowed only on a loopback address, not {}; drop the flag to serve mTLS",
+            a.listen
+        )));
+    }
+    if !(0.1..=0.95).contains(&a.rotate_fraction) {
+        return Err(AppError(
+            "--rotate-fraction must be between 0.1 and 0.95".into(),
+        ));
+    }
+    let remote_sources = remote_source_policy(a)?;
+    let client_cas = match &a.client_ca {
+        Some(p) => read_certs(p)?,
+        None => Vec::new(),
+    };
+    let own_tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => {
+            let (chain, key) = (read_certs(c)?, read_key(k)?);
+            rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider()).ctx(
+                || {
+                    format!(
+                        "--tls-cert {} and --tls-key {} do not fit together",
+                        c.display(),
+                        k.display()
+                    )
+                },
+            )?;
+            Some((chain, key))
+        }
+        _ => None,
+    };
+    if let Some(p) = &a.authz {
+        Policy::load(p, None)?;
+    }
+    let source = match &a.mesh_config {
+        Some(d) if !d.is_dir() => {
+            return Err(AppError(format!(
+                "--mesh-config {} is not a directory of Mesh YAML files",
+                d.display()
+            )))
+        }
+        Some(d) => ConfigSource::Dir(d.clone()),
+        None => ConfigSource::Embedded,
+    };
+    Ok(Checked {
+        remote_sources,
+        client_cas,
+        own_tls,
+        source,
+    })
+}
+
+/// The bootstrap TLS set (made once, checked at every start), the operators' roots and authz
+/// policy, and the server's certificate and key (the operator's own, else the bootstrap one).
+fn operators_and_server_cert(
+    a: &ServeArgs,
+    paths: &BootstrapPaths,
+    client_cas: &[CertificateDer<'static>],
+    own_tls: Option<ChainAndKey>,
+) -> Result<(OperatorRoots, Policy, ChainAndKey), AppError> {
+    let bootstrap_ca = paths.ensure()?;
+    let roots = OperatorRoots::new(&bootstrap_ca, client_cas)?;
+    let policy = match &a.authz {
+        Some(p) => Policy::load(p, roots.ids().first())?,
+        None => Policy::default(),
+    };
+    for name in policy.unknown_anchors(roots.ids()) {
+        tracing::warn!(caller = %name, "authz entry names a CA that is neither the bootstrap CA nor a --client-ca; it can never connect");
+    }
+    let chain_key = match own_tls {
+        Some(ck) => ck,
+        None => (read_certs(&paths.server)?, read_key(&paths.server_key)?),
+    };
+    Ok((roots, policy, chain_key))
+}
+
+/// The gRPC services: health, reflection (v1 and v1alpha) and `meshca.v1.Issuer` with its
+/// message-size limits.
+async fn router(service: IssuerService) -> Result<tonic::transport::server::Router, AppError> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<IssuerServer<IssuerService>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .ctx(|| "reflection service".into())?;
+    // v1alpha too: grpcurl and many other tools still ask for it.
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .ctx(|| "reflection service".into())?;
+    Ok(tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            IssuerServer::new(service)
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+        ))
+}
+
+/// What data sources of a Mesh sent over gRPC may reach: nothing on the server's disk or in its
+/// environment unless the operator allowed a directory or variables, and never the data
+/// directory (it holds every mesh's CA keys).
+fn remote_source_policy(a: &ServeArgs) -> Result<SourcePolicy, AppError> {
+    let policy = SourcePolicy::remote(a.allow_file_sources.as_deref(), a.allow_env_source.clone())
+        .map_err(|e| AppError(format!("--allow-file-sources {e}")))?;
+    if let Some(dir) = policy.file_dir() {
+        let data = std::path::absolute(&a.data_dir).ctx(|| "data directory".into())?;
+        let data = data.canonicalize().unwrap_or(data);
+        if data.starts_with(dir) || dir.starts_with(&data) {
+            return Err(AppError(format!(
+                "--allow-file-sources {} overlaps the data directory {}, which holds every mesh's CA keys; allow a directory of its own",
+                dir.display(),
+                a.data_dir.display()
+            )));
+        }
+    }
+    Ok(policy)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
