@@ -222,6 +222,10 @@ async fn bench(a: RotationArgs) -> Result<(), BoxError> {
 /// Reads every certificate of one watch, as a data plane would.
 async fn consume(mut rx: WatchReceiver, i: usize, start: Instant, seen: Arc<Seen>) {
     while let Some(r) = rx.recv().await {
+        let Ok(r) = r else {
+            seen.stream_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         seen.pushes.fetch_add(1, Ordering::Relaxed);
         if r.reason != RotationReason::Initial {
             let ms = ms_since(start);

@@ -56,11 +56,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // 3. Watch it: the scheduler re-issues before expiry (and on a CA switch).
     let scheduler = rotation::spawn(manager.clone(), RotationPolicy::default());
     let mut watch = scheduler.watch(identity, None, first)?;
-    let initial = watch.recv().await.ok_or("watch ended")?;
+    let initial = watch.recv().await.ok_or("watch ended")??;
     assert_eq!(initial.reason, RotationReason::Initial);
     let next = tokio::time::timeout(std::time::Duration::from_secs(30), watch.recv())
         .await?
-        .ok_or("watch ended")?;
+        .ok_or("watch ended")??;
     println!(
         "{}: serial {} from backend {}",
         next.reason,

@@ -100,7 +100,8 @@ pub enum CircuitState {
     Closed,
     /// Calls fail fast with [`Error::CircuitOpen`].
     Open,
-    /// The cooldown is over; the next call tests the backend.
+    /// The cooldown is over: one call (the probe) tests the backend while the others still fail
+    /// fast; its success closes the circuit, an upstream failure opens it again.
     HalfOpen,
 }
 
@@ -120,6 +121,8 @@ struct Circuit {
     /// Last failure time per identity (SPIFFE ID).
     failures: HashMap<String, Instant>,
     open_until: Option<Instant>,
+    /// A half-open circuit's one test call is under way.
+    probing: bool,
 }
 
 impl Circuit {
@@ -210,8 +213,21 @@ impl Guard {
         let key = (mesh.clone(), backend.name.to_string());
         let started = Instant::now();
         let spiffe = identity.spiffe_id().to_owned();
-        let result = self.issue_inner(backend, &key, identity, csr).await;
         let guard = self.backend_guard(&key);
+        let probe = match self.admit(&guard) {
+            Ok(probe) => probe,
+            Err(()) => {
+                let e = Error::CircuitOpen {
+                    backend: key.1.clone(),
+                };
+                self.observer.failed(&mesh, reason_label(&e));
+                return Err(e);
+            }
+        };
+        let result = self.issue_inner(backend, &key, identity, csr).await;
+        if probe {
+            lock(&guard.circuit).probing = false;
+        }
         match &result {
             Ok(_) => {
                 let mut c = lock(&guard.circuit);
@@ -232,6 +248,21 @@ impl Guard {
             }
         }
         result
+    }
+
+    /// Whether a call may go to the backend now: `Ok(false)` closed, `Ok(true)` as the half-open
+    /// circuit's one probe, `Err` while open (or while another call probes).
+    fn admit(&self, guard: &BackendGuard) -> Result<bool, ()> {
+        let mut c = lock(&guard.circuit);
+        match c.state(Instant::now()) {
+            CircuitState::Closed => Ok(false),
+            CircuitState::Open => Err(()),
+            CircuitState::HalfOpen if c.probing => Err(()),
+            CircuitState::HalfOpen => {
+                c.probing = true;
+                Ok(true)
+            }
+        }
     }
 
     fn record_upstream_failure(&self, guard: &BackendGuard, key: &BackendKey, identity: String) {
@@ -263,11 +294,6 @@ impl Guard {
         csr: Option<&[u8]>,
     ) -> Result<IssuedCertificate, Error> {
         let guard = self.backend_guard(key);
-        if lock(&guard.circuit).state(Instant::now()) == CircuitState::Open {
-            return Err(Error::CircuitOpen {
-                backend: key.1.clone(),
-            });
-        }
         let _permit =
             guard
                 .semaphore

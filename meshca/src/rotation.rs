@@ -62,29 +62,99 @@ pub struct Rotated {
     pub trust_bundle_pem: String,
 }
 
-/// What the scheduler pushes into. Boxed: a tokio mpsc channel allocates its first block of 32
-/// slots when it is created, so an unboxed item would cost every watcher that much up front.
-type WatchSender = mpsc::Sender<Box<Rotated>>;
+/// Certificates a watcher has not read yet, at most this many: when it is full the oldest is
+/// dropped, so a slow reader always finds the newest certificate (coalesced, never lost).
+pub const WATCH_BUFFER: usize = 4;
 
-/// What a watcher reads: the first certificate, then one per rotation and CA change. Ends when the
-/// scheduler stops.
+/// What a watch delivers: a certificate, or the error that ended the watch.
+type WatchItem = Result<Box<Rotated>, Error>;
+
+/// The scheduler's end of a watch. The queue is shared; a one-slot channel only rings the
+/// reader's doorbell, and its closing tells either side that the other is gone.
+#[derive(Debug)]
+struct WatchSender {
+    queue: Arc<std::sync::Mutex<VecDeque<WatchItem>>>,
+    doorbell: mpsc::Sender<()>,
+}
+
+impl WatchSender {
+    /// Queues `item`, dropping the oldest unread one if the queue is full. Returns how many were
+    /// dropped (0 or 1); `Err` when the reader is gone.
+    fn push(&self, item: WatchItem) -> Result<usize, ()> {
+        if self.doorbell.is_closed() {
+            return Err(());
+        }
+        let mut q = lock(&self.queue);
+        let mut dropped = 0;
+        while q.len() >= WATCH_BUFFER {
+            q.pop_front();
+            dropped += 1;
+        }
+        q.push_back(item);
+        drop(q);
+        // Full means the bell is already ringing.
+        let _ = self.doorbell.try_send(());
+        Ok(dropped)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.doorbell.is_closed()
+    }
+}
+
+fn watch_channel() -> (WatchSender, WatchReceiver) {
+    let queue = Arc::new(std::sync::Mutex::new(VecDeque::with_capacity(WATCH_BUFFER)));
+    let (tx, rx) = mpsc::channel(1);
+    (
+        WatchSender {
+            queue: queue.clone(),
+            doorbell: tx,
+        },
+        WatchReceiver {
+            queue,
+            doorbell: rx,
+        },
+    )
+}
+
+/// What a watcher reads: the first certificate, then one per rotation and CA change (the newest
+/// ones, if it reads slowly: see [`WATCH_BUFFER`]). A watch of a mesh that is removed ends with
+/// [`Error::MeshNotFound`]; `None` after that, or when the scheduler stops.
 #[derive(Debug)]
 pub struct WatchReceiver {
-    rx: mpsc::Receiver<Box<Rotated>>,
+    queue: Arc<std::sync::Mutex<VecDeque<WatchItem>>>,
+    doorbell: mpsc::Receiver<()>,
 }
 
 impl WatchReceiver {
-    /// The next certificate; `None` when the scheduler stopped.
-    pub async fn recv(&mut self) -> Option<Rotated> {
-        self.rx.recv().await.map(|b| *b)
+    /// The next certificate; `None` when the watch has ended.
+    pub async fn recv(&mut self) -> Option<Result<Rotated, Error>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Polls for the next certificate (for adapters that implement `Stream`).
     pub fn poll_recv(
         &mut self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Rotated>> {
-        self.rx.poll_recv(cx).map(|item| item.map(|b| *b))
+    ) -> std::task::Poll<Option<Result<Rotated, Error>>> {
+        use std::task::Poll;
+        loop {
+            if let Some(item) = lock(&self.queue).pop_front() {
+                return Poll::Ready(Some(item.map(|b| *b)));
+            }
+            match self.doorbell.poll_recv(cx) {
+                // Rung: look again.
+                Poll::Ready(Some(())) => continue,
+                // The scheduler let go: whatever is queued was read above.
+                Poll::Ready(None) => {
+                    return match lock(&self.queue).pop_front() {
+                        Some(item) => Poll::Ready(Some(item.map(|b| *b))),
+                        None => Poll::Ready(None),
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -165,7 +235,7 @@ impl Scheduler {
         csr: Option<Vec<u8>>,
         first: Issued,
     ) -> Result<WatchReceiver, Error> {
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = watch_channel();
         let rotate_at = self.policy.rotate_at(&first.certificate);
         let watch = Watch {
             identity,
@@ -176,7 +246,7 @@ impl Scheduler {
             rotate_at,
             backend: first.backend.name.to_string(),
             generation: first.mesh.generation,
-            out: tx.clone(),
+            out: tx,
         };
         let trust_bundle_pem = first.trust_bundle_pem();
         let initial = Rotated {
@@ -186,13 +256,13 @@ impl Scheduler {
             certificate: first.certificate,
             reason: RotationReason::Initial,
         };
-        // A fresh channel has room: this cannot fail for lack of space.
-        let _ = tx.try_send(Box::new(initial));
+        // The receiver is right here: this cannot fail.
+        let _ = watch.out.push(Ok(Box::new(initial)));
         self.tx.send(watch).map_err(|_| Error::Unavailable {
             backend: String::new(),
             source: "the rotation scheduler stopped".into(),
         })?;
-        Ok(WatchReceiver { rx })
+        Ok(rx)
     }
 
     /// The policy certificates are rotated by.
@@ -349,6 +419,7 @@ impl Loop {
     }
 
     fn add(&mut self, w: Watch) {
+        let mesh = w.identity.mesh().to_string();
         let id = self.next_id;
         self.next_id += 1;
         let at = w.rotate_at;
@@ -376,6 +447,10 @@ impl Loop {
             },
         );
         self.issuer.observer().watched(self.entries.len());
+        // The mesh may have gone between the first certificate and now.
+        if self.manager.mesh(&mesh).is_none() {
+            self.end_removed(id);
+        }
     }
 
     fn count(&self, mesh: &str, backend: &str, delta: isize) {
@@ -407,8 +482,7 @@ impl Loop {
             return;
         }
         let Some(state) = self.manager.mesh(e.identity.mesh()) else {
-            tracing::warn!(identity = %e.identity, "mesh is gone; retrying later");
-            self.retry(id);
+            self.end_removed(id);
             return;
         };
         let Some(active) = state.enabled.clone() else {
@@ -541,15 +615,15 @@ impl Loop {
         e.in_flight = false;
         match done.result {
             Ok(p) => {
-                match e.out.try_send(p.msg) {
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                match e.out.push(Ok(p.msg)) {
+                    Err(()) => {
                         self.remove(id);
                         return;
                     }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::warn!(identity = %e.identity, "watcher is not reading; certificate dropped");
-                    }
-                    Ok(()) => {
+                    Ok(dropped) => {
+                        if dropped > 0 {
+                            tracing::warn!(identity = %e.identity, "watcher is not reading; an older unread certificate was replaced by this one");
+                        }
                         tracing::info!(identity = %e.identity, backend = %p.backend, generation = p.generation, serial = p.serial, "certificate pushed");
                     }
                 }
@@ -590,7 +664,28 @@ impl Loop {
         }
     }
 
+    /// Ends the watch of a mesh that is no longer served: the watcher reads `MeshNotFound`, then
+    /// the end of its stream, instead of waiting for retries that cannot succeed.
+    fn end_removed(&mut self, id: u64) {
+        if let Some(e) = self.entries.get(&id) {
+            tracing::info!(identity = %e.identity, "mesh removed; ending the watch");
+            let _ = e
+                .out
+                .push(Err(Error::MeshNotFound(e.identity.mesh().to_owned())));
+        }
+        self.remove(id);
+    }
+
     fn mesh_changed(&mut self, snap: &Snapshot) {
+        let gone: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.in_flight && !snap.contains_key(e.identity.mesh()))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.end_removed(id);
+        }
         let mut due = Vec::new();
         for (id, e) in &self.entries {
             if let Some(state) = snap.get(e.identity.mesh()) {
@@ -654,6 +749,26 @@ fn until(at: SystemTime) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_slow_reader_gets_the_newest_certificates_and_then_the_end() {
+        let (tx, mut rx) = watch_channel();
+        for i in 0..10 {
+            let err = Error::invalid_argument("n", i.to_string());
+            assert_eq!(tx.push(Err(err)).unwrap(), usize::from(i >= WATCH_BUFFER));
+        }
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(item) = rx.recv().await {
+            got.push(item.unwrap_err().to_string());
+        }
+        assert_eq!(got, ["n: 6", "n: 7", "n: 8", "n: 9"]);
+        // A gone reader is seen by the sender.
+        let (tx, rx) = watch_channel();
+        drop(rx);
+        assert!(tx.is_closed());
+        assert!(tx.push(Err(Error::invalid_argument("n", "x"))).is_err());
+    }
 
     #[test]
     fn compact_identity_round_trips() {

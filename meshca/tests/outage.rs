@@ -5,61 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-use meshca::ca_core::config::{Backend, BackendType, Mesh};
+use meshca::ca_core::config::Mesh;
 use meshca::rotation::{self, RotationPolicy, RotationReason};
 use meshca::{
-    BuildContext, BuildFuture, Built, CertificateAuthority, CircuitState, Error, Identity,
-    IssueRequest, Limits, Manager, MeshName, Observer, OverlaySecretStore, Registry, TrustBundle,
-    UncheckedCertificate,
+    CircuitState, Error, Identity, Limits, Manager, MeshName, Observer, OverlaySecretStore,
 };
-
-/// While set, every issue fails as an unreachable upstream would.
-static DOWN: AtomicBool = AtomicBool::new(false);
-
-#[derive(Debug)]
-struct Faulty(Arc<dyn CertificateAuthority>);
-
-#[async_trait]
-impl CertificateAuthority for Faulty {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-    async fn ensure(&self) -> Result<(), Error> {
-        self.0.ensure().await
-    }
-    async fn trust_bundle(&self) -> Result<TrustBundle, Error> {
-        self.0.trust_bundle().await
-    }
-    async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
-        if DOWN.load(Ordering::SeqCst) {
-            return Err(Error::Unavailable {
-                backend: self.name().to_owned(),
-                source: "connection refused (injected)".into(),
-            });
-        }
-        self.0.issue(request).await
-    }
-    fn needs_csr(&self) -> bool {
-        self.0.needs_csr()
-    }
-}
-
-fn build_faulty<'a>(
-    ctx: &'a BuildContext,
-    mesh: &'a MeshName,
-    backend: &'a Backend,
-) -> BuildFuture<'a> {
-    Box::pin(async move {
-        let built = Registry::new().build(ctx, mesh, 0, backend).await?;
-        Ok(Built::new(Arc::new(Faulty(built.ca)), built.warnings))
-    })
-}
 
 #[derive(Debug, Default)]
 struct Recorder {
@@ -79,16 +35,18 @@ fn now() -> SystemTime {
 #[tokio::test]
 async fn upstream_outage_keeps_the_current_certificate() {
     let recorder = Arc::new(Recorder::default());
-    let registry = Registry::empty().register(BackendType::Builtin, build_faulty);
     let manager = Arc::new(
-        Manager::builder(registry, Arc::new(OverlaySecretStore::new(None)))
-            .limits(Limits::default().with_circuit(2, Duration::from_secs(1)))
-            .observer(recorder.clone())
-            .build(),
+        Manager::builder(
+            common::faulty_registry(),
+            Arc::new(OverlaySecretStore::new(None)),
+        )
+        .limits(Limits::default().with_circuit(2, Duration::from_secs(1)))
+        .observer(recorder.clone())
+        .build(),
     );
-    let yaml = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n      dpCert:\n        rotation:\n          expiration: 4s\n";
+    let yaml = common::mesh_yaml("default", "4s");
     manager
-        .apply("test", vec![Mesh::from_yaml(yaml).unwrap()])
+        .apply("test", vec![Mesh::from_yaml(&yaml).unwrap()])
         .await
         .unwrap();
     let scheduler = rotation::spawn(manager.clone(), RotationPolicy::default());
@@ -97,9 +55,9 @@ async fn upstream_outage_keeps_the_current_certificate() {
 
     let first = manager.issue(id("web"), None).await.unwrap();
     let mut watch = scheduler.watch(id("web"), None, first).unwrap();
-    let first = watch.recv().await.unwrap();
+    let first = watch.recv().await.unwrap().unwrap();
     assert_eq!(first.reason, RotationReason::Initial);
-    DOWN.store(true, Ordering::SeqCst);
+    common::set_down("default", true);
 
     let err = manager.issue(id("a"), None).await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err}");
@@ -122,10 +80,11 @@ async fn upstream_outage_keeps_the_current_certificate() {
     assert!(quiet.is_err(), "something was pushed during the outage");
 
     // The upstream recovers: the next retry pushes a fresh certificate on the same watch.
-    DOWN.store(false, Ordering::SeqCst);
+    common::set_down("default", false);
     let next = tokio::time::timeout(Duration::from_secs(15), watch.recv())
         .await
         .expect("a certificate after recovery")
+        .unwrap()
         .unwrap();
     assert_eq!(next.reason, RotationReason::Rotation);
     assert_ne!(

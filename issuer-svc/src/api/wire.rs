@@ -59,7 +59,12 @@ impl tokio_stream::Stream for WatchStream {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|r| r.map(|r| Ok(rotated(r))))
+        self.0.poll_recv(cx).map(|r| {
+            r.map(|r| {
+                r.map(rotated)
+                    .map_err(|e| crate::api::status::ApiError::from(e).into())
+            })
+        })
     }
 }
 
