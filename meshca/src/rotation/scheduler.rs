@@ -1,204 +1,22 @@
-//! The rotation scheduler: one `DelayQueue` entry per watched identity (not one task each), a
-//! re-issue pushed to the watcher before each expiry and whenever the mesh's CA changes, backoff
-//! on failure while the watcher keeps its current certificate.
+//! The scheduler: one `DelayQueue` entry per watched identity (not one task each), a re-issue
+//! pushed to the watcher before each expiry and whenever the mesh's CA changes, backoff on failure
+//! while the watcher keeps its current certificate.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ca_core::{Error, Identity, IssuedCertificate, MeshName};
+use ca_core::{Error, Identity, MeshName};
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_util::time::{delay_queue, DelayQueue};
 
+use super::channel::{watch_channel, WatchSender};
+use super::{Rotated, RotationPolicy, RotationReason, WatchReceiver};
 use crate::guard::{lock, BackendKey, Guard};
 use crate::manager::{Issued, Manager, Snapshot};
-
-/// Why a watcher got a certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RotationReason {
-    /// The first certificate of the watch.
-    Initial,
-    /// The previous one reached its rotation time.
-    Rotation,
-    /// The mesh's enabled backend changed.
-    CaChange,
-}
-
-impl RotationReason {
-    /// `initial`, `rotation` or `ca-change`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Initial => "initial",
-            Self::Rotation => "rotation",
-            Self::CaChange => "ca-change",
-        }
-    }
-}
-
-impl fmt::Display for RotationReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A certificate pushed to a watcher: the domain value the scheduler publishes (an edge maps it to
-/// its wire format).
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct Rotated {
-    /// The checked certificate.
-    pub certificate: IssuedCertificate,
-    /// Why it was issued.
-    pub reason: RotationReason,
-    /// When its holder should expect the next one.
-    pub rotate_at: SystemTime,
-    /// The backend that issued it.
-    pub backend: String,
-    /// The trust bundle to use with it (both roots during a CA switch).
-    pub trust_bundle_pem: String,
-}
-
-/// Certificates a watcher has not read yet, at most this many: when it is full the oldest is
-/// dropped, so a slow reader always finds the newest certificate (coalesced, never lost).
-pub const WATCH_BUFFER: usize = 4;
-
-/// What a watch delivers: a certificate, or the error that ended the watch.
-type WatchItem = Result<Box<Rotated>, Error>;
-
-/// The scheduler's end of a watch. The queue is shared; a one-slot channel only rings the
-/// reader's doorbell, and its closing tells either side that the other is gone.
-#[derive(Debug)]
-struct WatchSender {
-    queue: Arc<std::sync::Mutex<VecDeque<WatchItem>>>,
-    doorbell: mpsc::Sender<()>,
-}
-
-impl WatchSender {
-    /// Queues `item`, dropping the oldest unread one if the queue is full. Returns how many were
-    /// dropped (0 or 1); `Err` when the reader is gone.
-    fn push(&self, item: WatchItem) -> Result<usize, ()> {
-        if self.doorbell.is_closed() {
-            return Err(());
-        }
-        let mut q = lock(&self.queue);
-        let mut dropped = 0;
-        while q.len() >= WATCH_BUFFER {
-            q.pop_front();
-            dropped += 1;
-        }
-        q.push_back(item);
-        drop(q);
-        // Full means the bell is already ringing.
-        let _ = self.doorbell.try_send(());
-        Ok(dropped)
-    }
-
-    fn is_closed(&self) -> bool {
-        self.doorbell.is_closed()
-    }
-}
-
-fn watch_channel() -> (WatchSender, WatchReceiver) {
-    let queue = Arc::new(std::sync::Mutex::new(VecDeque::with_capacity(WATCH_BUFFER)));
-    let (tx, rx) = mpsc::channel(1);
-    (
-        WatchSender {
-            queue: queue.clone(),
-            doorbell: tx,
-        },
-        WatchReceiver {
-            queue,
-            doorbell: rx,
-        },
-    )
-}
-
-/// What a watcher reads: the first certificate, then one per rotation and CA change (the newest
-/// ones, if it reads slowly: see [`WATCH_BUFFER`]). A watch of a mesh that is removed ends with
-/// [`Error::MeshNotFound`]; `None` after that, or when the scheduler stops.
-#[derive(Debug)]
-pub struct WatchReceiver {
-    queue: Arc<std::sync::Mutex<VecDeque<WatchItem>>>,
-    doorbell: mpsc::Receiver<()>,
-}
-
-impl WatchReceiver {
-    /// The next certificate; `None` when the watch has ended.
-    pub async fn recv(&mut self) -> Option<Result<Rotated, Error>> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
-    }
-
-    /// Polls for the next certificate (for adapters that implement `Stream`).
-    pub fn poll_recv(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Rotated, Error>>> {
-        use std::task::Poll;
-        loop {
-            if let Some(item) = lock(&self.queue).pop_front() {
-                return Poll::Ready(Some(item.map(|b| *b)));
-            }
-            match self.doorbell.poll_recv(cx) {
-                // Rung: look again.
-                Poll::Ready(Some(())) => continue,
-                // The scheduler let go: whatever is queued was read above.
-                Poll::Ready(None) => {
-                    return match lock(&self.queue).pop_front() {
-                        Some(item) => Poll::Ready(Some(item.map(|b| *b))),
-                        None => Poll::Ready(None),
-                    }
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-/// When to rotate.
-#[derive(Clone, Copy, Debug)]
-#[non_exhaustive]
-pub struct RotationPolicy {
-    /// Fraction of the lifetime after which to rotate (Kuma: 0.8).
-    pub fraction: f64,
-    /// Up to this fraction of the delay is taken off at random, spreading a zone's rotations.
-    pub jitter: f64,
-}
-
-impl Default for RotationPolicy {
-    fn default() -> Self {
-        Self {
-            fraction: 0.8,
-            jitter: 0.1,
-        }
-    }
-}
-
-impl RotationPolicy {
-    /// Rotate after `fraction` of the lifetime, less up to `jitter` of that at random.
-    pub fn new(fraction: f64, jitter: f64) -> Self {
-        Self { fraction, jitter }
-    }
-
-    /// When a holder of `cert` should rotate, jittered.
-    /// Call right after issuance: the lifetime counts from now, not from the backdated
-    /// not-before.
-    pub fn rotate_at(&self, cert: &IssuedCertificate) -> SystemTime {
-        let now = SystemTime::now();
-        let start = cert.not_before().max(now);
-        let life = cert
-            .effective_not_after()
-            .duration_since(start)
-            .unwrap_or_default();
-        let delay = life.mul_f64(self.fraction.clamp(0.0, 1.0));
-        let cut =
-            delay.mul_f64(self.jitter.clamp(0.0, 0.5) * rand::thread_rng().gen_range(0.0..1.0));
-        now + (delay - cut)
-    }
-}
 
 /// A new watcher, registered after its first certificate.
 #[derive(Debug)]
@@ -749,26 +567,6 @@ fn until(at: SystemTime) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_slow_reader_gets_the_newest_certificates_and_then_the_end() {
-        let (tx, mut rx) = watch_channel();
-        for i in 0..10 {
-            let err = Error::invalid_argument("n", i.to_string());
-            assert_eq!(tx.push(Err(err)).unwrap(), usize::from(i >= WATCH_BUFFER));
-        }
-        drop(tx);
-        let mut got = Vec::new();
-        while let Some(item) = rx.recv().await {
-            got.push(item.unwrap_err().to_string());
-        }
-        assert_eq!(got, ["n: 6", "n: 7", "n: 8", "n: 9"]);
-        // A gone reader is seen by the sender.
-        let (tx, rx) = watch_channel();
-        drop(rx);
-        assert!(tx.is_closed());
-        assert!(tx.push(Err(Error::invalid_argument("n", "x"))).is_err());
-    }
 
     #[test]
     fn compact_identity_round_trips() {
