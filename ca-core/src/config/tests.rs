@@ -1,4 +1,5 @@
 use super::*;
+use crate::x509::KeyType;
 
 fn violations(yaml: &str) -> Vec<String> {
     match Mesh::from_yaml(yaml) {
