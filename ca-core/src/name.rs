@@ -161,7 +161,9 @@ pub(crate) fn check_dns_name(d: &str) -> Result<(), &'static str> {
     let ok = !d.is_empty()
         && d.len() <= 253
         && d.trim_start_matches("*.").split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if ok {
         Ok(())
