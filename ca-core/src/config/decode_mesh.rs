@@ -7,8 +7,8 @@ use super::decode::{error_reason, Fields};
 use super::decode_local::{decode_builtin, decode_provided};
 use super::decode_remote::{decode_acmpca, decode_certmanager, decode_vault};
 use super::{
-    Backend, BackendConf, BackendType, Mesh, MeshForm, Mode, Mtls, DEFAULT_DP_CERT_EXPIRATION,
-    DEFAULT_REQUEST_TIMEOUT,
+    Backend, BackendConf, BackendType, Fingerprint, Mesh, MeshForm, Mode, Mtls,
+    DEFAULT_DP_CERT_EXPIRATION, DEFAULT_REQUEST_TIMEOUT,
 };
 use crate::datasource::DataSource;
 use crate::duration::KumaDuration;
@@ -98,7 +98,7 @@ fn decode_mtls(mut f: Fields<'_>, v: &mut Violations) -> Option<Mtls> {
                 }
                 names_seen.push(name.to_owned());
             }
-            if let Some(b) = Fields::of(item, &path, v).and_then(|bf| decode_backend(bf, v)) {
+            if let Some(b) = Fields::of(item, &path, v).and_then(|bf| decode_backend(bf, item, v)) {
                 backends.push(b);
             }
         }
@@ -123,7 +123,7 @@ fn decode_mtls(mut f: Fields<'_>, v: &mut Violations) -> Option<Mtls> {
     })
 }
 
-fn decode_backend(mut f: Fields<'_>, v: &mut Violations) -> Option<Backend> {
+fn decode_backend(mut f: Fields<'_>, item: &Value, v: &mut Violations) -> Option<Backend> {
     let name = f.required_str("name", v).and_then(|n| {
         let at = f.at("name");
         let parsed = BackendName::new(&n)
@@ -207,6 +207,7 @@ fn decode_backend(mut f: Fields<'_>, v: &mut Violations) -> Option<Backend> {
         dp_cert_request_timeout,
         root_chain_request_timeout,
         conf: conf?,
+        fingerprint: Fingerprint::of_value(item),
     })
 }
 
@@ -230,7 +231,11 @@ pub(super) fn template(f: &mut Fields<'_>, v: &mut Violations) -> Option<CommonN
         .ok()
 }
 
-pub(super) fn required_source<'a>(f: &mut Fields<'a>, key: &'a str, v: &mut Violations) -> Option<DataSource> {
+pub(super) fn required_source<'a>(
+    f: &mut Fields<'a>,
+    key: &'a str,
+    v: &mut Violations,
+) -> Option<DataSource> {
     if !f.has(key) {
         v.add(f.at(key), "has to be defined");
         let _ = f.get(key);

@@ -111,9 +111,84 @@ pub struct Backend {
     pub root_chain_request_timeout: Duration,
     /// `conf`, by `type`.
     pub conf: BackendConf,
+    /// Of the backend's YAML as decoded; see [`Backend::fingerprint`].
+    fingerprint: Fingerprint,
+}
+
+/// The SHA-256 of a backend's YAML value (`mtls.backends[i]`, all of it: name, type, `dpCert`,
+/// `conf` with inline secrets), computed once when the Mesh is decoded.
+///
+/// Equal fingerprints mean the same backend config, whichever YAML form (Universal or
+/// Kubernetes), key order or formatting it was written in: a control plane rebuilds a backend
+/// only when its fingerprint changes, and a changed inline key changes it. Only the hash is ever
+/// kept or printed, never the YAML.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    /// Hashes a backend's YAML value: mapping keys are sorted (recursively) before the value is
+    /// serialized, so formatting and key order do not count.
+    pub fn of_value(value: &Value) -> Self {
+        let canonical = canonical(value);
+        // Serializing a `Value` cannot fail (no non-string-keyed maps are refused by serde_yaml
+        // for `Value`); an error would hash as the empty string, still deterministic.
+        let text = serde_yaml::to_string(&canonical).unwrap_or_default();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+        let mut hex = String::with_capacity(64);
+        for b in digest.as_ref() {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        Self(hex)
+    }
+
+    /// The hash as 64 lower-case hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fingerprint({})", self.0)
+    }
+}
+
+/// `value` with every mapping's entries sorted by key.
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Mapping(map) => {
+            let mut entries: Vec<(String, Value, Value)> = map
+                .iter()
+                .map(|(k, v)| {
+                    let key = serde_yaml::to_string(k).unwrap_or_default();
+                    (key, canonical(k), canonical(v))
+                })
+                .collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Mapping(entries.into_iter().map(|(_, k, v)| (k, v)).collect())
+        }
+        Value::Sequence(items) => Value::Sequence(items.iter().map(canonical).collect()),
+        Value::Tagged(t) => Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+            tag: t.tag.clone(),
+            value: canonical(&t.value),
+        })),
+        other => other.clone(),
+    }
 }
 
 impl Backend {
+    /// The SHA-256 (hex) of this backend's YAML as decoded, inline secrets included; the same for
+    /// both YAML forms. See [`Fingerprint`].
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
     /// The backend's type.
     pub fn backend_type(&self) -> BackendType {
         self.conf.backend_type()
