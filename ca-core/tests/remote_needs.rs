@@ -226,7 +226,10 @@ async fn a_stale_bundle_is_refreshed_once() {
     let ca = RotatingCa::new(1, true);
     let issued = issue_certificate(&ca, generate(identity())).await.unwrap();
     assert_eq!(ca.refresh_calls.load(Ordering::SeqCst), 1);
-    assert_eq!(issued.bundle().certs(), std::slice::from_ref(&ca.current.der));
+    assert_eq!(
+        issued.bundle().certs(),
+        std::slice::from_ref(&ca.current.der)
+    );
     // The next issue uses the (refreshed) bundle and does not refresh again.
     issue_certificate(&ca, generate(identity())).await.unwrap();
     assert_eq!(ca.refresh_calls.load(Ordering::SeqCst), 1);

@@ -128,7 +128,7 @@ pub struct Fingerprint(String);
 impl Fingerprint {
     /// Hashes a backend's YAML value: mapping keys are sorted (recursively) before the value is
     /// serialized, so formatting and key order do not count.
-    pub fn of_value(value: &Value) -> Self {
+    pub(crate) fn of_value(value: &Value) -> Self {
         let canonical = canonical(value);
         // Serializing a `Value` cannot fail (no non-string-keyed maps are refused by serde_yaml
         // for `Value`); an error would hash as the empty string, still deterministic.
