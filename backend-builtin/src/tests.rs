@@ -226,7 +226,7 @@ async fn ca_certificate_has_kumas_profile() {
     );
 
     assert_eq!(
-        KeyType::of_spki(cert.public_key()).unwrap(),
+        KeyType::of_spki(cert.public_key().raw).unwrap(),
         KeyType::EcdsaP256
     );
 }
@@ -289,7 +289,7 @@ async fn rsa_2048_ca_works() {
     let bundle = ca.trust_bundle().await.unwrap();
     let (_, cert) = X509Certificate::from_der(&bundle.certs()[0]).unwrap();
     assert_eq!(
-        KeyType::of_spki(cert.public_key()).unwrap(),
+        KeyType::of_spki(cert.public_key().raw).unwrap(),
         KeyType::Rsa(2048)
     );
     let issued = issue(&ca, KeySource::Generate(KeyType::EcdsaP256)).await;

@@ -173,7 +173,7 @@ fn validate(
 
     // Key types first: an unsupported CA key is reported as such, not as an unreadable key.
     for (i, cert) in parsed.iter().enumerate() {
-        KeyType::of_spki(cert.public_key()).map_err(|e| {
+        KeyType::of_spki(cert.public_key().raw).map_err(|e| {
             let reason = match e {
                 Error::UnsupportedKey(what) => format!("unsupported key: {what}"),
                 other => other.to_string(),

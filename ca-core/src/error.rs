@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::issue::IssuedProblem;
+
 /// A boxed error from a client library, kept as the `source()` of [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -58,12 +60,12 @@ pub enum Error {
     },
 
     /// A backend answered with a certificate that core refused to hand out.
-    #[error("backend `{backend}` returned an unacceptable certificate: {reason}")]
+    #[error("backend `{backend}` returned an unacceptable certificate: {problem}")]
     InvalidIssued {
         /// The backend's name.
         backend: String,
         /// What core found wrong with it.
-        reason: String,
+        problem: IssuedProblem,
     },
 
     /// A mesh-scoped secret does not exist.
@@ -127,9 +129,10 @@ pub enum Error {
         timeout: std::time::Duration,
     },
 
-    /// Certificate generation or signing failed inside the crypto library.
+    /// Certificate generation or signing failed inside the crypto library. The library's error
+    /// is the `source()`; its type is not part of ca-core's API.
     #[error("certificate generation failed")]
-    Crypto(#[source] rcgen::Error),
+    Crypto(#[source] BoxError),
 
     /// Any other error from a backend's client library.
     #[error("backend `{backend}`: {context}")]
@@ -177,6 +180,11 @@ impl Error {
         }
     }
 
+    /// An [`Error::Crypto`] wrapping the crypto library's error.
+    pub fn crypto(source: impl Into<BoxError>) -> Self {
+        Self::Crypto(source.into())
+    }
+
     /// An [`Error::InvalidCa`] for `field`.
     pub fn invalid_ca(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidCa {
@@ -200,9 +208,11 @@ pub fn echo(input: &str) -> String {
     out
 }
 
+/// For backends that build certificates with rcgen (the workspace's one certificate builder): `?`
+/// on an rcgen result gives [`Error::Crypto`]. The rcgen error is only ever the boxed `source()`.
 impl From<rcgen::Error> for Error {
     fn from(e: rcgen::Error) -> Self {
-        Self::Crypto(e)
+        Self::Crypto(Box::new(e))
     }
 }
 

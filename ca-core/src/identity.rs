@@ -1,10 +1,15 @@
-//! Data plane identities and the URI SANs derived from them.
+//! Data plane identities and the SANs derived from them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::name::{MeshName, ServiceName, TagName, TagValue, SERVICE_TAG};
+use crate::error::echo;
+use crate::name::{check_dns_name, MeshName, ServiceName, TagName, TagValue, SERVICE_TAG};
+use crate::spiffe::{SpiffeId, SPIFFE_SCHEME};
 use crate::Error;
+
+/// The scheme prefix of Kuma's tag SANs, `kuma://<tag>/<value>`.
+pub const KUMA_SCHEME: &str = "kuma://";
 
 /// Most distinct tags an identity may have.
 pub const MAX_TAGS: usize = 64;
@@ -13,17 +18,22 @@ pub const MAX_VALUES_PER_TAG: usize = 32;
 /// Most URI SANs a certificate may carry (one `spiffe://` per service plus one `kuma://` per tag
 /// value). No real data plane comes near these limits; they bound the work a request can cause.
 pub const MAX_SANS: usize = 1_000;
+/// Most DNS SANs an identity may carry (see [`Identity::with_dns_names`]).
+pub const MAX_DNS_NAMES: usize = 100;
 
 /// The identity of a data plane: its mesh and its (multi-valued) tags.
 ///
 /// Built once per request by [`Identity::new`], which validates every name and computes the SAN
-/// set, so the SANs of a certificate derive from nothing but a validated identity.
+/// set, so the SANs of a certificate derive from nothing but a validated identity. A Mesh that
+/// asks for DNS SANs adds them with [`Identity::with_dns_names`]; an identity without them has
+/// URI SANs only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     mesh: MeshName,
     tags: BTreeMap<TagName, BTreeSet<TagValue>>,
     services: Vec<ServiceName>,
     uri_sans: Vec<String>,
+    dns_sans: Vec<String>,
 }
 
 impl Identity {
@@ -107,7 +117,7 @@ impl Identity {
         }
         for (name, values) in &map {
             for value in values {
-                uri_sans.push(format!("kuma://{name}/{value}"));
+                uri_sans.push(format!("{KUMA_SCHEME}{name}/{value}"));
             }
         }
         Ok(Self {
@@ -115,7 +125,101 @@ impl Identity {
             tags: map,
             services,
             uri_sans,
+            dns_sans: Vec::new(),
         })
+    }
+
+    /// Rebuilds an identity from a certificate's URI SANs: every `kuma://<tag>/<value>` becomes a
+    /// tag (tag names contain `/`, so the value is what follows the last `/`), and every
+    /// `spiffe://` SAN must be a [`SpiffeId`] of `mesh` naming a service among the tags. The
+    /// identity rebuilt from the tags must have exactly the SANs given, no more and no fewer (a
+    /// missing `spiffe://` or `kuma://` SAN, or a duplicate, is refused).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (field `uri sans`) for a SAN of another scheme, a malformed
+    /// SAN, a SPIFFE ID of another mesh or of a service that is not among the tags, or SANs that
+    /// are not exactly the rebuilt identity's; the errors of [`Identity::new`] for invalid tags.
+    pub fn from_uri_sans(mesh: &MeshName, sans: &[String]) -> Result<Self, Error> {
+        let bad = |reason: String| Error::invalid_argument("uri sans", reason);
+        if sans.len() > MAX_SANS {
+            return Err(bad(format!("more than {MAX_SANS} URI SANs")));
+        }
+        let mut tags: Vec<(&str, &str)> = Vec::new();
+        let mut spiffe_ids: Vec<SpiffeId> = Vec::new();
+        for san in sans {
+            if let Some(rest) = san.strip_prefix(KUMA_SCHEME) {
+                let (tag, value) = rest
+                    .rsplit_once('/')
+                    .ok_or_else(|| bad(format!("`{}` is not kuma://<tag>/<value>", echo(san))))?;
+                tags.push((tag, value));
+            } else if san.starts_with(SPIFFE_SCHEME) {
+                let id: SpiffeId = san.parse()?;
+                if id.trust_domain() != mesh {
+                    return Err(bad(format!(
+                        "`{}` is not a SPIFFE ID of mesh `{mesh}`",
+                        echo(san)
+                    )));
+                }
+                spiffe_ids.push(id);
+            } else {
+                return Err(bad(format!("`{}` is not a meshca SAN", echo(san))));
+            }
+        }
+        let identity = Self::new(mesh.clone(), tags)?;
+        if let Some(id) = spiffe_ids
+            .iter()
+            .find(|id| !identity.services.contains(id.service()))
+        {
+            return Err(bad(format!(
+                "`{id}` names a service that is not among the kuma.io/service tags"
+            )));
+        }
+        let mut want: Vec<&str> = identity.uri_sans.iter().map(String::as_str).collect();
+        let mut got: Vec<&str> = sans.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        got.sort_unstable();
+        if want != got {
+            return Err(bad("do not form a meshca identity".into()));
+        }
+        Ok(identity)
+    }
+
+    /// The identity with DNS SANs, for a Mesh that asks for them (a certmanager backend's
+    /// `dnsNames`). Names are kept sorted and without duplicates, and replace any the identity
+    /// had; an empty list leaves an identity with URI SANs only.
+    ///
+    /// The certificate then carries exactly these DNS SANs: core signs them ([`crate::LocalCa`]),
+    /// refuses a backend's answer that lacks one or has another, and lets a CSR ask only for
+    /// these.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (field `dnsNames[i]`) for a name that is not a DNS name
+    /// (letters, digits and `-` in labels of at most 63 characters, an optional leading `*.`, at
+    /// most 253 characters), or (field `dnsNames`) for more than [`MAX_DNS_NAMES`] names.
+    pub fn with_dns_names<I>(mut self, names: I) -> Result<Self, Error>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut set = BTreeSet::new();
+        for (i, name) in names.into_iter().enumerate() {
+            if i >= MAX_DNS_NAMES {
+                return Err(Error::invalid_argument(
+                    "dnsNames",
+                    format!("more than {MAX_DNS_NAMES} DNS names"),
+                ));
+            }
+            let name = name.as_ref();
+            check_dns_name(name).map_err(|reason| {
+                Error::invalid_argument(
+                    format!("dnsNames[{i}]"),
+                    format!("`{}` {reason}", echo(name)),
+                )
+            })?;
+            set.insert(name.to_owned());
+        }
+        self.dns_sans = set.into_iter().collect();
+        Ok(self)
     }
 
     /// The mesh.
@@ -145,6 +249,21 @@ impl Identity {
     /// `kuma://<tag>/<value>` for every tag and value, sorted by tag name then value.
     pub fn uri_sans(&self) -> &[String] {
         &self.uri_sans
+    }
+
+    /// The DNS SANs, sorted; empty unless [`with_dns_names`](Identity::with_dns_names) added
+    /// some.
+    pub fn dns_sans(&self) -> &[String] {
+        &self.dns_sans
+    }
+
+    /// The SPIFFE IDs, one per service, in the order of [`services`](Identity::services) (the
+    /// same as the `spiffe://` entries of [`uri_sans`](Identity::uri_sans)).
+    pub fn spiffe_ids(&self) -> Vec<SpiffeId> {
+        self.services
+            .iter()
+            .map(|s| SpiffeId::from_parts(self.mesh.clone(), s.clone()))
+            .collect()
     }
 
     /// The SPIFFE ID of the first service, the identity's primary name.
@@ -280,5 +399,129 @@ mod tests {
         );
         let err = Identity::new(mesh(), [("kuma.io/service", "a"), ("bad tag", "x")]).unwrap_err();
         assert!(err.to_string().starts_with("tag: `bad tag`"), "{err}");
+    }
+
+    fn strings(sans: &[&str]) -> Vec<String> {
+        sans.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn identity_is_rebuilt_from_uri_sans() {
+        let sans = strings(&[
+            "spiffe://default/web",
+            "kuma://kuma.io/service/web",
+            "kuma://version/v1",
+        ]);
+        let id = Identity::from_uri_sans(&mesh(), &sans).unwrap();
+        let want = Identity::new(mesh(), [("kuma.io/service", "web"), ("version", "v1")]).unwrap();
+        assert_eq!(id, want);
+        // Order does not matter; tag names with '/' split at the last '/'.
+        let mut shuffled = want.uri_sans().to_vec();
+        shuffled.reverse();
+        assert_eq!(Identity::from_uri_sans(&mesh(), &shuffled).unwrap(), want);
+        let k8s = Identity::new(
+            mesh(),
+            [
+                ("kuma.io/service", "web"),
+                ("k8s.kuma.io/namespace", "demo"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            Identity::from_uri_sans(&mesh(), k8s.uri_sans()).unwrap(),
+            k8s
+        );
+        // Another mesh's SPIFFE ID, a SPIFFE ID without its kuma:// tag, a foreign SAN, a missing
+        // spiffe:// SAN, a duplicate, a malformed SPIFFE ID: not an identity.
+        for bad in [
+            &["spiffe://other/web", "kuma://kuma.io/service/web"][..],
+            &[
+                "spiffe://default/web",
+                "spiffe://default/db",
+                "kuma://kuma.io/service/web",
+            ],
+            &[
+                "spiffe://default/web",
+                "kuma://kuma.io/service/web",
+                "https://x",
+            ],
+            &["kuma://kuma.io/service/web"],
+            &[
+                "spiffe://default/web",
+                "spiffe://default/web",
+                "kuma://kuma.io/service/web",
+            ],
+            &["spiffe://default/web/x", "kuma://kuma.io/service/web"],
+            &[
+                "spiffe://default/web",
+                "kuma://kuma.io/service/web",
+                "kuma://x",
+            ],
+            &[],
+        ] {
+            assert!(
+                Identity::from_uri_sans(&mesh(), &strings(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+        let err = Identity::from_uri_sans(
+            &mesh(),
+            &strings(&["spiffe://other/web", "kuma://kuma.io/service/web"]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "uri sans: `spiffe://other/web` is not a SPIFFE ID of mesh `default`"
+        );
+    }
+
+    #[test]
+    fn spiffe_ids_follow_the_services() {
+        let id = Identity::new(
+            mesh(),
+            [("kuma.io/service", "web"), ("kuma.io/service", "db")],
+        )
+        .unwrap();
+        let ids: Vec<String> = id.spiffe_ids().iter().map(ToString::to_string).collect();
+        assert_eq!(ids, ["spiffe://default/db", "spiffe://default/web"]);
+        assert_eq!(ids[..], id.uri_sans()[..2]);
+    }
+
+    #[test]
+    fn dns_names_are_validated_sorted_and_capped() {
+        let base = Identity::new(mesh(), [("kuma.io/service", "web")]).unwrap();
+        assert!(base.dns_sans().is_empty());
+        let id = base
+            .clone()
+            .with_dns_names(["web.demo.svc", "*.example.com", "web.demo.svc"])
+            .unwrap();
+        assert_eq!(id.dns_sans(), ["*.example.com", "web.demo.svc"]);
+        assert_eq!(id.uri_sans(), base.uri_sans());
+        assert_ne!(id, base);
+        let err = base
+            .clone()
+            .with_dns_names(["ok.example", "bad name"])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "dnsNames[1]: `bad name` is not a valid DNS name"
+        );
+        for bad in ["", "a..b", "a/b", "spiffe://default/web", &"a".repeat(64)] {
+            assert!(base.clone().with_dns_names([bad]).is_err(), "{bad}");
+        }
+        let many: Vec<String> = (0..=MAX_DNS_NAMES)
+            .map(|i| format!("h{i}.example"))
+            .collect();
+        assert_eq!(
+            base.clone().with_dns_names(&many).unwrap_err().to_string(),
+            "dnsNames: more than 100 DNS names"
+        );
+        assert_eq!(
+            base.with_dns_names(&many[..MAX_DNS_NAMES])
+                .unwrap()
+                .dns_sans()
+                .len(),
+            MAX_DNS_NAMES
+        );
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The core of meshca, a certificate authority for service meshes: the [`CertificateAuthority`]
 //! trait every backend implements, the issuance path that checks each backend's answer
-//! ([`issue_certificate`]), Kuma-compatible SPIFFE identities ([`Identity`]), common-name
+//! ([`issue_certificate`]), Kuma-compatible SPIFFE identities ([`Identity`], [`SpiffeId`]), the
+//! refresh formula ([`refresh_at`]), common-name
 //! templates ([`CommonNameTemplate`]), the Kuma / Kong Mesh `mtls` config model ([`config`]), data
 //! sources and the [`SecretStore`] with its directory implementation, and the one [`Error`] enum.
 //!
@@ -11,14 +12,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod authority;
+mod bundle;
 pub mod ca;
 pub mod config;
 pub mod datasource;
 pub mod duration;
 mod error;
 pub mod identity;
+mod issue;
 pub mod name;
+pub mod refresh;
+mod request;
 pub mod secret;
+pub mod spiffe;
 pub mod store;
 mod store_overlay;
 pub mod template;
@@ -27,16 +34,21 @@ pub mod x509;
 #[cfg(test)]
 pub(crate) mod test_util;
 
-pub use ca::{
-    check_issued, issue_certificate, validate, CertificateAuthority, ChainUsage, IssueParams,
-    IssueRequest, IssuedCertificate, KeySource, TestCertificate, TrustBundle, UncheckedCertificate,
-};
+pub use authority::CertificateAuthority;
+pub use bundle::{ChainUsage, TrustBundle};
 pub use datasource::{Created, DataSource, SecretStore, SourcePolicy};
 pub use duration::KumaDuration;
 pub use error::{echo, BoxError, Error, Violation, Violations, ECHO_LIMIT};
 pub use identity::Identity;
+pub use issue::{
+    check_issued, issue_certificate, validate, IssuedCertificate, IssuedProblem, TestCertificate,
+    TEST_SERVICE,
+};
 pub use name::{BackendName, MeshName, SecretName, ServiceName, TagName, TagValue, SERVICE_TAG};
+pub use refresh::{refresh_at, RefreshPolicy};
+pub use request::{IdempotencyKey, IssueParams, IssueRequest, KeySource, UncheckedCertificate};
 pub use secret::SecretBytes;
+pub use spiffe::SpiffeId;
 pub use store::DirectorySecretStore;
 pub use store_overlay::OverlaySecretStore;
 pub use template::CommonNameTemplate;

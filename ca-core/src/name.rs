@@ -154,6 +154,24 @@ fn check_dns_subdomain(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A DNS name for a certificate's `dNSName` SAN: at most 253 characters of `.`-separated labels
+/// of letters, digits and `-` (each 1 to 63 characters), optionally starting with `*.`. The rule
+/// the certmanager backend's `dnsNames` are decoded with.
+pub(crate) fn check_dns_name(d: &str) -> Result<(), &'static str> {
+    let ok = !d.is_empty()
+        && d.len() <= 253
+        && d.trim_start_matches("*.").split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err("is not a valid DNS name")
+    }
+}
+
 fn check_service(s: &str) -> Result<(), &'static str> {
     if s.is_empty() {
         return Err("must not be empty");

@@ -13,7 +13,7 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
-use crate::ca::{IssueRequest, UncheckedCertificate};
+use crate::request::{IssueRequest, UncheckedCertificate};
 use crate::secret::SecretBytes;
 use crate::Error;
 
@@ -57,15 +57,29 @@ impl KeyType {
         }
     }
 
-    /// Classifies a parsed SubjectPublicKeyInfo.
+    /// Classifies a DER SubjectPublicKeyInfo (a certificate's or a CSR's public key).
     ///
     /// Only keys that Envoy-style data planes and meshca's own verification both support are
     /// accepted: ECDSA on P-256 or P-384, and RSA of 2048 to 8192 bits with the exponent 65537.
     ///
     /// # Errors
-    /// [`Error::UnsupportedKey`] for other curves, Ed25519, RSA of another size or exponent, DSA,
-    /// ...
-    pub fn of_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<Self, Error> {
+    /// [`Error::UnsupportedKey`] when `spki_der` cannot be parsed, has trailing bytes, or is
+    /// another curve, Ed25519, RSA of another size or exponent, DSA, ...
+    pub fn of_spki(spki_der: &[u8]) -> Result<Self, Error> {
+        let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
+            .map_err(|e| Error::UnsupportedKey(format!("public key cannot be parsed: {e}")))?;
+        if !rest.is_empty() {
+            return Err(Error::UnsupportedKey(
+                "trailing bytes after public key".into(),
+            ));
+        }
+        Self::of_parsed_spki(&spki)
+    }
+
+    /// [`KeyType::of_spki`] for a SubjectPublicKeyInfo already parsed by x509-parser.
+    pub(crate) fn of_parsed_spki(
+        spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+    ) -> Result<Self, Error> {
         use x509_parser::oid_registry::{
             OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
         };
@@ -173,7 +187,7 @@ impl PrivateKey {
         let spki_der = key.subject_public_key_info();
         let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki_der)
             .map_err(|_| Error::UnsupportedKey("private key has no usable public key".into()))?;
-        let key_type = KeyType::of_spki(&spki)?;
+        let key_type = KeyType::of_parsed_spki(&spki)?;
         Ok(Self { key, key_type })
     }
 
@@ -198,12 +212,22 @@ impl PrivateKey {
     /// # Errors
     /// [`Error::Crypto`] when signing fails.
     pub fn csr_der(&self, uri_sans: &[String]) -> Result<Vec<u8>, Error> {
+        self.csr_der_with_dns(uri_sans, &[])
+    }
+
+    /// Builds a CSR signed by this key that asks for `uri_sans` and `dns_sans` (an identity's
+    /// [`uri_sans`](crate::Identity::uri_sans) and [`dns_sans`](crate::Identity::dns_sans)).
+    ///
+    /// # Errors
+    /// [`Error::Crypto`] when a name cannot be encoded or signing fails.
+    pub fn csr_der_with_dns(
+        &self,
+        uri_sans: &[String],
+        dns_sans: &[String],
+    ) -> Result<Vec<u8>, Error> {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = uri_sans
-            .iter()
-            .map(|s| Ok(SanType::URI(s.as_str().try_into()?)))
-            .collect::<Result<_, rcgen::Error>>()?;
+        params.subject_alt_names = san_types(uri_sans, dns_sans)?;
         Ok(params.serialize_request(&self.key)?.der().to_vec())
     }
 
@@ -240,7 +264,7 @@ impl SubjectKey {
             ));
         }
         Ok(Self {
-            key_type: KeyType::of_spki(&spki)?,
+            key_type: KeyType::of_parsed_spki(&spki)?,
             raw: spki.subject_public_key.data.to_vec(),
             spki: spki_der.to_vec(),
         })
@@ -266,6 +290,21 @@ impl PublicKeyData for SubjectKey {
 /// [`Error::InvalidCsr`] when it is not a DER CSR, its signature does not verify, or it asks for a
 /// SAN the identity does not have; [`Error::UnsupportedKey`] for a key meshca does not accept.
 pub fn verify_csr(der: &[u8], allowed_sans: &[String]) -> Result<SubjectKey, Error> {
+    verify_csr_with_dns(der, allowed_sans, &[])
+}
+
+/// [`verify_csr`] for an identity that has DNS SANs: the CSR may ask for URI SANs among
+/// `allowed_uri_sans` and DNS SANs among `allowed_dns_sans` (exact, case-sensitive matches), and
+/// nothing else. Asking is all a CSR can do: the certificate's SANs still come only from the
+/// identity.
+///
+/// # Errors
+/// As [`verify_csr`].
+pub fn verify_csr_with_dns(
+    der: &[u8],
+    allowed_uri_sans: &[String],
+    allowed_dns_sans: &[String],
+) -> Result<SubjectKey, Error> {
     use x509_parser::certification_request::X509CertificationRequest;
     use x509_parser::extensions::{GeneralName, ParsedExtension};
 
@@ -277,7 +316,7 @@ pub fn verify_csr(der: &[u8], allowed_sans: &[String]) -> Result<SubjectKey, Err
         return Err(Error::invalid_csr("trailing bytes after the request"));
     }
     let info = &csr.certification_request_info;
-    let key_type = KeyType::of_spki(&info.subject_pki)?;
+    let key_type = KeyType::of_parsed_spki(&info.subject_pki)?;
     csr.verify_signature().map_err(|e| Error::InvalidCsr {
         reason: "signature does not verify with the request's own key (no proof of possession)"
             .into(),
@@ -288,7 +327,8 @@ pub fn verify_csr(der: &[u8], allowed_sans: &[String]) -> Result<SubjectKey, Err
             if let ParsedExtension::SubjectAlternativeName(san) = ext {
                 for name in &san.general_names {
                     let ok = match name {
-                        GeneralName::URI(uri) => allowed_sans.iter().any(|a| a == uri),
+                        GeneralName::URI(uri) => allowed_uri_sans.iter().any(|a| a == uri),
+                        GeneralName::DNSName(dns) => allowed_dns_sans.iter().any(|a| a == dns),
                         _ => false,
                     };
                     if !ok {
@@ -441,7 +481,8 @@ impl LocalCa {
         self.key_type
     }
 
-    /// Signs a data plane certificate for `request`, with Kuma's profile: the identity's URI SANs,
+    /// Signs a data plane certificate for `request`, with Kuma's profile: the identity's URI SANs
+    /// (and DNS SANs, when the identity has any),
     /// the templated CN if any, digitalSignature + keyEncipherment (+ keyAgreement for EC keys),
     /// EKU serverAuth + clientAuth, CA=false, a random serial, and a not-after clamped to the CA's.
     ///
@@ -456,12 +497,8 @@ impl LocalCa {
         if let Some(cn) = request.common_name() {
             params.distinguished_name.push(DnType::CommonName, cn);
         }
-        params.subject_alt_names = request
-            .identity()
-            .uri_sans()
-            .iter()
-            .map(|s| Ok(SanType::URI(s.as_str().try_into()?)))
-            .collect::<Result<_, rcgen::Error>>()?;
+        params.subject_alt_names =
+            san_types(request.identity().uri_sans(), request.identity().dns_sans())?;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -488,6 +525,17 @@ impl LocalCa {
             self.signer.clone(),
         ))
     }
+}
+
+/// The SANs rcgen writes: URIs first, then DNS names.
+fn san_types(uri_sans: &[String], dns_sans: &[String]) -> Result<Vec<SanType>, Error> {
+    let uris = uri_sans
+        .iter()
+        .map(|s| Ok(SanType::URI(s.as_str().try_into()?)));
+    let dns = dns_sans
+        .iter()
+        .map(|s| Ok(SanType::DnsName(s.as_str().try_into()?)));
+    Ok(uris.chain(dns).collect::<Result<_, rcgen::Error>>()?)
 }
 
 fn expiry(cert: &X509Certificate<'_>) -> SystemTime {

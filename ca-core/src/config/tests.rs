@@ -1,4 +1,5 @@
 use super::*;
+use crate::x509::KeyType;
 
 fn violations(yaml: &str) -> Vec<String> {
     match Mesh::from_yaml(yaml) {
@@ -501,4 +502,54 @@ fn size_and_nesting_are_capped_before_parsing() {
         "{".repeat(100)
     );
     assert!(flow_depth(&quoted) <= 2, "{}", flow_depth(&quoted));
+}
+
+#[test]
+fn fingerprints_are_per_backend_and_form_independent() {
+    let fp = |yaml: &str| -> Vec<String> {
+        let mesh = Mesh::from_yaml(yaml).unwrap();
+        let mtls = mesh.mtls.unwrap();
+        mtls.backends
+            .iter()
+            .map(|b| b.fingerprint().to_string())
+            .collect()
+    };
+    for backend in [BUILTIN, PROVIDED, VAULT] {
+        let u = fp(&universal(backend));
+        let k = fp(&kubernetes(backend));
+        assert_eq!(u, k, "{backend}");
+        assert_eq!(u[0].len(), 64);
+        assert!(u[0].bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+    // Key order and formatting do not count; any field does.
+    let a = fp(&universal(
+        "  - name: ca-1\n    type: builtin\n    dpCert: {rotation: {expiration: 1h}}\n",
+    ));
+    let b = fp(&universal(
+        "  - type: builtin\n    dpCert:\n      rotation:\n        expiration: 1h\n    name: ca-1\n",
+    ));
+    let c = fp(&universal(
+        "  - name: ca-1\n    type: builtin\n    dpCert: {rotation: {expiration: 2h}}\n",
+    ));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    // A changed inline key changes it; the hash is all Debug shows.
+    let inline = |s: &str| {
+        universal(&format!(
+            "  - name: ca-1\n    type: provided\n    conf:\n      cert: {{inlineString: cert}}\n      key: {{inlineString: {s}}}\n"
+        ))
+    };
+    assert_ne!(fp(&inline("key-one")), fp(&inline("key-two")));
+    let mesh = Mesh::from_yaml(&inline("key-one")).unwrap();
+    let b = &mesh.mtls.as_ref().unwrap().backends[0];
+    assert_eq!(
+        format!("{:?}", b.fingerprint()),
+        format!("Fingerprint({})", b.fingerprint())
+    );
+    // Two backends of one Mesh have their own fingerprints.
+    let two = fp(&universal(&format!(
+        "{BUILTIN}  - name: ca-2\n    type: builtin\n"
+    )));
+    assert_eq!(two.len(), 2);
+    assert_ne!(two[0], two[1]);
 }

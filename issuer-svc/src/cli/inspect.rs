@@ -103,10 +103,10 @@ fn summarize(der: &CertificateDer<'_>) -> Result<String, AppError> {
     let key = match c.public_key().parsed() {
         Ok(PublicKey::EC(p)) => format!("EC ({} bits)", p.key_size()),
         Ok(PublicKey::RSA(r)) => format!("RSA-{}", r.key_size()),
-        _ => ca_core::KeyType::of_spki(c.public_key())
+        _ => ca_core::KeyType::of_spki(c.public_key().raw)
             .map_or_else(|e| e.to_string(), |k| k.to_string()),
     };
-    let key = ca_core::KeyType::of_spki(c.public_key()).map_or(key, |k| k.to_string());
+    let key = ca_core::KeyType::of_spki(c.public_key().raw).map_or(key, |k| k.to_string());
     let nb = c.validity().not_before.timestamp();
     let na = c.validity().not_after.timestamp();
     let now = unix(SystemTime::now());

@@ -1,0 +1,245 @@
+//! Decoding of the Mesh, its `mtls` section and each backend's common fields; `conf` is decoded
+//! by [`super::decode_local`] and [`super::decode_remote`].
+
+use serde_yaml::Value;
+
+use super::decode::{error_reason, Fields};
+use super::decode_local::{decode_builtin, decode_provided};
+use super::decode_remote::{decode_acmpca, decode_certmanager, decode_vault};
+use super::{
+    Backend, BackendConf, BackendType, Fingerprint, Mesh, MeshForm, Mode, Mtls,
+    DEFAULT_DP_CERT_EXPIRATION, DEFAULT_REQUEST_TIMEOUT,
+};
+use crate::datasource::DataSource;
+use crate::duration::KumaDuration;
+use crate::error::Violations;
+use crate::name::{BackendName, MeshName};
+use crate::template::CommonNameTemplate;
+use crate::Error;
+
+/// Top-level Mesh sections meshca accepts and ignores.
+const OTHER_MESH_SECTIONS: &[&str] = &[
+    "tracing",
+    "logging",
+    "metrics",
+    "networking",
+    "routing",
+    "constraints",
+    "meshServices",
+    "skipCreatingInitialPolicies",
+];
+
+pub(super) fn decode_mesh(value: &Value, v: &mut Violations) -> Option<Mesh> {
+    let mut root = Fields::of(value, "", v)?;
+    let (form, name, mtls) = if root.has("apiVersion") || root.has("kind") {
+        let api = root.str("apiVersion", v);
+        if api.as_deref() != Some("kuma.io/v1alpha1") {
+            v.add("apiVersion", "must be kuma.io/v1alpha1");
+        }
+        if root.str("kind", v).as_deref() != Some("Mesh") {
+            v.add("kind", "must be Mesh");
+        }
+        let name = root.obj("metadata", v).map(|f| f.open()).and_then(|mut m| {
+            let n = m.required_str("name", v);
+            m.finish(v);
+            n
+        });
+        if !root.has("metadata") {
+            v.add("metadata.name", "cannot be empty");
+        }
+        root.ignore(&["status"]);
+        let mtls = root.obj("spec", v).and_then(|mut spec| {
+            spec.path = String::new();
+            spec.ignore(OTHER_MESH_SECTIONS);
+            let mtls = spec.obj("mtls", v).and_then(|f| decode_mtls(f, v));
+            spec.finish(v);
+            mtls
+        });
+        (MeshForm::Kubernetes, name, mtls)
+    } else {
+        if root.str("type", v).as_deref() != Some("Mesh") {
+            v.add("type", "must be Mesh");
+        }
+        let name = root.required_str("name", v);
+        root.ignore(OTHER_MESH_SECTIONS);
+        root.ignore(&["labels", "creationTime", "modificationTime"]);
+        let mtls = root.obj("mtls", v).and_then(|f| decode_mtls(f, v));
+        (MeshForm::Universal, name, mtls)
+    };
+    root.finish(v);
+    let field = if form == MeshForm::Kubernetes {
+        "metadata.name"
+    } else {
+        "name"
+    };
+    let name = name.and_then(|n| {
+        MeshName::new(n)
+            .map_err(|e| v.add(field, error_reason(&e)))
+            .ok()
+    })?;
+    Some(Mesh { name, form, mtls })
+}
+
+fn decode_mtls(mut f: Fields<'_>, v: &mut Violations) -> Option<Mtls> {
+    let enabled = f.str("enabledBackend", v);
+    let skip_validation = f.bool("skipValidation", v).unwrap_or(false);
+    let mut backends = Vec::new();
+    let mut names_seen: Vec<String> = Vec::new();
+    let backends_path = f.at("backends");
+    if let Some(items) = f.list("backends", v) {
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("{backends_path}[{i}]");
+            if let Some(name) = item.get("name").and_then(Value::as_str) {
+                if names_seen.iter().any(|n| n == name) {
+                    v.add(
+                        format!("{path}.name"),
+                        format!("\"{name}\" is already used for another backend"),
+                    );
+                }
+                names_seen.push(name.to_owned());
+            }
+            if let Some(b) = Fields::of(item, &path, v).and_then(|bf| decode_backend(bf, item, v)) {
+                backends.push(b);
+            }
+        }
+    }
+    let enabled_backend = match enabled.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(name) => {
+            if !names_seen.iter().any(|n| n == name) {
+                v.add(
+                    f.at("enabledBackend"),
+                    "has to be set to one of the backends in the mesh",
+                );
+            }
+            BackendName::new(name).ok()
+        }
+    };
+    f.finish(v);
+    Some(Mtls {
+        enabled_backend,
+        skip_validation,
+        backends,
+    })
+}
+
+fn decode_backend(mut f: Fields<'_>, item: &Value, v: &mut Violations) -> Option<Backend> {
+    let name = f.required_str("name", v).and_then(|n| {
+        let at = f.at("name");
+        let parsed = BackendName::new(&n)
+            .map_err(|e| v.add(&at, error_reason(&e)))
+            .ok();
+        // Secret names derived from it (`<mesh>.ca-builtin-cert-<name>`) must fit in 253.
+        if n.len() + 64 + "ca-builtin-cert-".len() > 253 {
+            v.add(
+                &at,
+                "is too long: secret names derived from it would exceed 253 characters",
+            );
+        }
+        parsed
+    });
+    let type_at = f.at("type");
+    let ty = f.required_str("type", v).and_then(|t| {
+        BackendType::parse(&t).or_else(|| {
+            v.add(
+                &type_at,
+                format!(
+                    "unknown type \"{t}\" (one of builtin, provided, vault, acmpca, certmanager)"
+                ),
+            );
+            None
+        })
+    });
+    let mode = match f.str("mode", v).as_deref() {
+        None | Some("STRICT") => Mode::Strict,
+        Some("PERMISSIVE") => Mode::Permissive,
+        Some(other) => {
+            v.add(
+                f.at("mode"),
+                format!("\"{other}\" is not a mode (STRICT or PERMISSIVE)"),
+            );
+            Mode::Strict
+        }
+    };
+    let mut dp_cert_expiration = DEFAULT_DP_CERT_EXPIRATION;
+    let mut dp_cert_request_timeout = DEFAULT_REQUEST_TIMEOUT;
+    if let Some(mut dp) = f.obj("dpCert", v) {
+        if let Some(mut rot) = dp.obj("rotation", v) {
+            if let Some(d) = rot.duration("expiration", v) {
+                positive(&d, &rot.at("expiration"), v);
+                dp_cert_expiration = d.get();
+            }
+            rot.finish(v);
+        }
+        if let Some(d) = dp.duration("requestTimeout", v) {
+            positive(&d, &dp.at("requestTimeout"), v);
+            dp_cert_request_timeout = d.get();
+        }
+        dp.finish(v);
+    }
+    let mut root_chain_request_timeout = DEFAULT_REQUEST_TIMEOUT;
+    if let Some(mut rc) = f.obj("rootChain", v) {
+        if let Some(d) = rc.duration("requestTimeout", v) {
+            positive(&d, &rc.at("requestTimeout"), v);
+            root_chain_request_timeout = d.get();
+        }
+        rc.finish(v);
+    }
+    let conf_at = f.at("conf");
+    let conf_value = f.get("conf");
+    let empty = Value::Mapping(serde_yaml::Mapping::new());
+    let conf = ty.and_then(|ty| {
+        let value = conf_value.unwrap_or(&empty);
+        let cf = Fields::of(value, &conf_at, v)?;
+        match ty {
+            BackendType::Builtin => decode_builtin(cf, v).map(BackendConf::Builtin),
+            BackendType::Provided => decode_provided(cf, v).map(BackendConf::Provided),
+            BackendType::Vault => decode_vault(cf, v).map(BackendConf::Vault),
+            BackendType::Acmpca => decode_acmpca(cf, v).map(BackendConf::Acmpca),
+            BackendType::Certmanager => decode_certmanager(cf, v).map(BackendConf::Certmanager),
+        }
+    });
+    f.finish(v);
+    Some(Backend {
+        name: name?,
+        mode,
+        dp_cert_expiration,
+        dp_cert_request_timeout,
+        root_chain_request_timeout,
+        conf: conf?,
+        fingerprint: Fingerprint::of_value(item),
+    })
+}
+
+pub(super) fn positive(d: &KumaDuration, at: &str, v: &mut Violations) {
+    if d.get().is_zero() {
+        v.add(at, "must be greater than 0");
+    }
+}
+
+pub(super) fn template(f: &mut Fields<'_>, v: &mut Violations) -> Option<CommonNameTemplate> {
+    let at = f.at("commonName");
+    let s = f.str("commonName", v)?;
+    if s.trim().is_empty() {
+        return None;
+    }
+    CommonNameTemplate::parse(&s)
+        .map_err(|e| match e {
+            Error::InvalidTemplate { reason, .. } => v.add(&at, reason),
+            other => v.add(&at, other.to_string()),
+        })
+        .ok()
+}
+
+pub(super) fn required_source<'a>(
+    f: &mut Fields<'a>,
+    key: &'a str,
+    v: &mut Violations,
+) -> Option<DataSource> {
+    if !f.has(key) {
+        v.add(f.at(key), "has to be defined");
+        let _ = f.get(key);
+        return None;
+    }
+    f.data_source(key, v)
+}

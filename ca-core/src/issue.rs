@@ -1,0 +1,501 @@
+//! The issuance path: [`issue_certificate`], the checks core runs on every certificate a backend
+//! returns ([`check_issued`]), and backend validation ([`validate`]).
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use rustls_pki_types::CertificateDer;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::authority::CertificateAuthority;
+use crate::bundle::TrustBundle;
+use crate::identity::Identity;
+use crate::name::MeshName;
+use crate::refresh::{refresh_at, RefreshPolicy};
+use crate::request::{IdempotencyKey, IssueParams, IssueRequest, KeySource, UncheckedCertificate};
+use crate::secret::SecretBytes;
+use crate::template::CommonNameTemplate;
+use crate::x509::{
+    certs_to_pem, describe_general_name, verify_csr_with_dns, KeyType, PrivateKey, SubjectKey,
+    BACKDATE,
+};
+use crate::Error;
+
+/// A certificate core has checked against its request: exactly the identity's SANs, the
+/// requested key, valid now, chaining to the trust bundle for client and server auth.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    chain: Vec<CertificateDer<'static>>,
+    key: Option<SecretBytes>,
+    bundle: TrustBundle,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    requested_not_after: SystemTime,
+    issued_at: SystemTime,
+    serial_hex: String,
+    identity: Identity,
+}
+
+impl IssuedCertificate {
+    /// Leaf first, then intermediates.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// The chain as PEM.
+    pub fn chain_pem(&self) -> String {
+        certs_to_pem(self.chain.iter())
+    }
+
+    /// The private key (PKCS#8 PEM), only when meshca generated it.
+    pub fn key_pem(&self) -> Option<&SecretBytes> {
+        self.key.as_ref()
+    }
+
+    /// The trust bundle the leaf was verified against.
+    pub fn bundle(&self) -> &TrustBundle {
+        &self.bundle
+    }
+
+    /// The identity the certificate is for.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The leaf's not-before.
+    pub fn not_before(&self) -> SystemTime {
+        self.not_before
+    }
+
+    /// The leaf's actual not-after.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
+    /// The not-after that was asked for.
+    pub fn requested_not_after(&self) -> SystemTime {
+        self.requested_not_after
+    }
+
+    /// True when the CA shortened the lifetime (a Vault `max_ttl`, a provided CA expiring sooner).
+    pub fn shortened(&self) -> bool {
+        self.not_after < self.requested_not_after
+    }
+
+    /// Whichever of the requested and the actual not-after comes first: rotation is scheduled
+    /// from it.
+    pub fn effective_not_after(&self) -> SystemTime {
+        self.not_after.min(self.requested_not_after)
+    }
+
+    /// When the certificate was asked for (its not-before is backdated from this by 10 s).
+    pub fn issued_at(&self) -> SystemTime {
+        self.issued_at
+    }
+
+    /// When to rotate: `fraction` (Kuma: 4/5) of the effective lifetime, counted from issuance
+    /// (not from the backdated not-before, which matters for short lifetimes).
+    pub fn rotate_at(&self, fraction: f64) -> SystemTime {
+        let life = self
+            .effective_not_after()
+            .duration_since(self.issued_at)
+            .unwrap_or_default();
+        self.issued_at + life.mul_f64(fraction.clamp(0.0, 1.0))
+    }
+
+    /// When to refresh under `policy`: [`refresh_at`] over this certificate's effective lifetime
+    /// (from its issuance to [`effective_not_after`](Self::effective_not_after)). `jitter_sample`
+    /// is a random number in `[0, 1)` the caller draws.
+    pub fn refresh_at(&self, policy: &RefreshPolicy, jitter_sample: f64) -> SystemTime {
+        refresh_at(
+            self.not_before,
+            self.effective_not_after(),
+            self.issued_at,
+            policy,
+            jitter_sample,
+        )
+    }
+
+    /// The serial number in hex.
+    pub fn serial_hex(&self) -> &str {
+        &self.serial_hex
+    }
+}
+
+/// What core found wrong with a backend's certificate ([`Error::InvalidIssued`]). `Display` gives
+/// the message an operator reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IssuedProblem {
+    /// The backend returned an empty chain.
+    Empty,
+    /// The leaf cannot be parsed as X.509.
+    Unparseable(String),
+    /// The leaf is a CA certificate.
+    NotALeaf,
+    /// The leaf certifies another key than the requested one.
+    WrongKey,
+    /// The leaf carries a SAN of a kind core never requests (IP, email, ...), as openssl prints it.
+    UnexpectedSan(String),
+    /// The leaf's URI SANs are not exactly the identity's.
+    WrongUriSans {
+        /// The identity's URI SANs the leaf lacks.
+        missing: Vec<String>,
+        /// URI SANs of the leaf the identity does not have.
+        extra: Vec<String>,
+    },
+    /// The leaf's DNS SANs are not exactly the identity's.
+    WrongDnsSans {
+        /// The identity's DNS SANs the leaf lacks.
+        missing: Vec<String>,
+        /// DNS SANs of the leaf the identity does not have.
+        extra: Vec<String>,
+    },
+    /// The leaf's subject common name is not the rendered template (or is there when none was
+    /// asked for).
+    CommonName {
+        /// The rendered template, if the backend has one.
+        expected: Option<String>,
+        /// The leaf's common names.
+        got: Vec<String>,
+    },
+    /// The leaf's not-before is more than a minute in the future.
+    NotYetValid,
+    /// The leaf's not-after has passed.
+    Expired,
+    /// The leaf does not verify to the trust bundle (the verifier's message).
+    DoesNotChain(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl fmt::Display for IssuedProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("no certificate"),
+            Self::Unparseable(e) => write!(f, "leaf cannot be parsed: {e}"),
+            Self::NotALeaf => f.write_str("leaf is a CA certificate"),
+            Self::WrongKey => f.write_str("leaf certifies a different key than the one requested"),
+            Self::UnexpectedSan(san) => write!(f, "leaf has SAN {san} that was not requested"),
+            Self::WrongUriSans { missing, extra } => sans_message(f, "", missing, extra),
+            Self::WrongDnsSans { missing, extra } => sans_message(f, "DNS:", missing, extra),
+            Self::CommonName { expected, got } => write!(
+                f,
+                "leaf common name is {got:?}, expected {}",
+                expected
+                    .as_ref()
+                    .map_or("none".to_string(), |w| format!("{w:?}"))
+            ),
+            Self::NotYetValid => f.write_str("leaf is not valid yet"),
+            Self::Expired => f.write_str("leaf has already expired"),
+            Self::DoesNotChain(e) => write!(f, "leaf {e}"),
+            Self::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// One SAN at fault, as the message has always named it: an extra one first, else a missing one.
+fn sans_message(
+    f: &mut fmt::Formatter<'_>,
+    prefix: &str,
+    missing: &[String],
+    extra: &[String],
+) -> fmt::Result {
+    let more = |n: usize| {
+        if n > 1 {
+            format!(" (and {} more)", n - 1)
+        } else {
+            String::new()
+        }
+    };
+    if let Some(e) = extra.first() {
+        write!(
+            f,
+            "leaf has SAN {prefix}{e} that was not requested{}",
+            more(extra.len())
+        )?;
+        if let Some(m) = missing.first() {
+            write!(f, "; leaf lacks SAN {prefix}{m}{}", more(missing.len()))?;
+        }
+        Ok(())
+    } else if let Some(m) = missing.first() {
+        write!(f, "leaf lacks SAN {prefix}{m}{}", more(missing.len()))
+    } else {
+        f.write_str("leaf SANs differ from the identity's")
+    }
+}
+
+/// Issues a certificate through `ca` and checks the result.
+///
+/// This is the only way to get an [`IssuedCertificate`]: the CSR's signature is verified, SANs
+/// come only from `params.identity` (URI SANs, and DNS SANs when the identity has them), and the
+/// backend's answer is checked by [`check_issued`] against
+/// [`trust_bundle`](CertificateAuthority::trust_bundle). When that check fails only because the
+/// leaf does not chain to the bundle (a cached bundle older than a CA rotation), the bundle is
+/// fetched again once with [`refresh_trust_bundle`](CertificateAuthority::refresh_trust_bundle)
+/// and the leaf re-checked against the fresh one.
+///
+/// The request carries `params.idempotency_key`, or a fresh [`IdempotencyKey`] per call.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a lifetime under 1 s, [`Error::InvalidCsr`] /
+/// [`Error::UnsupportedKey`] for a bad CSR, [`Error::InvalidTemplate`] when the CN cannot be
+/// rendered, the backend's error, or [`Error::InvalidIssued`] when the backend's certificate is
+/// not what was asked for.
+pub async fn issue_certificate(
+    ca: &dyn CertificateAuthority,
+    params: IssueParams<'_>,
+) -> Result<IssuedCertificate, Error> {
+    if params.lifetime < Duration::from_secs(1) {
+        return Err(Error::invalid_argument("lifetime", "must be at least 1s"));
+    }
+    let common_name = params
+        .common_name
+        .map(|t| t.render(&params.identity))
+        .transpose()?;
+    let (subject_key, csr_der, key) = match params.key {
+        KeySource::Csr(der) => (
+            verify_csr_with_dns(der, params.identity.uri_sans(), params.identity.dns_sans())?,
+            Some(der.to_vec()),
+            None,
+        ),
+        KeySource::Generate(key_type) => {
+            let key = key_type.generate()?;
+            let csr = if ca.needs_csr() {
+                Some(key.csr_der_with_dns(params.identity.uri_sans(), params.identity.dns_sans())?)
+            } else {
+                None
+            };
+            (SubjectKey::from_spki_der(&key.spki_der())?, csr, Some(key))
+        }
+    };
+    // Whole seconds: X.509 times have no fractions, so the leaf can match the request exactly.
+    let now = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        );
+    let request = IssueRequest {
+        identity: params.identity,
+        subject_key,
+        csr_der,
+        not_before: now - BACKDATE,
+        not_after: now + params.lifetime,
+        lifetime: params.lifetime,
+        common_name,
+        idempotency_key: params.idempotency_key.unwrap_or_else(IdempotencyKey::new),
+    };
+    let unchecked = ca.issue(&request).await?;
+    let bundle = ca.trust_bundle().await?;
+    let checked = match check(ca.name(), &request, &unchecked, &bundle, SystemTime::now()) {
+        Err(Error::InvalidIssued {
+            problem: IssuedProblem::DoesNotChain(_),
+            ..
+        }) => {
+            // Every other check passed: the leaf may be from a CA newer than a cached bundle.
+            let fresh = ca.refresh_trust_bundle().await?;
+            let checked = check(ca.name(), &request, &unchecked, &fresh, SystemTime::now())?;
+            (checked, fresh)
+        }
+        other => (other?, bundle),
+    };
+    let (checked, bundle) = checked;
+    let mut issued = checked.into_issued(&request, unchecked, bundle);
+    issued.key = key.map(|k: PrivateKey| k.to_pem());
+    Ok(issued)
+}
+
+/// Checks a backend's answer against its request.
+///
+/// # Errors
+/// [`Error::InvalidIssued`] with the [`IssuedProblem`]: unparsable, a CA certificate, a different
+/// key, missing or extra URI or DNS SANs, a SAN of another kind, a wrong common name, not valid
+/// now, or not chaining to `bundle`.
+pub fn check_issued(
+    backend: &str,
+    request: &IssueRequest,
+    unchecked: UncheckedCertificate,
+    bundle: &TrustBundle,
+    now: SystemTime,
+) -> Result<IssuedCertificate, Error> {
+    let checked = check(backend, request, &unchecked, bundle, now)?;
+    Ok(checked.into_issued(request, unchecked, bundle.clone()))
+}
+
+/// What [`check`] reads off a leaf that passed.
+struct Checked {
+    not_before: SystemTime,
+    not_after: SystemTime,
+    serial_hex: String,
+}
+
+impl Checked {
+    fn into_issued(
+        self,
+        request: &IssueRequest,
+        unchecked: UncheckedCertificate,
+        bundle: TrustBundle,
+    ) -> IssuedCertificate {
+        IssuedCertificate {
+            not_before: self.not_before,
+            not_after: self.not_after,
+            requested_not_after: request.not_after,
+            issued_at: request.not_before + BACKDATE,
+            serial_hex: self.serial_hex,
+            identity: request.identity.clone(),
+            bundle,
+            key: None,
+            chain: unchecked.chain,
+        }
+    }
+}
+
+/// The checks of [`check_issued`], borrowing the answer so it can be re-checked against a
+/// refreshed bundle. The chain check comes last: a [`IssuedProblem::DoesNotChain`] means every
+/// other check passed.
+fn check(
+    backend: &str,
+    request: &IssueRequest,
+    unchecked: &UncheckedCertificate,
+    bundle: &TrustBundle,
+    now: SystemTime,
+) -> Result<Checked, Error> {
+    let bad = |problem: IssuedProblem| Error::InvalidIssued {
+        backend: backend.to_owned(),
+        problem,
+    };
+    let chain = &unchecked.chain;
+    let leaf_der = chain.first().ok_or_else(|| bad(IssuedProblem::Empty))?;
+    let (_, leaf) = X509Certificate::from_der(leaf_der)
+        .map_err(|e| bad(IssuedProblem::Unparseable(e.to_string())))?;
+
+    if leaf.is_ca() {
+        return Err(bad(IssuedProblem::NotALeaf));
+    }
+    if leaf.public_key().raw != request.subject_key.spki_der() {
+        return Err(bad(IssuedProblem::WrongKey));
+    }
+
+    let mut uris: Vec<&str> = Vec::new();
+    let mut dns: Vec<&str> = Vec::new();
+    if let Ok(Some(san)) = leaf.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::URI(u) => uris.push(u),
+                GeneralName::DNSName(d) => dns.push(d),
+                other => {
+                    return Err(bad(IssuedProblem::UnexpectedSan(describe_general_name(
+                        other,
+                    ))))
+                }
+            }
+        }
+    }
+    let (missing, extra) = difference(request.identity.uri_sans(), &uris);
+    if !missing.is_empty() || !extra.is_empty() {
+        return Err(bad(IssuedProblem::WrongUriSans { missing, extra }));
+    }
+    let (missing, extra) = difference(request.identity.dns_sans(), &dns);
+    if !missing.is_empty() || !extra.is_empty() {
+        return Err(bad(IssuedProblem::WrongDnsSans { missing, extra }));
+    }
+
+    let cns: Vec<&str> = leaf
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .collect();
+    match (request.common_name(), cns.as_slice()) {
+        (None, []) => {}
+        (Some(want), [got]) if *got == want => {}
+        (want, got) => {
+            return Err(bad(IssuedProblem::CommonName {
+                expected: want.map(str::to_owned),
+                got: got.iter().map(|s| (*s).to_owned()).collect(),
+            }))
+        }
+    }
+
+    let not_before = to_system(leaf.validity().not_before.timestamp());
+    let not_after = to_system(leaf.validity().not_after.timestamp());
+    if not_before > now + Duration::from_secs(60) {
+        return Err(bad(IssuedProblem::NotYetValid));
+    }
+    if not_after <= now {
+        return Err(bad(IssuedProblem::Expired));
+    }
+
+    // A leaf that core's own LocalCa signed, whose signing CA is itself a trust anchor of the
+    // bundle, chains by construction: the signature was made with the key that matches that CA
+    // certificate (checked when the LocalCa was built), and webpki checks neither the validity
+    // nor the extensions of a trust anchor. Skipping the signature verification here saves one
+    // verify per certificate on the local backends' hot path. Everything else goes to webpki.
+    let anchored_locally = unchecked.signed_by.as_ref().is_some_and(|s| {
+        leaf.issuer().as_raw() == s.ca_subject.as_slice() && bundle.certs().contains(&s.ca_cert)
+    });
+    if !anchored_locally {
+        bundle
+            .verify_chain(leaf_der, &chain[1..], now)
+            .map_err(|e| bad(IssuedProblem::DoesNotChain(e)))?;
+    }
+
+    Ok(Checked {
+        not_before,
+        not_after,
+        serial_hex: leaf.raw_serial_as_string(),
+    })
+}
+
+/// What `want` has that `got` lacks, and what `got` has that `want` does not, each in order.
+fn difference(want: &[String], got: &[&str]) -> (Vec<String>, Vec<String>) {
+    let missing = want
+        .iter()
+        .filter(|w| !got.contains(&w.as_str()))
+        .cloned()
+        .collect();
+    let extra = got
+        .iter()
+        .filter(|g| !want.iter().any(|w| w == *g))
+        .map(|g| (*g).to_owned())
+        .collect();
+    (missing, extra)
+}
+
+/// The summary of a test certificate issued by [`validate`].
+#[derive(Debug, Clone)]
+pub struct TestCertificate {
+    /// The issued (and checked) certificate.
+    pub certificate: IssuedCertificate,
+}
+
+/// The identity [`validate`] issues its test certificate for.
+pub const TEST_SERVICE: &str = "meshca-validation";
+
+/// Validates a backend the way the global control plane does before accepting a Mesh: `ensure`,
+/// then issue one test certificate (generated P-256 key) and check it.
+///
+/// # Errors
+/// The first failure, wrapped so that the message says the backend failed validation.
+pub async fn validate(
+    ca: &dyn CertificateAuthority,
+    mesh: &MeshName,
+    lifetime: Duration,
+    common_name: Option<&CommonNameTemplate>,
+) -> Result<TestCertificate, Error> {
+    ca.ensure().await?;
+    let identity = Identity::new(mesh.clone(), [(crate::name::SERVICE_TAG, TEST_SERVICE)])?;
+    let params = IssueParams::new(identity, KeySource::Generate(KeyType::EcdsaP256), lifetime)
+        .with_common_name(common_name);
+    let certificate = issue_certificate(ca, params).await?;
+    Ok(TestCertificate { certificate })
+}
+
+fn to_system(ts: i64) -> SystemTime {
+    match u64::try_from(ts) {
+        Ok(s) => SystemTime::UNIX_EPOCH + Duration::from_secs(s),
+        Err(_) => SystemTime::UNIX_EPOCH,
+    }
+}
