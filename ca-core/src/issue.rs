@@ -94,16 +94,6 @@ impl IssuedCertificate {
         self.issued_at
     }
 
-    /// When to rotate: `fraction` (Kuma: 4/5) of the effective lifetime, counted from issuance
-    /// (not from the backdated not-before, which matters for short lifetimes).
-    pub fn rotate_at(&self, fraction: f64) -> SystemTime {
-        let life = self
-            .effective_not_after()
-            .duration_since(self.issued_at)
-            .unwrap_or_default();
-        self.issued_at + life.mul_f64(fraction.clamp(0.0, 1.0))
-    }
-
     /// When to refresh under `policy`: [`refresh_at`] over this certificate's effective lifetime
     /// (from its issuance to [`effective_not_after`](Self::effective_not_after)). `jitter_sample`
     /// is a random number in `[0, 1)` the caller draws.

@@ -196,7 +196,8 @@ async fn good_backend_passes_for_every_key_source() {
             .duration_since(issued.not_before())
             .unwrap();
         assert_eq!(life, Duration::from_secs(3610), "{kt}: backdated 10s");
-        let rotate = issued.rotate_at(0.8);
+        let no_jitter = ca_core::RefreshPolicy::new(0.8, 0.0, Duration::ZERO, Duration::MAX);
+        let rotate = issued.refresh_at(&no_jitter, 0.0);
         assert_eq!(
             rotate.duration_since(issued.not_before()).unwrap(),
             Duration::from_secs(10 + 2880),

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use ca_core::{
-    issue_certificate, CertificateAuthority, Error, Identity, IssueParams, IssueRequest,
-    IssuedCertificate, KeySource, KeyType, SecretName, TrustBundle, UncheckedCertificate,
+    issue_certificate, CertificateAuthority, Error, IdempotencyKey, Identity, IssueParams,
+    IssueRequest, IssuedCertificate, KeySource, KeyType, SecretName, TrustBundle,
+    UncheckedCertificate,
 };
 use tokio::sync::Semaphore;
 
@@ -197,8 +198,9 @@ impl Guard {
         out
     }
 
-    /// Issues a certificate for `identity` from `backend`: from the caller's CSR (DER) when
-    /// given, else with a P-256 key meshca generates.
+    /// Issues a certificate for `identity` (plus the backend's configured DNS names) from
+    /// `backend`: from the caller's CSR (DER) when given, else with a P-256 key meshca generates.
+    /// `key` identifies the logical request: the same across its retries.
     ///
     /// # Errors
     /// [`Error::CircuitOpen`] while the backend's circuit is open; [`Error::DeadlineExceeded`]
@@ -208,23 +210,26 @@ impl Guard {
         backend: &ActiveBackend,
         identity: Identity,
         csr: Option<&[u8]>,
+        key: IdempotencyKey,
     ) -> Result<IssuedCertificate, Error> {
         let mesh = identity.mesh().to_string();
-        let key = (mesh.clone(), backend.name.to_string());
+        let backend_key = (mesh.clone(), backend.name.to_string());
         let started = Instant::now();
         let spiffe = identity.spiffe_id().to_owned();
-        let guard = self.backend_guard(&key);
+        let guard = self.backend_guard(&backend_key);
         let probe = match self.admit(&guard) {
             Ok(probe) => probe,
             Err(()) => {
                 let e = Error::CircuitOpen {
-                    backend: key.1.clone(),
+                    backend: backend_key.1.clone(),
                 };
                 self.observer.failed(&mesh, reason_label(&e));
                 return Err(e);
             }
         };
-        let result = self.issue_inner(backend, &key, identity, csr).await;
+        let result = self
+            .issue_inner(backend, &backend_key, identity, csr, key)
+            .await;
         if probe {
             lock(&guard.circuit).probing = false;
         }
@@ -232,18 +237,21 @@ impl Guard {
             Ok(_) => {
                 let mut c = lock(&guard.circuit);
                 if c.open_until.is_some() {
-                    tracing::info!(mesh = %key.0, backend = %key.1, "backend recovered; circuit closed");
+                    tracing::info!(mesh = %backend_key.0, backend = %backend_key.1, "backend recovered; circuit closed");
                 }
                 c.failures.clear();
                 c.open_until = None;
                 drop(c);
-                self.observer
-                    .issued(&key.0, &key.1, started.elapsed().as_secs_f64());
+                self.observer.issued(
+                    &backend_key.0,
+                    &backend_key.1,
+                    started.elapsed().as_secs_f64(),
+                );
             }
             Err(e) => {
                 self.observer.failed(&mesh, reason_label(e));
                 if is_upstream_failure(e) {
-                    self.record_upstream_failure(&guard, &key, spiffe);
+                    self.record_upstream_failure(&guard, &backend_key, spiffe);
                 }
             }
         }
@@ -292,7 +300,13 @@ impl Guard {
         key: &BackendKey,
         identity: Identity,
         csr: Option<&[u8]>,
+        idempotency_key: IdempotencyKey,
     ) -> Result<IssuedCertificate, Error> {
+        let identity = if backend.dns_names.is_empty() {
+            identity
+        } else {
+            identity.with_dns_names(backend.dns_names.iter().cloned())?
+        };
         let guard = self.backend_guard(key);
         let _permit =
             guard
@@ -309,7 +323,8 @@ impl Guard {
             None => KeySource::Generate(KeyType::EcdsaP256),
         };
         let params = IssueParams::new(identity, key_source, backend.lifetime)
-            .with_common_name(backend.common_name.as_ref());
+            .with_common_name(backend.common_name.as_ref())
+            .with_idempotency_key(idempotency_key);
         match tokio::time::timeout(
             backend.request_timeout,
             issue_certificate(backend.ca.as_ref(), params),
@@ -358,7 +373,8 @@ pub fn reason_label(e: &Error) -> &'static str {
 
 /// A backend whose trust bundle is kept, not fetched for every certificate: for a remote backend
 /// (Vault, ACM PCA) `trust_bundle()` is an upstream call. The first call fills the cache;
-/// [`refresh`](Self::refresh) (the manager calls it periodically) fetches it again.
+/// [`refresh`](Self::refresh) fetches it again — the manager calls it periodically, and core
+/// (through `refresh_trust_bundle`) when an issued certificate does not chain to the cached one.
 #[derive(Debug)]
 pub struct CachedBundle {
     inner: Arc<dyn CertificateAuthority>,
@@ -379,7 +395,7 @@ impl CachedBundle {
     /// # Errors
     /// The backend's error; the cached bundle stays.
     pub async fn refresh(&self) -> Result<TrustBundle, Error> {
-        let fresh = self.inner.trust_bundle().await?;
+        let fresh = self.inner.refresh_trust_bundle().await?;
         *self
             .cache
             .write()
@@ -410,6 +426,12 @@ impl CertificateAuthority for CachedBundle {
             Some(b) => Ok(b),
             None => self.refresh().await,
         }
+    }
+
+    /// Core calls this when a certificate does not chain to the cached bundle (the upstream CA
+    /// rotated): fetch it again.
+    async fn refresh_trust_bundle(&self) -> Result<TrustBundle, Error> {
+        self.refresh().await
     }
 
     async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {

@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use ca_core::config::{Backend, BackendType, Mesh};
+use ca_core::config::{Backend, BackendConf, BackendType, Mesh};
 use ca_core::{
-    BackendName, CertificateAuthority, CommonNameTemplate, Error, Identity, IssuedCertificate,
-    MeshName, SecretStore, SourcePolicy, TestCertificate, TrustBundle,
+    BackendName, CertificateAuthority, CommonNameTemplate, Error, IdempotencyKey, Identity,
+    IssuedCertificate, MeshName, SecretStore, SourcePolicy, TestCertificate, TrustBundle,
 };
 use tokio::sync::watch;
 
@@ -38,6 +38,8 @@ pub struct ActiveBackend {
     pub request_timeout: Duration,
     /// The common-name template, if any.
     pub common_name: Option<CommonNameTemplate>,
+    /// DNS names every certificate of this backend carries (certmanager `dnsNames`).
+    pub dns_names: Vec<String>,
     /// Its roots, as of the last build or refresh.
     pub bundle: TrustBundle,
     /// Fingerprint of the backend's configuration: an apply that does not change it reuses this
@@ -261,8 +263,24 @@ impl Manager {
     /// # Errors
     /// [`Error::MeshNotFound`], [`Error::MtlsDisabled`], the guard's and the backend's errors.
     pub async fn issue(&self, identity: Identity, csr: Option<&[u8]>) -> Result<Issued, Error> {
+        self.issue_with_key(identity, csr, IdempotencyKey::new())
+            .await
+    }
+
+    /// [`issue`](Self::issue) under `key`: pass the same key when you retry one logical request,
+    /// so a backend whose upstream supports it (ACM PCA's `IdempotencyToken`, a deterministic
+    /// cert-manager request name) never mints twice.
+    ///
+    /// # Errors
+    /// As [`issue`](Self::issue).
+    pub async fn issue_with_key(
+        &self,
+        identity: Identity,
+        csr: Option<&[u8]>,
+        key: IdempotencyKey,
+    ) -> Result<Issued, Error> {
         let (mesh, backend) = self.enabled(identity.mesh().as_str())?;
-        let certificate = self.guard.issue(&backend, identity, csr).await?;
+        let certificate = self.guard.issue(&backend, identity, csr, key).await?;
         Ok(Issued {
             certificate,
             mesh,
@@ -491,6 +509,10 @@ impl Manager {
             lifetime: backend.dp_cert_expiration,
             request_timeout: backend.dp_cert_request_timeout,
             common_name: backend.common_name().cloned(),
+            dns_names: match &backend.conf {
+                BackendConf::Certmanager(c) => c.dns_names.clone(),
+                _ => Vec::new(),
+            },
             bundle,
             fingerprint,
         }))
@@ -660,15 +682,6 @@ fn cache_key(mesh: &Mesh, backend: &Backend) -> (String, String, String) {
     (
         mesh.name.to_string(),
         backend.name.to_string(),
-        fingerprint(backend),
+        backend.fingerprint().as_str().to_owned(),
     )
-}
-
-// Replaced by `Backend::fingerprint` from ca-core once it lands (same branch of work).
-fn fingerprint(backend: &Backend) -> String {
-    let d = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        format!("{backend:?}").as_bytes(),
-    );
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }

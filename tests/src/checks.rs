@@ -215,7 +215,8 @@ pub async fn validity_follows_dp_cert_expiration(f: &dyn Fixture) {
                 assert!(!issued.shortened(), "{}", f.name());
             }
         }
-        assert!(issued.rotate_at(0.8) < issued.effective_not_after());
+        let policy = ca_core::RefreshPolicy::default();
+        assert!(issued.refresh_at(&policy, 0.99) < issued.effective_not_after());
     }
 }
 

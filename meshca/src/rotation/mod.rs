@@ -1,5 +1,5 @@
 //! Rotation: the scheduler that re-issues watched certificates before they expire and whenever
-//! a mesh's CA changes ([`scheduler`]), when to rotate ([`RotationPolicy`]), and the channel a
+//! a mesh's CA changes ([`Scheduler`]), when to rotate ([`RotationPolicy`]), and the channel a
 //! watcher reads [`Rotated`] values from ([`WatchReceiver`]).
 
 mod channel;

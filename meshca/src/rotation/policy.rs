@@ -1,48 +1,45 @@
-//! When a certificate's holder should get the next one.
+//! When a certificate's holder should get the next one: ca-core's one formula
+//! ([`ca_core::refresh_at`]), with the jitter drawn here.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use ca_core::IssuedCertificate;
+use ca_core::{IssuedCertificate, RefreshPolicy};
 use rand::Rng as _;
 
-/// When to rotate.
-#[derive(Clone, Copy, Debug)]
-#[non_exhaustive]
-pub struct RotationPolicy {
-    /// Fraction of the lifetime after which to rotate (Kuma: 0.8).
-    pub fraction: f64,
-    /// Up to this fraction of the delay is taken off at random, spreading a zone's rotations.
-    pub jitter: f64,
-}
-
-impl Default for RotationPolicy {
-    fn default() -> Self {
-        Self {
-            fraction: 0.8,
-            jitter: 0.1,
-        }
-    }
-}
+/// When to rotate: Kuma's 4/5 of the effective lifetime by default, less up to a tenth of that at
+/// random, between 1 s and a year after issuance.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RotationPolicy(RefreshPolicy);
 
 impl RotationPolicy {
-    /// Rotate after `fraction` of the lifetime, less up to `jitter` of that at random.
+    /// Rotate after `fraction` of the lifetime, less up to `jitter` of that delay at random.
     pub fn new(fraction: f64, jitter: f64) -> Self {
-        Self { fraction, jitter }
+        Self(RefreshPolicy::new(
+            fraction,
+            jitter,
+            RefreshPolicy::DEFAULT_MIN_DELAY,
+            RefreshPolicy::DEFAULT_MAX_DELAY,
+        ))
     }
 
-    /// When a holder of `cert` should rotate, jittered.
-    /// Call right after issuance: the lifetime counts from now, not from the backdated
-    /// not-before.
+    /// With other bounds on the delay after issuance.
+    #[must_use]
+    pub fn with_bounds(self, min_delay: Duration, max_delay: Duration) -> Self {
+        Self(RefreshPolicy::new(
+            self.0.fraction,
+            self.0.jitter,
+            min_delay,
+            max_delay,
+        ))
+    }
+
+    /// The core policy.
+    pub fn refresh_policy(&self) -> &RefreshPolicy {
+        &self.0
+    }
+
+    /// When a holder of `cert` should rotate (counted from its issuance), jittered.
     pub fn rotate_at(&self, cert: &IssuedCertificate) -> SystemTime {
-        let now = SystemTime::now();
-        let start = cert.not_before().max(now);
-        let life = cert
-            .effective_not_after()
-            .duration_since(start)
-            .unwrap_or_default();
-        let delay = life.mul_f64(self.fraction.clamp(0.0, 1.0));
-        let cut =
-            delay.mul_f64(self.jitter.clamp(0.0, 0.5) * rand::thread_rng().gen_range(0.0..1.0));
-        now + (delay - cut)
+        cert.refresh_at(&self.0, rand::thread_rng().gen_range(0.0..1.0))
     }
 }

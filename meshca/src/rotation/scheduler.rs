@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ca_core::{Error, Identity, MeshName};
+use ca_core::{Error, IdempotencyKey, Identity, MeshName};
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
@@ -100,6 +100,9 @@ struct Entry {
     not_after: SystemTime,
     lifetime: Duration,
     key: Option<delay_queue::Key>,
+    /// The idempotency key of the rotation under way, the same for all its retries; `None`
+    /// between rotations.
+    request: Option<IdempotencyKey>,
     attempt: u32,
     in_flight: bool,
     /// Due, waiting in its backend's lane for an issue slot.
@@ -150,7 +153,11 @@ impl fmt::Display for Compact {
             .filter_map(|l| l.split_once('='))
             .find(|(k, _)| *k == ca_core::SERVICE_TAG)
             .map_or("", |(_, v)| v);
-        write!(f, "spiffe://{}/{service}", self.mesh())
+        match ca_core::SpiffeId::new(self.mesh(), service) {
+            Ok(id) => id.fmt(f),
+            // Cannot happen: the text was made from a valid identity.
+            Err(_) => write!(f, "{} (invalid)", self.mesh()),
+        }
     }
 }
 
@@ -259,6 +266,7 @@ impl Loop {
                 generation: w.generation,
                 lifetime,
                 key: Some(key),
+                request: None,
                 attempt: 0,
                 in_flight: false,
                 waiting: false,
@@ -335,13 +343,14 @@ impl Loop {
             RotationReason::CaChange
         };
         let csr = e.csr.clone();
+        let request = e.request.get_or_insert_with(IdempotencyKey::new).clone();
         let issuer = self.issuer.clone();
         let policy = self.policy;
         let manager = self.manager.clone();
         let done_tx = done_tx.clone();
         tokio::spawn(async move {
             let result = issuer
-                .issue(&active, identity, csr.as_deref())
+                .issue(&active, identity, csr.as_deref(), request)
                 .await
                 .map(|cert| {
                     // Rotation counts from issuance, so compute it here, right after.
@@ -451,6 +460,7 @@ impl Loop {
                 e.not_after = p.not_after;
                 e.lifetime = p.lifetime;
                 e.attempt = 0;
+                e.request = None;
                 if let Some(k) = e.key.take() {
                     self.queue.try_remove(&k);
                 }

@@ -16,6 +16,27 @@ use meshca::{
 
 static DOWN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 static CALLS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+static BUNDLE_CALLS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+static KEYS: Mutex<Option<HashMap<String, Vec<String>>>> = Mutex::new(None);
+
+/// `trust_bundle` calls that reached the backend of `mesh`.
+pub fn bundle_calls(mesh: &str) -> usize {
+    BUNDLE_CALLS
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|c| c.get(mesh).copied())
+        .unwrap_or(0)
+}
+
+/// The idempotency key of every issue call that reached the backend of `mesh`, in order.
+pub fn keys(mesh: &str) -> Vec<String> {
+    KEYS.lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|k| k.get(mesh).cloned())
+        .unwrap_or_default()
+}
 
 /// While down, every issue for `mesh` fails as an unreachable upstream would.
 pub fn set_down(mesh: &str, down: bool) {
@@ -53,9 +74,21 @@ impl CertificateAuthority for Faulty {
         self.inner.ensure().await
     }
     async fn trust_bundle(&self) -> Result<TrustBundle, Error> {
+        *BUNDLE_CALLS
+            .lock()
+            .unwrap()
+            .get_or_insert_with(HashMap::new)
+            .entry(self.mesh.clone())
+            .or_default() += 1;
         self.inner.trust_bundle().await
     }
     async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
+        KEYS.lock()
+            .unwrap()
+            .get_or_insert_with(HashMap::new)
+            .entry(self.mesh.clone())
+            .or_default()
+            .push(request.idempotency_key().to_string());
         *CALLS
             .lock()
             .unwrap()

@@ -178,38 +178,14 @@ fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {
     out
 }
 
-/// Rebuilds a data plane's identity from its certificate's SANs: `kuma://<tag>/<value>` become
-/// tags; every `spiffe://<mesh>/<service>` must name `mesh` and a service among the tags.
+/// Rebuilds a data plane's identity from its certificate's URI SANs
+/// ([`Identity::from_uri_sans`]: the SANs must be exactly those of the identity they spell).
 pub(crate) fn identity_from_cert(
     leaf: &CertificateDer<'_>,
     mesh: &MeshName,
 ) -> Result<Identity, String> {
     let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| format!("cannot parse: {e}"))?;
-    let sans = uri_sans(&cert);
-    let mut tags: Vec<(String, String)> = Vec::new();
-    let mut spiffe: Vec<String> = Vec::new();
-    for s in &sans {
-        if let Some(rest) = s.strip_prefix("kuma://") {
-            let (tag, value) = rest
-                .rsplit_once('/')
-                .ok_or_else(|| format!("bad SAN {s}"))?;
-            tags.push((tag.to_owned(), value.to_owned()));
-        } else if s.starts_with("spiffe://") {
-            spiffe.push(s.clone());
-        } else {
-            return Err(format!("unexpected SAN {s}"));
-        }
-    }
-    let identity = Identity::new(mesh.clone(), tags).map_err(|e| e.to_string())?;
-    // The certificate must carry exactly the SANs of the identity rebuilt from it.
-    let mut want: Vec<&String> = identity.uri_sans().iter().collect();
-    let mut got: Vec<&String> = sans.iter().collect();
-    want.sort();
-    got.sort();
-    if want != got {
-        return Err("SANs do not form a meshca identity".into());
-    }
-    Ok(identity)
+    Identity::from_uri_sans(mesh, &uri_sans(&cert)).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

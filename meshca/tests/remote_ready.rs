@@ -1,0 +1,146 @@
+//! What the remote backends need from the library: the trust bundle is cached (one upstream
+//! fetch, not one per certificate), one logical request keeps one idempotency key across its
+//! retries, and DNS names a backend is configured with reach every certificate it issues.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshca::ca_core::config::{Backend, BackendType, BuiltinConf, Mesh};
+use meshca::rotation::{self, RotationPolicy, RotationReason};
+use meshca::{
+    BuildContext, BuildFuture, Built, Identity, Limits, Manager, MeshName, OverlaySecretStore,
+    Registry,
+};
+
+fn web(mesh: &str) -> Identity {
+    Identity::new(MeshName::new(mesh).unwrap(), [("kuma.io/service", "web")]).unwrap()
+}
+
+fn manager(registry: Registry) -> Arc<Manager> {
+    Arc::new(
+        Manager::builder(registry, Arc::new(OverlaySecretStore::new(None)))
+            .limits(Limits::default().with_circuit(100, Duration::from_secs(1)))
+            .build(),
+    )
+}
+
+#[tokio::test]
+async fn the_trust_bundle_is_fetched_once_not_per_certificate() {
+    let m = manager(common::faulty_registry());
+    m.apply(
+        "t",
+        vec![Mesh::from_yaml(&common::mesh_yaml("cached", "1h")).unwrap()],
+    )
+    .await
+    .unwrap();
+    let after_build = common::bundle_calls("cached");
+    for i in 0..20 {
+        let id = Identity::new(
+            MeshName::new("cached").unwrap(),
+            [("kuma.io/service", format!("svc-{i}"))],
+        )
+        .unwrap();
+        m.issue(id, None).await.unwrap();
+    }
+    assert_eq!(
+        common::bundle_calls("cached"),
+        after_build,
+        "no fetch per certificate"
+    );
+    assert!(
+        after_build <= 2,
+        "{after_build} fetches to build one backend"
+    );
+    // The periodic refresh goes upstream.
+    m.refresh_bundles().await;
+    assert_eq!(common::bundle_calls("cached"), after_build + 1);
+}
+
+#[tokio::test]
+async fn a_rotation_keeps_its_idempotency_key_across_retries() {
+    let m = manager(common::faulty_registry());
+    m.apply(
+        "t",
+        vec![Mesh::from_yaml(&common::mesh_yaml("idem", "3s")).unwrap()],
+    )
+    .await
+    .unwrap();
+    let scheduler = rotation::spawn(m.clone(), RotationPolicy::new(0.5, 0.0));
+    let first = m.issue(web("idem"), None).await.unwrap();
+    let mut watch = scheduler.watch(web("idem"), None, first).unwrap();
+    watch.recv().await.unwrap().unwrap();
+    let before = common::keys("idem").len();
+    // Down across the rotation time: several retries of the same rotation.
+    common::set_down("idem", true);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    common::set_down("idem", false);
+    let next = tokio::time::timeout(Duration::from_secs(15), watch.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.reason, RotationReason::Rotation);
+    let keys = common::keys("idem")[before..].to_vec();
+    assert!(keys.len() >= 3, "retries happened: {keys:?}");
+    assert!(
+        keys.windows(2).all(|w| w[0] == w[1]),
+        "one key per rotation: {keys:?}"
+    );
+    // Client calls are separate logical requests: each its own key.
+    let n = common::keys("idem").len();
+    m.issue(web("idem"), None).await.unwrap();
+    m.issue(web("idem"), None).await.unwrap();
+    let k = common::keys("idem");
+    assert_ne!(k[n], k[n + 1]);
+    assert_ne!(k[n], keys[0]);
+}
+
+/// A cert-manager stand-in: signs like a builtin CA, so the library's handling of
+/// `conf.dnsNames` can be tested before the certmanager backend lands.
+fn build_local_certmanager<'a>(
+    ctx: &'a BuildContext,
+    mesh: &'a MeshName,
+    backend: &'a Backend,
+) -> BuildFuture<'a> {
+    Box::pin(async move {
+        let ca = backend_builtin::BuiltinCa::new(
+            mesh.clone(),
+            backend.name.clone(),
+            BuiltinConf::default(),
+            ctx.store.clone(),
+        );
+        Ok(Built::new(Arc::new(ca), Vec::new()))
+    })
+}
+
+#[tokio::test]
+async fn configured_dns_names_reach_every_certificate() {
+    let registry = Registry::new().register(BackendType::Certmanager, build_local_certmanager);
+    let m = manager(registry);
+    let yaml = "type: Mesh\nname: dns\nmtls:\n  enabledBackend: cm\n  skipValidation: true\n  backends:\n    - name: cm\n      type: certmanager\n      conf:\n        issuerRef: {name: mesh-ca}\n        dnsNames: [web.dns.svc, web.dns.svc.cluster.local]\n";
+    m.apply("t", vec![Mesh::from_yaml(yaml).unwrap()])
+        .await
+        .unwrap();
+    let issued = m.issue(web("dns"), None).await.unwrap();
+    assert_eq!(
+        issued.certificate.identity().dns_sans(),
+        ["web.dns.svc", "web.dns.svc.cluster.local"]
+    );
+    // And in the certificate itself, checked by x509-parser (core checked it too).
+    let (_, cert) = x509_parser::parse_x509_certificate(&issued.certificate.chain()[0]).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    let dns: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dns, ["web.dns.svc", "web.dns.svc.cluster.local"]);
+}
