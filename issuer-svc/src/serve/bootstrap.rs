@@ -307,32 +307,25 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Writes a key file readable by the owner only (created 0600, never widened).
+/// Writes a key file readable by the owner only (created 0600, never widened), atomically.
 pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), AppError> {
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .ctx(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .ctx(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).ctx(|| format!("cannot write {}", path.display()))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")));
-    Ok(())
+    write_atomic(path, data, 0o600)
 }
 
 /// Writes a certificate file (0644), atomically.
 pub(crate) fn write_public(path: &Path, data: &[u8]) -> Result<(), AppError> {
+    write_atomic(path, data, 0o644)
+}
+
+/// Temporary file created with `mode`, written, fsynced, renamed over `path`; then the directory
+/// is fsynced. A reader sees the old file or the new one, never half of one.
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), AppError> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(mode)
         .open(&tmp)
         .ctx(|| format!("cannot create {}", tmp.display()))?;
     f.write_all(data)

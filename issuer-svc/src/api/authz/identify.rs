@@ -216,24 +216,13 @@ mod tests {
         let id = identity_from_cert(&cert, &mesh()).unwrap();
         let want = Identity::new(mesh(), [("kuma.io/service", "web"), ("version", "v1")]).unwrap();
         assert_eq!(id, want);
-        // Another mesh's SPIFFE ID, a missing kuma:// SAN, or a foreign SAN: not an identity.
-        for sans in [
-            &["spiffe://other/web", "kuma://kuma.io/service/web"][..],
-            &[
-                "spiffe://default/web",
-                "spiffe://default/db",
-                "kuma://kuma.io/service/web",
-            ],
-            &[
-                "spiffe://default/web",
-                "kuma://kuma.io/service/web",
-                "https://x",
-            ],
-        ] {
-            assert!(
-                identity_from_cert(&leaf_with(sans), &mesh()).is_err(),
-                "{sans:?}"
-            );
-        }
+        // The rules are Identity::from_uri_sans's (tested in ca-core); here only that a bad SAN
+        // set in a real certificate is refused.
+        let foreign = leaf_with(&[
+            "spiffe://default/web",
+            "kuma://kuma.io/service/web",
+            "https://x",
+        ]);
+        assert!(identity_from_cert(&foreign, &mesh()).is_err());
     }
 }
