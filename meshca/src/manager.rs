@@ -7,6 +7,12 @@
 //! an in-memory overlay of the store — so a refused config never leaves secrets behind, then
 //! builds for real and publishes. Built backends are reused while their configuration (by
 //! fingerprint) is unchanged.
+//!
+//! A CA switch survives a restart: when one starts the manager records, in the mesh's secret
+//! store, which backend was enabled before and until when its roots must stay trusted
+//! (`<mesh>.meshca-ca-switch`); a manager that starts on the same store and finds a switch in
+//! flight (the old backend still listed in `mtls.backends`) builds the old backend again and keeps
+//! both roots in the bundle until the switch completes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -389,7 +395,16 @@ impl Manager {
                 }
                 None => None,
             };
-            states.push(self.next_state(&mesh.name, source, old, enabled)?);
+            let resumed = match old {
+                None => self.resume_switch(mesh, enabled.as_ref()).await,
+                Some(_) => None,
+            };
+            states.push(self.next_state(&mesh.name, source, old, enabled, resumed)?);
+        }
+        // Every state is built: now record switches that started or ended, then publish.
+        for state in &states {
+            let old = current.get(state.name.as_str()).map(AsRef::as_ref);
+            self.record_switch(old, state).await?;
         }
         let names: Vec<MeshName> = states.iter().map(|s| s.name.clone()).collect();
         let mut snapshot: BTreeMap<String, Arc<MeshState>> = (*current).clone();
@@ -546,13 +561,14 @@ impl Manager {
         source: &str,
         old: Option<&Arc<MeshState>>,
         enabled: Option<Arc<ActiveBackend>>,
+        resumed: Option<Previous>,
     ) -> Result<MeshState, Error> {
         let same = match (old.and_then(|o| o.enabled.as_ref()), enabled.as_ref()) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
             _ => false,
         };
-        let mut previous = old.and_then(|o| o.previous.clone());
+        let mut previous = old.and_then(|o| o.previous.clone()).or(resumed);
         let generation = if same {
             old.map_or(0, |o| o.generation)
         } else {
@@ -589,9 +605,81 @@ impl Manager {
         })
     }
 
+    /// The switch in flight that a previous process recorded for `mesh`, if its old backend is
+    /// still configured and its roots must still be trusted.
+    async fn resume_switch(
+        &self,
+        mesh: &Mesh,
+        enabled: Option<&Arc<ActiveBackend>>,
+    ) -> Option<Previous> {
+        let name = switch_record_name(&mesh.name)?;
+        let record = self.ctx.store.get(&mesh.name, &name).await.ok()??;
+        let (backend_name, keep_until) = parse_switch_record(record.expose_str()?)?;
+        if keep_until <= SystemTime::now()
+            || enabled.is_some_and(|e| e.name.as_str() == backend_name)
+        {
+            return None;
+        }
+        let mtls = mesh.mtls.as_ref()?;
+        let (index, backend) = mtls
+            .backends
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.name.as_str() == backend_name)?;
+        let key = cache_key(mesh, backend);
+        let cached = lock(&self.cache).get(&key).cloned();
+        let built = match cached {
+            Some(a) => Ok(a),
+            None => {
+                self.build_backend(&self.ctx, mesh, index, backend, key.2.clone())
+                    .await
+            }
+        };
+        match built {
+            Ok(a) => {
+                lock(&self.cache).insert(key, a.clone());
+                tracing::info!(mesh = %mesh.name, old_backend = %a.name, "resuming a CA switch in flight: both roots stay trusted");
+                Some(Previous {
+                    backend: a,
+                    keep_until,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(mesh = %mesh.name, old_backend = backend_name, error = %e, "cannot rebuild the backend of a CA switch in flight; its roots leave the bundle");
+                None
+            }
+        }
+    }
+
+    /// Persists the start or the end of a switch, so a restart resumes it.
+    async fn record_switch(&self, old: Option<&MeshState>, new: &MeshState) -> Result<(), Error> {
+        let was = old
+            .and_then(|o| o.previous.as_ref())
+            .map(|p| p.backend.name.as_str());
+        let is = new.previous.as_ref().map(|p| p.backend.name.as_str());
+        if was == is {
+            return Ok(());
+        }
+        let Some(name) = switch_record_name(&new.name) else {
+            return Ok(());
+        };
+        let value = match &new.previous {
+            Some(p) => format!(
+                "previous={}\nkeep_until={}\n",
+                p.backend.name,
+                p.keep_until
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs()
+            ),
+            None => "none\n".to_owned(),
+        };
+        self.ctx.store.put(&new.name, &name, value.as_bytes()).await
+    }
+
     /// Ends switches whose old backend is no longer needed: every watched identity moved to the
     /// new backend and every certificate the old one issued has expired.
-    pub fn finish_switches(&self) {
+    pub async fn finish_switches(&self) {
         let snapshot = self.snapshot();
         let now = SystemTime::now();
         let mut next: Option<BTreeMap<String, Arc<MeshState>>> = None;
@@ -629,6 +717,13 @@ impl Manager {
             );
         }
         if let Some(map) = next {
+            for state in map.values() {
+                if let Some(old) = snapshot.get(state.name.as_str()) {
+                    if let Err(e) = self.record_switch(Some(old), state).await {
+                        tracing::warn!(mesh = %state.name, error = %e, "cannot record the end of the CA switch");
+                    }
+                }
+            }
             self.publish(map);
         }
     }
@@ -655,7 +750,7 @@ impl Manager {
         refresh.tick().await;
         loop {
             tokio::select! {
-                _ = tick.tick() => self.finish_switches(),
+                _ = tick.tick() => self.finish_switches().await,
                 _ = refresh.tick() => self.refresh_bundles().await,
             }
         }
@@ -684,4 +779,29 @@ fn cache_key(mesh: &Mesh, backend: &Backend) -> (String, String, String) {
         backend.name.to_string(),
         backend.fingerprint().as_str().to_owned(),
     )
+}
+
+/// The secret that records a CA switch in flight for `mesh`.
+fn switch_record_name(mesh: &MeshName) -> Option<ca_core::SecretName> {
+    ca_core::SecretName::new(format!("{mesh}.meshca-ca-switch")).ok()
+}
+
+/// `previous=<backend>` and `keep_until=<unix seconds>`; `None` for `none` or anything else.
+fn parse_switch_record(text: &str) -> Option<(&str, SystemTime)> {
+    let mut previous = None;
+    let mut keep_until = None;
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("previous", v)) => previous = Some(v.trim()),
+            Some(("keep_until", v)) => {
+                keep_until = v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+            }
+            _ => {}
+        }
+    }
+    Some((previous?, keep_until?))
 }
