@@ -345,6 +345,12 @@ impl Mesh {
     }
 }
 
+/// The field path of the `index`-th backend: `mtls.backends[index]`. Violations found while a
+/// backend is built are reported under `{backend_path(i)}.conf`, as Kuma's CA managers do.
+pub fn backend_path(index: usize) -> String {
+    format!("mtls.backends[{index}]")
+}
+
 /// The largest Mesh YAML (one file or one request) meshca parses.
 pub const MAX_YAML_BYTES: usize = 512 * 1024;
 /// The deepest nesting of YAML flow collections (`[`, `{`) meshca parses. A Mesh needs fewer than
