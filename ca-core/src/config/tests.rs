@@ -701,3 +701,24 @@ fn mesh_names_are_rfc1035_labels() {
     );
     assert!(Mesh::from_yaml("type: Mesh\nname: mesh-1\n").is_ok());
 }
+
+#[test]
+fn kuma_builtin_backend_names() {
+    // Kuma v2.14.3 pkg/plugins/ca/builtin/manager_test.go "ValidateBackend": Kuma reports these at
+    // `mtls.backends.name` under the backend's conf; meshca at the backend's own `name`.
+    assert!(Mesh::from_yaml(&universal("  - name: ca-1\n    type: builtin\n")).is_ok());
+    let upper =
+        "type: Mesh\nname: default\nmtls:\n  backends:\n  - name: builtinCA\n    type: builtin\n";
+    assert_eq!(
+        violations(upper),
+        ["mtls.backends[0].name: `builtinCA` must consist of lower case letters, digits and '-'"]
+    );
+    let long = "backend-long.".repeat(18) + "backend-long";
+    let got = violations(&format!(
+        "type: Mesh\nname: default\nmtls:\n  backends:\n  - name: {long}\n    type: builtin\n"
+    ));
+    assert!(
+        !got.is_empty() && got.iter().all(|v| v.starts_with("mtls.backends[0].name: ")),
+        "{got:#?}"
+    );
+}
