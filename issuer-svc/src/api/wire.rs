@@ -70,6 +70,12 @@ impl tokio_stream::Stream for WatchStream {
 
 /// The response for a Mesh with violations (or another error, reported at `mtls`).
 pub(crate) fn invalid(e: Error) -> ValidateBackendResponse {
+    invalid_at(e, "mtls")
+}
+
+/// The response for a Mesh with violations, each at its own path; another error is reported at
+/// `other_field`.
+fn invalid_at(e: Error, other_field: &str) -> ValidateBackendResponse {
     let violations = match e {
         Error::InvalidConfig(v) => v
             .iter()
@@ -79,7 +85,7 @@ pub(crate) fn invalid(e: Error) -> ValidateBackendResponse {
             })
             .collect(),
         other => vec![Violation {
-            field: "mtls".into(),
+            field: other_field.into(),
             message: crate::api::status::message(&other),
         }],
     };
@@ -92,15 +98,18 @@ pub(crate) fn invalid(e: Error) -> ValidateBackendResponse {
 }
 
 /// The response for what [`meshca::Manager::validate`] found for `mesh`. Violations already
-/// carry their full field paths (`mtls.backends[0].conf.cert`); a failed test certificate is
-/// reported at the enabled backend (`mtls.backends[i]`).
+/// carry their full field paths (`mtls.backends[0].conf.cert`); another error of a backend is
+/// reported at `mtls.backends` as Kuma does; a failed test certificate at the enabled backend
+/// (`mtls.backends[i]`).
 pub(crate) fn validation(
     mesh: &Mesh,
     result: Result<Validation, Error>,
 ) -> ValidateBackendResponse {
     let v = match result {
         Ok(v) => v,
-        Err(e) => return invalid(e),
+        // An error that is not a config problem (the store failing, ...) goes where Kuma's mesh
+        // validator puts a CA manager's: `mtls.backends`.
+        Err(e) => return invalid_at(e, "mtls.backends"),
     };
     let Some((index, _)) = v.backend else {
         let mut warnings = v.warnings;
