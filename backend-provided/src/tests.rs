@@ -126,19 +126,22 @@ async fn load(cert: &str, key: &str) -> Result<ProvidedCa, Error> {
     load_with(cert, key, DAY).await
 }
 
-/// Asserts an [`Error::InvalidCa`] for `field` whose reason contains `needle`.
-fn assert_invalid(result: Result<ProvidedCa, Error>, field: &str, needle: &str) -> String {
-    let err = result.unwrap_err();
-    match &err {
-        Error::InvalidCa { field: f, reason } => {
-            assert_eq!(f, field, "{err}");
-            assert!(reason.contains(needle), "{needle:?} not in: {err}");
-        }
-        other => panic!("expected InvalidCa, got {other:?}"),
+/// The violations of an [`Error::InvalidConfig`] as `field: message` lines.
+fn violations(result: Result<ProvidedCa, Error>) -> Vec<String> {
+    match result.unwrap_err() {
+        Error::InvalidConfig(v) => v.iter().map(ToString::to_string).collect(),
+        other => panic!("expected InvalidConfig, got {other:?}"),
     }
-    let msg = err.to_string();
-    assert!(msg.starts_with(&format!("{field}: ")), "{msg}");
-    msg
+}
+
+/// Asserts an [`Error::InvalidConfig`] with a violation at `field` whose message contains
+/// `needle`; returns that violation as `field: message`.
+fn assert_invalid(result: Result<ProvidedCa, Error>, field: &str, needle: &str) -> String {
+    let all = violations(result);
+    all.iter()
+        .find(|v| v.starts_with(&format!("{field}: ")) && v.contains(needle))
+        .unwrap_or_else(|| panic!("no violation at {field} containing {needle:?} in {all:#?}"))
+        .clone()
 }
 
 // === issuing ===
@@ -412,13 +415,11 @@ async fn expired_ca_is_refused() {
     let old = TestCa::self_signed(p);
     let msg = assert_invalid(
         load(&old.cert_pem(), &old.key_pem()).await,
-        "cert",
+        "cert[0]",
         "expired",
     );
-    assert!(
-        msg.contains("certificate 1 of 1 (`O=Test, CN=Old`)"),
-        "{msg}"
-    );
+    // The path names the certificate (`cert[0]`), as Kuma's do.
+    assert!(msg.starts_with("cert[0]: expired (notAfter "), "{msg}");
 
     // An expired parent is refused too, and named.
     let mut p = ca_params("Old root");
@@ -427,11 +428,8 @@ async fn expired_ca_is_refused() {
     let old_root = TestCa::self_signed(p);
     let inter = TestCa::signed_by(ca_params("Intermediate"), &old_root);
     let chain = format!("{}{}", inter.cert_pem(), old_root.cert_pem());
-    let msg = assert_invalid(load(&chain, &inter.key_pem()).await, "cert", "expired");
-    assert!(
-        msg.contains("certificate 2 of 2 (`O=Test, CN=Old root`)"),
-        "{msg}"
-    );
+    let msg = assert_invalid(load(&chain, &inter.key_pem()).await, "cert[1]", "expired");
+    assert!(msg.starts_with("cert[1]: expired"), "{msg}");
 }
 
 #[tokio::test]
@@ -443,7 +441,7 @@ async fn not_yet_valid_ca_is_refused() {
     let future = TestCa::self_signed(p);
     assert_invalid(
         load(&future.cert_pem(), &future.key_pem()).await,
-        "cert",
+        "cert[0]",
         "not valid yet",
     );
 }
@@ -532,16 +530,16 @@ async fn key_must_match_the_first_certificate() {
     let other = KeyPair::generate().unwrap();
     assert_invalid(
         load(&root.cert_pem(), &other.serialize_pem()).await,
-        "key",
-        "does not match the certificate",
+        "cert",
+        "not a valid TLS key pair: tls: private key does not match public key",
     );
     // The parent's key is not the signing CA's key either.
     let (root, inter) = root_and_intermediate();
     let chain = format!("{}{}", inter.cert_pem(), root.cert_pem());
     assert_invalid(
         load(&chain, &root.key_pem()).await,
-        "key",
-        "does not match the certificate",
+        "cert",
+        "not a valid TLS key pair: tls: private key does not match public key",
     );
 }
 
@@ -551,34 +549,34 @@ async fn no_pem_data_is_refused() {
     assert_invalid(
         load("not a certificate", &root.key_pem()).await,
         "cert",
-        "no PEM certificate",
+        "not a valid TLS key pair: tls: failed to find any PEM data in certificate input",
     );
     assert_invalid(
         load("", &root.key_pem()).await,
         "cert",
-        "no PEM certificate",
+        "not a valid TLS key pair: tls: failed to find any PEM data in certificate input",
     );
     // A key where the certificate belongs.
     assert_invalid(
         load(&root.key_pem(), &root.key_pem()).await,
         "cert",
-        "no PEM certificate",
+        "not a valid TLS key pair: tls: failed to find any PEM data in certificate input",
     );
     assert_invalid(
         load(&root.cert_pem(), "not a key").await,
-        "key",
-        "no PEM private key",
+        "cert",
+        "not a valid TLS key pair: tls: failed to find any PEM data in key input",
     );
     assert_invalid(
         load(&root.cert_pem(), &root.cert_pem()).await,
-        "key",
-        "no PEM private key",
+        "cert",
+        "not a valid TLS key pair: tls: failed to find any PEM data in key input",
     );
     // PEM framing around garbage.
     let garbage = "-----BEGIN PRIVATE KEY-----\naGVsbG8=\n-----END PRIVATE KEY-----\n";
     assert_invalid(
         load(&root.cert_pem(), garbage).await,
-        "key",
+        "cert",
         "unsupported key",
     );
 }
@@ -604,7 +602,7 @@ async fn encrypted_key_is_refused_clearly() {
         ],
     );
     let enc = std::fs::read_to_string(dir.path().join("enc.pem")).unwrap();
-    assert_invalid(load(&root.cert_pem(), &enc).await, "key", "is encrypted");
+    assert_invalid(load(&root.cert_pem(), &enc).await, "cert", "is encrypted");
 }
 
 #[tokio::test]
@@ -614,12 +612,12 @@ async fn unsupported_key_types_are_refused() {
         dir.path(),
         Some(&["ec", "-pkeyopt", "ec_paramgen_curve:P-521"]),
     );
-    let msg = assert_invalid(load(&cert, &key).await, "cert", "unsupported key");
+    let msg = assert_invalid(load(&cert, &key).await, "cert[0]", "unsupported key");
     assert!(msg.contains("elliptic curve"), "{msg}");
 
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = openssl_ca(dir.path(), Some(&["rsa:1024"]));
-    let msg = assert_invalid(load(&cert, &key).await, "cert", "unsupported key");
+    let msg = assert_invalid(load(&cert, &key).await, "cert[0]", "unsupported key");
     assert!(msg.contains("RSA-1024"), "{msg}");
 }
 
@@ -633,7 +631,7 @@ async fn certificate_without_ca_flag_is_refused() {
         let leaf = TestCa::self_signed(p);
         assert_invalid(
             load(&leaf.cert_pem(), &leaf.key_pem()).await,
-            "cert",
+            "cert[0]",
             "basic constraint 'CA' must be set to 'true'",
         );
     }
@@ -650,7 +648,7 @@ async fn ca_without_key_cert_sign_is_refused() {
         let ca = TestCa::self_signed(p);
         assert_invalid(
             load(&ca.cert_pem(), &ca.key_pem()).await,
-            "cert",
+            "cert[0]",
             "'keyCertSign' must be set",
         );
     }
@@ -663,7 +661,7 @@ async fn ca_with_key_agreement_is_refused() {
     let ca = TestCa::self_signed(p);
     assert_invalid(
         load(&ca.cert_pem(), &ca.key_pem()).await,
-        "cert",
+        "cert[0]",
         "'keyAgreement' must NOT be set",
     );
 }
@@ -683,12 +681,13 @@ async fn a_bad_parent_is_refused_and_named() {
     );
     let msg = assert_invalid(
         load(&chain, &signing.key_pem()).await,
-        "cert",
+        "cert[1]",
         "keyAgreement",
     );
-    assert!(
-        msg.contains("certificate 2 of 3 (`O=Test, CN=Intermediate`)"),
-        "{msg}"
+    assert_eq!(
+        msg,
+        "cert[1]: key usage extension 'keyAgreement' must NOT be set (see X509-SVID: Appendix A. \
+         X.509 Field Reference)"
     );
 }
 
@@ -719,11 +718,11 @@ async fn chain_out_of_order_is_refused() {
     );
     let msg = assert_invalid(
         load(&shuffled, &inter2.key_pem()).await,
-        "cert",
+        "cert[0]",
         "out of order",
     );
     assert!(
-        msg.contains("certificate 1 of 3 (`O=Test, CN=Inter 2`)"),
+        msg.starts_with("cert[0]: issued by `O=Test, CN=Inter 1`"),
         "{msg}"
     );
     assert!(
@@ -735,7 +734,7 @@ async fn chain_out_of_order_is_refused() {
     let backwards = format!("{}{}", root.cert_pem(), inter1.cert_pem());
     assert_invalid(
         load(&backwards, &root.key_pem()).await,
-        "cert",
+        "cert[0]",
         "out of order",
     );
 }
@@ -748,7 +747,7 @@ async fn parent_with_the_right_name_but_wrong_key_is_refused() {
     let chain = format!("{}{}", inter.cert_pem(), impostor.cert_pem());
     assert_invalid(
         load(&chain, &inter.key_pem()).await,
-        "cert",
+        "cert[0]",
         "signature does not verify",
     );
 }
@@ -779,10 +778,13 @@ async fn missing_secret_is_named() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, Error::SecretNotFound { .. }), "{err:?}");
+    // Kuma: a source that cannot be read is a violation at its field ("could not load data").
+    let Error::InvalidConfig(v) = err else {
+        panic!("expected InvalidConfig, got {err:?}")
+    };
     assert_eq!(
-        err.to_string(),
-        "secret `missing-cert` not found in mesh `default`"
+        v.to_string(),
+        "cert: could not load data: secret `missing-cert` not found in mesh `default`"
     );
 
     let unreadable = conf("secret: ca-key", "file: /nonexistent/meshca/key.pem");
@@ -796,8 +798,176 @@ async fn missing_secret_is_named() {
     )
     .await
     .unwrap_err();
-    assert!(
-        err.to_string().contains("/nonexistent/meshca/key.pem"),
-        "{err}"
+    let Error::InvalidConfig(v) = err else {
+        panic!("expected InvalidConfig, got {err:?}")
+    };
+    let v: Vec<String> = v.iter().map(ToString::to_string).collect();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].starts_with("key: could not load data: "), "{v:?}");
+    assert!(v[0].contains("/nonexistent/meshca/key.pem"), "{v:?}");
+}
+
+// === Kuma parity (issue 15) ===
+//
+// Kuma v2.14.3 `pkg/plugins/ca/provided/ca_cert_validator_test.go` ("should reject invalid
+// input") and `manager_test.go` ("should Validate invalid config"): the same inputs, Kuma's
+// fields and messages. `load_at` puts them under the backend's `conf` path.
+
+const NOT_CA: &str =
+    "basic constraint 'CA' must be set to 'true' (see X509-SVID: 4.1. Basic Constraints)";
+const NO_CERT_SIGN: &str =
+    "key usage extension 'keyCertSign' must be set (see X509-SVID: 4.3. Key Usage)";
+const KEY_AGREEMENT: &str = "key usage extension 'keyAgreement' must NOT be set (see X509-SVID: \
+                             Appendix A. X.509 Field Reference)";
+
+/// A self-signed RSA-2048 certificate made from `params` (Kuma's `NewSelfSignedCert`).
+fn kuma_self_signed(params: CertificateParams) -> TestCa {
+    let key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap_or_else(|_| {
+        // rcgen cannot generate RSA keys with every crypto provider; P-256 tests the same rules.
+        KeyPair::generate().unwrap()
+    });
+    let cert = params.self_signed(&key).unwrap();
+    TestCa { params, key, cert }
+}
+
+fn kuma_params(is_ca: IsCa, usages: Vec<KeyUsagePurpose>) -> CertificateParams {
+    let mut p = ca_params("Kuma case");
+    p.is_ca = is_ca;
+    p.key_usages = usages;
+    p
+}
+
+#[tokio::test]
+async fn kuma_empty_and_plain_text_key_pairs() {
+    let no_pem =
+        "cert: not a valid TLS key pair: tls: failed to find any PEM data in certificate input";
+    // "empty key pair"
+    assert_eq!(violations(load("", "").await), [no_pem]);
+    // "bad plain text values"
+    assert_eq!(violations(load("CERT", "KEY").await), [no_pem]);
+    // manager_test "config with invalid cert": inline `dGVzdA==` ("test") for both.
+    assert_eq!(violations(load("test", "test").await), [no_pem]);
+}
+
+#[tokio::test]
+async fn kuma_cert_and_key_do_not_match() {
+    let (a, b) = (root(), root());
+    assert_eq!(
+        violations(load(&a.cert_pem(), &b.key_pem()).await),
+        ["cert: not a valid TLS key pair: tls: private key does not match public key"]
+    );
+}
+
+#[tokio::test]
+async fn kuma_every_problem_of_a_certificate_is_listed() {
+    // "certificate without basic constraint `CA`" (no extensions at all).
+    let ca = kuma_self_signed(kuma_params(IsCa::NoCa, Vec::new()));
+    assert_eq!(
+        violations(load(&ca.cert_pem(), &ca.key_pem()).await),
+        [
+            format!("cert[0]: {NOT_CA}"),
+            format!("cert[0]: {NO_CERT_SIGN}")
+        ]
+    );
+    // "certificate without key usage extension `keyCertSign`"
+    let ca = kuma_self_signed(kuma_params(
+        IsCa::Ca(BasicConstraints::Unconstrained),
+        Vec::new(),
+    ));
+    assert_eq!(
+        violations(load(&ca.cert_pem(), &ca.key_pem()).await),
+        [format!("cert[0]: {NO_CERT_SIGN}")]
+    );
+    // "certificate with key usage extension `keyAgreement`"
+    let ca = kuma_self_signed(kuma_params(
+        IsCa::Ca(BasicConstraints::Unconstrained),
+        vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::KeyAgreement,
+        ],
+    ));
+    assert_eq!(
+        violations(load(&ca.cert_pem(), &ca.key_pem()).await),
+        [format!("cert[0]: {KEY_AGREEMENT}")]
+    );
+    // "certificate with multiple violations"
+    let ca = kuma_self_signed(kuma_params(
+        IsCa::NoCa,
+        vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyAgreement,
+            KeyUsagePurpose::KeyEncipherment,
+        ],
+    ));
+    assert_eq!(
+        violations(load(&ca.cert_pem(), &ca.key_pem()).await),
+        [
+            format!("cert[0]: {NOT_CA}"),
+            format!("cert[0]: {NO_CERT_SIGN}"),
+            format!("cert[0]: {KEY_AGREEMENT}")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn kuma_paths_under_the_backend_conf_and_unreadable_files() {
+    // manager_test "config with empty secret" (files): Kuma reports the first load error at both
+    // fields; meshca reports each source's own error at its own field.
+    let missing = conf(
+        "file: /tmp/non-existing-file-meshca",
+        "file: /tmp/non-existing-file-meshca",
+    );
+    let store = ca_core::OverlaySecretStore::new(None);
+    let err = ProvidedCa::load_at(
+        "mtls.backends[0].conf",
+        &mesh(),
+        backend(),
+        &missing,
+        DAY,
+        &store,
+        &SourcePolicy::local(),
+    )
+    .await
+    .unwrap_err();
+    let Error::InvalidConfig(v) = err else {
+        panic!("expected InvalidConfig, got {err:?}")
+    };
+    let fields: Vec<&str> = v.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["mtls.backends[0].conf.cert", "mtls.backends[0].conf.key"]
+    );
+    assert!(v
+        .iter()
+        .all(|v| v.message.starts_with("could not load data: ")
+            && v.message.contains("/tmp/non-existing-file-meshca")));
+
+    // A certificate problem under the same prefix.
+    let leaf = kuma_self_signed(kuma_params(
+        IsCa::Ca(BasicConstraints::Unconstrained),
+        Vec::new(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.pem"), leaf.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("k.pem"), leaf.key_pem()).unwrap();
+    let files = conf(
+        &format!("file: {}", dir.path().join("c.pem").display()),
+        &format!("file: {}", dir.path().join("k.pem").display()),
+    );
+    let err = ProvidedCa::load_at(
+        "mtls.backends[2].conf",
+        &mesh(),
+        backend(),
+        &files,
+        DAY,
+        &store,
+        &SourcePolicy::local(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("invalid mesh configuration: mtls.backends[2].conf.cert[0]: {NO_CERT_SIGN}")
     );
 }

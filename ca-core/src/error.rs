@@ -244,6 +244,11 @@ impl Violations {
         });
     }
 
+    /// Moves every violation of `other` to the end of these.
+    pub fn append(&mut self, other: Violations) {
+        self.0.extend(other.0);
+    }
+
     /// True when nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

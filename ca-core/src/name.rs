@@ -60,12 +60,12 @@ macro_rules! name_type {
 }
 
 name_type!(
-    /// A mesh name: a DNS-1123 label (lower-case letters, digits and `-`, at most 63 characters,
-    /// starting and ending with a letter or digit), as Kuma requires. It becomes the SPIFFE trust
-    /// domain.
+    /// A mesh name: an RFC 1035 label (lower-case letters, digits and `-`, at most 63 characters,
+    /// starting with a letter and ending with a letter or digit), as Kuma requires since it
+    /// enforces RFC 1035 resource names. It becomes the SPIFFE trust domain.
     MeshName,
     "mesh",
-    check_dns_label
+    check_rfc1035_label
 );
 
 name_type!(
@@ -124,6 +124,14 @@ fn check_dns_label(s: &str) -> Result<(), &'static str> {
     }
     if s.starts_with('-') || s.ends_with('-') {
         return Err("must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+fn check_rfc1035_label(s: &str) -> Result<(), &'static str> {
+    check_dns_label(s)?;
+    if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err("must start with a letter (RFC 1035 label)");
     }
     Ok(())
 }

@@ -190,6 +190,10 @@ const GOOD: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  
 const BAD: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-9\n  backends:\n    - name: ca-1\n      type: builtin\n      conf:\n        caCert:\n          RSAbits: 1000\n";
 const VAULT: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: v\n  backends:\n    - name: v\n      type: vault\n      conf:\n        fromCp:\n          address: https://vault:8200\n          pki: pki\n          role: dp\n          auth:\n            token:\n              inlineString: s.xyz\n";
 
+/// A valid enabled builtin backend and a disabled provided one whose `cert` is no PEM (Kuma's
+/// provided manager_test "config with invalid cert").
+const BROKEN_DISABLED: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n  - name: ca-2\n    type: provided\n    conf:\n      cert:\n        inline: dGVzdA==\n      key:\n        inline: dGVzdA==\n";
+
 #[tokio::test]
 async fn validate_backend_over_grpc_and_cli() {
     let server = Server::start(&[], &[]);
@@ -240,6 +244,23 @@ async fn validate_backend_over_grpc_and_cli() {
                 .contains("backend type vault is not available in this build yet"),
             "{vault:?}"
         );
+
+        // Kuma parity: a disabled provided backend is checked too, at its field.
+        let disabled = client
+            .validate_backend(ValidateBackendRequest {
+                mesh_yaml: BROKEN_DISABLED.into(),
+                skip_test_certificate: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!disabled.ok, "{disabled:?}");
+        assert_eq!(disabled.violations.len(), 1, "{disabled:?}");
+        assert_eq!(disabled.violations[0].field, "mtls.backends[1].conf.cert");
+        assert_eq!(
+            disabled.violations[0].message,
+            "not a valid TLS key pair: tls: failed to find any PEM data in certificate input"
+        );
     })
     .await;
 
@@ -257,6 +278,12 @@ async fn validate_backend_over_grpc_and_cli() {
             VAULT,
             false,
             "not available in this build yet",
+        ),
+        (
+            "disabled.yaml",
+            BROKEN_DISABLED,
+            false,
+            "  mtls.backends[1].conf.cert: not a valid TLS key pair",
         ),
     ] {
         let p = dir.path().join(name);

@@ -22,6 +22,7 @@ use ca_core::config::{Backend, BackendConf, BackendType, Mesh};
 use ca_core::{
     BackendName, CertificateAuthority, CommonNameTemplate, Error, IdempotencyKey, Identity,
     IssuedCertificate, MeshName, SecretStore, SourcePolicy, TestCertificate, TrustBundle,
+    Violations,
 };
 use tokio::sync::watch;
 
@@ -127,7 +128,8 @@ impl Issued {
 pub struct Validation {
     /// The enabled backend's index in `mtls.backends` and name; `None` when mTLS is off.
     pub backend: Option<(usize, BackendName)>,
-    /// What the backend's constructor found worth saying.
+    /// What the backends' constructors found worth saying (every backend's, each naming its
+    /// field: `mtls.backends[0].conf.cert: the CA expires ...`).
     pub warnings: Vec<String>,
     /// The test certificate, or why the backend could not issue it; `None` when none was asked
     /// for or mTLS is off.
@@ -294,31 +296,49 @@ impl Manager {
         })
     }
 
-    /// Validates `mesh` the way the global control plane does before accepting it: builds its
-    /// enabled backend over an in-memory overlay of the store (nothing is persisted) with
-    /// `sources`, and, if `test_certificate`, issues a test certificate from it.
+    /// Validates `mesh` the way Kuma's control plane does before accepting it: builds **every**
+    /// backend in `mtls.backends`, enabled or not, over an in-memory overlay of the store
+    /// (nothing is persisted) with `sources`, so a broken backend is found before an operator
+    /// switches `enabledBackend` to it; then, if `test_certificate`, issues a test certificate
+    /// from the enabled backend.
     ///
     /// # Errors
-    /// The backend's construction error (a failed test certificate is reported in
-    /// [`Validation::test_certificate`]).
+    /// [`Error::InvalidConfig`] with the violations of every backend at their full paths
+    /// (`mtls.backends[1].conf.cert[0]: ...`); another error of a backend's construction (the
+    /// store failing, ...) as it is. A failed test certificate is reported in
+    /// [`Validation::test_certificate`].
     pub async fn validate(
         &self,
         mesh: &Mesh,
         sources: SourcePolicy,
         test_certificate: bool,
     ) -> Result<Validation, Error> {
-        let Some((index, backend)) = mesh.enabled_backend_indexed() else {
+        let ctx = BuildContext::new(self.ctx.store.clone(), sources).dry_run();
+        let enabled = mesh.enabled_backend_indexed();
+        let mut violations = Violations::default();
+        let mut warnings = Vec::new();
+        let mut enabled_built = None;
+        let backends = mesh.mtls.as_ref().map_or(&[][..], |m| &m.backends[..]);
+        for (index, backend) in backends.iter().enumerate() {
+            match self.registry.build(&ctx, &mesh.name, index, backend).await {
+                Ok(built) => {
+                    warnings.extend(built.warnings.iter().cloned());
+                    if enabled.is_some_and(|(i, _)| i == index) {
+                        enabled_built = Some(built);
+                    }
+                }
+                Err(Error::InvalidConfig(v)) => violations.append(v),
+                Err(e) => return Err(e),
+            }
+        }
+        violations.into_result()?;
+        let (Some((index, backend)), Some(built)) = (enabled, enabled_built) else {
             return Ok(Validation {
                 backend: None,
-                warnings: Vec::new(),
+                warnings,
                 test_certificate: None,
             });
         };
-        let ctx = BuildContext::new(self.ctx.store.clone(), sources).dry_run();
-        let built = self
-            .registry
-            .build(&ctx, &mesh.name, index, backend)
-            .await?;
         let test = if test_certificate {
             Some(
                 ca_core::validate(
@@ -334,7 +354,7 @@ impl Manager {
         };
         Ok(Validation {
             backend: Some((index, backend.name.clone())),
-            warnings: built.warnings,
+            warnings,
             test_certificate: test,
         })
     }

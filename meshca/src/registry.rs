@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use ca_core::config::{Backend, BackendConf, BackendType};
+use ca_core::config::{backend_path, Backend, BackendConf, BackendType};
 use ca_core::{CertificateAuthority, Error, MeshName, SecretStore, SourcePolicy, Violations};
 
 /// What constructors get besides the backend's config.
@@ -41,8 +41,12 @@ impl Built {
 /// What a [`Constructor`] returns.
 pub type BuildFuture<'a> = Pin<Box<dyn Future<Output = Result<Built, Error>> + Send + 'a>>;
 
-/// Builds one backend of `mesh`.
-pub type Constructor = for<'a> fn(&'a BuildContext, &'a MeshName, &'a Backend) -> BuildFuture<'a>;
+/// Builds one backend of `mesh`: the `usize` is the backend's index in `mtls.backends`, so the
+/// constructor reports its violations at their full path
+/// (`{`[`backend_path`](ca_core::config::backend_path)`(index)}.conf.cert`, ...) in an
+/// [`Error::InvalidConfig`].
+pub type Constructor =
+    for<'a> fn(&'a BuildContext, &'a MeshName, usize, &'a Backend) -> BuildFuture<'a>;
 
 impl BuildContext {
     /// Secrets from `store`; `file:` and `env:` data sources as `sources` allows.
@@ -106,8 +110,9 @@ impl Registry {
     /// Builds `backend` (the `index`-th of the mesh's backends, for error paths).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] naming `mtls.backends[index].type` for a type this build lacks;
-    /// the constructor's error otherwise.
+    /// [`Error::InvalidConfig`] naming `mtls.backends[index].type` for a type this build lacks,
+    /// or with every violation of the backend's `conf` and data sources at their full paths;
+    /// the constructor's other errors otherwise.
     pub async fn build(
         &self,
         ctx: &BuildContext,
@@ -119,18 +124,19 @@ impl Registry {
         let Some(ctor) = self.constructors.get(&ty) else {
             let mut v = Violations::default();
             v.add(
-                format!("mtls.backends[{index}].type"),
+                format!("{}.type", backend_path(index)),
                 format!("backend type {ty} is not available in this build yet"),
             );
             return Err(Error::InvalidConfig(v));
         };
-        ctor(ctx, mesh, backend).await
+        ctor(ctx, mesh, index, backend).await
     }
 }
 
 fn build_builtin<'a>(
     ctx: &'a BuildContext,
     mesh: &'a MeshName,
+    _index: usize,
     backend: &'a Backend,
 ) -> BuildFuture<'a> {
     Box::pin(async move {
@@ -153,13 +159,15 @@ fn build_builtin<'a>(
 fn build_provided<'a>(
     ctx: &'a BuildContext,
     mesh: &'a MeshName,
+    index: usize,
     backend: &'a Backend,
 ) -> BuildFuture<'a> {
     Box::pin(async move {
         let BackendConf::Provided(conf) = &backend.conf else {
             return Err(wrong_conf(backend));
         };
-        let ca = backend_provided::ProvidedCa::load(
+        let ca = backend_provided::ProvidedCa::load_at(
+            &format!("{}.conf", backend_path(index)),
             mesh,
             backend.name.clone(),
             conf,

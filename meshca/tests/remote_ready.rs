@@ -104,6 +104,7 @@ async fn a_rotation_keeps_its_idempotency_key_across_retries() {
 fn build_local_certmanager<'a>(
     ctx: &'a BuildContext,
     mesh: &'a MeshName,
+    _index: usize,
     backend: &'a Backend,
 ) -> BuildFuture<'a> {
     Box::pin(async move {

@@ -218,6 +218,9 @@ impl<'a> Fields<'a> {
             .collect();
         let result = match chosen.as_slice() {
             [] => {
+                // `secret: null` and friends count as absent (Kuma: only "has to be chosen"),
+                // not as unknown fields.
+                f.ignore(&["secret", "file", "inline", "inlineString", "env"]);
                 v.add(
                     &at,
                     "data source has to be chosen. Available sources: secret, file, inline, inlineString, env",

@@ -1,7 +1,7 @@
 //! `conf` of the local backends, whose CA key meshca holds: builtin and provided.
 
 use super::decode::Fields;
-use super::decode_mesh::{positive, required_source};
+use super::decode_mesh::required_source;
 use super::{BuiltinConf, ProvidedConf};
 use crate::error::Violations;
 use crate::x509::KeyType;
@@ -40,8 +40,8 @@ pub(super) fn decode_builtin(mut f: Fields<'_>, v: &mut Violations) -> Option<Bu
                 ok = false;
             }
         }
+        // Kuma accepts `0s`; the CA it makes is then refused when the backend is checked.
         if let Some(d) = ca.duration("expiration", v) {
-            positive(&d, &ca.at("expiration"), v);
             conf.ca_expiration = d.get();
         }
         ca.finish(v);

@@ -25,7 +25,9 @@
 //! `field path: message` (paths relative to the Mesh spec: `mtls.backends[0].conf...`). Unknown
 //! fields inside `mtls` are errors; the other top-level sections of a Mesh (`tracing`, `logging`,
 //! `metrics`, `networking`, `routing`, `constraints`, ...) are accepted and ignored, so a user's
-//! existing Mesh files load unchanged.
+//! existing Mesh files load unchanged — except Kuma's cross-section rule that involves mTLS:
+//! `routing.zoneEgress: true` needs `mtls.enabledBackend` (`mtls: has to be set when zoneEgress
+//! enabled`).
 mod backends;
 mod decode;
 mod decode_local;
@@ -341,6 +343,12 @@ impl Mesh {
             .enumerate()
             .find(|(_, b)| &b.name == name)
     }
+}
+
+/// The field path of the `index`-th backend: `mtls.backends[index]`. Violations found while a
+/// backend is built are reported under `{backend_path(i)}.conf`, as Kuma's CA managers do.
+pub fn backend_path(index: usize) -> String {
+    format!("mtls.backends[{index}]")
 }
 
 /// The largest Mesh YAML (one file or one request) meshca parses.

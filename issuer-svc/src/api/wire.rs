@@ -70,6 +70,12 @@ impl tokio_stream::Stream for WatchStream {
 
 /// The response for a Mesh with violations (or another error, reported at `mtls`).
 pub(crate) fn invalid(e: Error) -> ValidateBackendResponse {
+    invalid_at(e, "mtls")
+}
+
+/// The response for a Mesh with violations, each at its own path; another error is reported at
+/// `other_field`.
+fn invalid_at(e: Error, other_field: &str) -> ValidateBackendResponse {
     let violations = match e {
         Error::InvalidConfig(v) => v
             .iter()
@@ -79,7 +85,7 @@ pub(crate) fn invalid(e: Error) -> ValidateBackendResponse {
             })
             .collect(),
         other => vec![Violation {
-            field: "mtls".into(),
+            field: other_field.into(),
             message: crate::api::status::message(&other),
         }],
     };
@@ -91,38 +97,33 @@ pub(crate) fn invalid(e: Error) -> ValidateBackendResponse {
     }
 }
 
-/// The response for what [`meshca::Manager::validate`] found for `mesh`.
+/// The response for what [`meshca::Manager::validate`] found for `mesh`. Violations already
+/// carry their full field paths (`mtls.backends[0].conf.cert`); another error of a backend is
+/// reported at `mtls.backends` as Kuma does; a failed test certificate at the enabled backend
+/// (`mtls.backends[i]`).
 pub(crate) fn validation(
     mesh: &Mesh,
     result: Result<Validation, Error>,
 ) -> ValidateBackendResponse {
-    let at_backend = |e: Error, prefix: &str| {
-        let mut r = invalid(e);
-        if let Some((index, _)) = mesh.enabled_backend_indexed() {
-            if let Some(v) = r.violations.first_mut() {
-                if v.field == "mtls" {
-                    v.field = format!("mtls.backends[{index}]");
-                }
-                v.message = format!("{prefix}{}", v.message);
-            }
-        }
-        r
-    };
     let v = match result {
         Ok(v) => v,
-        Err(e) => return at_backend(e, ""),
+        // An error that is not a config problem (the store failing, ...) goes where Kuma's mesh
+        // validator puts a CA manager's: `mtls.backends`.
+        Err(e) => return invalid_at(e, "mtls.backends"),
     };
-    if v.backend.is_none() {
+    let Some((index, _)) = v.backend else {
+        let mut warnings = v.warnings;
+        warnings.push(format!(
+            "mesh `{}` has no enabled backend: mTLS is off",
+            mesh.name
+        ));
         return ValidateBackendResponse {
             ok: true,
             violations: Vec::new(),
             test_certificate: None,
-            warnings: vec![format!(
-                "mesh `{}` has no enabled backend: mTLS is off",
-                mesh.name
-            )],
+            warnings,
         };
-    }
+    };
     let mut resp = ValidateBackendResponse {
         ok: true,
         violations: Vec::new(),
@@ -155,9 +156,18 @@ pub(crate) fn validation(
             });
         }
         Some(Err(e)) => {
-            let mut r = at_backend(e, "test certificate failed: ");
-            r.warnings = resp.warnings;
-            return r;
+            return ValidateBackendResponse {
+                ok: false,
+                violations: vec![Violation {
+                    field: ca_core::config::backend_path(index),
+                    message: format!(
+                        "test certificate failed: {}",
+                        crate::api::status::message(&e)
+                    ),
+                }],
+                test_certificate: None,
+                warnings: resp.warnings,
+            };
         }
     }
     resp

@@ -118,6 +118,7 @@ impl CertificateAuthority for Faulty {
 fn build_faulty<'a>(
     ctx: &'a BuildContext,
     mesh: &'a MeshName,
+    _index: usize,
     backend: &'a Backend,
 ) -> BuildFuture<'a> {
     Box::pin(async move {
