@@ -29,6 +29,9 @@ use tokio::sync::watch;
 use crate::guard::{lock, CachedBundle, Guard, Limits, NoObserver, Observer};
 use crate::registry::{BuildContext, Registry};
 
+mod switch;
+mod validate;
+
 /// A built backend, ready to issue.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -296,69 +299,6 @@ impl Manager {
         })
     }
 
-    /// Validates `mesh` the way Kuma's control plane does before accepting it: builds **every**
-    /// backend in `mtls.backends`, enabled or not, over an in-memory overlay of the store
-    /// (nothing is persisted) with `sources`, so a broken backend is found before an operator
-    /// switches `enabledBackend` to it; then, if `test_certificate`, issues a test certificate
-    /// from the enabled backend.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] with the violations of every backend at their full paths
-    /// (`mtls.backends[1].conf.cert[0]: ...`); another error of a backend's construction (the
-    /// store failing, ...) as it is. A failed test certificate is reported in
-    /// [`Validation::test_certificate`].
-    pub async fn validate(
-        &self,
-        mesh: &Mesh,
-        sources: SourcePolicy,
-        test_certificate: bool,
-    ) -> Result<Validation, Error> {
-        let ctx = BuildContext::new(self.ctx.store.clone(), sources).dry_run();
-        let enabled = mesh.enabled_backend_indexed();
-        let mut violations = Violations::default();
-        let mut warnings = Vec::new();
-        let mut enabled_built = None;
-        let backends = mesh.mtls.as_ref().map_or(&[][..], |m| &m.backends[..]);
-        for (index, backend) in backends.iter().enumerate() {
-            match self.registry.build(&ctx, &mesh.name, index, backend).await {
-                Ok(built) => {
-                    warnings.extend(built.warnings.iter().cloned());
-                    if enabled.is_some_and(|(i, _)| i == index) {
-                        enabled_built = Some(built);
-                    }
-                }
-                Err(Error::InvalidConfig(v)) => violations.append(v),
-                Err(e) => return Err(e),
-            }
-        }
-        violations.into_result()?;
-        let (Some((index, backend)), Some(built)) = (enabled, enabled_built) else {
-            return Ok(Validation {
-                backend: None,
-                warnings,
-                test_certificate: None,
-            });
-        };
-        let test = if test_certificate {
-            Some(
-                ca_core::validate(
-                    built.ca.as_ref(),
-                    &mesh.name,
-                    backend.dp_cert_expiration,
-                    backend.common_name(),
-                )
-                .await,
-            )
-        } else {
-            None
-        };
-        Ok(Validation {
-            backend: Some((index, backend.name.clone())),
-            warnings,
-            test_certificate: test,
-        })
-    }
-
     /// Checks `meshes` from `source` as [`apply`](Self::apply) would, with a dry run: nothing is
     /// built for real and nothing is persisted.
     ///
@@ -575,179 +515,6 @@ impl Manager {
         self.tx.send_replace(Arc::new(snapshot));
     }
 
-    fn next_state(
-        &self,
-        name: &MeshName,
-        source: &str,
-        old: Option<&Arc<MeshState>>,
-        enabled: Option<Arc<ActiveBackend>>,
-        resumed: Option<Previous>,
-    ) -> Result<MeshState, Error> {
-        let same = match (old.and_then(|o| o.enabled.as_ref()), enabled.as_ref()) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        let mut previous = old.and_then(|o| o.previous.clone()).or(resumed);
-        let generation = if same {
-            old.map_or(0, |o| o.generation)
-        } else {
-            if let Some(old_backend) = old.and_then(|o| o.enabled.clone()) {
-                let differs = enabled
-                    .as_ref()
-                    .is_none_or(|n| n.bundle.certs() != old_backend.bundle.certs());
-                if differs {
-                    previous = Some(Previous {
-                        keep_until: SystemTime::now() + old_backend.lifetime,
-                        backend: old_backend,
-                    });
-                }
-            }
-            let mut g = lock(&self.next_generation);
-            *g += 1;
-            *g
-        };
-        // Switching back to the backend that was previous ends the switch.
-        if let (Some(p), Some(e)) = (&previous, &enabled) {
-            if p.backend.bundle.certs() == e.bundle.certs() {
-                previous = None;
-            }
-        }
-        let bundle = merged_bundle(enabled.as_ref(), previous.as_ref())?;
-        Ok(MeshState {
-            name: name.clone(),
-            generation,
-            enabled,
-            previous,
-            bundle_pem: bundle.as_ref().map(TrustBundle::to_pem),
-            bundle,
-            source: source.to_owned(),
-        })
-    }
-
-    /// The switch in flight that a previous process recorded for `mesh`, if its old backend is
-    /// still configured and its roots must still be trusted.
-    async fn resume_switch(
-        &self,
-        mesh: &Mesh,
-        enabled: Option<&Arc<ActiveBackend>>,
-    ) -> Option<Previous> {
-        let name = switch_record_name(&mesh.name)?;
-        let record = self.ctx.store.get(&mesh.name, &name).await.ok()??;
-        let (backend_name, keep_until) = parse_switch_record(record.expose_str()?)?;
-        if keep_until <= SystemTime::now()
-            || enabled.is_some_and(|e| e.name.as_str() == backend_name)
-        {
-            return None;
-        }
-        let mtls = mesh.mtls.as_ref()?;
-        let (index, backend) = mtls
-            .backends
-            .iter()
-            .enumerate()
-            .find(|(_, b)| b.name.as_str() == backend_name)?;
-        let key = cache_key(mesh, backend);
-        let cached = lock(&self.cache).get(&key).cloned();
-        let built = match cached {
-            Some(a) => Ok(a),
-            None => {
-                self.build_backend(&self.ctx, mesh, index, backend, key.2.clone())
-                    .await
-            }
-        };
-        match built {
-            Ok(a) => {
-                lock(&self.cache).insert(key, a.clone());
-                tracing::info!(mesh = %mesh.name, old_backend = %a.name, "resuming a CA switch in flight: both roots stay trusted");
-                Some(Previous {
-                    backend: a,
-                    keep_until,
-                })
-            }
-            Err(e) => {
-                tracing::warn!(mesh = %mesh.name, old_backend = backend_name, error = %e, "cannot rebuild the backend of a CA switch in flight; its roots leave the bundle");
-                None
-            }
-        }
-    }
-
-    /// Persists the start or the end of a switch, so a restart resumes it.
-    async fn record_switch(&self, old: Option<&MeshState>, new: &MeshState) -> Result<(), Error> {
-        let was = old
-            .and_then(|o| o.previous.as_ref())
-            .map(|p| p.backend.name.as_str());
-        let is = new.previous.as_ref().map(|p| p.backend.name.as_str());
-        if was == is {
-            return Ok(());
-        }
-        let Some(name) = switch_record_name(&new.name) else {
-            return Ok(());
-        };
-        let value = match &new.previous {
-            Some(p) => format!(
-                "previous={}\nkeep_until={}\n",
-                p.backend.name,
-                p.keep_until
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs()
-            ),
-            None => "none\n".to_owned(),
-        };
-        self.ctx.store.put(&new.name, &name, value.as_bytes()).await
-    }
-
-    /// Ends switches whose old backend is no longer needed: every watched identity moved to the
-    /// new backend and every certificate the old one issued has expired.
-    pub async fn finish_switches(&self) {
-        let snapshot = self.snapshot();
-        let now = SystemTime::now();
-        let mut next: Option<BTreeMap<String, Arc<MeshState>>> = None;
-        for (name, state) in snapshot.iter() {
-            let Some(prev) = &state.previous else {
-                continue;
-            };
-            let watched = lock(&self.watched_on)
-                .get(&(name.clone(), prev.backend.name.to_string()))
-                .copied()
-                .unwrap_or(0);
-            let same_name_enabled = state
-                .enabled
-                .as_ref()
-                .is_some_and(|e| e.name == prev.backend.name);
-            if now < prev.keep_until || (watched > 0 && !same_name_enabled) {
-                continue;
-            }
-            let Ok(bundle) = merged_bundle(state.enabled.as_ref(), None) else {
-                continue;
-            };
-            tracing::info!(mesh = %name, old_backend = %prev.backend.name, "CA switch complete; old roots leave the trust bundle");
-            let map = next.get_or_insert_with(|| (*snapshot).clone());
-            map.insert(
-                name.clone(),
-                Arc::new(MeshState {
-                    name: state.name.clone(),
-                    generation: state.generation,
-                    enabled: state.enabled.clone(),
-                    previous: None,
-                    bundle_pem: bundle.as_ref().map(TrustBundle::to_pem),
-                    bundle,
-                    source: state.source.clone(),
-                }),
-            );
-        }
-        if let Some(map) = next {
-            for state in map.values() {
-                if let Some(old) = snapshot.get(state.name.as_str()) {
-                    if let Err(e) = self.record_switch(Some(old), state).await {
-                        tracing::warn!(mesh = %state.name, error = %e, "cannot record the end of the CA switch");
-                    }
-                }
-            }
-            self.publish(map);
-        }
-    }
-
     /// Refreshes the cached trust bundle of every enabled backend from upstream (for builtin and
     /// provided backends it never changes).
     pub async fn refresh_bundles(&self) {
@@ -777,21 +544,6 @@ impl Manager {
     }
 }
 
-fn merged_bundle(
-    enabled: Option<&Arc<ActiveBackend>>,
-    previous: Option<&Previous>,
-) -> Result<Option<TrustBundle>, Error> {
-    let bundles: Vec<&TrustBundle> = enabled
-        .map(|e| &e.bundle)
-        .into_iter()
-        .chain(previous.map(|p| &p.backend.bundle))
-        .collect();
-    if bundles.is_empty() {
-        return Ok(None);
-    }
-    TrustBundle::merge(bundles).map(Some)
-}
-
 /// The cache key of a mesh's backend: (mesh, backend, fingerprint of its configuration).
 fn cache_key(mesh: &Mesh, backend: &Backend) -> (String, String, String) {
     (
@@ -799,29 +551,4 @@ fn cache_key(mesh: &Mesh, backend: &Backend) -> (String, String, String) {
         backend.name.to_string(),
         backend.fingerprint().as_str().to_owned(),
     )
-}
-
-/// The secret that records a CA switch in flight for `mesh`.
-fn switch_record_name(mesh: &MeshName) -> Option<ca_core::SecretName> {
-    ca_core::SecretName::new(format!("{mesh}.meshca-ca-switch")).ok()
-}
-
-/// `previous=<backend>` and `keep_until=<unix seconds>`; `None` for `none` or anything else.
-fn parse_switch_record(text: &str) -> Option<(&str, SystemTime)> {
-    let mut previous = None;
-    let mut keep_until = None;
-    for line in text.lines() {
-        match line.split_once('=') {
-            Some(("previous", v)) => previous = Some(v.trim()),
-            Some(("keep_until", v)) => {
-                keep_until = v
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
-            }
-            _ => {}
-        }
-    }
-    Some((previous?, keep_until?))
 }
