@@ -58,6 +58,61 @@ async fn the_trust_bundle_is_fetched_once_not_per_certificate() {
     // The periodic refresh goes upstream.
     m.refresh_bundles().await;
     assert_eq!(common::bundle_calls("cached"), after_build + 1);
+    assert_eq!(
+        m.mesh("cached")
+            .unwrap()
+            .bundle
+            .as_ref()
+            .unwrap()
+            .certs()
+            .len(),
+        1
+    );
+
+    // The upstream CA rotated: the next refresh publishes its new root beside the old one, and
+    // issuance goes on.
+    let generation = m.mesh("cached").unwrap().generation;
+    let other = Manager::builder(Registry::new(), Arc::new(OverlaySecretStore::new(None))).build();
+    other
+        .apply(
+            "o",
+            vec![Mesh::from_yaml(&common::mesh_yaml("other", "1h")).unwrap()],
+        )
+        .await
+        .unwrap();
+    let new_root = other.mesh("other").unwrap().bundle.clone().unwrap();
+    common::add_upstream_roots("cached", new_root.clone());
+    m.refresh_bundles().await;
+    let state = m.mesh("cached").unwrap();
+    let published = state.bundle.as_ref().unwrap();
+    assert_eq!(published.certs().len(), 2);
+    assert!(published.certs().contains(&new_root.certs()[0]));
+    assert!(
+        state
+            .bundle_pem
+            .as_ref()
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count()
+            == 2
+    );
+    assert_eq!(
+        state.generation, generation,
+        "no re-issue for a bundle change"
+    );
+    m.issue(web("cached"), None).await.unwrap();
+    // Nothing changes on the next refresh.
+    m.refresh_bundles().await;
+    assert_eq!(
+        m.mesh("cached")
+            .unwrap()
+            .bundle
+            .as_ref()
+            .unwrap()
+            .certs()
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]

@@ -516,15 +516,81 @@ impl Manager {
     }
 
     /// Refreshes the cached trust bundle of every enabled backend from upstream (for builtin and
-    /// provided backends it never changes).
+    /// provided backends it never changes). When an upstream bundle changed (its CA rotated), the
+    /// mesh's published bundle — what data planes are handed — follows: the new roots are added,
+    /// the old ones kept, since certificates issued before still chain to them.
     pub async fn refresh_bundles(&self) {
+        let mut changed: Vec<(String, TrustBundle)> = Vec::new();
         for state in self.snapshot().values() {
             if let Some(active) = &state.enabled {
-                if let Err(e) = active.ca.refresh().await {
-                    tracing::warn!(mesh = %state.name, backend = %active.name, error = %e, "cannot refresh the trust bundle; keeping the cached one");
+                match active.ca.refresh().await {
+                    Ok(fresh) if fresh.certs() != active.bundle.certs() => {
+                        changed.push((state.name.to_string(), fresh));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(mesh = %state.name, backend = %active.name, error = %e, "cannot refresh the trust bundle; keeping the cached one");
+                    }
                 }
             }
         }
+        if changed.is_empty() {
+            return;
+        }
+        let _serial = self.apply_lock.lock().await;
+        let current = self.snapshot();
+        let mut next: BTreeMap<String, Arc<MeshState>> = (*current).clone();
+        for (mesh, fresh) in changed {
+            let Some(state) = current.get(&mesh) else {
+                continue;
+            };
+            let Some(active) = &state.enabled else {
+                continue;
+            };
+            let Ok(bundle) = TrustBundle::merge([&active.bundle, &fresh]) else {
+                continue;
+            };
+            if bundle.certs() == active.bundle.certs() {
+                continue;
+            }
+            let refreshed = Arc::new(ActiveBackend {
+                name: active.name.clone(),
+                backend_type: active.backend_type,
+                ca: active.ca.clone(),
+                lifetime: active.lifetime,
+                request_timeout: active.request_timeout,
+                common_name: active.common_name.clone(),
+                dns_names: active.dns_names.clone(),
+                bundle,
+                fingerprint: active.fingerprint.clone(),
+            });
+            let Ok(mesh_bundle) = switch::merged_bundle(Some(&refreshed), state.previous.as_ref())
+            else {
+                continue;
+            };
+            tracing::info!(mesh, backend = %active.name, "upstream trust bundle changed; publishing its new roots");
+            lock(&self.cache).insert(
+                (
+                    mesh.clone(),
+                    refreshed.name.to_string(),
+                    refreshed.fingerprint.clone(),
+                ),
+                refreshed.clone(),
+            );
+            next.insert(
+                mesh,
+                Arc::new(MeshState {
+                    name: state.name.clone(),
+                    generation: state.generation,
+                    enabled: Some(refreshed),
+                    previous: state.previous.clone(),
+                    bundle_pem: mesh_bundle.as_ref().map(TrustBundle::to_pem),
+                    bundle: mesh_bundle,
+                    source: state.source.clone(),
+                }),
+            );
+        }
+        self.publish(next);
     }
 
     /// Ends finished CA switches every `interval` and refreshes the cached trust bundles every

@@ -18,6 +18,16 @@ static DOWN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 static CALLS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
 static BUNDLE_CALLS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
 static KEYS: Mutex<Option<HashMap<String, Vec<String>>>> = Mutex::new(None);
+static EXTRA_ROOTS: Mutex<Option<HashMap<String, TrustBundle>>> = Mutex::new(None);
+
+/// From now on the upstream of `mesh` also answers `roots` in its trust bundle (its CA rotated).
+pub fn add_upstream_roots(mesh: &str, roots: TrustBundle) {
+    EXTRA_ROOTS
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .insert(mesh.to_owned(), roots);
+}
 
 /// `trust_bundle` calls that reached the backend of `mesh`.
 pub fn bundle_calls(mesh: &str) -> usize {
@@ -80,7 +90,16 @@ impl CertificateAuthority for Faulty {
             .get_or_insert_with(HashMap::new)
             .entry(self.mesh.clone())
             .or_default() += 1;
-        self.inner.trust_bundle().await
+        let own = self.inner.trust_bundle().await?;
+        let extra = EXTRA_ROOTS
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|e| e.get(&self.mesh).cloned());
+        match extra {
+            Some(extra) => TrustBundle::merge([&own, &extra]),
+            None => Ok(own),
+        }
     }
     async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
         KEYS.lock()
