@@ -76,4 +76,23 @@ pub trait CertificateAuthority: fmt::Debug + Send + Sync {
     fn needs_csr(&self) -> bool {
         true
     }
+
+    /// Problems that do not fail a request yet but will (a credential that cannot be renewed
+    /// and ends within a certificate's lifetime). [`validate`](crate::issue::validate) reports
+    /// them as its error; backends log them when they learn of them.
+    ///
+    /// # Errors
+    /// The problem, saying what to fix.
+    async fn health(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Whether the backend's upstream makes data plane keys itself (a vault backend on Vault's
+    /// `issue` endpoint). Core then generates no key: the [`IssueRequest`] has no
+    /// [`subject_key`](IssueRequest::subject_key), the backend returns the upstream's key with
+    /// [`UncheckedCertificate::with_upstream_key`], and a caller's CSR is refused (its key
+    /// could not be certified).
+    fn generates_keys(&self) -> bool {
+        false
+    }
 }

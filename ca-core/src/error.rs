@@ -134,6 +134,18 @@ pub enum Error {
     #[error("certificate generation failed")]
     Crypto(#[source] BoxError),
 
+    /// The upstream CA refused the request because of how it or the backend is set up: a policy
+    /// that denies the path, an unknown role, a role that forbids a SAN or the requested TTL, a
+    /// token that expired. Retrying does not help; `reason` says what to fix. Not an outage: it
+    /// does not open the guard's circuit.
+    #[error("backend `{backend}`: {reason}")]
+    UpstreamRefused {
+        /// The backend's name.
+        backend: String,
+        /// What the upstream said, and how to fix it.
+        reason: String,
+    },
+
     /// Any other error from a backend's client library.
     #[error("backend `{backend}`: {context}")]
     Backend {

@@ -13,7 +13,9 @@ use crate::bundle::TrustBundle;
 use crate::identity::Identity;
 use crate::name::MeshName;
 use crate::refresh::{refresh_at, RefreshPolicy};
-use crate::request::{IdempotencyKey, IssueParams, IssueRequest, KeySource, UncheckedCertificate};
+use crate::request::{
+    IdempotencyKey, IssueParams, IssueRequest, KeySource, RequestKey, UncheckedCertificate,
+};
 use crate::secret::SecretBytes;
 use crate::template::CommonNameTemplate;
 use crate::x509::{
@@ -244,12 +246,26 @@ pub async fn issue_certificate(
         .common_name
         .map(|t| t.render(&params.identity))
         .transpose()?;
-    let (subject_key, csr_der, key) = match params.key {
-        KeySource::Csr(der) => (
-            verify_csr_with_dns(der, params.identity.uri_sans(), params.identity.dns_sans())?,
-            Some(der.to_vec()),
-            None,
-        ),
+    let (request_key, csr_der, key) = match params.key {
+        KeySource::Csr(der) => {
+            let subject_key =
+                verify_csr_with_dns(der, params.identity.uri_sans(), params.identity.dns_sans())?;
+            if ca.generates_keys() {
+                return Err(Error::invalid_argument(
+                    "csr",
+                    format!(
+                        "backend {} has its upstream generate data plane keys and cannot \
+                         certify a caller's key; request a generated key, or (vault) set \
+                         fromCp.mode: sign",
+                        ca.name()
+                    ),
+                ));
+            }
+            (RequestKey::Certify(subject_key), Some(der.to_vec()), None)
+        }
+        KeySource::Generate(key_type) if ca.generates_keys() => {
+            (RequestKey::Upstream(key_type), None, None)
+        }
         KeySource::Generate(key_type) => {
             let key = key_type.generate()?;
             let csr = if ca.needs_csr() {
@@ -257,7 +273,11 @@ pub async fn issue_certificate(
             } else {
                 None
             };
-            (SubjectKey::from_spki_der(&key.spki_der())?, csr, Some(key))
+            (
+                RequestKey::Certify(SubjectKey::from_spki_der(&key.spki_der())?),
+                csr,
+                Some(key),
+            )
         }
     };
     // Whole seconds: X.509 times have no fractions, so the leaf can match the request exactly.
@@ -270,7 +290,7 @@ pub async fn issue_certificate(
         );
     let request = IssueRequest {
         identity: params.identity,
-        subject_key,
+        key: request_key,
         csr_der,
         not_before: now - BACKDATE,
         not_after: now + params.lifetime,
@@ -294,7 +314,9 @@ pub async fn issue_certificate(
     };
     let (checked, bundle) = checked;
     let mut issued = checked.into_issued(&request, unchecked, bundle);
-    issued.key = key.map(|k: PrivateKey| k.to_pem());
+    if let Some(k) = key {
+        issued.key = Some(k.to_pem());
+    }
     Ok(issued)
 }
 
@@ -337,7 +359,7 @@ impl Checked {
             serial_hex: self.serial_hex,
             identity: request.identity.clone(),
             bundle,
-            key: None,
+            key: unchecked.upstream_key.as_ref().map(PrivateKey::to_pem),
             chain: unchecked.chain,
         }
     }
@@ -365,7 +387,22 @@ fn check(
     if leaf.is_ca() {
         return Err(bad(IssuedProblem::NotALeaf));
     }
-    if leaf.public_key().raw != request.subject_key.spki_der() {
+    let upstream_spki = unchecked.upstream_key.as_ref().map(PrivateKey::spki_der);
+    let certified: &[u8] = match (&request.key, &upstream_spki) {
+        (RequestKey::Certify(k), None) => k.spki_der(),
+        (RequestKey::Upstream(_), Some(k)) => k,
+        (RequestKey::Certify(_), Some(_)) => {
+            return Err(bad(IssuedProblem::Other(
+                "backend returned a private key for a key it was to certify".into(),
+            )))
+        }
+        (RequestKey::Upstream(_), None) => {
+            return Err(bad(IssuedProblem::Other(
+                "backend returned no private key for the key its upstream was to make".into(),
+            )))
+        }
+    };
+    if leaf.public_key().raw != certified {
         return Err(bad(IssuedProblem::WrongKey));
     }
 
@@ -465,7 +502,8 @@ pub struct TestCertificate {
 pub const TEST_SERVICE: &str = "meshca-validation";
 
 /// Validates a backend the way the global control plane does before accepting a Mesh: `ensure`,
-/// then issue one test certificate (generated P-256 key) and check it.
+/// then issue one test certificate (generated P-256 key), check it, and ask the backend for its
+/// [`health`](CertificateAuthority::health).
 ///
 /// # Errors
 /// The first failure, wrapped so that the message says the backend failed validation.
@@ -480,6 +518,8 @@ pub async fn validate(
     let params = IssueParams::new(identity, KeySource::Generate(KeyType::EcdsaP256), lifetime)
         .with_common_name(common_name);
     let certificate = issue_certificate(ca, params).await?;
+    // What has not failed yet but will (a token that cannot be renewed).
+    ca.health().await?;
     Ok(TestCertificate { certificate })
 }
 

@@ -10,7 +10,7 @@ use rustls_pki_types::CertificateDer;
 use crate::error::echo;
 use crate::identity::Identity;
 use crate::template::CommonNameTemplate;
-use crate::x509::{KeyType, LocalSigner, SubjectKey};
+use crate::x509::{KeyType, LocalSigner, PrivateKey, SubjectKey};
 use crate::Error;
 #[cfg(doc)]
 use crate::{authority::CertificateAuthority, issue::issue_certificate};
@@ -71,12 +71,23 @@ impl<'a> IssueParams<'a> {
     }
 }
 
-/// A request as a backend sees it: a validated identity, a key whose possession was proven, a
-/// validity window and an optional rendered CN. Built only by core.
+/// The key a request is about.
+#[derive(Debug)]
+pub(crate) enum RequestKey {
+    /// Certify this key (the caller's, or one core generated).
+    Certify(SubjectKey),
+    /// The backend's upstream makes a key of (about) this type and returns it with the
+    /// certificate ([`CertificateAuthority::generates_keys`]).
+    Upstream(KeyType),
+}
+
+/// A request as a backend sees it: a validated identity, a key whose possession was proven (or,
+/// for a backend whose upstream makes keys, the key type asked for), a validity window and an
+/// optional rendered CN. Built only by core.
 #[derive(Debug)]
 pub struct IssueRequest {
     pub(crate) identity: Identity,
-    pub(crate) subject_key: SubjectKey,
+    pub(crate) key: RequestKey,
     pub(crate) csr_der: Option<Vec<u8>>,
     pub(crate) not_before: SystemTime,
     pub(crate) not_after: SystemTime,
@@ -91,9 +102,22 @@ impl IssueRequest {
         &self.identity
     }
 
-    /// The public key to certify.
-    pub fn subject_key(&self) -> &SubjectKey {
-        &self.subject_key
+    /// The public key to certify; `None` when the backend's upstream makes the key
+    /// ([`CertificateAuthority::generates_keys`]): the backend then returns it with
+    /// [`UncheckedCertificate::with_upstream_key`].
+    pub fn subject_key(&self) -> Option<&SubjectKey> {
+        match &self.key {
+            RequestKey::Certify(k) => Some(k),
+            RequestKey::Upstream(_) => None,
+        }
+    }
+
+    /// The key type: of the key to certify, or the one the caller asked the upstream for.
+    pub fn key_type(&self) -> KeyType {
+        match &self.key {
+            RequestKey::Certify(k) => k.key_type(),
+            RequestKey::Upstream(t) => *t,
+        }
     }
 
     /// A CSR for the key (the caller's, or one core made for a generated key), for backends that
@@ -145,6 +169,7 @@ impl IssueRequest {
 pub struct UncheckedCertificate {
     pub(crate) chain: Vec<CertificateDer<'static>>,
     pub(crate) signed_by: Option<Arc<LocalSigner>>,
+    pub(crate) upstream_key: Option<PrivateKey>,
 }
 
 impl UncheckedCertificate {
@@ -153,7 +178,26 @@ impl UncheckedCertificate {
         Self {
             chain,
             signed_by: None,
+            upstream_key: None,
         }
+    }
+
+    /// A chain whose key the upstream made (Vault's `issue` endpoint), with that key as PEM.
+    /// Only for requests without a [`subject_key`](IssueRequest::subject_key); core checks that
+    /// the leaf certifies this key and hands the key to the caller.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedKey`] when the key cannot be parsed or is of a type meshca does not
+    /// accept.
+    pub fn with_upstream_key(
+        chain: Vec<CertificateDer<'static>>,
+        key_pem: &[u8],
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            chain,
+            signed_by: None,
+            upstream_key: Some(PrivateKey::from_pem(key_pem)?),
+        })
     }
 
     /// A chain whose leaf core's own [`crate::LocalCa`] signed.
@@ -164,6 +208,7 @@ impl UncheckedCertificate {
         Self {
             chain,
             signed_by: Some(signer),
+            upstream_key: None,
         }
     }
 }

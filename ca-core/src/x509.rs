@@ -504,7 +504,10 @@ impl LocalCa {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        if request.subject_key().key_type().is_ec() {
+        let subject_key = request.subject_key().ok_or_else(|| {
+            Error::Inconsistent("a local CA was asked to certify a key it was not given".into())
+        })?;
+        if subject_key.key_type().is_ec() {
             params.key_usages.push(KeyUsagePurpose::KeyAgreement);
         }
         params.extended_key_usages = vec![
@@ -512,7 +515,7 @@ impl LocalCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(request.subject_key(), &self.issuer)?;
+        let cert = params.signed_by(subject_key, &self.issuer)?;
         let mut chain = Vec::with_capacity(1 + self.chain.len());
         chain.push(cert.der().clone());
         // The signing CA goes with the leaf when it is an intermediate; a self-signed root is only

@@ -127,7 +127,7 @@ impl TestCa {
         let cert = if fault == Fault::OtherKey {
             p.signed_by(&other_key, &issuer).unwrap()
         } else {
-            p.signed_by(req.subject_key(), &issuer).unwrap()
+            p.signed_by(req.subject_key().unwrap(), &issuer).unwrap()
         };
         cert.der().clone()
     }
@@ -152,7 +152,7 @@ impl CertificateAuthority for TestCa {
         // very key it is asked to certify, also when core generated the key.
         let csr = req.csr_der().expect("a CSR for a backend that needs one");
         let key = ca_core::x509::verify_csr(csr, req.identity().uri_sans()).unwrap();
-        assert_eq!(key.spki_der(), req.subject_key().spki_der());
+        assert_eq!(key.spki_der(), req.subject_key().unwrap().spki_der());
         match fault {
             Fault::None | Fault::LocalButForeignBundle => self.root.sign(req),
             Fault::Empty => Ok(UncheckedCertificate::new(Vec::new())),

@@ -128,7 +128,7 @@ impl RotatingCa {
         if other_key {
             p.signed_by(&KeyPair::generate().unwrap(), &issuer)
         } else {
-            p.signed_by(req.subject_key(), &issuer)
+            p.signed_by(req.subject_key().unwrap(), &issuer)
         }
         .unwrap()
         .der()

@@ -360,6 +360,7 @@ pub fn reason_label(e: &Error) -> &'static str {
         Error::InvalidCa { .. }
         | Error::SecretNotFound { .. }
         | Error::DataSource { .. }
+        | Error::UpstreamRefused { .. }
         | Error::Inconsistent(_) => "failed_precondition",
         Error::Denied(_) => "permission_denied",
         Error::Unavailable { .. } | Error::Backend { .. } => "unavailable",

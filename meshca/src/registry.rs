@@ -88,9 +88,12 @@ impl Registry {
     /// Every backend compiled in: `builtin` and `provided`, and each remote backend whose
     /// cargo feature is on.
     pub fn new() -> Self {
-        Self::empty()
+        let registry = Self::empty()
             .register(BackendType::Builtin, build_builtin)
-            .register(BackendType::Provided, build_provided)
+            .register(BackendType::Provided, build_provided);
+        #[cfg(feature = "vault")]
+        let registry = registry.register(BackendType::Vault, build_vault);
+        registry
     }
 
     /// No backends at all (tests register their own).
@@ -181,6 +184,37 @@ fn build_provided<'a>(
             ca: Arc::new(ca),
             warnings,
         })
+    })
+}
+
+#[cfg(feature = "vault")]
+fn build_vault<'a>(
+    ctx: &'a BuildContext,
+    mesh: &'a MeshName,
+    index: usize,
+    backend: &'a Backend,
+) -> BuildFuture<'a> {
+    Box::pin(async move {
+        let BackendConf::Vault(conf) = &backend.conf else {
+            return Err(wrong_conf(backend));
+        };
+        let timing = backend_vault::Timing::new(
+            backend.dp_cert_request_timeout,
+            backend.root_chain_request_timeout,
+            backend.dp_cert_expiration,
+        );
+        let ca = backend_vault::VaultCa::load_at(
+            &format!("{}.conf", backend_path(index)),
+            mesh,
+            backend.name.clone(),
+            conf,
+            timing,
+            ctx.store.as_ref(),
+            &ctx.sources,
+        )
+        .await?;
+        let warnings = ca.warnings().to_vec();
+        Ok(Built::new(Arc::new(ca), warnings))
     })
 }
 

@@ -39,6 +39,18 @@ pub trait Fixture: Send + Sync {
     fn ca_not_after(&self) -> Option<std::time::SystemTime> {
         None
     }
+
+    /// Whether the backend certifies a caller's key (a CSR). Backends whose upstream makes the
+    /// key (Vault's `issue` endpoint) refuse CSRs, by name.
+    fn accepts_csrs(&self) -> bool {
+        true
+    }
+
+    /// How far before the request the upstream sets not-before (core: 10 s; Vault's
+    /// `not_before_duration`: 30 s).
+    fn backdate(&self) -> Duration {
+        ca_core::x509::BACKDATE
+    }
 }
 
 /// Instantiates every conformance check as a `#[tokio::test]` for one fixture.

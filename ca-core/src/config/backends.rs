@@ -126,6 +126,8 @@ pub struct VaultConf {
     pub pki: String,
     /// `role`.
     pub role: String,
+    /// `mode` (meshca's extension): which PKI endpoint issues.
+    pub mode: VaultMode,
     /// `commonName`.
     pub common_name: Option<CommonNameTemplate>,
     /// `tls.caCert`.
@@ -136,6 +138,18 @@ pub struct VaultConf {
     pub tls_server_name: Option<String>,
     /// `auth`; `None` only with `agentAddress`.
     pub auth: Option<VaultAuth>,
+}
+
+/// `conf.fromCp.mode`: which endpoint of the PKI mount issues data plane certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VaultMode {
+    /// `issue` (default, as Kong Mesh): `POST <pki>/issue/<role>`; Vault makes the key and it
+    /// travels to the data plane through meshca.
+    #[default]
+    Issue,
+    /// `sign`: `POST <pki>/sign/<role>` with the data plane's CSR; the key never leaves the data
+    /// plane.
+    Sign,
 }
 
 /// `conf.fromCp.auth`.

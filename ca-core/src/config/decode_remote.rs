@@ -2,8 +2,10 @@
 
 use super::decode::Fields;
 use super::decode_mesh::{required_source, template};
-use super::{AcmpcaConf, AwsAuthType, AwsCredentials, CertmanagerConf, VaultAuth, VaultConf};
-use crate::error::Violations;
+use super::{
+    AcmpcaConf, AwsAuthType, AwsCredentials, CertmanagerConf, VaultAuth, VaultConf, VaultMode,
+};
+use crate::error::{echo, Violations};
 
 pub(super) fn decode_vault(mut f: Fields<'_>, v: &mut Violations) -> Option<VaultConf> {
     if f.has("fromDp") {
@@ -37,6 +39,17 @@ pub(super) fn decode_vault(mut f: Fields<'_>, v: &mut Violations) -> Option<Vaul
     let namespace = cp.str("namespace", v).filter(|s| !s.trim().is_empty());
     let pki = cp.required_str("pki", v);
     let role = cp.required_str("role", v);
+    let mode = match cp.str("mode", v).as_deref() {
+        None | Some("issue") => VaultMode::Issue,
+        Some("sign") => VaultMode::Sign,
+        Some(other) => {
+            v.add(
+                cp.at("mode"),
+                format!("\"{}\" is not supported (issue or sign)", echo(other)),
+            );
+            VaultMode::Issue
+        }
+    };
     let common_name = template(&mut cp, v);
 
     let mut tls_ca_cert = None;
@@ -123,6 +136,7 @@ pub(super) fn decode_vault(mut f: Fields<'_>, v: &mut Violations) -> Option<Vaul
         namespace,
         pki: pki?,
         role: role?,
+        mode,
         common_name,
         tls_ca_cert,
         tls_skip_verify,

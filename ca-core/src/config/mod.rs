@@ -46,7 +46,7 @@ use crate::Error;
 
 pub use backends::{
     AcmpcaConf, AwsAuthType, AwsCredentials, BackendConf, BackendType, BuiltinConf,
-    CertmanagerConf, ProvidedConf, VaultAuth, VaultConf,
+    CertmanagerConf, ProvidedConf, VaultAuth, VaultConf, VaultMode,
 };
 
 /// Default `dpCert.rotation.expiration`.

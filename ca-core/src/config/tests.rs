@@ -328,6 +328,29 @@ fn vault_auth_rules() {
 }
 
 #[test]
+fn vault_mode() {
+    let with = |mode: &str| {
+        universal(&format!(
+            "  - name: ca-1\n    type: vault\n    conf:\n      fromCp:\n        address: https://v:8200\n        pki: p\n        role: r\n{mode}        auth:\n          token:\n            secret: t\n"
+        ))
+    };
+    let mode_of = |yaml: &str| {
+        let m = Mesh::from_yaml(yaml).unwrap();
+        let BackendConf::Vault(c) = &m.enabled_backend().unwrap().conf else {
+            panic!()
+        };
+        c.mode
+    };
+    assert_eq!(mode_of(&with("")), VaultMode::Issue);
+    assert_eq!(mode_of(&with("        mode: issue\n")), VaultMode::Issue);
+    assert_eq!(mode_of(&with("        mode: sign\n")), VaultMode::Sign);
+    assert_eq!(
+        violations(&with("        mode: sign-verbatim\n")),
+        ["mtls.backends[0].conf.fromCp.mode: \"sign-verbatim\" is not supported (issue or sign)"]
+    );
+}
+
+#[test]
 fn data_source_rules() {
     let provided = |cert: &str| {
         universal(&format!(

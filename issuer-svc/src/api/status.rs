@@ -35,6 +35,7 @@ fn core_code(e: &Error) -> Code {
         | Error::SecretNotFound { .. }
         | Error::DataSource { .. }
         | Error::Inconsistent(_)
+        | Error::UpstreamRefused { .. }
         | Error::MtlsDisabled(_) => Code::FailedPrecondition,
         Error::MeshNotFound(_) => Code::NotFound,
         Error::Denied(_) => Code::PermissionDenied,

@@ -1,0 +1,449 @@
+//! # backend-vault
+//!
+//! The `vault` backend of Kong Mesh: data plane certificates from HashiCorp Vault's PKI secrets
+//! engine, as a thin client over `reqwest` with meshca's own rustls `ClientConfig` (aws-lc-rs).
+//!
+//! - Issues with `POST /v1/<pki>/issue/<role>` (Vault makes the key; the policy Kong Mesh's docs
+//!   write allows exactly this path), or with `fromCp.mode: sign`, meshca's extension,
+//!   `POST /v1/<pki>/sign/<role>` with the data plane's CSR (the key never leaves it).
+//! - Authenticates with exactly one of a token (renewed with `auth/token/renew-self` at two thirds
+//!   of its TTL), a client certificate (`auth/cert/login`), AWS IAM (`auth/aws/login`, a SigV4
+//!   signed `sts:GetCallerIdentity` with credentials from the default AWS chain), or not at all
+//!   behind a Vault agent (`agentAddress`).
+//! - The trust bundle comes from the mount (`ca/pem` and `ca_chain`), cached for
+//!   [`BUNDLE_TTL`]; one Vault request per certificate.
+//! - Vault's `{"errors": [...]}` becomes a message that says what to fix (the policy, the role's
+//!   `allowed_uri_sans`, `require_cn`, a sealed Vault, a TLS failure).
+//!
+//! Why not `vaultrs`: a custom CA only as file paths merged with the system roots, no
+//! `tls.serverName`, silent fallbacks to `VAULT_*` environment variables, and an AWS login that
+//! signs only with static keys against a hard-coded STS host.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod auth;
+mod aws;
+mod client;
+mod errors;
+mod pki;
+mod secret;
+mod tls;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use ca_core::config::{VaultAuth, VaultConf, VaultMode};
+use ca_core::{
+    BackendName, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore, SourcePolicy,
+    TrustBundle, UncheckedCertificate, Violations,
+};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::auth::{Auth, Login};
+use crate::client::{Answer, Client, Retry};
+use crate::secret::Token;
+
+/// How long a fetched trust bundle is used before it is fetched again.
+pub const BUNDLE_TTL: Duration = Duration::from_secs(300);
+
+/// Timeouts and retries of one backend.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Timing {
+    /// `dpCert.requestTimeout`: bounds every call issuing a certificate, retries included.
+    pub request_timeout: Duration,
+    /// `rootChain.requestTimeout`: bounds fetching the trust bundle.
+    pub root_chain_timeout: Duration,
+    /// `dpCert.rotation.expiration`: the lifetime asked for; a token that cannot live this long
+    /// is a [`health`](CertificateAuthority::health) problem.
+    pub lifetime: Duration,
+}
+
+impl Timing {
+    /// The given timeouts and certificate lifetime.
+    pub fn new(
+        request_timeout: Duration,
+        root_chain_timeout: Duration,
+        lifetime: Duration,
+    ) -> Self {
+        Self {
+            request_timeout,
+            root_chain_timeout,
+            lifetime,
+        }
+    }
+}
+
+/// A mesh's vault backend.
+pub struct VaultCa {
+    name: String,
+    conf: Settings,
+    client: Client,
+    auth: Arc<Auth>,
+    timing: Timing,
+    bundle: Mutex<Option<(TrustBundle, Instant)>>,
+    bundle_gate: tokio::sync::Mutex<()>,
+    warnings: Vec<String>,
+}
+
+/// What of the config is used per request.
+#[derive(Debug, Clone)]
+struct Settings {
+    pki: String,
+    role: String,
+    mode: VaultMode,
+    address: String,
+}
+
+impl fmt::Debug for VaultCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultCa")
+            .field("name", &self.name)
+            .field("address", &self.conf.address)
+            .field("pki", &self.conf.pki)
+            .field("role", &self.conf.role)
+            .field("mode", &self.conf.mode)
+            .field("auth", &self.auth.method())
+            .finish_non_exhaustive()
+    }
+}
+
+impl VaultCa {
+    /// Builds the backend `name` of `mesh` from its `conf.fromCp`; `at` is the path of `conf`
+    /// in the Mesh (violations are reported under it). Data sources (`tls.caCert`,
+    /// `auth.token`, `auth.tls.*`) are read once here, as `sources` allows. Vault is not
+    /// contacted: the first request logs in.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming each unusable field; data source errors.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn load_at(
+        at: &str,
+        mesh: &MeshName,
+        name: BackendName,
+        conf: &VaultConf,
+        timing: Timing,
+        store: &dyn SecretStore,
+        sources: &SourcePolicy,
+    ) -> Result<Self, Error> {
+        let field = |f: &str| format!("{at}.fromCp.{f}");
+        let mut v = Violations::default();
+        let mut settings = tls::TlsSettings {
+            server_name: conf.tls_server_name.clone(),
+            skip_verify: conf.tls_skip_verify,
+            ..Default::default()
+        };
+        if let Some(ca) = &conf.tls_ca_cert {
+            settings.ca_pem = Some(ca.resolve(mesh, store, sources).await?.expose().to_vec());
+        }
+        let mut warnings = Vec::new();
+        if conf.tls_skip_verify {
+            let w = format!(
+                "{}: Vault's certificate is not verified (tls.skipVerify: true); anyone on the \
+                 path to Vault can read the certificates and keys it issues",
+                field("tls.skipVerify")
+            );
+            tracing::warn!(backend = %name, "{w}");
+            warnings.push(w);
+        }
+        // agentAddress: requests go to the agent, which authenticates for us.
+        let (address, login) = match (&conf.agent_address, &conf.auth) {
+            (Some(agent), auth) => {
+                if auth.is_some() {
+                    let w = format!(
+                        "{}: ignored, requests go to agentAddress and the agent authenticates",
+                        field("auth")
+                    );
+                    tracing::warn!(backend = %name, "{w}");
+                    warnings.push(w);
+                }
+                (agent.clone(), Login::Agent)
+            }
+            (None, Some(VaultAuth::Token(src))) => {
+                let raw = src.resolve(mesh, store, sources).await?;
+                match Token::parse(raw.expose()) {
+                    Ok(t) => (conf.address.clone(), Login::Token(t)),
+                    Err(e) => {
+                        v.add(field("auth.token"), format!("{} {e}", src.describe()));
+                        (conf.address.clone(), Login::Agent)
+                    }
+                }
+            }
+            (
+                None,
+                Some(VaultAuth::Tls {
+                    client_key,
+                    client_cert,
+                }),
+            ) => {
+                let key = client_key.resolve(mesh, store, sources).await?;
+                let cert = client_cert.resolve(mesh, store, sources).await?;
+                settings.client = Some((
+                    cert.expose().to_vec(),
+                    zeroize::Zeroizing::new(key.expose().to_vec()),
+                ));
+                (conf.address.clone(), Login::Cert)
+            }
+            (
+                None,
+                Some(VaultAuth::Aws {
+                    kind,
+                    role,
+                    iam_server_id_header,
+                }),
+            ) => {
+                if *kind == ca_core::config::AwsAuthType::Ec2 {
+                    v.add(
+                        field("auth.aws.type"),
+                        "EC2 is not supported yet: use IAM (the default)",
+                    );
+                }
+                (
+                    conf.address.clone(),
+                    Login::Aws(aws::AwsLogin::new(
+                        role.clone(),
+                        iam_server_id_header.clone(),
+                    )),
+                )
+            }
+            (None, _) => {
+                v.add(field("auth"), "exactly one of token, tls, aws must be set");
+                (conf.address.clone(), Login::Agent)
+            }
+        };
+        let tls = match tls::client_config(&settings) {
+            Ok(c) => Some(c),
+            Err((f, reason)) => {
+                v.add(field(f), reason);
+                None
+            }
+        };
+        if !v.is_empty() {
+            return Err(Error::InvalidConfig(v));
+        }
+        let Some(tls) = tls else {
+            return Err(Error::Inconsistent("TLS config missing".into()));
+        };
+        let client =
+            Client::new(tls, &address, conf.namespace.clone(), Retry::default()).map_err(|e| {
+                Error::Backend {
+                    backend: name.to_string(),
+                    context: "building the Vault client".into(),
+                    source: e.into(),
+                }
+            })?;
+        let auth = Arc::new(Auth::new(
+            name.to_string(),
+            login,
+            client.clone(),
+            timing.request_timeout,
+        ));
+        Ok(Self {
+            name: name.to_string(),
+            conf: Settings {
+                pki: conf.pki.trim_matches('/').to_owned(),
+                role: conf.role.clone(),
+                mode: conf.mode,
+                address,
+            },
+            client,
+            auth,
+            timing,
+            bundle: Mutex::new(None),
+            bundle_gate: tokio::sync::Mutex::new(()),
+            warnings,
+        })
+    }
+
+    /// With `auth.aws`, signs the login with credentials and region of `sdk` (and for its
+    /// `endpoint_url`) instead of loading the default AWS chain on first use. For control planes
+    /// that already hold an AWS config, and for tests.
+    #[must_use]
+    pub fn with_aws_sdk_config(self, sdk: aws_config::SdkConfig) -> Self {
+        self.auth.set_aws_sdk_config(sdk);
+        self
+    }
+
+    /// What the constructor found worth saying (`tls.skipVerify`, ignored auth).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// When the backend's Vault token ends, if it does (after the first request).
+    pub fn token_expires(&self) -> Option<SystemTime> {
+        self.auth.expires()
+    }
+
+    /// One authenticated call; a token Vault refuses is dropped and, for logins, obtained once
+    /// more.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+        raw: bool,
+    ) -> Result<Answer, Error> {
+        let mut relogged = false;
+        loop {
+            let token =
+                self.auth.token().await.map_err(|e| {
+                    errors::auth_error(&self.name, &self.conf, self.auth.method(), e)
+                })?;
+            match self
+                .client
+                .call(method.clone(), path, token.as_ref(), body, timeout, raw)
+                .await
+            {
+                Err(e) if errors::is_forbidden(&e) && !relogged && self.auth.relogin_possible() => {
+                    self.auth.forget();
+                    relogged = true;
+                }
+                Err(e) => {
+                    return Err(errors::call_error(
+                        &self.name,
+                        &self.conf,
+                        self.auth.method(),
+                        &method,
+                        path,
+                        e,
+                    ))
+                }
+                Ok(a) => return Ok(a),
+            }
+        }
+    }
+
+    async fn fetch_bundle(&self) -> Result<TrustBundle, Error> {
+        let t = self.timing.root_chain_timeout;
+        let ca = self.raw(&format!("{}/ca/pem", self.conf.pki), t).await?;
+        let chain = self.raw(&format!("{}/ca_chain", self.conf.pki), t).await?;
+        let anchors = pki::anchors(&ca, &chain).map_err(|reason| Error::UpstreamRefused {
+            backend: self.name.clone(),
+            reason: format!("PKI mount `{}`: {reason}", self.conf.pki),
+        })?;
+        TrustBundle::new(anchors)
+    }
+
+    async fn raw(&self, path: &str, timeout: Duration) -> Result<Vec<u8>, Error> {
+        match self.call(Method::GET, path, None, timeout, true).await? {
+            Answer::Raw(b) => Ok(b),
+            Answer::Json(_) => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl CertificateAuthority for VaultCa {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn trust_bundle(&self) -> Result<TrustBundle, Error> {
+        if let Some(b) = self.cached_bundle() {
+            return Ok(b);
+        }
+        let _gate = self.bundle_gate.lock().await;
+        if let Some(b) = self.cached_bundle() {
+            return Ok(b);
+        }
+        self.refresh_trust_bundle().await
+    }
+
+    async fn refresh_trust_bundle(&self) -> Result<TrustBundle, Error> {
+        let bundle = self.fetch_bundle().await?;
+        if let Ok(mut b) = self.bundle.lock() {
+            *b = Some((bundle.clone(), Instant::now()));
+        }
+        Ok(bundle)
+    }
+
+    async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
+        let (endpoint, csr) = match self.conf.mode {
+            VaultMode::Issue => ("issue", None),
+            VaultMode::Sign => (
+                "sign",
+                Some(request.csr_pem().ok_or_else(|| {
+                    Error::Inconsistent("fromCp.mode: sign needs the data plane's CSR".into())
+                })?),
+            ),
+        };
+        let path = format!("{}/{endpoint}/{}", self.conf.pki, self.conf.role);
+        let body = pki::request_body(request, csr);
+        let answer = match self
+            .call(
+                Method::POST,
+                &path,
+                Some(&body),
+                self.timing.request_timeout,
+                false,
+            )
+            .await?
+        {
+            Answer::Json(v) => v,
+            Answer::Raw(_) => Value::Null,
+        };
+        let issued = pki::parse_issued(&answer).map_err(|e| Error::Backend {
+            backend: self.name.clone(),
+            context: format!("reading the answer of POST {path}"),
+            source: e.into(),
+        })?;
+        for w in &issued.warnings {
+            tracing::warn!(backend = %self.name, path, "Vault: {w}");
+        }
+        errors::check_sans(&self.name, &self.conf, request, &issued)?;
+        match (self.conf.mode, &issued.private_key) {
+            (VaultMode::Issue, Some(key)) => {
+                UncheckedCertificate::with_upstream_key(issued.chain, key.as_bytes())
+            }
+            (VaultMode::Issue, None) => Err(Error::Backend {
+                backend: self.name.clone(),
+                context: format!("reading the answer of POST {path}"),
+                source: "no data.private_key".into(),
+            }),
+            (VaultMode::Sign, _) => Ok(UncheckedCertificate::new(issued.chain)),
+        }
+    }
+
+    fn needs_csr(&self) -> bool {
+        self.conf.mode == VaultMode::Sign
+    }
+
+    fn generates_keys(&self) -> bool {
+        self.conf.mode == VaultMode::Issue
+    }
+
+    async fn health(&self) -> Result<(), Error> {
+        let Some(problem) = self.auth.problem() else {
+            return Ok(());
+        };
+        let soon = problem
+            .expires
+            .is_none_or(|e| e <= SystemTime::now() + self.timing.lifetime);
+        if soon {
+            Err(Error::UpstreamRefused {
+                backend: self.name.clone(),
+                reason: format!(
+                    "{} (certificates of this backend live {}s)",
+                    problem.message,
+                    self.timing.lifetime.as_secs()
+                ),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl VaultCa {
+    fn cached_bundle(&self) -> Option<TrustBundle> {
+        let b = self.bundle.lock().ok()?;
+        b.as_ref()
+            .filter(|(_, at)| at.elapsed() < BUNDLE_TTL)
+            .map(|(b, _)| b.clone())
+    }
+}
