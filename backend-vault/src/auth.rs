@@ -21,7 +21,7 @@ pub(crate) enum Login {
     /// `auth.tls`: the client certificate is in the TLS config; log in with it.
     Cert,
     /// `auth.aws` (IAM).
-    Aws(AwsLogin),
+    Aws(Box<AwsLogin>),
     /// `agentAddress` without auth: the Vault agent adds the token.
     Agent,
 }

@@ -204,10 +204,10 @@ impl VaultCa {
                 }
                 (
                     conf.address.clone(),
-                    Login::Aws(aws::AwsLogin::new(
+                    Login::Aws(Box::new(aws::AwsLogin::new(
                         role.clone(),
                         iam_server_id_header.clone(),
-                    )),
+                    ))),
                 )
             }
             (None, _) => {
