@@ -94,7 +94,9 @@ impl Client {
             req = req.header("X-Vault-Namespace", ns);
         }
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();

@@ -66,7 +66,7 @@ async fn policies_deny_paths() {
     let vault = vault_with_pki("24h").await;
     for role in ["kuma-dp", "other"] {
         vault
-            .write(None, &format!("pki/roles/{role}"), json!({ "allowed_uri_sans": "spiffe://*", "require_cn": false, "key_type": "ec" }))
+            .write(None, &format!("pki/roles/{role}"), json!({ "allowed_uri_sans": "spiffe://*", "require_cn": false, "key_type": "ec", "ttl": "1h" }))
             .await;
     }
     vault

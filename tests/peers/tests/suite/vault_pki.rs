@@ -155,6 +155,7 @@ async fn sign_uses_the_csr_key_and_checks_it() {
     let t = Some(root.as_str());
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
     params.subject_alt_names = vec![rcgen::SanType::URI("spiffe://default/web".try_into().unwrap())];
     let csr = params.serialize_request(&key).unwrap().pem().unwrap();
     let (s, v) = c
@@ -171,6 +172,7 @@ async fn sign_uses_the_csr_key_and_checks_it() {
 
     // A CSR asking for a URI outside the role (use_csr_sans defaults to true).
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
     params.subject_alt_names = vec![rcgen::SanType::URI("spiffe://evil/web".try_into().unwrap())];
     let csr = params.serialize_request(&key).unwrap().pem().unwrap();
     let (s, v) = c.call("POST", "pki/sign/kuma-dp", t, None, Some(json!({ "csr": csr }))).await;
@@ -178,6 +180,7 @@ async fn sign_uses_the_csr_key_and_checks_it() {
 
     // A tampered CSR fails its signature check.
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
     params.subject_alt_names = vec![rcgen::SanType::URI("spiffe://default/web".try_into().unwrap())];
     let mut der = params.serialize_request(&key).unwrap().der().to_vec();
     let n = der.len();
