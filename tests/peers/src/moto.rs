@@ -171,7 +171,14 @@ impl Moto {
         for _attempt in 0..3 {
             let port = free_port();
             let mut child = tokio::process::Command::new(&python)
-                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+                .args([
+                    "-m",
+                    "moto.server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ])
                 .env("INITIAL_NO_AUTH_ACTION_COUNT", NO_AUTH_BUDGET.to_string())
                 .env("MOTO_PORT", port.to_string())
                 .stdin(Stdio::null())
@@ -273,7 +280,14 @@ impl Moto {
 
     /// Sends a signed Query API call (`service` `iam` or `sts`); returns (status, body).
     pub async fn query(&self, key: &AwsKey, service: &str, body: &str) -> (u16, String) {
-        let signed = sign_query(key, None, service, &format!("{}/", self.endpoint()), body, &[]);
+        let signed = sign_query(
+            key,
+            None,
+            service,
+            &format!("{}/", self.endpoint()),
+            body,
+            &[],
+        );
         self.send(&signed).await
     }
 

@@ -78,51 +78,71 @@ impl PodIdentityEndpoint {
                 let expected = expected.clone();
                 let counter = counter.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        let auth = req
-                            .headers()
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string);
-                        let resp = if req.uri().path() != "/v1/credentials" {
-                            (StatusCode::NOT_FOUND, json!({"Code": "NotFound", "Message": "not found"}))
-                        } else if req.method() != http::Method::GET {
-                            (StatusCode::METHOD_NOT_ALLOWED, json!({"Code": "MethodNotAllowed", "Message": "GET only"}))
-                        } else {
-                            match auth {
-                                None => (StatusCode::UNAUTHORIZED, json!({"Code": "Unauthorized", "Message": "missing authorization token"})),
-                                Some(a) if a != expected => (StatusCode::FORBIDDEN, json!({"Code": "AccessDenied", "Message": "invalid authorization token"})),
-                                Some(_) => {
-                                    let expiration = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
-                                    let account = key.arn.split(':').nth(4).unwrap_or_default().to_string();
-                                    let mut body = json!({
-                                        "AccessKeyId": key.access_key_id,
-                                        "SecretAccessKey": key.secret_access_key,
-                                        "Expiration": expiration
-                                            .replace_nanosecond(0)
-                                            .unwrap_or(expiration)
-                                            .format(&time::format_description::well_known::Rfc3339)
-                                            .unwrap_or_default(),
-                                        "AccountId": account,
-                                    });
-                                    if let Some(t) = &session_token {
-                                        body["Token"] = json!(t);
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let auth = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            let resp = if req.uri().path() != "/v1/credentials" {
+                                (
+                                    StatusCode::NOT_FOUND,
+                                    json!({"Code": "NotFound", "Message": "not found"}),
+                                )
+                            } else if req.method() != http::Method::GET {
+                                (
+                                    StatusCode::METHOD_NOT_ALLOWED,
+                                    json!({"Code": "MethodNotAllowed", "Message": "GET only"}),
+                                )
+                            } else {
+                                match auth {
+                                    None => (
+                                        StatusCode::UNAUTHORIZED,
+                                        json!({"Code": "Unauthorized", "Message": "missing authorization token"}),
+                                    ),
+                                    Some(a) if a != expected => (
+                                        StatusCode::FORBIDDEN,
+                                        json!({"Code": "AccessDenied", "Message": "invalid authorization token"}),
+                                    ),
+                                    Some(_) => {
+                                        let expiration = time::OffsetDateTime::now_utc()
+                                            + time::Duration::hours(1);
+                                        let account = key
+                                            .arn
+                                            .split(':')
+                                            .nth(4)
+                                            .unwrap_or_default()
+                                            .to_string();
+                                        let mut body = json!({
+                                            "AccessKeyId": key.access_key_id,
+                                            "SecretAccessKey": key.secret_access_key,
+                                            "Expiration": expiration
+                                                .replace_nanosecond(0)
+                                                .unwrap_or(expiration)
+                                                .format(&time::format_description::well_known::Rfc3339)
+                                                .unwrap_or_default(),
+                                            "AccountId": account,
+                                        });
+                                        if let Some(t) = &session_token {
+                                            body["Token"] = json!(t);
+                                        }
+                                        (StatusCode::OK, body)
                                     }
-                                    (StatusCode::OK, body)
                                 }
+                            };
+                            async move {
+                                Ok::<_, Infallible>(
+                                    Response::builder()
+                                        .status(resp.0)
+                                        .header("content-type", "application/json")
+                                        .body(Full::new(Bytes::from(resp.1.to_string())))
+                                        .expect("response"),
+                                )
                             }
-                        };
-                        async move {
-                            Ok::<_, Infallible>(
-                                Response::builder()
-                                    .status(resp.0)
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from(resp.1.to_string())))
-                                    .expect("response"),
-                            )
-                        }
-                    });
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
                         .await;

@@ -41,7 +41,12 @@ pub(crate) struct AwsMount {
 }
 
 /// Admin paths: `config/client`, `role/<name>`, `roles` (list).
-pub(crate) fn admin(m: &mut AwsMount, sub: &str, op: Op, body: &Value) -> Result<Reply, VaultError> {
+pub(crate) fn admin(
+    m: &mut AwsMount,
+    sub: &str,
+    op: Op,
+    body: &Value,
+) -> Result<Reply, VaultError> {
     if sub == "config/client" {
         return match op {
             Op::Write => {
@@ -89,7 +94,9 @@ pub(crate) fn admin(m: &mut AwsMount, sub: &str, op: Op, body: &Value) -> Result
             };
             let bound_arns = util::string_list(body.get("bound_iam_principal_arn"));
             if bound_arns.is_empty() {
-                return Err(bad("at least one bound parameter should be specified on the role"));
+                return Err(bad(
+                    "at least one bound parameter should be specified on the role",
+                ));
             }
             let mut policies = util::string_list(body.get("token_policies"));
             if policies.is_empty() {
@@ -297,7 +304,9 @@ pub(crate) fn prepare(
     let endpoint = if !m.sts_endpoint.is_empty() {
         m.sts_endpoint.clone()
     } else {
-        default_sts.unwrap_or("https://sts.amazonaws.com").to_string()
+        default_sts
+            .unwrap_or("https://sts.amazonaws.com")
+            .to_string()
     };
     Ok(Prepared {
         role: util::string_field(body, "role"),
@@ -320,7 +329,8 @@ fn xml_tag<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
 /// `submitCallerIdentityRequest`: replays method, body and headers to the STS endpoint
 /// (plain http only: the endpoint is moto on 127.0.0.1) and parses the XML answer.
 pub(crate) async fn call_sts(p: &Prepared) -> Result<Identity, VaultError> {
-    let upstream = |msg: String| VaultError::bad_request(format!("error making upstream request: {msg}"));
+    let upstream =
+        |msg: String| VaultError::bad_request(format!("error making upstream request: {msg}"));
     let target = p
         .endpoint
         .strip_prefix("http://")
@@ -442,7 +452,11 @@ pub(crate) fn finish(
             "auth method iam not allowed for role {role_name}"
         )));
     }
-    let canonical_kind = if kind == "assumed-role" { "role" } else { kind.as_str() };
+    let canonical_kind = if kind == "assumed-role" {
+        "role"
+    } else {
+        kind.as_str()
+    };
     let canonical = format!("arn:{partition}:iam::{account}:{canonical_kind}/{friendly}");
     let unique_id = id.user_id.split(':').next().unwrap_or("").to_string();
     let bound = role.bound_arns.iter().any(|b| {
@@ -467,7 +481,13 @@ pub(crate) fn finish(
         "account_id": if account.is_empty() { id.account.clone() } else { account },
         "role_id": role.role_id,
     });
-    Ok((role.policies.clone(), role.ttl, role.max_ttl, meta, friendly))
+    Ok((
+        role.policies.clone(),
+        role.ttl,
+        role.max_ttl,
+        meta,
+        friendly,
+    ))
 }
 
 #[cfg(test)]
@@ -478,7 +498,10 @@ mod tests {
     fn server_id_checks() {
         let h = |auth: &str| {
             vec![
-                ("X-Vault-AWS-IAM-Server-ID".to_string(), "vault.test".to_string()),
+                (
+                    "X-Vault-AWS-IAM-Server-ID".to_string(),
+                    "vault.test".to_string(),
+                ),
                 ("Authorization".to_string(), auth.to_string()),
             ]
         };
@@ -493,6 +516,11 @@ mod tests {
             validate_server_id(&h(signed), "other").unwrap_err(),
             "expected \"other\" but got \"vault.test\""
         );
-        assert!(parse_arn("arn:aws:iam::123456789012:user/path/alice").unwrap().3 == "alice");
+        assert!(
+            parse_arn("arn:aws:iam::123456789012:user/path/alice")
+                .unwrap()
+                .3
+                == "alice"
+        );
     }
 }

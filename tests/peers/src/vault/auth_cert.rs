@@ -32,7 +32,12 @@ pub(crate) struct CertMount {
 }
 
 /// Admin paths: `certs/<name>` (write/read/delete) and `certs` (list).
-pub(crate) fn admin(m: &mut CertMount, sub: &str, op: Op, body: &Value) -> Result<Reply, VaultError> {
+pub(crate) fn admin(
+    m: &mut CertMount,
+    sub: &str,
+    op: Op,
+    body: &Value,
+) -> Result<Reply, VaultError> {
     if sub == "certs" && op == Op::List {
         let mut keys: Vec<&String> = m.certs.keys().collect();
         keys.sort();
@@ -86,14 +91,12 @@ pub(crate) fn admin(m: &mut CertMount, sub: &str, op: Op, body: &Value) -> Resul
 }
 
 fn issued_by(child: &X509Certificate<'_>, parent: &X509Certificate<'_>) -> bool {
-    child.issuer() == parent.subject()
-        && child.verify_signature(Some(parent.public_key())).is_ok()
+    child.issuer() == parent.subject() && child.verify_signature(Some(parent.public_key())).is_ok()
 }
 
 fn usable_for_client_auth(cert: &X509Certificate<'_>) -> bool {
     let now = now_unix() as i64;
-    if cert.validity().not_before.timestamp() > now || cert.validity().not_after.timestamp() < now
-    {
+    if cert.validity().not_before.timestamp() > now || cert.validity().not_after.timestamp() < now {
         return false;
     }
     match cert.extended_key_usage() {
@@ -109,9 +112,12 @@ pub(crate) fn login(
     body: &Value,
     chain: &[rustls_pki_types::CertificateDer<'static>],
 ) -> Result<(Vec<String>, u64, u64, Value, String), VaultError> {
-    let invalid = || VaultError::bad_request("invalid certificate or no client certificate supplied");
+    let invalid =
+        || VaultError::bad_request("invalid certificate or no client certificate supplied");
     let Some(leaf_der) = chain.first() else {
-        return Err(VaultError::bad_request("client certificate must be supplied"));
+        return Err(VaultError::bad_request(
+            "client certificate must be supplied",
+        ));
     };
     let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|_| invalid())?;
     if !usable_for_client_auth(&leaf) {
@@ -159,7 +165,11 @@ pub(crate) fn login(
             match ext.parsed_extension() {
                 ParsedExtension::SubjectKeyIdentifier(k) => ski = hex(k.0),
                 ParsedExtension::AuthorityKeyIdentifier(a) => {
-                    aki = a.key_identifier.as_ref().map(|k| hex(k.0)).unwrap_or_default()
+                    aki = a
+                        .key_identifier
+                        .as_ref()
+                        .map(|k| hex(k.0))
+                        .unwrap_or_default()
                 }
                 _ => {}
             }
@@ -176,7 +186,13 @@ pub(crate) fn login(
         } else {
             entry.display_name.clone()
         };
-        return Ok((entry.policies.clone(), entry.ttl, entry.max_ttl, meta, display));
+        return Ok((
+            entry.policies.clone(),
+            entry.ttl,
+            entry.max_ttl,
+            meta,
+            display,
+        ));
     }
     Err(invalid())
 }

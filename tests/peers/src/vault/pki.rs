@@ -5,14 +5,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use ::time::OffsetDateTime;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateSigningRequestDer;
 use serde_json::{json, Value};
-use ::time::OffsetDateTime;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
@@ -72,14 +71,17 @@ impl Role {
             t @ ("rsa" | "ec" | "any") => t.to_string(),
             "ed25519" => {
                 return Err(bad(
-                    "key_type ed25519 is not supported by this test server".to_string(),
+                    "key_type ed25519 is not supported by this test server".to_string()
                 ))
             }
             other => return Err(bad(format!("unknown key_type {other}"))),
         };
         let bits = body
             .get("key_bits")
-            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
             .unwrap_or(0) as u32;
         let key_bits = match (key_type.as_str(), bits) {
             ("rsa", 0) => 2048,
@@ -87,11 +89,7 @@ impl Role {
             ("rsa", b @ (2048 | 3072 | 4096)) => b,
             ("ec", b @ (256 | 384)) => b,
             ("any", b) => b,
-            (t, b) => {
-                return Err(bad(format!(
-                    "unsupported bit length for {t} key: {b}"
-                )))
-            }
+            (t, b) => return Err(bad(format!("unsupported bit length for {t} key: {b}"))),
         };
         let not_before_duration = if body.get("not_before_duration").is_some() {
             util::duration_field(body, "not_before_duration").map_err(bad)?
@@ -122,7 +120,7 @@ impl Role {
         };
         if role.max_ttl > 0 && role.ttl > role.max_ttl {
             return Err(bad(
-                "\"ttl\" value must be less than \"max_ttl\" value".to_string(),
+                "\"ttl\" value must be less than \"max_ttl\" value".to_string()
             ));
         }
         Ok(role)
@@ -198,7 +196,10 @@ fn legacy_key_pem(pkcs8: &[u8], key_type: &str) -> Option<String> {
     let (_, _, algid, rest) = util::der_next(rest)?;
     let (_, _, inner, _) = util::der_next(rest)?; // OCTET STRING
     if key_type == "rsa" {
-        return Some(pem::encode(&pem::Pem::new("RSA PRIVATE KEY", inner.to_vec())));
+        return Some(pem::encode(&pem::Pem::new(
+            "RSA PRIVATE KEY",
+            inner.to_vec(),
+        )));
     }
     let (_, _, _, params) = util::der_next(algid)?; // algorithm OID
     let (_, curve_oid, _, _) = util::der_next(params)?;
@@ -237,11 +238,21 @@ pub(crate) fn route(pki: &mut Pki, sub: &str, op: Op, body: &Value) -> Result<Re
             generate_root(pki, body, sub.ends_with("exported"))
         }
         ("ca/pem", Op::Read) => ca(pki).map(|c| {
-            Reply::Raw(200, "application/pem-certificate-chain", c.pem.clone().into_bytes())
+            Reply::Raw(
+                200,
+                "application/pem-certificate-chain",
+                c.pem.clone().into_bytes(),
+            )
         }),
-        ("ca", Op::Read) => ca(pki).map(|c| Reply::Raw(200, "application/pkix-cert", c.der.clone())),
+        ("ca", Op::Read) => {
+            ca(pki).map(|c| Reply::Raw(200, "application/pkix-cert", c.der.clone()))
+        }
         ("ca_chain", Op::Read) => ca(pki).map(|c| {
-            Reply::Raw(200, "application/pem-certificate-chain", c.pem.clone().into_bytes())
+            Reply::Raw(
+                200,
+                "application/pem-certificate-chain",
+                c.pem.clone().into_bytes(),
+            )
         }),
         ("cert/ca" | "cert/ca_chain", Op::Read) => ca(pki).map(|c| {
             envelope(
@@ -287,7 +298,9 @@ pub(crate) fn route(pki: &mut Pki, sub: &str, op: Op, body: &Value) -> Result<Re
                 return pki
                     .certs
                     .get(&serial)
-                    .map(|pem| envelope(json!({ "certificate": pem, "revocation_time": 0 }), vec![]))
+                    .map(|pem| {
+                        envelope(json!({ "certificate": pem, "revocation_time": 0 }), vec![])
+                    })
                     .ok_or_else(|| VaultError {
                         status: 404,
                         errors: vec![],
@@ -340,7 +353,9 @@ fn generate_root(pki: &mut Pki, body: &Value, exported: bool) -> Result<Reply, V
     let serial = random_serial();
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, cn.as_str());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, cn.as_str());
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     params.not_before = odt(now.saturating_sub(30));
     params.not_after = odt(now + ttl);
@@ -481,8 +496,12 @@ fn parse_csr(pem_text: &str) -> Result<CsrInfo, VaultError> {
                         GeneralName::DNSName(d) => dns.push(d.to_string()),
                         GeneralName::URI(u) => uris.push(u.to_string()),
                         GeneralName::IPAddress(b) => match b.len() {
-                            4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())),
-                            16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())),
+                            4 => {
+                                ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default()))
+                            }
+                            16 => {
+                                ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default()))
+                            }
                             _ => {}
                         },
                         _ => {}
@@ -623,7 +642,11 @@ fn issue(pki: &mut Pki, role: &Role, body: &Value, is_sign: bool) -> Result<Repl
                 return Err(bad("URI Subject Alternative Names are not allowed in this role, but were provided via the API"));
             }
             for u in uri_alt {
-                if !role.allowed_uri_sans.iter().any(|a| util::glob_match(a, &u)) {
+                if !role
+                    .allowed_uri_sans
+                    .iter()
+                    .any(|a| util::glob_match(a, &u))
+                {
                     return Err(bad("URI Subject Alternative Names were provided via the API which are not valid for this role"));
                 }
                 if !u.contains(':') {
@@ -673,7 +696,9 @@ fn issue(pki: &mut Pki, role: &Role, body: &Value, is_sign: bool) -> Result<Repl
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     if !cn.is_empty() {
-        params.distinguished_name.push(DnType::CommonName, cn.as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, cn.as_str());
     }
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     params.not_before = odt(now.saturating_sub(role.not_before_duration));
@@ -692,13 +717,18 @@ fn issue(pki: &mut Pki, role: &Role, body: &Value, is_sign: bool) -> Result<Repl
         params.subject_alt_names.push(SanType::IpAddress(*ip));
     }
     for u in &uris {
-        params.subject_alt_names.push(SanType::URI(
-            u.as_str()
-                .try_into()
-                .map_err(|_| bad(format!("the provided URI Subject Alternative Name {u:?} is not a valid URI")))?,
-        ));
+        params
+            .subject_alt_names
+            .push(SanType::URI(u.as_str().try_into().map_err(|_| {
+                bad(format!(
+                    "the provided URI Subject Alternative Name {u:?} is not a valid URI"
+                ))
+            })?));
     }
-    let leaf_key_type = csr.as_ref().map(|c| c.key_type).unwrap_or(role.key_type.as_str());
+    let leaf_key_type = csr
+        .as_ref()
+        .map(|c| c.key_type)
+        .unwrap_or(role.key_type.as_str());
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     if leaf_key_type == "rsa" {
         params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
@@ -713,7 +743,10 @@ fn issue(pki: &mut Pki, role: &Role, body: &Value, is_sign: bool) -> Result<Repl
             .extended_key_usages
             .push(ExtendedKeyUsagePurpose::ClientAuth);
     }
-    let ca = pki.ca.as_ref().ok_or_else(|| bad("no default issuer currently configured"))?;
+    let ca = pki
+        .ca
+        .as_ref()
+        .ok_or_else(|| bad("no default issuer currently configured"))?;
     let fail = |e: rcgen::Error| VaultError::new(500, format!("error signing certificate: {e}"));
     let (cert, key) = match csr {
         Some(mut c) => {
@@ -772,4 +805,27 @@ fn issue(pki: &mut Pki, role: &Role, body: &Value, is_sign: bool) -> Result<Repl
         data["private_key_type"] = json!(role.key_type);
     }
     Ok(envelope(data, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_private_keys_parse_as_sec1_and_pkcs1() {
+        let ec = new_key("ec", 256).unwrap();
+        let sec1 = legacy_key_pem(&ec.serialize_der(), "ec").unwrap();
+        assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        let der = pem::parse(&sec1).unwrap();
+        aws_lc_rs::signature::EcdsaKeyPair::from_private_key_der(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            der.contents(),
+        )
+        .unwrap();
+        let rsa = new_key("rsa", 2048).unwrap();
+        let pkcs1 = legacy_key_pem(&rsa.serialize_der(), "rsa").unwrap();
+        assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        let der = pem::parse(&pkcs1).unwrap();
+        aws_lc_rs::rsa::KeyPair::from_der(der.contents()).unwrap();
+    }
 }

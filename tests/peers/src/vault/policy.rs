@@ -126,7 +126,11 @@ pub(crate) fn parse(src: &str) -> Result<Policy, String> {
         let mut capabilities = Vec::new();
         if let Some(i) = body.find("capabilities") {
             let list = &body[i + "capabilities".len()..];
-            let list = list.trim_start().strip_prefix('=').unwrap_or(list).trim_start();
+            let list = list
+                .trim_start()
+                .strip_prefix('=')
+                .unwrap_or(list)
+                .trim_start();
             let list = list
                 .strip_prefix('[')
                 .ok_or("failed to parse policy: capabilities must be a list")?;

@@ -147,9 +147,7 @@ impl ClientCertVerifier for AnyClientCert {
         )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -171,9 +169,11 @@ fn tls_config() -> (rustls::ServerConfig, String) {
     let key = rcgen::KeyPair::generate().expect("server key");
     let mut params =
         rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()]).expect("server params");
-    params.subject_alt_names.push(rcgen::SanType::IpAddress(
-        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-    ));
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::V4(
+            std::net::Ipv4Addr::LOCALHOST,
+        )));
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, SERVER_NAME);
@@ -398,7 +398,11 @@ fn authenticate(shared: &Shared, req: &Req, op: Op) -> Result<Caller, VaultError
     // A token lives in one namespace; root-policy tokens of a parent also reach children.
     let mut ns = req.namespace.clone();
     loop {
-        if let Some(tok) = core.namespaces.get(&ns).and_then(|n| n.tokens.get(token_id)) {
+        if let Some(tok) = core
+            .namespaces
+            .get(&ns)
+            .and_then(|n| n.tokens.get(token_id))
+        {
             let is_root = tok.policies.iter().any(|p| p == "root");
             if ns != req.namespace && !is_root {
                 return Err(VaultError::permission_denied());
@@ -512,8 +516,10 @@ fn unauthenticated_pki(shared: &Shared, req: &Req) -> bool {
     let Some((_, sub)) = split_mount(&req.path, ns.mounts.keys().map(String::as_str)) else {
         return false;
     };
-    matches!(sub.as_str(), "ca" | "ca/pem" | "ca_chain" | "crl" | "crl/pem")
-        || sub.starts_with("cert/")
+    matches!(
+        sub.as_str(),
+        "ca" | "ca/pem" | "ca_chain" | "crl" | "crl/pem"
+    ) || sub.starts_with("cert/")
 }
 
 fn route(
@@ -596,7 +602,12 @@ fn route(
             Op::Read => ns
                 .policies
                 .get(name)
-                .map(|p| envelope(json!({ "name": name, "policy": p.raw, "rules": p.raw }), vec![]))
+                .map(|p| {
+                    envelope(
+                        json!({ "name": name, "policy": p.raw, "rules": p.raw }),
+                        vec![],
+                    )
+                })
                 .ok_or_else(|| VaultError::new(404, format!("No policy named: {name}"))),
             Op::Delete => {
                 ns.policies.remove(name);
@@ -634,10 +645,7 @@ fn route(
 }
 
 /// Splits `path` into (longest mount that prefixes it, rest).
-fn split_mount<'a>(
-    path: &str,
-    mounts: impl Iterator<Item = &'a str>,
-) -> Option<(String, String)> {
+fn split_mount<'a>(path: &str, mounts: impl Iterator<Item = &'a str>) -> Option<(String, String)> {
     mounts
         .filter(|m| path == *m || path.starts_with(&format!("{m}/")))
         .max_by_key(|m| m.len())
@@ -724,9 +732,11 @@ async fn login(shared: &Shared, req: &Req) -> Result<Reply, VaultError> {
             .ok_or_else(|| VaultError::no_route(&req.path))?;
         match ns.auth.get(&rest) {
             Some(AuthMount::Cert(_)) => Kind::Cert,
-            Some(AuthMount::Aws(m)) => {
-                Kind::Aws(auth_aws::prepare(m, &req.body, shared.sts_endpoint.as_deref())?)
-            }
+            Some(AuthMount::Aws(m)) => Kind::Aws(auth_aws::prepare(
+                m,
+                &req.body,
+                shared.sts_endpoint.as_deref(),
+            )?),
             None => return Err(VaultError::no_route(&req.path)),
         }
     };

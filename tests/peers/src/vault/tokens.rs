@@ -143,7 +143,11 @@ pub(crate) fn mint(ns: &mut Namespace, req: NewToken) -> Token {
 
 /// `auth/token/create`: body fields `policies`, `ttl`, `renewable` (default true),
 /// `explicit_max_ttl`, `period`, `no_parent`, `no_default_policy`, `display_name`, `meta`.
-pub(crate) fn create(ns: &mut Namespace, parent: &Token, body: &Value) -> Result<Value, VaultError> {
+pub(crate) fn create(
+    ns: &mut Namespace,
+    parent: &Token,
+    body: &Value,
+) -> Result<Value, VaultError> {
     let mut policies = util::string_list(body.get("policies"));
     if policies.is_empty() {
         policies = parent

@@ -119,7 +119,9 @@ pub(crate) fn bool_field(body: &Value, key: &str, default: bool) -> Result<bool,
             _ => Err(format!("error converting input {s} for field \"{key}\"")),
         },
         Some(Value::Number(n)) => Ok(n.as_u64() != Some(0)),
-        Some(other) => Err(format!("error converting input {other} for field \"{key}\"")),
+        Some(other) => Err(format!(
+            "error converting input {other} for field \"{key}\""
+        )),
     }
 }
 
@@ -208,8 +210,11 @@ pub(crate) fn rfc3339(unix: u64) -> String {
         .unwrap_or_default()
 }
 
-/// One DER TLV: (tag byte, full encoding, content).
-pub(crate) fn der_next(buf: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER TLV: (tag byte, full encoding, content, bytes after it).
+pub(crate) type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// Reads the next DER TLV of `buf`.
+pub(crate) fn der_next(buf: &[u8]) -> Option<Tlv<'_>> {
     let tag = *buf.first()?;
     let first = *buf.get(1)?;
     let (len, hdr) = if first < 0x80 {

@@ -30,32 +30,55 @@ fn login_body(role: &str, signed: &SignedRequest) -> Value {
 async fn moto_enforces_iam_and_vault_aws_login_replays_to_it() {
     let moto = Moto::start().await;
     let sts = format!("{}/", moto.endpoint());
-    assert_eq!(moto.admin().arn, format!("arn:aws:iam::{ACCOUNT_ID}:user/admin"));
+    assert_eq!(
+        moto.admin().arn,
+        format!("arn:aws:iam::{ACCOUNT_ID}:user/admin")
+    );
     let alice = moto.create_user_with_key("alice", None).await;
-    assert!(!format!("{alice:?}").contains(&alice.secret_access_key), "Debug hides the secret");
+    assert!(
+        !format!("{alice:?}").contains(&alice.secret_access_key),
+        "Debug hides the secret"
+    );
 
     // Enforcement: right key → ARN; wrong secret → SignatureDoesNotMatch; unknown id → InvalidClientTokenId.
     let (s, body) = moto.query(&alice, "sts", GCI).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(xml_value(&body, "Arn").unwrap(), alice.arn);
-    let wrong = AwsKey { secret_access_key: "not-the-secret".into(), ..alice.clone() };
+    let wrong = AwsKey {
+        secret_access_key: "not-the-secret".into(),
+        ..alice.clone()
+    };
     let (s, body) = moto.query(&wrong, "sts", GCI).await;
     assert_eq!(s, 403);
     assert_eq!(xml_value(&body, "Code").unwrap(), "SignatureDoesNotMatch");
-    let unknown = AwsKey { access_key_id: "AKIAUNKNOWNUNKNOWN00".into(), ..alice.clone() };
+    let unknown = AwsKey {
+        access_key_id: "AKIAUNKNOWNUNKNOWN00".into(),
+        ..alice.clone()
+    };
     let (s, body) = moto.query(&unknown, "sts", GCI).await;
     assert_eq!(s, 403);
     assert_eq!(xml_value(&body, "Code").unwrap(), "InvalidClientTokenId");
     // IAM policies are enforced too: alice has none.
-    let (s, body) = moto.query(&alice, "iam", "Action=ListUsers&Version=2010-05-08").await;
+    let (s, body) = moto
+        .query(&alice, "iam", "Action=ListUsers&Version=2010-05-08")
+        .await;
     assert_eq!(s, 403, "{body}");
     assert_eq!(xml_value(&body, "Code").unwrap(), "AccessDenied");
 
     // Vault aws auth pointed at moto.
-    let vault = VaultServer::start(VaultOptions { sts_endpoint: Some(moto.endpoint()) }).await;
-    vault.write(None, "sys/auth/aws", json!({ "type": "aws" })).await;
+    let vault = VaultServer::start(VaultOptions {
+        sts_endpoint: Some(moto.endpoint()),
+    })
+    .await;
     vault
-        .write(None, "auth/aws/config/client", json!({ "iam_server_id_header_value": "vault.test", "sts_region": "us-east-1" }))
+        .write(None, "sys/auth/aws", json!({ "type": "aws" }))
+        .await;
+    vault
+        .write(
+            None,
+            "auth/aws/config/client",
+            json!({ "iam_server_id_header_value": "vault.test", "sts_region": "us-east-1" }),
+        )
         .await;
     vault
         .write(None, "auth/aws/role/cp", json!({ "auth_type": "iam", "bound_iam_principal_arn": [alice.arn], "token_policies": "issuer", "token_ttl": "15m" }))
@@ -67,45 +90,127 @@ async fn moto_enforces_iam_and_vault_aws_login_replays_to_it() {
     let server_id = [("x-vault-aws-iam-server-id", "vault.test")];
 
     let signed = sign_query(&alice, None, "sts", &sts, GCI, &server_id);
-    let (s, v) = c.call("POST", "auth/aws/login", None, None, Some(login_body("cp", &signed))).await;
+    let (s, v) = c
+        .call(
+            "POST",
+            "auth/aws/login",
+            None,
+            None,
+            Some(login_body("cp", &signed)),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["auth"]["metadata"]["client_arn"], alice.arn.as_str());
     assert_eq!(v["auth"]["metadata"]["account_id"], ACCOUNT_ID);
     assert_eq!(v["auth"]["policies"], json!(["default", "issuer"]));
     assert_eq!(v["auth"]["lease_duration"], 900);
     let tok = v["auth"]["client_token"].as_str().unwrap();
-    let (s, _) = c.call("GET", "auth/token/lookup-self", Some(tok), None, None).await;
+    let (s, _) = c
+        .call("GET", "auth/token/lookup-self", Some(tok), None, None)
+        .await;
     assert_eq!(s, 200);
 
     // Badly signed: STS rejects, Vault reports the upstream answer.
     let signed = sign_query(&wrong, None, "sts", &sts, GCI, &server_id);
-    let (s, v) = c.call("POST", "auth/aws/login", None, None, Some(login_body("cp", &signed))).await;
+    let (s, v) = c
+        .call(
+            "POST",
+            "auth/aws/login",
+            None,
+            None,
+            Some(login_body("cp", &signed)),
+        )
+        .await;
     assert_eq!(s, 400);
-    assert!(err(&v).starts_with("error making upstream request: received error code 403 from STS: "), "{v}");
+    assert!(
+        err(&v).starts_with("error making upstream request: received error code 403 from STS: "),
+        "{v}"
+    );
     assert!(err(&v).contains("SignatureDoesNotMatch"));
 
     // The server-id header must be present and signed.
     let signed = sign_query(&alice, None, "sts", &sts, GCI, &[]);
-    let (s, v) = c.call("POST", "auth/aws/login", None, None, Some(login_body("cp", &signed))).await;
+    let (s, v) = c
+        .call(
+            "POST",
+            "auth/aws/login",
+            None,
+            None,
+            Some(login_body("cp", &signed)),
+        )
+        .await;
     assert_eq!((s, err(&v).as_str()), (400, "error validating X-Vault-AWS-IAM-Server-ID header: missing header \"X-Vault-AWS-IAM-Server-ID\""));
     let mut signed = sign_query(&alice, None, "sts", &sts, GCI, &[]);
-    signed.headers.push(("x-vault-aws-iam-server-id".into(), "vault.test".into()));
-    let (s, v) = c.call("POST", "auth/aws/login", None, None, Some(login_body("cp", &signed))).await;
-    assert_eq!((s, err(&v).as_str()), (400, "error validating X-Vault-AWS-IAM-Server-ID header: vault header wasn't signed"));
+    signed
+        .headers
+        .push(("x-vault-aws-iam-server-id".into(), "vault.test".into()));
+    let (s, v) = c
+        .call(
+            "POST",
+            "auth/aws/login",
+            None,
+            None,
+            Some(login_body("cp", &signed)),
+        )
+        .await;
+    assert_eq!(
+        (s, err(&v).as_str()),
+        (
+            400,
+            "error validating X-Vault-AWS-IAM-Server-ID header: vault header wasn't signed"
+        )
+    );
 
     // Only GetCallerIdentity is replayed.
-    let signed = sign_query(&alice, None, "sts", &sts, "Action=GetSessionToken&Version=2011-06-15", &server_id);
-    let (s, _) = c.call("POST", "auth/aws/login", None, None, Some(login_body("cp", &signed))).await;
+    let signed = sign_query(
+        &alice,
+        None,
+        "sts",
+        &sts,
+        "Action=GetSessionToken&Version=2011-06-15",
+        &server_id,
+    );
+    let (s, _) = c
+        .call(
+            "POST",
+            "auth/aws/login",
+            None,
+            None,
+            Some(login_body("cp", &signed)),
+        )
+        .await;
     assert_eq!(s, 400);
 
     // Principal binding: bob is not bound to `cp`, but matches the `user/*` glob.
     let bob = moto.create_user_with_key("bob", None).await;
     let signed = sign_query(&bob, None, "sts", &sts, GCI, &server_id);
-    let (s, v) = c.call("POST", "auth/aws/login", None, None, Some(login_body("cp", &signed))).await;
+    let (s, v) = c
+        .call(
+            "POST",
+            "auth/aws/login",
+            None,
+            None,
+            Some(login_body("cp", &signed)),
+        )
+        .await;
     assert_eq!(s, 400);
-    assert_eq!(err(&v), format!("IAM Principal \"{}\" does not belong to the role \"cp\"", bob.arn));
+    assert_eq!(
+        err(&v),
+        format!(
+            "IAM Principal \"{}\" does not belong to the role \"cp\"",
+            bob.arn
+        )
+    );
     let signed = sign_query(&bob, None, "sts", &sts, GCI, &server_id);
-    let (s, v) = c.call("POST", "auth/aws/login", None, None, Some(login_body("any-user", &signed))).await;
+    let (s, v) = c
+        .call(
+            "POST",
+            "auth/aws/login",
+            None,
+            None,
+            Some(login_body("any-user", &signed)),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["auth"]["policies"], json!(["default", "reader"]));
 }
@@ -119,19 +224,37 @@ async fn pod_identity_endpoint_needs_the_token() {
     };
     let ep = PodIdentityEndpoint::start(key.clone(), "pod-token-1").await;
     assert!(ep.url().starts_with("http://127.0.0.1:") && ep.url().ends_with("/v1/credentials"));
-    assert_eq!(std::fs::read_to_string(ep.token_file()).unwrap(), "pod-token-1");
+    assert_eq!(
+        std::fs::read_to_string(ep.token_file()).unwrap(),
+        "pod-token-1"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(ep.token_file()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(ep.token_file())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let s = http.get(ep.url()).send().await.unwrap().status().as_u16();
     assert_eq!(s, 401);
-    let s = http.get(ep.url()).header("authorization", "nope").send().await.unwrap().status().as_u16();
+    let s = http
+        .get(ep.url())
+        .header("authorization", "nope")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
     assert_eq!(s, 403);
-    let resp = http.get(ep.url()).header("authorization", "pod-token-1").send().await.unwrap();
+    let resp = http
+        .get(ep.url())
+        .header("authorization", "pod-token-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(v["AccessKeyId"], key.access_key_id.as_str());
@@ -141,8 +264,14 @@ async fn pod_identity_endpoint_needs_the_token() {
     assert!(v.get("Token").is_none());
     assert_eq!(ep.requests(), 3);
 
-    let with_session = PodIdentityEndpoint::start_with_session(key, Some("session".into()), "t").await;
-    let resp = http.get(with_session.url()).header("authorization", "t").send().await.unwrap();
+    let with_session =
+        PodIdentityEndpoint::start_with_session(key, Some("session".into()), "t").await;
+    let resp = http
+        .get(with_session.url())
+        .header("authorization", "t")
+        .send()
+        .await
+        .unwrap();
     let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(v["Token"], "session");
 }

@@ -34,7 +34,9 @@ impl Client {
         let mut roots = rustls::RootCertStore::empty();
         let ca = pem::parse(vault.tls_ca_pem()).unwrap();
         roots
-            .add(rustls_pki_types::CertificateDer::from(ca.contents().to_vec()))
+            .add(rustls_pki_types::CertificateDer::from(
+                ca.contents().to_vec(),
+            ))
             .unwrap();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
@@ -86,7 +88,9 @@ impl Client {
         body: Option<Value>,
     ) -> (u16, String) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(method, format!("{}/v1/{path}", self.base));
+        let mut req = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.base));
         if let Some(t) = token {
             req = req.header("X-Vault-Token", t);
         }
@@ -136,7 +140,10 @@ where
         if f().await {
             return;
         }
-        assert!(Instant::now() < end, "condition not met within {deadline:?}");
+        assert!(
+            Instant::now() < end,
+            "condition not met within {deadline:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
