@@ -1,0 +1,278 @@
+//! Shared helpers of the Vault test server: Vault's duration syntax, Go's duration
+//! rendering, random identifiers, list/string fields and a tiny DER reader.
+
+use rand::Rng;
+use serde_json::Value;
+
+/// Vault's system default/max lease TTL (`768h`, 32 days) used for mounts and tokens.
+pub(crate) const SYSTEM_MAX_TTL: u64 = 768 * 3600;
+
+/// Parses a Vault duration (`parseutil.ParseDurationSecond`): a number of seconds
+/// (JSON number or digit string) or a Go-style duration with `d` allowed (`72h`, `1h30m`, `10d`).
+pub(crate) fn parse_duration(v: &Value) -> Result<u64, String> {
+    match v {
+        Value::Null => Ok(0),
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().map(|f| f as u64))
+            .ok_or_else(|| format!("invalid duration {n}")),
+        Value::String(s) => parse_duration_str(s),
+        other => Err(format!("invalid duration {other}")),
+    }
+}
+
+/// String form of [`parse_duration`].
+pub(crate) fn parse_duration_str(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(0);
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("time: missing unit in duration \"{s}\""))?;
+        if num_len == 0 {
+            return Err(format!("time: invalid duration \"{s}\""));
+        }
+        let num: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("time: invalid duration \"{s}\""))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            u => return Err(format!("time: unknown unit \"{u}\" in duration \"{s}\"")),
+        };
+        total += num * factor;
+        rest = &rest[unit_len..];
+    }
+    Ok(total as u64)
+}
+
+/// Renders seconds like Go's `time.Duration.String()` (`1h0m0s`, `30m0s`, `45s`, `0s`).
+pub(crate) fn go_duration(secs: u64) -> String {
+    if secs == 0 {
+        return "0s".into();
+    }
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// A Vault field given as a list or a comma-separated string (`TypeCommaStringSlice`).
+pub(crate) fn string_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| match i {
+                Value::String(s) => Some(s.trim().to_string()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .filter(|p| !p.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A string field (numbers and booleans rendered), empty when absent.
+pub(crate) fn string_field(body: &Value, key: &str) -> String {
+    match body.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A boolean field accepting JSON booleans and Vault's string forms.
+pub(crate) fn bool_field(body: &Value, key: &str, default: bool) -> Result<bool, String> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "1" | "t" | "true" => Ok(true),
+            "0" | "f" | "false" => Ok(false),
+            _ => Err(format!("error converting input {s} for field \"{key}\"")),
+        },
+        Some(Value::Number(n)) => Ok(n.as_u64() != Some(0)),
+        Some(other) => Err(format!(
+            "error converting input {other} for field \"{key}\""
+        )),
+    }
+}
+
+/// A duration field (absent = 0).
+pub(crate) fn duration_field(body: &Value, key: &str) -> Result<u64, String> {
+    body.get(key)
+        .map(parse_duration)
+        .transpose()
+        .map(|d| d.unwrap_or(0))
+        .map_err(|e| format!("error converting input for field \"{key}\": {e}"))
+}
+
+/// First present duration among aliases (`token_ttl` / `ttl`).
+pub(crate) fn duration_alias(body: &Value, keys: &[&str]) -> Result<u64, String> {
+    for k in keys {
+        if body.get(*k).is_some() {
+            return duration_field(body, k);
+        }
+    }
+    Ok(0)
+}
+
+/// Random alphanumeric string, the shape of Vault's token/accessor bodies.
+pub(crate) fn random_id(len: usize) -> String {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+/// A random UUID-formatted string (request ids, issuer ids).
+pub(crate) fn uuid() -> String {
+    let b: [u8; 16] = rand::thread_rng().gen();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// `ryanuber/go-glob`: `*` matches any run of characters (including `/`), nothing else is special.
+pub(crate) fn glob_match(pattern: &str, subject: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == subject;
+    }
+    let first = parts[0];
+    let last = parts[parts.len() - 1];
+    if !subject.starts_with(first) {
+        return false;
+    }
+    let mut rest = &subject[first.len()..];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last) && rest.len() >= last.len()
+}
+
+/// Unix seconds now.
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// RFC 3339 rendering of unix seconds (UTC).
+pub(crate) fn rfc3339(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// One DER TLV: (tag byte, full encoding, content, bytes after it).
+pub(crate) type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// Reads the next DER TLV of `buf`.
+pub(crate) fn der_next(buf: &[u8]) -> Option<Tlv<'_>> {
+    let tag = *buf.first()?;
+    let first = *buf.get(1)?;
+    let (len, hdr) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | *buf.get(2 + i)? as usize;
+        }
+        (len, 2 + n)
+    };
+    let end = hdr.checked_add(len)?;
+    if buf.len() < end {
+        return None;
+    }
+    Some((tag, &buf[..end], &buf[hdr..end], &buf[end..]))
+}
+
+/// DER encoding of a TLV with the given tag and content.
+pub(crate) fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_str("72h").unwrap(), 72 * 3600);
+        assert_eq!(parse_duration_str("1h30m").unwrap(), 5400);
+        assert_eq!(parse_duration_str("10d").unwrap(), 864000);
+        assert_eq!(parse_duration_str("300").unwrap(), 300);
+        assert_eq!(go_duration(3600), "1h0m0s");
+        assert_eq!(go_duration(90), "1m30s");
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("spiffe://default/*", "spiffe://default/a/b"));
+        assert!(!glob_match("spiffe://default/*", "spiffe://other/a"));
+        assert!(glob_match("kuma://*", "kuma://kuma.io/zone/x"));
+        assert!(glob_match("a*c*e", "abcde"));
+        assert!(!glob_match("a*c", "ab"));
+    }
+}
