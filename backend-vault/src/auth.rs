@@ -213,13 +213,13 @@ impl Auth {
                 let lease = Lease {
                     token: token.clone(),
                     obtained: Instant::now(),
-                    ttl: (ttl > 0).then(|| Duration::from_secs(ttl)),
+                    ttl: (ttl > 0).then(|| counted(ttl)),
                     renewable: data
                         .get("renewable")
                         .and_then(Value::as_bool)
                         .unwrap_or(false),
                 };
-                self.note_lease(&lease, None);
+                self.note_lease(&lease, false);
                 Ok(lease)
             }
             Login::Cert => {
@@ -275,7 +275,7 @@ impl Auth {
         let lease = Lease {
             token,
             obtained: Instant::now(),
-            ttl: (ttl > 0).then(|| Duration::from_secs(ttl)),
+            ttl: (ttl > 0).then(|| counted(ttl)),
             renewable: auth
                 .get("renewable")
                 .and_then(Value::as_bool)
@@ -287,14 +287,13 @@ impl Auth {
 
     /// Records whether a configured token can live on: a token that cannot be renewed is a
     /// problem from the moment it is known, logged with its end.
-    fn note_lease(&self, lease: &Lease, asked: Option<Duration>) {
+    fn note_lease(&self, lease: &Lease, capped: bool) {
         let Some(expires) = lease.expires() else {
             self.set_problem(None);
             return;
         };
         let at = SystemTime::now() + expires.saturating_duration_since(Instant::now());
-        let short =
-            asked.is_some_and(|a| lease.ttl.is_some_and(|t| t + Duration::from_secs(1) < a));
+        let short = capped;
         let message = if !lease.renewable {
             Some(format!(
                 "the Vault token of auth.token is not renewable and expires in {}s; meshca \
@@ -331,10 +330,9 @@ impl Auth {
         match &self.login {
             Login::Token(_) => {
                 if !lease.renewable {
-                    self.note_lease(&lease, None);
+                    self.note_lease(&lease, false);
                     return Ok(());
                 }
-                let asked = lease.ttl;
                 let answer = self
                     .call(
                         Method::POST,
@@ -352,17 +350,29 @@ impl Auth {
                     .get("lease_duration")
                     .and_then(Value::as_u64)
                     .unwrap_or(0);
+                // Vault caps a renewal at the token's max TTL and says so in `warnings`; a
+                // renewal of an expiring token to 0 s means the same.
+                let capped = ttl == 0
+                    || answer
+                        .get("warnings")
+                        .and_then(Value::as_array)
+                        .is_some_and(|w| {
+                            w.iter()
+                                .filter_map(Value::as_str)
+                                .any(|w| w.contains("max_ttl") || w.contains("capped"))
+                        });
                 let renewed = Lease {
                     token: lease.token.clone(),
                     obtained: Instant::now(),
-                    ttl: (ttl > 0).then(|| Duration::from_secs(ttl)),
+                    // An expiring token renewed to 0 s ends now.
+                    ttl: Some(counted(ttl)),
                     renewable: auth
                         .get("renewable")
                         .and_then(Value::as_bool)
                         .unwrap_or(lease.renewable),
                 };
                 tracing::debug!(backend = %self.backend, ttl, "renewed the Vault token");
-                self.note_lease(&renewed, asked);
+                self.note_lease(&renewed, capped);
                 self.install(renewed);
                 Ok(())
             }
@@ -456,5 +466,15 @@ async fn renew_loop(weak: Weak<Auth>) {
                 }
             }
         }
+    }
+}
+
+/// A TTL as Vault reports it (whole seconds, rounded down from a clock that may run a little
+/// ahead of ours), counted a second shorter so that renewals never come late.
+fn counted(ttl_secs: u64) -> Duration {
+    if ttl_secs >= 2 {
+        Duration::from_secs(ttl_secs - 1)
+    } else {
+        Duration::from_millis(ttl_secs * 500)
     }
 }

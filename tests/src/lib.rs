@@ -11,6 +11,7 @@
 pub mod checks;
 pub mod fixtures;
 pub mod tls;
+pub mod vault;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,419 @@
+//! The vault backend against the Vault API test server (`meshca-peers`), set up with the commands
+//! of the README (Kong Mesh's docs): a PKI mount per mesh with a root, the `dataplane-proxies`
+//! role, a policy allowing exactly the issue (or sign) path, and one auth method.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use backend_vault::{Timing, VaultCa};
+use ca_core::config::{BackendConf, Mesh};
+use ca_core::{CertificateAuthority, Error, MeshName, OverlaySecretStore, SourcePolicy};
+use meshca_peers::{AwsKey, Moto, VaultOptions, VaultServer};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use serde_json::json;
+
+use crate::Fixture;
+
+/// How the backend authenticates to Vault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// `auth.token`: a renewable token of the mesh's policy.
+    Token,
+    /// `auth.tls`: a client certificate trusted by `auth/cert`.
+    Cert,
+    /// `auth.aws`: IAM, signed with an IAM user's key made in moto (IAM auth enforced).
+    Aws,
+}
+
+/// The role every mesh's mount has.
+pub const ROLE: &str = "dataplane-proxies";
+/// The `iam_server_id_header_value` of the aws auth method.
+pub const SERVER_ID: &str = "vault.example.com";
+
+/// A Vault test server (and moto, for aws auth) set up for meshca.
+pub struct Peer {
+    /// The Vault API test server.
+    pub vault: VaultServer,
+    /// moto, for `Auth::Aws`.
+    pub moto: Option<Moto>,
+    /// The IAM user whose key signs the aws login.
+    pub aws_key: Option<AwsKey>,
+    /// Client certificate and key (PEM) for `Auth::Cert`.
+    pub client: Option<(String, String)>,
+    meshes: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("vault", &self.vault.address())
+            .finish()
+    }
+}
+
+/// The role's `key_type` and the backend's `mode`.
+#[derive(Clone, Copy, Debug)]
+pub struct Role {
+    /// `issue` or `sign`.
+    pub mode: &'static str,
+    /// The role's `key_type` (`ec`, `rsa`; `sign` needs `any` for CSRs of every type).
+    pub key_type: &'static str,
+    /// The role's `allowed_uri_sans`; `None`: `spiffe://<mesh>/*,kuma://*`.
+    pub allowed_uri_sans: Option<&'static str>,
+}
+
+impl Peer {
+    /// Starts Vault (and moto for aws auth) and enables `auth`.
+    pub async fn start(auth: Auth) -> Arc<Peer> {
+        let (moto, aws_key) = if auth == Auth::Aws {
+            let moto = Moto::start().await;
+            let key = moto
+                .create_user_with_key(
+                    "meshca-cp",
+                    Some(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:GetCallerIdentity","Resource":"*"}]}"#),
+                )
+                .await;
+            (Some(moto), Some(key))
+        } else {
+            (None, None)
+        };
+        let vault = VaultServer::start(VaultOptions {
+            sts_endpoint: moto.as_ref().map(Moto::endpoint),
+        })
+        .await;
+        let mut client = None;
+        match auth {
+            Auth::Token => {}
+            Auth::Cert => {
+                let (ca_pem, cert_pem, key_pem) = client_cert();
+                vault
+                    .write(None, "sys/auth/cert", json!({ "type": "cert" }))
+                    .await;
+                vault
+                    .write(
+                        None,
+                        "auth/cert/certs/meshca",
+                        json!({ "certificate": ca_pem, "token_policies": "meshca", "token_ttl": "1h" }),
+                    )
+                    .await;
+                client = Some((cert_pem, key_pem));
+            }
+            Auth::Aws => {
+                let moto = moto.as_ref().expect("moto");
+                let key = aws_key.as_ref().expect("key");
+                vault
+                    .write(None, "sys/auth/aws", json!({ "type": "aws" }))
+                    .await;
+                vault
+                    .write(
+                        None,
+                        "auth/aws/config/client",
+                        json!({ "sts_endpoint": moto.endpoint(), "sts_region": "us-east-1", "iam_server_id_header_value": SERVER_ID }),
+                    )
+                    .await;
+                vault
+                    .write(
+                        None,
+                        "auth/aws/role/meshca",
+                        json!({ "auth_type": "iam", "bound_iam_principal_arn": [key.arn], "token_policies": "meshca", "token_ttl": "1h" }),
+                    )
+                    .await;
+            }
+        }
+        Arc::new(Peer {
+            vault,
+            moto,
+            aws_key,
+            client,
+            meshes: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The README's setup for `mesh`: `vault secrets enable -path=pki-<mesh> pki`, a root,
+    /// the role, and the `meshca` policy (extended with this mesh's path). Once per mesh.
+    pub async fn mount(&self, mesh: &str, role: Role) {
+        if !self.meshes.lock().unwrap().insert(mesh.to_owned()) {
+            return;
+        }
+        let pki = format!("pki-{mesh}");
+        let v = &self.vault;
+        v.write(None, &format!("sys/mounts/{pki}"), json!({ "type": "pki" }))
+            .await;
+        v.write(
+            None,
+            &format!("{pki}/root/generate/internal"),
+            json!({ "common_name": format!("{mesh} mesh root"), "ttl": "87600h", "key_type": "ec" }),
+        )
+        .await;
+        let sans = role
+            .allowed_uri_sans
+            .map_or_else(|| format!("spiffe://{mesh}/*,kuma://*"), str::to_owned);
+        let mut r = json!({
+            "allowed_uri_sans": sans,
+            "key_usage": "KeyUsageKeyAgreement,KeyUsageDigitalSignature",
+            "ext_key_usage": "ExtKeyUsageServerAuth,ExtKeyUsageClientAuth",
+            "client_flag": true,
+            "require_cn": false,
+            "allowed_domains": "mesh",
+            "allow_subdomains": true,
+            "basic_constraints_valid_for_non_ca": true,
+            "max_ttl": "720h",
+            "ttl": "720h",
+            "key_type": role.key_type,
+        });
+        if role.mode == "sign" {
+            r["use_csr_common_name"] = json!(false);
+            r["use_csr_sans"] = json!(false);
+        }
+        v.write(None, &format!("{pki}/roles/{ROLE}"), r).await;
+        let paths: String = self
+            .meshes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                format!(
+                    "path \"pki-{m}/issue/{ROLE}\" {{ capabilities = [\"create\", \"update\"] }}\n\
+                     path \"pki-{m}/sign/{ROLE}\" {{ capabilities = [\"create\", \"update\"] }}\n"
+                )
+            })
+            .collect();
+        v.write(None, "sys/policies/acl/meshca", json!({ "policy": paths }))
+            .await;
+    }
+
+    /// A token of the `meshca` policy: `vault token create -policy=meshca -ttl=<ttl>`.
+    pub async fn token(&self, ttl: &str, renewable: bool, explicit_max_ttl: &str) -> String {
+        let a = self
+            .vault
+            .write(
+                None,
+                "auth/token/create",
+                json!({ "policies": ["meshca"], "ttl": ttl, "renewable": renewable, "explicit_max_ttl": explicit_max_ttl }),
+            )
+            .await;
+        a["auth"]["client_token"].as_str().unwrap().to_owned()
+    }
+
+    /// The `auth:` block (YAML, at 8 spaces) for `auth`, with a fresh token for `Auth::Token`.
+    pub async fn auth_yaml(&self, auth: Auth) -> String {
+        match auth {
+            Auth::Token => {
+                let t = self.token("1h", true, "").await;
+                format!("        auth:\n          token:\n            inlineString: {t}\n")
+            }
+            Auth::Cert => {
+                let (cert, key) = self.client.as_ref().unwrap();
+                format!(
+                    "        auth:\n          tls:\n            clientCert:\n              inlineString: |\n{}            clientKey:\n              inlineString: |\n{}",
+                    indent(cert, 16),
+                    indent(key, 16)
+                )
+            }
+            Auth::Aws => format!(
+                "        auth:\n          aws:\n            role: meshca\n            iamServerIdHeader: {SERVER_ID}\n"
+            ),
+        }
+    }
+
+    /// Mesh YAML with one vault backend on `pki-<mesh>`; `extra` goes into `fromCp`.
+    pub fn mesh_yaml(&self, mesh: &str, mode: &str, auth_yaml: &str, extra: &str) -> String {
+        format!(
+            "type: Mesh\nname: {mesh}\nmtls:\n  enabledBackend: vault-1\n  backends:\n  - name: vault-1\n    type: vault\n    dpCert:\n      rotation:\n        expiration: 24h\n    conf:\n      fromCp:\n        address: {}\n        pki: pki-{mesh}\n        role: {ROLE}\n        mode: {mode}\n        tls:\n          caCert:\n            inlineString: |\n{}{extra}{auth_yaml}",
+            self.vault.address(),
+            indent(&self.vault.tls_ca_pem(), 14),
+        )
+    }
+
+    /// An SDK config with the IAM user's key, for moto's STS.
+    pub fn aws_sdk(&self) -> Option<SdkConfig> {
+        let key = self.aws_key.as_ref()?;
+        let moto = self.moto.as_ref()?;
+        Some(
+            SdkConfig::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .endpoint_url(moto.endpoint())
+                .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                    key.access_key_id.clone(),
+                    key.secret_access_key.clone(),
+                    None,
+                    None,
+                    "moto",
+                )))
+                .build(),
+        )
+    }
+
+    /// Builds the backend from `yaml` as the registry does.
+    pub async fn build(&self, yaml: &str, lifetime: Duration) -> Result<VaultCa, Error> {
+        let mesh = Mesh::from_yaml(yaml)?;
+        let backend = mesh.enabled_backend().expect("enabled backend");
+        let BackendConf::Vault(conf) = &backend.conf else {
+            panic!("not a vault backend")
+        };
+        let store = OverlaySecretStore::new(None);
+        let ca = VaultCa::load_at(
+            "mtls.backends[0].conf",
+            &mesh.name,
+            backend.name.clone(),
+            conf,
+            Timing::new(
+                backend.dp_cert_request_timeout,
+                Duration::from_secs(10),
+                lifetime,
+            ),
+            &store,
+            &SourcePolicy::local(),
+        )
+        .await?;
+        Ok(match self.aws_sdk() {
+            Some(sdk) => ca.with_aws_sdk_config(sdk),
+            None => ca,
+        })
+    }
+}
+
+/// A client CA, and a leaf of it for TLS client auth: (CA PEM, cert PEM, key PEM).
+pub fn client_cert() -> (String, String, String) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name
+        .push(DnType::CommonName, "meshca client CA");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca = p.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(p, &ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["meshca-cp".to_owned()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "meshca-cp");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// `text`'s lines indented by `n` spaces (a YAML block scalar's body).
+pub fn indent(text: &str, n: usize) -> String {
+    text.lines()
+        .map(|l| format!("{}{l}\n", " ".repeat(n)))
+        .collect()
+}
+
+/// The error with its causes, as the issuer prints it.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// The vault backend in the conformance suite.
+#[derive(Debug)]
+pub struct Vault {
+    auth: Auth,
+    role: Role,
+    peer: tokio::sync::OnceCell<Arc<Peer>>,
+}
+
+impl Vault {
+    /// `auth` with Vault's `issue` endpoint and a role of `key_type`.
+    pub fn issue(auth: Auth, key_type: &'static str) -> Self {
+        Self {
+            auth,
+            role: Role {
+                mode: "issue",
+                key_type,
+                allowed_uri_sans: None,
+            },
+            peer: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// `auth` with `fromCp.mode: sign` (a role with `key_type=any`).
+    pub fn sign(auth: Auth) -> Self {
+        Self {
+            auth,
+            role: Role {
+                mode: "sign",
+                key_type: "any",
+                allowed_uri_sans: None,
+            },
+            peer: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn peer(&self) -> &Arc<Peer> {
+        self.peer.get_or_init(|| Peer::start(self.auth)).await
+    }
+}
+
+#[async_trait]
+impl Fixture for Vault {
+    fn name(&self) -> &'static str {
+        match (self.auth, self.role.mode) {
+            (Auth::Token, "issue") => "vault (token, issue)",
+            (Auth::Token, _) => "vault (token, sign)",
+            (Auth::Cert, "issue") => "vault (cert, issue)",
+            (Auth::Cert, _) => "vault (cert, sign)",
+            (Auth::Aws, "issue") => "vault (aws, issue)",
+            (Auth::Aws, _) => "vault (aws, sign)",
+        }
+    }
+
+    async fn backend(&self, mesh: &MeshName, lifetime: Duration) -> Arc<dyn CertificateAuthority> {
+        let peer = self.peer().await;
+        peer.mount(mesh.as_str(), self.role).await;
+        let auth = peer.auth_yaml(self.auth).await;
+        let yaml = peer.mesh_yaml(mesh.as_str(), self.role.mode, &auth, "");
+        Arc::new(peer.build(&yaml, lifetime).await.unwrap())
+    }
+
+    async fn broken(
+        &self,
+        mesh: &MeshName,
+    ) -> (Result<Arc<dyn CertificateAuthority>, Error>, &'static str) {
+        // A role that does not allow this mesh's SPIFFE IDs: Vault refuses, and the message
+        // says how to fix the role.
+        let peer = self.peer().await;
+        let broken = format!("broken-{}", mesh.as_str());
+        peer.mount(
+            &broken,
+            Role {
+                allowed_uri_sans: Some("spiffe://elsewhere/*"),
+                ..self.role
+            },
+        )
+        .await;
+        let auth = peer.auth_yaml(self.auth).await;
+        let yaml = peer.mesh_yaml(&broken, self.role.mode, &auth, "").replace(
+            &format!("name: {broken}\n"),
+            &format!("name: {}\n", mesh.as_str()),
+        );
+        let ca = peer
+            .build(&yaml, Duration::from_secs(3600))
+            .await
+            .map(|c| Arc::new(c) as Arc<dyn CertificateAuthority>);
+        (ca, "allowed_uri_sans")
+    }
+
+    fn accepts_csrs(&self) -> bool {
+        self.role.mode == "sign"
+    }
+
+    fn backdate(&self) -> Duration {
+        // Vault's default not_before_duration.
+        Duration::from_secs(30)
+    }
+}
