@@ -1,0 +1,199 @@
+//! The vault backend's AWS IAM login with credentials from the *default* AWS chain, as a pod
+//! gets them: EKS Pod Identity (the container credentials endpoint,
+//! `AWS_CONTAINER_CREDENTIALS_FULL_URI` + `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`) serving
+//! temporary credentials of an IAM role assumed in moto, then plain environment keys. Vault
+//! replays the signed request to moto's STS with IAM auth enforced.
+//!
+//! One test in its own binary: it sets the process environment the chain reads.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::time::Duration;
+
+use backend_vault::{Timing, VaultCa};
+use ca_core::config::{BackendConf, Mesh, DEFAULT_DP_CERT_EXPIRATION};
+use ca_core::{validate, OverlaySecretStore, SourcePolicy};
+use meshca_peers::moto::{form_encode, xml_value, ACCOUNT_ID};
+use meshca_peers::{AwsKey, PodIdentityEndpoint};
+use meshca_tests::checks::mesh;
+use meshca_tests::vault::{chain, Auth, Peer, Role};
+use serde_json::json;
+
+/// Builds the backend exactly as the registry does: no AWS config given, so the default chain.
+async fn build(yaml: &str) -> VaultCa {
+    let mesh = Mesh::from_yaml(yaml).unwrap();
+    let backend = mesh.enabled_backend().unwrap();
+    let BackendConf::Vault(conf) = &backend.conf else {
+        panic!()
+    };
+    VaultCa::load_at(
+        "mtls.backends[0].conf",
+        &mesh.name,
+        backend.name.clone(),
+        conf,
+        Timing::new(
+            Duration::from_secs(15),
+            Duration::from_secs(15),
+            DEFAULT_DP_CERT_EXPIRATION,
+        ),
+        &OverlaySecretStore::new(None),
+        &SourcePolicy::local(),
+    )
+    .await
+    .unwrap()
+}
+
+fn clear_aws_env() {
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_ENDPOINT_URL",
+    ] {
+        std::env::remove_var(var);
+    }
+    // Nothing from this machine's files or instance metadata.
+    std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/meshca-test-aws-config");
+    std::env::set_var(
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/meshca-test-aws-credentials",
+    );
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    std::env::set_var("AWS_REGION", "us-east-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_login_with_the_default_credential_chain() {
+    let peer = Peer::start(Auth::Aws).await;
+    let moto = peer.moto.as_ref().unwrap();
+    peer.mount(
+        "default",
+        Role {
+            mode: "issue",
+            key_type: "ec",
+            allowed_uri_sans: None,
+        },
+    )
+    .await;
+
+    // An IAM role the pod's service account is associated with, assumed for temporary keys
+    // (what the Pod Identity agent hands out).
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"pods.eks.amazonaws.com","AWS":"*"},"Action":["sts:AssumeRole","sts:TagSession"]}]}"#;
+    let (s, body) = moto
+        .query(
+            moto.admin(),
+            "iam",
+            &format!(
+                "Action=CreateRole&Version=2010-05-08&RoleName=meshca-pod&AssumeRolePolicyDocument={}",
+                form_encode(trust)
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let allow = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:GetCallerIdentity","Resource":"*"}]}"#;
+    let (s, body) = moto
+        .query(
+            moto.admin(),
+            "iam",
+            &format!(
+                "Action=PutRolePolicy&Version=2010-05-08&RoleName=meshca-pod&PolicyName=whoami&PolicyDocument={}",
+                form_encode(allow)
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let role_arn = format!("arn:aws:iam::{ACCOUNT_ID}:role/meshca-pod");
+    let (s, body) = moto
+        .query(
+            moto.admin(),
+            "sts",
+            &format!(
+                "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName=eks-pod",
+                form_encode(&role_arn)
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let temp = AwsKey {
+        access_key_id: xml_value(&body, "AccessKeyId").unwrap(),
+        secret_access_key: xml_value(&body, "SecretAccessKey").unwrap(),
+        arn: role_arn.clone(),
+    };
+    let session = xml_value(&body, "SessionToken").unwrap();
+    let agent = PodIdentityEndpoint::start_with_session(temp, Some(session), "pod-sa-token").await;
+    peer.vault
+        .write(
+            None,
+            "auth/aws/role/meshca-pod",
+            json!({ "auth_type": "iam", "bound_iam_principal_arn": [role_arn], "token_policies": "meshca", "token_ttl": "1h" }),
+        )
+        .await;
+
+    // 1. EKS Pod Identity: the container credentials endpoint with its token file.
+    clear_aws_env();
+    std::env::set_var("AWS_CONTAINER_CREDENTIALS_FULL_URI", agent.url());
+    std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", agent.token_file());
+    std::env::set_var("AWS_ENDPOINT_URL_STS", moto.endpoint());
+    let auth = peer
+        .auth_yaml(Auth::Aws)
+        .await
+        .replace("role: meshca\n", "role: meshca-pod\n");
+    let yaml = peer.mesh_yaml("default", "issue", &auth, "");
+    let ca = build(&yaml).await;
+    validate(&ca, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .unwrap_or_else(|e| panic!("pod identity: {}", chain(&e)));
+    assert!(agent.requests() >= 1, "credentials came from the agent");
+    let logins = |peer: &Peer| {
+        peer.vault
+            .requests()
+            .iter()
+            .filter(|r| r.path == "auth/aws/login")
+            .count()
+    };
+    assert_eq!(logins(&peer), 1);
+
+    // A wrong token file: the agent refuses, and the error says where credentials came from.
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "not-the-token").unwrap();
+    std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", bad.path());
+    let ca = build(&yaml).await;
+    let err = validate(&ca, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .unwrap_err();
+    assert!(
+        chain(&err).contains("no AWS credentials from the default chain"),
+        "{}",
+        chain(&err)
+    );
+
+    // 2. Environment keys of the IAM user bound to the `meshca` role.
+    clear_aws_env();
+    let key = peer.aws_key.clone().unwrap();
+    std::env::set_var("AWS_ACCESS_KEY_ID", &key.access_key_id);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", &key.secret_access_key);
+    std::env::set_var("AWS_ENDPOINT_URL_STS", moto.endpoint());
+    let yaml = peer.mesh_yaml("default", "issue", &peer.auth_yaml(Auth::Aws).await, "");
+    let ca = build(&yaml).await;
+    validate(&ca, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .unwrap_or_else(|e| panic!("env keys: {}", chain(&e)));
+
+    // The pod's role is not bound to the user's Vault role: Vault refuses.
+    let yaml = yaml.replace("role: meshca\n", "role: meshca-pod\n");
+    let ca = build(&yaml).await;
+    let err = validate(&ca, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .unwrap_err();
+    assert!(
+        chain(&err).contains("does not belong to the role"),
+        "{}",
+        chain(&err)
+    );
+}
