@@ -538,3 +538,103 @@ async fn a_badly_signed_aws_login_fails_at_sts() {
     let err = check(&ca).await.unwrap_err();
     assert!(matches!(err, Error::UpstreamRefused { .. }), "{err}");
 }
+
+/// A Vault agent's API proxy with `use_auto_auth_token = true`: forwards every request to Vault
+/// adding the agent's token. Plain HTTP on loopback, as the agent listens.
+async fn agent(
+    vault_addr: String,
+    ca_pem: String,
+    token: String,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca_core::x509::parse_pem_certs(ca_pem.as_bytes()).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (http, vault_addr, token) = (http.clone(), vault_addr.clone(), token.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (http, vault_addr, token) =
+                            (http.clone(), vault_addr.clone(), token.clone());
+                        async move {
+                            assert!(
+                                req.headers().get("X-Vault-Token").is_none(),
+                                "meshca sent a token to the agent"
+                            );
+                            let method = req.method().clone();
+                            let path = req.uri().path().to_owned();
+                            let ns = req.headers().get("X-Vault-Namespace").cloned();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let mut out = http
+                                .request(method, format!("{vault_addr}{path}"))
+                                .header("X-Vault-Token", token)
+                                .body(body.to_vec());
+                            if let Some(ns) = ns {
+                                out = out.header("X-Vault-Namespace", ns);
+                            }
+                            let resp = out.send().await.unwrap();
+                            let status = resp.status();
+                            let bytes = resp.bytes().await.unwrap();
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from(bytes.to_vec())))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_vault_agent_meshca_sends_no_token() {
+    let peer = Peer::start(Auth::Token).await;
+    peer.mount("default", ISSUE).await;
+    let token = peer.token("1h", true, "").await;
+    let (agent_addr, _task) = agent(peer.vault.address(), peer.vault.tls_ca_pem(), token).await;
+    let yaml = peer.mesh_yaml("default", "issue", "", "").replace(
+        &format!("address: {}\n", peer.vault.address()),
+        &format!("agentAddress: {agent_addr}\n"),
+    );
+    let ca = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    check(&ca).await.unwrap_or_else(|e| panic!("{}", chain(&e)));
+    // Every request went through the agent; no login, no lookup.
+    let paths: Vec<String> = peer
+        .vault
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(
+        paths.iter().all(|p| p.starts_with("pki-default/")),
+        "{paths:?}"
+    );
+}
