@@ -6,6 +6,7 @@
 //!   duration or count. Prints requests/s, p50/p99/p999 latency, errors, and the server's CPU and
 //!   RSS (read from /proc for `--server-pid`), and appends the figures as one JSON line.
 //! - `rotation`: the library's rotation scheduler in-process with many watched identities.
+//! - `vault`: the vault backend against the Vault API test server, next to builtin.
 //! - `report`: turns the collected figures into `BENCHMARKS.md` and an SVG plot.
 
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@
 mod load;
 mod report;
 mod rotation;
+mod vault;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +36,8 @@ enum Command {
     Rotation(rotation::RotationArgs),
     /// Write BENCHMARKS.md and the plot from recorded figures.
     Report(report::ReportArgs),
+    /// The vault backend against the Vault API test server, next to builtin, in-process.
+    Vault(vault::VaultArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Command::Load(args) => load::run(args),
         Command::Rotation(args) => rotation::run(args),
         Command::Report(args) => report::run(args),
+        Command::Vault(args) => vault::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -188,7 +188,8 @@ async fn plaintext_only_on_loopback_and_kubernetes_store_refused() {
 
 const GOOD: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n";
 const BAD: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-9\n  backends:\n    - name: ca-1\n      type: builtin\n      conf:\n        caCert:\n          RSAbits: 1000\n";
-const VAULT: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: v\n  backends:\n    - name: v\n      type: vault\n      conf:\n        fromCp:\n          address: https://vault:8200\n          pki: pki\n          role: dp\n          auth:\n            token:\n              inlineString: s.xyz\n";
+/// A remote backend this build does not have yet.
+const ACMPCA: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: v\n  backends:\n    - name: v\n      type: acmpca\n      conf:\n        arn: arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/0a1b2c3d-4e5f-6789-abcd-ef0123456789\n        caCert:\n          inlineString: x\n";
 
 /// A valid enabled builtin backend and a disabled provided one whose `cert` is no PEM (Kuma's
 /// provided manager_test "config with invalid cert").
@@ -228,21 +229,21 @@ async fn validate_backend_over_grpc_and_cli() {
             "{bad:?}"
         );
 
-        let vault = client
+        let acmpca = client
             .validate_backend(ValidateBackendRequest {
-                mesh_yaml: VAULT.into(),
+                mesh_yaml: ACMPCA.into(),
                 skip_test_certificate: false,
             })
             .await
             .unwrap()
             .into_inner();
-        assert!(!vault.ok);
-        assert_eq!(vault.violations[0].field, "mtls.backends[0].type");
+        assert!(!acmpca.ok);
+        assert_eq!(acmpca.violations[0].field, "mtls.backends[0].type");
         assert!(
-            vault.violations[0]
+            acmpca.violations[0]
                 .message
-                .contains("backend type vault is not available in this build yet"),
-            "{vault:?}"
+                .contains("backend type acmpca is not available in this build yet"),
+            "{acmpca:?}"
         );
 
         // Kuma parity: a disabled provided backend is checked too, at its field.
@@ -274,8 +275,8 @@ async fn validate_backend_over_grpc_and_cli() {
             "mtls.backends[0].conf.caCert.RSAbits",
         ),
         (
-            "vault.yaml",
-            VAULT,
+            "acmpca.yaml",
+            ACMPCA,
             false,
             "not available in this build yet",
         ),

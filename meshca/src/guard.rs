@@ -446,6 +446,14 @@ impl CertificateAuthority for CachedBundle {
     fn needs_csr(&self) -> bool {
         self.inner.needs_csr()
     }
+
+    fn generates_keys(&self) -> bool {
+        self.inner.generates_keys()
+    }
+
+    async fn health(&self) -> Result<(), Error> {
+        self.inner.health().await
+    }
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.

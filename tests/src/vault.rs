@@ -180,9 +180,10 @@ impl Peer {
             .unwrap()
             .iter()
             .map(|m| {
+                // As Kong Mesh's docs write it, leading '/' included.
                 format!(
-                    "path \"pki-{m}/issue/{ROLE}\" {{ capabilities = [\"create\", \"update\"] }}\n\
-                     path \"pki-{m}/sign/{ROLE}\" {{ capabilities = [\"create\", \"update\"] }}\n"
+                    "path \"/pki-{m}/issue/{ROLE}\"\n{{\n  capabilities = [\"create\", \"update\"]\n}}\n\
+                     path \"/pki-{m}/sign/{ROLE}\" {{ capabilities = [\"create\", \"update\"] }}\n"
                 )
             })
             .collect();

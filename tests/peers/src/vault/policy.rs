@@ -166,6 +166,12 @@ pub(crate) fn parse(src: &str) -> Result<Policy, String> {
             .map(String::from)
             .collect();
         }
+        // Vault strips a leading '/' (paths start after the / of the API path), so the
+        // `path "/pki/issue/..."` of Kong Mesh's docs works.
+        let pattern = pattern
+            .strip_prefix('/')
+            .map(str::to_owned)
+            .unwrap_or(pattern);
         rules.push(PathRule {
             pattern,
             capabilities,
