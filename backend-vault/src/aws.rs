@@ -62,10 +62,12 @@ impl AwsLogin {
         let provider = sdk
             .credentials_provider()
             .ok_or("no AWS credential provider is configured")?;
-        let creds = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| format!("no AWS credentials from the default chain: {}", chain(&e)))?;
+        let creds = provider.provide_credentials().await.map_err(|e| {
+            format!(
+                "no AWS credentials from the default chain: {}",
+                ca_core::error_chain(&e)
+            )
+        })?;
         let region = sdk
             .region()
             .map_or_else(|| "us-east-1".to_owned(), |r| r.as_ref().to_owned());
@@ -165,20 +167,6 @@ fn canonical(name: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("-")
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

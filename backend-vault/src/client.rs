@@ -265,19 +265,14 @@ fn errors_of(body: &[u8]) -> Vec<String> {
 
 /// A transport error with its causes (the TLS verifier's reason is a few levels down).
 fn transport(e: &reqwest::Error, base: &str) -> CallError {
-    let mut text = if e.is_connect() {
+    let what = if e.is_connect() {
         format!("cannot connect to {base}")
     } else {
         format!("request to {base} failed")
     };
-    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        cur = s.source();
-    }
-    CallError::Transport(text)
+    let causes = std::error::Error::source(e).map(ca_core::error_chain);
+    CallError::Transport(match causes {
+        Some(c) => format!("{what}: {c}"),
+        None => what,
+    })
 }

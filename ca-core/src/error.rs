@@ -206,6 +206,23 @@ impl Error {
     }
 }
 
+/// `e` and its causes, `: `-joined, each cause left out when the text so far already says it
+/// (libraries often repeat their source in their own message). For logs, CLI output and status
+/// messages; meshca's errors never carry secret values.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 /// How many characters of a caller's input a message repeats at most.
 pub const ECHO_LIMIT: usize = 64;
 

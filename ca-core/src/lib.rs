@@ -38,7 +38,7 @@ pub use authority::CertificateAuthority;
 pub use bundle::{ChainUsage, TrustBundle};
 pub use datasource::{Created, DataSource, SecretStore, SourcePolicy};
 pub use duration::KumaDuration;
-pub use error::{echo, BoxError, Error, Violation, Violations, ECHO_LIMIT};
+pub use error::{echo, error_chain, BoxError, Error, Violation, Violations, ECHO_LIMIT};
 pub use identity::Identity;
 pub use issue::{
     check_issued, issue_certificate, validate, IssuedCertificate, IssuedProblem, TestCertificate,

@@ -310,14 +310,7 @@ pub fn indent(text: &str, n: usize) -> String {
 
 /// The error with its causes, as the issuer prints it.
 pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
+    ca_core::error_chain(e)
 }
 
 /// The vault backend in the conformance suite.

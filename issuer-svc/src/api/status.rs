@@ -50,17 +50,7 @@ fn core_code(e: &Error) -> Code {
 
 /// The error and its causes, `: `-joined. Core errors never carry secret values.
 pub(crate) fn message(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
+    ca_core::error_chain(e)
 }
 
 #[cfg(test)]
