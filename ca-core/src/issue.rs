@@ -269,7 +269,11 @@ pub async fn issue_certificate(
         KeySource::Generate(key_type) => {
             let key = key_type.generate()?;
             let csr = if ca.needs_csr() {
-                Some(key.csr_der_with_dns(params.identity.uri_sans(), params.identity.dns_sans())?)
+                Some(key.csr_der_with_names(
+                    params.identity.uri_sans(),
+                    params.identity.dns_sans(),
+                    common_name.as_deref(),
+                )?)
             } else {
                 None
             };

@@ -225,8 +225,29 @@ impl PrivateKey {
         uri_sans: &[String],
         dns_sans: &[String],
     ) -> Result<Vec<u8>, Error> {
+        self.csr_der_with_names(uri_sans, dns_sans, None)
+    }
+
+    /// Builds a CSR signed by this key that asks for `uri_sans`, `dns_sans` and, as its subject,
+    /// `common_name` (an empty subject without one): upstreams that copy the CSR's subject and
+    /// SANs into the certificate (ACM PCA's end-entity template) then make exactly the
+    /// certificate that was asked for.
+    ///
+    /// # Errors
+    /// [`Error::Crypto`] when a name cannot be encoded or signing fails.
+    pub fn csr_der_with_names(
+        &self,
+        uri_sans: &[String],
+        dns_sans: &[String],
+        common_name: Option<&str>,
+    ) -> Result<Vec<u8>, Error> {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
+        if let Some(cn) = common_name {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
         params.subject_alt_names = san_types(uri_sans, dns_sans)?;
         Ok(params.serialize_request(&self.key)?.der().to_vec())
     }
