@@ -189,7 +189,7 @@ async fn plaintext_only_on_loopback_and_kubernetes_store_refused() {
 const GOOD: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n";
 const BAD: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-9\n  backends:\n    - name: ca-1\n      type: builtin\n      conf:\n        caCert:\n          RSAbits: 1000\n";
 /// A remote backend this build does not have yet.
-const ACMPCA: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: v\n  backends:\n    - name: v\n      type: acmpca\n      conf:\n        arn: arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/0a1b2c3d-4e5f-6789-abcd-ef0123456789\n        caCert:\n          inlineString: x\n";
+const CERTMANAGER: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: v\n  backends:\n    - name: v\n      type: certmanager\n      conf:\n        issuerRef:\n          name: mesh-issuer\n";
 
 /// A valid enabled builtin backend and a disabled provided one whose `cert` is no PEM (Kuma's
 /// provided manager_test "config with invalid cert").
@@ -229,21 +229,21 @@ async fn validate_backend_over_grpc_and_cli() {
             "{bad:?}"
         );
 
-        let acmpca = client
+        let certmanager = client
             .validate_backend(ValidateBackendRequest {
-                mesh_yaml: ACMPCA.into(),
+                mesh_yaml: CERTMANAGER.into(),
                 skip_test_certificate: false,
             })
             .await
             .unwrap()
             .into_inner();
-        assert!(!acmpca.ok);
-        assert_eq!(acmpca.violations[0].field, "mtls.backends[0].type");
+        assert!(!certmanager.ok);
+        assert_eq!(certmanager.violations[0].field, "mtls.backends[0].type");
         assert!(
-            acmpca.violations[0]
+            certmanager.violations[0]
                 .message
-                .contains("backend type acmpca is not available in this build yet"),
-            "{acmpca:?}"
+                .contains("backend type certmanager is not available in this build yet"),
+            "{certmanager:?}"
         );
 
         // Kuma parity: a disabled provided backend is checked too, at its field.
@@ -275,8 +275,8 @@ async fn validate_backend_over_grpc_and_cli() {
             "mtls.backends[0].conf.caCert.RSAbits",
         ),
         (
-            "acmpca.yaml",
-            ACMPCA,
+            "certmanager.yaml",
+            CERTMANAGER,
             false,
             "not available in this build yet",
         ),

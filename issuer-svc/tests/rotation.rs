@@ -161,10 +161,11 @@ async fn reload_applies_good_configs_and_refuses_bad_ones() {
             .issue_certificate(request("default", &[("kuma.io/service", "web")]))
             .await
             .unwrap();
-        // An acmpca mesh (not in this build yet) in a new file is refused through the same registry.
+        // A certmanager mesh (not in this build yet) in a new file is refused through the same
+        // registry.
         server.write_mesh(
-            "acmpca.yaml",
-            "type: Mesh\nname: v\nmtls:\n  enabledBackend: v\n  backends:\n    - name: v\n      type: acmpca\n      conf:\n        arn: arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/0a1b2c3d-4e5f-6789-abcd-ef0123456789\n        caCert:\n          inlineString: x\n",
+            "certmanager.yaml",
+            "type: Mesh\nname: v\nmtls:\n  enabledBackend: v\n  backends:\n    - name: v\n      type: certmanager\n      conf:\n        issuerRef:\n          name: mesh-issuer\n",
         );
         // A good new mesh appears.
         server.write_mesh("other.yaml", &builtin_mesh("other", &["ca-1"], "ca-1", "1h"));
@@ -188,7 +189,7 @@ async fn reload_applies_good_configs_and_refuses_bad_ones() {
         assert_eq!(err.code(), Code::NotFound);
         assert!(server.metric("meshca_config_reloads_total{result=\"refused\"}").unwrap() >= 2.0);
         let log = std::fs::read_to_string(server.dir.path().join("stderr.log")).unwrap();
-        assert!(log.contains("backend type acmpca is not available in this build yet"), "{log}");
+        assert!(log.contains("backend type certmanager is not available in this build yet"), "{log}");
         // Fixing the bad file applies it.
         server.write_mesh("default.yaml", &builtin_mesh("default", &["ca-1"], "ca-1", "2h"));
         let mut fixed = false;

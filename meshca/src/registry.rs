@@ -93,6 +93,8 @@ impl Registry {
             .register(BackendType::Provided, build_provided);
         #[cfg(feature = "vault")]
         let registry = registry.register(BackendType::Vault, build_vault);
+        #[cfg(feature = "acmpca")]
+        let registry = registry.register(BackendType::Acmpca, build_acmpca);
         registry
     }
 
@@ -215,6 +217,36 @@ fn build_vault<'a>(
         .await?;
         let warnings = ca.warnings().to_vec();
         Ok(Built::new(Arc::new(ca), warnings))
+    })
+}
+
+#[cfg(feature = "acmpca")]
+fn build_acmpca<'a>(
+    ctx: &'a BuildContext,
+    mesh: &'a MeshName,
+    index: usize,
+    backend: &'a Backend,
+) -> BuildFuture<'a> {
+    Box::pin(async move {
+        let BackendConf::Acmpca(conf) = &backend.conf else {
+            return Err(wrong_conf(backend));
+        };
+        let timing = backend_acmpca::Timing::new(
+            backend.dp_cert_request_timeout,
+            backend.root_chain_request_timeout,
+            backend.dp_cert_expiration,
+        );
+        let ca = backend_acmpca::AcmpcaCa::load_at(
+            &format!("{}.conf", backend_path(index)),
+            mesh,
+            backend.name.clone(),
+            conf,
+            timing,
+            ctx.store.as_ref(),
+            &ctx.sources,
+        )
+        .await?;
+        Ok(Built::new(Arc::new(ca), Vec::new()))
     })
 }
 

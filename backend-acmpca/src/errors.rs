@@ -1,0 +1,244 @@
+//! ACM PCA's answers turned into errors that say what to fix: the IAM action a policy lacks, a CA
+//! that is not `ACTIVE`, an ARN of another region or account, credentials AWS does not accept.
+//! Misconfiguration is [`Error::UpstreamRefused`]; throttling, 5xx and an unreachable endpoint
+//! (after the retries) are [`Error::Unavailable`].
+
+use aws_sdk_acmpca::error::{ProvideErrorMetadata, SdkError};
+use ca_core::Error;
+
+/// The ACM PCA operations meshca calls, and the IAM action each needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Describe,
+    Issue,
+    Get,
+    GetCaCertificate,
+}
+
+impl Op {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Describe => "DescribeCertificateAuthority",
+            Self::Issue => "IssueCertificate",
+            Self::Get => "GetCertificate",
+            Self::GetCaCertificate => "GetCertificateAuthorityCertificate",
+        }
+    }
+
+    pub(crate) fn action(self) -> String {
+        format!("acm-pca:{}", self.name())
+    }
+}
+
+/// Every IAM action the backend needs, as a policy lists them.
+pub const ACTIONS: [&str; 4] = [
+    "acm-pca:IssueCertificate",
+    "acm-pca:GetCertificate",
+    "acm-pca:DescribeCertificateAuthority",
+    "acm-pca:GetCertificateAuthorityCertificate",
+];
+
+/// What to do about a failed call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `RequestInProgressException`: the certificate is not ready yet; ask again.
+    InProgress,
+    /// Throttling, 5xx, a dropped connection: retry with backoff, a bounded number of times.
+    Transient,
+    /// Anything else: report.
+    Fatal,
+}
+
+const THROTTLING: [&str; 5] = [
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException",
+];
+
+/// The service's error code, the HTTP status and the raw body (moto answers IAM refusals of JSON
+/// APIs with an XML body the SDK cannot read a code from).
+fn service_parts<E: ProvideErrorMetadata>(e: &SdkError<E>) -> (Option<String>, u16, String) {
+    let code = e.code().map(str::to_owned);
+    let (status, body) = match e.raw_response() {
+        Some(r) => (
+            r.status().as_u16(),
+            r.body()
+                .bytes()
+                .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned())
+                .unwrap_or_default(),
+        ),
+        None => (0, String::new()),
+    };
+    (code, status, body)
+}
+
+pub(crate) fn classify<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Kind {
+    match e {
+        SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
+            let (code, status, _) = service_parts(e);
+            match code.as_deref() {
+                Some("RequestInProgressException") => Kind::InProgress,
+                Some(c) if THROTTLING.contains(&c) => Kind::Transient,
+                _ if status == 429 || status >= 500 => Kind::Transient,
+                _ => Kind::Fatal,
+            }
+        }
+        SdkError::TimeoutError(_) => Kind::Transient,
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => Kind::Transient,
+        _ => Kind::Fatal,
+    }
+}
+
+/// Where the backend points, for messages.
+#[derive(Debug)]
+pub(crate) struct Ctx<'a> {
+    pub(crate) backend: &'a str,
+    pub(crate) arn: &'a str,
+    pub(crate) region: &'a str,
+    pub(crate) account: &'a str,
+    /// `auth.awsCredentials` or the default chain.
+    pub(crate) credentials: &'static str,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn refused(&self, reason: String) -> Error {
+        Error::UpstreamRefused {
+            backend: self.backend.to_owned(),
+            reason,
+        }
+    }
+
+    pub(crate) fn unavailable(&self, reason: String) -> Error {
+        Error::Unavailable {
+            backend: self.backend.to_owned(),
+            source: reason.into(),
+        }
+    }
+}
+
+/// The error of `op` that failed with `e` (after any retries).
+pub(crate) fn to_error<E>(ctx: &Ctx<'_>, op: Op, e: &SdkError<E>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let doing = format!("ACM PCA {} in {}", op.name(), ctx.region);
+    let chain = ca_core::error_chain(e);
+    match e {
+        SdkError::ServiceError(_) | SdkError::ResponseError(_) => {}
+        SdkError::TimeoutError(_) => {
+            return ctx.unavailable(format!("{doing}: timed out ({chain})"));
+        }
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
+            return ctx.unavailable(format!(
+                "{doing}: the endpoint cannot be reached (check the network, a VPC endpoint, \
+                 or AWS_ENDPOINT_URL_ACM_PCA / AWS_ENDPOINT_URL) ({chain})"
+            ));
+        }
+        SdkError::DispatchFailure(_) if chain.to_ascii_lowercase().contains("credential") => {
+            return ctx.refused(format!(
+                "{doing}: no AWS credentials from {}: {chain}",
+                ctx.credentials
+            ));
+        }
+        _ => return ctx.unavailable(format!("{doing}: {chain}")),
+    }
+    let (code, status, body) = service_parts(e);
+    let message = e
+        .message()
+        .map(str::to_owned)
+        .or_else(|| xml_tag(&body, "Message"))
+        .unwrap_or_default();
+    let code = code
+        .or_else(|| xml_tag(&body, "Code"))
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    let says = if message.is_empty() {
+        format!("AWS: {code}")
+    } else {
+        format!("AWS: {code}: {message}")
+    };
+    let arn = ctx.arn;
+    match code.as_str() {
+        "AccessDenied" | "AccessDeniedException" => ctx.refused(format!(
+            "AWS denied {action} on {arn}: the IAM policy of the principal meshca runs as ({}) \
+             must allow {action} on the CA (meshca needs {}) ({says})",
+            ctx.credentials,
+            ACTIONS.join(", "),
+            action = op.action()
+        )),
+        "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "InvalidSignatureException"
+        | "IncompleteSignature"
+        | "ExpiredToken"
+        | "ExpiredTokenException"
+        | "MissingAuthenticationToken" => ctx.refused(format!(
+            "AWS rejected the credentials of {} for {doing}: check the access key and its \
+             secret (or the role the default chain finds), and that they are not expired ({says})",
+            ctx.credentials
+        )),
+        "ResourceNotFoundException" => ctx.refused(format!(
+            "there is no certificate authority {arn} in region {} of account {}: a private CA \
+             lives in one region and account, and the ARN names both — check the ARN (copy it \
+             from `aws acm-pca list-certificate-authorities --region <its region>`) and that \
+             the credentials are of account {} or the CA is shared with it ({says})",
+            ctx.region, ctx.account, ctx.account
+        )),
+        "InvalidStateException" => ctx.refused(format!(
+            "certificate authority {arn} cannot issue in its state: it must be ACTIVE (see \
+             `aws acm-pca describe-certificate-authority`; install its certificate, enable or \
+             renew it) ({says})"
+        )),
+        "InvalidArnException" => ctx.refused(format!(
+            "AWS does not accept {arn} as a certificate authority ARN ({says})"
+        )),
+        "LimitExceededException" => ctx.refused(format!(
+            "{doing}: an ACM PCA quota is reached (certificates per CA, or requests): raise it \
+             in Service Quotas ({says})"
+        )),
+        "MalformedCSRException" | "InvalidArgsException" | "InvalidRequestException" => {
+            ctx.refused(format!("ACM PCA refused the request of {doing} ({says})"))
+        }
+        c if THROTTLING.contains(&c) || status == 429 => ctx.unavailable(format!(
+            "{doing}: throttled by AWS after meshca's retries: lower the backend's rate limit \
+             or raise the quota ({says})"
+        )),
+        _ if status >= 500 => ctx.unavailable(format!("{doing} ({says})")),
+        _ if status == 403 && (body.contains("not authorized") || message.contains("not authorized")) => {
+            ctx.refused(format!(
+                "AWS denied {action} on {arn}: the IAM policy must allow {action} (meshca needs \
+                 {}) ({says})",
+                ACTIONS.join(", "),
+                action = op.action()
+            ))
+        }
+        _ => ctx.refused(format!("ACM PCA refused {doing} ({says})")),
+    }
+}
+
+/// Text of the first `<tag>…</tag>` of an XML error body.
+fn xml_tag(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    let v = xml[start..end].trim();
+    (!v.is_empty()).then(|| v.chars().take(512).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_errors_are_read() {
+        let body = "<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: x is \
+                    not authorized to perform: acm-pca:IssueCertificate</Message></Error></Errors>\
+                    </ErrorResponse>";
+        assert_eq!(xml_tag(body, "Code").as_deref(), Some("AccessDenied"));
+        assert!(xml_tag(body, "Message").unwrap().contains("acm-pca:IssueCertificate"));
+        assert_eq!(xml_tag("{}", "Code"), None);
+        assert_eq!(Op::Get.action(), "acm-pca:GetCertificate");
+    }
+}
