@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+pub mod acmpca;
 pub mod checks;
 pub mod fixtures;
 pub mod tls;
@@ -51,6 +52,22 @@ pub trait Fixture: Send + Sync {
     /// `not_before_duration`: 30 s).
     fn backdate(&self) -> Duration {
         ca_core::x509::BACKDATE
+    }
+
+    /// Whether the upstream makes the validity window asked for (not-before backdated by
+    /// [`backdate`](Fixture::backdate), not-after = `dpCert.rotation.expiration`). moto's ACM PCA
+    /// does not: it signs from the moment of issue for 365 days whatever `Validity` says, so
+    /// the suite checks the rest of the certificate only.
+    fn honours_validity(&self) -> bool {
+        true
+    }
+
+    /// Whether the upstream copies the CSR's subject and SANs into the certificate (ACM PCA's
+    /// `EndEntityCertificate/V1` template). The suite's caller CSRs then carry the identity's
+    /// SANs, as a data plane's do, and a CSR with a subject CN is expected to be refused by
+    /// name before the upstream is asked.
+    fn csr_names_pass_through(&self) -> bool {
+        false
     }
 }
 

@@ -1,4 +1,5 @@
-//! The conformance suite, once per backend. A new backend adds one line here.
+//! The conformance suite, once per backend. A new backend adds one line here (acmpca's is in
+//! `acmpca.rs`, next to its other moto tests).
 
 use meshca_tests::fixtures::{Builtin, Provided};
 use meshca_tests::vault::{Auth, Vault};
