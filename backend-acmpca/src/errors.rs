@@ -206,7 +206,9 @@ where
              or raise the quota ({says})"
         )),
         _ if status >= 500 => ctx.unavailable(format!("{doing} ({says})")),
-        _ if status == 403 && (body.contains("not authorized") || message.contains("not authorized")) => {
+        _ if status == 403
+            && (body.contains("not authorized") || message.contains("not authorized")) =>
+        {
             ctx.refused(format!(
                 "AWS denied {action} on {arn}: the IAM policy must allow {action} (meshca needs \
                  {}) ({says})",
@@ -237,7 +239,9 @@ mod tests {
                     not authorized to perform: acm-pca:IssueCertificate</Message></Error></Errors>\
                     </ErrorResponse>";
         assert_eq!(xml_tag(body, "Code").as_deref(), Some("AccessDenied"));
-        assert!(xml_tag(body, "Message").unwrap().contains("acm-pca:IssueCertificate"));
+        assert!(xml_tag(body, "Message")
+            .unwrap()
+            .contains("acm-pca:IssueCertificate"));
         assert_eq!(xml_tag("{}", "Code"), None);
         assert_eq!(Op::Get.action(), "acm-pca:GetCertificate");
     }

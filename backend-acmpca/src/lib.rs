@@ -43,8 +43,8 @@ use ca_core::{
 };
 use rustls_pki_types::CertificateDer;
 
-use crate::errors::{Ctx, Kind, Op};
 pub use crate::errors::ACTIONS;
+use crate::errors::{Ctx, Kind, Op};
 use crate::limit::TokenBucket;
 pub use crate::limit::{RateLimit, DEFAULT_RATE_LIMIT, MAX_ATTEMPTS};
 
@@ -181,9 +181,9 @@ impl AcmpcaCa {
             }
         };
         let ca_pem = conf.ca_cert.resolve(mesh, store, sources).await?;
-        let bundle = match anchors_of(ca_pem.expose()).and_then(|a| {
-            TrustBundle::new(a).map_err(|e| e.to_string())
-        }) {
+        let bundle = match anchors_of(ca_pem.expose())
+            .and_then(|a| TrustBundle::new(a).map_err(|e| e.to_string()))
+        {
             Ok(b) => Some(b),
             Err(e) => {
                 v.add(field("caCert"), format!("{} {e}", conf.ca_cert.describe()));
@@ -448,7 +448,9 @@ impl AcmpcaCa {
             })
             .await?;
         let Some(cert_arn) = issued.certificate_arn().map(str::to_owned) else {
-            return Err(self.ctx().refused("IssueCertificate answered no CertificateArn".into()));
+            return Err(self
+                .ctx()
+                .refused("IssueCertificate answered no CertificateArn".into()));
         };
         let got = self
             .call(Op::Get, false, true, || {
@@ -598,7 +600,10 @@ fn idempotency_token(key: &str) -> String {
         return key.to_owned();
     }
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
-    d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn epoch_secs(t: SystemTime) -> i64 {
@@ -611,7 +616,11 @@ fn epoch_secs(t: SystemTime) -> i64 {
 /// root, its last certificate.
 fn anchors_of(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = parse_pem_certs(pem)?;
-    let roots: Vec<_> = certs.iter().filter(|c| is_self_issued(c)).cloned().collect();
+    let roots: Vec<_> = certs
+        .iter()
+        .filter(|c| is_self_issued(c))
+        .cloned()
+        .collect();
     if roots.is_empty() {
         Ok(certs.last().cloned().into_iter().collect())
     } else {
@@ -740,8 +749,14 @@ mod tests {
 
     #[test]
     fn signing_algorithms_follow_the_key() {
-        assert_eq!(signing_algorithm("EC_prime256v1", ""), Some("SHA256WITHECDSA"));
-        assert_eq!(signing_algorithm("EC_secp384r1", ""), Some("SHA384WITHECDSA"));
+        assert_eq!(
+            signing_algorithm("EC_prime256v1", ""),
+            Some("SHA256WITHECDSA")
+        );
+        assert_eq!(
+            signing_algorithm("EC_secp384r1", ""),
+            Some("SHA384WITHECDSA")
+        );
         assert_eq!(signing_algorithm("RSA_4096", ""), Some("SHA256WITHRSA"));
         assert_eq!(
             signing_algorithm("NEW_KEY", "SHA384WITHRSA"),

@@ -110,7 +110,7 @@ pub(crate) fn shared_bucket(arn: &str, limit: RateLimit) -> Arc<TokenBucket> {
 }
 
 /// Most attempts of one call that fails transiently (throttled, 5xx, connection dropped).
-pub(crate) const MAX_ATTEMPTS: u32 = 4;
+pub const MAX_ATTEMPTS: u32 = 4;
 
 /// Delay before retry `attempt` (1-based): exponential from 200 ms, capped at 5 s, with "equal
 /// jitter" (half fixed, half random) so that throttled callers spread out.
@@ -143,8 +143,14 @@ mod tests {
         // The 4th and 5th wait ~100 ms and ~200 ms: reserved in order.
         let w4 = b.reserve();
         let w5 = b.reserve();
-        assert!(w4 > Duration::from_millis(80) && w4 <= Duration::from_millis(100), "{w4:?}");
-        assert!(w5 > Duration::from_millis(180) && w5 <= Duration::from_millis(200), "{w5:?}");
+        assert!(
+            w4 > Duration::from_millis(80) && w4 <= Duration::from_millis(100),
+            "{w4:?}"
+        );
+        assert!(
+            w5 > Duration::from_millis(180) && w5 <= Duration::from_millis(200),
+            "{w5:?}"
+        );
     }
 
     #[test]

@@ -35,9 +35,13 @@ async fn least_privilege_policy_validates_and_health_checks_the_root() {
     let peer = Peer::start().await;
     let ca = peer.ca_for("default").await;
     let yaml = Peer::mesh_yaml("default", &ca.arn, &ca.root_pem, "");
-    let backend = Peer::build(&yaml, DEFAULT_DP_CERT_EXPIRATION, peer.sdk(Some(&peer.user), REGION))
-        .await
-        .unwrap();
+    let backend = Peer::build(
+        &yaml,
+        DEFAULT_DP_CERT_EXPIRATION,
+        peer.sdk(Some(&peer.user), REGION),
+    )
+    .await
+    .unwrap();
     let t = validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
         .await
         .unwrap_or_else(|e| panic!("{}", chain(&e)));
@@ -50,12 +54,17 @@ async fn least_privilege_policy_validates_and_health_checks_the_root() {
     // caCert of another CA: health says which root to use.
     let other = peer.ca_for("other").await;
     let yaml = Peer::mesh_yaml("default", &ca.arn, &other.root_pem, "");
-    let wrong = Peer::build(&yaml, DEFAULT_DP_CERT_EXPIRATION, peer.sdk(Some(&peer.user), REGION))
-        .await
-        .unwrap();
+    let wrong = Peer::build(
+        &yaml,
+        DEFAULT_DP_CERT_EXPIRATION,
+        peer.sdk(Some(&peer.user), REGION),
+    )
+    .await
+    .unwrap();
     let e = wrong.health().await.unwrap_err();
     assert!(
-        e.to_string().contains("caCert is not the root of certificate authority"),
+        e.to_string()
+            .contains("caCert is not the root of certificate authority"),
         "{e}"
     );
 }
@@ -76,9 +85,13 @@ async fn a_policy_without_issue_certificate_is_named() {
         )
         .await;
     let yaml = Peer::mesh_yaml("default", &ca.arn, &ca.root_pem, "");
-    let backend = Peer::build(&yaml, DEFAULT_DP_CERT_EXPIRATION, peer.sdk(Some(&key), REGION))
-        .await
-        .unwrap();
+    let backend = Peer::build(
+        &yaml,
+        DEFAULT_DP_CERT_EXPIRATION,
+        peer.sdk(Some(&key), REGION),
+    )
+    .await
+    .unwrap();
     let e = validate_err(&backend, "default").await;
     let text = chain(&e);
     assert!(refused(&e), "{e:?}");
@@ -93,9 +106,13 @@ async fn a_policy_without_issue_certificate_is_named() {
         .moto
         .create_user_with_key("no-describe", Some(&policy(&["acm-pca:IssueCertificate"])))
         .await;
-    let backend = Peer::build(&yaml, DEFAULT_DP_CERT_EXPIRATION, peer.sdk(Some(&key), REGION))
-        .await
-        .unwrap();
+    let backend = Peer::build(
+        &yaml,
+        DEFAULT_DP_CERT_EXPIRATION,
+        peer.sdk(Some(&key), REGION),
+    )
+    .await
+    .unwrap();
     let text = chain(&validate_err(&backend, "default").await);
     assert!(
         text.contains("AWS denied acm-pca:DescribeCertificateAuthority"),
@@ -151,14 +168,24 @@ async fn a_pending_or_disabled_ca_says_what_to_do() {
     let root = peer.ca_for("default").await;
     let pending = peer.create_ca(REGION, "pending", false).await;
     let yaml = Peer::mesh_yaml("default", &pending.arn, &root.root_pem, "");
-    let backend = Peer::build(&yaml, DEFAULT_DP_CERT_EXPIRATION, peer.sdk(Some(&peer.user), REGION))
-        .await
-        .unwrap();
+    let backend = Peer::build(
+        &yaml,
+        DEFAULT_DP_CERT_EXPIRATION,
+        peer.sdk(Some(&peer.user), REGION),
+    )
+    .await
+    .unwrap();
     let e = validate_err(&backend, "default").await;
     let text = chain(&e);
     assert!(refused(&e), "{e:?}");
-    assert!(text.contains("is PENDING_CERTIFICATE and cannot issue"), "{text}");
-    assert!(text.contains("import-certificate-authority-certificate"), "{text}");
+    assert!(
+        text.contains("is PENDING_CERTIFICATE and cannot issue"),
+        "{text}"
+    );
+    assert!(
+        text.contains("import-certificate-authority-certificate"),
+        "{text}"
+    );
 
     let disabled = peer.create_ca(REGION, "disabled", true).await;
     peer.admin(REGION)
@@ -169,9 +196,13 @@ async fn a_pending_or_disabled_ca_says_what_to_do() {
         .await
         .unwrap();
     let yaml = Peer::mesh_yaml("default", &disabled.arn, &disabled.root_pem, "");
-    let backend = Peer::build(&yaml, DEFAULT_DP_CERT_EXPIRATION, peer.sdk(Some(&peer.user), REGION))
-        .await
-        .unwrap();
+    let backend = Peer::build(
+        &yaml,
+        DEFAULT_DP_CERT_EXPIRATION,
+        peer.sdk(Some(&peer.user), REGION),
+    )
+    .await
+    .unwrap();
     let text = chain(&validate_err(&backend, "default").await);
     assert!(text.contains("is DISABLED"), "{text}");
     assert!(text.contains("--status ACTIVE"), "{text}");
@@ -183,9 +214,13 @@ async fn a_missing_ca_names_the_arn_and_region() {
     let root = peer.ca_for("default").await;
     let arn = "arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/0a1b2c3d-4e5f-6789-abcd-ef0123456789";
     let yaml = Peer::mesh_yaml("default", arn, &root.root_pem, "");
-    let backend = Peer::build(&yaml, DEFAULT_DP_CERT_EXPIRATION, peer.sdk(Some(&peer.user), REGION))
-        .await
-        .unwrap();
+    let backend = Peer::build(
+        &yaml,
+        DEFAULT_DP_CERT_EXPIRATION,
+        peer.sdk(Some(&peer.user), REGION),
+    )
+    .await
+    .unwrap();
     let e = validate_err(&backend, "default").await;
     let text = chain(&e);
     assert!(refused(&e), "{e:?}");
@@ -204,9 +239,13 @@ async fn the_region_is_the_arns() {
     let west = peer.create_ca("us-west-2", "west", true).await;
     assert!(west.arn.contains(":us-west-2:"), "{}", west.arn);
     let yaml = Peer::mesh_yaml("default", &west.arn, &west.root_pem, "");
-    let backend = Peer::build(&yaml, DEFAULT_DP_CERT_EXPIRATION, peer.sdk(Some(&peer.user), REGION))
-        .await
-        .unwrap();
+    let backend = Peer::build(
+        &yaml,
+        DEFAULT_DP_CERT_EXPIRATION,
+        peer.sdk(Some(&peer.user), REGION),
+    )
+    .await
+    .unwrap();
     assert_eq!(backend.region(), "us-west-2");
     validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
         .await
@@ -216,9 +255,13 @@ async fn the_region_is_the_arns() {
     // lives in one region.
     let wrong = west.arn.replace(":us-west-2:", ":eu-west-1:");
     let yaml = Peer::mesh_yaml("default", &wrong, &west.root_pem, "");
-    let backend = Peer::build(&yaml, DEFAULT_DP_CERT_EXPIRATION, peer.sdk(Some(&peer.user), REGION))
-        .await
-        .unwrap();
+    let backend = Peer::build(
+        &yaml,
+        DEFAULT_DP_CERT_EXPIRATION,
+        peer.sdk(Some(&peer.user), REGION),
+    )
+    .await
+    .unwrap();
     let text = chain(&validate_err(&backend, "default").await);
     assert!(text.contains("in region eu-west-1"), "{text}");
     assert!(text.contains("lives in one region and account"), "{text}");
@@ -252,5 +295,9 @@ async fn an_unreachable_endpoint_is_unavailable() {
     assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
     assert!(text.contains("cannot be reached"), "{text}");
     // Bounded retries, not a storm: well within dpCert.requestTimeout.
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
