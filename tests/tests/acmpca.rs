@@ -22,8 +22,7 @@ fn mesh(name: &str) -> MeshName {
 async fn validate_err(ca: &dyn CertificateAuthority, m: &str) -> Error {
     validate(ca, &mesh(m), DEFAULT_DP_CERT_EXPIRATION, None)
         .await
-        .err()
-        .expect("validation must fail")
+        .expect_err("validation must fail")
 }
 
 fn refused(e: &Error) -> bool {
