@@ -44,7 +44,15 @@ pub trait Observer: fmt::Debug + Send + Sync {
     fn config(&self, result: &'static str) {
         let _ = result;
     }
+    /// Every enabled backend's [`health`](ca_core::CertificateAuthority::health), by (mesh,
+    /// backend): `None` when healthy, else the problem (a Vault token that cannot be renewed).
+    fn backend_health(&self, by_backend: HealthReport) {
+        let _ = by_backend;
+    }
 }
+
+/// What [`Observer::backend_health`] gets: (mesh, backend) → the problem, `None` when healthy.
+pub type HealthReport = BTreeMap<(String, String), Option<String>>;
 
 /// An [`Observer`] that ignores everything.
 #[derive(Debug, Default, Clone, Copy)]

@@ -50,8 +50,8 @@ pub use ca_core::{
     TrustBundle, UncheckedCertificate,
 };
 pub use guard::{
-    is_upstream_failure, reason_label, BackendKey, CachedBundle, CircuitState, Guard, Limits,
-    NoObserver, Observer,
+    is_upstream_failure, reason_label, BackendKey, CachedBundle, CircuitState, Guard, HealthReport,
+    Limits, NoObserver, Observer,
 };
 pub use manager::{
     ActiveBackend, Issued, Manager, ManagerBuilder, MeshState, Previous, Snapshot, Validation,

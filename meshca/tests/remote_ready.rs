@@ -200,3 +200,44 @@ async fn configured_dns_names_reach_every_certificate() {
         .collect();
     assert_eq!(dns, ["web.dns.svc", "web.dns.svc.cluster.local"]);
 }
+
+#[derive(Debug, Default)]
+struct Health(std::sync::Mutex<Vec<meshca::HealthReport>>);
+
+impl meshca::Observer for Health {
+    fn backend_health(
+        &self,
+        by_backend: std::collections::BTreeMap<(String, String), Option<String>>,
+    ) {
+        self.0.lock().unwrap().push(by_backend);
+    }
+}
+
+#[tokio::test]
+async fn backend_health_reaches_the_observer() {
+    let health = Arc::new(Health::default());
+    let m = Manager::builder(
+        common::faulty_registry(),
+        Arc::new(OverlaySecretStore::new(None)),
+    )
+    .observer(health.clone())
+    .build();
+    m.apply(
+        "t",
+        vec![Mesh::from_yaml(&common::mesh_yaml("ailing", "1h")).unwrap()],
+    )
+    .await
+    .unwrap();
+    m.check_health().await;
+    common::set_problem(
+        "ailing",
+        Some("the token is not renewable and expires in 60s"),
+    );
+    m.check_health().await;
+    common::set_problem("ailing", None);
+    let seen = health.0.lock().unwrap().clone();
+    let key = ("ailing".to_owned(), "ca-1".to_owned());
+    assert_eq!(seen[0].get(&key), Some(&None), "{seen:?}");
+    let problem = seen[1].get(&key).cloned().flatten().unwrap();
+    assert!(problem.contains("not renewable"), "{problem}");
+}

@@ -341,6 +341,14 @@ async fn sealed_down_and_flaky_vaults() {
     );
     peer.vault.fail_next(0, 500);
 
+    // Connections closed before the TLS handshake (a fresh client: no pooled connection) are
+    // retried too.
+    peer.vault.reset_next(2);
+    let fresh = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    issue(&fresh, DEFAULT_DP_CERT_EXPIRATION)
+        .await
+        .unwrap_or_else(|e| panic!("resets: {}", chain(&e)));
+
     // A Vault that is gone.
     let address = peer.vault.address();
     drop(peer);

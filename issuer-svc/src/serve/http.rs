@@ -36,6 +36,7 @@ pub(crate) struct Metrics {
     watched: AtomicI64,
     earliest_expiry: Mutex<BTreeMap<String, i64>>,
     reloads: Mutex<BTreeMap<&'static str, u64>>,
+    health: Mutex<BTreeMap<(String, String), bool>>,
     /// Set once the first config is loaded and the gRPC server listens.
     pub(crate) ready: AtomicBool,
 }
@@ -134,6 +135,16 @@ impl Metrics {
                 esc(mesh)
             );
         }
+        out.push_str("# HELP meshca_backend_healthy Whether an enabled backend will keep working (0: e.g. a Vault token that cannot be renewed; see the log).\n# TYPE meshca_backend_healthy gauge\n");
+        for ((mesh, backend), ok) in lock(&self.health).iter() {
+            let _ = writeln!(
+                out,
+                "meshca_backend_healthy{{mesh=\"{}\",backend=\"{}\"}} {}",
+                esc(mesh),
+                esc(backend),
+                u8::from(*ok)
+            );
+        }
         out.push_str("# HELP meshca_backend_circuit_state Circuit of a backend: 0 closed, 1 open, 2 half-open.\n# TYPE meshca_backend_circuit_state gauge\n");
         for ((mesh, backend), state) in guard.circuit_states() {
             let _ = writeln!(
@@ -186,6 +197,13 @@ impl Observer for Metrics {
 
     fn config(&self, result: &'static str) {
         self.config_reload(result);
+    }
+
+    fn backend_health(&self, by_backend: meshca::HealthReport) {
+        *lock(&self.health) = by_backend
+            .into_iter()
+            .map(|(k, problem)| (k, problem.is_none()))
+            .collect();
     }
 }
 

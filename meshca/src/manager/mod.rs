@@ -593,8 +593,29 @@ impl Manager {
         self.publish(next);
     }
 
-    /// Ends finished CA switches every `interval` and refreshes the cached trust bundles every
-    /// `bundle_refresh`. Runs until the task is dropped.
+    /// Asks every enabled backend for problems that have not failed a request yet but will (a
+    /// credential that cannot be renewed), logs each and reports all to the observer.
+    pub async fn check_health(&self) {
+        let mut report = BTreeMap::new();
+        for state in self.snapshot().values() {
+            if let Some(active) = &state.enabled {
+                let problem = active
+                    .ca
+                    .health()
+                    .await
+                    .err()
+                    .map(|e| ca_core::error_chain(&e));
+                if let Some(p) = &problem {
+                    tracing::warn!(mesh = %state.name, backend = %active.name, problem = %p, "backend will fail");
+                }
+                report.insert((state.name.to_string(), active.name.to_string()), problem);
+            }
+        }
+        self.observer.backend_health(report);
+    }
+
+    /// Ends finished CA switches and checks backends' health every `interval`, and refreshes the
+    /// cached trust bundles every `bundle_refresh`. Runs until the task is dropped.
     pub async fn run(self: Arc<Self>, interval: Duration, bundle_refresh: Duration) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -603,7 +624,10 @@ impl Manager {
         refresh.tick().await;
         loop {
             tokio::select! {
-                _ = tick.tick() => self.finish_switches().await,
+                _ = tick.tick() => {
+                    self.finish_switches().await;
+                    self.check_health().await;
+                }
                 _ = refresh.tick() => self.refresh_bundles().await,
             }
         }

@@ -19,6 +19,18 @@ static CALLS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
 static BUNDLE_CALLS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
 static KEYS: Mutex<Option<HashMap<String, Vec<String>>>> = Mutex::new(None);
 static EXTRA_ROOTS: Mutex<Option<HashMap<String, TrustBundle>>> = Mutex::new(None);
+static PROBLEMS: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+
+/// Makes `mesh`'s backend report `problem` from `health()` (`None`: healthy).
+#[allow(dead_code)]
+pub fn set_problem(mesh: &str, problem: Option<&str>) {
+    let mut p = PROBLEMS.lock().unwrap();
+    let map = p.get_or_insert_with(HashMap::new);
+    match problem {
+        Some(text) => map.insert(mesh.to_owned(), text.to_owned()),
+        None => map.remove(mesh),
+    };
+}
 
 /// From now on the upstream of `mesh` also answers `roots` in its trust bundle (its CA rotated).
 pub fn add_upstream_roots(mesh: &str, roots: TrustBundle) {
@@ -82,6 +94,20 @@ impl CertificateAuthority for Faulty {
     }
     async fn ensure(&self) -> Result<(), Error> {
         self.inner.ensure().await
+    }
+    async fn health(&self) -> Result<(), Error> {
+        let problem = PROBLEMS
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|p| p.get(&self.mesh).cloned());
+        match problem {
+            Some(reason) => Err(Error::UpstreamRefused {
+                backend: self.name().to_owned(),
+                reason,
+            }),
+            None => Ok(()),
+        }
     }
     async fn trust_bundle(&self) -> Result<TrustBundle, Error> {
         *BUNDLE_CALLS
