@@ -5,6 +5,7 @@
 
 use aws_sdk_acmpca::error::{ProvideErrorMetadata, SdkError};
 use ca_core::Error;
+use meshca_aws::answer::Answer;
 
 /// The ACM PCA operations meshca calls, and the IAM action each needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,39 +50,13 @@ pub(crate) enum Kind {
     Fatal,
 }
 
-const THROTTLING: [&str; 5] = [
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "ProvisionedThroughputExceededException",
-];
-
-/// The service's error code, the HTTP status and the raw body (moto answers IAM refusals of JSON
-/// APIs with an XML body the SDK cannot read a code from).
-fn service_parts<E: ProvideErrorMetadata>(e: &SdkError<E>) -> (Option<String>, u16, String) {
-    let code = e.code().map(str::to_owned);
-    let (status, body) = match e.raw_response() {
-        Some(r) => (
-            r.status().as_u16(),
-            r.body()
-                .bytes()
-                .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned())
-                .unwrap_or_default(),
-        ),
-        None => (0, String::new()),
-    };
-    (code, status, body)
-}
-
 pub(crate) fn classify<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Kind {
     match e {
         SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
-            let (code, status, _) = service_parts(e);
-            match code.as_deref() {
-                Some("RequestInProgressException") => Kind::InProgress,
-                Some(c) if THROTTLING.contains(&c) => Kind::Transient,
-                _ if status == 429 || status >= 500 => Kind::Transient,
+            let a = Answer::of(e);
+            match a.code.as_str() {
+                "RequestInProgressException" => Kind::InProgress,
+                _ if a.is_throttling() || a.status >= 500 => Kind::Transient,
                 _ => Kind::Fatal,
             }
         }
@@ -144,37 +119,18 @@ where
         }
         _ => return ctx.unavailable(format!("{doing}: {chain}")),
     }
-    let (code, status, body) = service_parts(e);
-    let message = e
-        .message()
-        .map(str::to_owned)
-        .or_else(|| xml_tag(&body, "Message"))
-        .unwrap_or_default();
-    let code = code
-        .or_else(|| xml_tag(&body, "Code"))
-        .unwrap_or_else(|| format!("HTTP {status}"));
-    let says = if message.is_empty() {
-        format!("AWS: {code}")
-    } else {
-        format!("AWS: {code}: {message}")
-    };
+    let a = Answer::of(e);
+    let says = a.says();
     let arn = ctx.arn;
-    match code.as_str() {
-        "AccessDenied" | "AccessDeniedException" => ctx.refused(format!(
+    match a.code.as_str() {
+        _ if a.is_access_denied() => ctx.refused(format!(
             "AWS denied {action} on {arn}: the IAM policy of the principal meshca runs as ({}) \
              must allow {action} on the CA (meshca needs {}) ({says})",
             ctx.credentials,
             ACTIONS.join(", "),
             action = op.action()
         )),
-        "UnrecognizedClientException"
-        | "InvalidClientTokenId"
-        | "SignatureDoesNotMatch"
-        | "InvalidSignatureException"
-        | "IncompleteSignature"
-        | "ExpiredToken"
-        | "ExpiredTokenException"
-        | "MissingAuthenticationToken" => ctx.refused(format!(
+        _ if a.is_bad_credentials() => ctx.refused(format!(
             "AWS rejected the credentials of {} for {doing}: check the access key and its \
              secret (or the role the default chain finds), and that they are not expired ({says})",
             ctx.credentials
@@ -201,32 +157,13 @@ where
         "MalformedCSRException" | "InvalidArgsException" | "InvalidRequestException" => {
             ctx.refused(format!("ACM PCA refused the request of {doing} ({says})"))
         }
-        c if THROTTLING.contains(&c) || status == 429 => ctx.unavailable(format!(
+        _ if a.is_throttling() => ctx.unavailable(format!(
             "{doing}: throttled by AWS after meshca's retries: lower the backend's rate limit \
              or raise the quota ({says})"
         )),
-        _ if status >= 500 => ctx.unavailable(format!("{doing} ({says})")),
-        _ if status == 403
-            && (body.contains("not authorized") || message.contains("not authorized")) =>
-        {
-            ctx.refused(format!(
-                "AWS denied {action} on {arn}: the IAM policy must allow {action} (meshca needs \
-                 {}) ({says})",
-                ACTIONS.join(", "),
-                action = op.action()
-            ))
-        }
+        _ if a.status >= 500 => ctx.unavailable(format!("{doing} ({says})")),
         _ => ctx.refused(format!("ACM PCA refused {doing} ({says})")),
     }
-}
-
-/// Text of the first `<tag>…</tag>` of an XML error body.
-fn xml_tag(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{tag}>"))? + start;
-    let v = xml[start..end].trim();
-    (!v.is_empty()).then(|| v.chars().take(512).collect())
 }
 
 #[cfg(test)]
@@ -234,15 +171,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn xml_errors_are_read() {
-        let body = "<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: x is \
-                    not authorized to perform: acm-pca:IssueCertificate</Message></Error></Errors>\
-                    </ErrorResponse>";
-        assert_eq!(xml_tag(body, "Code").as_deref(), Some("AccessDenied"));
-        assert!(xml_tag(body, "Message")
-            .unwrap()
-            .contains("acm-pca:IssueCertificate"));
-        assert_eq!(xml_tag("{}", "Code"), None);
+    fn actions_are_named() {
         assert_eq!(Op::Get.action(), "acm-pca:GetCertificate");
+        assert!(ACTIONS.contains(&Op::Describe.action().as_str()));
     }
 }

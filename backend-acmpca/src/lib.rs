@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_sdk_acmpca::config::retry::RetryConfig;
 use aws_sdk_acmpca::error::{ProvideErrorMetadata, SdkError};
@@ -41,6 +41,7 @@ use ca_core::{
     BackendName, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore, SourcePolicy,
     TrustBundle, UncheckedCertificate, Violations,
 };
+use meshca_aws::behavior_version;
 use rustls_pki_types::CertificateDer;
 
 pub use crate::errors::ACTIONS;
@@ -57,12 +58,6 @@ pub const DESCRIBE_TTL: Duration = Duration::from_secs(300);
 
 /// ACM PCA's longest `IdempotencyToken`.
 const MAX_IDEMPOTENCY_TOKEN: usize = 36;
-
-/// The AWS SDK behavior version meshca is written and tested against (pinned: a newer one may
-/// change defaults such as retries or timeouts).
-pub fn behavior_version() -> BehaviorVersion {
-    BehaviorVersion::v2026_01_12()
-}
 
 /// Timeouts and lifetime of one backend.
 #[derive(Clone, Copy, Debug)]

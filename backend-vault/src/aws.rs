@@ -57,7 +57,8 @@ impl AwsLogin {
     pub(crate) async fn payload(&self) -> Result<Value, String> {
         let sdk = self
             .sdk
-            .get_or_init(|| aws_config::defaults(BehaviorVersion::latest()).load())
+            // Pinned, as meshca-aws pins it: a newer one may change credential defaults.
+            .get_or_init(|| aws_config::defaults(BehaviorVersion::v2026_01_12()).load())
             .await;
         let provider = sdk
             .credentials_provider()

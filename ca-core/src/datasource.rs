@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use crate::secret::SecretBytes;
 use crate::Error;
 
 /// Where a value comes from, as Kuma writes it in a Mesh (`secret`, `file`, `inline`,
-/// `inlineString`) plus meshca's `env`.
+/// `inlineString`) plus meshca's `env` and `awsSecretsManager`.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DataSource {
@@ -27,6 +28,8 @@ pub enum DataSource {
     InlineString(SecretBytes),
     /// An environment variable of the control plane (meshca extension).
     Env(String),
+    /// A secret in AWS Secrets Manager, or one field of its JSON (meshca extension).
+    AwsSecretsManager(AwsSecretRef),
 }
 
 impl fmt::Debug for DataSource {
@@ -57,6 +60,7 @@ impl DataSource {
             Self::Inline(_) => "inline value".into(),
             Self::InlineString(_) => "inlineString value".into(),
             Self::Env(v) => format!("env {v}"),
+            Self::AwsSecretsManager(r) => r.to_string(),
         }
     }
 
@@ -112,6 +116,24 @@ impl DataSource {
                     None => return Err(self.refused(CANNOT_BE_USED.into())),
                 }
             }
+            Self::AwsSecretsManager(r) => {
+                let client = policy.check_aws().map_err(|reason| self.refused(reason))?;
+                let whole = client
+                    .secret_value(&r.secret_id, policy.max_bytes, policy.timeout)
+                    .await
+                    .map_err(|e| Error::DataSource {
+                        source_desc: self.describe(),
+                        reason: e.reason,
+                        source: e.source,
+                    })?;
+                if whole.len() > policy.max_bytes {
+                    return Err(self.refused(format!("is larger than {} bytes", policy.max_bytes)));
+                }
+                match &r.key {
+                    Some(key) => json_field(whole.expose(), key).map_err(|e| self.refused(e))?,
+                    None => whole,
+                }
+            }
         };
         if value.len() > policy.max_bytes {
             return Err(self.refused(format!("is larger than {} bytes", policy.max_bytes)));
@@ -144,6 +166,7 @@ const CANNOT_BE_USED: &str =
 pub struct SourcePolicy {
     files: FileAccess,
     env: EnvAccess,
+    aws: Option<Arc<dyn AwsSecretsManager>>,
     /// Largest value any source may produce.
     pub max_bytes: usize,
     /// How long a file read may take.
@@ -174,6 +197,7 @@ impl SourcePolicy {
         Self {
             files: FileAccess::Any,
             env: EnvAccess::Any,
+            aws: None,
             max_bytes: Self::MAX_BYTES,
             timeout: Self::TIMEOUT,
         }
@@ -200,9 +224,33 @@ impl SourcePolicy {
         Ok(Self {
             files: FileAccess::Within(dir),
             env: EnvAccess::Only(env_vars),
+            aws: None,
             max_bytes: Self::MAX_BYTES,
             timeout: Self::TIMEOUT,
         })
+    }
+
+    /// Resolves `awsSecretsManager` sources with `client` (with the control plane's AWS
+    /// credentials). Without it they are refused. A Mesh from the network should not get one:
+    /// it would read whatever those credentials can.
+    #[must_use]
+    pub fn with_aws_secrets_manager(mut self, client: Arc<dyn AwsSecretsManager>) -> Self {
+        self.aws = Some(client);
+        self
+    }
+
+    fn check_aws(&self) -> Result<&dyn AwsSecretsManager, String> {
+        match (&self.aws, &self.files) {
+            (Some(c), _) => Ok(c.as_ref()),
+            (None, FileAccess::Within(_)) => Err(
+                "awsSecretsManager data sources are not allowed in a Mesh sent to the server (they would read with the server's AWS credentials; use secret, inline or inlineString)"
+                    .into(),
+            ),
+            (None, FileAccess::Any) => Err(
+                "this meshca reads no AWS Secrets Manager secrets (it was built without the `aws-secrets-manager` feature, or the control plane gave it no client)"
+                    .into(),
+            ),
+        }
     }
 
     /// The directory `file:` sources must stay in, when restricted.
@@ -255,6 +303,145 @@ impl SourcePolicy {
                 "env data sources are not allowed in a Mesh sent to the server (use secret, inline or inlineString, or start the server with --allow-env-source VAR)"
                     .into(),
             ),
+        }
+    }
+}
+
+/// The longest `secretId` accepted (an ARN is at most 2048 characters).
+pub const MAX_SECRET_ID: usize = 2048;
+/// The longest JSON field name `key` accepted.
+pub const MAX_JSON_KEY: usize = 256;
+
+/// An `awsSecretsManager` data source: a secret's name or ARN, and optionally the field of its
+/// JSON `SecretString` to use (`{"cert": "..."}` with `key: cert`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AwsSecretRef {
+    secret_id: String,
+    key: Option<String>,
+}
+
+impl AwsSecretRef {
+    /// A reference to `secret_id` (name or ARN), the whole value or its JSON field `key`.
+    ///
+    /// # Errors
+    /// `("secretId" | "key", reason)` naming what is wrong.
+    pub fn new(secret_id: &str, key: Option<&str>) -> Result<Self, (&'static str, String)> {
+        let id = secret_id.trim();
+        if id.is_empty() {
+            return Err(("secretId", "must not be empty".into()));
+        }
+        if id.len() > MAX_SECRET_ID {
+            return Err((
+                "secretId",
+                format!("is longer than {MAX_SECRET_ID} characters"),
+            ));
+        }
+        // Secrets Manager names: letters, digits and /_+=.@- ; ARNs add ':'.
+        if let Some(c) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "/_+=.@-:".contains(*c)))
+        {
+            return Err((
+                "secretId",
+                format!(
+                    "must be a Secrets Manager secret name or ARN (letters, digits and /_+=.@-:), \
+                     found {c:?}"
+                ),
+            ));
+        }
+        let key = match key {
+            None => None,
+            Some("") => return Err(("key", "must not be empty".into())),
+            Some(k) if k.len() > MAX_JSON_KEY => {
+                return Err(("key", format!("is longer than {MAX_JSON_KEY} characters")))
+            }
+            Some(k) => Some(k.to_owned()),
+        };
+        Ok(Self {
+            secret_id: id.to_owned(),
+            key,
+        })
+    }
+
+    /// The secret's name or ARN.
+    pub fn secret_id(&self) -> &str {
+        &self.secret_id
+    }
+
+    /// The JSON field used, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+}
+
+impl fmt::Display for AwsSecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "awsSecretsManager {}", self.secret_id)?;
+        if let Some(k) = &self.key {
+            write!(f, " key {k:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for AwsSecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why an external secret could not be read; the message must not contain its value.
+#[derive(Debug)]
+pub struct FetchError {
+    /// What went wrong and what to do about it.
+    pub reason: String,
+    /// The client library's error.
+    pub source: Option<crate::BoxError>,
+}
+
+/// Reads AWS Secrets Manager secrets for `awsSecretsManager` data sources. ca-core has no AWS
+/// client: the `datasource-aws` crate implements this, and [`SourcePolicy::with_aws_secrets_manager`]
+/// hands it to resolution.
+#[async_trait]
+pub trait AwsSecretsManager: fmt::Debug + Send + Sync {
+    /// The current value of `secret_id` (a name or ARN): its `SecretString`, else its
+    /// `SecretBinary`; at most `max_bytes`, within `timeout`.
+    ///
+    /// # Errors
+    /// A [`FetchError`] saying why (missing, access denied with the IAM action to allow,
+    /// unreachable, too large).
+    async fn secret_value(
+        &self,
+        secret_id: &str,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<SecretBytes, FetchError>;
+}
+
+/// The string field `key` of a JSON object (a Secrets Manager `SecretString` such as
+/// `{"cert": "-----BEGIN ..."}`). Messages name fields, never values.
+fn json_field(value: &[u8], key: &str) -> Result<SecretBytes, String> {
+    let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(value)
+    else {
+        return Err(format!(
+            "is not a JSON object, so `key: {key}` cannot pick a field of it (drop `key` to use \
+             the whole secret)"
+        ));
+    };
+    match map.get(key) {
+        Some(serde_json::Value::String(s)) => Ok(SecretBytes::new(s.as_bytes().to_vec())),
+        Some(_) => Err(format!("field {key:?} of its JSON is not a string")),
+        None => {
+            let mut names: Vec<&str> = map.keys().map(String::as_str).take(10).collect();
+            names.sort_unstable();
+            Err(format!(
+                "its JSON has no field {key:?} (it has: {})",
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ))
         }
     }
 }
@@ -511,6 +698,108 @@ mod tests {
         assert!(
             err.to_string().contains("env data sources are not allowed"),
             "{err}"
+        );
+    }
+
+    /// Secrets Manager as far as ca-core sees it: a map from secret id to value.
+    #[derive(Debug)]
+    struct Secrets(Vec<(&'static str, &'static str)>);
+
+    #[async_trait]
+    impl AwsSecretsManager for Secrets {
+        async fn secret_value(
+            &self,
+            secret_id: &str,
+            _max_bytes: usize,
+            _timeout: Duration,
+        ) -> Result<SecretBytes, FetchError> {
+            self.0
+                .iter()
+                .find(|(id, _)| *id == secret_id)
+                .map(|(_, v)| SecretBytes::from(*v))
+                .ok_or_else(|| FetchError {
+                    reason: "not found".into(),
+                    source: None,
+                })
+        }
+    }
+
+    #[test]
+    fn aws_secrets_pick_json_fields_and_name_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirectorySecretStore::new(dir.path()).unwrap();
+        let mesh = MeshName::new("default").unwrap();
+        let client = Arc::new(Secrets(vec![
+            ("kongcp1-crt", r#"{"cert": "CERT-PEM", "n": 1}"#),
+            ("plain", "TOKEN"),
+        ]));
+        let policy = SourcePolicy::local().with_aws_secrets_manager(client.clone());
+        let src = |id: &str, key: Option<&str>| {
+            DataSource::AwsSecretsManager(AwsSecretRef::new(id, key).unwrap())
+        };
+        let resolve = |s: DataSource, p: &SourcePolicy| block_on(s.resolve(&mesh, &store, p));
+
+        let cert = resolve(src("kongcp1-crt", Some("cert")), &policy).unwrap();
+        assert_eq!(cert.expose(), b"CERT-PEM");
+        assert_eq!(
+            resolve(src("plain", None), &policy).unwrap().expose(),
+            b"TOKEN"
+        );
+
+        let err = resolve(src("kongcp1-crt", Some("key")), &policy).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data source awsSecretsManager kongcp1-crt key \"key\": its JSON has no field \"key\" (it has: cert, n)"
+        );
+        let err = resolve(src("kongcp1-crt", Some("n")), &policy).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("field \"n\" of its JSON is not a string"),
+            "{err}"
+        );
+        let err = resolve(src("plain", Some("cert")), &policy).unwrap_err();
+        assert!(err.to_string().contains("is not a JSON object"), "{err}");
+        assert!(!err.to_string().contains("TOKEN"), "{err}");
+        let err = resolve(src("absent", None), &policy).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data source awsSecretsManager absent: not found"
+        );
+
+        // Capped like every source.
+        let mut small = policy.clone();
+        small.max_bytes = 3;
+        let err = resolve(src("plain", None), &small).unwrap_err();
+        assert!(err.to_string().contains("larger than 3 bytes"), "{err}");
+
+        // Without a client: refused, and for a Mesh from the network refused by policy.
+        let err = resolve(src("plain", None), &SourcePolicy::local()).unwrap_err();
+        assert!(err.to_string().contains("aws-secrets-manager"), "{err}");
+        let remote = SourcePolicy::remote(None, vec![]).unwrap();
+        let err = resolve(src("plain", None), &remote).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not allowed in a Mesh sent to the server"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn aws_secret_refs_are_checked() {
+        assert!(
+            AwsSecretRef::new("arn:aws:secretsmanager:eu-west-1:1:secret:a/b-x1Yz", None).is_ok()
+        );
+        assert_eq!(AwsSecretRef::new(" ", None).unwrap_err().0, "secretId");
+        assert_eq!(AwsSecretRef::new("a b", None).unwrap_err().0, "secretId");
+        assert_eq!(
+            AwsSecretRef::new(&"a".repeat(3000), None).unwrap_err().0,
+            "secretId"
+        );
+        assert_eq!(AwsSecretRef::new("a", Some("")).unwrap_err().0, "key");
+        let r = AwsSecretRef::new("kongcp1-key", Some("key")).unwrap();
+        assert_eq!(
+            format!("{r:?}"),
+            "awsSecretsManager kongcp1-key key \"key\""
         );
     }
 

@@ -36,7 +36,9 @@ pub(crate) mod test_util;
 
 pub use authority::CertificateAuthority;
 pub use bundle::{ChainUsage, TrustBundle};
-pub use datasource::{Created, DataSource, SecretStore, SourcePolicy};
+pub use datasource::{
+    AwsSecretRef, AwsSecretsManager, Created, DataSource, FetchError, SecretStore, SourcePolicy,
+};
 pub use duration::KumaDuration;
 pub use error::{echo, error_chain, BoxError, Error, Violation, Violations, ECHO_LIMIT};
 pub use identity::Identity;

@@ -58,3 +58,18 @@ pub use manager::{
 };
 pub use registry::{BuildContext, BuildFuture, Built, Constructor, Registry};
 pub use rotation::{Rotated, RotationPolicy, RotationReason, Scheduler, Watch, WatchReceiver};
+
+/// [`SourcePolicy::local`] with every data source this build can reach: with the
+/// `aws-secrets-manager` feature, `awsSecretsManager` sources read through the default AWS
+/// credential chain ([`meshca_aws::SecretsManager`]). For configuration the operator wrote;
+/// a Mesh from the network gets [`SourcePolicy::remote`], which reads no AWS secrets.
+pub fn local_sources() -> SourcePolicy {
+    let policy = SourcePolicy::local();
+    #[cfg(feature = "aws-secrets-manager")]
+    let policy =
+        policy.with_aws_secrets_manager(std::sync::Arc::new(meshca_aws::SecretsManager::new()));
+    policy
+}
+
+#[cfg(feature = "aws-secrets-manager")]
+pub use meshca_aws;

@@ -197,6 +197,17 @@ impl Peer {
     /// Builds the backend from `yaml` as the registry does, with `sdk` for endpoint (and
     /// credentials, unless the YAML has `auth.awsCredentials`).
     pub async fn build(yaml: &str, lifetime: Duration, sdk: SdkConfig) -> Result<AcmpcaCa, Error> {
+        Self::build_with(yaml, lifetime, Some(sdk), &SourcePolicy::local()).await
+    }
+
+    /// [`build`](Self::build) with data sources resolved under `sources`; without `sdk` the
+    /// backend loads the default AWS config (credential chain, `AWS_ENDPOINT_URL_ACM_PCA`).
+    pub async fn build_with(
+        yaml: &str,
+        lifetime: Duration,
+        sdk: Option<SdkConfig>,
+        sources: &SourcePolicy,
+    ) -> Result<AcmpcaCa, Error> {
         let mesh = Mesh::from_yaml(yaml)?;
         let backend = mesh.enabled_backend().expect("enabled backend");
         let BackendConf::Acmpca(conf) = &backend.conf else {
@@ -214,10 +225,13 @@ impl Peer {
                 lifetime,
             ),
             &store,
-            &SourcePolicy::local(),
+            sources,
         )
         .await?;
-        Ok(ca.with_aws_sdk_config(sdk))
+        Ok(match sdk {
+            Some(sdk) => ca.with_aws_sdk_config(sdk),
+            None => ca,
+        })
     }
 }
 

@@ -12,8 +12,7 @@ use std::time::Duration;
 use backend_vault::{Timing, VaultCa};
 use ca_core::config::{BackendConf, Mesh, DEFAULT_DP_CERT_EXPIRATION};
 use ca_core::{validate, OverlaySecretStore, SourcePolicy};
-use meshca_peers::moto::{form_encode, xml_value, ACCOUNT_ID};
-use meshca_peers::{AwsKey, PodIdentityEndpoint};
+use meshca_peers::PodIdentityEndpoint;
 use meshca_tests::checks::mesh;
 use meshca_tests::vault::{chain, Auth, Peer, Role};
 use serde_json::json;
@@ -84,48 +83,9 @@ async fn aws_login_with_the_default_credential_chain() {
 
     // An IAM role the pod's service account is associated with, assumed for temporary keys
     // (what the Pod Identity agent hands out).
-    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"pods.eks.amazonaws.com","AWS":"*"},"Action":["sts:AssumeRole","sts:TagSession"]}]}"#;
-    let (s, body) = moto
-        .query(
-            moto.admin(),
-            "iam",
-            &format!(
-                "Action=CreateRole&Version=2010-05-08&RoleName=meshca-pod&AssumeRolePolicyDocument={}",
-                form_encode(trust)
-            ),
-        )
-        .await;
-    assert_eq!(s, 200, "{body}");
     let allow = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:GetCallerIdentity","Resource":"*"}]}"#;
-    let (s, body) = moto
-        .query(
-            moto.admin(),
-            "iam",
-            &format!(
-                "Action=PutRolePolicy&Version=2010-05-08&RoleName=meshca-pod&PolicyName=whoami&PolicyDocument={}",
-                form_encode(allow)
-            ),
-        )
-        .await;
-    assert_eq!(s, 200, "{body}");
-    let role_arn = format!("arn:aws:iam::{ACCOUNT_ID}:role/meshca-pod");
-    let (s, body) = moto
-        .query(
-            moto.admin(),
-            "sts",
-            &format!(
-                "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName=eks-pod",
-                form_encode(&role_arn)
-            ),
-        )
-        .await;
-    assert_eq!(s, 200, "{body}");
-    let temp = AwsKey {
-        access_key_id: xml_value(&body, "AccessKeyId").unwrap(),
-        secret_access_key: xml_value(&body, "SecretAccessKey").unwrap(),
-        arn: role_arn.clone(),
-    };
-    let session = xml_value(&body, "SessionToken").unwrap();
+    let (temp, session) = moto.assume_role_with_policy("meshca-pod", allow).await;
+    let role_arn = temp.arn.clone();
     let agent = PodIdentityEndpoint::start_with_session(temp, Some(session), "pod-sa-token").await;
     peer.vault
         .write(

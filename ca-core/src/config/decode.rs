@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_yaml::{Mapping, Value};
 
-use crate::datasource::DataSource;
+use crate::datasource::{AwsSecretRef, DataSource};
 use crate::duration::KumaDuration;
 use crate::error::Violations;
 use crate::name::SecretName;
@@ -208,33 +208,47 @@ impl<'a> Fields<'a> {
             .collect()
     }
 
-    /// A data source (`secret`, `file`, `inline`, `inlineString`, `env`).
+    /// A data source (`secret`, `file`, `inline`, `inlineString`, `env`, `awsSecretsManager`).
     pub(crate) fn data_source(&mut self, key: &'a str, v: &mut Violations) -> Option<DataSource> {
+        const SOURCES: [&str; 6] = [
+            "secret",
+            "file",
+            "inline",
+            "inlineString",
+            "env",
+            "awsSecretsManager",
+        ];
         let at = self.at(key);
         let mut f = self.obj(key, v)?;
-        let chosen: Vec<&str> = ["secret", "file", "inline", "inlineString", "env"]
-            .into_iter()
-            .filter(|k| f.has(k))
-            .collect();
+        let chosen: Vec<&'static str> = SOURCES.into_iter().filter(|k| f.has(k)).collect();
         let result = match chosen.as_slice() {
             [] => {
                 // `secret: null` and friends count as absent (Kuma: only "has to be chosen"),
                 // not as unknown fields.
-                f.ignore(&["secret", "file", "inline", "inlineString", "env"]);
+                f.ignore(&SOURCES);
                 v.add(
                     &at,
-                    "data source has to be chosen. Available sources: secret, file, inline, inlineString, env",
+                    "data source has to be chosen. Available sources: secret, file, inline, inlineString, env, awsSecretsManager",
                 );
                 None
             }
+            ["awsSecretsManager"] => {
+                let field = f.at("awsSecretsManager");
+                f.obj("awsSecretsManager", v).and_then(|mut o| {
+                    let id = o.required_str("secretId", v);
+                    let key = o.str("key", v);
+                    let got = id.and_then(|id| {
+                        AwsSecretRef::new(&id, key.as_deref())
+                            .map(DataSource::AwsSecretsManager)
+                            .map_err(|(name, reason)| v.add(format!("{field}.{name}"), reason))
+                            .ok()
+                    });
+                    o.finish(v);
+                    got
+                })
+            }
             [one] => {
-                let one: &'static str = match *one {
-                    "secret" => "secret",
-                    "file" => "file",
-                    "inline" => "inline",
-                    "inlineString" => "inlineString",
-                    _ => "env",
-                };
+                let one: &'static str = one;
                 let s = f.required_str(one, v);
                 s.and_then(|s| {
                     let field = f.at(one);
@@ -255,7 +269,7 @@ impl<'a> Fields<'a> {
                 })
             }
             many => {
-                f.ignore(&["secret", "file", "inline", "inlineString", "env"]);
+                f.ignore(&SOURCES);
                 v.add(
                     &at,
                     format!(

@@ -359,7 +359,7 @@ fn data_source_rules() {
     };
     assert_eq!(
         violations(&provided("        {}\n")),
-        ["mtls.backends[0].conf.cert: data source has to be chosen. Available sources: secret, file, inline, inlineString, env"]
+        ["mtls.backends[0].conf.cert: data source has to be chosen. Available sources: secret, file, inline, inlineString, env, awsSecretsManager"]
     );
     assert_eq!(
         violations(&provided("        secret: a\n        file: b\n")),
@@ -678,6 +678,37 @@ fn kuma_dp_cert_expiration_format_and_zero() {
 }
 
 #[test]
+fn aws_secrets_manager_sources() {
+    let provided = |cert: &str| {
+        universal(&format!(
+            "  - name: ca-1\n    type: provided\n    conf:\n      cert:\n{cert}      key:\n        awsSecretsManager: {{secretId: kongcp1-key, key: key}}\n"
+        ))
+    };
+    let ok = provided(
+        "        awsSecretsManager:\n          secretId: arn:aws:secretsmanager:eu-west-1:123456789012:secret:kongcp1-crt-AbCdEf\n          key: cert\n",
+    );
+    let mesh = Mesh::from_yaml(&ok).unwrap();
+    assert!(format!("{mesh:?}").contains("awsSecretsManager kongcp1-key key \"key\""));
+    assert_eq!(
+        violations(&provided("        awsSecretsManager: {key: cert}\n")),
+        ["mtls.backends[0].conf.cert.awsSecretsManager.secretId: cannot be empty"]
+    );
+    assert_eq!(
+        violations(&provided(
+            "        awsSecretsManager: {secretId: 'a b', keys: cert}\n"
+        )),
+        [
+            "mtls.backends[0].conf.cert.awsSecretsManager.secretId: must be a Secrets Manager secret name or ARN (letters, digits and /_+=.@-:), found ' '",
+            "mtls.backends[0].conf.cert.awsSecretsManager.keys: unknown field",
+        ]
+    );
+    assert_eq!(
+        violations(&provided("        awsSecretsManager: x\n")),
+        ["mtls.backends[0].conf.cert.awsSecretsManager: must be an object, not a string"]
+    );
+}
+
+#[test]
 fn kuma_provided_data_source_edges() {
     let provided = |conf: &str| {
         universal(&format!(
@@ -685,7 +716,7 @@ fn kuma_provided_data_source_edges() {
         ))
     };
     let chosen =
-        "data source has to be chosen. Available sources: secret, file, inline, inlineString, env";
+        "data source has to be chosen. Available sources: secret, file, inline, inlineString, env, awsSecretsManager";
     // "config without data source"
     assert_eq!(
         violations(&provided("      cert: {}\n      key: {}\n")),

@@ -39,7 +39,7 @@ pub(super) async fn issue_local(
         Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
     let built = Registry::new()
         .build(
-            &BuildContext::new(store, ca_core::SourcePolicy::local()),
+            &BuildContext::new(store, meshca::local_sources()),
             &mesh.name,
             index,
             backend,
@@ -122,7 +122,7 @@ pub(super) async fn validate(a: ValidateArgs) -> Result<(), AppError> {
         let r = crate::api::wire::validation(
             mesh,
             manager
-                .validate(mesh, ca_core::SourcePolicy::local(), !a.no_test_cert)
+                .validate(mesh, meshca::local_sources(), !a.no_test_cert)
                 .await,
         );
         if r.ok {

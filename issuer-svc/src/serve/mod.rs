@@ -48,7 +48,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::default());
     let manager = Arc::new(
         Manager::builder(Registry::new(), store)
-            .sources(SourcePolicy::local())
+            .sources(meshca::local_sources())
             .limits(
                 Limits::default()
                     .with_concurrency(a.max_concurrent_issues)

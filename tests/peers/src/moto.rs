@@ -339,4 +339,44 @@ impl Moto {
             arn,
         }
     }
+
+    /// Creates IAM role `role` (trusted by EKS Pod Identity's `pods.eks.amazonaws.com`) with
+    /// the inline `policy_json`, and assumes it as the admin: the temporary key and session
+    /// token a Pod Identity agent hands a pod.
+    pub async fn assume_role_with_policy(&self, role: &str, policy_json: &str) -> (AwsKey, String) {
+        let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"pods.eks.amazonaws.com","AWS":"*"},"Action":["sts:AssumeRole","sts:TagSession"]}]}"#;
+        self.iam(format!(
+            "Action=CreateRole&Version=2010-05-08&RoleName={}&AssumeRolePolicyDocument={}",
+            form_encode(role),
+            form_encode(trust)
+        ))
+        .await;
+        self.iam(format!(
+            "Action=PutRolePolicy&Version=2010-05-08&RoleName={}&PolicyName=inline&PolicyDocument={}",
+            form_encode(role),
+            form_encode(policy_json)
+        ))
+        .await;
+        let role_arn = format!("arn:aws:iam::{ACCOUNT_ID}:role/{role}");
+        let (status, body) = self
+            .query(
+                &self.admin,
+                "sts",
+                &format!(
+                    "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName=eks-pod",
+                    form_encode(&role_arn)
+                ),
+            )
+            .await;
+        assert_eq!(status, 200, "moto AssumeRole: {body}");
+        let key = AwsKey {
+            access_key_id: xml_value(&body, "AccessKeyId").expect("access key id"),
+            secret_access_key: xml_value(&body, "SecretAccessKey").expect("secret"),
+            arn: role_arn,
+        };
+        (
+            key,
+            xml_value(&body, "SessionToken").expect("session token"),
+        )
+    }
 }
