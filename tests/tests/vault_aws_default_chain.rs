@@ -12,7 +12,7 @@ use std::time::Duration;
 use backend_vault::{Timing, VaultCa};
 use ca_core::config::{BackendConf, Mesh, DEFAULT_DP_CERT_EXPIRATION};
 use ca_core::{validate, OverlaySecretStore, SourcePolicy};
-use meshca_peers::PodIdentityEndpoint;
+use meshca_peers::{isolate_aws_env, PodIdentityEndpoint};
 use meshca_tests::checks::mesh;
 use meshca_tests::vault::{chain, Auth, Peer, Role};
 use serde_json::json;
@@ -42,29 +42,7 @@ async fn build(yaml: &str) -> VaultCa {
 }
 
 fn clear_aws_env() {
-    for var in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_ROLE_ARN",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-        "AWS_ENDPOINT_URL",
-    ] {
-        std::env::remove_var(var);
-    }
-    // Nothing from this machine's files or instance metadata.
-    std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/meshca-test-aws-config");
-    std::env::set_var(
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "/nonexistent/meshca-test-aws-credentials",
-    );
-    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    std::env::set_var("AWS_REGION", "us-east-1");
+    isolate_aws_env("us-east-1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

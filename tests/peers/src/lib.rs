@@ -12,5 +12,5 @@ pub mod pod_identity;
 pub mod vault;
 
 pub use moto::{AwsKey, Moto};
-pub use pod_identity::PodIdentityEndpoint;
+pub use pod_identity::{isolate_aws_env, PodIdentityEndpoint};
 pub use vault::{RequestLog, VaultOptions, VaultServer};

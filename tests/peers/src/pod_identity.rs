@@ -172,3 +172,34 @@ impl PodIdentityEndpoint {
         self.requests.load(Ordering::SeqCst)
     }
 }
+
+/// Makes the process environment a pod's with nothing but `region`: every AWS credential and
+/// endpoint variable removed, shared config files pointed at nothing, instance metadata off.
+/// For single-test binaries that exercise the default AWS credential chain.
+pub fn isolate_aws_env(region: &str) {
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_STS",
+        "AWS_ENDPOINT_URL_ACM_PCA",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    ] {
+        std::env::remove_var(var);
+    }
+    std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/meshca-test-aws-config");
+    std::env::set_var(
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/meshca-test-aws-credentials",
+    );
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    std::env::set_var("AWS_REGION", region);
+}
