@@ -13,7 +13,8 @@
 //!   chain (environment, profile, web identity, EKS Pod Identity / container credentials, IMDS).
 //!   The region is the ARN's; the endpoint the SDKs' `AWS_ENDPOINT_URL_ACM_PCA` /
 //!   `AWS_ENDPOINT_URL`.
-//! - The trust bundle is `caCert`.
+//! - The trust bundle is `caCert`, or, without it, the root of
+//!   `GetCertificateAuthorityCertificate` (cached for [`BUNDLE_TTL`]).
 //! - AWS errors become messages that say what to fix (the IAM action a policy lacks, a CA that is
 //!   not `ACTIVE`, an ARN of another region).
 
@@ -55,6 +56,9 @@ pub const END_ENTITY_TEMPLATE: &str = "arn:aws:acm-pca:::template/EndEntityCerti
 
 /// How long `DescribeCertificateAuthority` (the CA's key algorithm and status) is reused.
 pub const DESCRIBE_TTL: Duration = Duration::from_secs(300);
+
+/// How long a trust bundle fetched with `GetCertificateAuthorityCertificate` is reused.
+pub const BUNDLE_TTL: Duration = Duration::from_secs(300);
 
 /// ACM PCA's longest `IdempotencyToken`.
 const MAX_IDEMPOTENCY_TOKEN: usize = 36;
@@ -129,7 +133,11 @@ struct CaInfo {
 pub struct AcmpcaCa {
     name: String,
     arn: Arn,
-    bundle: TrustBundle,
+    /// `caCert`, when configured.
+    configured: Option<TrustBundle>,
+    /// Else the CA's chain as fetched, and when.
+    fetched: Mutex<Option<(TrustBundle, Instant)>>,
+    bundle_gate: tokio::sync::Mutex<()>,
     credentials: Option<Credentials>,
     sdk: Option<SdkConfig>,
     client: tokio::sync::OnceCell<aws_sdk_acmpca::Client>,
@@ -144,6 +152,14 @@ impl fmt::Debug for AcmpcaCa {
             .field("name", &self.name)
             .field("arn", &self.arn.text)
             .field("credentials", &self.credentials_source())
+            .field(
+                "trust_bundle",
+                &if self.configured.is_some() {
+                    "caCert"
+                } else {
+                    "GetCertificateAuthorityCertificate"
+                },
+            )
             .field("rate_limit", &self.bucket.limit())
             .finish_non_exhaustive()
     }
@@ -152,7 +168,7 @@ impl fmt::Debug for AcmpcaCa {
 impl AcmpcaCa {
     /// Builds the backend `name` of `mesh` from its `conf`; `at` is the path of `conf` in the
     /// Mesh (violations are reported under it). `caCert` and `auth.awsCredentials` are read once
-    /// here, as `sources` allows. AWS is not contacted: the first request is.
+    /// here, as `sources` allows. ACM PCA is not contacted: the first request is.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming each unusable field; data source errors.
@@ -175,16 +191,16 @@ impl AcmpcaCa {
                 None
             }
         };
-        let ca_pem = conf.ca_cert.resolve(mesh, store, sources).await?;
-        let bundle = match anchors_of(ca_pem.expose())
-            .and_then(|a| TrustBundle::new(a).map_err(|e| e.to_string()))
-        {
-            Ok(b) => Some(b),
-            Err(e) => {
-                v.add(field("caCert"), format!("{} {e}", conf.ca_cert.describe()));
-                None
+        let mut configured = None;
+        if let Some(source) = &conf.ca_cert {
+            let ca_pem = source.resolve(mesh, store, sources).await?;
+            match anchors_of(ca_pem.expose())
+                .and_then(|a| TrustBundle::new(a).map_err(|e| e.to_string()))
+            {
+                Ok(b) => configured = Some(b),
+                Err(e) => v.add(field("caCert"), format!("{} {e}", source.describe())),
             }
-        };
+        }
         let mut credentials = None;
         if let Some(c) = &conf.credentials {
             let key = c.access_key.resolve(mesh, store, sources).await?;
@@ -219,17 +235,16 @@ impl AcmpcaCa {
                 }
             }
         }
-        let (Some(arn), Some(bundle)) = (arn, bundle) else {
+        let Some(arn) = arn.filter(|_| v.is_empty()) else {
             return Err(Error::InvalidConfig(v));
         };
-        if !v.is_empty() {
-            return Err(Error::InvalidConfig(v));
-        }
         let bucket = limit::shared_bucket(&arn.text, DEFAULT_RATE_LIMIT);
         Ok(Self {
             name: name.to_string(),
             arn,
-            bundle,
+            configured,
+            fetched: Mutex::new(None),
+            bundle_gate: tokio::sync::Mutex::new(()),
             credentials,
             sdk: None,
             client: tokio::sync::OnceCell::new(),
@@ -466,34 +481,62 @@ impl AcmpcaCa {
         Ok(UncheckedCertificate::new(chain))
     }
 
-    /// `caCert` must be the root of the CA's chain (`GetCertificateAuthorityCertificate`).
-    async fn check_ca_cert(&self) -> Result<(), Error> {
-        let client = self.client().await;
-        let out = self
-            .call(Op::GetCaCertificate, false, false, || {
+    /// The roots of the CA's chain (`GetCertificateAuthorityCertificate`: its certificate and
+    /// chain), bounded by `rootChain.requestTimeout`.
+    async fn ca_anchors(&self) -> Result<Vec<CertificateDer<'static>>, Error> {
+        let timeout = self.timing.root_chain_timeout;
+        let fetch = async {
+            let client = self.client().await;
+            self.call(Op::GetCaCertificate, false, false, || {
                 client
                     .get_certificate_authority_certificate()
                     .certificate_authority_arn(&self.arn.text)
                     .send()
             })
-            .await?;
+            .await
+        };
+        let out =
+            tokio::time::timeout(timeout, fetch)
+                .await
+                .map_err(|_| Error::DeadlineExceeded {
+                    operation: format!(
+                        "backend `{}`: GetCertificateAuthorityCertificate of {}",
+                        self.name, self.arn.text
+                    ),
+                    timeout,
+                })??;
         let mut pem = out.certificate().unwrap_or_default().to_owned();
         pem.push('\n');
         pem.push_str(out.certificate_chain().unwrap_or_default());
-        let top = anchors_of(pem.as_bytes()).map_err(|e| {
+        anchors_of(pem.as_bytes()).map_err(|e| {
             self.ctx()
                 .refused(format!("the certificate of CA {}: {e}", self.arn.text))
-        })?;
-        if top.iter().any(|c| self.bundle.certs().contains(c)) {
+        })
+    }
+
+    /// `caCert` must be the root of the CA's chain.
+    async fn check_ca_cert(&self, configured: &TrustBundle) -> Result<(), Error> {
+        let top = self.ca_anchors().await?;
+        if top.iter().any(|c| configured.certs().contains(c)) {
             Ok(())
         } else {
             Err(self.ctx().refused(format!(
                 "caCert is not the root of certificate authority {}: set it to the last \
                  certificate of `aws acm-pca get-certificate-authority-certificate \
-                 --certificate-authority-arn {} --region {}` (the root)",
+                 --certificate-authority-arn {} --region {}` (the root), or leave caCert out to \
+                 take it from there",
                 self.arn.text, self.arn.text, self.arn.region
             )))
         }
+    }
+
+    fn cached_bundle(&self) -> Option<TrustBundle> {
+        self.fetched
+            .lock()
+            .ok()?
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < BUNDLE_TTL)
+            .map(|(b, _)| b.clone())
     }
 }
 
@@ -504,7 +547,33 @@ impl CertificateAuthority for AcmpcaCa {
     }
 
     async fn trust_bundle(&self) -> Result<TrustBundle, Error> {
-        Ok(self.bundle.clone())
+        if let Some(b) = &self.configured {
+            return Ok(b.clone());
+        }
+        if let Some(b) = self.cached_bundle() {
+            return Ok(b);
+        }
+        let _gate = self.bundle_gate.lock().await;
+        if let Some(b) = self.cached_bundle() {
+            return Ok(b);
+        }
+        self.refresh_trust_bundle().await
+    }
+
+    async fn refresh_trust_bundle(&self) -> Result<TrustBundle, Error> {
+        if let Some(b) = &self.configured {
+            return Ok(b.clone());
+        }
+        let bundle = TrustBundle::new(self.ca_anchors().await?).map_err(|e| {
+            self.ctx().refused(format!(
+                "the chain of certificate authority {}: {e}",
+                self.arn.text
+            ))
+        })?;
+        if let Ok(mut f) = self.fetched.lock() {
+            *f = Some((bundle.clone(), Instant::now()));
+        }
+        Ok(bundle)
     }
 
     async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
@@ -523,19 +592,23 @@ impl CertificateAuthority for AcmpcaCa {
             })?
     }
 
-    /// The CA is `ACTIVE` now and `caCert` is its root.
+    /// The CA is `ACTIVE` now and `caCert` is its root (or, without `caCert`, its chain can be
+    /// fetched).
     async fn health(&self) -> Result<(), Error> {
         let timeout = self.timing.root_chain_timeout;
-        let deadline = |what: &str| Error::DeadlineExceeded {
-            operation: format!("backend `{}`: {what} of {}", self.name, self.arn.text),
-            timeout,
-        };
         tokio::time::timeout(timeout, self.ca_info(true))
             .await
-            .map_err(|_| deadline("DescribeCertificateAuthority"))??;
-        tokio::time::timeout(timeout, self.check_ca_cert())
-            .await
-            .map_err(|_| deadline("GetCertificateAuthorityCertificate"))?
+            .map_err(|_| Error::DeadlineExceeded {
+                operation: format!(
+                    "backend `{}`: DescribeCertificateAuthority of {}",
+                    self.name, self.arn.text
+                ),
+                timeout,
+            })??;
+        match &self.configured {
+            Some(b) => self.check_ca_cert(b).await,
+            None => self.refresh_trust_bundle().await.map(|_| ()),
+        }
     }
 }
 

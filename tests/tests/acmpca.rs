@@ -69,6 +69,57 @@ async fn least_privilege_policy_validates_and_health_checks_the_root() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_ca_cert_the_bundle_is_the_cas_chain() {
+    let peer = Peer::start().await;
+    let ca = peer.ca_for("default").await;
+    let yaml = Peer::mesh_yaml("default", &ca.arn, &ca.root_pem, "");
+    let start = yaml.find("      caCert:").unwrap();
+    let yaml = yaml[..start].to_owned();
+    assert!(!yaml.contains("caCert"));
+    let backend = Peer::build(
+        &yaml,
+        DEFAULT_DP_CERT_EXPIRATION,
+        peer.sdk(Some(&peer.user), REGION),
+    )
+    .await
+    .unwrap();
+    validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let bundle = backend.trust_bundle().await.unwrap();
+    let root = pem::parse(&ca.root_pem).unwrap();
+    assert_eq!(bundle.certs().len(), 1);
+    assert_eq!(bundle.certs()[0].as_ref(), root.contents());
+    backend.health().await.unwrap();
+
+    // Without acm-pca:GetCertificateAuthorityCertificate the bundle cannot be fetched, and the
+    // action is named.
+    let key = peer
+        .moto
+        .create_user_with_key(
+            "no-ca-cert",
+            Some(&policy(&[
+                "acm-pca:IssueCertificate",
+                "acm-pca:GetCertificate",
+                "acm-pca:DescribeCertificateAuthority",
+            ])),
+        )
+        .await;
+    let backend = Peer::build(
+        &yaml,
+        DEFAULT_DP_CERT_EXPIRATION,
+        peer.sdk(Some(&key), REGION),
+    )
+    .await
+    .unwrap();
+    let text = chain(&backend.trust_bundle().await.unwrap_err());
+    assert!(
+        text.contains("AWS denied acm-pca:GetCertificateAuthorityCertificate"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_without_issue_certificate_is_named() {
     let peer = Peer::start().await;
     let ca = peer.ca_for("default").await;

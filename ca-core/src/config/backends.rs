@@ -194,8 +194,9 @@ pub struct AcmpcaConf {
     pub arn: String,
     /// `commonName`.
     pub common_name: Option<CommonNameTemplate>,
-    /// `caCert`: the root of the private CA's chain.
-    pub ca_cert: DataSource,
+    /// `caCert`: the root of the private CA's chain; `None` (a meshca extension) takes the
+    /// bundle from `GetCertificateAuthorityCertificate`.
+    pub ca_cert: Option<DataSource>,
     /// `auth.awsCredentials`; `None` uses the default AWS credential chain.
     pub credentials: Option<AwsCredentials>,
 }

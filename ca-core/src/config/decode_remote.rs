@@ -160,7 +160,12 @@ pub(super) fn decode_acmpca(mut f: Fields<'_>, v: &mut Violations) -> Option<Acm
         }
     }
     let common_name = template(&mut f, v);
-    let ca_cert = required_source(&mut f, "caCert", v);
+    // Optional in meshca: without it the bundle is GetCertificateAuthorityCertificate's.
+    let ca_cert = if f.has("caCert") {
+        f.data_source("caCert", v)
+    } else {
+        None
+    };
     let mut credentials = None;
     if let Some(mut auth) = f.obj("auth", v) {
         if let Some(mut c) = auth.obj("awsCredentials", v) {
@@ -180,7 +185,7 @@ pub(super) fn decode_acmpca(mut f: Fields<'_>, v: &mut Violations) -> Option<Acm
     Some(AcmpcaConf {
         arn: arn?,
         common_name,
-        ca_cert: ca_cert?,
+        ca_cert,
         credentials,
     })
 }

@@ -227,7 +227,7 @@ impl Backend {
                 s
             }
             BackendConf::Acmpca(c) => {
-                let mut s = vec![&c.ca_cert];
+                let mut s: Vec<&DataSource> = c.ca_cert.iter().collect();
                 if let Some(creds) = &c.credentials {
                     s.push(&creds.access_key);
                     s.push(&creds.access_key_secret);

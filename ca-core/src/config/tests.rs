@@ -427,7 +427,6 @@ fn acmpca_and_certmanager_rules() {
         violations(&universal("  - name: ca-1\n    type: acmpca\n    conf:\n      auth:\n        awsCredentials:\n          accessKey:\n            secret: a\n")),
         [
             "mtls.backends[0].conf.arn: cannot be empty",
-            "mtls.backends[0].conf.caCert: has to be defined",
             "mtls.backends[0].conf.auth.awsCredentials.accessKeySecret: has to be defined",
         ]
     );
