@@ -64,32 +64,7 @@ pub const BUNDLE_TTL: Duration = Duration::from_secs(300);
 const MAX_IDEMPOTENCY_TOKEN: usize = 36;
 
 /// Timeouts and lifetime of one backend.
-#[derive(Clone, Copy, Debug)]
-#[non_exhaustive]
-pub struct Timing {
-    /// `dpCert.requestTimeout`: bounds issuing one certificate, rate-limit wait, retries and
-    /// polls included.
-    pub request_timeout: Duration,
-    /// `rootChain.requestTimeout`: bounds each call of [`health`](CertificateAuthority::health).
-    pub root_chain_timeout: Duration,
-    /// `dpCert.rotation.expiration`.
-    pub lifetime: Duration,
-}
-
-impl Timing {
-    /// The given timeouts and certificate lifetime.
-    pub fn new(
-        request_timeout: Duration,
-        root_chain_timeout: Duration,
-        lifetime: Duration,
-    ) -> Self {
-        Self {
-            request_timeout,
-            root_chain_timeout,
-            lifetime,
-        }
-    }
-}
+pub use ca_core::config::Timing;
 
 /// The parts of a CA ARN: `arn:<partition>:acm-pca:<region>:<account>:certificate-authority/<id>`.
 #[derive(Debug, Clone)]

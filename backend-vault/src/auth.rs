@@ -47,7 +47,31 @@ struct Lease {
     renewable: bool,
 }
 
+/// `key` of a Vault answer object in seconds (0 when absent).
+fn secs(fields: &Value, key: &str) -> u64 {
+    fields.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// `renewable` of a Vault answer object, `default` when absent.
+fn renewable(fields: &Value, default: bool) -> bool {
+    fields
+        .get("renewable")
+        .and_then(Value::as_bool)
+        .unwrap_or(default)
+}
+
 impl Lease {
+    /// A lease of `token` obtained now, living `ttl` seconds as Vault reports them (0: never
+    /// expires).
+    fn new(token: Token, ttl: u64, renewable: bool) -> Self {
+        Self {
+            token,
+            obtained: Instant::now(),
+            ttl: (ttl > 0).then(|| counted(ttl)),
+            renewable,
+        }
+    }
+
     fn expires(&self) -> Option<Instant> {
         self.ttl.map(|t| self.obtained + t)
     }
@@ -208,17 +232,8 @@ impl Auth {
                         doing: "looking up the token of auth.token (auth/token/lookup-self)".into(),
                         error,
                     })?;
-                let data = answer.get("data").cloned().unwrap_or(Value::Null);
-                let ttl = data.get("ttl").and_then(Value::as_u64).unwrap_or(0);
-                let lease = Lease {
-                    token: token.clone(),
-                    obtained: Instant::now(),
-                    ttl: (ttl > 0).then(|| counted(ttl)),
-                    renewable: data
-                        .get("renewable")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                };
+                let data = answer.get("data").unwrap_or(&Value::Null);
+                let lease = Lease::new(token.clone(), secs(data, "ttl"), renewable(data, false));
                 self.note_lease(&lease, false);
                 Ok(lease)
             }
@@ -268,19 +283,7 @@ impl Auth {
                     error: CallError::Decode(format!("auth.client_token {e}")),
                 })
             })?;
-        let ttl = auth
-            .get("lease_duration")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        let lease = Lease {
-            token,
-            obtained: Instant::now(),
-            ttl: (ttl > 0).then(|| counted(ttl)),
-            renewable: auth
-                .get("renewable")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        };
+        let lease = Lease::new(token, secs(auth, "lease_duration"), renewable(auth, false));
         self.set_problem(None);
         Ok(lease)
     }
@@ -346,10 +349,7 @@ impl Auth {
                         error,
                     })?;
                 let auth = answer.get("auth").unwrap_or(&Value::Null);
-                let ttl = auth
-                    .get("lease_duration")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
+                let ttl = secs(auth, "lease_duration");
                 // Vault caps a renewal at the token's max TTL and says so in `warnings`; a
                 // renewal of an expiring token to 0 s means the same.
                 let capped = ttl == 0
@@ -366,10 +366,7 @@ impl Auth {
                     obtained: Instant::now(),
                     // An expiring token renewed to 0 s ends now.
                     ttl: Some(counted(ttl)),
-                    renewable: auth
-                        .get("renewable")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(lease.renewable),
+                    renewable: renewable(auth, lease.renewable),
                 };
                 tracing::debug!(backend = %self.backend, ttl, "renewed the Vault token");
                 self.note_lease(&renewed, capped);

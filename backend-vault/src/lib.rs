@@ -50,33 +50,9 @@ use crate::secret::Token;
 /// How long a fetched trust bundle is used before it is fetched again.
 pub const BUNDLE_TTL: Duration = Duration::from_secs(300);
 
-/// Timeouts and retries of one backend.
-#[derive(Clone, Copy, Debug)]
-#[non_exhaustive]
-pub struct Timing {
-    /// `dpCert.requestTimeout`: bounds every call issuing a certificate, retries included.
-    pub request_timeout: Duration,
-    /// `rootChain.requestTimeout`: bounds fetching the trust bundle.
-    pub root_chain_timeout: Duration,
-    /// `dpCert.rotation.expiration`: the lifetime asked for; a token that cannot live this long
-    /// is a [`health`](CertificateAuthority::health) problem.
-    pub lifetime: Duration,
-}
-
-impl Timing {
-    /// The given timeouts and certificate lifetime.
-    pub fn new(
-        request_timeout: Duration,
-        root_chain_timeout: Duration,
-        lifetime: Duration,
-    ) -> Self {
-        Self {
-            request_timeout,
-            root_chain_timeout,
-            lifetime,
-        }
-    }
-}
+/// Timeouts and lifetime of one backend (a token that cannot live `lifetime` is a
+/// [`health`](CertificateAuthority::health) problem).
+pub use ca_core::config::Timing;
 
 /// A mesh's vault backend.
 pub struct VaultCa {

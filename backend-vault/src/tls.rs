@@ -42,7 +42,10 @@ pub(crate) type FieldError = (&'static str, String);
 pub(crate) fn client_config(s: &TlsSettings) -> Result<ClientConfig, FieldError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = if s.skip_verify {
-        Arc::new(NoVerification(provider.clone()))
+        Arc::new(Verifier {
+            check: None,
+            provider: provider.clone(),
+        })
     } else {
         let mut roots = RootCertStore::empty();
         match &s.ca_pem {
@@ -69,7 +72,10 @@ pub(crate) fn client_config(s: &TlsSettings) -> Result<ClientConfig, FieldError>
             Some(name) => {
                 let name = ServerName::try_from(name.clone())
                     .map_err(|_| ("tls.serverName", format!("\"{name}\" is not a DNS name")))?;
-                Arc::new(NameOverride { inner, name })
+                Arc::new(Verifier {
+                    check: Some((inner, name)),
+                    provider: provider.clone(),
+                })
             }
             None => inner,
         }
@@ -102,14 +108,17 @@ pub(crate) fn client_config(s: &TlsSettings) -> Result<ClientConfig, FieldError>
     Ok(config)
 }
 
-/// Verifies Vault's certificate for `tls.serverName` instead of the address's host.
+/// A verifier for `tls.serverName` (`check`: Vault's certificate verified for that name instead
+/// of the address's host) or `tls.skipVerify: true` (`check: None`: any certificate is accepted).
+/// Either way the handshake's signatures are checked, so the session key belongs to whoever
+/// presented the certificate.
 #[derive(Debug)]
-struct NameOverride {
-    inner: Arc<WebPkiServerVerifier>,
-    name: ServerName<'static>,
+struct Verifier {
+    check: Option<(Arc<WebPkiServerVerifier>, ServerName<'static>)>,
+    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for NameOverride {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -118,48 +127,12 @@ impl ServerCertVerifier for NameOverride {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `tls.skipVerify: true`: any certificate is accepted (the handshake's signatures are still
-/// checked, so the session key belongs to whoever presented the certificate).
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match &self.check {
+            Some((inner, name)) => {
+                inner.verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
+            }
+            None => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -172,7 +145,7 @@ impl ServerCertVerifier for NoVerification {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -186,11 +159,13 @@ impl ServerCertVerifier for NoVerification {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

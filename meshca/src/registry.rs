@@ -200,17 +200,12 @@ fn build_vault<'a>(
         let BackendConf::Vault(conf) = &backend.conf else {
             return Err(wrong_conf(backend));
         };
-        let timing = backend_vault::Timing::new(
-            backend.dp_cert_request_timeout,
-            backend.root_chain_request_timeout,
-            backend.dp_cert_expiration,
-        );
         let ca = backend_vault::VaultCa::load_at(
             &format!("{}.conf", backend_path(index)),
             mesh,
             backend.name.clone(),
             conf,
-            timing,
+            ca_core::config::Timing::of(backend),
             ctx.store.as_ref(),
             &ctx.sources,
         )
@@ -231,17 +226,12 @@ fn build_acmpca<'a>(
         let BackendConf::Acmpca(conf) = &backend.conf else {
             return Err(wrong_conf(backend));
         };
-        let timing = backend_acmpca::Timing::new(
-            backend.dp_cert_request_timeout,
-            backend.root_chain_request_timeout,
-            backend.dp_cert_expiration,
-        );
         let ca = backend_acmpca::AcmpcaCa::load_at(
             &format!("{}.conf", backend_path(index)),
             mesh,
             backend.name.clone(),
             conf,
-            timing,
+            ca_core::config::Timing::of(backend),
             ctx.store.as_ref(),
             &ctx.sources,
         )

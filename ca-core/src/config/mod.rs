@@ -117,6 +117,43 @@ pub struct Backend {
     fingerprint: Fingerprint,
 }
 
+/// The timeouts and certificate lifetime a remote backend works with, from its Mesh entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timing {
+    /// `dpCert.requestTimeout`: bounds issuing one certificate, every retry, wait and poll
+    /// included.
+    pub request_timeout: Duration,
+    /// `rootChain.requestTimeout`: bounds fetching the trust bundle and each health check.
+    pub root_chain_timeout: Duration,
+    /// `dpCert.rotation.expiration`: the lifetime asked for.
+    pub lifetime: Duration,
+}
+
+impl Timing {
+    /// The given timeouts and certificate lifetime.
+    pub fn new(
+        request_timeout: Duration,
+        root_chain_timeout: Duration,
+        lifetime: Duration,
+    ) -> Self {
+        Self {
+            request_timeout,
+            root_chain_timeout,
+            lifetime,
+        }
+    }
+
+    /// The timing `backend`'s YAML sets (`dpCert`, `rootChain`, with Kuma's defaults).
+    pub fn of(backend: &Backend) -> Self {
+        Self::new(
+            backend.dp_cert_request_timeout,
+            backend.root_chain_request_timeout,
+            backend.dp_cert_expiration,
+        )
+    }
+}
+
 /// The SHA-256 of a backend's YAML value (`mtls.backends[i]`, all of it: name, type, `dpCert`,
 /// `conf` with inline secrets), computed once when the Mesh is decoded.
 ///
