@@ -39,8 +39,8 @@ use aws_sdk_acmpca::types::{SigningAlgorithm, Validity, ValidityPeriodType};
 use ca_core::config::AcmpcaConf;
 use ca_core::x509::{is_self_issued, parse_pem_certs};
 use ca_core::{
-    BackendName, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore, SourcePolicy,
-    TrustBundle, UncheckedCertificate, Violations,
+    BackendName, BundleCache, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore,
+    SourcePolicy, TrustBundle, UncheckedCertificate, Violations,
 };
 use meshca_aws::behavior_version;
 use rustls_pki_types::CertificateDer;
@@ -110,9 +110,8 @@ pub struct AcmpcaCa {
     arn: Arn,
     /// `caCert`, when configured.
     configured: Option<TrustBundle>,
-    /// Else the CA's chain as fetched, and when.
-    fetched: Mutex<Option<(TrustBundle, Instant)>>,
-    bundle_gate: tokio::sync::Mutex<()>,
+    /// Else the CA's chain as fetched.
+    fetched: BundleCache,
     credentials: Option<Credentials>,
     sdk: Option<SdkConfig>,
     client: tokio::sync::OnceCell<aws_sdk_acmpca::Client>,
@@ -218,8 +217,7 @@ impl AcmpcaCa {
             name: name.to_string(),
             arn,
             configured,
-            fetched: Mutex::new(None),
-            bundle_gate: tokio::sync::Mutex::new(()),
+            fetched: BundleCache::new(BUNDLE_TTL),
             credentials,
             sdk: None,
             client: tokio::sync::OnceCell::new(),
@@ -459,7 +457,6 @@ impl AcmpcaCa {
     /// The roots of the CA's chain (`GetCertificateAuthorityCertificate`: its certificate and
     /// chain), bounded by `rootChain.requestTimeout`.
     async fn ca_anchors(&self) -> Result<Vec<CertificateDer<'static>>, Error> {
-        let timeout = self.timing.root_chain_timeout;
         let fetch = async {
             let client = self.client().await;
             self.call(Op::GetCaCertificate, false, false, || {
@@ -470,16 +467,9 @@ impl AcmpcaCa {
             })
             .await
         };
-        let out =
-            tokio::time::timeout(timeout, fetch)
-                .await
-                .map_err(|_| Error::DeadlineExceeded {
-                    operation: format!(
-                        "backend `{}`: GetCertificateAuthorityCertificate of {}",
-                        self.name, self.arn.text
-                    ),
-                    timeout,
-                })??;
+        let out = self
+            .bounded(Op::GetCaCertificate, self.timing.root_chain_timeout, fetch)
+            .await?;
         let mut pem = out.certificate().unwrap_or_default().to_owned();
         pem.push('\n');
         pem.push_str(out.certificate_chain().unwrap_or_default());
@@ -487,6 +477,26 @@ impl AcmpcaCa {
             self.ctx()
                 .refused(format!("the certificate of CA {}: {e}", self.arn.text))
         })
+    }
+
+    /// `work` (calls of `op`) within `timeout`.
+    async fn bounded<T>(
+        &self,
+        op: Op,
+        timeout: Duration,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| Error::DeadlineExceeded {
+                operation: format!(
+                    "backend `{}`: {} of {}",
+                    self.name,
+                    op.name(),
+                    self.arn.text
+                ),
+                timeout,
+            })?
     }
 
     /// `caCert` must be the root of the CA's chain.
@@ -504,15 +514,6 @@ impl AcmpcaCa {
             )))
         }
     }
-
-    fn cached_bundle(&self) -> Option<TrustBundle> {
-        self.fetched
-            .lock()
-            .ok()?
-            .as_ref()
-            .filter(|(_, at)| at.elapsed() < BUNDLE_TTL)
-            .map(|(b, _)| b.clone())
-    }
 }
 
 #[async_trait]
@@ -525,14 +526,9 @@ impl CertificateAuthority for AcmpcaCa {
         if let Some(b) = &self.configured {
             return Ok(b.clone());
         }
-        if let Some(b) = self.cached_bundle() {
-            return Ok(b);
-        }
-        let _gate = self.bundle_gate.lock().await;
-        if let Some(b) = self.cached_bundle() {
-            return Ok(b);
-        }
-        self.refresh_trust_bundle().await
+        self.fetched
+            .get_or_refresh(|| self.refresh_trust_bundle())
+            .await
     }
 
     async fn refresh_trust_bundle(&self) -> Result<TrustBundle, Error> {
@@ -545,9 +541,7 @@ impl CertificateAuthority for AcmpcaCa {
                 self.arn.text
             ))
         })?;
-        if let Ok(mut f) = self.fetched.lock() {
-            *f = Some((bundle.clone(), Instant::now()));
-        }
+        self.fetched.store(&bundle);
         Ok(bundle)
     }
 
@@ -570,16 +564,12 @@ impl CertificateAuthority for AcmpcaCa {
     /// The CA is `ACTIVE` now and `caCert` is its root (or, without `caCert`, its chain can be
     /// fetched).
     async fn health(&self) -> Result<(), Error> {
-        let timeout = self.timing.root_chain_timeout;
-        tokio::time::timeout(timeout, self.ca_info(true))
-            .await
-            .map_err(|_| Error::DeadlineExceeded {
-                operation: format!(
-                    "backend `{}`: DescribeCertificateAuthority of {}",
-                    self.name, self.arn.text
-                ),
-                timeout,
-            })??;
+        self.bounded(
+            Op::Describe,
+            self.timing.root_chain_timeout,
+            self.ca_info(true),
+        )
+        .await?;
         match &self.configured {
             Some(b) => self.check_ca_cert(b).await,
             None => self.refresh_trust_bundle().await.map(|_| ()),

@@ -31,14 +31,14 @@ mod secret;
 mod tls;
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use ca_core::config::{VaultAuth, VaultConf, VaultMode};
 use ca_core::{
-    BackendName, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore, SourcePolicy,
-    TrustBundle, UncheckedCertificate, Violations,
+    BackendName, BundleCache, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore,
+    SourcePolicy, TrustBundle, UncheckedCertificate, Violations,
 };
 use reqwest::Method;
 use serde_json::Value;
@@ -61,8 +61,7 @@ pub struct VaultCa {
     client: Client,
     auth: Arc<Auth>,
     timing: Timing,
-    bundle: Mutex<Option<(TrustBundle, Instant)>>,
-    bundle_gate: tokio::sync::Mutex<()>,
+    bundle: BundleCache,
     warnings: Vec<String>,
 }
 
@@ -229,8 +228,7 @@ impl VaultCa {
             client,
             auth,
             timing,
-            bundle: Mutex::new(None),
-            bundle_gate: tokio::sync::Mutex::new(()),
+            bundle: BundleCache::new(BUNDLE_TTL),
             warnings,
         })
     }
@@ -320,21 +318,14 @@ impl CertificateAuthority for VaultCa {
     }
 
     async fn trust_bundle(&self) -> Result<TrustBundle, Error> {
-        if let Some(b) = self.cached_bundle() {
-            return Ok(b);
-        }
-        let _gate = self.bundle_gate.lock().await;
-        if let Some(b) = self.cached_bundle() {
-            return Ok(b);
-        }
-        self.refresh_trust_bundle().await
+        self.bundle
+            .get_or_refresh(|| self.refresh_trust_bundle())
+            .await
     }
 
     async fn refresh_trust_bundle(&self) -> Result<TrustBundle, Error> {
         let bundle = self.fetch_bundle().await?;
-        if let Ok(mut b) = self.bundle.lock() {
-            *b = Some((bundle.clone(), Instant::now()));
-        }
+        self.bundle.store(&bundle);
         Ok(bundle)
     }
 
@@ -415,11 +406,4 @@ impl CertificateAuthority for VaultCa {
     }
 }
 
-impl VaultCa {
-    fn cached_bundle(&self) -> Option<TrustBundle> {
-        let b = self.bundle.lock().ok()?;
-        b.as_ref()
-            .filter(|(_, at)| at.elapsed() < BUNDLE_TTL)
-            .map(|(b, _)| b.clone())
-    }
-}
+impl VaultCa {}

@@ -35,7 +35,7 @@ pub mod x509;
 pub(crate) mod test_util;
 
 pub use authority::CertificateAuthority;
-pub use bundle::{ChainUsage, TrustBundle};
+pub use bundle::{BundleCache, ChainUsage, TrustBundle};
 pub use datasource::{
     AwsSecretRef, AwsSecretsManager, Created, DataSource, FetchError, SecretStore, SourcePolicy,
 };

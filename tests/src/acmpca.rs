@@ -194,6 +194,18 @@ impl Peer {
         )
     }
 
+    /// The backend of `yaml` (24 h certificates) signing as `key` against this moto (no
+    /// credentials at all with `None`, unless the YAML has `auth.awsCredentials`).
+    pub async fn backend(&self, yaml: &str, key: Option<&AwsKey>) -> AcmpcaCa {
+        Self::build(
+            yaml,
+            ca_core::config::DEFAULT_DP_CERT_EXPIRATION,
+            self.sdk(key, REGION),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("building the acmpca backend: {}", ca_core::error_chain(&e)))
+    }
+
     /// Builds the backend from `yaml` as the registry does, with `sdk` for endpoint (and
     /// credentials, unless the YAML has `auth.awsCredentials`).
     pub async fn build(yaml: &str, lifetime: Duration, sdk: SdkConfig) -> Result<AcmpcaCa, Error> {

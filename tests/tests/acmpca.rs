@@ -34,13 +34,7 @@ async fn least_privilege_policy_validates_and_health_checks_the_root() {
     let peer = Peer::start().await;
     let ca = peer.ca_for("default").await;
     let yaml = Peer::mesh_yaml("default", &ca.arn, &ca.root_pem, "");
-    let backend = Peer::build(
-        &yaml,
-        DEFAULT_DP_CERT_EXPIRATION,
-        peer.sdk(Some(&peer.user), REGION),
-    )
-    .await
-    .unwrap();
+    let backend = peer.backend(&yaml, Some(&peer.user)).await;
     let t = validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
         .await
         .unwrap_or_else(|e| panic!("{}", chain(&e)));
@@ -53,13 +47,7 @@ async fn least_privilege_policy_validates_and_health_checks_the_root() {
     // caCert of another CA: health says which root to use.
     let other = peer.ca_for("other").await;
     let yaml = Peer::mesh_yaml("default", &ca.arn, &other.root_pem, "");
-    let wrong = Peer::build(
-        &yaml,
-        DEFAULT_DP_CERT_EXPIRATION,
-        peer.sdk(Some(&peer.user), REGION),
-    )
-    .await
-    .unwrap();
+    let wrong = peer.backend(&yaml, Some(&peer.user)).await;
     let e = wrong.health().await.unwrap_err();
     assert!(
         e.to_string()
@@ -76,13 +64,7 @@ async fn without_ca_cert_the_bundle_is_the_cas_chain() {
     let start = yaml.find("      caCert:").unwrap();
     let yaml = yaml[..start].to_owned();
     assert!(!yaml.contains("caCert"));
-    let backend = Peer::build(
-        &yaml,
-        DEFAULT_DP_CERT_EXPIRATION,
-        peer.sdk(Some(&peer.user), REGION),
-    )
-    .await
-    .unwrap();
+    let backend = peer.backend(&yaml, Some(&peer.user)).await;
     validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
         .await
         .unwrap_or_else(|e| panic!("{}", chain(&e)));
@@ -105,13 +87,7 @@ async fn without_ca_cert_the_bundle_is_the_cas_chain() {
             ])),
         )
         .await;
-    let backend = Peer::build(
-        &yaml,
-        DEFAULT_DP_CERT_EXPIRATION,
-        peer.sdk(Some(&key), REGION),
-    )
-    .await
-    .unwrap();
+    let backend = peer.backend(&yaml, Some(&key)).await;
     let text = chain(&backend.trust_bundle().await.unwrap_err());
     assert!(
         text.contains("AWS denied acm-pca:GetCertificateAuthorityCertificate"),
@@ -135,13 +111,7 @@ async fn a_policy_without_issue_certificate_is_named() {
         )
         .await;
     let yaml = Peer::mesh_yaml("default", &ca.arn, &ca.root_pem, "");
-    let backend = Peer::build(
-        &yaml,
-        DEFAULT_DP_CERT_EXPIRATION,
-        peer.sdk(Some(&key), REGION),
-    )
-    .await
-    .unwrap();
+    let backend = peer.backend(&yaml, Some(&key)).await;
     let e = validate_err(&backend, "default").await;
     let text = chain(&e);
     assert!(refused(&e), "{e:?}");
@@ -156,13 +126,7 @@ async fn a_policy_without_issue_certificate_is_named() {
         .moto
         .create_user_with_key("no-describe", Some(&policy(&["acm-pca:IssueCertificate"])))
         .await;
-    let backend = Peer::build(
-        &yaml,
-        DEFAULT_DP_CERT_EXPIRATION,
-        peer.sdk(Some(&key), REGION),
-    )
-    .await
-    .unwrap();
+    let backend = peer.backend(&yaml, Some(&key)).await;
     let text = chain(&validate_err(&backend, "default").await);
     assert!(
         text.contains("AWS denied acm-pca:DescribeCertificateAuthority"),
@@ -186,9 +150,7 @@ async fn static_keys_from_an_inline_data_source() {
         &creds(&peer.user.access_key_id, &peer.user.secret_access_key),
     );
     // The SDK config has no credentials at all: only the data sources' keys can sign.
-    let backend = Peer::build(&yaml, DEFAULT_DP_CERT_EXPIRATION, peer.sdk(None, REGION))
-        .await
-        .unwrap();
+    let backend = peer.backend(&yaml, None).await;
     validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
         .await
         .unwrap_or_else(|e| panic!("{}", chain(&e)));
@@ -200,9 +162,7 @@ async fn static_keys_from_an_inline_data_source() {
         &ca.root_pem,
         &creds(&peer.user.access_key_id, "not-the-secret"),
     );
-    let backend = Peer::build(&yaml, DEFAULT_DP_CERT_EXPIRATION, peer.sdk(None, REGION))
-        .await
-        .unwrap();
+    let backend = peer.backend(&yaml, None).await;
     let e = validate_err(&backend, "default").await;
     let text = chain(&e);
     assert!(refused(&e), "{e:?}");
@@ -218,13 +178,7 @@ async fn a_pending_or_disabled_ca_says_what_to_do() {
     let root = peer.ca_for("default").await;
     let pending = peer.create_ca(REGION, "pending", false).await;
     let yaml = Peer::mesh_yaml("default", &pending.arn, &root.root_pem, "");
-    let backend = Peer::build(
-        &yaml,
-        DEFAULT_DP_CERT_EXPIRATION,
-        peer.sdk(Some(&peer.user), REGION),
-    )
-    .await
-    .unwrap();
+    let backend = peer.backend(&yaml, Some(&peer.user)).await;
     let e = validate_err(&backend, "default").await;
     let text = chain(&e);
     assert!(refused(&e), "{e:?}");
@@ -246,13 +200,7 @@ async fn a_pending_or_disabled_ca_says_what_to_do() {
         .await
         .unwrap();
     let yaml = Peer::mesh_yaml("default", &disabled.arn, &disabled.root_pem, "");
-    let backend = Peer::build(
-        &yaml,
-        DEFAULT_DP_CERT_EXPIRATION,
-        peer.sdk(Some(&peer.user), REGION),
-    )
-    .await
-    .unwrap();
+    let backend = peer.backend(&yaml, Some(&peer.user)).await;
     let text = chain(&validate_err(&backend, "default").await);
     assert!(text.contains("is DISABLED"), "{text}");
     assert!(text.contains("--status ACTIVE"), "{text}");
@@ -264,13 +212,7 @@ async fn a_missing_ca_names_the_arn_and_region() {
     let root = peer.ca_for("default").await;
     let arn = "arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/0a1b2c3d-4e5f-6789-abcd-ef0123456789";
     let yaml = Peer::mesh_yaml("default", arn, &root.root_pem, "");
-    let backend = Peer::build(
-        &yaml,
-        DEFAULT_DP_CERT_EXPIRATION,
-        peer.sdk(Some(&peer.user), REGION),
-    )
-    .await
-    .unwrap();
+    let backend = peer.backend(&yaml, Some(&peer.user)).await;
     let e = validate_err(&backend, "default").await;
     let text = chain(&e);
     assert!(refused(&e), "{e:?}");
@@ -289,13 +231,7 @@ async fn the_region_is_the_arns() {
     let west = peer.create_ca("us-west-2", "west", true).await;
     assert!(west.arn.contains(":us-west-2:"), "{}", west.arn);
     let yaml = Peer::mesh_yaml("default", &west.arn, &west.root_pem, "");
-    let backend = Peer::build(
-        &yaml,
-        DEFAULT_DP_CERT_EXPIRATION,
-        peer.sdk(Some(&peer.user), REGION),
-    )
-    .await
-    .unwrap();
+    let backend = peer.backend(&yaml, Some(&peer.user)).await;
     assert_eq!(backend.region(), "us-west-2");
     validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
         .await
@@ -305,13 +241,7 @@ async fn the_region_is_the_arns() {
     // lives in one region.
     let wrong = west.arn.replace(":us-west-2:", ":eu-west-1:");
     let yaml = Peer::mesh_yaml("default", &wrong, &west.root_pem, "");
-    let backend = Peer::build(
-        &yaml,
-        DEFAULT_DP_CERT_EXPIRATION,
-        peer.sdk(Some(&peer.user), REGION),
-    )
-    .await
-    .unwrap();
+    let backend = peer.backend(&yaml, Some(&peer.user)).await;
     let text = chain(&validate_err(&backend, "default").await);
     assert!(text.contains("in region eu-west-1"), "{text}");
     assert!(text.contains("lives in one region and account"), "{text}");

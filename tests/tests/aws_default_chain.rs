@@ -26,6 +26,17 @@ fn default_sources() -> SourcePolicy {
     SourcePolicy::local().with_aws_secrets_manager(Arc::new(SecretsManager::new()))
 }
 
+/// Loads `yaml` as the registry does (default chain, default sources) and validates it, which
+/// must fail.
+async fn validate_err(yaml: &str) -> ca_core::Error {
+    let backend = Peer::build_with(yaml, DEFAULT_DP_CERT_EXPIRATION, None, &default_sources())
+        .await
+        .unwrap();
+    validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_identity_credentials_and_endpoint_variables() {
     let peer = Peer::start().await;
@@ -97,17 +108,7 @@ async fn pod_identity_credentials_and_endpoint_variables() {
         chain(&err)
     );
     let inline = Peer::mesh_yaml("default", &ca.arn, &ca.root_pem, "");
-    let backend = Peer::build_with(
-        &inline,
-        DEFAULT_DP_CERT_EXPIRATION,
-        None,
-        &default_sources(),
-    )
-    .await
-    .unwrap();
-    let err = validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
-        .await
-        .unwrap_err();
+    let err = validate_err(&inline).await;
     assert!(
         chain(&err).contains("no AWS credentials from the default AWS credential chain"),
         "acmpca: {}",
@@ -118,17 +119,7 @@ async fn pod_identity_credentials_and_endpoint_variables() {
     // there (and says which variables set it).
     std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", agent.token_file());
     std::env::set_var("AWS_ENDPOINT_URL_ACM_PCA", "http://127.0.0.1:9");
-    let backend = Peer::build_with(
-        &inline,
-        DEFAULT_DP_CERT_EXPIRATION,
-        None,
-        &default_sources(),
-    )
-    .await
-    .unwrap();
-    let err = validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
-        .await
-        .unwrap_err();
+    let err = validate_err(&inline).await;
     assert!(
         chain(&err).contains("AWS_ENDPOINT_URL_ACM_PCA"),
         "an unreachable endpoint names the variable: {}",
