@@ -27,6 +27,24 @@ use crate::Fixture;
 /// The region CAs are made in unless a test says otherwise.
 pub const REGION: &str = "us-east-1";
 
+/// An AWS SDK config for `moto` in `region`, signing with `key` (none: no credentials at all).
+pub fn moto_sdk(moto: &Moto, key: Option<&AwsKey>, region: &str) -> SdkConfig {
+    let mut b = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .endpoint_url(moto.endpoint());
+    if let Some(k) = key {
+        b = b.credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            k.access_key_id.clone(),
+            k.secret_access_key.clone(),
+            None,
+            None,
+            "moto",
+        )));
+    }
+    b.build()
+}
+
 /// An IAM policy allowing `actions` on every CA.
 pub fn policy(actions: &[&str]) -> String {
     let list: Vec<String> = actions.iter().map(|a| format!("\"{a}\"")).collect();
@@ -78,20 +96,7 @@ impl Peer {
 
     /// An SDK config for moto in `region` signing with `key` (none: no credentials at all).
     pub fn sdk(&self, key: Option<&AwsKey>, region: &str) -> SdkConfig {
-        let mut b = SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.to_owned()))
-            .endpoint_url(self.moto.endpoint());
-        if let Some(k) = key {
-            b = b.credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                k.access_key_id.clone(),
-                k.secret_access_key.clone(),
-                None,
-                None,
-                "moto",
-            )));
-        }
-        b.build()
+        moto_sdk(&self.moto, key, region)
     }
 
     /// An ACM PCA client of the admin in `region`.

@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_credential_types::Credentials;
+use aws_config::SdkConfig;
 use backend_vault::{Timing, VaultCa};
 use ca_core::config::{BackendConf, Mesh};
 use ca_core::{CertificateAuthority, Error, MeshName, OverlaySecretStore, SourcePolicy};
@@ -238,20 +236,7 @@ impl Peer {
     pub fn aws_sdk(&self) -> Option<SdkConfig> {
         let key = self.aws_key.as_ref()?;
         let moto = self.moto.as_ref()?;
-        Some(
-            SdkConfig::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .endpoint_url(moto.endpoint())
-                .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                    key.access_key_id.clone(),
-                    key.secret_access_key.clone(),
-                    None,
-                    None,
-                    "moto",
-                )))
-                .build(),
-        )
+        Some(crate::acmpca::moto_sdk(moto, Some(key), "us-east-1"))
     }
 
     /// Builds the backend from `yaml` as the registry does.

@@ -10,14 +10,11 @@
 
 use std::sync::Arc;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_credential_types::Credentials;
 use ca_core::config::DEFAULT_DP_CERT_EXPIRATION;
 use ca_core::{validate, SourcePolicy};
 use meshca_aws::SecretsManager;
 use meshca_peers::{isolate_aws_env, PodIdentityEndpoint};
-use meshca_tests::acmpca::{policy, Peer, REGION};
+use meshca_tests::acmpca::{moto_sdk, policy, Peer, REGION};
 use meshca_tests::checks::mesh;
 use meshca_tests::vault::chain;
 
@@ -44,18 +41,7 @@ async fn pod_identity_credentials_and_endpoint_variables() {
     let ca = peer.ca_for("default").await;
 
     // The CA certificate is kept in Secrets Manager, as the EKS deployments keep theirs.
-    let admin = SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            moto.admin().access_key_id.clone(),
-            moto.admin().secret_access_key.clone(),
-            None,
-            None,
-            "moto",
-        )))
-        .build();
+    let admin = moto_sdk(moto, Some(moto.admin()), REGION);
     aws_sdk_secretsmanager::Client::new(&admin)
         .create_secret()
         .name("meshca/acmpca-root")

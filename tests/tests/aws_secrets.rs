@@ -8,9 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_credential_types::Credentials;
+use aws_config::SdkConfig;
 use backend_provided::ProvidedCa;
 use ca_core::config::{BackendConf, Mesh, DEFAULT_DP_CERT_EXPIRATION};
 use ca_core::{
@@ -18,7 +16,7 @@ use ca_core::{
 };
 use meshca_aws::SecretsManager;
 use meshca_peers::{AwsKey, Moto};
-use meshca_tests::acmpca::{self, Peer};
+use meshca_tests::acmpca::{self, moto_sdk, Peer};
 use meshca_tests::checks::{identity, openssl_verify};
 use meshca_tests::fixtures::self_signed_ca;
 use meshca_tests::vault::chain;
@@ -26,18 +24,7 @@ use meshca_tests::vault::chain;
 const REGION: &str = "us-east-1";
 
 fn sdk(moto: &Moto, key: &AwsKey) -> SdkConfig {
-    SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            key.access_key_id.clone(),
-            key.secret_access_key.clone(),
-            None,
-            None,
-            "moto",
-        )))
-        .build()
+    moto_sdk(moto, Some(key), REGION)
 }
 
 /// Creates `name` holding `value` (as the admin); returns its ARN.
