@@ -81,6 +81,39 @@ async fn pod_identity_credentials_and_endpoint_variables() {
         agent.requests()
     );
 
+    // Credentials are cached until shortly before their Expiration, never past it: with an
+    // hour left, a second validation asks the agent nothing; credentials that expire within
+    // the SDK's refresh buffer are fetched again for each call.
+    let backend = Peer::build_with(&yaml, DEFAULT_DP_CERT_EXPIRATION, None, &default_sources())
+        .await
+        .unwrap();
+    validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .unwrap();
+    let before = agent.requests();
+    validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .unwrap();
+    assert_eq!(agent.requests(), before, "an hour left: no refresh");
+    agent.set_credential_lifetime(std::time::Duration::from_secs(2));
+    let backend = Peer::build_with(&yaml, DEFAULT_DP_CERT_EXPIRATION, None, &default_sources())
+        .await
+        .unwrap();
+    validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .unwrap_or_else(|e| panic!("short-lived credentials: {}", chain(&e)));
+    let before = agent.requests();
+    validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .unwrap();
+    assert!(
+        agent.requests() >= before + 2,
+        "expiring credentials are fetched again ({} -> {})",
+        before,
+        agent.requests()
+    );
+    agent.set_credential_lifetime(std::time::Duration::from_secs(3600));
+
     // A wrong token file: the agent refuses; both errors say the default chain had nothing.
     let bad = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bad.path(), "not-the-token").unwrap();

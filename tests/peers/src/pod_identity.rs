@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ pub struct PodIdentityEndpoint {
     addr: SocketAddr,
     token_file: tempfile::NamedTempFile,
     requests: Arc<AtomicUsize>,
+    lifetime_secs: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -67,6 +68,8 @@ impl PodIdentityEndpoint {
         }
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = requests.clone();
+        let lifetime_secs = Arc::new(AtomicU64::new(3600));
+        let lifetime = lifetime_secs.clone();
         let expected = token.to_string();
         let task = tokio::spawn(async move {
             loop {
@@ -77,6 +80,7 @@ impl PodIdentityEndpoint {
                 let session_token = session_token.clone();
                 let expected = expected.clone();
                 let counter = counter.clone();
+                let lifetime = lifetime.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
@@ -107,8 +111,11 @@ impl PodIdentityEndpoint {
                                         json!({"Code": "AccessDenied", "Message": "invalid authorization token"}),
                                     ),
                                     Some(_) => {
+                                        let secs = lifetime.load(Ordering::SeqCst);
                                         let expiration = time::OffsetDateTime::now_utc()
-                                            + time::Duration::hours(1);
+                                            + time::Duration::seconds(
+                                                i64::try_from(secs).unwrap_or(3600),
+                                            );
                                         let account = key
                                             .arn
                                             .split(':')
@@ -153,8 +160,16 @@ impl PodIdentityEndpoint {
             addr,
             token_file,
             requests,
+            lifetime_secs,
             task,
         }
+    }
+
+    /// Credentials handed out from now on expire `lifetime` after they are served (1 h until
+    /// this is called).
+    pub fn set_credential_lifetime(&self, lifetime: std::time::Duration) {
+        self.lifetime_secs
+            .store(lifetime.as_secs(), Ordering::SeqCst);
     }
 
     /// `http://127.0.0.1:PORT/v1/credentials` (`AWS_CONTAINER_CREDENTIALS_FULL_URI`).
