@@ -78,10 +78,16 @@ impl Peer {
 
     /// An SDK config for moto in `region` signing with `key` (none: no credentials at all).
     pub fn sdk(&self, key: Option<&AwsKey>, region: &str) -> SdkConfig {
+        Self::sdk_at(&self.moto.endpoint(), key, region)
+    }
+
+    /// An SDK config for `endpoint` (moto, or a [`meshca_peers::FaultProxy`] in front of it) in
+    /// `region` signing with `key`.
+    pub fn sdk_at(endpoint: &str, key: Option<&AwsKey>, region: &str) -> SdkConfig {
         let mut b = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_owned()))
-            .endpoint_url(self.moto.endpoint());
+            .endpoint_url(endpoint);
         if let Some(k) = key {
             b = b.credentials_provider(SharedCredentialsProvider::new(Credentials::new(
                 k.access_key_id.clone(),
