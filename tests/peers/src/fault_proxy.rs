@@ -365,6 +365,11 @@ impl FaultProxy {
             .unwrap_or_default()
     }
 
+    /// Time since [`start`](Self::start): the clock of [`Arrival::at`].
+    pub fn uptime(&self) -> Duration {
+        self.state.started.elapsed()
+    }
+
     /// Forgets counts and arrival times (rules and delay stay).
     pub fn reset_counts(&self) {
         lock(&self.state.counts).clear();
