@@ -243,10 +243,13 @@ async fn callers_that_time_out_waiting_for_the_rate_limit_do_not_starve_later_on
         }
     }
     assert!(timed_out > 0, "the burst exceeds what 4 s at 1/s admits");
+    // Only turns within the timeout were used: the warm-up's, the burst's, one a second for
+    // 4 s (and one at the edge). A caller may still time out after its IssueCertificate (a slow
+    // GetCertificate), so this bounds by the limit, not by the callers that succeeded.
     let issued = s.proxy.counts(ISSUE_CERTIFICATE);
     assert!(
-        issued.forwarded <= 1 + CALLERS - timed_out,
-        "callers that timed out sent nothing: {issued:?}"
+        issued.forwarded <= 1 + 1 + 4 + 1,
+        "callers sent only in their turns: {issued:?}"
     );
     issue(&ca, "after")
         .await
