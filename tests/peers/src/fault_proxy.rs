@@ -385,6 +385,8 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
             return;
         };
         let Ok((tcp, _)) = listener.accept().await else {
+            // Out of descriptors, say: do not spin.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let _ = tcp.set_nodelay(true);
