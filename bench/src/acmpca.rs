@@ -400,9 +400,10 @@ async fn rotation(
     let watchers = counter.issued("acmpca-1");
     let retries = issue.total().saturating_sub(certificates);
     let failed = counter.failed();
-    let errors = failed.values().sum::<usize>()
-        + seen.stream_errors.load(Ordering::Relaxed)
-        + (n - rotated.min(n));
+    // Watchers left without a certificate from the new CA, or whose stream failed. A failed
+    // issue the scheduler retried successfully is counted apart.
+    let errors = seen.stream_errors.load(Ordering::Relaxed) + (n - rotated.min(n));
+    let failed_issues = failed.values().sum::<usize>();
 
     println!(
         "acmpca rotation: {n} watched identities switch CA (builtin -> acmpca) at once; rate limit {}/s burst {}; \
@@ -435,14 +436,20 @@ async fn rotation(
         get.total() as f64 / certificates.max(1) as f64
     );
     println!(
-        "  errors: {errors}{}",
+        "  errors: {errors} (watchers without a new certificate); failed issues retried by the scheduler: {failed_issues}{}",
         if failed.is_empty() {
             String::new()
         } else {
-            format!(" (failed issues by reason: {failed:?})")
+            format!(" {failed:?}")
         }
     );
-    if rotated == n && achieved < 0.9 * limit.per_second {
+    let quota_binds = args.aws_quota > 0.0 && args.aws_quota < limit.per_second;
+    if quota_binds {
+        println!(
+            "  NOTE: the rate limit ({}/s) is above the emulated AWS quota ({}/s): the excess is throttled and retried",
+            limit.per_second, args.aws_quota
+        );
+    } else if rotated == n && achieved < 0.9 * limit.per_second {
         println!(
             "  NOTE: moto sustained only {achieved:.1} IssueCertificate/s on this machine, below the {}/s limit: this wave is bound by moto, not paced by the limit",
             limit.per_second
