@@ -7,6 +7,8 @@ use aws_sdk_acmpca::error::{ProvideErrorMetadata, SdkError};
 use ca_core::Error;
 use meshca_aws::answer::Answer;
 
+use crate::limit::MAX_ATTEMPTS;
+
 /// The ACM PCA operations meshca calls, and the IAM action each needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -158,8 +160,10 @@ where
             ctx.refused(format!("ACM PCA refused the request of {doing} ({says})"))
         }
         _ if a.is_throttling() => ctx.unavailable(format!(
-            "{doing}: throttled by AWS after meshca's retries: lower the backend's rate limit \
-             or raise the quota ({says})"
+            "{doing} for certificate authority {arn}: still throttled by AWS after \
+             {MAX_ATTEMPTS} attempts with backoff: the account's ACM PCA request rate quota is \
+             reached — lower the backend's rate limit, move other callers of this CA's account \
+             and region off it, or raise the quota in Service Quotas ({says})"
         )),
         _ if a.status >= 500 => ctx.unavailable(format!("{doing} ({says})")),
         _ => ctx.refused(format!("ACM PCA refused {doing} ({says})")),

@@ -83,11 +83,43 @@ impl TokenBucket {
         }
     }
 
-    /// Waits for a token.
+    /// Waits for a token. A waiter that goes away before its turn (its request timed out)
+    /// gives its token back: otherwise the turns of callers long gone would stay reserved, and
+    /// under a burst larger than the limit admits within the timeout every later caller would
+    /// wait out their turns and time out too.
     pub(crate) async fn acquire(&self) {
         let wait = self.reserve();
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        if wait.is_zero() {
+            return;
+        }
+        let mut turn = Turn {
+            bucket: self,
+            waiting: true,
+        };
+        tokio::time::sleep(wait).await;
+        turn.waiting = false;
+    }
+
+    /// Returns a reserved token that will not be used.
+    fn give_back(&self) {
+        let mut s = match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        s.0 = (s.0 + 1.0).min(f64::from(self.limit.burst));
+    }
+}
+
+/// A token reserved by a waiter still sleeping: given back if the waiter is dropped.
+struct Turn<'a> {
+    bucket: &'a TokenBucket,
+    waiting: bool,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.bucket.give_back();
         }
     }
 }
@@ -151,6 +183,20 @@ mod tests {
             w5 > Duration::from_millis(180) && w5 <= Duration::from_millis(200),
             "{w5:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn waiters_that_go_away_give_their_token_back() {
+        let b = TokenBucket::new(RateLimit::new(10.0, 1));
+        assert_eq!(b.reserve(), Duration::ZERO);
+        // Five waiters give up before their turn...
+        for _ in 0..5 {
+            let gave_up = tokio::time::timeout(Duration::from_millis(1), b.acquire()).await;
+            assert!(gave_up.is_err());
+        }
+        // ...so the next one waits for one turn (~100 ms), not six.
+        let w = b.reserve();
+        assert!(w <= Duration::from_millis(100), "{w:?}");
     }
 
     #[test]

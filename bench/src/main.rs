@@ -7,10 +7,13 @@
 //!   RSS (read from /proc for `--server-pid`), and appends the figures as one JSON line.
 //! - `rotation`: the library's rotation scheduler in-process with many watched identities.
 //! - `vault`: the vault backend against the Vault API test server, next to builtin.
+//! - `acmpca`: the acmpca backend against moto (IAM enforced): throughput, and a CA switch of
+//!   many watched identities paced by the rate limit through a proxy emulating AWS's quota.
 //! - `report`: turns the collected figures into `BENCHMARKS.md` and an SVG plot.
 
 #![forbid(unsafe_code)]
 
+mod acmpca;
 mod load;
 mod report;
 mod rotation;
@@ -38,6 +41,9 @@ enum Command {
     Report(report::ReportArgs),
     /// The vault backend against the Vault API test server, next to builtin, in-process.
     Vault(vault::VaultArgs),
+    /// The acmpca backend against moto (AWS emulator, IAM enforced), in-process: throughput, and
+    /// many identities switching to it at once, paced by the rate limit.
+    Acmpca(acmpca::AcmpcaArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Rotation(args) => rotation::run(args),
         Command::Report(args) => report::run(args),
         Command::Vault(args) => vault::run(args),
+        Command::Acmpca(args) => acmpca::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

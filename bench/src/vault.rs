@@ -29,14 +29,16 @@ pub(crate) struct VaultArgs {
     concurrency: String,
 }
 
-struct Figures {
-    per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    count: usize,
+/// Certificates/s and latency of one measurement.
+pub(crate) struct Figures {
+    pub(crate) per_second: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) count: usize,
 }
 
-async fn measure(
+/// `concurrency` callers issuing through `ca` for `seconds` (after 3 warm-up certificates).
+pub(crate) async fn measure(
     ca: Arc<dyn CertificateAuthority>,
     key: KeyType,
     concurrency: usize,

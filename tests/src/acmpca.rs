@@ -29,10 +29,15 @@ pub const REGION: &str = "us-east-1";
 
 /// An AWS SDK config for `moto` in `region`, signing with `key` (none: no credentials at all).
 pub fn moto_sdk(moto: &Moto, key: Option<&AwsKey>, region: &str) -> SdkConfig {
+    sdk_for(&moto.endpoint(), key, region)
+}
+
+/// An AWS SDK config for `endpoint` in `region`, signing with `key` (none: no credentials).
+pub fn sdk_for(endpoint: &str, key: Option<&AwsKey>, region: &str) -> SdkConfig {
     let mut b = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
-        .endpoint_url(moto.endpoint());
+        .endpoint_url(endpoint);
     if let Some(k) = key {
         b = b.credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             k.access_key_id.clone(),
@@ -97,6 +102,12 @@ impl Peer {
     /// An SDK config for moto in `region` signing with `key` (none: no credentials at all).
     pub fn sdk(&self, key: Option<&AwsKey>, region: &str) -> SdkConfig {
         moto_sdk(&self.moto, key, region)
+    }
+
+    /// An SDK config for `endpoint` (moto, or a [`meshca_peers::FaultProxy`] in front of it) in
+    /// `region` signing with `key`.
+    pub fn sdk_at(endpoint: &str, key: Option<&AwsKey>, region: &str) -> SdkConfig {
+        sdk_for(endpoint, key, region)
     }
 
     /// An ACM PCA client of the admin in `region`.

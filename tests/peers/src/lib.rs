@@ -5,12 +5,17 @@
 //!   namespaces, `cert` and `aws` auth) over real TLS;
 //! - [`moto::Moto`]: moto, a real AWS emulator, with IAM authentication enforced;
 //! - [`pod_identity::PodIdentityEndpoint`]: an EKS Pod Identity / ECS container
-//!   credentials endpoint.
+//!   credentials endpoint;
+//! - [`fault_proxy::FaultProxy`]: a reverse proxy in front of moto that answers chosen AWS
+//!   JSON operations with the errors moto never gives (throttling, `RequestInProgressException`)
+//!   or slowly, and counts what reached moto.
 
+pub mod fault_proxy;
 pub mod moto;
 pub mod pod_identity;
 pub mod vault;
 
+pub use fault_proxy::{Arrival, Counts, Fault, FaultProxy};
 pub use moto::{AwsKey, Moto};
 pub use pod_identity::{isolate_aws_env, PodIdentityEndpoint};
 pub use vault::{RequestLog, VaultOptions, VaultServer};
