@@ -153,6 +153,25 @@ async fn never_approved_requests_time_out_and_are_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_arrives_through_the_watch() {
+    let peer = Peer::start().await;
+    peer.server.set_behaviour(Behaviour::Hold);
+    let yaml = Peer::mesh_yaml("default", "30s", Some(&peer.server.ca_pem()), "");
+    let backend = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let issuing = tokio::spawn(async move {
+        validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None).await
+    });
+    // The backend listed the pending request and now watches it: only an event can end it.
+    peer.server.watches_reach(1).await;
+    peer.server.release();
+    issuing
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    assert!(peer.server.requests(DEFAULT_NAMESPACE).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_requests_are_cleaned_at_start() {
     let peer = Peer::start().await;
     let ours = json!({LABEL_MESH: "default", LABEL_BACKEND: "cm-1",

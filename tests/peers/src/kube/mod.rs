@@ -64,6 +64,8 @@ pub enum Behaviour {
     Invalid,
     /// Never approve: the request stays `Ready=False/Pending`.
     NeverApprove,
+    /// Hold new requests without any status until [`KubeApiServer::release`] issues them.
+    Hold,
 }
 
 /// One object-writing call the server got.
@@ -114,6 +116,8 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
     schema: Value,
     ca: Ca,
+    held: Mutex<Vec<WatchEvent>>,
+    watches: tokio::sync::watch::Sender<usize>,
 }
 
 struct Ca {
@@ -212,6 +216,8 @@ impl KubeApiServer {
                 issuer: Issuer::new(params, key),
                 pem: cert.pem(),
             },
+            held: Mutex::new(Vec::new()),
+            watches: tokio::sync::watch::channel(0).0,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -260,6 +266,21 @@ impl KubeApiServer {
             .behaviour
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = b;
+    }
+
+    /// Issues the requests held under [`Behaviour::Hold`] (and issues new ones from now on).
+    pub fn release(&self) {
+        self.set_behaviour(Behaviour::Issue);
+        let held = std::mem::take(&mut *self.shared.held.lock().unwrap_or_else(|e| e.into_inner()));
+        for e in held {
+            sign_and_store(&self.shared, &e, Behaviour::Issue);
+        }
+    }
+
+    /// Waits until `n` WATCH requests have been received in all.
+    pub async fn watches_reach(&self, n: usize) {
+        let mut rx = self.shared.watches.subscribe();
+        let _ = rx.wait_for(|c| *c >= n).await;
     }
 
     /// Answers 403 to `verb` (`create`, `get`, `list`, `watch`, `delete`) on certificaterequests.
@@ -786,6 +807,7 @@ fn watch(s: &Arc<Shared>, ns: &str, q: &BTreeMap<String, String>) -> Resp {
         };
         (initial, s.events.subscribe(), since)
     };
+    s.watches.send_modify(|c| *c += 1);
     let bookmark = q
         .get("sendInitialEvents")
         .is_some_and(|v| v == "true")
@@ -859,18 +881,28 @@ async fn signer(s: Arc<Shared>) {
             continue;
         }
         let behaviour = *s.behaviour.lock().unwrap_or_else(|e| e.into_inner());
+        if behaviour == Behaviour::Hold {
+            s.held.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+            continue;
+        }
+        sign_and_store(&s, &e, behaviour);
+    }
+}
+
+fn sign_and_store(s: &Shared, e: &WatchEvent, behaviour: Behaviour) {
+    {
         let name = e.object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let status = sign(&s, &e.object, behaviour);
+        let status = sign(s, &e.object, behaviour);
         let path = format!(
             "/apis/cert-manager.io/v1/namespaces/{}/certificaterequests/{name}/status",
             e.namespace
         );
         let body = json!({"status": status}).to_string();
         // Through the same code as the /status endpoint (schema check included).
-        let _ = update_status(&s, &e.namespace, &name, &path, "PATCH", body.as_bytes());
+        let _ = update_status(s, &e.namespace, &name, &path, "PATCH", body.as_bytes());
     }
 }
 
@@ -892,6 +924,7 @@ fn approved() -> Value {
 fn sign(s: &Shared, cr: &Value, behaviour: Behaviour) -> Value {
     let now = rfc3339(OffsetDateTime::now_utc());
     match behaviour {
+        Behaviour::Hold => json!({}),
         Behaviour::NeverApprove => json!({"conditions": [condition("Ready", "False", "Pending",
             "Waiting on certificate issuance from order; the request is not approved yet")]}),
         Behaviour::Deny => json!({"conditions": [
