@@ -161,8 +161,8 @@ async fn reload_applies_good_configs_and_refuses_bad_ones() {
             .issue_certificate(request("default", &[("kuma.io/service", "web")]))
             .await
             .unwrap();
-        // A certmanager mesh (not in this build yet) in a new file is refused through the same
-        // registry.
+        // A certmanager mesh on a machine without Kubernetes in a new file is refused through
+        // the same registry (its test certificate cannot be issued).
         server.write_mesh(
             "certmanager.yaml",
             "type: Mesh\nname: v\nmtls:\n  enabledBackend: v\n  backends:\n    - name: v\n      type: certmanager\n      conf:\n        issuerRef:\n          name: mesh-issuer\n",
@@ -189,7 +189,7 @@ async fn reload_applies_good_configs_and_refuses_bad_ones() {
         assert_eq!(err.code(), Code::NotFound);
         assert!(server.metric("meshca_config_reloads_total{result=\"refused\"}").unwrap() >= 2.0);
         let log = std::fs::read_to_string(server.dir.path().join("stderr.log")).unwrap();
-        assert!(log.contains("backend type certmanager is not available in this build yet"), "{log}");
+        assert!(log.contains(NO_KUBERNETES), "{log}");
         // Fixing the bad file applies it.
         server.write_mesh("default.yaml", &builtin_mesh("default", &["ca-1"], "ca-1", "2h"));
         let mut fixed = false;

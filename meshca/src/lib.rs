@@ -56,6 +56,8 @@ pub use guard::{
 pub use manager::{
     ActiveBackend, Issued, Manager, ManagerBuilder, MeshState, Previous, Snapshot, Validation,
 };
+#[cfg(feature = "certmanager")]
+pub use registry::CERTMANAGER_NAMESPACE_ENV;
 pub use registry::{BuildContext, BuildFuture, Built, Constructor, Registry};
 pub use rotation::{Rotated, RotationPolicy, RotationReason, Scheduler, Watch, WatchReceiver};
 

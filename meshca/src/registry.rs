@@ -95,7 +95,17 @@ impl Registry {
         let registry = registry.register(BackendType::Vault, build_vault);
         #[cfg(feature = "acmpca")]
         let registry = registry.register(BackendType::Acmpca, build_acmpca);
+        #[cfg(feature = "certmanager")]
+        let registry = registry.register(BackendType::Certmanager, build_certmanager);
         registry
+    }
+
+    /// Without a constructor for `ty`: backends of that type are refused as not available in
+    /// this build (tests of that refusal, builds that must not use a type).
+    #[must_use]
+    pub fn unregister(mut self, ty: BackendType) -> Self {
+        self.constructors.remove(&ty);
+        self
     }
 
     /// No backends at all (tests register their own).
@@ -240,6 +250,42 @@ fn build_acmpca<'a>(
     })
 }
 
+/// Environment variable naming the namespace certmanager backends create CertificateRequests
+/// in (default [`backend_certmanager::DEFAULT_NAMESPACE`], `kuma-system`).
+#[cfg(feature = "certmanager")]
+pub const CERTMANAGER_NAMESPACE_ENV: &str = "MESHCA_CERTMANAGER_NAMESPACE";
+
+#[cfg(feature = "certmanager")]
+fn build_certmanager<'a>(
+    ctx: &'a BuildContext,
+    mesh: &'a MeshName,
+    index: usize,
+    backend: &'a Backend,
+) -> BuildFuture<'a> {
+    Box::pin(async move {
+        let BackendConf::Certmanager(conf) = &backend.conf else {
+            return Err(wrong_conf(backend));
+        };
+        // The Kubernetes client (in-cluster, else kubeconfig) is made on first use.
+        let mut ca = backend_certmanager::CertmanagerCa::load_at(
+            &format!("{}.conf", backend_path(index)),
+            mesh,
+            backend.name.clone(),
+            conf,
+            ca_core::config::Timing::of(backend),
+            ctx.store.as_ref(),
+            &ctx.sources,
+        )
+        .await?;
+        if let Ok(ns) = std::env::var(CERTMANAGER_NAMESPACE_ENV) {
+            if !ns.trim().is_empty() {
+                ca = ca.with_namespace(ns.trim());
+            }
+        }
+        Ok(Built::new(Arc::new(ca), Vec::new()))
+    })
+}
+
 fn wrong_conf(backend: &Backend) -> Error {
     Error::Inconsistent(format!(
         "backend `{}`: conf does not match type {}",
@@ -261,7 +307,9 @@ mod tests {
             SourcePolicy::local(),
         );
         let backend = mesh.enabled_backend().unwrap();
-        let err = Registry::new()
+        // Only builtin registered: certmanager stands for any type this build lacks.
+        let registry = Registry::empty().register(BackendType::Builtin, build_builtin);
+        let err = registry
             .build(&ctx, &mesh.name, 1, backend)
             .await
             .unwrap_err();
@@ -270,10 +318,7 @@ mod tests {
             "invalid mesh configuration: mtls.backends[1].type: backend type certmanager is not available in this build yet"
         );
         let builtin = &mesh.mtls.as_ref().unwrap().backends[0];
-        let built = Registry::new()
-            .build(&ctx, &mesh.name, 0, builtin)
-            .await
-            .unwrap();
+        let built = registry.build(&ctx, &mesh.name, 0, builtin).await.unwrap();
         assert_eq!(built.ca.name(), "b");
     }
 }

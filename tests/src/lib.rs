@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 pub mod acmpca;
+pub mod certmanager;
 pub mod checks;
 pub mod fixtures;
 pub mod tls;

@@ -76,6 +76,8 @@ impl Server {
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let mut child = Command::new(BIN)
             .args(&args)
+            .env("KUBECONFIG", NO_KUBECONFIG)
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -224,9 +226,22 @@ pub fn builtin_mesh(mesh: &str, names: &[&str], enabled: &str, expiration: &str)
     y
 }
 
+/// A kubeconfig path that does not exist: the certmanager backend then finds no Kubernetes,
+/// whatever the machine running the tests has.
+pub const NO_KUBECONFIG: &str = "/nonexistent/meshca-tests/kubeconfig";
+
+/// What a certmanager backend says without any Kubernetes configuration.
+pub const NO_KUBERNETES: &str =
+    "no Kubernetes client: neither an in-cluster service account nor a kubeconfig is usable";
+
 /// Runs `meshca` with `args`; returns (status success, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let out = Command::new(BIN)
+        .args(args)
+        .env("KUBECONFIG", NO_KUBECONFIG)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
