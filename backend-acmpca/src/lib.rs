@@ -37,7 +37,7 @@ use aws_sdk_acmpca::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_acmpca::primitives::Blob;
 use aws_sdk_acmpca::types::{SigningAlgorithm, Validity, ValidityPeriodType};
 use ca_core::config::AcmpcaConf;
-use ca_core::x509::{is_self_issued, parse_pem_certs};
+use ca_core::x509::{anchors_of, is_self_issued, parse_pem_certs};
 use ca_core::{
     BackendName, BundleCache, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore,
     SourcePolicy, TrustBundle, UncheckedCertificate, Violations,
@@ -645,22 +645,6 @@ fn epoch_secs(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// Trust anchors of PEM text: its self-issued certificates, or, for a chain that stops below its
-/// root, its last certificate.
-fn anchors_of(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = parse_pem_certs(pem)?;
-    let roots: Vec<_> = certs
-        .iter()
-        .filter(|c| is_self_issued(c))
-        .cloned()
-        .collect();
-    if roots.is_empty() {
-        Ok(certs.last().cloned().into_iter().collect())
-    } else {
-        Ok(roots)
-    }
-}
-
 /// The leaf of `GetCertificate` and the intermediates of its `CertificateChain` (roots belong in
 /// the trust bundle only).
 fn issued_chain(
@@ -688,66 +672,7 @@ fn issued_chain(
 /// caller's CSR that does not is refused here, before a billed `IssueCertificate` whose
 /// certificate core would refuse anyway.
 fn check_csr_names(request: &IssueRequest) -> Result<(), Error> {
-    use x509_parser::certification_request::X509CertificationRequest;
-    use x509_parser::extensions::{GeneralName, ParsedExtension};
-    use x509_parser::prelude::FromDer;
-
-    let Some(der) = request.csr_der() else {
-        return Ok(());
-    };
-    let Ok((_, csr)) = X509CertificationRequest::from_der(der) else {
-        return Ok(()); // core verified it; nothing to add
-    };
-    let mut uris: Vec<&str> = Vec::new();
-    let mut dns: Vec<&str> = Vec::new();
-    if let Some(exts) = csr.requested_extensions() {
-        for ext in exts {
-            if let ParsedExtension::SubjectAlternativeName(san) = ext {
-                for n in &san.general_names {
-                    match n {
-                        GeneralName::URI(u) => uris.push(u),
-                        GeneralName::DNSName(d) => dns.push(d),
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-    let identity = request.identity();
-    let mut problems = Vec::new();
-    let missing: Vec<&str> = identity
-        .uri_sans()
-        .iter()
-        .chain(identity.dns_sans())
-        .map(String::as_str)
-        .filter(|s| !uris.contains(s) && !dns.contains(s))
-        .collect();
-    if let Some(first) = missing.first() {
-        problems.push(format!(
-            "it lacks the SAN {first}{}",
-            if missing.len() > 1 {
-                format!(" (and {} more)", missing.len() - 1)
-            } else {
-                String::new()
-            }
-        ));
-    }
-    let cns: Vec<&str> = csr
-        .certification_request_info
-        .subject
-        .iter_common_name()
-        .filter_map(|c| c.as_str().ok())
-        .collect();
-    match (request.common_name(), cns.as_slice()) {
-        (None, []) => {}
-        (Some(want), [got]) if *got == want => {}
-        (None, got) => problems.push(format!(
-            "its subject has CN {got:?}, and the backend has no commonName template"
-        )),
-        (Some(want), got) => problems.push(format!(
-            "its subject has CN {got:?}, not the backend's commonName {want:?}"
-        )),
-    }
+    let problems = request.csr_name_problems();
     if problems.is_empty() {
         return Ok(());
     }

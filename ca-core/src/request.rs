@@ -97,6 +97,74 @@ pub struct IssueRequest {
 }
 
 impl IssueRequest {
+    /// How the caller's CSR differs from the certificate's names — for upstreams that copy the
+    /// CSR's subject and SANs into the certificate (ACM PCA's end-entity template,
+    /// cert-manager's issuers), where such a CSR would only buy a certificate core refuses.
+    /// Empty when the CSR carries exactly the identity's SANs and the common name, or when there
+    /// is no caller CSR (core's own CSRs always do).
+    pub fn csr_name_problems(&self) -> Vec<String> {
+        use x509_parser::certification_request::X509CertificationRequest;
+        use x509_parser::extensions::{GeneralName, ParsedExtension};
+        use x509_parser::prelude::FromDer;
+
+        let Some(der) = self.csr_der() else {
+            return Vec::new();
+        };
+        let Ok((_, csr)) = X509CertificationRequest::from_der(der) else {
+            return Vec::new(); // verified when the request was made; nothing to add
+        };
+        let mut uris: Vec<&str> = Vec::new();
+        let mut dns: Vec<&str> = Vec::new();
+        if let Some(exts) = csr.requested_extensions() {
+            for ext in exts {
+                if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                    for n in &san.general_names {
+                        match n {
+                            GeneralName::URI(u) => uris.push(u),
+                            GeneralName::DNSName(d) => dns.push(d),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        let identity = self.identity();
+        let mut problems = Vec::new();
+        let missing: Vec<&str> = identity
+            .uri_sans()
+            .iter()
+            .chain(identity.dns_sans())
+            .map(String::as_str)
+            .filter(|s| !uris.contains(s) && !dns.contains(s))
+            .collect();
+        if let Some(first) = missing.first() {
+            problems.push(format!(
+                "it lacks the SAN {first}{}",
+                if missing.len() > 1 {
+                    format!(" (and {} more)", missing.len() - 1)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        let cns: Vec<&str> = csr
+            .certification_request_info
+            .subject
+            .iter_common_name()
+            .filter_map(|c| c.as_str().ok())
+            .collect();
+        match (self.common_name(), cns.as_slice()) {
+            (None, []) => {}
+            (Some(want), [got]) if *got == want => {}
+            (None, got) => problems.push(format!(
+                "its subject has CN {got:?}, and the backend has no commonName template"
+            )),
+            (Some(want), got) => problems.push(format!(
+                "its subject has CN {got:?}, not the backend's commonName {want:?}"
+            )),
+        }
+        problems
+    }
     /// The identity.
     pub fn identity(&self) -> &Identity {
         &self.identity

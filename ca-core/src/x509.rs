@@ -576,6 +576,26 @@ pub(crate) struct LocalSigner {
 }
 
 /// True when a certificate's issuer equals its subject.
+/// Trust anchors of PEM text from an upstream CA: its self-issued certificates, or, for a chain
+/// that stops below its root, its last certificate.
+///
+/// # Errors
+/// The PEM parser's message.
+pub fn anchors_of(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = parse_pem_certs(pem)?;
+    let roots: Vec<_> = certs
+        .iter()
+        .filter(|c| is_self_issued(c))
+        .cloned()
+        .collect();
+    if roots.is_empty() {
+        Ok(certs.last().cloned().into_iter().collect())
+    } else {
+        Ok(roots)
+    }
+}
+
+/// Whether `der` is self-issued (subject equals issuer).
 pub fn is_self_issued(der: &CertificateDer<'_>) -> bool {
     X509Certificate::from_der(der)
         .map(|(_, c)| c.issuer().as_raw() == c.subject().as_raw())
