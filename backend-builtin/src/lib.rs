@@ -35,6 +35,8 @@ use zeroize::Zeroizing;
 /// Secret names are DNS-1123 subdomains: at most 253 characters (Kuma allows 255 for the
 /// resource key; the stricter limit keeps the name usable as a Kubernetes Secret).
 const MAX_SECRET_NAME_LEN: usize = 253;
+/// How many times the CA is read again after losing a creation race.
+const LOAD_ATTEMPTS: usize = 3;
 
 /// A mesh's builtin CA.
 ///
@@ -130,6 +132,26 @@ impl BuiltinCa {
     }
 
     async fn load_or_create(&self) -> Result<Loaded, Error> {
+        // A store whose create-if-absent is not atomic across secrets (an overlay over a shared
+        // store, during a dry run) can hand us our own key and another writer's certificate;
+        // reading both again then sees the winner's pair.
+        for _ in 1..LOAD_ATTEMPTS {
+            if let Some(loaded) = self.load_once().await? {
+                return Ok(loaded);
+            }
+            tracing::debug!(mesh = %self.mesh, backend = %self.backend, "another writer created the builtin CA at the same time; reading it again");
+        }
+        self.load_once().await?.ok_or_else(|| {
+            Error::Inconsistent(format!(
+                "mesh `{}`: the builtin CA of backend `{}` kept changing while it was loaded",
+                self.mesh, self.backend
+            ))
+        })
+    }
+
+    /// Loads the CA, creating what is missing; `None` when the key we stored lost to another
+    /// writer's certificate (see [`load_or_create`](Self::load_or_create)).
+    async fn load_once(&self) -> Result<Option<Loaded>, Error> {
         let (cert_name, key_name) = Self::secret_names(&self.mesh, &self.backend)?;
         let mesh = &self.mesh;
         let store = &*self.store;
@@ -187,6 +209,11 @@ impl BuiltinCa {
                         %mesh, backend = %self.backend, secret = %cert_name,
                         "created builtin CA certificate"
                     );
+                } else if self.check_cert(&cert, &cert_name, &key_name, &key).is_err()
+                    && store.get(mesh, &key_name).await?.as_ref() != Some(&key_pem)
+                {
+                    // Another writer's certificate for another writer's key: read both again.
+                    return Ok(None);
                 }
                 cert
             }
@@ -202,7 +229,7 @@ impl BuiltinCa {
         let signer =
             LocalCa::new(cert_name.as_str(), vec![cert.clone()], key).map_err(inconsistent)?;
         let bundle = TrustBundle::new(vec![cert]).map_err(inconsistent)?;
-        Ok(Loaded { signer, bundle })
+        Ok(Some(Loaded { signer, bundle }))
     }
 
     /// Builds the self-signed CA certificate for `key_pem` (Kuma's profile); returns its PEM.

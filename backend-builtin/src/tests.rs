@@ -551,3 +551,66 @@ async fn race_child(dir: &Path) {
     }
     println!("{PEM_BEGIN}\n{pem}\n{PEM_END}");
 }
+
+/// A shared store another writer (replica) fills with its CA just before our second read of
+/// the certificate: after our key was created (in the overlay), before our certificate is.
+#[derive(Debug)]
+struct RacedStore {
+    lower: Arc<DirectorySecretStore>,
+    other: BuiltinCa,
+    cert_reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl SecretStore for RacedStore {
+    async fn get(
+        &self,
+        mesh: &MeshName,
+        name: &ca_core::SecretName,
+    ) -> Result<Option<ca_core::SecretBytes>, Error> {
+        if name.as_str().contains("-cert-")
+            && self
+                .cert_reads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                == 1
+        {
+            self.other.ensure().await?;
+        }
+        self.lower.get(mesh, name).await
+    }
+    async fn create_if_absent(
+        &self,
+        mesh: &MeshName,
+        name: &ca_core::SecretName,
+        value: &[u8],
+    ) -> Result<(ca_core::SecretBytes, ca_core::Created), Error> {
+        self.lower.create_if_absent(mesh, name, value).await
+    }
+    async fn put(
+        &self,
+        mesh: &MeshName,
+        name: &ca_core::SecretName,
+        value: &[u8],
+    ) -> Result<(), Error> {
+        self.lower.put(mesh, name, value).await
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_racing_another_writer_sees_the_winners_ca() {
+    // The dry run's overlay keeps its own key in memory; the other writer's certificate shows
+    // through from below. The CA must then be read again as the winner's pair, not refused.
+    let dir = tempfile::tempdir().unwrap();
+    let lower = Arc::new(store(dir.path()));
+    let other = BuiltinCa::new(mesh(), backend(), BuiltinConf::default(), lower.clone());
+    let raced = Arc::new(RacedStore {
+        lower: lower.clone(),
+        other,
+        cert_reads: 0.into(),
+    });
+    let overlay = ca_core::OverlaySecretStore::new(Some(raced));
+    let ca = BuiltinCa::new(mesh(), backend(), BuiltinConf::default(), Arc::new(overlay));
+    ca.ensure().await.unwrap();
+    let winner = builtin(dir.path(), BuiltinConf::default());
+    assert_eq!(stored_cert_pem(&ca).await, stored_cert_pem(&winner).await);
+}
