@@ -156,3 +156,16 @@ impl Fixture for Certmanager {
         true
     }
 }
+
+/// Writes a kubeconfig for the API server at `url` (namespace `kuma-system`, a bearer token the
+/// test server ignores) to `dir/kubeconfig`, for processes that find Kubernetes on their own.
+pub fn write_kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n\
+         contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n    namespace: {DEFAULT_NAMESPACE}\n\
+         current-context: test\nusers:\n- name: test\n  user:\n    token: test-token\n"
+    );
+    std::fs::write(&path, text).expect("write kubeconfig");
+    path
+}

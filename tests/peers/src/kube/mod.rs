@@ -16,11 +16,15 @@
 //! 422 `Invalid` with causes, 403 `Forbidden`). Every CertificateRequest written through the API
 //! is validated against cert-manager's CRD schema ([`schema`]).
 //!
+//! Core `v1` Secrets (create, get, replace with `resourceVersion`, delete) are served too, for
+//! the Kubernetes secret store (module `secrets`).
+//!
 //! A signer task plays cert-manager with a CA issuer and its default approver: each new request
 //! is approved (or denied, or left unapproved, per [`Behaviour`]) and signed by a test CA
 //! (rcgen): the CSR's subject and SANs, `spec.duration`, `spec.usages`.
 
 pub mod schema;
+mod secrets;
 
 use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
@@ -288,6 +292,39 @@ impl KubeApiServer {
         self.shared.state().forbidden.insert(verb.to_owned());
     }
 
+    /// Answers 403 to `verb` (`create`, `get`, `update`, `delete`) on `resource` (`secrets`).
+    pub fn forbid_on(&self, resource: &str, verb: &str) {
+        self.shared
+            .state()
+            .forbidden
+            .insert(format!("{resource}/{verb}"));
+    }
+
+    /// Allows everything [`forbid`](Self::forbid) and [`forbid_on`](Self::forbid_on) refused.
+    pub fn allow_all(&self) {
+        self.shared.state().forbidden.clear();
+    }
+
+    /// The stored object `plural`/`namespace`/`name` (`""` namespace for cluster-scoped ones).
+    pub fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.shared
+            .state()
+            .objects
+            .get(&(plural.to_owned(), namespace.to_owned(), name.to_owned()))
+            .map(|o| o.object.clone())
+    }
+
+    /// Names of the `plural` objects in `namespace` now.
+    pub fn names(&self, plural: &str, namespace: &str) -> Vec<String> {
+        self.shared
+            .state()
+            .objects
+            .keys()
+            .filter(|(p, ns, _)| p == plural && ns == namespace)
+            .map(|(_, _, n)| n.clone())
+            .collect()
+    }
+
     /// Adds a cert-manager `Issuer` in `namespace`.
     pub fn add_issuer(&self, namespace: &str, name: &str) {
         self.add_issuer_of("issuers", "Issuer", namespace, name);
@@ -325,13 +362,7 @@ impl KubeApiServer {
 
     /// Names of the CertificateRequests in `namespace` now.
     pub fn requests(&self, namespace: &str) -> Vec<String> {
-        self.shared
-            .state()
-            .objects
-            .keys()
-            .filter(|(p, ns, _)| p == CRS && ns == namespace)
-            .map(|(_, _, n)| n.clone())
-            .collect()
+        self.names(CRS, namespace)
     }
 
     /// Every object-writing call so far (create, status updates), with schema problems.
@@ -492,6 +523,9 @@ async fn serve(s: Arc<Shared>, req: Request<Incoming>) -> Resp {
         Err(_) => Bytes::new(),
     };
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Some(resp) = secrets::route(&s, &method, &parts, &path, &body) {
+        return resp;
+    }
     match parts.as_slice() {
         ["apis", "cert-manager.io", "v1", "namespaces", ns, plural] if *plural == CRS => {
             match method {

@@ -1,0 +1,392 @@
+//! # store-kubernetes
+//!
+//! A [`SecretStore`] on Kubernetes Secrets, laid out as Kong Mesh stores mesh-scoped secrets: one
+//! Secret per secret in the system namespace, `type: system.kuma.io/secret`, label
+//! `kuma.io/mesh: <mesh>`, the value under `data.value`.
+//!
+//! - `create_if_absent` is an API `create`: of replicas racing to create the same secret exactly
+//!   one gets `201`, the others `409 AlreadyExists` and read the winner's value. Two or more
+//!   issuers starting at once therefore end up with one builtin CA, and all serve it.
+//! - `put` replaces with optimistic concurrency (`resourceVersion`; a `409 Conflict` is retried
+//!   with the newer object, a bounded number of times).
+//! - A Secret of the same name that belongs to another mesh (its label says so) is not this
+//!   mesh's: `get` does not see it and writing it is refused.
+//! - Global secrets ([`KubernetesSecretStore::create_global_if_absent`]: type
+//!   `system.kuma.io/global-secret`, no mesh label) hold what belongs to no mesh, such as the
+//!   issuer's bootstrap TLS CA, with the same create-if-absent discipline.
+//! - It needs `get`, `create` and `update` on `secrets` in its namespace; it never lists or
+//!   watches (every read is by name).
+//! - Values are capped at [`ca_core::SourcePolicy::MAX_BYTES`] (Kubernetes' own limit is 1 MiB).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use ca_core::{Created, Error, MeshName, SecretBytes, SecretName, SecretStore};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
+use kube::api::{Api, PostParams};
+
+/// The Secret type Kong Mesh gives mesh-scoped secrets.
+pub const SECRET_TYPE: &str = "system.kuma.io/secret";
+/// The Secret type Kong Mesh gives global (mesh-less) secrets.
+pub const GLOBAL_SECRET_TYPE: &str = "system.kuma.io/global-secret";
+/// The label naming a secret's mesh.
+pub const MESH_LABEL: &str = "kuma.io/mesh";
+/// The data key holding the value.
+pub const VALUE_KEY: &str = "value";
+/// The namespace used unless told otherwise (Kong Mesh's system namespace).
+pub const DEFAULT_NAMESPACE: &str = "kuma-system";
+
+/// Environment variable naming the namespace (the Deployment sets it from the downward API).
+pub const NAMESPACE_ENV: &str = "MESHCA_NAMESPACE";
+/// Where a pod finds its own namespace.
+pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The namespace to use when the operator named none: [`NAMESPACE_ENV`], else the pod's own
+/// namespace ([`SERVICE_ACCOUNT_NAMESPACE_FILE`]), else [`DEFAULT_NAMESPACE`].
+pub fn namespace_from_environment() -> String {
+    let env = std::env::var(NAMESPACE_ENV).ok();
+    let file = std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE_FILE).ok();
+    [env, file]
+        .into_iter()
+        .flatten()
+        .map(|n| n.trim().to_owned())
+        .find(|n| !n.is_empty() && n.len() <= 63)
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+}
+
+/// How many times `put` retries a `409 Conflict`.
+const PUT_ATTEMPTS: usize = 5;
+
+/// Mesh-scoped secrets in Kubernetes Secrets of one namespace.
+#[derive(Clone)]
+pub struct KubernetesSecretStore {
+    api: Api<Secret>,
+    namespace: String,
+}
+
+impl fmt::Debug for KubernetesSecretStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubernetesSecretStore")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesSecretStore {
+    /// The store in `namespace`, through `client`.
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// The store in `namespace`, through [`kube::Client::try_default`]: the pod's service account
+    /// in a cluster, else the kubeconfig (`KUBECONFIG`, `~/.kube/config`).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when there is no usable configuration.
+    pub async fn connect(namespace: &str) -> Result<Self, Error> {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| Error::Unavailable {
+                backend: "kubernetes secret store".into(),
+                source: format!(
+                    "no Kubernetes client configuration (in-cluster service account or \
+                     kubeconfig): {}",
+                    ca_core::error_chain(&e)
+                )
+                .into(),
+            })?;
+        Ok(Self::new(client, namespace))
+    }
+
+    /// The namespace secrets live in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn error(&self, doing: &str, name: &SecretName, e: kube::Error) -> Error {
+        let what = format!(
+            "Kubernetes secret store: {doing} Secret {}/{name}",
+            self.namespace
+        );
+        let reason = match &e {
+            kube::Error::Api(s) if s.code == 403 => format!(
+                "{what}: forbidden — the service account needs get, create and update on \
+                 secrets in namespace {} (a Role and RoleBinding; see deploy/kubernetes) ({})",
+                self.namespace, s.message
+            ),
+            kube::Error::Api(s) => format!("{what}: {} ({}, {})", s.message, s.reason, s.code),
+            other => format!("{what}: {}", ca_core::error_chain(other)),
+        };
+        Error::Unavailable {
+            backend: "kubernetes secret store".into(),
+            source: reason.into(),
+        }
+    }
+
+    async fn read(&self, name: &SecretName) -> Result<Option<Secret>, Error> {
+        self.api
+            .get_opt(name.as_str())
+            .await
+            .map_err(|e| self.error("reading", name, e))
+    }
+
+    fn object(&self, owner: Owner<'_>, name: &SecretName, value: &[u8]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(self.namespace.clone()),
+                labels: owner.labels(),
+                ..ObjectMeta::default()
+            },
+            type_: Some(owner.secret_type().to_owned()),
+            data: Some(BTreeMap::from([(
+                VALUE_KEY.to_owned(),
+                ByteString(value.to_vec()),
+            )])),
+            ..Secret::default()
+        }
+    }
+
+    /// The value of `secret` if it is `owner`'s; `None` when it is someone else's.
+    fn value_of(
+        &self,
+        owner: Owner<'_>,
+        name: &SecretName,
+        secret: &Secret,
+    ) -> Result<Option<SecretBytes>, Error> {
+        if !owner.owns(secret) {
+            return Ok(None);
+        }
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(VALUE_KEY))
+            .map(|b| b.0.clone())
+            .ok_or_else(|| {
+                Error::Inconsistent(format!(
+                    "Kubernetes Secret {}/{name} ({owner}) has no data.{VALUE_KEY}",
+                    self.namespace
+                ))
+            })?;
+        if value.len() > ca_core::SourcePolicy::MAX_BYTES {
+            return Err(Error::Inconsistent(format!(
+                "Kubernetes Secret {}/{name} is larger than {} bytes",
+                self.namespace,
+                ca_core::SourcePolicy::MAX_BYTES
+            )));
+        }
+        Ok(Some(SecretBytes::new(value)))
+    }
+
+    fn taken(&self, owner: Owner<'_>, name: &SecretName, secret: &Secret) -> Error {
+        let label = secret
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MESH_LABEL))
+            .map_or("none", String::as_str);
+        let type_ = secret.type_.as_deref().unwrap_or("Opaque");
+        Error::Inconsistent(format!(
+            "Kubernetes Secret {}/{name} exists and is not {owner}'s (type {type_}, \
+             {MESH_LABEL} label {label}); meshca does not overwrite it",
+            self.namespace
+        ))
+    }
+
+    fn check_size(value: &[u8]) -> Result<(), Error> {
+        if value.len() > ca_core::SourcePolicy::MAX_BYTES {
+            return Err(Error::invalid_argument(
+                "value",
+                format!("is larger than {} bytes", ca_core::SourcePolicy::MAX_BYTES),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn get_as(
+        &self,
+        owner: Owner<'_>,
+        name: &SecretName,
+    ) -> Result<Option<SecretBytes>, Error> {
+        match self.read(name).await? {
+            Some(s) => self.value_of(owner, name, &s),
+            None => Ok(None),
+        }
+    }
+
+    async fn create_as(
+        &self,
+        owner: Owner<'_>,
+        name: &SecretName,
+        value: &[u8],
+    ) -> Result<(SecretBytes, Created), Error> {
+        Self::check_size(value)?;
+        match self
+            .api
+            .create(&PostParams::default(), &self.object(owner, name, value))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(namespace = %self.namespace, %owner, secret = %name, "created Secret");
+                Ok((SecretBytes::new(value.to_vec()), Created::Ours))
+            }
+            Err(e) if is_code(&e, 409) => {
+                // Someone else won the race (or made it earlier): read theirs.
+                let existing = self.read(name).await?.ok_or_else(|| {
+                    Error::Inconsistent(format!(
+                        "Kubernetes Secret {}/{name} was reported to exist and then was gone",
+                        self.namespace
+                    ))
+                })?;
+                match self.value_of(owner, name, &existing)? {
+                    Some(v) => Ok((v, Created::Existing)),
+                    None => Err(self.taken(owner, name, &existing)),
+                }
+            }
+            Err(e) => Err(self.error("creating", name, e)),
+        }
+    }
+
+    /// Reads the global (mesh-less) secret `name`: type [`GLOBAL_SECRET_TYPE`], no mesh label, as
+    /// Kong Mesh stores global secrets. The issuer keeps its bootstrap TLS CA there.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the API server cannot be read (403 names the RBAC rule).
+    pub async fn get_global(&self, name: &SecretName) -> Result<Option<SecretBytes>, Error> {
+        self.get_as(Owner::Global, name).await
+    }
+
+    /// Creates the global secret `name` unless it exists, with the same discipline as
+    /// [`SecretStore::create_if_absent`]: of racing creators one wins, the others read its value.
+    ///
+    /// # Errors
+    /// As [`get_global`](Self::get_global); [`Error::Inconsistent`] when a Secret of that name
+    /// exists and is not a global secret.
+    pub async fn create_global_if_absent(
+        &self,
+        name: &SecretName,
+        value: &[u8],
+    ) -> Result<(SecretBytes, Created), Error> {
+        self.create_as(Owner::Global, name, value).await
+    }
+}
+
+/// Whose a Secret is: a mesh's (type [`SECRET_TYPE`], label [`MESH_LABEL`]) or global (type
+/// [`GLOBAL_SECRET_TYPE`], no mesh label).
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    Mesh(&'a MeshName),
+    Global,
+}
+
+impl Owner<'_> {
+    fn labels(self) -> Option<BTreeMap<String, String>> {
+        match self {
+            Owner::Mesh(m) => Some(BTreeMap::from([(MESH_LABEL.to_owned(), m.to_string())])),
+            Owner::Global => None,
+        }
+    }
+
+    fn secret_type(self) -> &'static str {
+        match self {
+            Owner::Mesh(_) => SECRET_TYPE,
+            Owner::Global => GLOBAL_SECRET_TYPE,
+        }
+    }
+
+    fn owns(self, secret: &Secret) -> bool {
+        let label = secret
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MESH_LABEL))
+            .map(String::as_str);
+        let type_ = secret.type_.as_deref();
+        match self {
+            Owner::Mesh(m) => type_ == Some(SECRET_TYPE) && label == Some(m.as_str()),
+            Owner::Global => type_ == Some(GLOBAL_SECRET_TYPE) && label.is_none(),
+        }
+    }
+}
+
+impl fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Mesh(m) => write!(f, "mesh `{m}`"),
+            Owner::Global => f.write_str("a global secret"),
+        }
+    }
+}
+
+fn is_code(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+#[async_trait]
+impl SecretStore for KubernetesSecretStore {
+    async fn get(&self, mesh: &MeshName, name: &SecretName) -> Result<Option<SecretBytes>, Error> {
+        self.get_as(Owner::Mesh(mesh), name).await
+    }
+
+    async fn create_if_absent(
+        &self,
+        mesh: &MeshName,
+        name: &SecretName,
+        value: &[u8],
+    ) -> Result<(SecretBytes, Created), Error> {
+        self.create_as(Owner::Mesh(mesh), name, value).await
+    }
+
+    async fn put(&self, mesh: &MeshName, name: &SecretName, value: &[u8]) -> Result<(), Error> {
+        Self::check_size(value)?;
+        let owner = Owner::Mesh(mesh);
+        for _ in 0..PUT_ATTEMPTS {
+            match self.read(name).await? {
+                None => match self
+                    .api
+                    .create(&PostParams::default(), &self.object(owner, name, value))
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(e) if is_code(&e, 409) => continue,
+                    Err(e) => return Err(self.error("creating", name, e)),
+                },
+                Some(current) => {
+                    if !owner.owns(&current) {
+                        return Err(self.taken(owner, name, &current));
+                    }
+                    let mut next = self.object(owner, name, value);
+                    next.metadata.resource_version = current.metadata.resource_version.clone();
+                    match self
+                        .api
+                        .replace(name.as_str(), &PostParams::default(), &next)
+                        .await
+                    {
+                        Ok(_) => return Ok(()),
+                        // Changed or deleted since we read it: read again.
+                        Err(e) if is_code(&e, 409) || is_code(&e, 404) => continue,
+                        Err(e) => return Err(self.error("replacing", name, e)),
+                    }
+                }
+            }
+        }
+        Err(Error::Unavailable {
+            backend: "kubernetes secret store".into(),
+            source: format!(
+                "Secret {}/{name} kept changing under {PUT_ATTEMPTS} attempts to replace it",
+                self.namespace
+            )
+            .into(),
+        })
+    }
+}

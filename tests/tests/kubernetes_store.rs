@@ -1,0 +1,188 @@
+//! The Kubernetes SecretStore against the Kubernetes API test server: Kong Mesh's layout (type
+//! `system.kuma.io/secret`, label `kuma.io/mesh`, `data.value`), create-if-absent through `409
+//! AlreadyExists`, replace with `resourceVersion`, secrets of other meshes left alone — and
+//! three builtin CAs of one mesh started at once on three stores (three issuer replicas) ending
+//! with one CA that all of them serve.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::Arc;
+
+use backend_builtin::BuiltinCa;
+use ca_core::config::{BackendConf, Mesh};
+use ca_core::{BackendName, CertificateAuthority, Created, SecretName, SecretStore};
+use meshca_peers::kube::KubeApiServer;
+use meshca_tests::certmanager::client_of;
+use meshca_tests::checks::mesh;
+use store_kubernetes::{KubernetesSecretStore, GLOBAL_SECRET_TYPE, MESH_LABEL, SECRET_TYPE};
+
+const NS: &str = "kuma-system";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_kong_meshs_layout_created_once() {
+    let api = KubeApiServer::start().await;
+    let store = KubernetesSecretStore::new(client_of(&api.url()), NS);
+    let (m, other) = (mesh("default"), mesh("other"));
+    let name = SecretName::new("token-1").unwrap();
+
+    assert!(store.get(&m, &name).await.unwrap().is_none());
+    let (v, c) = store.create_if_absent(&m, &name, b"first").await.unwrap();
+    assert_eq!((v.expose(), c), (&b"first"[..], Created::Ours));
+    let (v, c) = store.create_if_absent(&m, &name, b"second").await.unwrap();
+    assert_eq!((v.expose(), c), (&b"first"[..], Created::Existing));
+
+    let obj = api.object("secrets", NS, "token-1").unwrap();
+    assert_eq!(obj["type"], SECRET_TYPE);
+    assert_eq!(obj["metadata"]["labels"][MESH_LABEL], "default");
+    assert_eq!(obj["data"]["value"], "Zmlyc3Q=");
+
+    store.put(&m, &name, b"third").await.unwrap();
+    assert_eq!(
+        store.get(&m, &name).await.unwrap().unwrap().expose(),
+        b"third"
+    );
+
+    // Another mesh's secret of the same name is not this mesh's, and is never overwritten.
+    assert!(store.get(&other, &name).await.unwrap().is_none());
+    let e = store
+        .create_if_absent(&other, &name, b"x")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("is not mesh `other`'s"), "{e}");
+    let e = store.put(&other, &name, b"x").await.unwrap_err();
+    assert!(e.to_string().contains("does not overwrite it"), "{e}");
+    assert_eq!(
+        store.get(&m, &name).await.unwrap().unwrap().expose(),
+        b"third"
+    );
+
+    // Every write was a valid core/v1 Secret (the server checks name, data keys, base64, size).
+    let writes = api.writes();
+    assert!(writes.len() >= 4, "{writes:?}");
+    assert!(writes.iter().all(|w| w.problems.is_empty()), "{writes:?}");
+    assert!(writes
+        .iter()
+        .any(|w| w.method == "PUT" && w.body["metadata"]["resourceVersion"].is_string()));
+
+    // No permission: the error names the RBAC rule, for each verb the store uses.
+    let token2 = SecretName::new("token-2").unwrap();
+    for verb in ["get", "create", "update"] {
+        api.allow_all();
+        api.forbid_on("secrets", verb);
+        let e = match verb {
+            "get" => store.get(&m, &token2).await.unwrap_err(),
+            "create" => store.create_if_absent(&m, &token2, b"v").await.unwrap_err(),
+            _ => store.put(&m, &name, b"v").await.unwrap_err(),
+        };
+        let chain = ca_core::error_chain(&e);
+        assert!(
+            chain.contains("needs get, create and update on secrets in namespace kuma-system")
+                && chain.contains(&format!("cannot {verb} resource \"secrets\"")),
+            "{verb}: {chain}"
+        );
+    }
+    api.allow_all();
+    // A value above the limit is refused before it is sent.
+    let big = vec![b'x'; ca_core::SourcePolicy::MAX_BYTES + 1];
+    let e = store.create_if_absent(&m, &token2, &big).await.unwrap_err();
+    assert!(e.to_string().contains("larger than"), "{e}");
+    assert!(api.object("secrets", NS, "token-2").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_secrets_are_typed_and_not_any_meshs() {
+    let api = KubeApiServer::start().await;
+    let store = KubernetesSecretStore::new(client_of(&api.url()), NS);
+    let name = SecretName::new("meshca-bootstrap-tls").unwrap();
+    assert!(store.get_global(&name).await.unwrap().is_none());
+    let (v, c) = store.create_global_if_absent(&name, b"pem").await.unwrap();
+    assert_eq!((v.expose(), c), (&b"pem"[..], Created::Ours));
+    let (v, c) = store
+        .create_global_if_absent(&name, b"other")
+        .await
+        .unwrap();
+    assert_eq!((v.expose(), c), (&b"pem"[..], Created::Existing));
+    let obj = api.object("secrets", NS, name.as_str()).unwrap();
+    assert_eq!(obj["type"], GLOBAL_SECRET_TYPE);
+    assert!(obj["metadata"]["labels"].get(MESH_LABEL).is_none());
+    // Not a mesh's secret, even though the name is free for the mesh store to ask about.
+    assert!(store.get(&mesh("default"), &name).await.unwrap().is_none());
+    let e = store.put(&mesh("default"), &name, b"x").await.unwrap_err();
+    assert!(e.to_string().contains("is not mesh `default`'s"), "{e}");
+    // A mesh's secret is not a global one.
+    let sec = SecretName::new("default.token").unwrap();
+    store
+        .create_if_absent(&mesh("default"), &sec, b"t")
+        .await
+        .unwrap();
+    assert!(store.get_global(&sec).await.unwrap().is_none());
+    let e = store.create_global_if_absent(&sec, b"x").await.unwrap_err();
+    assert!(e.to_string().contains("is not a global secret's"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_all_land_through_conflicts() {
+    let api = KubeApiServer::start().await;
+    let m = mesh("default");
+    let name = SecretName::new("default.switch").unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let store = KubernetesSecretStore::new(client_of(&api.url()), NS);
+        let (m, name) = (m.clone(), name.clone());
+        tasks.push(tokio::spawn(async move {
+            store.put(&m, &name, format!("v{i}").as_bytes()).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let store = KubernetesSecretStore::new(client_of(&api.url()), NS);
+    let v = store.get(&m, &name).await.unwrap().unwrap();
+    assert!(["v0", "v1", "v2", "v3"].contains(&std::str::from_utf8(v.expose()).unwrap()));
+    // One create; every other write was a replace carrying the version it read.
+    let writes = api.writes();
+    assert!(writes.iter().any(|w| w.method == "POST"));
+    assert!(writes
+        .iter()
+        .filter(|w| w.method == "PUT")
+        .all(|w| w.body["metadata"]["resourceVersion"].is_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_starting_at_once_share_one_builtin_ca() {
+    let api = KubeApiServer::start().await;
+    let yaml = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n";
+    let m = Mesh::from_yaml(yaml).unwrap();
+    let BackendConf::Builtin(conf) = &m.enabled_backend().unwrap().conf else {
+        panic!()
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        // Each replica has its own client and store, as separate processes would.
+        let store: Arc<dyn SecretStore> =
+            Arc::new(KubernetesSecretStore::new(client_of(&api.url()), NS));
+        let ca = BuiltinCa::new(
+            mesh("default"),
+            BackendName::new("ca-1").unwrap(),
+            conf.clone(),
+            store,
+        );
+        tasks.push(tokio::spawn(async move {
+            ca.ensure().await.unwrap();
+            ca.trust_bundle().await.unwrap().to_pem()
+        }));
+    }
+    let mut bundles = Vec::new();
+    for t in tasks {
+        bundles.push(t.await.unwrap());
+    }
+    assert!(bundles.iter().all(|b| *b == bundles[0]), "one CA for all");
+    let secrets = api.names("secrets", NS);
+    assert_eq!(
+        secrets
+            .iter()
+            .filter(|n| n.contains("ca-builtin-cert"))
+            .count(),
+        1,
+        "{secrets:?}"
+    );
+}
