@@ -86,7 +86,9 @@ enum Command {
 pub(crate) enum StoreKind {
     /// Files under DATA_DIR/secrets.
     File,
-    /// Kubernetes Secrets (not available yet).
+    /// Kubernetes Secrets in --namespace (type `system.kuma.io/secret`, label `kuma.io/mesh`),
+    /// through the pod's service account or the kubeconfig. Replicas share one builtin CA per
+    /// backend and one bootstrap TLS CA (Secret `meshca-bootstrap-tls`).
     Kubernetes,
 }
 
@@ -112,6 +114,14 @@ pub(crate) struct ServeArgs {
     /// Where mesh secrets live.
     #[arg(long, value_enum, default_value_t = StoreKind::File)]
     pub(crate) store: StoreKind,
+    /// Namespace of the Secrets with --store kubernetes. Default: $MESHCA_NAMESPACE, else the
+    /// pod's own namespace, else `kuma-system`.
+    #[arg(long, value_name = "NS")]
+    pub(crate) namespace: Option<String>,
+    /// Extra DNS name on the bootstrap server certificate (besides localhost, 127.0.0.1, ::1),
+    /// e.g. the Service name `meshca.kuma-system.svc`; repeat it (at most 16).
+    #[arg(long, value_name = "DNS")]
+    pub(crate) server_name: Vec<String>,
     /// Authorization file: which client identities (CA + CN or SPIFFE ID) may act on which
     /// meshes. The bootstrap admin may do everything; data planes may renew their own identity.
     #[arg(long)]

@@ -8,6 +8,11 @@
 //! is checked: a CA certificate that does not match its key is refused (never replaced); a server
 //! or admin certificate that is missing, expiring, not signed by the CA or not matching its key is
 //! made again from the CA.
+//!
+//! With `--store kubernetes` the CA pair comes from the store (one Secret all replicas share,
+//! created if absent: see `serve`) and is *seeded* here ([`BootstrapPaths::ensure_seeded`]);
+//! each replica makes its own server and admin certificates from it, so every replica trusts
+//! every other's admin and presents a certificate clients verify with the same `ca.pem`.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -37,6 +42,74 @@ pub(crate) struct BootstrapPaths {
     pub(crate) server_key: PathBuf,
     pub(crate) admin: PathBuf,
     pub(crate) admin_key: PathBuf,
+    /// Extra DNS names of the server certificate (`--server-name`).
+    pub(crate) server_names: Vec<String>,
+}
+
+/// A bootstrap CA as PEM: the certificate and its key.
+pub(crate) struct CaPem {
+    pub(crate) cert: String,
+    pub(crate) key: String,
+}
+
+impl std::fmt::Debug for CaPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaPem").finish_non_exhaustive()
+    }
+}
+
+impl CaPem {
+    /// A new bootstrap CA (P-256, ten years, path length 0).
+    pub(crate) fn generate() -> Result<Self, AppError> {
+        let key = KeyPair::generate().ctx(|| "cannot generate a key".into())?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn("meshca bootstrap CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.serial_number = Some(ca_core::x509::random_serial());
+        validity(&mut params, Duration::from_secs(10 * 365 * 86400));
+        let cert = params
+            .self_signed(&key)
+            .ctx(|| "cannot sign the bootstrap CA".into())?;
+        Ok(Self {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
+
+    /// Both as one PEM text (certificate first), as the Kubernetes store keeps them.
+    pub(crate) fn to_bundle(&self) -> String {
+        format!("{}{}", self.cert, self.key)
+    }
+
+    /// Reads [`to_bundle`](Self::to_bundle)'s text: one certificate and one private key that
+    /// belong together.
+    pub(crate) fn from_bundle(text: &[u8], what: &str) -> Result<Self, AppError> {
+        let blocks =
+            pem::parse_many(text).map_err(|e| AppError(format!("{what} is not PEM: {e}")))?;
+        let mut certs = blocks.iter().filter(|b| b.tag() == "CERTIFICATE");
+        let mut keys = blocks.iter().filter(|b| b.tag() == "PRIVATE KEY");
+        let (Some(cert), None, Some(key), None) =
+            (certs.next(), certs.next(), keys.next(), keys.next())
+        else {
+            return Err(AppError(format!(
+                "{what} must hold exactly one CERTIFICATE and one PRIVATE KEY block"
+            )));
+        };
+        let pair = Self {
+            cert: pem::encode(cert),
+            key: pem::encode(key),
+        };
+        let key = KeyPair::from_pem(&pair.key).ctx(|| format!("{what}: the key is not usable"))?;
+        let (_, c) = x509_parser::parse_x509_certificate(cert.contents())
+            .ctx(|| format!("{what}: not a certificate"))?;
+        if c.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err(AppError(format!(
+                "{what}: the certificate does not match the key; meshca will not replace a CA key"
+            )));
+        }
+        Ok(pair)
+    }
 }
 
 impl BootstrapPaths {
@@ -49,13 +122,30 @@ impl BootstrapPaths {
             server_key: dir.join("server-key.pem"),
             admin: dir.join("admin.pem"),
             admin_key: dir.join("admin-key.pem"),
+            server_names: Vec::new(),
             dir,
         }
+    }
+
+    /// With extra DNS names on the server certificate.
+    pub(crate) fn with_server_names(mut self, names: Vec<String>) -> Self {
+        self.server_names = names;
+        self
     }
 
     /// Creates the set if there is none, checks it, and re-makes the server and admin
     /// certificates when needed. Returns the bootstrap CA certificate.
     pub(crate) fn ensure(&self) -> Result<CertificateDer<'static>, AppError> {
+        self.ensure_with(None)
+    }
+
+    /// [`ensure`](Self::ensure) with the CA pair given (from a shared store) instead of made
+    /// here. A data directory holding another CA is refused, never overwritten.
+    pub(crate) fn ensure_seeded(&self, ca: &CaPem) -> Result<CertificateDer<'static>, AppError> {
+        self.ensure_with(Some(ca))
+    }
+
+    fn ensure_with(&self, seed: Option<&CaPem>) -> Result<CertificateDer<'static>, AppError> {
         let parent = self.dir.parent().unwrap_or(Path::new("."));
         create_private_dir(parent)?;
         let lock_path = parent.join("tls.lock");
@@ -68,12 +158,16 @@ impl BootstrapPaths {
             .ctx(|| format!("cannot open {}", lock_path.display()))?;
         lock.lock()
             .ctx(|| format!("cannot lock {}", lock_path.display()))?;
-        let result = self.ensure_locked(parent);
+        let result = self.ensure_locked(parent, seed);
         let _ = lock.unlock();
         result
     }
 
-    fn ensure_locked(&self, parent: &Path) -> Result<CertificateDer<'static>, AppError> {
+    fn ensure_locked(
+        &self,
+        parent: &Path,
+        seed: Option<&CaPem>,
+    ) -> Result<CertificateDer<'static>, AppError> {
         // Leftovers of a start that died half-way: never seen as a set, safe to remove.
         if let Ok(entries) = fs::read_dir(parent) {
             for e in entries.flatten() {
@@ -89,8 +183,16 @@ impl BootstrapPaths {
                 rand::random::<u64>()
             ));
             create_private_dir(&tmp)?;
-            let staged = Self::new_in(&tmp);
-            staged.create_ca()?;
+            let staged = Self::new_in(&tmp).with_server_names(self.server_names.clone());
+            let ca = match seed {
+                Some(ca) => CaPem {
+                    cert: ca.cert.clone(),
+                    key: ca.key.clone(),
+                },
+                None => CaPem::generate()?,
+            };
+            write_private(&staged.ca_key, ca.key.as_bytes())?;
+            write_public(&staged.ca, ca.cert.as_bytes())?;
             staged.renew_leaves()?;
             fs::File::open(&tmp)
                 .and_then(|d| d.sync_all())
@@ -100,6 +202,17 @@ impl BootstrapPaths {
         }
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
             .ctx(|| format!("cannot restrict {}", self.dir.display()))?;
+        if let Some(ca) = seed {
+            let on_disk = fs::read(&self.ca).unwrap_or_default();
+            let der = |pem: &[u8]| ca_core::x509::parse_pem_certs(pem).ok();
+            if der(&on_disk) != der(ca.cert.as_bytes()) {
+                return Err(AppError(format!(
+                    "{} holds another bootstrap CA than the shared store; meshca will not replace a CA key. Remove {} (it is a per-replica copy) and start again",
+                    self.ca.display(),
+                    self.dir.display()
+                )));
+            }
+        }
         self.renew_leaves()
     }
 
@@ -114,21 +227,6 @@ impl BootstrapPaths {
         p.admin = dir.join("admin.pem");
         p.admin_key = dir.join("admin-key.pem");
         p
-    }
-
-    fn create_ca(&self) -> Result<(), AppError> {
-        let key = KeyPair::generate().ctx(|| "cannot generate a key".into())?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = dn("meshca bootstrap CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.serial_number = Some(ca_core::x509::random_serial());
-        validity(&mut params, Duration::from_secs(10 * 365 * 86400));
-        let cert = params
-            .self_signed(&key)
-            .ctx(|| "cannot sign the bootstrap CA".into())?;
-        write_private(&self.ca_key, key.serialize_pem().as_bytes())?;
-        write_public(&self.ca, cert.pem().as_bytes())
     }
 
     /// Checks the CA pair (refusing a mismatch) and re-makes the server and admin certificates
@@ -169,7 +267,9 @@ impl BootstrapPaths {
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
             .ctx(|| format!("{} is not a usable CA", self.ca.display()))?;
 
-        if let Some(why) = leaf_problem(&self.server, &self.server_key, &ca_cert) {
+        let server_problem = leaf_problem(&self.server, &self.server_key, &ca_cert)
+            .or_else(|| lacks_names(&self.server, &self.server_names));
+        if let Some(why) = server_problem {
             if self.server.exists() {
                 tracing::warn!(cert = %self.server.display(), reason = why, "re-making the server certificate");
             }
@@ -180,6 +280,13 @@ impl BootstrapPaths {
                 SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                 SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
             ];
+            for name in &self.server_names {
+                params.subject_alt_names.push(SanType::DnsName(
+                    name.as_str()
+                        .try_into()
+                        .ctx(|| format!("--server-name {name} is not a DNS name"))?,
+                ));
+            }
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             self.leaf(params, &issuer, &self.server, &self.server_key)?;
         }
@@ -259,6 +366,38 @@ fn leaf_problem(
     let left =
         c.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
     (left < 86400).then_some("expires within a day")
+}
+
+/// `Some` when the certificate at `cert` lacks one of the DNS names in `wanted`.
+fn lacks_names(cert: &Path, wanted: &[String]) -> Option<&'static str> {
+    if wanted.is_empty() {
+        return None;
+    }
+    let pem = fs::read(cert).ok()?;
+    let der = ca_core::x509::parse_pem_certs(&pem)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let (_, c) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let have: Vec<String> = c
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    wanted
+        .iter()
+        .any(|w| !have.contains(w))
+        .then_some("lacks a --server-name")
 }
 
 /// Creates `dir` (and its parents) readable by the owner only; an existing directory that others

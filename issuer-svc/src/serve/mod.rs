@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ca_core::{DirectorySecretStore, SecretStore, SourcePolicy};
+use ca_core::{Created, DirectorySecretStore, SecretName, SecretStore, SourcePolicy};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use store_kubernetes::KubernetesSecretStore;
 use tokio::net::TcpListener;
 
 use crate::api::authz::{OperatorRoots, Policy};
@@ -19,13 +20,19 @@ use crate::error::{AppError, Context};
 use crate::limits::{MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE};
 use crate::proto::issuer_server::IssuerServer;
 use crate::reload::{ConfigSource, Reloader};
-use crate::serve::bootstrap::{create_private_dir, warn_open_keys, BootstrapPaths};
+use crate::serve::bootstrap::{create_private_dir, warn_open_keys, BootstrapPaths, CaPem};
 use crate::serve::http::Metrics;
 use crate::serve::tls::{provider, read_certs, read_key};
 use meshca::{Limits, Manager, Registry, RotationPolicy};
 
 /// How often cached trust bundles are fetched from upstream again.
 const BUNDLE_REFRESH: Duration = Duration::from_secs(300);
+
+/// At most this many `--server-name`s.
+const MAX_SERVER_NAMES: usize = 16;
+
+/// The global Secret holding the bootstrap TLS CA with `--store kubernetes`.
+const BOOTSTRAP_SECRET: &str = "meshca-bootstrap-tls";
 
 /// A certificate chain and its key.
 type ChainAndKey = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
@@ -40,10 +47,7 @@ struct Checked {
 
 pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     let checked = check(&a)?;
-    create_private_dir(&a.data_dir)?;
-    warn_open_keys(&a.data_dir);
-    let store: Arc<dyn SecretStore> =
-        Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
+    let (store, kubernetes) = open_store(&a).await?;
 
     let metrics = Arc::new(Metrics::default());
     let manager = Arc::new(
@@ -69,15 +73,24 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     }
 
     // From here on, things are written: the bootstrap TLS set, then the meshes' CAs.
-    let paths = BootstrapPaths::new(&a.data_dir);
+    let paths = BootstrapPaths::new(&a.data_dir).with_server_names(a.server_name.clone());
     let (operator_roots, policy, server_tls) = if a.insecure_plaintext {
         tracing::warn!(
             "serving gRPC WITHOUT TLS on loopback: every local process is trusted as admin"
         );
         (None, Policy::default(), None)
     } else {
-        let (roots, policy, chain_key) =
-            operators_and_server_cert(&a, &paths, &checked.client_cas, checked.own_tls)?;
+        let seed = match &kubernetes {
+            Some(store) => Some(shared_bootstrap_ca(store).await?),
+            None => None,
+        };
+        let (roots, policy, chain_key) = operators_and_server_cert(
+            &a,
+            &paths,
+            seed.as_ref(),
+            &checked.client_cas,
+            checked.own_tls,
+        )?;
         (Some(roots), policy, Some(chain_key))
     };
     if reloader.reload().await > 0 {
@@ -175,14 +188,74 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     Ok(())
 }
 
+/// The secret store `--store` names. Kubernetes is reached once (a read) before the data
+/// directory is created, so a missing API or Role is reported as such and nothing is written.
+async fn open_store(
+    a: &ServeArgs,
+) -> Result<(Arc<dyn SecretStore>, Option<Arc<KubernetesSecretStore>>), AppError> {
+    let opened: (Arc<dyn SecretStore>, _) = match a.store {
+        StoreKind::File => {
+            create_private_dir(&a.data_dir)?;
+            (
+                Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?),
+                None,
+            )
+        }
+        StoreKind::Kubernetes => {
+            let ns = a
+                .namespace
+                .clone()
+                .unwrap_or_else(store_kubernetes::namespace_from_environment);
+            let failed = |e: ca_core::Error| {
+                AppError(format!("--store kubernetes: {}", ca_core::error_chain(&e)))
+            };
+            let store = Arc::new(KubernetesSecretStore::connect(&ns).await.map_err(failed)?);
+            store
+                .get_global(&bootstrap_secret_name()?)
+                .await
+                .map_err(failed)?;
+            tracing::info!(namespace = %ns, "secrets in Kubernetes");
+            create_private_dir(&a.data_dir)?;
+            (store.clone() as Arc<dyn SecretStore>, Some(store))
+        }
+    };
+    warn_open_keys(&a.data_dir);
+    Ok(opened)
+}
+
 /// Checks every flag and reads every file the operator named, writing nothing: a bad flag, TLS
 /// file, client CA or authz file never leaves secrets behind.
 fn check(a: &ServeArgs) -> Result<Checked, AppError> {
-    if a.store == StoreKind::Kubernetes {
+    if a.namespace.is_some() && a.store != StoreKind::Kubernetes {
         return Err(AppError(
-            "--store kubernetes is not available in this build yet; use --store file (the default)"
-                .into(),
+            "--namespace applies to --store kubernetes only".into(),
         ));
+    }
+    if let Some(ns) = &a.namespace {
+        let label = ns.len() <= 63
+            && ns
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && ns.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && ns.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !label {
+            return Err(AppError(format!(
+                "--namespace {ns:?} is not a Kubernetes namespace name (a DNS-1123 label: at most 63 lower-case letters, digits and '-')"
+            )));
+        }
+    }
+    if a.server_name.len() > MAX_SERVER_NAMES {
+        return Err(AppError(format!(
+            "--server-name is given {} times; at most {MAX_SERVER_NAMES}",
+            a.server_name.len()
+        )));
+    }
+    for name in &a.server_name {
+        if ca_core::SecretName::new(name.as_str()).is_err() {
+            return Err(AppError(format!(
+                "--server-name {name:?} is not a DNS name (lower-case letters, digits, '-' and '.')"
+            )));
+        }
     }
     if a.insecure_plaintext && !a.listen.ip().is_loopback() {
         return Err(AppError(format!(
@@ -237,15 +310,49 @@ fn check(a: &ServeArgs) -> Result<Checked, AppError> {
     })
 }
 
+fn bootstrap_secret_name() -> Result<SecretName, AppError> {
+    SecretName::new(BOOTSTRAP_SECRET).ctx(|| "secret name".into())
+}
+
+/// The bootstrap TLS CA every replica shares: read from the Kubernetes store, or made here and
+/// created there if absent (of replicas starting at once, one wins and all use its CA).
+async fn shared_bootstrap_ca(store: &KubernetesSecretStore) -> Result<CaPem, AppError> {
+    let name = bootstrap_secret_name()?;
+    let what = format!("Secret {}/{BOOTSTRAP_SECRET}", store.namespace());
+    let existing = store
+        .get_global(&name)
+        .await
+        .map_err(|e| AppError(ca_core::error_chain(&e)))?;
+    let value = match existing {
+        Some(v) => v,
+        None => {
+            let fresh = CaPem::generate()?;
+            let (v, created) = store
+                .create_global_if_absent(&name, fresh.to_bundle().as_bytes())
+                .await
+                .map_err(|e| AppError(ca_core::error_chain(&e)))?;
+            if created == Created::Ours {
+                tracing::info!(secret = %what, "created the shared bootstrap TLS CA");
+            }
+            v
+        }
+    };
+    CaPem::from_bundle(value.expose(), &what)
+}
+
 /// The bootstrap TLS set (made once, checked at every start), the operators' roots and authz
 /// policy, and the server's certificate and key (the operator's own, else the bootstrap one).
 fn operators_and_server_cert(
     a: &ServeArgs,
     paths: &BootstrapPaths,
+    seed: Option<&CaPem>,
     client_cas: &[CertificateDer<'static>],
     own_tls: Option<ChainAndKey>,
 ) -> Result<(OperatorRoots, Policy, ChainAndKey), AppError> {
-    let bootstrap_ca = paths.ensure()?;
+    let bootstrap_ca = match seed {
+        Some(ca) => paths.ensure_seeded(ca)?,
+        None => paths.ensure()?,
+    };
     let roots = OperatorRoots::new(&bootstrap_ca, client_cas)?;
     let policy = match &a.authz {
         Some(p) => Policy::load(p, roots.ids().first())?,

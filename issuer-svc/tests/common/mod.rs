@@ -52,6 +52,17 @@ impl Server {
         meshes: &[(&str, &str)],
         extra: &[&str],
     ) -> Self {
+        Self::start_with_env(dir, data_dir, meshes, extra, &[])
+    }
+
+    /// [`Server::start_in`] with extra environment variables (set after the defaults).
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        meshes: &[(&str, &str)],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mesh_dir = dir.path().join("meshes");
         std::fs::create_dir_all(&mesh_dir).unwrap();
         let mut args: Vec<String> = vec![
@@ -78,6 +89,7 @@ impl Server {
             .args(&args)
             .env("KUBECONFIG", NO_KUBECONFIG)
             .env_remove("KUBERNETES_SERVICE_HOST")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
