@@ -151,7 +151,7 @@ fn csr_pool(n: usize) -> Result<Vec<Csr>, BoxError> {
         .collect()
 }
 
-fn tls_config(dir: &std::path::Path) -> Result<ClientTlsConfig, BoxError> {
+pub(crate) fn tls_config(dir: &std::path::Path) -> Result<ClientTlsConfig, BoxError> {
     let read = |name: &str| {
         std::fs::read(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()))
     };

@@ -9,12 +9,15 @@
 //! - `vault`: the vault backend against the Vault API test server, next to builtin.
 //! - `acmpca`: the acmpca backend against moto (IAM enforced): throughput, and a CA switch of
 //!   many watched identities paced by the rate limit through a proxy emulating AWS's quota.
+//! - `replicas`: N issuer processes with the Kubernetes store started at once, several rounds:
+//!   one builtin CA and one bootstrap TLS CA each time, lost create races, time to ready.
 //! - `report`: turns the collected figures into `BENCHMARKS.md` and an SVG plot.
 
 #![forbid(unsafe_code)]
 
 mod acmpca;
 mod load;
+mod replicas;
 mod report;
 mod rotation;
 mod vault;
@@ -44,6 +47,9 @@ enum Command {
     /// The acmpca backend against moto (AWS emulator, IAM enforced), in-process: throughput, and
     /// many identities switching to it at once, paced by the rate limit.
     Acmpca(acmpca::AcmpcaArgs),
+    /// N `meshca serve --store kubernetes` processes started at once against one Kubernetes API
+    /// test server, several rounds: one builtin CA and one bootstrap TLS CA each time?
+    Replicas(replicas::ReplicasArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Report(args) => report::run(args),
         Command::Vault(args) => vault::run(args),
         Command::Acmpca(args) => acmpca::run(args),
+        Command::Replicas(args) => replicas::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -122,6 +122,8 @@ struct Shared {
     ca: Ca,
     held: Mutex<Vec<WatchEvent>>,
     watches: tokio::sync::watch::Sender<usize>,
+    /// Added before every answer (a real API server is a network hop away).
+    latency: Mutex<Duration>,
 }
 
 struct Ca {
@@ -222,6 +224,7 @@ impl KubeApiServer {
             },
             held: Mutex::new(Vec::new()),
             watches: tokio::sync::watch::channel(0).0,
+            latency: Mutex::new(Duration::ZERO),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -270,6 +273,16 @@ impl KubeApiServer {
             .behaviour
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = b;
+    }
+
+    /// Delays every answer by `latency` from now on (default none): a real API server's
+    /// round trip, which widens the windows in which replicas race.
+    pub fn set_latency(&self, latency: Duration) {
+        *self
+            .shared
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = latency;
     }
 
     /// Issues the requests held under [`Behaviour::Hold`] (and issues new ones from now on).
@@ -522,6 +535,10 @@ async fn serve(s: Arc<Shared>, req: Request<Incoming>) -> Resp {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
     };
+    let latency = *s.latency.lock().unwrap_or_else(|e| e.into_inner());
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     if let Some(resp) = secrets::route(&s, &method, &parts, &path, &body) {
         return resp;

@@ -1,0 +1,230 @@
+//! `meshca-bench replicas`: N real `meshca serve --store kubernetes` processes started at once
+//! against one Kubernetes API test server, for several rounds (a fresh API server each). Per
+//! round: how many builtin CAs and bootstrap TLS CAs exist afterwards (must be one each), how
+//! many distinct trust bundles the replicas serve (must be one), how many Secret creations lost
+//! the race (`409 AlreadyExists`, read the winner's), and how long until every replica was
+//! ready. Exits non-zero when any round ends with more than one CA or bundle.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use issuer_svc::proto::issuer_client::IssuerClient;
+use issuer_svc::proto::GetTrustBundleRequest;
+use meshca_peers::KubeApiServer;
+use meshca_tests::certmanager::write_kubeconfig;
+use tonic::transport::Endpoint;
+
+use crate::load::tls_config;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const NS: &str = "kuma-system";
+const MESH: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n";
+
+/// `meshca-bench replicas`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReplicasArgs {
+    /// Issuer processes started at once per round.
+    #[arg(long, default_value_t = 10)]
+    replicas: usize,
+    /// Rounds, each against a fresh API server.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Round trip added by the API server to every call, in milliseconds (a real one is a
+    /// network hop away; 0 on loopback makes races rare).
+    #[arg(long, default_value_t = 5)]
+    api_latency_ms: u64,
+    /// The `meshca` binary (default: next to this one).
+    #[arg(long)]
+    meshca: Option<PathBuf>,
+}
+
+/// One started replica; killed on drop.
+struct Replica {
+    child: Child,
+    grpc: String,
+    data_dir: PathBuf,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one round found.
+struct Round {
+    ready_max: Duration,
+    posts: usize,
+    lost: usize,
+    /// Secrets in the namespace afterwards (the builtin CA's two and the bootstrap TLS CA).
+    secrets: usize,
+    /// Distinct bootstrap TLS CAs (`tls/ca.pem`) among the replicas.
+    bootstrap_cas: usize,
+    /// Distinct trust bundles (builtin CAs) the replicas serve.
+    bundles: usize,
+}
+
+pub(crate) fn run(args: ReplicasArgs) -> Result<(), BoxError> {
+    if args.replicas == 0 || args.replicas > 64 || args.rounds == 0 {
+        return Err("--replicas must be 1..=64 and --rounds at least 1".into());
+    }
+    let meshca = match &args.meshca {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .ok_or("no directory of this binary")?
+            .join("meshca"),
+    };
+    if !meshca.is_file() {
+        return Err(format!(
+            "{} does not exist: build it (cargo build -p issuer-svc) or pass --meshca",
+            meshca.display()
+        )
+        .into());
+    }
+    println!(
+        "replicas: {} `meshca serve --store kubernetes` processes started at once, {} rounds, API round trip {} ms",
+        args.replicas, args.rounds, args.api_latency_ms
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut rounds = Vec::new();
+    for i in 1..=args.rounds {
+        let latency = Duration::from_millis(args.api_latency_ms);
+        let r = rt.block_on(round(&meshca, args.replicas, latency))?;
+        println!(
+            "round {i}: all ready in {:.2} s; Secret creations {} ({} lost the race: 409 AlreadyExists, read the winner's), Secrets {}; builtin CAs served {}, bootstrap TLS CAs {}",
+            r.ready_max.as_secs_f64(),
+            r.posts,
+            r.lost,
+            r.secrets,
+            r.bundles,
+            r.bootstrap_cas
+        );
+        rounds.push(r);
+    }
+    let one = |f: fn(&Round) -> usize| rounds.iter().filter(|r| f(r) == 1).count();
+    let (cas, boots) = (one(|r| r.bundles), one(|r| r.bootstrap_cas));
+    let slowest = rounds.iter().map(|r| r.ready_max).max().unwrap_or_default();
+    println!(
+        "summary: one builtin CA served by all replicas in {cas} of {n} rounds, one bootstrap TLS CA in {boots} of {n}; lost create races {lost} in all; slowest round ready in {:.2} s",
+        slowest.as_secs_f64(),
+        n = rounds.len(),
+        lost = rounds.iter().map(|r| r.lost).sum::<usize>(),
+    );
+    if cas != rounds.len() || boots != rounds.len() || rounds.iter().any(|r| r.secrets != 3) {
+        return Err(
+            "some round did not end with exactly one builtin CA and one bootstrap CA".into(),
+        );
+    }
+    Ok(())
+}
+
+async fn round(meshca: &Path, n: usize, latency: Duration) -> Result<Round, BoxError> {
+    let api = KubeApiServer::start().await;
+    api.set_latency(latency);
+    let tmp = tempfile::tempdir()?;
+    let kubeconfig = write_kubeconfig(tmp.path(), &api.url());
+    let meshes = tmp.path().join("meshes");
+    std::fs::create_dir_all(&meshes)?;
+    std::fs::write(meshes.join("default.yaml"), MESH)?;
+
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let data_dir = tmp.path().join(format!("replica-{i}"));
+        let stderr = std::fs::File::create(tmp.path().join(format!("replica-{i}.log")))?;
+        let mut child = Command::new(meshca)
+            .args(["serve", "--store", "kubernetes", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .arg("--mesh-config")
+            .arg(&meshes)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut grpc = None;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("meshca: grpc listening on ") {
+                    grpc = rest.split_whitespace().next().map(str::to_owned);
+                }
+                if line == "meshca: ready" {
+                    let _ = tx.send((grpc.take(), Instant::now()));
+                }
+            }
+        });
+        pending.push((child, rx, data_dir, i));
+    }
+    let mut replicas = Vec::new();
+    let mut ready_max = Duration::ZERO;
+    for (child, rx, data_dir, i) in pending {
+        let mut replica = Replica {
+            child,
+            grpc: String::new(),
+            data_dir,
+        };
+        let (grpc, at) =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+                .await?
+                .map_err(|_| {
+                    let log = std::fs::read_to_string(tmp.path().join(format!("replica-{i}.log")))
+                        .unwrap_or_default();
+                    format!("replica {i} did not become ready within 60 s:\n{log}")
+                })?;
+        replica.grpc = grpc.ok_or("no gRPC address printed")?;
+        ready_max = ready_max.max(at.duration_since(started));
+        replicas.push(replica);
+    }
+
+    // Every replica's bundle, asked with the next replica's admin certificate (one bootstrap CA
+    // makes that work).
+    let mut bundles = std::collections::BTreeSet::new();
+    let mut bootstrap = std::collections::BTreeSet::new();
+    for (i, r) in replicas.iter().enumerate() {
+        bootstrap.insert(std::fs::read(r.data_dir.join("tls").join("ca.pem"))?);
+        let admin_of = &replicas[(i + 1) % replicas.len()];
+        let tls = tls_config(&admin_of.data_dir.join("tls"))?;
+        let channel = Endpoint::from_shared(format!("https://{}", r.grpc))?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        let bundle = IssuerClient::new(channel)
+            .get_trust_bundle(GetTrustBundleRequest {
+                mesh: "default".into(),
+            })
+            .await?
+            .into_inner()
+            .trust_bundle_pem;
+        bundles.insert(bundle);
+    }
+    drop(replicas);
+
+    let names = api.names("secrets", NS);
+    let posts = api
+        .writes()
+        .iter()
+        .filter(|w| w.method == "POST" && w.path.ends_with("/secrets"))
+        .count();
+    Ok(Round {
+        ready_max,
+        posts,
+        lost: posts.saturating_sub(names.len()),
+        secrets: names.len(),
+        bootstrap_cas: bootstrap.len(),
+        bundles: bundles.len(),
+    })
+}
