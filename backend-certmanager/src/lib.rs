@@ -13,8 +13,10 @@
 //!   `spec.usages` = digital signature, key encipherment, server auth, client auth.
 //! - The backend then WATCHes the request (bounded by `dpCert.requestTimeout`) until cert-manager
 //!   says `Ready=True` (the certificate), or `Denied`, `InvalidRequest` or `Ready=False/Failed`
-//!   ([`Error::UpstreamRefused`] with cert-manager's reason and message). It never approves its
-//!   own requests: an approver (cert-manager's default one, or approver-policy) must. The request
+//!   ([`Error::UpstreamRefused`] with cert-manager's reason and message). It does not approve its
+//!   own requests (an approver, cert-manager's default one or approver-policy, must) unless
+//!   `autoApprove: true`: then it sets `Approved=True` itself, which needs `update` on
+//!   `certificaterequests/status` and `approve` on the issuer's `signers` resource. The request
 //!   is deleted afterwards, whatever happened; on first use, requests left over by an earlier run
 //!   (our labels) are deleted.
 //! - The trust bundle is `caCert` when configured, else `status.ca` of the most recent issued
@@ -62,6 +64,14 @@ pub const MANAGED_BY: &str = "meshca";
 /// The RBAC rule meshca's service account needs in the system namespace.
 pub const RBAC_RULE: &str = "apiGroups: [cert-manager.io], resources: [certificaterequests], \
                              verbs: [create, get, list, watch, delete]";
+
+/// How many times one issue watches its request (the first watch and restarts after errors).
+const WATCH_ATTEMPTS: usize = 3;
+/// Pause before watching again, times the attempt.
+const WATCH_BACKOFF: Duration = Duration::from_millis(200);
+
+/// How many times `autoApprove` reads a request again after a conflicting write.
+const APPROVE_ATTEMPTS: usize = 3;
 
 /// Key usages of every data plane certificate, as cert-manager names them.
 pub const USAGES: [&str; 4] = [
@@ -166,6 +176,8 @@ pub struct CertmanagerCa {
     client: tokio::sync::OnceCell<kube::Client>,
     cleaned: tokio::sync::OnceCell<()>,
     timing: Timing,
+    /// `autoApprove`: set `Approved=True` on our own requests.
+    auto_approve: bool,
 }
 
 impl fmt::Debug for CertmanagerCa {
@@ -238,6 +250,7 @@ impl CertmanagerCa {
             client: tokio::sync::OnceCell::new(),
             cleaned: tokio::sync::OnceCell::new(),
             timing,
+            auto_approve: conf.auto_approve,
         })
     }
 
@@ -431,28 +444,32 @@ impl CertmanagerCa {
         if let Ok(mut c) = created.lock() {
             *c = Some(name.clone());
         }
-        let done = kube::runtime::wait::await_condition(
-            api.clone(),
-            &name,
-            |o: Option<&CertificateRequest>| {
-                o.is_none_or(|o| outcome(o.status.as_ref()) != Outcome::Pending)
-            },
-        )
-        .await
-        .map_err(|e| {
-            let doing = format!(
-                "watch certificaterequest {name} in namespace {}",
-                self.namespace
-            );
-            match &e {
-                kube::runtime::wait::Error::ProbeFailed(w) => match w {
-                    kube::runtime::watcher::Error::InitialListFailed(k)
-                    | kube::runtime::watcher::Error::WatchStartFailed(k)
-                    | kube::runtime::watcher::Error::WatchFailed(k) => self.kube_error(&doing, k),
-                    _ => self.unavailable(format!("{doing}: {}", ca_core::error_chain(&e))),
+        if self.auto_approve {
+            self.approve(&api, &name).await?;
+        }
+        // A watch that breaks (API server restart, 5xx, connection reset) is started again, a
+        // bounded number of times; requestTimeout bounds the whole issue.
+        let mut attempt = 0;
+        let done = loop {
+            let waited = kube::runtime::wait::await_condition(
+                api.clone(),
+                &name,
+                |o: Option<&CertificateRequest>| {
+                    o.is_none_or(|o| outcome(o.status.as_ref()) != Outcome::Pending)
                 },
+            )
+            .await;
+            match waited.map_err(|e| self.watch_error(&name, &e)) {
+                Ok(done) => break done,
+                Err(e @ Error::Unavailable { .. }) if attempt + 1 < WATCH_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(backend = %self.name, request = %name,
+                        "watching the CertificateRequest failed, watching again: {}", ca_core::error_chain(&e));
+                    tokio::time::sleep(WATCH_BACKOFF * attempt as u32).await;
+                }
+                Err(e) => return Err(e),
             }
-        })?;
+        };
         let Some(cr) = done else {
             return Err(self.refused(format!(
                 "CertificateRequest {}/{name} was deleted before cert-manager issued it",
@@ -492,6 +509,91 @@ impl CertmanagerCa {
             }
         }
         Ok(UncheckedCertificate::new(chain))
+    }
+
+    fn watch_error(&self, name: &str, e: &kube::runtime::wait::Error) -> Error {
+        let doing = format!(
+            "watch certificaterequest {name} in namespace {}",
+            self.namespace
+        );
+        match e {
+            kube::runtime::wait::Error::ProbeFailed(w) => match w {
+                kube::runtime::watcher::Error::InitialListFailed(k)
+                | kube::runtime::watcher::Error::WatchStartFailed(k)
+                | kube::runtime::watcher::Error::WatchFailed(k) => self.kube_error(&doing, k),
+                _ => self.unavailable(format!("{doing}: {}", ca_core::error_chain(e))),
+            },
+        }
+    }
+
+    /// The `signers` resource name cert-manager checks the `approve` verb on for our issuer.
+    pub fn signer_name(&self) -> String {
+        let kind = self.issuer.kind.as_deref().unwrap_or("Issuer");
+        let group = self.issuer.group.as_deref().unwrap_or("cert-manager.io");
+        let plural = format!("{}s", kind.to_ascii_lowercase());
+        if kind == "ClusterIssuer" {
+            format!("{plural}.{group}/{}", self.issuer.name)
+        } else {
+            format!("{plural}.{group}/{}.{}", self.namespace, self.issuer.name)
+        }
+    }
+
+    /// `autoApprove`: adds `Approved=True` to the request's status (unless an approver already
+    /// decided), as `cmctl approve` does; a conflicting write is read again, a bounded number of
+    /// times. cert-manager's webhook lets only identities with `approve` on the issuer's
+    /// `signers` resource do that.
+    async fn approve(&self, api: &Api<CertificateRequest>, name: &str) -> Result<(), Error> {
+        let doing = format!(
+            "approve certificaterequest {name} in namespace {}",
+            self.namespace
+        );
+        for _ in 0..APPROVE_ATTEMPTS {
+            let mut cr = api
+                .get_status(name)
+                .await
+                .map_err(|e| self.approve_error(&doing, &e))?;
+            let status = cr.status.get_or_insert_with(RequestStatus::default);
+            if status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Approved" || c.type_ == "Denied")
+            {
+                return Ok(());
+            }
+            let now = k8s_openapi::jiff::Timestamp::now()
+                .round(k8s_openapi::jiff::Unit::Second)
+                .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now());
+            status.conditions.push(Condition {
+                type_: "Approved".into(),
+                status: "True".into(),
+                reason: Some("meshca.io".into()),
+                message: Some("Approved by meshca (autoApprove)".into()),
+                last_transition_time: Some(now.to_string()),
+            });
+            match api.replace_status(name, &PostParams::default(), &cr).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(self.approve_error(&doing, &e)),
+            }
+        }
+        Err(self.unavailable(format!(
+            "{doing}: the request kept changing under {APPROVE_ATTEMPTS} attempts"
+        )))
+    }
+
+    fn approve_error(&self, doing: &str, e: &kube::Error) -> Error {
+        match e {
+            kube::Error::Api(s) if s.code == 403 => self.refused(format!(
+                "Kubernetes forbids meshca to {doing} (autoApprove): its service account needs \
+                 update on certificaterequests/status in namespace {} and a ClusterRole with \
+                 verbs [approve] on resource signers (apiGroups [cert-manager.io]) named {} \
+                 ({})",
+                self.namespace,
+                self.signer_name(),
+                s.message
+            )),
+            _ => self.kube_error(doing, e),
+        }
     }
 
     fn issuer_resource(&self) -> Option<(ApiResource, bool)> {

@@ -28,6 +28,7 @@ pub mod secret;
 pub mod spiffe;
 pub mod store;
 mod store_overlay;
+mod system_namespace;
 pub mod template;
 pub mod x509;
 
@@ -53,5 +54,9 @@ pub use secret::SecretBytes;
 pub use spiffe::SpiffeId;
 pub use store::DirectorySecretStore;
 pub use store_overlay::OverlaySecretStore;
+pub use system_namespace::{
+    is_namespace_name, system_namespace, DEFAULT_SYSTEM_NAMESPACE, SERVICE_ACCOUNT_NAMESPACE_FILE,
+    SYSTEM_NAMESPACE_ENV,
+};
 pub use template::CommonNameTemplate;
 pub use x509::{KeyType, LocalCa, PrivateKey};

@@ -251,7 +251,8 @@ fn build_acmpca<'a>(
 }
 
 /// Environment variable naming the namespace certmanager backends create CertificateRequests
-/// in (default [`backend_certmanager::DEFAULT_NAMESPACE`], `kuma-system`).
+/// in; default [`ca_core::system_namespace`] (`MESHCA_NAMESPACE`, else the pod's namespace, else
+/// `kuma-system`).
 #[cfg(feature = "certmanager")]
 pub const CERTMANAGER_NAMESPACE_ENV: &str = "MESHCA_CERTMANAGER_NAMESPACE";
 
@@ -277,11 +278,12 @@ fn build_certmanager<'a>(
             &ctx.sources,
         )
         .await?;
-        if let Ok(ns) = std::env::var(CERTMANAGER_NAMESPACE_ENV) {
-            if !ns.trim().is_empty() {
-                ca = ca.with_namespace(ns.trim());
-            }
-        }
+        let ns = std::env::var(CERTMANAGER_NAMESPACE_ENV)
+            .ok()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| ca_core::is_namespace_name(n))
+            .unwrap_or_else(ca_core::system_namespace);
+        ca = ca.with_namespace(ns);
         Ok(Built::new(Arc::new(ca), Vec::new()))
     })
 }

@@ -40,26 +40,7 @@ pub const MESH_LABEL: &str = "kuma.io/mesh";
 /// The data key holding the value.
 pub const VALUE_KEY: &str = "value";
 /// The namespace used unless told otherwise (Kong Mesh's system namespace).
-pub const DEFAULT_NAMESPACE: &str = "kuma-system";
-
-/// Environment variable naming the namespace (the Deployment sets it from the downward API).
-pub const NAMESPACE_ENV: &str = "MESHCA_NAMESPACE";
-/// Where a pod finds its own namespace.
-pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
-    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
-
-/// The namespace to use when the operator named none: [`NAMESPACE_ENV`], else the pod's own
-/// namespace ([`SERVICE_ACCOUNT_NAMESPACE_FILE`]), else [`DEFAULT_NAMESPACE`].
-pub fn namespace_from_environment() -> String {
-    let env = std::env::var(NAMESPACE_ENV).ok();
-    let file = std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE_FILE).ok();
-    [env, file]
-        .into_iter()
-        .flatten()
-        .map(|n| n.trim().to_owned())
-        .find(|n| !n.is_empty() && n.len() <= 63)
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
-}
+pub const DEFAULT_NAMESPACE: &str = ca_core::DEFAULT_SYSTEM_NAMESPACE;
 
 /// How many times `put` retries a `409 Conflict`.
 const PUT_ATTEMPTS: usize = 5;

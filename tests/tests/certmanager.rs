@@ -153,6 +153,96 @@ async fn never_approved_requests_time_out_and_are_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_approve_issues_where_no_approver_runs() {
+    let peer = Peer::start().await;
+    peer.server.set_behaviour(Behaviour::NeverApprove);
+    let yaml = Peer::mesh_yaml(
+        "default",
+        "10s",
+        Some(&peer.server.ca_pem()),
+        "      autoApprove: true\n",
+    );
+    let backend = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    // meshca set Approved=True through /status (cmctl's way), valid against the CRD schema.
+    let writes = peer.server.writes();
+    let approval = writes
+        .iter()
+        .find(|w| w.method == "PUT" && w.path.ends_with("/status"))
+        .expect("a status update from meshca");
+    let approved = approval.body["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Approved")
+        .unwrap();
+    assert_eq!(approved["status"], "True");
+    assert_eq!(approved["reason"], "meshca.io");
+    assert!(approval.body["metadata"]["resourceVersion"].is_string());
+    assert_all_valid(&peer);
+    assert!(peer.server.requests(DEFAULT_NAMESPACE).is_empty());
+
+    // Without the `approve` verb on the issuer's signer, cert-manager's webhook refuses, and the
+    // error names the RBAC it takes.
+    peer.server.forbid("approve");
+    let e = validate_err(&backend).await;
+    let text = chain(&e);
+    assert!(matches!(e, Error::UpstreamRefused { .. }), "{text}");
+    for want in [
+        "autoApprove",
+        "update on certificaterequests/status",
+        "verbs [approve] on resource signers",
+        "issuers.cert-manager.io/kuma-system.mesh-ca",
+        "does not have permissions to set approved/denied conditions",
+    ] {
+        assert!(text.contains(want), "{want:?} missing: {text}");
+    }
+    assert!(peer.server.requests(DEFAULT_NAMESPACE).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_watch_is_started_again_a_bounded_number_of_times() {
+    let peer = Peer::start().await;
+    let yaml = Peer::mesh_yaml("default", "20s", Some(&peer.server.ca_pem()), "");
+    let backend = std::sync::Arc::new(peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap());
+    // Requests wait unsigned, so only a watch can deliver the certificate. Two watches fail;
+    // the third one is running when cert-manager signs.
+    peer.server.set_behaviour(Behaviour::Hold);
+    peer.server.fail_watches(2);
+    let b = backend.clone();
+    let issue = tokio::spawn(async move {
+        validate(&*b, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None).await
+    });
+    tokio::time::timeout(Duration::from_secs(10), peer.server.watches_reach(1))
+        .await
+        .expect("a watch after the failed ones");
+    assert_eq!(peer.server.watch_failures_left(), 0);
+    peer.server.release();
+    issue
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+
+    // Always failing: Unavailable after three watches, with the API server's message, and the
+    // request is deleted.
+    peer.server.set_behaviour(Behaviour::Hold);
+    peer.server.fail_watches(1000);
+    let e = validate_err(&*backend).await;
+    let text = chain(&e);
+    assert!(matches!(e, Error::Unavailable { .. }), "{text}");
+    assert!(text.contains("etcdserver: leader changed"), "{text}");
+    assert!(text.contains("watch certificaterequest meshca-"), "{text}");
+    assert_eq!(
+        peer.server.watch_failures_left(),
+        1000 - 3,
+        "three watches, no more"
+    );
+    assert!(peer.server.requests(DEFAULT_NAMESPACE).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_certificate_arrives_through_the_watch() {
     let peer = Peer::start().await;
     peer.server.set_behaviour(Behaviour::Hold);

@@ -227,4 +227,7 @@ pub struct CertmanagerConf {
     pub ca_cert: Option<DataSource>,
     /// `dnsNames`.
     pub dns_names: Vec<String>,
+    /// `autoApprove` (meshca's, not Kong Mesh's): meshca sets `Approved=True` on its own
+    /// requests, for clusters without an approver. Default false.
+    pub auto_approve: bool,
 }

@@ -218,6 +218,7 @@ pub(super) fn decode_certmanager(mut f: Fields<'_>, v: &mut Violations) -> Optio
     } else {
         None
     };
+    let auto_approve = f.bool("autoApprove", v).unwrap_or(false);
     let dns_at = f.at("dnsNames");
     let dns_names = f.string_list("dnsNames", v);
     for (i, d) in dns_names.iter().enumerate() {
@@ -237,5 +238,6 @@ pub(super) fn decode_certmanager(mut f: Fields<'_>, v: &mut Violations) -> Optio
         common_name,
         ca_cert,
         dns_names,
+        auto_approve,
     })
 }

@@ -437,6 +437,10 @@ fn acmpca_and_certmanager_rules() {
             "mtls.backends[0].conf.dnsNames[1]: \"bad_name\" is not a valid DNS name",
         ]
     );
+    assert_eq!(
+        violations(&universal("  - name: ca-1\n    type: certmanager\n    conf:\n      issuerRef: {name: x}\n      autoApprove: \"yes\"\n")),
+        ["mtls.backends[0].conf.autoApprove: must be true or false, not a string"]
+    );
 }
 
 #[test]

@@ -205,7 +205,7 @@ async fn open_store(
             let ns = a
                 .namespace
                 .clone()
-                .unwrap_or_else(store_kubernetes::namespace_from_environment);
+                .unwrap_or_else(ca_core::system_namespace);
             let failed = |e: ca_core::Error| {
                 AppError(format!("--store kubernetes: {}", ca_core::error_chain(&e)))
             };
@@ -231,18 +231,14 @@ fn check(a: &ServeArgs) -> Result<Checked, AppError> {
             "--namespace applies to --store kubernetes only".into(),
         ));
     }
-    if let Some(ns) = &a.namespace {
-        let label = ns.len() <= 63
-            && ns
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && ns.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && ns.ends_with(|c: char| c.is_ascii_alphanumeric());
-        if !label {
-            return Err(AppError(format!(
-                "--namespace {ns:?} is not a Kubernetes namespace name (a DNS-1123 label: at most 63 lower-case letters, digits and '-')"
-            )));
-        }
+    if let Some(ns) = a
+        .namespace
+        .as_ref()
+        .filter(|n| !ca_core::is_namespace_name(n))
+    {
+        return Err(AppError(format!(
+            "--namespace {ns:?} is not a Kubernetes namespace name (a DNS-1123 label: at most 63 lower-case letters, digits and '-')"
+        )));
     }
     if a.server_name.len() > MAX_SERVER_NAMES {
         return Err(AppError(format!(

@@ -122,6 +122,8 @@ struct Shared {
     ca: Ca,
     held: Mutex<Vec<WatchEvent>>,
     watches: tokio::sync::watch::Sender<usize>,
+    /// WATCH requests still to be answered 500 (an API server whose etcd changed leader).
+    failing_watches: std::sync::atomic::AtomicUsize,
     /// Added before every answer (a real API server is a network hop away).
     latency: Mutex<Duration>,
 }
@@ -225,6 +227,7 @@ impl KubeApiServer {
             held: Mutex::new(Vec::new()),
             watches: tokio::sync::watch::channel(0).0,
             latency: Mutex::new(Duration::ZERO),
+            failing_watches: std::sync::atomic::AtomicUsize::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -275,6 +278,17 @@ impl KubeApiServer {
             .unwrap_or_else(|e| e.into_inner()) = b;
     }
 
+    /// Answers the next `n` WATCH requests on certificaterequests with `500 InternalError`, as an
+    /// API server does while its etcd changes leader.
+    pub fn fail_watches(&self, n: usize) {
+        self.shared.failing_watches.store(n, Ordering::SeqCst);
+    }
+
+    /// How many of the WATCH failures [`fail_watches`](Self::fail_watches) asked for are left.
+    pub fn watch_failures_left(&self) -> usize {
+        self.shared.failing_watches.load(Ordering::SeqCst)
+    }
+
     /// Delays every answer by `latency` from now on (default none): a real API server's
     /// round trip, which widens the windows in which replicas race.
     pub fn set_latency(&self, latency: Duration) {
@@ -300,7 +314,8 @@ impl KubeApiServer {
         let _ = rx.wait_for(|c| *c >= n).await;
     }
 
-    /// Answers 403 to `verb` (`create`, `get`, `list`, `watch`, `delete`) on certificaterequests.
+    /// Answers 403 to `verb` (`create`, `get`, `list`, `watch`, `delete`) on certificaterequests;
+    /// `approve` makes cert-manager's webhook refuse to let the client set `Approved`/`Denied`.
     pub fn forbid(&self, verb: &str) {
         self.shared.state().forbidden.insert(verb.to_owned());
     }
@@ -576,6 +591,9 @@ async fn serve(s: Arc<Shared>, req: Request<Incoming>) -> Resp {
         {
             match method {
                 Method::PUT | Method::PATCH => {
+                    if let Some(refused) = approval_refused(&s, ns, name, &body) {
+                        return refused;
+                    }
                     update_status(&s, ns, name, &path, method.as_str(), &body)
                 }
                 Method::GET => get(&s, CRS, ns, name, Some("get")),
@@ -768,6 +786,45 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Has `condition` type `t`.
+fn has_condition(status: &Value, t: &str) -> bool {
+    status["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == t))
+}
+
+/// cert-manager's webhook: only identities with `approve` on the issuer's `signers` resource
+/// may add `Approved` or `Denied` ([`KubeApiServer::forbid`] with `"approve"` takes it away).
+fn approval_refused(s: &Shared, ns: &str, name: &str, body: &[u8]) -> Option<Resp> {
+    let st = s.state();
+    if !st.forbidden.contains("approve") {
+        return None;
+    }
+    let sent: Value = serde_json::from_slice(body).ok()?;
+    let current = st
+        .objects
+        .get(&(CRS.to_owned(), ns.to_owned(), name.to_owned()))?;
+    let adds = ["Approved", "Denied"]
+        .iter()
+        .any(|t| has_condition(&sent["status"], t) && !has_condition(&current.object["status"], t));
+    let issuer = &current.object["spec"]["issuerRef"];
+    adds.then(|| {
+        status(
+            403,
+            "Forbidden",
+            format!(
+                "admission webhook \"webhook.cert-manager.io\" denied the request: \
+                 status.conditions: Forbidden: user \"system:serviceaccount:{ns}:meshca\" does not \
+                 have permissions to set approved/denied conditions for issuer {{{} {} {}}}",
+                issuer["name"].as_str().unwrap_or(""),
+                issuer["kind"].as_str().unwrap_or("Issuer"),
+                issuer["group"].as_str().unwrap_or(GROUP)
+            ),
+            json!({"group": GROUP, "kind": CRS, "name": name}),
+        )
+    })
+}
+
 fn update_status(s: &Shared, ns: &str, name: &str, path: &str, method: &str, body: &[u8]) -> Resp {
     let Ok(sent) = serde_json::from_slice::<Value>(body) else {
         return status(400, "BadRequest", "the body is not JSON".into(), json!({}));
@@ -777,6 +834,18 @@ fn update_status(s: &Shared, ns: &str, name: &str, path: &str, method: &str, bod
     let Some(mut obj) = st.objects.get(&key).map(|o| o.object.clone()) else {
         return not_found(CRS, name);
     };
+    let sent_rv = sent["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    if method == "PUT" && !sent_rv.is_empty() && obj["metadata"]["resourceVersion"] != sent_rv {
+        return status(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {CRS}.{GROUP} \"{name}\": the object has been \
+                 modified; please apply your changes to the latest version and try again"
+            ),
+            json!({"name": name, "group": GROUP, "kind": CRS}),
+        );
+    }
     let new_status = if method == "PUT" {
         sent["status"].clone()
     } else {
@@ -826,6 +895,17 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
 }
 
 fn watch(s: &Arc<Shared>, ns: &str, q: &BTreeMap<String, String>) -> Resp {
+    let failing = s
+        .failing_watches
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if failing.is_ok() {
+        return status(
+            500,
+            "InternalError",
+            "Internal error occurred: etcdserver: leader changed".into(),
+            json!({}),
+        );
+    }
     let (initial, mut rx, since) = {
         let st = s.state();
         if st.forbidden.contains("watch") {
@@ -920,7 +1000,31 @@ async fn signer(s: Arc<Shared>) {
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(_) => return,
         };
-        if e.kind != "ADDED" || e.plural != CRS {
+        if e.plural != CRS {
+            continue;
+        }
+        if e.kind == "MODIFIED" {
+            // Someone other than cert-manager's approver (meshca's autoApprove) approved a
+            // request still waiting: the CA issuer signs it now.
+            let st = &e.object["status"];
+            let by_other = st["conditions"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["type"] == "Approved"
+                        && c["status"] == "True"
+                        && c["reason"] != "cert-manager.io"
+                })
+            });
+            let waiting = st["certificate"].is_null()
+                && !st["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["reason"] != "Pending")
+                });
+            if by_other && waiting {
+                sign_approved(&s, &e);
+            }
+            continue;
+        }
+        if e.kind != "ADDED" {
             continue;
         }
         // Objects inserted directly (stale leftovers) have an empty request: leave them alone.
@@ -955,6 +1059,25 @@ fn sign_and_store(s: &Shared, e: &WatchEvent, behaviour: Behaviour) {
         // Through the same code as the /status endpoint (schema check included).
         let _ = update_status(s, &e.namespace, &name, &path, "PATCH", body.as_bytes());
     }
+}
+
+/// Issues a request someone else approved, keeping their `Approved` condition.
+fn sign_approved(s: &Shared, e: &WatchEvent) {
+    let name = e.object["metadata"]["name"].as_str().unwrap_or_default();
+    let mut status = sign(s, &e.object, Behaviour::Issue);
+    let theirs = e.object["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Approved").cloned());
+    if let (Some(theirs), Some(cs)) = (theirs, status["conditions"].as_array_mut()) {
+        cs.retain(|c| c["type"] != "Approved");
+        cs.insert(0, theirs);
+    }
+    let path = format!(
+        "/apis/cert-manager.io/v1/namespaces/{}/certificaterequests/{name}/status",
+        e.namespace
+    );
+    let body = json!({"status": status}).to_string();
+    let _ = update_status(s, &e.namespace, name, &path, "PATCH", body.as_bytes());
 }
 
 fn condition(t: &str, status: &str, reason: &str, message: &str) -> Value {
