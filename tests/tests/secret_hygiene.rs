@@ -1,6 +1,7 @@
 //! Secret hygiene across backends: a full issuance cycle (load, validate, issue, a failure) of
-//! the provided, vault (token auth, the token read from AWS Secrets Manager) and acmpca (static
-//! keys) backends with every log record at TRACE captured — meshca's own and its libraries'
+//! the provided, vault (token auth, the token read from AWS Secrets Manager), acmpca (static
+//! keys), builtin (on the Kubernetes secret store) and certmanager (a bearer-token client)
+//! backends with every log record at TRACE captured — meshca's own and its libraries'
 //! (the AWS SDK, reqwest, hyper, rustls through `log`) — then the logs, the `Debug` output of
 //! every config, backend and certificate, and every error message are searched for each key,
 //! token and secret key the test put in. None may appear.
@@ -226,11 +227,84 @@ async fn no_key_token_or_secret_key_in_logs_debug_or_errors() {
     texts.push(chain(&err));
     texts.push(format!("{err:?}"));
 
+    // builtin on the Kubernetes secret store, and certmanager, through a client with a bearer
+    // token: the CA key travels in a Secret (base64 of the PEM), the token in every request.
+    let api = meshca_peers::KubeApiServer::start().await;
+    api.add_issuer(
+        backend_certmanager::DEFAULT_NAMESPACE,
+        meshca_tests::certmanager::ISSUER,
+    );
+    let bearer = "k8s-bearer-token-that-must-not-leak-0123456789abcdef";
+    secrets.push(bearer.to_owned());
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: t\ncurrent-context: t\nusers:\n- name: t\n  user:\n    token: {bearer}\n",
+        api.url()
+    );
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    texts.push(format!("{config:?}"));
+    let client = kube::Client::try_from(config).unwrap();
+    let store = Arc::new(store_kubernetes::KubernetesSecretStore::new(
+        client.clone(),
+        "kuma-system",
+    ));
+    let builtin = backend_builtin::BuiltinCa::new(
+        mesh("default"),
+        ca_core::BackendName::new("ca-1").unwrap(),
+        ca_core::config::BuiltinConf::default(),
+        store.clone(),
+    );
+    validate(&builtin, &mesh("default"), day, None)
+        .await
+        .unwrap();
+    let issued = issue_certificate(&builtin, params("queue")).await.unwrap();
+    secrets.extend(pem_lines(
+        std::str::from_utf8(issued.key_pem().unwrap().expose()).unwrap(),
+    ));
+    texts.push(format!("{issued:?}"));
+    texts.push(format!("{store:?}"));
+    texts.push(format!("{builtin:?}"));
+    let stored = api
+        .object("secrets", "kuma-system", "default.ca-builtin-key-ca-1")
+        .unwrap();
+    let b64 = stored["data"]["value"].as_str().unwrap().to_owned();
+    let ca_key = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &b64).unwrap(),
+    )
+    .unwrap();
+    secrets.extend(pem_lines(&ca_key));
+    secrets.extend(
+        b64.as_bytes()
+            .chunks(40)
+            .map(|c| String::from_utf8_lossy(c).into_owned()),
+    );
+    let cm_yaml = meshca_tests::certmanager::Peer::mesh_yaml("default", "10s", None, "");
+    let cm = meshca_tests::certmanager::build_with(&cm_yaml, day, client)
+        .await
+        .unwrap();
+    texts.push(format!("{cm:?}"));
+    validate(&cm, &mesh("default"), day, None).await.unwrap();
+    let issued = issue_certificate(&cm, params("mail")).await.unwrap();
+    secrets.extend(pem_lines(
+        std::str::from_utf8(issued.key_pem().unwrap().expose()).unwrap(),
+    ));
+    texts.push(format!("{issued:?}"));
+    api.forbid("create");
+    let err = validate(&cm, &mesh("default"), day, None)
+        .await
+        .unwrap_err();
+    texts.push(chain(&err));
+    texts.push(format!("{err:?}"));
+
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
     // The capture works: the libraries' trace records are there.
     assert!(logs.contains("TRACE"), "no TRACE records captured");
     assert!(logs.len() > 10_000, "only {} bytes of logs", logs.len());
-    for target in ["aws_smithy_runtime", "aws_sigv4"] {
+    for target in ["aws_smithy_runtime", "aws_sigv4", "kube_client"] {
         assert!(logs.contains(target), "no records of {target}");
     }
     for s in &secrets {
