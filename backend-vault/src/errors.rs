@@ -18,8 +18,12 @@ pub(crate) fn is_forbidden(e: &CallError) -> bool {
 
 fn vault_says(e: &CallError) -> String {
     match e {
-        CallError::Status { status, errors } if errors.is_empty() => format!("Vault: {status}"),
-        CallError::Status { errors, .. } => format!("Vault: {}", errors.join("; ")),
+        CallError::Status { status, errors } if errors.is_empty() => {
+            format!("Vault answered {status}")
+        }
+        CallError::Status { status, errors } => {
+            format!("Vault answered {}: {}", status.as_u16(), errors.join("; "))
+        }
         other => other.to_string(),
     }
 }

@@ -129,12 +129,13 @@ pub struct VaultServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
     ca_pem: String,
-    task: tokio::task::JoinHandle<()>,
+    tls: Arc<rustls::ServerConfig>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for VaultServer {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
@@ -173,13 +174,46 @@ impl VaultServer {
             root_token,
             sts_endpoint: opts.sts_endpoint,
         });
-        let (addr, ca_pem, task) = server::spawn(shared.clone()).await;
+        let (tls, ca_pem) = server::new_tls();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let (addr, task) = server::spawn(shared.clone(), tls.clone(), listener);
         VaultServer {
             shared,
             addr,
             ca_pem,
-            task,
+            tls,
+            task: Mutex::new(Some(task)),
         }
+    }
+
+    /// Stops serving, as if the process were killed: the listener and every open connection
+    /// close. The state (mounts, tokens, keys) is kept for [`start_again`](Self::start_again).
+    pub fn stop(&self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
+        }
+    }
+
+    /// Serves again on the same address with the same TLS certificate and state, as a restarted
+    /// Vault with persistent storage (unsealed) would.
+    pub async fn start_again(&self) {
+        self.stop();
+        // The aborted task drops its listener when it is next polled: retry the bind briefly.
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries >= 100 => panic!("cannot listen on {} again: {e}", self.addr),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let (_, task) = server::spawn(self.shared.clone(), self.tls.clone(), listener);
+        *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
     }
 
     /// `https://127.0.0.1:PORT`.

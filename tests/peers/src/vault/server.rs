@@ -195,14 +195,20 @@ fn tls_config() -> (rustls::ServerConfig, String) {
 }
 
 /// Binds 127.0.0.1:0 and serves until aborted.
-pub(crate) async fn spawn(
-    shared: Arc<Shared>,
-) -> (SocketAddr, String, tokio::task::JoinHandle<()>) {
+/// The TLS configuration of a new server (its own CA) and the CA's PEM.
+pub(crate) fn new_tls() -> (Arc<rustls::ServerConfig>, String) {
     let (config, ca_pem) = tls_config();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
+    (Arc::new(config), ca_pem)
+}
+
+/// Serves on `listener` with `config`; the task owns every connection, so aborting it is like
+/// killing the server process.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    config: Arc<rustls::ServerConfig>,
+    listener: tokio::net::TcpListener,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let addr = listener.local_addr().expect("local addr");
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
@@ -246,7 +252,7 @@ pub(crate) async fn spawn(
             });
         }
     });
-    (addr, ca_pem, task)
+    (addr, task)
 }
 
 fn error_response(e: &VaultError) -> Response<Full<Bytes>> {

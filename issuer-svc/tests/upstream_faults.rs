@@ -1,0 +1,205 @@
+//! Upstream faults through the real `meshca` binary and a real peer: the Vault API test server
+//! killed (listener and every connection gone) and started again with its state, answering 5xx
+//! (retried with backoff, a bounded number of times), sealed. Throughout, the issuer keeps the current certificate on an open watch (it never
+//! pushes an error or an expired certificate), refuses new issues with `Unavailable`, opens the
+//! vault backend's circuit after `--circuit-threshold` distinct failing identities, lets one
+//! probe through after the cooldown, and recovers when Vault is back — and `/metrics` says each
+//! of those things.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use meshca_tests::vault::{Auth, Peer, Role};
+use tonic::Code;
+
+const ISSUE: Role = Role {
+    mode: "issue",
+    key_type: "ec",
+    allowed_uri_sans: None,
+};
+
+const CIRCUIT: &str = "meshca_backend_circuit_state{mesh=\"default\",backend=\"vault-1\"}";
+const ISSUED: &str = "meshca_certificates_issued_total{mesh=\"default\",backend=\"vault-1\"}";
+
+fn failures(server: &Server, reason: &str) -> f64 {
+    server
+        .metric(&format!(
+            "meshca_issue_failures_total{{mesh=\"default\",reason=\"{reason}\"}}"
+        ))
+        .unwrap_or(0.0)
+}
+
+/// Polls `/metrics` until `series` is `want` (the guard updates it asynchronously).
+async fn metric_becomes(server: &Server, series: &str, want: f64) {
+    for _ in 0..100 {
+        if server.metric(series) == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{series} never became {want}: {:?}", server.metric(series));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_outages_keep_serving_open_the_circuit_and_show_in_metrics() {
+    bounded(120, async {
+        let peer = Peer::start(Auth::Token).await;
+        peer.mount("default", ISSUE).await;
+        let auth = peer.auth_yaml(Auth::Token).await;
+        let yaml = peer.mesh_yaml("default", "issue", &auth, "");
+        let server = tokio::task::spawn_blocking(move || {
+            Server::start(
+                &[("default.yaml", &yaml)],
+                &["--circuit-threshold", "2", "--circuit-cooldown", "1s"],
+            )
+        })
+        .await
+        .unwrap();
+        let mut client = server.admin().await;
+
+        // Healthy: a certificate, a watch holding it, metrics at rest.
+        client
+            .issue_certificate(request("default", &[("kuma.io/service", "web")]))
+            .await
+            .unwrap();
+        let mut watch = client
+            .watch_certificate(request("default", &[("kuma.io/service", "web")]))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        let current = first.certificate.unwrap();
+        assert_eq!(first.reason, "initial");
+        metric_becomes(&server, CIRCUIT, 0.0).await;
+        let issued_before = server.metric(ISSUED).unwrap();
+        assert_eq!(issued_before, 2.0);
+
+        // Vault killed: new identities get Unavailable, naming the backend; after two distinct
+        // identities the circuit opens and further calls fail fast without reaching Vault.
+        peer.vault.stop();
+        for svc in ["api", "db"] {
+            let e = client
+                .issue_certificate(request("default", &[("kuma.io/service", svc)]))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::Unavailable, "{svc}: {e:?}");
+            assert!(e.message().contains("vault-1"), "{}", e.message());
+        }
+        metric_becomes(&server, CIRCUIT, 1.0).await;
+        assert!(failures(&server, "unavailable") >= 2.0);
+        let requests_before = peer.vault.requests().len();
+        let e = client
+            .issue_certificate(request("default", &[("kuma.io/service", "queue")]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(failures(&server, "circuit_open") >= 1.0);
+        assert_eq!(peer.vault.requests().len(), requests_before);
+
+        // The watch keeps its current certificate: nothing is pushed while Vault is away.
+        let pushed = tokio::time::timeout(Duration::from_millis(1500), watch.message()).await;
+        assert!(
+            pushed.is_err(),
+            "the watch got {pushed:?} during the outage"
+        );
+        assert!(
+            server.metric("meshca_watched_identities").unwrap() >= 1.0,
+            "the watch is still open"
+        );
+        let mut expiry = None;
+        for _ in 0..100 {
+            expiry = server.metric("meshca_earliest_expiry_timestamp_seconds{mesh=\"default\"}");
+            if expiry.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let expiry = expiry.expect("the earliest expiry of the watched certificate");
+        assert!(
+            expiry
+                > std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64(),
+            "the certificate held is not expired"
+        );
+
+        // Vault back (same state): after the cooldown one probe goes through and closes the
+        // circuit; issuing works again.
+        peer.vault.start_again().await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut ok = false;
+        for _ in 0..40 {
+            match client
+                .issue_certificate(request("default", &[("kuma.io/service", "api")]))
+                .await
+            {
+                Ok(_) => {
+                    ok = true;
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+        assert!(ok, "issuing never recovered");
+        metric_becomes(&server, CIRCUIT, 0.0).await;
+        assert!(server.metric(ISSUED).unwrap() > issued_before);
+
+        // A 5xx is retried with backoff: two failed answers cost two more attempts, not an
+        // error. Four in a row (every attempt) are Unavailable with Vault's status.
+        let issues = |log: &[meshca_peers::vault::RequestLog]| {
+            log.iter()
+                .filter(|r| r.path == "pki-default/issue/dataplane-proxies")
+                .count()
+        };
+        peer.vault.clear_requests();
+        peer.vault.fail_next(2, 500);
+        client
+            .issue_certificate(request("default", &[("kuma.io/service", "cache")]))
+            .await
+            .unwrap();
+        assert_eq!(issues(&peer.vault.requests()), 3, "two retries");
+        peer.vault.clear_requests();
+        peer.vault.fail_next(4, 502);
+        let e = client
+            .issue_certificate(request("default", &[("kuma.io/service", "search")]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert!(e.message().contains("502"), "{}", e.message());
+        assert_eq!(issues(&peer.vault.requests()), 4, "bounded: four attempts");
+        peer.vault.set_sealed(true);
+        let e = client
+            .issue_certificate(request("default", &[("kuma.io/service", "mail")]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert!(e.message().contains("sealed"), "{}", e.message());
+        metric_becomes(&server, CIRCUIT, 1.0).await;
+        peer.vault.set_sealed(false);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut ok = false;
+        for _ in 0..40 {
+            if client
+                .issue_certificate(request("default", &[("kuma.io/service", "mail")]))
+                .await
+                .is_ok()
+            {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(ok, "issuing never recovered from the seal");
+        metric_becomes(&server, CIRCUIT, 0.0).await;
+
+        // Through all of it the watch never received anything but its first certificate.
+        let pushed = tokio::time::timeout(Duration::from_millis(200), watch.message()).await;
+        assert!(pushed.is_err(), "the watch got {pushed:?}");
+        assert!(!current.cert_chain_pem.is_empty());
+    })
+    .await;
+}
