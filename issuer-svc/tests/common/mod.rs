@@ -140,6 +140,25 @@ impl Server {
         server
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak and current resident set size of the server process, in MiB (`VmHWM`, `VmRSS`).
+    pub fn rss_mib(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap()
+        };
+        (kib("VmHWM:") / 1024.0, kib("VmRSS:") / 1024.0)
+    }
+
     pub fn tls_dir(&self) -> PathBuf {
         self.data_dir.join("tls")
     }
