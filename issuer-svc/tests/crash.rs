@@ -1,5 +1,5 @@
-//! Crash safety: `meshca serve` killed with SIGKILL at random points while it creates builtin CAs,
-//! and in the middle of a CA switch. After a restart every mesh has exactly one CA (the same one
+//! Crash safety: `meshca serve` killed with SIGKILL at random points while it creates builtin CAs
+//! at start, while a config reload creates them for new meshes, and in the middle of a CA switch. After a restart every mesh has exactly one CA (the same one
 //! if it had been written), nothing half-written is taken as valid, and a switch resumes with
 //! both roots trusted. Bounded loops on loopback.
 
@@ -72,6 +72,76 @@ async fn killed_during_ca_creation_the_mesh_keeps_one_ca() {
             })
             .collect();
         let refs: Vec<(&str, &str)> = meshes
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let server = Server::start_in(tempfile::tempdir().unwrap(), data.clone(), &refs, &[]);
+        bounded(60, async {
+            let mut admin = server.admin().await;
+            for m in MESHES {
+                let bundle = admin
+                    .get_trust_bundle(GetTrustBundleRequest { mesh: m.into() })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let on_disk = ca_files(&data).remove(m).expect("the CA is persisted");
+                assert_eq!(
+                    bundle.trust_bundle_pem.as_bytes(),
+                    on_disk.as_slice(),
+                    "round {round}: {m} serves the CA on disk"
+                );
+                if let Some(b) = before.get(m) {
+                    assert_eq!(b, &on_disk, "round {round}: {m}'s CA was replaced");
+                }
+                admin
+                    .issue_certificate(request(m, &[("kuma.io/service", "web")]))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn killed_during_a_config_reload_nothing_is_lost() {
+    let rsa = |m: &str| {
+        format!(
+            "type: Mesh\nname: {m}\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n      conf:\n        caCert:\n          RSAbits: 2048\n"
+        )
+    };
+    for round in 0..5u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // Running with m1; then m2..m4 arrive in the watched directory and the reload creates
+        // their CAs. SIGKILL (the Server's drop) lands at a different point of it each round.
+        let m1 = rsa("m1");
+        let server = Server::start_in(
+            tempfile::tempdir().unwrap(),
+            data.clone(),
+            &[("m1.yaml", m1.as_str())],
+            &[],
+        );
+        let m1_ca = ca_files(&data).remove("m1").expect("m1's CA");
+        for m in &MESHES[1..] {
+            server.write_mesh(&format!("{m}.yaml"), &rsa(m));
+        }
+        // (The reload polls every 200 ms.)
+        std::thread::sleep(Duration::from_millis(150 + round * 60));
+        let mesh_dir = server.mesh_dir.clone();
+        let files: Vec<(String, String)> = MESHES
+            .iter()
+            .map(|m| {
+                let name = format!("{m}.yaml");
+                let text = std::fs::read_to_string(mesh_dir.join(&name)).unwrap();
+                (name, text)
+            })
+            .collect();
+        drop(server);
+        let before = ca_files(&data);
+        assert_eq!(before.get("m1"), Some(&m1_ca), "round {round}");
+
+        let refs: Vec<(&str, &str)> = files
             .iter()
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect();
