@@ -4,7 +4,9 @@
 //! pushes an error or an expired certificate), refuses new issues with `Unavailable`, opens the
 //! vault backend's circuit after `--circuit-threshold` distinct failing identities, lets one
 //! probe through after the cooldown, and recovers when Vault is back — and `/metrics` says each
-//! of those things.
+//! of those things. The same for certmanager with the Kubernetes API test server killed and
+//! started again, and cert-manager denying requests (a refusal, not an outage: the circuit
+//! stays closed).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -200,6 +202,105 @@ async fn vault_outages_keep_serving_open_the_circuit_and_show_in_metrics() {
         let pushed = tokio::time::timeout(Duration::from_millis(200), watch.message()).await;
         assert!(pushed.is_err(), "the watch got {pushed:?}");
         assert!(!current.cert_chain_pem.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certmanager_refusals_and_a_dead_api_server_show_in_metrics() {
+    bounded(120, async {
+        let api = meshca_peers::KubeApiServer::start().await;
+        api.add_issuer("kuma-system", meshca_tests::certmanager::ISSUER);
+        let tmp = tempfile::tempdir().unwrap();
+        let kubeconfig = meshca_tests::certmanager::write_kubeconfig(tmp.path(), &api.url());
+        let yaml =
+            meshca_tests::certmanager::Peer::mesh_yaml("default", "3s", Some(&api.ca_pem()), "");
+        let server = tokio::task::spawn_blocking(move || {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            Server::start_with_env(
+                dir,
+                data,
+                &[("default.yaml", &yaml)],
+                &["--circuit-threshold", "2", "--circuit-cooldown", "1s"],
+                &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+            )
+        })
+        .await
+        .unwrap();
+        let _kubeconfig_dir = tmp;
+        let circuit = "meshca_backend_circuit_state{mesh=\"default\",backend=\"cm-1\"}";
+        let mut client = server.admin().await;
+        client
+            .issue_certificate(request("default", &[("kuma.io/service", "web")]))
+            .await
+            .unwrap();
+        let mut watch = client
+            .watch_certificate(request("default", &[("kuma.io/service", "web")]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(watch.message().await.unwrap().unwrap().reason, "initial");
+
+        // cert-manager denies: FailedPrecondition with its reason; a refusal is an answer, not
+        // an outage, so the circuit stays closed.
+        api.set_behaviour(meshca_peers::Behaviour::Deny);
+        for svc in ["api", "db", "queue"] {
+            let e = client
+                .issue_certificate(request("default", &[("kuma.io/service", svc)]))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+            assert!(e.message().contains("denied"), "{}", e.message());
+        }
+        assert!(failures(&server, "failed_precondition") >= 3.0);
+        metric_becomes(&server, circuit, 0.0).await;
+        api.set_behaviour(meshca_peers::Behaviour::Issue);
+
+        // The API server killed: Unavailable, the circuit opens, the watch holds its certificate.
+        api.stop();
+        for svc in ["api", "db"] {
+            let e = client
+                .issue_certificate(request("default", &[("kuma.io/service", svc)]))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::Unavailable, "{svc}: {e:?}");
+        }
+        metric_becomes(&server, circuit, 1.0).await;
+        assert!(failures(&server, "unavailable") >= 2.0);
+        let pushed = tokio::time::timeout(Duration::from_millis(1000), watch.message()).await;
+        assert!(
+            pushed.is_err(),
+            "the watch got {pushed:?} during the outage"
+        );
+
+        // Back with its objects: after the cooldown a probe closes the circuit.
+        api.start_again().await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut ok = false;
+        for _ in 0..40 {
+            if client
+                .issue_certificate(request("default", &[("kuma.io/service", "api")]))
+                .await
+                .is_ok()
+            {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(ok, "issuing never recovered");
+        metric_becomes(&server, circuit, 0.0).await;
+        // Requests of failed and finished issues are all deleted.
+        let mut left = api.requests("kuma-system");
+        for _ in 0..40 {
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            left = api.requests("kuma-system");
+        }
+        assert!(left.is_empty(), "{left:?}");
     })
     .await;
 }

@@ -187,15 +187,42 @@ impl Shared {
 pub struct KubeApiServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// The accept loop; it owns every connection.
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for KubeApiServer {
     fn drop(&mut self) {
+        self.stop();
         for t in &self.tasks {
             t.abort();
         }
     }
+}
+
+/// Accepts on `listener`; the task owns every connection, so aborting it is like killing the
+/// server process.
+fn serve_on(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            while conns.try_join_next().is_some() {}
+            let s = shared.clone();
+            conns.spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let s = s.clone();
+                    async move { Ok::<_, Infallible>(serve(s, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    })
 }
 
 impl KubeApiServer {
@@ -233,30 +260,42 @@ impl KubeApiServer {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        let s = shared.clone();
-        let server = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let s = s.clone();
-                        async move { Ok::<_, Infallible>(serve(s, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
-                });
-            }
-        });
+        let server = serve_on(shared.clone(), listener);
         let signer = tokio::spawn(signer(shared.clone()));
         KubeApiServer {
             shared,
             addr,
-            tasks: vec![server, signer],
+            server: Mutex::new(Some(server)),
+            tasks: vec![signer],
         }
+    }
+
+    /// Stops serving, as if the API server process were killed: the listener and every open
+    /// connection (watches included) close. Objects are kept (etcd) for
+    /// [`start_again`](Self::start_again).
+    pub fn stop(&self) {
+        if let Some(t) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
+        }
+    }
+
+    /// Serves again on the same address with the same objects.
+    pub async fn start_again(&self) {
+        self.stop();
+        // The aborted task drops its listener when it is next polled: retry the bind briefly.
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries >= 100 => panic!("cannot listen on {} again: {e}", self.addr),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        *self.server.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(serve_on(self.shared.clone(), listener));
     }
 
     /// `http://127.0.0.1:PORT`.
