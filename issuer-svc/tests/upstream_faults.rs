@@ -6,7 +6,9 @@
 //! probe through after the cooldown, and recovers when Vault is back — and `/metrics` says each
 //! of those things. The same for certmanager with the Kubernetes API test server killed and
 //! started again, and cert-manager denying requests (a refusal, not an outage: the circuit
-//! stays closed).
+//! stays closed); and for acmpca against moto (IAM enforced) through a fault proxy that throttles
+//! (`ThrottlingException`, retried a bounded number of times) and answers slower than
+//! `requestTimeout`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -301,6 +303,122 @@ async fn certmanager_refusals_and_a_dead_api_server_show_in_metrics() {
             left = api.requests("kuma-system");
         }
         assert!(left.is_empty(), "{left:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acmpca_throttling_and_slowness_through_a_proxy_show_in_metrics() {
+    use meshca_peers::fault_proxy::ISSUE_CERTIFICATE;
+    use meshca_peers::{Fault, FaultProxy};
+    bounded(180, async {
+        let peer = meshca_tests::acmpca::Peer::start().await;
+        let ca = peer.ca_for("default").await;
+        let proxy = FaultProxy::start(&peer.moto.endpoint()).await;
+        let keys = format!(
+            "      auth:\n        awsCredentials:\n          accessKey:\n            inlineString: {}\n          accessKeySecret:\n            inlineString: {}\n",
+            peer.user.access_key_id, peer.user.secret_access_key
+        );
+        let yaml = meshca_tests::acmpca::Peer::mesh_yaml("default", &ca.arn, &ca.root_pem, &keys)
+            .replace("requestTimeout: 10s", "requestTimeout: 3s");
+        let endpoint = proxy.endpoint();
+        let server = tokio::task::spawn_blocking(move || {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            Server::start_with_env(
+                dir,
+                data,
+                &[("default.yaml", &yaml)],
+                &["--circuit-threshold", "2", "--circuit-cooldown", "1s"],
+                &[
+                    ("AWS_ENDPOINT_URL_ACM_PCA", endpoint.as_str()),
+                    ("AWS_REGION", meshca_tests::acmpca::REGION),
+                    ("AWS_EC2_METADATA_DISABLED", "true"),
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        let circuit = "meshca_backend_circuit_state{mesh=\"default\",backend=\"acmpca-1\"}";
+        let mut client = server.admin().await;
+        client
+            .issue_certificate(request("default", &[("kuma.io/service", "web")]))
+            .await
+            .unwrap();
+        let mut watch = client
+            .watch_certificate(request("default", &[("kuma.io/service", "web")]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(watch.message().await.unwrap().unwrap().reason, "initial");
+
+        // One throttled answer is retried with backoff: the certificate comes, one attempt later.
+        let before = proxy.counts(ISSUE_CERTIFICATE);
+        proxy.fail_next(ISSUE_CERTIFICATE, 1, Fault::Throttling);
+        client
+            .issue_certificate(request("default", &[("kuma.io/service", "api")]))
+            .await
+            .unwrap();
+        let after = proxy.counts(ISSUE_CERTIFICATE);
+        assert_eq!(after.injected - before.injected, 1);
+        assert_eq!(after.forwarded - before.forwarded, 1);
+
+        // Throttled on every attempt: a bounded number of attempts, then an error naming it;
+        // two identities open the circuit.
+        proxy.fail_always(ISSUE_CERTIFICATE, Fault::Throttling);
+        for svc in ["db", "queue"] {
+            let before = proxy.counts(ISSUE_CERTIFICATE).total();
+            let e = client
+                .issue_certificate(request("default", &[("kuma.io/service", svc)]))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded),
+                "{svc}: {e:?}"
+            );
+            assert!(e.message().to_lowercase().contains("throttl"), "{}", e.message());
+            let attempts = proxy.counts(ISSUE_CERTIFICATE).total() - before;
+            assert!((1..=5).contains(&attempts), "{svc}: {attempts} attempts");
+        }
+        metric_becomes(&server, circuit, 1.0).await;
+        proxy.clear(ISSUE_CERTIFICATE);
+
+        // Slower than requestTimeout (3 s): DeadlineExceeded in bounded time.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        proxy.set_delay(Duration::from_secs(6));
+        let started = std::time::Instant::now();
+        let e = client
+            .issue_certificate(request("default", &[("kuma.io/service", "slow")]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e.code(), Code::DeadlineExceeded | Code::Unavailable),
+            "{e:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            failures(&server, "deadline_exceeded") + failures(&server, "circuit_open") >= 1.0
+        );
+
+        // Back to normal: recovery, circuit closed, the watch never saw any of it.
+        proxy.set_delay(Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut ok = false;
+        for _ in 0..40 {
+            if client
+                .issue_certificate(request("default", &[("kuma.io/service", "db")]))
+                .await
+                .is_ok()
+            {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(ok, "issuing never recovered");
+        metric_becomes(&server, circuit, 0.0).await;
+        let pushed = tokio::time::timeout(Duration::from_millis(200), watch.message()).await;
+        assert!(pushed.is_err(), "the watch got {pushed:?}");
     })
     .await;
 }
