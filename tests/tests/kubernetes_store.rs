@@ -186,3 +186,78 @@ async fn three_replicas_starting_at_once_share_one_builtin_ca() {
         "{secrets:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_data_sources_read_kong_mesh_secrets() {
+    // Secrets as Kong Mesh keeps them (what `kumactl apply` of a Secret resource writes on
+    // Kubernetes), made through the API by someone else: a provided CA's cert and key.
+    let api = KubeApiServer::start().await;
+    let client = client_of(&api.url());
+    let (cert_pem, key_pem) = meshca_tests::fixtures::self_signed_ca(
+        "kong mesh provided root",
+        std::time::Duration::from_secs(86_400 * 30),
+        std::time::SystemTime::now() - std::time::Duration::from_secs(60),
+    );
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), NS);
+    for (name, value) in [("provided-cert", &cert_pem), ("provided-key", &key_pem)] {
+        let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": NS, "labels": {MESH_LABEL: "default"}},
+            "type": SECRET_TYPE,
+            "data": {"value": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, value)},
+        }))
+        .unwrap();
+        secrets.create(&Default::default(), &s).await.unwrap();
+    }
+    let yaml = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: provided\n    conf:\n      cert:\n        secret: provided-cert\n      key:\n        secret: provided-key\n";
+    let m = Mesh::from_yaml(yaml).unwrap();
+    let BackendConf::Provided(conf) = &m.enabled_backend().unwrap().conf else {
+        panic!()
+    };
+    let store = KubernetesSecretStore::new(client, NS);
+    let ca = backend_provided::ProvidedCa::load(
+        &mesh("default"),
+        BackendName::new("ca-1").unwrap(),
+        conf,
+        ca_core::config::DEFAULT_DP_CERT_EXPIRATION,
+        &store,
+        &ca_core::SourcePolicy::local(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}", ca_core::error_chain(&e)));
+    let bundle = ca.trust_bundle().await.unwrap().to_pem();
+    assert_eq!(
+        pem::parse_many(&bundle).unwrap(),
+        pem::parse_many(&cert_pem).unwrap()
+    );
+    ca_core::validate(
+        &ca,
+        &mesh("default"),
+        ca_core::config::DEFAULT_DP_CERT_EXPIRATION,
+        None,
+    )
+    .await
+    .unwrap();
+
+    // Another mesh cannot read them: its `secret:` source finds nothing.
+    let other = Mesh::from_yaml(&yaml.replace("name: default", "name: other")).unwrap();
+    let BackendConf::Provided(conf) = &other.enabled_backend().unwrap().conf else {
+        panic!()
+    };
+    let e = backend_provided::ProvidedCa::load(
+        &mesh("other"),
+        BackendName::new("ca-1").unwrap(),
+        conf,
+        ca_core::config::DEFAULT_DP_CERT_EXPIRATION,
+        &store,
+        &ca_core::SourcePolicy::local(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        ca_core::error_chain(&e).contains("provided-cert"),
+        "{}",
+        ca_core::error_chain(&e)
+    );
+}
