@@ -32,6 +32,32 @@ fn ca_files(data: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// After a restart: every mesh serves the one CA on disk, a CA written before the kill is the
+/// one kept, and every mesh issues.
+async fn one_ca_each(server: &Server, data: &Path, before: &BTreeMap<String, Vec<u8>>, round: u64) {
+    let mut admin = server.admin().await;
+    for m in MESHES {
+        let bundle = admin
+            .get_trust_bundle(GetTrustBundleRequest { mesh: m.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        let on_disk = ca_files(data).remove(m).expect("the CA is persisted");
+        assert_eq!(
+            bundle.trust_bundle_pem.as_bytes(),
+            on_disk.as_slice(),
+            "round {round}: {m} serves the CA on disk"
+        );
+        if let Some(b) = before.get(m) {
+            assert_eq!(b, &on_disk, "round {round}: {m}'s CA was replaced");
+        }
+        admin
+            .issue_certificate(request(m, &[("kuma.io/service", "web")]))
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn killed_during_ca_creation_the_mesh_keeps_one_ca() {
     for round in 0..6u64 {
@@ -76,30 +102,7 @@ async fn killed_during_ca_creation_the_mesh_keeps_one_ca() {
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect();
         let server = Server::start_in(tempfile::tempdir().unwrap(), data.clone(), &refs, &[]);
-        bounded(60, async {
-            let mut admin = server.admin().await;
-            for m in MESHES {
-                let bundle = admin
-                    .get_trust_bundle(GetTrustBundleRequest { mesh: m.into() })
-                    .await
-                    .unwrap()
-                    .into_inner();
-                let on_disk = ca_files(&data).remove(m).expect("the CA is persisted");
-                assert_eq!(
-                    bundle.trust_bundle_pem.as_bytes(),
-                    on_disk.as_slice(),
-                    "round {round}: {m} serves the CA on disk"
-                );
-                if let Some(b) = before.get(m) {
-                    assert_eq!(b, &on_disk, "round {round}: {m}'s CA was replaced");
-                }
-                admin
-                    .issue_certificate(request(m, &[("kuma.io/service", "web")]))
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
+        bounded(60, one_ca_each(&server, &data, &before, round)).await;
     }
 }
 
@@ -146,30 +149,7 @@ async fn killed_during_a_config_reload_nothing_is_lost() {
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect();
         let server = Server::start_in(tempfile::tempdir().unwrap(), data.clone(), &refs, &[]);
-        bounded(60, async {
-            let mut admin = server.admin().await;
-            for m in MESHES {
-                let bundle = admin
-                    .get_trust_bundle(GetTrustBundleRequest { mesh: m.into() })
-                    .await
-                    .unwrap()
-                    .into_inner();
-                let on_disk = ca_files(&data).remove(m).expect("the CA is persisted");
-                assert_eq!(
-                    bundle.trust_bundle_pem.as_bytes(),
-                    on_disk.as_slice(),
-                    "round {round}: {m} serves the CA on disk"
-                );
-                if let Some(b) = before.get(m) {
-                    assert_eq!(b, &on_disk, "round {round}: {m}'s CA was replaced");
-                }
-                admin
-                    .issue_certificate(request(m, &[("kuma.io/service", "web")]))
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
+        bounded(60, one_ca_each(&server, &data, &before, round)).await;
     }
 }
 

@@ -16,7 +16,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use issuer_svc::proto::issuer_client::IssuerClient;
 use meshca_tests::vault::{Auth, Peer, Role};
+use tonic::transport::Channel;
 use tonic::Code;
 
 const ISSUE: Role = Role {
@@ -45,6 +47,23 @@ async fn metric_becomes(server: &Server, series: &str, want: f64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{series} never became {want}: {:?}", server.metric(series));
+}
+
+/// Waits out the circuit's cooldown, then issues for `svc` until it works (bounded): the probe
+/// after an outage, and the calls after it.
+async fn recovers(client: &mut IssuerClient<Channel>, svc: &str) {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..40 {
+        if client
+            .issue_certificate(request("default", &[("kuma.io/service", svc)]))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("issuing for {svc} never recovered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +102,7 @@ async fn vault_outages_keep_serving_open_the_circuit_and_show_in_metrics() {
 
         // Vault killed: new identities get Unavailable, naming the backend; after two distinct
         // identities the circuit opens and further calls fail fast without reaching Vault.
-        peer.vault.stop();
+        peer.vault.stop().await;
         for svc in ["api", "db"] {
             let e = client
                 .issue_certificate(request("default", &[("kuma.io/service", svc)]))
@@ -134,21 +153,7 @@ async fn vault_outages_keep_serving_open_the_circuit_and_show_in_metrics() {
         // Vault back (same state): after the cooldown one probe goes through and closes the
         // circuit; issuing works again.
         peer.vault.start_again().await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let mut ok = false;
-        for _ in 0..40 {
-            match client
-                .issue_certificate(request("default", &[("kuma.io/service", "api")]))
-                .await
-            {
-                Ok(_) => {
-                    ok = true;
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
-        }
-        assert!(ok, "issuing never recovered");
+        recovers(&mut client, "api").await;
         metric_becomes(&server, CIRCUIT, 0.0).await;
         assert!(server.metric(ISSUED).unwrap() > issued_before);
 
@@ -184,20 +189,7 @@ async fn vault_outages_keep_serving_open_the_circuit_and_show_in_metrics() {
         assert!(e.message().contains("sealed"), "{}", e.message());
         metric_becomes(&server, CIRCUIT, 1.0).await;
         peer.vault.set_sealed(false);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let mut ok = false;
-        for _ in 0..40 {
-            if client
-                .issue_certificate(request("default", &[("kuma.io/service", "mail")]))
-                .await
-                .is_ok()
-            {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        assert!(ok, "issuing never recovered from the seal");
+        recovers(&mut client, "mail").await;
         metric_becomes(&server, CIRCUIT, 0.0).await;
 
         // Through all of it the watch never received anything but its first certificate.
@@ -260,7 +252,7 @@ async fn certmanager_refusals_and_a_dead_api_server_show_in_metrics() {
         api.set_behaviour(meshca_peers::Behaviour::Issue);
 
         // The API server killed: Unavailable, the circuit opens, the watch holds its certificate.
-        api.stop();
+        api.stop().await;
         for svc in ["api", "db"] {
             let e = client
                 .issue_certificate(request("default", &[("kuma.io/service", svc)]))
@@ -278,20 +270,7 @@ async fn certmanager_refusals_and_a_dead_api_server_show_in_metrics() {
 
         // Back with its objects: after the cooldown a probe closes the circuit.
         api.start_again().await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let mut ok = false;
-        for _ in 0..40 {
-            if client
-                .issue_certificate(request("default", &[("kuma.io/service", "api")]))
-                .await
-                .is_ok()
-            {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        assert!(ok, "issuing never recovered");
+        recovers(&mut client, "api").await;
         metric_becomes(&server, circuit, 0.0).await;
         // Requests of failed and finished issues are all deleted.
         let mut left = api.requests("kuma-system");
@@ -402,20 +381,7 @@ async fn acmpca_throttling_and_slowness_through_a_proxy_show_in_metrics() {
 
         // Back to normal: recovery, circuit closed, the watch never saw any of it.
         proxy.set_delay(Duration::ZERO);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let mut ok = false;
-        for _ in 0..40 {
-            if client
-                .issue_certificate(request("default", &[("kuma.io/service", "db")]))
-                .await
-                .is_ok()
-            {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        assert!(ok, "issuing never recovered");
+        recovers(&mut client, "db").await;
         metric_becomes(&server, circuit, 0.0).await;
         let pushed = tokio::time::timeout(Duration::from_millis(200), watch.message()).await;
         assert!(pushed.is_err(), "the watch got {pushed:?}");

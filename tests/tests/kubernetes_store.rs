@@ -187,6 +187,27 @@ async fn three_replicas_starting_at_once_share_one_builtin_ca() {
     );
 }
 
+/// The provided backend of `yaml`'s enabled backend, its data sources read from `store`.
+async fn load_provided(
+    yaml: &str,
+    store: &KubernetesSecretStore,
+) -> Result<backend_provided::ProvidedCa, ca_core::Error> {
+    let m = Mesh::from_yaml(yaml).unwrap();
+    let b = m.enabled_backend().unwrap();
+    let BackendConf::Provided(conf) = &b.conf else {
+        panic!("not a provided backend")
+    };
+    backend_provided::ProvidedCa::load(
+        &m.name,
+        b.name.clone(),
+        conf,
+        ca_core::config::DEFAULT_DP_CERT_EXPIRATION,
+        store,
+        &ca_core::SourcePolicy::local(),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_data_sources_read_kong_mesh_secrets() {
     // Secrets as Kong Mesh keeps them (what `kumactl apply` of a Secret resource writes on
@@ -211,21 +232,10 @@ async fn secret_data_sources_read_kong_mesh_secrets() {
         secrets.create(&Default::default(), &s).await.unwrap();
     }
     let yaml = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: provided\n    conf:\n      cert:\n        secret: provided-cert\n      key:\n        secret: provided-key\n";
-    let m = Mesh::from_yaml(yaml).unwrap();
-    let BackendConf::Provided(conf) = &m.enabled_backend().unwrap().conf else {
-        panic!()
-    };
     let store = KubernetesSecretStore::new(client, NS);
-    let ca = backend_provided::ProvidedCa::load(
-        &mesh("default"),
-        BackendName::new("ca-1").unwrap(),
-        conf,
-        ca_core::config::DEFAULT_DP_CERT_EXPIRATION,
-        &store,
-        &ca_core::SourcePolicy::local(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{}", ca_core::error_chain(&e)));
+    let ca = load_provided(yaml, &store)
+        .await
+        .unwrap_or_else(|e| panic!("{}", ca_core::error_chain(&e)));
     let bundle = ca.trust_bundle().await.unwrap().to_pem();
     assert_eq!(
         pem::parse_many(&bundle).unwrap(),
@@ -241,20 +251,9 @@ async fn secret_data_sources_read_kong_mesh_secrets() {
     .unwrap();
 
     // Another mesh cannot read them: its `secret:` source finds nothing.
-    let other = Mesh::from_yaml(&yaml.replace("name: default", "name: other")).unwrap();
-    let BackendConf::Provided(conf) = &other.enabled_backend().unwrap().conf else {
-        panic!()
-    };
-    let e = backend_provided::ProvidedCa::load(
-        &mesh("other"),
-        BackendName::new("ca-1").unwrap(),
-        conf,
-        ca_core::config::DEFAULT_DP_CERT_EXPIRATION,
-        &store,
-        &ca_core::SourcePolicy::local(),
-    )
-    .await
-    .unwrap_err();
+    let e = load_provided(&yaml.replace("name: default", "name: other"), &store)
+        .await
+        .unwrap_err();
     assert!(
         ca_core::error_chain(&e).contains("provided-cert"),
         "{}",

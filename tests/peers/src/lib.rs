@@ -23,3 +23,54 @@ pub use kube::{Behaviour, KubeApiServer};
 pub use moto::{AwsKey, Moto};
 pub use pod_identity::{isolate_aws_env, PodIdentityEndpoint};
 pub use vault::{RequestLog, VaultOptions, VaultServer};
+
+/// Listens on `addr` again after a test server there was stopped: the stopped task drops its
+/// listener when it is next polled, so the bind is retried briefly.
+pub(crate) async fn listen_again(addr: std::net::SocketAddr) -> tokio::net::TcpListener {
+    let mut tries = 0;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if tries >= 100 => panic!("cannot listen on {addr} again: {e}"),
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// A test server's accept loop that can be stopped like a killed process: [`stop`](Self::stop)
+/// closes the listener and every open connection, and returns once they are gone.
+#[derive(Debug)]
+pub(crate) struct ServerTask {
+    stop: tokio::sync::watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl ServerTask {
+    /// Runs `serve(stopped)`; `serve` must return soon after `stopped` changes, having shut its
+    /// connections down (`JoinSet::shutdown`).
+    pub(crate) fn spawn<F, Fut>(serve: F) -> Self
+    where
+        F: FnOnce(tokio::sync::watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        Self {
+            stop,
+            handle: tokio::spawn(serve(stopped)),
+        }
+    }
+
+    /// Stops serving and waits until the listener and every connection are closed.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.await;
+    }
+
+    /// Aborts without waiting (for `Drop`).
+    pub(crate) fn abort(&self) {
+        self.handle.abort();
+    }
+}

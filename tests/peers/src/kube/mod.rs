@@ -188,26 +188,35 @@ pub struct KubeApiServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
     /// The accept loop; it owns every connection.
-    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    server: Mutex<Option<crate::ServerTask>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for KubeApiServer {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(t) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
+        }
         for t in &self.tasks {
             t.abort();
         }
     }
 }
 
-/// Accepts on `listener`; the task owns every connection, so aborting it is like killing the
+/// Accepts on `listener`; the task owns every connection, so stopping it is like killing the
 /// server process.
-fn serve_on(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+fn serve_on(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> crate::ServerTask {
+    crate::ServerTask::spawn(|mut stopped| async move {
         let mut conns = tokio::task::JoinSet::new();
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                _ = stopped.changed() => {
+                    conns.shutdown().await;
+                    return;
+                }
+                a = listener.accept() => a,
+            };
+            let Ok((tcp, _)) = accepted else {
                 continue;
             };
             while conns.try_join_next().is_some() {}
@@ -273,27 +282,17 @@ impl KubeApiServer {
     /// Stops serving, as if the API server process were killed: the listener and every open
     /// connection (watches included) close. Objects are kept (etcd) for
     /// [`start_again`](Self::start_again).
-    pub fn stop(&self) {
-        if let Some(t) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            t.abort();
+    pub async fn stop(&self) {
+        let task = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = task {
+            t.stop().await;
         }
     }
 
     /// Serves again on the same address with the same objects.
     pub async fn start_again(&self) {
-        self.stop();
-        // The aborted task drops its listener when it is next polled: retry the bind briefly.
-        let mut tries = 0;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if tries >= 100 => panic!("cannot listen on {} again: {e}", self.addr),
-                Err(_) => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        };
+        self.stop().await;
+        let listener = crate::listen_again(self.addr).await;
         *self.server.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(serve_on(self.shared.clone(), listener));
     }

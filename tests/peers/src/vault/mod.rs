@@ -130,12 +130,14 @@ pub struct VaultServer {
     addr: SocketAddr,
     ca_pem: String,
     tls: Arc<rustls::ServerConfig>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    task: Mutex<Option<crate::ServerTask>>,
 }
 
 impl Drop for VaultServer {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
+        }
     }
 }
 
@@ -190,28 +192,18 @@ impl VaultServer {
 
     /// Stops serving, as if the process were killed: the listener and every open connection
     /// close. The state (mounts, tokens, keys) is kept for [`start_again`](Self::start_again).
-    pub fn stop(&self) {
-        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            t.abort();
+    pub async fn stop(&self) {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = task {
+            t.stop().await;
         }
     }
 
     /// Serves again on the same address with the same TLS certificate and state, as a restarted
     /// Vault with persistent storage (unsealed) would.
     pub async fn start_again(&self) {
-        self.stop();
-        // The aborted task drops its listener when it is next polled: retry the bind briefly.
-        let mut tries = 0;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if tries >= 100 => panic!("cannot listen on {} again: {e}", self.addr),
-                Err(_) => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-            }
-        };
+        self.stop().await;
+        let listener = crate::listen_again(self.addr).await;
         let (_, task) = server::spawn(self.shared.clone(), self.tls.clone(), listener);
         *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
     }

@@ -207,13 +207,20 @@ pub(crate) fn spawn(
     shared: Arc<Shared>,
     config: Arc<rustls::ServerConfig>,
     listener: tokio::net::TcpListener,
-) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+) -> (SocketAddr, crate::ServerTask) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let addr = listener.local_addr().expect("local addr");
-    let task = tokio::spawn(async move {
+    let task = crate::ServerTask::spawn(|mut stopped| async move {
         let mut conns = tokio::task::JoinSet::new();
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                _ = stopped.changed() => {
+                    conns.shutdown().await;
+                    return;
+                }
+                a = listener.accept() => a,
+            };
+            let Ok((tcp, _)) = accepted else {
                 continue;
             };
             // Reap finished connection tasks.
