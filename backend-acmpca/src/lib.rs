@@ -687,6 +687,37 @@ fn check_csr_names(request: &IssueRequest) -> Result<(), Error> {
     ))
 }
 
+/// Entry points for meshca's fuzz targets (the `meshca-fuzz-targets` crate): thin wrappers over
+/// this crate's private readers of ACM PCA's answers, so that they can be fuzzed as they are. Not
+/// part of the API; nothing else may use them.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The chain of a `GetCertificate` answer (`Certificate`, `CertificateChain`) as the backend
+    /// keeps it: its length.
+    ///
+    /// # Errors
+    /// The reader's message.
+    pub fn issued_chain(certificate: Option<&str>, chain: Option<&str>) -> Result<usize, String> {
+        super::issued_chain(certificate, chain).map(|c| c.len())
+    }
+
+    /// The signing algorithm picked for a `DescribeCertificateAuthority` answer's key algorithm
+    /// and configured signing algorithm, if any.
+    pub fn signing_algorithm(key: &str, configured: &str) -> Option<&'static str> {
+        super::signing_algorithm(key, configured)
+    }
+
+    /// The message for a CA whose `DescribeCertificateAuthority` status is `status`.
+    pub fn not_active(arn: &str, status: &str) -> String {
+        super::not_active(arn, status)
+    }
+
+    /// Whether `arn` is a CA ARN the backend accepts.
+    pub fn arn(arn: &str) -> bool {
+        super::Arn::parse(arn).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -800,6 +800,43 @@ fn check_csr_names(request: &IssueRequest) -> Result<(), Error> {
     ))
 }
 
+/// Entry points for meshca's fuzz targets (the `meshca-fuzz-targets` crate): thin wrappers over
+/// this crate's private readers of a `CertificateRequest`'s status, so that they can be fuzzed as
+/// they are. Not part of the API; nothing else may use them.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::RequestStatus;
+
+    /// What `status` says, as the backend's watch reads it: `Ok(true)` issued, `Ok(false)` still
+    /// pending.
+    ///
+    /// # Errors
+    /// Why cert-manager refused the request.
+    pub fn outcome(status: Option<&RequestStatus>) -> Result<bool, String> {
+        match super::outcome(status) {
+            super::Outcome::Pending => Ok(false),
+            super::Outcome::Issued => Ok(true),
+            super::Outcome::Refused(why) => Err(why),
+        }
+    }
+
+    /// A base64 PEM field of the status (`status.certificate`, `status.ca`), decoded.
+    ///
+    /// # Errors
+    /// The reader's message.
+    pub fn decode_pem_field(b64: Option<&str>) -> Result<Vec<u8>, String> {
+        super::decode_pem_field(b64)
+    }
+
+    /// The chain of a decoded `status.certificate` as the backend keeps it: its length.
+    ///
+    /// # Errors
+    /// The reader's message.
+    pub fn issued_chain(pem: &[u8]) -> Result<usize, String> {
+        super::issued_chain(pem).map(|c| c.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -407,3 +407,44 @@ impl CertificateAuthority for VaultCa {
 }
 
 impl VaultCa {}
+
+/// Entry points for meshca's fuzz targets (the `meshca-fuzz-targets` crate): thin wrappers over
+/// this crate's private readers of Vault's answers, so that they can be fuzzed as they are. Not
+/// part of the API; nothing else may use them.
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde_json::Value;
+
+    /// Reads an `issue`/`sign` answer as [`crate::VaultCa`] does (`data.certificate`,
+    /// `data.ca_chain`, `data.issuing_ca`, `data.private_key`, `warnings`), and a private key
+    /// Vault sent as `issue` mode takes it. The length of the chain kept.
+    ///
+    /// # Errors
+    /// The reader's message.
+    pub fn parse_issued(answer: &Value) -> Result<usize, String> {
+        let issued = crate::pki::parse_issued(answer)?;
+        if let Some(key) = &issued.private_key {
+            ca_core::UncheckedCertificate::with_upstream_key(issued.chain.clone(), key.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(issued.chain.len())
+    }
+
+    /// The trust anchors of a PKI mount from its `ca/pem` and `ca_chain` answers, made into a
+    /// trust bundle as the backend does. The number of anchors.
+    ///
+    /// # Errors
+    /// The reader's or the bundle's message.
+    pub fn anchors(ca_pem: &[u8], chain_pem: &[u8]) -> Result<usize, String> {
+        let anchors = crate::pki::anchors(ca_pem, chain_pem)?;
+        let n = anchors.len();
+        ca_core::TrustBundle::new(anchors).map_err(|e| e.to_string())?;
+        Ok(n)
+    }
+
+    /// Whether `raw` is a token as read from a data source or a login answer's
+    /// `auth.client_token`.
+    pub fn token(raw: &[u8]) -> bool {
+        crate::secret::Token::parse(raw).is_ok()
+    }
+}

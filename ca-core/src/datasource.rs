@@ -420,7 +420,10 @@ pub trait AwsSecretsManager: fmt::Debug + Send + Sync {
 
 /// The string field `key` of a JSON object (a Secrets Manager `SecretString` such as
 /// `{"cert": "-----BEGIN ..."}`). Messages name fields, never values.
-fn json_field(value: &[u8], key: &str) -> Result<SecretBytes, String> {
+///
+/// Public only for meshca's fuzz targets (`meshca-fuzz-targets`); not part of the API.
+#[doc(hidden)]
+pub fn json_field(value: &[u8], key: &str) -> Result<SecretBytes, String> {
     let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(value)
     else {
         return Err(format!(

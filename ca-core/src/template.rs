@@ -195,7 +195,9 @@ fn find_close(s: &str, close: &str) -> Option<usize> {
             }
         } else if bytes[i] == b'"' {
             in_str = true;
-        } else if s[i..].starts_with(close) {
+        } else if bytes[i..].starts_with(close.as_bytes()) {
+            // Compared as bytes: `i` steps through multi-byte characters, and slicing the
+            // `str` there would panic. The delimiter is ASCII, so a match is a char boundary.
             return Some(i);
         }
         i += 1;
@@ -512,5 +514,17 @@ mod tests {
             .unwrap(),
             "\""
         );
+    }
+    #[test]
+    fn non_ascii_inside_an_action_is_an_error_not_a_panic() {
+        // Found by the `template` fuzz target (fuzz/regressions/template/).
+        for t in [
+            "{{ é }}",
+            "{{ tag é }}.mesh",
+            "x{{ \u{1F600} | é }}",
+            "{{ é",
+        ] {
+            assert!(CommonNameTemplate::parse(t).is_err(), "{t}");
+        }
     }
 }
