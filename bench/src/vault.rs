@@ -1,7 +1,9 @@
 //! `meshca-bench vault`: the vault backend against the Vault API test server on loopback, next
 //! to the builtin backend, in-process through the library's issuance path (`issue_certificate`:
 //! the request, Vault's answer, core's checks). Prints certificates/s and latency for each, and
-//! the latency the Vault round trip adds over builtin.
+//! the latency the Vault round trip adds over builtin. Then a burst: `--burst` issues for
+//! distinct identities at once through the library's `Manager` (the issuer's path, with its
+//! concurrency limit), zero errors required.
 //!
 //! The test server is not Vault: the figures say what meshca's client costs (HTTP/1.1 over
 //! rustls, JSON, PEM, core's checks) plus the test server's own signing, not what a production
@@ -27,6 +29,13 @@ pub(crate) struct VaultArgs {
     /// Concurrent callers (comma-separated).
     #[arg(long, default_value = "1,16")]
     concurrency: String,
+    /// Then this many issues for distinct identities at once through the library's `Manager`
+    /// (the issuer's path: guard, concurrency limit, circuit), issue mode (0: none).
+    #[arg(long, default_value_t = 10_000)]
+    burst: usize,
+    /// As `serve --max-concurrent-issues` for the burst.
+    #[arg(long, default_value_t = 32)]
+    max_concurrent_issues: usize,
 }
 
 /// Certificates/s and latency of one measurement.
@@ -150,6 +159,70 @@ pub(crate) fn run(args: VaultArgs) -> Result<(), BoxError> {
                 );
             }
         }
+        if args.burst > 0 {
+            let yaml = peer
+                .mesh_yaml("missue", "issue", &peer.auth_yaml(Auth::Token).await, "")
+                .replace("name: missue\n", "name: default\n");
+            burst(&peer, &yaml, args.burst, args.max_concurrent_issues).await?;
+        }
         Ok(())
     })
+}
+
+/// `n` issues for distinct identities started at once through a `Manager` over the vault mesh
+/// `yaml`, at most `max` in flight to Vault.
+async fn burst(peer: &Peer, yaml: &str, n: usize, max: usize) -> Result<(), BoxError> {
+    let manager = Arc::new(
+        meshca::Manager::builder(
+            meshca::Registry::new(),
+            Arc::new(meshca::OverlaySecretStore::new(None)),
+        )
+        .limits(meshca::Limits::default().with_concurrency(max))
+        .build(),
+    );
+    manager
+        .apply("bench", vec![ca_core::config::Mesh::from_yaml(yaml)?])
+        .await?;
+    peer.vault.clear_requests();
+    let started = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let manager = manager.clone();
+        calls.spawn(async move {
+            let t = Instant::now();
+            let id = identity("default", &format!("svc-{i}"));
+            manager.issue(id, None).await.map(|_| t.elapsed())
+        });
+    }
+    let mut lat = Vec::with_capacity(n);
+    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+    while let Some(r) = calls.join_next().await {
+        match r? {
+            Ok(d) => lat.push(d),
+            Err(e) => {
+                *errors
+                    .entry(meshca::reason_label(&e).to_owned())
+                    .or_default() += 1
+            }
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "vault burst: {n} issues for distinct identities at once through the Manager (at most {max} in flight to Vault): {wall:.1}s, {:.0} certs/s, p50 {:.0} ms, p99 {:.0} ms; {} certificates, {} Vault requests; errors: {}",
+        lat.len() as f64 / wall,
+        pct(0.5),
+        pct(0.99),
+        lat.len(),
+        peer.vault.requests().len(),
+        if errors.is_empty() { "0".to_owned() } else { format!("{errors:?}") }
+    );
+    if !errors.is_empty() {
+        return Err(format!("{} of {n} issues failed", n - lat.len()).into());
+    }
+    Ok(())
 }
