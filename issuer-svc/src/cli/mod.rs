@@ -1,6 +1,7 @@
 //! The `meshca` command line: arguments and dispatch here; the gRPC client in [`client`], work
 //! on local files in [`local`], certificate summaries in [`inspect`].
 
+mod agent;
 mod client;
 pub(crate) mod inspect;
 mod local;
@@ -79,6 +80,13 @@ enum Command {
     Validate(ValidateArgs),
     /// Summarize a certificate or bundle (PEM): subject, SANs, issuer, validity, key, SHA-256.
     Inspect(InspectArgs),
+    /// Keep one identity's certificate fresh in files a proxy reads.
+    ///
+    /// Generates the key locally, asks the issuer with a CSR, holds a WatchCertificate stream and
+    /// writes OUT_DIR/cert.pem, key.pem (0600) and bundle.pem atomically on every rotation and CA
+    /// change, then runs --on-change. Reconnects with backoff; never writes an expired
+    /// certificate. --once writes one and exits.
+    Agent(agent::AgentArgs),
 }
 
 /// `--store`.
@@ -256,6 +264,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Issue(a) => issue(a).await,
             Command::Validate(a) => validate(a).await,
             Command::Inspect(a) => crate::cli::inspect::inspect(&a.file, a.bundle.as_deref()),
+            Command::Agent(a) => agent::agent(a).await,
         }
     });
     match result {

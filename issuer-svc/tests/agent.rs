@@ -1,0 +1,133 @@
+//! `meshca agent` against the real `meshca serve`: `--once` writes cert.pem / key.pem (0600) /
+//! bundle.pem with a key that never left the agent, verified by `openssl verify`; the watching
+//! agent re-delivers on every rotation (atomically, then `--on-change`) and keeps the current
+//! files while the issuer is gone.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn agent_cmd(server: &Server, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["agent", "--server", &server.grpc, "--data-dir"])
+        .arg(&server.data_dir)
+        .args([
+            "--mesh",
+            "default",
+            "--tag",
+            "kuma.io/service=web",
+            "--out-dir",
+        ])
+        .arg(out)
+        .args(extra);
+    cmd
+}
+
+/// The leaf's SPIFFE ID and serial, and whether its public key is the one in `key.pem`.
+fn leaf_of(out: &Path) -> (String, String, bool) {
+    let chain = std::fs::read(out.join("cert.pem")).unwrap();
+    let leaf = pem::parse_many(&chain).unwrap().remove(0);
+    let (_, c) = x509_parser::parse_x509_certificate(leaf.contents()).unwrap();
+    let san = format!("{:?}", c.subject_alternative_name().unwrap().unwrap().value);
+    let key_pem = std::fs::read_to_string(out.join("key.pem")).unwrap();
+    let key = rcgen::KeyPair::from_pem(&key_pem).unwrap();
+    let matches = key.public_key_raw() == &*c.public_key().subject_public_key.data;
+    (san, c.raw_serial_as_string(), matches)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_writes_a_verified_certificate_for_a_key_that_stays_local() {
+    let server = tokio::task::spawn_blocking(|| Server::start(&[], &[]))
+        .await
+        .unwrap();
+    let out = server.dir.path().join("certs");
+    let status = agent_cmd(&server, &out, &["--once"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (san, _, matches) = leaf_of(&out);
+    assert!(san.contains("spiffe://default/web"), "{san}");
+    assert!(matches, "cert.pem is for the agent's own key");
+    assert_eq!(
+        std::fs::metadata(out.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    openssl_verify(
+        server.dir.path(),
+        &std::fs::read_to_string(out.join("cert.pem")).unwrap(),
+        &std::fs::read_to_string(out.join("bundle.pem")).unwrap(),
+    );
+    // A tag that is not KEY=VALUE: a usage error naming it, nothing written elsewhere.
+    let out2 = server.dir.path().join("certs2");
+    let o = Command::new(BIN)
+        .args(["agent", "--once", "--tag", "web", "--out-dir"])
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--tag web"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_follows_rotations_and_survives_the_issuer() {
+    let mesh = builtin_mesh("default", &["ca-1"], "ca-1", "3s");
+    let server =
+        tokio::task::spawn_blocking(move || Server::start(&[("default.yaml", &mesh)], &[]))
+            .await
+            .unwrap();
+    // Outside the server's directory, which goes with it.
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("certs");
+    let changes = work.path().join("changes.log");
+    let on_change = format!(
+        "test -s \"$MESHCA_CERT_DIR/cert.pem\" && echo changed >> {}",
+        changes.display()
+    );
+    let mut agent = agent_cmd(&server, &out, &["--on-change", &on_change])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    // The first certificate, then at least two rotations (3 s certificates rotate at ~80%).
+    bounded(30, async {
+        while lines(&changes) < 3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let (_, _, matches) = leaf_of(&out);
+    assert!(matches, "every rotation is for the agent's key");
+    openssl_verify(
+        work.path(),
+        &std::fs::read_to_string(out.join("cert.pem")).unwrap(),
+        &std::fs::read_to_string(out.join("bundle.pem")).unwrap(),
+    );
+
+    // The issuer goes away: the agent keeps running and the files keep the last certificate.
+    let before = std::fs::read(out.join("cert.pem")).unwrap();
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "the agent keeps running"
+    );
+    assert_eq!(std::fs::read(out.join("cert.pem")).unwrap(), before);
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
