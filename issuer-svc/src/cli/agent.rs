@@ -115,7 +115,13 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
 
     let mut backoff = Duration::from_secs(1);
     loop {
-        match watch(&a.server, &tls, &request, &sink).await {
+        let mut delivered = false;
+        let result = watch(&a.server, &tls, &request, &sink, &mut delivered).await;
+        if delivered {
+            // The issuer was there: start the backoff over.
+            backoff = Duration::from_secs(1);
+        }
+        match result {
             Ok(()) => tracing::warn!("the issuer ended the watch; watching again"),
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "watch failed; the current certificate stays in place")
@@ -133,6 +139,7 @@ async fn watch(
     tls: &ClientTls,
     request: &IssueCertificateRequest,
     sink: &FilesSink,
+    delivered: &mut bool,
 ) -> Result<(), AppError> {
     let mut client = connect(server, Some(tls)).await?;
     let mut stream = client
@@ -158,6 +165,7 @@ async fn watch(
             continue;
         };
         sink.deliver(&c).await?;
+        *delivered = true;
         println!("meshca agent: wrote {} ({})", describe(&c), msg.reason);
     }
 }
