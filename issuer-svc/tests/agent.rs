@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ca_core::SecretStore as _;
 use common::*;
 
 fn agent_cmd(server: &Server, out: &Path, extra: &[&str]) -> Command {
@@ -130,4 +131,94 @@ async fn the_agent_follows_rotations_and_survives_the_issuer() {
     assert_eq!(std::fs::read(out.join("cert.pem")).unwrap(), before);
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_sink_writes_a_tls_secret_and_updates_it() {
+    use base64::Engine as _;
+    let api = meshca_peers::KubeApiServer::start().await;
+    let kdir = tempfile::tempdir().unwrap();
+    let kubeconfig = meshca_tests::certmanager::write_kubeconfig(kdir.path(), &api.url());
+    let server = tokio::task::spawn_blocking(|| Server::start(&[], &[]))
+        .await
+        .unwrap();
+    let run = |server: &Server| {
+        let o = Command::new(BIN)
+            .args(["agent", "--once", "--server", &server.grpc, "--data-dir"])
+            .arg(&server.data_dir)
+            .args(["--mesh", "default", "--tag", "kuma.io/service=web"])
+            .args(["--k8s-secret", "web-tls", "--k8s-namespace", "proxies"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let s = &server;
+    tokio::task::block_in_place(|| run(s));
+    let first = api.object("secrets", "proxies", "web-tls").unwrap();
+    assert_eq!(first["type"], "kubernetes.io/tls");
+    let field = |o: &serde_json::Value, k: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(o["data"][k].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let work = tempfile::tempdir().unwrap();
+    openssl_verify(
+        work.path(),
+        &field(&first, "tls.crt"),
+        &field(&first, "ca.crt"),
+    );
+    let key = rcgen::KeyPair::from_pem(&field(&first, "tls.key")).unwrap();
+    let leaf = pem::parse_many(field(&first, "tls.crt")).unwrap().remove(0);
+    let (_, c) = x509_parser::parse_x509_certificate(leaf.contents()).unwrap();
+    assert_eq!(
+        key.public_key_raw(),
+        &*c.public_key().subject_public_key.data
+    );
+
+    // Again: the Secret is replaced (with the version read), not duplicated.
+    tokio::task::block_in_place(|| run(s));
+    let second = api.object("secrets", "proxies", "web-tls").unwrap();
+    assert_ne!(field(&first, "tls.crt"), field(&second, "tls.crt"));
+    assert_eq!(api.names("secrets", "proxies"), ["web-tls"]);
+    let writes = api.writes();
+    assert!(writes.iter().all(|w| w.problems.is_empty()), "{writes:?}");
+    assert!(writes
+        .iter()
+        .any(|w| w.method == "PUT" && w.body["metadata"]["resourceVersion"].is_string()));
+
+    // A Secret of another type with that name is left alone, and the agent says why.
+    let store = store_kubernetes::KubernetesSecretStore::new(
+        meshca_tests::certmanager::client_of(&api.url()),
+        "proxies",
+    );
+    let mesh = ca_core::MeshName::new("default").unwrap();
+    let taken = ca_core::SecretName::new("db-creds").unwrap();
+    store
+        .create_if_absent(&mesh, &taken, b"keep me")
+        .await
+        .unwrap();
+    let o = Command::new(BIN)
+        .args(["agent", "--once", "--server", &server.grpc, "--data-dir"])
+        .arg(&server.data_dir)
+        .args(["--mesh", "default", "--tag", "kuma.io/service=web"])
+        .args(["--k8s-secret", "db-creds", "--k8s-namespace", "proxies"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("is of type system.kuma.io/secret, not kubernetes.io/tls"),
+        "{err}"
+    );
+    assert_eq!(
+        store.get(&mesh, &taken).await.unwrap().unwrap().expose(),
+        b"keep me"
+    );
 }

@@ -35,12 +35,33 @@ use kube::api::{Api, PostParams};
 pub const SECRET_TYPE: &str = "system.kuma.io/secret";
 /// The Secret type Kong Mesh gives global (mesh-less) secrets.
 pub const GLOBAL_SECRET_TYPE: &str = "system.kuma.io/global-secret";
+/// The type of a TLS Secret (`tls.crt`, `tls.key`; `ca.crt` by convention).
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 /// The label naming a secret's mesh.
 pub const MESH_LABEL: &str = "kuma.io/mesh";
 /// The data key holding the value.
 pub const VALUE_KEY: &str = "value";
 /// The namespace used unless told otherwise (Kong Mesh's system namespace).
 pub const DEFAULT_NAMESPACE: &str = ca_core::DEFAULT_SYSTEM_NAMESPACE;
+
+/// [`kube::Client::try_default`]: the pod's service account in a cluster, else the kubeconfig
+/// (`KUBECONFIG`, `~/.kube/config`).
+///
+/// # Errors
+/// [`Error::Unavailable`] when there is no usable configuration.
+pub async fn default_client() -> Result<kube::Client, Error> {
+    kube::Client::try_default()
+        .await
+        .map_err(|e| Error::Unavailable {
+            backend: "kubernetes".into(),
+            source: format!(
+                "no Kubernetes client configuration (in-cluster service account or \
+                 kubeconfig): {}",
+                ca_core::error_chain(&e)
+            )
+            .into(),
+        })
+}
 
 /// How many times `put` retries a `409 Conflict`.
 const PUT_ATTEMPTS: usize = 5;
@@ -75,18 +96,7 @@ impl KubernetesSecretStore {
     /// # Errors
     /// [`Error::Unavailable`] when there is no usable configuration.
     pub async fn connect(namespace: &str) -> Result<Self, Error> {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| Error::Unavailable {
-                backend: "kubernetes secret store".into(),
-                source: format!(
-                    "no Kubernetes client configuration (in-cluster service account or \
-                     kubeconfig): {}",
-                    ca_core::error_chain(&e)
-                )
-                .into(),
-            })?;
-        Ok(Self::new(client, namespace))
+        Ok(Self::new(default_client().await?, namespace))
     }
 
     /// The namespace secrets live in.
@@ -366,6 +376,127 @@ impl SecretStore for KubernetesSecretStore {
             source: format!(
                 "Secret {}/{name} kept changing under {PUT_ATTEMPTS} attempts to replace it",
                 self.namespace
+            )
+            .into(),
+        })
+    }
+}
+
+/// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`, `ca.crt`) kept up to date with a
+/// certificate, for proxies and ingresses that read one (`meshca agent --k8s-secret`).
+#[derive(Clone)]
+pub struct TlsSecretSink {
+    api: Api<Secret>,
+    namespace: String,
+    name: String,
+}
+
+impl fmt::Debug for TlsSecretSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSecretSink")
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSecretSink {
+    /// Secret `name` in `namespace`, through `client`.
+    pub fn new(client: kube::Client, namespace: &str, name: &SecretName) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_owned(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Creates the Secret, or replaces its data with `resourceVersion` (a conflict is read again,
+    /// a bounded number of times). A Secret of that name that is not `kubernetes.io/tls` is not
+    /// overwritten.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the API refuses or cannot be reached (403 names the RBAC
+    /// rule); [`Error::Inconsistent`] for a Secret of another type.
+    pub async fn write(
+        &self,
+        chain_pem: &[u8],
+        key_pem: &[u8],
+        ca_pem: &[u8],
+    ) -> Result<(), Error> {
+        let data = BTreeMap::from([
+            ("tls.crt".to_owned(), ByteString(chain_pem.to_vec())),
+            ("tls.key".to_owned(), ByteString(key_pem.to_vec())),
+            ("ca.crt".to_owned(), ByteString(ca_pem.to_vec())),
+        ]);
+        let fail = |doing: &str, e: kube::Error| {
+            let what = format!(
+                "Kubernetes TLS Secret {}/{}: {doing}",
+                self.namespace, self.name
+            );
+            let reason = match &e {
+                kube::Error::Api(s) if s.code == 403 => format!(
+                    "{what}: forbidden — the service account needs get, create and update on \
+                     secrets in namespace {} ({})",
+                    self.namespace, s.message
+                ),
+                kube::Error::Api(s) => format!("{what}: {} ({}, {})", s.message, s.reason, s.code),
+                other => format!("{what}: {}", ca_core::error_chain(other)),
+            };
+            Error::Unavailable {
+                backend: "kubernetes tls secret".into(),
+                source: reason.into(),
+            }
+        };
+        for _ in 0..PUT_ATTEMPTS {
+            let current = self
+                .api
+                .get_opt(&self.name)
+                .await
+                .map_err(|e| fail("reading", e))?;
+            let mut next = Secret {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    namespace: Some(self.namespace.clone()),
+                    labels: Some(BTreeMap::from([(
+                        "app.kubernetes.io/managed-by".to_owned(),
+                        "meshca".to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                },
+                type_: Some(TLS_SECRET_TYPE.to_owned()),
+                data: Some(data.clone()),
+                ..Secret::default()
+            };
+            let result = match current {
+                None => self.api.create(&PostParams::default(), &next).await,
+                Some(cur) => {
+                    if cur.type_.as_deref() != Some(TLS_SECRET_TYPE) {
+                        return Err(Error::Inconsistent(format!(
+                            "Kubernetes Secret {}/{} exists and is of type {}, not \
+                             {TLS_SECRET_TYPE}; meshca does not overwrite it",
+                            self.namespace,
+                            self.name,
+                            cur.type_.as_deref().unwrap_or("Opaque")
+                        )));
+                    }
+                    next.metadata.resource_version = cur.metadata.resource_version;
+                    next.metadata.labels = cur.metadata.labels.or(next.metadata.labels);
+                    self.api
+                        .replace(&self.name, &PostParams::default(), &next)
+                        .await
+                }
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if is_code(&e, 409) || is_code(&e, 404) => continue,
+                Err(e) => return Err(fail("writing", e)),
+            }
+        }
+        Err(Error::Unavailable {
+            backend: "kubernetes tls secret".into(),
+            source: format!(
+                "Secret {}/{} kept changing under {PUT_ATTEMPTS} attempts to write it",
+                self.namespace, self.name
             )
             .into(),
         })

@@ -35,9 +35,17 @@ pub(crate) struct AgentArgs {
     /// A tag of the identity, KEY=VALUE; repeat it. `kuma.io/service` is required.
     #[arg(long = "tag", value_name = "KEY=VALUE", required = true)]
     tags: Vec<String>,
-    /// Where cert.pem, key.pem (0600) and bundle.pem are kept.
-    #[arg(long)]
-    out_dir: PathBuf,
+    /// Files sink: where cert.pem, key.pem (0600) and bundle.pem are kept.
+    #[arg(long, required_unless_present = "k8s_secret")]
+    out_dir: Option<PathBuf>,
+    /// Kubernetes sink: a `kubernetes.io/tls` Secret (tls.crt, tls.key, ca.crt) created or
+    /// updated with optimistic concurrency (in-cluster config, else kubeconfig).
+    #[arg(long, value_name = "NAME")]
+    k8s_secret: Option<String>,
+    /// Namespace of --k8s-secret. Default: $MESHCA_NAMESPACE, else the pod's namespace, else
+    /// `kuma-system`.
+    #[arg(long, value_name = "NS", requires = "k8s_secret")]
+    k8s_namespace: Option<String>,
     /// Command run (`sh -c`) after every new certificate is in place, e.g. `nginx -s reload`.
     #[arg(long, value_name = "CMD")]
     on_change: Option<String>,
@@ -86,9 +94,32 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
         cert: a.client_cert.clone().unwrap_or(paths.admin.clone()),
         key: a.client_key.clone().unwrap_or(paths.admin_key.clone()),
     };
-    std::fs::create_dir_all(&a.out_dir).ctx(|| format!("cannot create {}", a.out_dir.display()))?;
-    let sink = FilesSink {
+    if let Some(dir) = &a.out_dir {
+        std::fs::create_dir_all(dir).ctx(|| format!("cannot create {}", dir.display()))?;
+    }
+    let k8s = match &a.k8s_secret {
+        Some(name) => {
+            let name = ca_core::SecretName::new(name.as_str())
+                .map_err(|e| AppError(format!("--k8s-secret {name:?}: {e}")))?;
+            let ns = a
+                .k8s_namespace
+                .clone()
+                .unwrap_or_else(ca_core::system_namespace);
+            if !ca_core::is_namespace_name(&ns) {
+                return Err(AppError(format!(
+                    "--k8s-namespace {ns:?} is not a Kubernetes namespace name"
+                )));
+            }
+            let client = store_kubernetes::default_client()
+                .await
+                .map_err(|e| AppError(format!("--k8s-secret: {}", ca_core::error_chain(&e))))?;
+            Some(store_kubernetes::TlsSecretSink::new(client, &ns, &name))
+        }
+        None => None,
+    };
+    let sink = Sinks {
         dir: a.out_dir.clone(),
+        k8s,
         key,
         on_change: a.on_change.clone(),
     };
@@ -138,7 +169,7 @@ async fn watch(
     server: &str,
     tls: &ClientTls,
     request: &IssueCertificateRequest,
-    sink: &FilesSink,
+    sink: &Sinks,
     delivered: &mut bool,
 ) -> Result<(), AppError> {
     let mut client = connect(server, Some(tls)).await?;
@@ -179,14 +210,16 @@ fn describe(c: &IssuedCertificate) -> String {
     )
 }
 
-/// `cert.pem`, `key.pem`, `bundle.pem` in one directory.
-struct FilesSink {
-    dir: PathBuf,
+/// Where certificates go: files (`cert.pem`, `key.pem`, `bundle.pem` in one directory) and/or
+/// a Kubernetes TLS Secret.
+struct Sinks {
+    dir: Option<PathBuf>,
+    k8s: Option<store_kubernetes::TlsSecretSink>,
     key: PrivateKey,
     on_change: Option<String>,
 }
 
-impl FilesSink {
+impl Sinks {
     /// Writes `c` (never an expired one), the key on first use, then runs `--on-change`.
     async fn deliver(&self, c: &IssuedCertificate) -> Result<(), AppError> {
         let now = SystemTime::now()
@@ -201,28 +234,39 @@ impl FilesSink {
                 "the issuer generated a key although a CSR was sent; refusing it".into(),
             ));
         }
-        // Key first: a proxy reading cert.pem then finds the key that matches it.
-        let key_path = self.dir.join("key.pem");
-        if std::fs::read(&key_path).ok().as_deref() != Some(self.key.to_pem().expose()) {
-            write_private(&key_path, self.key.to_pem().expose())?;
+        if let Some(dir) = &self.dir {
+            // Key first: a proxy reading cert.pem then finds the key that matches it.
+            let key_path = dir.join("key.pem");
+            if std::fs::read(&key_path).ok().as_deref() != Some(self.key.to_pem().expose()) {
+                write_private(&key_path, self.key.to_pem().expose())?;
+            }
+            write_public(&dir.join("bundle.pem"), c.trust_bundle_pem.as_bytes())?;
+            write_public(&dir.join("cert.pem"), c.cert_chain_pem.as_bytes())?;
         }
-        write_public(&self.dir.join("bundle.pem"), c.trust_bundle_pem.as_bytes())?;
-        write_public(&self.dir.join("cert.pem"), c.cert_chain_pem.as_bytes())?;
+        if let Some(k8s) = &self.k8s {
+            k8s.write(
+                c.cert_chain_pem.as_bytes(),
+                self.key.to_pem().expose(),
+                c.trust_bundle_pem.as_bytes(),
+            )
+            .await
+            .map_err(|e| AppError(ca_core::error_chain(&e)))?;
+        }
         if let Some(cmd) = &self.on_change {
-            run_on_change(cmd, &self.dir).await;
+            run_on_change(cmd, self.dir.as_deref()).await;
         }
         Ok(())
     }
 }
 
 /// Runs `cmd` with `sh -c` (bounded in time); a failure is logged, the files stay.
-async fn run_on_change(cmd: &str, dir: &Path) {
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .env("MESHCA_CERT_DIR", dir)
-        .kill_on_drop(true)
-        .status();
+async fn run_on_change(cmd: &str, dir: Option<&Path>) {
+    let mut command = tokio::process::Command::new("sh");
+    command.arg("-c").arg(cmd).kill_on_drop(true);
+    if let Some(dir) = dir {
+        command.env("MESHCA_CERT_DIR", dir);
+    }
+    let child = command.status();
     match tokio::time::timeout(ON_CHANGE_TIMEOUT, child).await {
         Ok(Ok(s)) if s.success() => {}
         Ok(Ok(s)) => tracing::warn!(command = cmd, status = %s, "--on-change failed"),
