@@ -91,7 +91,7 @@ impl SecretsManager {
         }
     }
 
-    async fn client(&self, region: &str) -> aws_sdk_secretsmanager::Client {
+    pub(crate) async fn client(&self, region: &str) -> aws_sdk_secretsmanager::Client {
         if let Some(c) = self
             .clients
             .lock()
@@ -134,20 +134,23 @@ impl SecretsManager {
         }
     }
 
-    async fn fetch(&self, id: &str, max_bytes: usize) -> Result<SecretBytes, FetchError> {
-        let region = match arn_region(id) {
-            Some(r) => r.to_owned(),
+    /// The region of secret `id`: its ARN's, else the configured one.
+    pub(crate) async fn region_of(&self, id: &str) -> Result<String, String> {
+        match arn_region(id) {
+            Some(r) => Ok(r.to_owned()),
             None => match self.config().await.region() {
-                Some(r) => r.to_string(),
-                None => {
-                    return Err(refused(
-                        "is a secret name and no AWS region is configured: set AWS_REGION, or \
-                         use the secret's ARN (it names the region)"
-                            .into(),
-                    ))
-                }
+                Some(r) => Ok(r.to_string()),
+                None => Err(
+                    "is a secret name and no AWS region is configured: set AWS_REGION, \
+                     or use the secret's ARN (it names the region)"
+                        .into(),
+                ),
             },
-        };
+        }
+    }
+
+    async fn fetch(&self, id: &str, max_bytes: usize) -> Result<SecretBytes, FetchError> {
+        let region = self.region_of(id).await.map_err(refused)?;
         let client = self.client(&region).await;
         let out = client
             .get_secret_value()

@@ -222,3 +222,122 @@ async fn the_kubernetes_sink_writes_a_tls_secret_and_updates_it() {
         b"keep me"
     );
 }
+
+/// `meshca agent --once` delivering to AWS Secrets Manager (moto) as `key`.
+fn aws_once(
+    server: &Server,
+    moto: &meshca_peers::Moto,
+    key: &meshca_peers::AwsKey,
+) -> std::process::Output {
+    Command::new(BIN)
+        .args(["agent", "--once", "--server", &server.grpc, "--data-dir"])
+        .arg(&server.data_dir)
+        .args(["--mesh", "default", "--tag", "kuma.io/service=kong"])
+        .args([
+            "--aws-cert-secret",
+            "kongcp1-crt",
+            "--aws-key-secret",
+            "kongcp1-key",
+        ])
+        .env("AWS_ACCESS_KEY_ID", &key.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &key.secret_access_key)
+        .env("AWS_REGION", meshca_tests::acmpca::REGION)
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials",
+        )
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secrets_manager_sink_writes_kongs_layout_with_only_its_iam_actions() {
+    let peer = meshca_tests::acmpca::Peer::start().await;
+    let moto = &peer.moto;
+    let allowed = moto
+        .create_user_with_key(
+            "agent",
+            Some(&meshca_tests::acmpca::policy(&meshca_aws::SINK_ACTIONS)),
+        )
+        .await;
+    let server = tokio::task::spawn_blocking(|| Server::start(&[], &[]))
+        .await
+        .unwrap();
+    let read = meshca_aws::SecretsManager::new()
+        .with_aws_sdk_config(meshca_tests::acmpca::moto_sdk(
+            moto,
+            Some(moto.admin()),
+            meshca_tests::acmpca::REGION,
+        ))
+        .with_ttl(Duration::ZERO);
+    let value = |id: &'static str, field: &'static str| {
+        let read = &read;
+        async move {
+            use ca_core::AwsSecretsManager as _;
+            let v = read
+                .secret_value(id, 1 << 20, Duration::from_secs(10))
+                .await
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(v.expose()).unwrap();
+            json[field].as_str().unwrap().to_owned()
+        }
+    };
+
+    // First delivery: CreateSecret for both, in Kong's layout.
+    let o = tokio::task::block_in_place(|| aws_once(&server, moto, &allowed));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cert = value("kongcp1-crt", "cert").await;
+    let key = value("kongcp1-key", "key").await;
+    let work = tempfile::tempdir().unwrap();
+    let mut admin = server.admin().await;
+    let b = admin
+        .get_trust_bundle(issuer_svc::proto::GetTrustBundleRequest {
+            mesh: "default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .trust_bundle_pem;
+    openssl_verify(work.path(), &cert, &b);
+    let leaf = pem::parse_many(&cert).unwrap().remove(0);
+    let (_, c) = x509_parser::parse_x509_certificate(leaf.contents()).unwrap();
+    let k = rcgen::KeyPair::from_pem(&key).unwrap();
+    assert_eq!(k.public_key_raw(), &*c.public_key().subject_public_key.data);
+
+    // Second: PutSecretValue, a new version with a new certificate.
+    let o = tokio::task::block_in_place(|| aws_once(&server, moto, &allowed));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ne!(value("kongcp1-crt", "cert").await, cert);
+
+    // Without PutSecretValue: refused, and the message names the action.
+    let no_put = moto
+        .create_user_with_key(
+            "agent-no-put",
+            Some(&meshca_tests::acmpca::policy(&[
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:CreateSecret",
+            ])),
+        )
+        .await;
+    let o = tokio::task::block_in_place(|| aws_once(&server, moto, &no_put));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("secretsmanager:PutSecretValue"), "{err}");
+    assert!(err.contains("kongcp1-key"), "{err}");
+    // The key never shows in what the agent printed.
+    for line in pem_body_lines(&key) {
+        assert!(!err.contains(&line) && !String::from_utf8_lossy(&o.stdout).contains(&line));
+    }
+}
+
+fn pem_body_lines(pem: &str) -> Vec<String> {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 32)
+        .map(str::to_owned)
+        .collect()
+}

@@ -36,8 +36,16 @@ pub(crate) struct AgentArgs {
     #[arg(long = "tag", value_name = "KEY=VALUE", required = true)]
     tags: Vec<String>,
     /// Files sink: where cert.pem, key.pem (0600) and bundle.pem are kept.
-    #[arg(long, required_unless_present = "k8s_secret")]
+    #[arg(long, required_unless_present_any = ["k8s_secret", "aws_cert_secret"])]
     out_dir: Option<PathBuf>,
+    /// AWS Secrets Manager sink: the secret holding `{"cert": "<leaf + chain PEM>"}`, as Kong
+    /// data planes read it (`{vault://aws/NAME/cert}`); NAME:FIELD for another field (an ARN:
+    /// ARN#FIELD). Created the first time (CreateSecret), a new version after (PutSecretValue).
+    #[arg(long, value_name = "NAME[:FIELD]", requires = "aws_key_secret")]
+    aws_cert_secret: Option<String>,
+    /// The secret holding `{"key": "<PEM>"}` for --aws-cert-secret.
+    #[arg(long, value_name = "NAME[:FIELD]", requires = "aws_cert_secret")]
+    aws_key_secret: Option<String>,
     /// Kubernetes sink: a `kubernetes.io/tls` Secret (tls.crt, tls.key, ca.crt) created or
     /// updated with optimistic concurrency (in-cluster config, else kubeconfig).
     #[arg(long, value_name = "NAME")]
@@ -117,9 +125,24 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
         }
         None => None,
     };
+    let aws = match (&a.aws_cert_secret, &a.aws_key_secret) {
+        (Some(cert), Some(key)) => {
+            let cert = meshca_aws::SecretTarget::parse(cert, "cert")
+                .map_err(|e| AppError(format!("--aws-cert-secret {e}")))?;
+            let key = meshca_aws::SecretTarget::parse(key, "key")
+                .map_err(|e| AppError(format!("--aws-key-secret {e}")))?;
+            Some(meshca_aws::SecretsManagerSink::new(
+                meshca_aws::SecretsManager::new(),
+                cert,
+                key,
+            ))
+        }
+        _ => None,
+    };
     let sink = Sinks {
         dir: a.out_dir.clone(),
         k8s,
+        aws,
         key,
         on_change: a.on_change.clone(),
     };
@@ -210,11 +233,12 @@ fn describe(c: &IssuedCertificate) -> String {
     )
 }
 
-/// Where certificates go: files (`cert.pem`, `key.pem`, `bundle.pem` in one directory) and/or
-/// a Kubernetes TLS Secret.
+/// Where certificates go: files (`cert.pem`, `key.pem`, `bundle.pem` in one directory), a
+/// Kubernetes TLS Secret, AWS Secrets Manager (Kong's layout); any of them.
 struct Sinks {
     dir: Option<PathBuf>,
     k8s: Option<store_kubernetes::TlsSecretSink>,
+    aws: Option<meshca_aws::SecretsManagerSink>,
     key: PrivateKey,
     on_change: Option<String>,
 }
@@ -251,6 +275,14 @@ impl Sinks {
             )
             .await
             .map_err(|e| AppError(ca_core::error_chain(&e)))?;
+        }
+        if let Some(aws) = &self.aws {
+            let key = std::str::from_utf8(self.key.to_pem().expose())
+                .map_err(|_| AppError("the key PEM is not text".into()))?
+                .to_owned();
+            aws.write(&c.cert_chain_pem, &key)
+                .await
+                .map_err(|e| AppError(ca_core::error_chain(&e)))?;
         }
         if let Some(cmd) = &self.on_change {
             run_on_change(cmd, self.dir.as_deref()).await;
