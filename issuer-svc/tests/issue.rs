@@ -411,7 +411,7 @@ async fn authorization_refuses_strangers_and_other_identities() {
 async fn mtls_is_mandatory_and_plaintext_is_explicit() {
     let server = Server::start(&[], &[]);
     bounded(60, async {
-        // TLS without a client certificate: the handshake is refused.
+        // TLS without a client certificate (and without a bootstrap token): refused.
         let ca = std::fs::read(server.tls_dir().join("ca.pem")).unwrap();
         let tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(ca));
@@ -427,10 +427,11 @@ async fn mtls_is_mandatory_and_plaintext_is_explicit() {
             issuer_svc::proto::issuer_client::IssuerClient::new(channel)
                 .issue_certificate(request("default", &[("kuma.io/service", "web")]))
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| format!("{:?}: {}", e.code(), e.message()))
         }
         .await;
-        assert!(result.is_err(), "a client without a certificate was served");
+        let err = result.expect_err("a client without a certificate was served");
+        assert!(err.starts_with("PermissionDenied"), "{err}");
     })
     .await;
     drop(server);

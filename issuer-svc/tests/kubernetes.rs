@@ -13,7 +13,7 @@ use std::path::Path;
 use base64::Engine as _;
 
 use common::*;
-use issuer_svc::proto::GetTrustBundleRequest;
+use issuer_svc::proto::{CreateTokenRequest, GetTrustBundleRequest, RotateTokenKeyRequest, Tag};
 use meshca_peers::KubeApiServer;
 use meshca_tests::certmanager::write_kubeconfig;
 
@@ -87,6 +87,7 @@ async fn three_replicas_started_at_once_serve_one_ca() {
                 "default.ca-builtin-cert-ca-1",
                 "default.ca-builtin-key-ca-1",
                 "meshca-bootstrap-tls",
+                "meshca-token-signing-key",
             ],
         );
         let created: Vec<_> = api
@@ -149,9 +150,84 @@ async fn three_replicas_started_at_once_serve_one_ca() {
             .unwrap();
         assert_eq!(std::fs::read(late.tls_dir().join("ca.pem")).unwrap(), ca0);
         assert_eq!(bundle_of(&late, &servers[0]).await, bundles[0]);
-        assert_eq!(api.names("secrets", NS).len(), 3);
+        assert_eq!(api.names("secrets", NS).len(), 4);
+
+        // One token signing key: a token minted by one replica works at another; rotated at
+        // one, it stops working at the others once they re-read the Secret.
+        let token = create_token(&servers[0]).await;
+        assert!(issue_with_token(&servers[1], &token).await.is_ok());
+        let tls = servers[0].tls_dir();
+        servers[0]
+            .client_with(&tls.join("admin.pem"), &tls.join("admin-key.pem"))
+            .await
+            .rotate_token_key(RotateTokenKeyRequest {})
+            .await
+            .unwrap();
+        loop {
+            match issue_with_token(&servers[1], &token).await {
+                Ok(()) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                Err(code) => {
+                    assert_eq!(code, tonic::Code::PermissionDenied);
+                    break;
+                }
+            }
+        }
+        // A new token works everywhere once each replica has the new key.
+        let fresh = create_token(&servers[0]).await;
+        for s in [&servers[1], &servers[2], &late] {
+            while issue_with_token(s, &fresh).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        let rotations: Vec<_> = api
+            .writes()
+            .into_iter()
+            .filter(|w| w.method == "PUT" && w.path.ends_with("/meshca-token-signing-key"))
+            .collect();
+        assert_eq!(rotations.len(), 1, "{rotations:?}");
+        assert!(rotations[0].body["metadata"]["resourceVersion"].is_string());
     })
     .await;
+}
+
+async fn create_token(server: &Server) -> String {
+    server
+        .admin()
+        .await
+        .create_token(CreateTokenRequest {
+            mesh: "default".into(),
+            tags: vec![Tag {
+                name: "kuma.io/service".into(),
+                value: "web".into(),
+            }],
+            valid_for_seconds: 600,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+}
+
+/// Issues `default`/web on `server` with `token` and no client certificate.
+async fn issue_with_token(server: &Server, token: &str) -> Result<(), tonic::Code> {
+    let ca = std::fs::read(server.tls_dir().join("ca.pem")).unwrap();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", server.grpc))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(request("default", &[("kuma.io/service", "web")]));
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    issuer_svc::proto::issuer_client::IssuerClient::new(channel)
+        .issue_certificate(req)
+        .await
+        .map(|_| ())
+        .map_err(|s| s.code())
 }
 
 /// Runs `meshca serve --store kubernetes` expecting it to refuse to start; returns stderr.

@@ -270,6 +270,60 @@ impl KubernetesSecretStore {
     ) -> Result<(SecretBytes, Created), Error> {
         self.create_as(Owner::Global, name, value).await
     }
+
+    /// Replaces (or creates) `owner`'s Secret `name` with optimistic concurrency: read, then
+    /// replace with the `resourceVersion` read, again if someone changed it in between.
+    async fn put_as(&self, owner: Owner<'_>, name: &SecretName, value: &[u8]) -> Result<(), Error> {
+        Self::check_size(value)?;
+        for _ in 0..PUT_ATTEMPTS {
+            match self.read(name).await? {
+                None => match self
+                    .api
+                    .create(&PostParams::default(), &self.object(owner, name, value))
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(e) if is_code(&e, 409) => continue,
+                    Err(e) => return Err(self.error("creating", name, e)),
+                },
+                Some(current) => {
+                    if !owner.owns(&current) {
+                        return Err(self.taken(owner, name, &current));
+                    }
+                    let mut next = self.object(owner, name, value);
+                    next.metadata.resource_version = current.metadata.resource_version.clone();
+                    match self
+                        .api
+                        .replace(name.as_str(), &PostParams::default(), &next)
+                        .await
+                    {
+                        Ok(_) => return Ok(()),
+                        // Changed or deleted since we read it: read again.
+                        Err(e) if is_code(&e, 409) || is_code(&e, 404) => continue,
+                        Err(e) => return Err(self.error("replacing", name, e)),
+                    }
+                }
+            }
+        }
+        Err(Error::Unavailable {
+            backend: "kubernetes secret store".into(),
+            source: format!(
+                "Secret {}/{name} kept changing under {PUT_ATTEMPTS} attempts to replace it",
+                self.namespace
+            )
+            .into(),
+        })
+    }
+
+    /// Replaces (or creates) the global secret `name`; refuses a Secret of that name that is not
+    /// a global secret. For values meant to change (the token signing key on rotation).
+    ///
+    /// # Errors
+    /// As [`get_global`](Self::get_global); [`Error::Inconsistent`] when a Secret of that name
+    /// exists and is not a global secret.
+    pub async fn put_global(&self, name: &SecretName, value: &[u8]) -> Result<(), Error> {
+        self.put_as(Owner::Global, name, value).await
+    }
 }
 
 /// Whose a Secret is: a mesh's (type [`SECRET_TYPE`], label [`MESH_LABEL`]) or global (type
@@ -339,46 +393,7 @@ impl SecretStore for KubernetesSecretStore {
     }
 
     async fn put(&self, mesh: &MeshName, name: &SecretName, value: &[u8]) -> Result<(), Error> {
-        Self::check_size(value)?;
-        let owner = Owner::Mesh(mesh);
-        for _ in 0..PUT_ATTEMPTS {
-            match self.read(name).await? {
-                None => match self
-                    .api
-                    .create(&PostParams::default(), &self.object(owner, name, value))
-                    .await
-                {
-                    Ok(_) => return Ok(()),
-                    Err(e) if is_code(&e, 409) => continue,
-                    Err(e) => return Err(self.error("creating", name, e)),
-                },
-                Some(current) => {
-                    if !owner.owns(&current) {
-                        return Err(self.taken(owner, name, &current));
-                    }
-                    let mut next = self.object(owner, name, value);
-                    next.metadata.resource_version = current.metadata.resource_version.clone();
-                    match self
-                        .api
-                        .replace(name.as_str(), &PostParams::default(), &next)
-                        .await
-                    {
-                        Ok(_) => return Ok(()),
-                        // Changed or deleted since we read it: read again.
-                        Err(e) if is_code(&e, 409) || is_code(&e, 404) => continue,
-                        Err(e) => return Err(self.error("replacing", name, e)),
-                    }
-                }
-            }
-        }
-        Err(Error::Unavailable {
-            backend: "kubernetes secret store".into(),
-            source: format!(
-                "Secret {}/{name} kept changing under {PUT_ATTEMPTS} attempts to replace it",
-                self.namespace
-            )
-            .into(),
-        })
+        self.put_as(Owner::Mesh(mesh), name, value).await
     }
 }
 

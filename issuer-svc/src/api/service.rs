@@ -3,6 +3,7 @@
 //! [`crate::wire`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ca_core::config::Mesh;
 use ca_core::{Error, Identity, MeshName, SourcePolicy};
@@ -14,13 +15,18 @@ use crate::api::authz::{
     authorize, may_validate_any, Action, Caller, CallerCache, OperatorRoots, Policy,
 };
 use crate::api::status::ApiError;
+use crate::api::token::{self, Tokens};
 use crate::api::wire::WatchStream;
 use crate::limits::{MAX_CONCURRENT_VALIDATIONS, VALIDATE_QUEUE_WAIT, VALIDATE_TIMEOUT};
 use crate::proto::issuer_server;
 use crate::proto::{
-    GetTrustBundleRequest, GetTrustBundleResponse, IssueCertificateRequest,
-    IssueCertificateResponse, ValidateBackendRequest, ValidateBackendResponse,
+    CreateTokenRequest, CreateTokenResponse, GetTrustBundleRequest, GetTrustBundleResponse,
+    IssueCertificateRequest, IssueCertificateResponse, RotateTokenKeyRequest,
+    RotateTokenKeyResponse, Tag, ValidateBackendRequest, ValidateBackendResponse,
 };
+
+/// Validity of a token when the request does not say.
+const DEFAULT_TOKEN_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
 /// The service.
 #[derive(Debug)]
@@ -37,18 +43,33 @@ pub(crate) struct IssuerService {
     pub(crate) remote_sources: SourcePolicy,
     /// Slots for `ValidateBackend` calls, so validations never crowd out issuance.
     pub(crate) validations: Arc<Semaphore>,
+    /// Bootstrap tokens: minted by `CreateToken`, verified for callers without a certificate.
+    pub(crate) tokens: Arc<Tokens>,
 }
 
 impl IssuerService {
-    fn caller<T>(&self, req: &Request<T>) -> Caller {
+    /// Who is calling: from the client certificate when there is one, else from a bootstrap
+    /// token; a token that does not verify is refused here (PermissionDenied, never logged).
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
         let Some(roots) = &self.operator_roots else {
-            return Caller::Admin("plaintext loopback caller".into());
+            return Ok(Caller::Admin("plaintext loopback caller".into()));
         };
-        match req.peer_certs() {
-            Some(chain) => self
+        if let Some(chain) = req.peer_certs().filter(|c| !c.is_empty()) {
+            return Ok(self
                 .callers
-                .identify(&chain, roots, &self.manager.snapshot()),
-            None => Caller::Unknown,
+                .identify(&chain, roots, &self.manager.snapshot()));
+        }
+        let verified = token::bearer(req.metadata()).map(|t| t.and_then(|t| self.tokens.verify(t)));
+        match verified {
+            None => Ok(Caller::Unknown),
+            Some(Ok(identity)) => Ok(Caller::Bootstrap(identity)),
+            Some(Err(refused)) => {
+                tracing::info!(reason = %refused.reason, jti = refused.jti.as_deref().unwrap_or("-"), "bootstrap token refused");
+                Err(ApiError::Denied(format!(
+                    "bootstrap token refused: {}",
+                    refused.reason
+                )))
+            }
         }
     }
 
@@ -58,11 +79,7 @@ impl IssuerService {
         caller: &Caller,
         req: &IssueCertificateRequest,
     ) -> Result<(Identity, Option<Vec<u8>>, Issued), ApiError> {
-        let mesh = MeshName::new(req.mesh.as_str())?;
-        let identity = Identity::new(
-            mesh,
-            req.tags.iter().map(|t| (t.name.as_str(), t.value.as_str())),
-        )?;
+        let identity = identity_of(&req.mesh, &req.tags)?;
         authorize(&self.policy, caller, &Action::Issue(&identity))?;
         let csr = decode_csr(&req.csr)?;
         let issued = self.manager.issue(identity.clone(), csr.as_deref()).await?;
@@ -75,6 +92,14 @@ impl IssuerService {
         );
         Ok((identity, csr, issued))
     }
+}
+
+/// The identity a request names.
+fn identity_of(mesh: &str, tags: &[Tag]) -> Result<Identity, Error> {
+    Identity::new(
+        MeshName::new(mesh)?,
+        tags.iter().map(|t| (t.name.as_str(), t.value.as_str())),
+    )
 }
 
 /// A CSR as DER, from DER or PEM bytes; `None` when empty.
@@ -98,7 +123,7 @@ impl issuer_server::Issuer for IssuerService {
         &self,
         request: Request<IssueCertificateRequest>,
     ) -> Result<Response<IssueCertificateResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         let (_, _, issued) = self.issue(&caller, &req).await.inspect_err(|e| {
             tracing::info!(caller = %caller.describe(), mesh = %ca_core::echo(&req.mesh), error = %crate::api::status::message(e), "issue refused");
@@ -120,7 +145,7 @@ impl issuer_server::Issuer for IssuerService {
         &self,
         request: Request<IssueCertificateRequest>,
     ) -> Result<Response<Self::WatchCertificateStream>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
         let (identity, csr, issued) = self.issue(&caller, &req).await.inspect_err(|e| {
             tracing::info!(caller = %caller.describe(), mesh = %ca_core::echo(&req.mesh), error = %crate::api::status::message(e), "watch refused");
@@ -136,7 +161,7 @@ impl issuer_server::Issuer for IssuerService {
         &self,
         request: Request<GetTrustBundleRequest>,
     ) -> Result<Response<GetTrustBundleResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.caller(&request)?;
         let mesh = request.into_inner().mesh;
         authorize(&self.policy, &caller, &Action::TrustBundle(&mesh))?;
         let (state, active) = self.manager.enabled(&mesh).map_err(ApiError::from)?;
@@ -161,7 +186,7 @@ impl issuer_server::Issuer for IssuerService {
         &self,
         request: Request<ValidateBackendRequest>,
     ) -> Result<Response<ValidateBackendResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.caller(&request)?;
         // Refuse callers who may validate nothing before spending anything on their YAML.
         if !may_validate_any(&self.policy, &caller) {
             return Err(
@@ -216,5 +241,47 @@ impl issuer_server::Issuer for IssuerService {
         let resp = crate::api::wire::validation(&mesh, result);
         tracing::info!(caller = %caller.describe(), mesh = %mesh.name, ok = resp.ok, "mesh validated");
         Ok(Response::new(resp))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let identity = identity_of(&req.mesh, &req.tags).map_err(ApiError::from)?;
+        authorize(&self.policy, &caller, &Action::CreateToken(&identity))?;
+        // A token for a mesh this issuer does not serve is a mistake: say so now.
+        self.manager
+            .enabled(identity.mesh().as_str())
+            .map_err(ApiError::from)?;
+        let valid_for = match req.valid_for_seconds {
+            0 => DEFAULT_TOKEN_VALIDITY,
+            s => Duration::from_secs(s),
+        };
+        let (token, expires_at) = self
+            .tokens
+            .mint(&identity, valid_for)
+            .map_err(ApiError::from)?;
+        let key_id = self.tokens.key_id();
+        tracing::info!(caller = %caller.describe(), identity = %identity, expires_at, key_id = %key_id, "bootstrap token created");
+        Ok(Response::new(CreateTokenResponse {
+            token,
+            expires_at: i64::try_from(expires_at).unwrap_or(i64::MAX),
+            key_id,
+        }))
+    }
+
+    async fn rotate_token_key(
+        &self,
+        request: Request<RotateTokenKeyRequest>,
+    ) -> Result<Response<RotateTokenKeyResponse>, Status> {
+        let caller = self.caller(&request)?;
+        authorize(&self.policy, &caller, &Action::RotateTokenKey)?;
+        let key_id = self.tokens.rotate().await.map_err(|e| {
+            Status::unavailable(format!("cannot rotate the token signing key: {e}"))
+        })?;
+        tracing::warn!(caller = %caller.describe(), key_id = %key_id, "token signing key rotated by request");
+        Ok(Response::new(RotateTokenKeyResponse { key_id }))
     }
 }

@@ -7,28 +7,41 @@
 //! `--on-change`. A certificate that is already expired is never written. When the issuer is
 //! away the files keep the current certificate and the agent reconnects with jittered backoff.
 //! `--once` writes one certificate and exits (init containers, cron).
+//!
+//! It authenticates with a client certificate (`--client-cert`, default the bootstrap admin's)
+//! or, with `--token-file`, with a bootstrap token for its first certificate only: from then on
+//! it presents its own mesh certificate, as a data plane renewing its identity. A restarted agent
+//! with a files sink picks up its key and still-valid certificate and needs no token again.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use ca_core::{Identity, KeyType, MeshName, PrivateKey};
 use clap::Args;
+use tonic::Code;
 
-use super::client::{connect, ClientTls};
+use super::client::{connect, refused, with_token, ClientIdentity, ClientTls, ConnArgs};
 use crate::error::{AppError, Context};
 use crate::proto::{IssueCertificateRequest, IssuedCertificate, Tag};
-use crate::serve::bootstrap::{write_private, write_public, BootstrapPaths};
+use crate::serve::bootstrap::{write_private, write_public};
 
 /// The longest pause between reconnects.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long `--on-change` may run.
 const ON_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A certificate of our own is used to renew only while it has this much life left.
+const OWN_CERT_MARGIN_SECS: i64 = 1;
+
 #[derive(Debug, Args)]
 pub(crate) struct AgentArgs {
-    /// The issuer's gRPC address (`127.0.0.1:5680` or `https://host:port`).
-    #[arg(long, default_value = "127.0.0.1:5680")]
-    server: String,
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// A bootstrap token (`meshca token create`) for the first certificate, instead of a client
+    /// certificate; afterwards the agent renews with its own mesh certificate.
+    #[arg(long, value_name = "FILE", conflicts_with = "client_cert")]
+    token_file: Option<PathBuf>,
     /// The mesh.
     #[arg(long, default_value = "default")]
     mesh: String,
@@ -60,18 +73,6 @@ pub(crate) struct AgentArgs {
     /// Write one certificate and exit.
     #[arg(long)]
     once: bool,
-    /// Data directory holding client credentials (DATA_DIR/tls/), as `meshca issue`.
-    #[arg(long, default_value = "./meshca-data")]
-    data_dir: PathBuf,
-    /// CA that signed the server certificate (default DATA_DIR/tls/ca.pem).
-    #[arg(long)]
-    ca_cert: Option<PathBuf>,
-    /// Client certificate (default DATA_DIR/tls/admin.pem).
-    #[arg(long, requires = "client_key")]
-    client_cert: Option<PathBuf>,
-    /// Client key (default DATA_DIR/tls/admin-key.pem).
-    #[arg(long, requires = "client_cert")]
-    client_key: Option<PathBuf>,
 }
 
 pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
@@ -79,9 +80,25 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
     let mesh = MeshName::new(a.mesh.as_str()).map_err(|e| AppError(format!("--mesh: {e}")))?;
     let identity = Identity::new(mesh, tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| AppError(format!("--tag: {e}")))?;
-    let key = KeyType::EcdsaP256
-        .generate()
-        .map_err(|e| AppError(format!("cannot generate a key: {e}")))?;
+    let token = match &a.token_file {
+        Some(p) => Some(crate::api::token::read_token_file(p)?),
+        None => None,
+    };
+    // With a token, a files sink that still holds our key and a valid certificate for this
+    // identity lets a restarted agent renew without the token.
+    let kept = match (&token, &a.out_dir) {
+        (Some(_), Some(dir)) => kept_credentials(dir, &identity),
+        _ => None,
+    };
+    let (key, own) = match kept {
+        Some((key, chain, not_after)) => (key, Some((chain, not_after))),
+        None => (
+            KeyType::EcdsaP256
+                .generate()
+                .map_err(|e| AppError(format!("cannot generate a key: {e}")))?,
+            None,
+        ),
+    };
     let csr = key
         .csr_der_with_dns(identity.uri_sans(), identity.dns_sans())
         .map_err(|e| AppError(format!("cannot make a CSR: {e}")))?;
@@ -96,11 +113,12 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
             .collect(),
         csr,
     };
-    let paths = BootstrapPaths::new(&a.data_dir);
-    let tls = ClientTls {
-        ca: a.ca_cert.clone().unwrap_or(paths.ca.clone()),
-        cert: a.client_cert.clone().unwrap_or(paths.admin.clone()),
-        key: a.client_key.clone().unwrap_or(paths.admin_key.clone()),
+    let auth = match token {
+        Some(token) => Auth::Token {
+            token,
+            ca: a.conn.ca(),
+        },
+        None => Auth::Client(a.conn.tls()),
     };
     if let Some(dir) = &a.out_dir {
         std::fs::create_dir_all(dir).ctx(|| format!("cannot create {}", dir.display()))?;
@@ -144,24 +162,23 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
         k8s,
         aws,
         key,
+        own: Mutex::new(own),
         on_change: a.on_change.clone(),
     };
+    let server = a.conn.server.as_str();
 
     if a.once {
-        let mut client = connect(&a.server, Some(&tls)).await?;
-        let c = client
-            .issue_certificate(request)
-            .await
-            .map_err(|s| {
-                AppError(format!(
-                    "the issuer refused: {:?}: {}",
-                    s.code(),
-                    s.message()
-                ))
-            })?
-            .into_inner()
-            .certificate
-            .ok_or_else(|| AppError("the issuer answered without a certificate".into()))?;
+        let c = match &auth {
+            Auth::Token { token, ca } => issue_with_token(server, ca, token, &request).await?,
+            Auth::Client(tls) => connect(server, Some(tls))
+                .await?
+                .issue_certificate(request)
+                .await
+                .map_err(|s| refused(&s))?
+                .into_inner()
+                .certificate
+                .ok_or_else(|| AppError("the issuer answered without a certificate".into()))?,
+        };
         sink.deliver(&c).await?;
         println!("meshca agent: wrote {}", describe(&c));
         return Ok(());
@@ -170,7 +187,7 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
     let mut backoff = Duration::from_secs(1);
     loop {
         let mut delivered = false;
-        let result = watch(&a.server, &tls, &request, &sink, &mut delivered).await;
+        let result = watch(server, &auth, &request, &sink, &mut delivered).await;
         if delivered {
             // The issuer was there: start the backoff over.
             backoff = Duration::from_secs(1);
@@ -187,26 +204,79 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
     }
 }
 
+/// How the agent authenticates.
+enum Auth {
+    /// A client certificate (an operator's, or a data plane's own from files).
+    Client(ClientTls),
+    /// A bootstrap token for the first certificate, then our own certificate.
+    Token { token: String, ca: PathBuf },
+}
+
+/// The first certificate, on the strength of a bootstrap token (TLS without a client
+/// certificate).
+async fn issue_with_token(
+    server: &str,
+    ca: &Path,
+    token: &str,
+    request: &IssueCertificateRequest,
+) -> Result<IssuedCertificate, AppError> {
+    let tls = ClientTls {
+        ca: ca.to_owned(),
+        identity: ClientIdentity::None,
+    };
+    connect(server, Some(&tls))
+        .await?
+        .issue_certificate(with_token(request.clone(), token)?)
+        .await
+        .map_err(|s| refused(&s))?
+        .into_inner()
+        .certificate
+        .ok_or_else(|| AppError("the issuer answered without a certificate".into()))
+}
+
 /// One watch: every certificate it pushes is delivered. Returns when the stream ends.
 async fn watch(
     server: &str,
-    tls: &ClientTls,
+    auth: &Auth,
     request: &IssueCertificateRequest,
     sink: &Sinks,
     delivered: &mut bool,
 ) -> Result<(), AppError> {
-    let mut client = connect(server, Some(tls)).await?;
-    let mut stream = client
-        .watch_certificate(request.clone())
-        .await
-        .map_err(|s| {
-            AppError(format!(
-                "the issuer refused: {:?}: {}",
-                s.code(),
-                s.message()
-            ))
-        })?
-        .into_inner();
+    let tls = match auth {
+        Auth::Client(tls) => tls.clone(),
+        Auth::Token { token, ca } => {
+            let own = match sink.own_valid() {
+                Some(chain) => chain,
+                None => {
+                    // No certificate of our own (yet, or any more): the token gets one.
+                    let c = issue_with_token(server, ca, token, request).await?;
+                    sink.deliver(&c).await?;
+                    *delivered = true;
+                    println!("meshca agent: wrote {} (bootstrap token)", describe(&c));
+                    c.cert_chain_pem
+                }
+            };
+            ClientTls {
+                ca: ca.clone(),
+                identity: ClientIdentity::Pem {
+                    cert: own,
+                    key: sink.key.to_pem(),
+                },
+            }
+        }
+    };
+    let mut client = connect(server, Some(&tls)).await?;
+    let mut stream = match client.watch_certificate(request.clone()).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            if s.code() == Code::PermissionDenied && matches!(auth, Auth::Token { .. }) {
+                // Our certificate no longer identifies us (another identity, another CA): fall
+                // back to the token next time.
+                sink.forget_own();
+            }
+            return Err(refused(&s));
+        }
+    };
     loop {
         let msg = stream
             .message()
@@ -240,16 +310,33 @@ struct Sinks {
     k8s: Option<store_kubernetes::TlsSecretSink>,
     aws: Option<meshca_aws::SecretsManagerSink>,
     key: PrivateKey,
+    /// The last certificate delivered (leaf + chain PEM) and its expiry, for renewing with it.
+    own: Mutex<Option<(String, i64)>>,
     on_change: Option<String>,
 }
 
 impl Sinks {
+    /// Our last certificate, while it has life left.
+    fn own_valid(&self) -> Option<String> {
+        let own = self
+            .own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        own.as_ref()
+            .filter(|(_, not_after)| *not_after > unix_now() + OWN_CERT_MARGIN_SECS)
+            .map(|(chain, _)| chain.clone())
+    }
+
+    fn forget_own(&self) {
+        *self
+            .own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
     /// Writes `c` (never an expired one), the key on first use, then runs `--on-change`.
     async fn deliver(&self, c: &IssuedCertificate) -> Result<(), AppError> {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        if c.not_after <= now {
+        if c.not_after <= unix_now() {
             tracing::warn!(serial = %c.serial, "the issuer sent an expired certificate; not writing it");
             return Ok(());
         }
@@ -284,11 +371,50 @@ impl Sinks {
                 .await
                 .map_err(|e| AppError(ca_core::error_chain(&e)))?;
         }
+        *self
+            .own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((c.cert_chain_pem.clone(), c.not_after));
         if let Some(cmd) = &self.on_change {
             run_on_change(cmd, self.dir.as_deref()).await;
         }
         Ok(())
     }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The key and certificate a previous run left in `dir`, if the certificate is for `identity`,
+/// for that key, and still valid for a while.
+fn kept_credentials(dir: &Path, identity: &Identity) -> Option<(PrivateKey, String, i64)> {
+    let key = PrivateKey::from_pem(&std::fs::read(dir.join("key.pem")).ok()?).ok()?;
+    let chain = String::from_utf8(std::fs::read(dir.join("cert.pem")).ok()?).ok()?;
+    let leaf = ca_core::x509::parse_pem_certs(chain.as_bytes())
+        .ok()?
+        .into_iter()
+        .next()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let not_after = cert.validity().not_after.timestamp();
+    let uris: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()??
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
+            _ => None,
+        })
+        .collect();
+    let fits = cert.public_key().raw == key.spki_der().as_slice()
+        && uris == identity.uri_sans()
+        && not_after > unix_now() + OWN_CERT_MARGIN_SECS;
+    fits.then_some((key, chain, not_after))
 }
 
 /// Runs `cmd` with `sh -c` (bounded in time); a failure is logged, the files stay.

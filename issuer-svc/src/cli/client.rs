@@ -1,8 +1,9 @@
-//! The gRPC client of `meshca issue --server`.
+//! The gRPC client of `meshca issue --server`, `meshca agent` and `meshca token`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::Args;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::IssueArgs;
@@ -11,11 +12,67 @@ use crate::proto::issuer_client::IssuerClient;
 use crate::proto::{IssueCertificateRequest, Tag};
 use crate::serve::bootstrap::BootstrapPaths;
 
+/// How to reach and authenticate to the issuer (the flags `meshca agent` and `meshca token`
+/// share).
+#[derive(Debug, Args)]
+pub(crate) struct ConnArgs {
+    /// The issuer's gRPC address (`127.0.0.1:5680` or `https://host:port`).
+    #[arg(long, default_value = "127.0.0.1:5680")]
+    pub(crate) server: String,
+    /// Data directory holding client credentials (DATA_DIR/tls/), as `meshca issue`.
+    #[arg(long, default_value = "./meshca-data")]
+    pub(crate) data_dir: PathBuf,
+    /// CA that signed the server certificate (default DATA_DIR/tls/ca.pem).
+    #[arg(long)]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// Client certificate (default DATA_DIR/tls/admin.pem).
+    #[arg(long, requires = "client_key")]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// Client key (default DATA_DIR/tls/admin-key.pem).
+    #[arg(long, requires = "client_cert")]
+    pub(crate) client_key: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    /// TLS with the client certificate of the flags (default: the bootstrap admin's).
+    pub(crate) fn tls(&self) -> ClientTls {
+        let paths = BootstrapPaths::new(&self.data_dir);
+        ClientTls {
+            ca: self.ca(),
+            identity: ClientIdentity::Files {
+                cert: self.client_cert.clone().unwrap_or(paths.admin.clone()),
+                key: self.client_key.clone().unwrap_or(paths.admin_key),
+            },
+        }
+    }
+
+    /// The CA file that verifies the server.
+    pub(crate) fn ca(&self) -> PathBuf {
+        self.ca_cert
+            .clone()
+            .unwrap_or_else(|| BootstrapPaths::new(&self.data_dir).ca)
+    }
+}
+
+/// TLS to the issuer: the CA its certificate must chain to, and who we are.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientTls {
     pub(crate) ca: PathBuf,
-    pub(crate) cert: PathBuf,
-    pub(crate) key: PathBuf,
+    pub(crate) identity: ClientIdentity,
+}
+
+/// The client certificate presented, if any.
+#[derive(Debug, Clone)]
+pub(crate) enum ClientIdentity {
+    /// Certificate chain and key files (PEM).
+    Files { cert: PathBuf, key: PathBuf },
+    /// A certificate chain and key in memory (an agent's own mesh certificate).
+    Pem {
+        cert: String,
+        key: ca_core::SecretBytes,
+    },
+    /// None: a bootstrap token authenticates the call.
+    None,
 }
 
 /// Connects to an issuer; `tls: None` for plaintext.
@@ -42,12 +99,19 @@ pub(crate) async fn connect(
             )
         })
         };
-        let config = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&t.ca)?))
-            .identity(tonic::transport::Identity::from_pem(
-                read(&t.cert)?,
-                read(&t.key)?,
-            ));
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&t.ca)?));
+        match &t.identity {
+            ClientIdentity::Files { cert, key } => {
+                config = config.identity(tonic::transport::Identity::from_pem(
+                    read(cert)?,
+                    read(key)?,
+                ));
+            }
+            ClientIdentity::Pem { cert, key } => {
+                config = config.identity(tonic::transport::Identity::from_pem(cert, key.expose()));
+            }
+            ClientIdentity::None => {}
+        }
         endpoint = endpoint.tls_config(config).ctx(|| "TLS setup".into())?;
     }
     let channel = endpoint.connect().await.map_err(|e| {
@@ -67,8 +131,10 @@ pub(super) async fn issue_remote(
     let paths = BootstrapPaths::new(&a.data_dir);
     let tls = (!a.plaintext).then(|| ClientTls {
         ca: a.ca_cert.clone().unwrap_or(paths.ca.clone()),
-        cert: a.client_cert.clone().unwrap_or(paths.admin.clone()),
-        key: a.client_key.clone().unwrap_or(paths.admin_key.clone()),
+        identity: ClientIdentity::Files {
+            cert: a.client_cert.clone().unwrap_or(paths.admin.clone()),
+            key: a.client_key.clone().unwrap_or(paths.admin_key.clone()),
+        },
     });
     let mut client = connect(&a.server, tls.as_ref()).await?;
     let req = IssueCertificateRequest {
@@ -107,4 +173,24 @@ pub(super) async fn issue_remote(
     );
     let key = (!c.private_key_pem.is_empty()).then_some(c.private_key_pem);
     Ok((c.cert_chain_pem, key, c.trust_bundle_pem, summary))
+}
+
+/// `req` carrying `authorization: Bearer <token>`.
+pub(crate) fn with_token<T>(req: T, token: &str) -> Result<tonic::Request<T>, AppError> {
+    let mut r = tonic::Request::new(req);
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| AppError("the token holds characters a header cannot carry".into()))?;
+    r.metadata_mut()
+        .insert(crate::api::token::METADATA_KEY, value);
+    Ok(r)
+}
+
+/// An error for a call the issuer refused.
+pub(crate) fn refused(s: &tonic::Status) -> AppError {
+    AppError(format!(
+        "the issuer refused: {:?}: {}",
+        s.code(),
+        s.message()
+    ))
 }

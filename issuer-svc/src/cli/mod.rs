@@ -5,6 +5,7 @@ mod agent;
 mod client;
 pub(crate) mod inspect;
 mod local;
+mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,6 +88,8 @@ enum Command {
     /// change, then runs --on-change. Reconnects with backoff; never writes an expired
     /// certificate. --once writes one and exits.
     Agent(agent::AgentArgs),
+    /// Bootstrap tokens: one identity's first certificate without an operator key.
+    Token(token::TokenArgs),
 }
 
 /// `--store`.
@@ -265,6 +268,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Validate(a) => validate(a).await,
             Command::Inspect(a) => crate::cli::inspect::inspect(&a.file, a.bundle.as_deref()),
             Command::Agent(a) => agent::agent(a).await,
+            Command::Token(a) => token::token(a).await,
         }
     });
     match result {

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::api::authz::{OperatorRoots, Policy};
 use crate::api::service::IssuerService;
+use crate::api::token::{KeyHome, Tokens};
 use crate::cli::{ServeArgs, StoreKind};
 use crate::error::{AppError, Context};
 use crate::limits::{MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE};
@@ -103,6 +104,15 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     let rotation = RotationPolicy::new(a.rotate_fraction, a.rotate_jitter);
     let scheduler = meshca::rotation::spawn(manager.clone(), rotation);
 
+    let tokens = Arc::new(
+        Tokens::open(match &kubernetes {
+            Some(store) => KeyHome::Kubernetes(KubernetesSecretStore::clone(store)),
+            None => KeyHome::File(a.data_dir.join("tokens").join("signing-key.pem")),
+        })
+        .await?,
+    );
+    tokio::spawn(tokens.clone().follow(a.reload_interval));
+
     let tls = match (server_tls, &operator_roots) {
         (Some((chain, key)), Some(roots)) => Some(tls::server(&manager, roots, chain, key)?),
         _ => None,
@@ -115,6 +125,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         callers: Default::default(),
         remote_sources: checked.remote_sources,
         validations: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_VALIDATIONS)),
+        tokens,
     };
 
     let listener = TcpListener::bind(a.listen).await.ctx(|| {

@@ -69,7 +69,10 @@ fn bundle(roots: &[CertificateDer<'static>]) -> Result<TrustBundle, AppError> {
 
 impl ClientCertVerifier for DynamicClientVerifier {
     fn client_auth_mandatory(&self) -> bool {
-        true
+        // A data plane bootstrapping with a token has no certificate yet. A connection without
+        // one is `Caller::Unknown` unless it presents a valid token, and may then only get the
+        // token's identity (see `api::authz`).
+        false
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -137,8 +140,8 @@ pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, AppError> 
     Err(AppError(format!("{} holds no private key", path.display())))
 }
 
-/// The server's rustls config: its certificate, mandatory client certificates checked by
-/// `verifier`, HTTP/2 by ALPN.
+/// The server's rustls config: its certificate, client certificates (optional: see
+/// [`DynamicClientVerifier`]) checked by `verifier`, HTTP/2 by ALPN.
 pub(crate) fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,

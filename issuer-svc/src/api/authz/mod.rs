@@ -13,7 +13,13 @@
 //! - A data plane presenting a certificate that chains to a mesh's trust bundle may renew only its
 //!   own identity: the tags are parsed back from its `spiffe://` and `kuma://` SANs and must equal
 //!   the requested identity exactly. It may also read its mesh's trust bundle.
+//! - A caller without a client certificate that presents a valid bootstrap token
+//!   ([`crate::api::token`]) may get a certificate for the one identity the token names, and
+//!   nothing else.
 //! - Everyone else is refused.
+//!
+//! Bootstrap tokens are minted (`CreateToken`) by the admin and by operators for the meshes the
+//! authz file allows them; only the admin may rotate their signing key (`RotateTokenKey`).
 
 //!
 //! [`policy`] reads the `--authz` file, [`identify`] turns a verified chain into a [`Caller`],
@@ -45,6 +51,8 @@ pub(crate) enum Caller {
     Operator(OperatorId),
     /// A data plane with its current mesh certificate.
     DataPlane(Identity),
+    /// A data plane without a certificate, with a bootstrap token for this identity.
+    Bootstrap(Identity),
     /// A certificate that chains to nothing we know (cannot happen past the TLS handshake).
     Unknown,
 }
@@ -59,6 +67,7 @@ impl Caller {
                 o.anchor.get(..16).unwrap_or("")
             ),
             Self::DataPlane(id) => format!("data plane {id}"),
+            Self::Bootstrap(id) => format!("bootstrap token holder for {id}"),
             Self::Unknown => "an unknown client".into(),
         }
     }
@@ -71,6 +80,10 @@ pub(crate) enum Action<'a> {
     TrustBundle(&'a str),
     /// Validate a Mesh of this name.
     Validate(&'a str),
+    /// Mint a bootstrap token for this identity.
+    CreateToken(&'a Identity),
+    /// Replace the token signing key.
+    RotateTokenKey,
 }
 
 /// Whether `caller` may validate any mesh at all: checked before a Mesh sent to
@@ -79,7 +92,7 @@ pub(crate) fn may_validate_any(policy: &Policy, caller: &Caller) -> bool {
     match caller {
         Caller::Admin(_) => true,
         Caller::Operator(id) => policy.has_any(id),
-        Caller::DataPlane(_) | Caller::Unknown => false,
+        Caller::DataPlane(_) | Caller::Bootstrap(_) | Caller::Unknown => false,
     }
 }
 
@@ -124,12 +137,25 @@ pub(crate) fn authorize(
                 deny(format!("validate mesh `{}`", ca_core::echo(mesh)))
             }
         }
-        (Caller::DataPlane(own), Action::Issue(requested)) => {
+        (Caller::Operator(id), Action::CreateToken(identity)) => {
+            if policy.allows(id, identity.mesh().as_str()) {
+                Ok(())
+            } else {
+                deny(format!(
+                    "create tokens for mesh `{}` (add it to the authz file)",
+                    identity.mesh()
+                ))
+            }
+        }
+        (Caller::Operator(_), Action::RotateTokenKey) => {
+            deny("rotate the token signing key (the admin only)".into())
+        }
+        (Caller::DataPlane(own) | Caller::Bootstrap(own), Action::Issue(requested)) => {
             if own.mesh() == requested.mesh() && own.uri_sans() == requested.uri_sans() {
                 Ok(())
             } else {
                 deny(format!(
-                    "get a certificate for {requested} (a data plane may renew only its own identity)"
+                    "get a certificate for {requested} (a data plane or token may get only its own identity)"
                 ))
             }
         }
@@ -144,6 +170,13 @@ pub(crate) fn authorize(
             }
         }
         (Caller::DataPlane(_), Action::Validate(_)) => deny("validate meshes".into()),
+        (Caller::DataPlane(_), Action::CreateToken(_) | Action::RotateTokenKey)
+        | (Caller::Bootstrap(_), Action::CreateToken(_) | Action::RotateTokenKey) => {
+            deny("manage bootstrap tokens".into())
+        }
+        (Caller::Bootstrap(_), Action::TrustBundle(_) | Action::Validate(_)) => {
+            deny("do anything but get its first certificate".into())
+        }
         (Caller::Unknown, _) => deny("call this issuer".into()),
     }
 }
@@ -198,7 +231,18 @@ mod tests {
         assert!(authorize(&policy, &dp, &Action::TrustBundle("default")).is_ok());
         assert!(authorize(&policy, &dp, &Action::TrustBundle("other")).is_err());
         assert!(authorize(&policy, &dp, &Action::Validate("default")).is_err());
+        let token = Caller::Bootstrap(web.clone());
+        assert!(authorize(&policy, &token, &Action::Issue(&web)).is_ok());
+        assert!(authorize(&policy, &token, &Action::Issue(&db)).is_err());
+        assert!(authorize(&policy, &token, &Action::Issue(&other)).is_err());
+        assert!(authorize(&policy, &token, &Action::TrustBundle("default")).is_err());
+        assert!(authorize(&policy, &token, &Action::CreateToken(&web)).is_err());
+        assert!(authorize(&policy, &dp, &Action::CreateToken(&web)).is_err());
+        assert!(authorize(&policy, &zone, &Action::CreateToken(&web)).is_ok());
+        assert!(authorize(&policy, &zone, &Action::CreateToken(&other)).is_err());
+        assert!(authorize(&policy, &zone, &Action::RotateTokenKey).is_err());
         let admin = Caller::Admin("meshca-admin".into());
+        assert!(authorize(&policy, &admin, &Action::RotateTokenKey).is_ok());
         assert!(authorize(&policy, &admin, &Action::Issue(&other)).is_ok());
         assert!(authorize(&policy, &Caller::Unknown, &Action::Issue(&web)).is_err());
     }

@@ -1,0 +1,507 @@
+//! Bootstrap tokens: how a data plane with no certificate yet gets its first one.
+//!
+//! `meshca token create --mesh M --tag kuma.io/service=web` asks the issuer (`CreateToken`) for a
+//! JWT scoped to exactly one identity, in the spirit of Kuma's data plane tokens and SPIRE's join
+//! tokens. `meshca agent --token-file` presents it (gRPC metadata `authorization: Bearer …`, on a
+//! TLS connection without a client certificate) for its first certificate only; afterwards it
+//! renews with that mesh certificate.
+//!
+//! - Signed ES256 (P-256, via `jsonwebtoken` on aws-lc-rs) with the issuer's token signing key:
+//!   `DATA_DIR/tokens/signing-key.pem` (0600) or, with `--store kubernetes`, the global Secret
+//!   `meshca-token-signing-key` shared by all replicas. Created once if absent (the first writer
+//!   wins, as with the builtin CA); the `kid` header names it by the SHA-256 of its public key.
+//! - Verified by signature (ES256 only, `kid` must be the current key), issuer, audience and
+//!   expiry; at most [`MAX_TOKEN_BYTES`]; valid for at most [`MAX_VALID_FOR`].
+//! - Bound to one identity: mesh and tags in the claims must equal the requested identity (the
+//!   same check as a data plane renewing with its certificate).
+//! - Revoked all at once by rotating the signing key (`meshca token rotate-key`, the admin only);
+//!   other replicas pick the new key up within `--reload-interval`.
+//!
+//! The token itself is never logged: refusals log the reason, and the `jti` when the token
+//! verified far enough to have one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use ca_core::{Created, Identity, KeyType, MeshName, PrivateKey, SecretName};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use store_kubernetes::KubernetesSecretStore;
+
+use crate::error::{AppError, Context};
+
+/// The gRPC metadata key carrying `Bearer <token>`.
+pub(crate) const METADATA_KEY: &str = "authorization";
+/// Largest token accepted (ours are well under 1 KiB).
+pub(crate) const MAX_TOKEN_BYTES: usize = 4096;
+/// Longest validity a token may be minted with.
+pub(crate) const MAX_VALID_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The `iss` claim.
+const ISSUER: &str = "meshca";
+/// The `aud` claim: these tokens are good for bootstrap only.
+const AUDIENCE: &str = "meshca-bootstrap";
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 30;
+/// The global Secret holding the signing key with `--store kubernetes`.
+pub(crate) const KEY_SECRET: &str = "meshca-token-signing-key";
+
+/// The claims of a bootstrap token.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: String,
+    /// The identity's SPIFFE ID (informational; `mesh` and `tags` bind it).
+    sub: String,
+    mesh: String,
+    /// Tag name → values, as Kuma's data plane tokens spell them.
+    tags: BTreeMap<String, Vec<String>>,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+    /// Random, for the logs.
+    jti: String,
+}
+
+/// One signing key: the private half signs, the public half verifies.
+struct SigningKey {
+    /// Hex SHA-256 of the public key (SPKI), first 16 digits.
+    id: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// From a PKCS#8 PEM P-256 key.
+    fn from_pem(pem: &[u8], what: &str) -> Result<Self, AppError> {
+        let key = PrivateKey::from_pem(pem)
+            .map_err(|e| AppError(format!("token signing key {what}: {e}")))?;
+        if key.key_type() != KeyType::EcdsaP256 {
+            return Err(AppError(format!(
+                "token signing key {what} is not an ECDSA P-256 key"
+            )));
+        }
+        let spki = key.spki_der();
+        let public_pem = pem::encode(&pem::Pem::new("PUBLIC KEY", spki.clone()));
+        let encoding = EncodingKey::from_ec_pem(key.to_pem().expose())
+            .map_err(|e| AppError(format!("token signing key {what}: {e}")))?;
+        let decoding = DecodingKey::from_ec_pem(public_pem.as_bytes())
+            .map_err(|e| AppError(format!("token signing key {what}: {e}")))?;
+        let id = crate::hash::sha256_hex(&spki)
+            .get(..16)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Self {
+            id,
+            encoding,
+            decoding,
+        })
+    }
+
+    /// A fresh key and its PEM.
+    fn generate() -> Result<(Self, ca_core::SecretBytes), AppError> {
+        let key = KeyType::EcdsaP256
+            .generate()
+            .map_err(|e| AppError(format!("cannot generate a token signing key: {e}")))?;
+        let pem = key.to_pem();
+        Ok((Self::from_pem(pem.expose(), "(new)")?, pem))
+    }
+}
+
+/// Where the signing key lives.
+#[derive(Debug)]
+pub(crate) enum KeyHome {
+    /// A PEM file (0600) in a private directory.
+    File(PathBuf),
+    /// The global Secret [`KEY_SECRET`].
+    Kubernetes(KubernetesSecretStore),
+}
+
+impl KeyHome {
+    fn describe(&self) -> String {
+        match self {
+            Self::File(p) => p.display().to_string(),
+            Self::Kubernetes(s) => format!("Secret {}/{KEY_SECRET}", s.namespace()),
+        }
+    }
+
+    /// The stored key, if any.
+    async fn read(&self) -> Result<Option<ca_core::SecretBytes>, AppError> {
+        match self {
+            Self::File(p) => match std::fs::metadata(p) {
+                Ok(_) => Ok(Some(ca_core::SecretBytes::new(crate::limits::read_file(
+                    p,
+                    "token signing key",
+                )?))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(AppError(format!("cannot read {}: {e}", p.display()))),
+            },
+            Self::Kubernetes(s) => s
+                .get_global(&secret_name()?)
+                .await
+                .map_err(|e| AppError(ca_core::error_chain(&e))),
+        }
+    }
+
+    /// Stores `pem` unless a key is there already; the stored key either way.
+    async fn create_if_absent(&self, pem: &[u8]) -> Result<ca_core::SecretBytes, AppError> {
+        match self {
+            Self::File(p) => {
+                if let Some(dir) = p.parent() {
+                    crate::serve::bootstrap::create_private_dir(dir)?;
+                }
+                // Written in full under a temporary name, then linked into place: the link fails
+                // if a key is already there, so a key once written is never replaced by this.
+                let tmp = p.with_extension(format!("new-{}", std::process::id()));
+                let _ = std::fs::remove_file(&tmp);
+                {
+                    use std::io::Write as _;
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .ctx(|| format!("cannot create {}", tmp.display()))?;
+                    f.write_all(pem)
+                        .and_then(|()| f.sync_all())
+                        .ctx(|| format!("cannot write {}", tmp.display()))?;
+                }
+                let linked = std::fs::hard_link(&tmp, p);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => Ok(ca_core::SecretBytes::new(pem.to_vec())),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self
+                        .read()
+                        .await?
+                        .ok_or_else(|| AppError(format!("{} appeared and vanished", p.display()))),
+                    Err(e) => Err(AppError(format!("cannot create {}: {e}", p.display()))),
+                }
+            }
+            Self::Kubernetes(s) => {
+                let (v, created) = s
+                    .create_global_if_absent(&secret_name()?, pem)
+                    .await
+                    .map_err(|e| AppError(ca_core::error_chain(&e)))?;
+                if created == Created::Ours {
+                    tracing::info!(secret = %self.describe(), "created the token signing key");
+                }
+                Ok(v)
+            }
+        }
+    }
+
+    /// Replaces the stored key (rotation).
+    async fn replace(&self, pem: &[u8]) -> Result<(), AppError> {
+        match self {
+            Self::File(p) => crate::serve::bootstrap::write_private(p, pem),
+            Self::Kubernetes(s) => s
+                .put_global(&secret_name()?, pem)
+                .await
+                .map_err(|e| AppError(ca_core::error_chain(&e))),
+        }
+    }
+}
+
+fn secret_name() -> Result<SecretName, AppError> {
+    SecretName::new(KEY_SECRET).map_err(|e| AppError(format!("{KEY_SECRET}: {e}")))
+}
+
+/// Mints and verifies bootstrap tokens with the current signing key.
+#[derive(Debug)]
+pub(crate) struct Tokens {
+    current: RwLock<Arc<SigningKey>>,
+    home: KeyHome,
+    /// Serializes rotations and refreshes.
+    writing: tokio::sync::Mutex<()>,
+}
+
+/// A token that was refused, and why (never the token itself).
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) reason: String,
+    /// The token's `jti` when it could be read.
+    pub(crate) jti: Option<String>,
+}
+
+impl Tokens {
+    /// Loads the signing key from `home`, creating it if there is none.
+    pub(crate) async fn open(home: KeyHome) -> Result<Self, AppError> {
+        // One provider, chosen here: the build enables only aws_lc_rs, this makes it explicit.
+        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+        let stored = match home.read().await? {
+            Some(v) => v,
+            None => {
+                let (_, pem) = SigningKey::generate()?;
+                home.create_if_absent(pem.expose()).await?
+            }
+        };
+        let key = SigningKey::from_pem(stored.expose(), &home.describe())?;
+        tracing::info!(key_id = %key.id, at = %home.describe(), "token signing key loaded");
+        Ok(Self {
+            current: RwLock::new(Arc::new(key)),
+            home,
+            writing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn key(&self) -> Arc<SigningKey> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current key's id.
+    pub(crate) fn key_id(&self) -> String {
+        self.key().id.clone()
+    }
+
+    /// A token for `identity`, valid for `valid_for` (at most [`MAX_VALID_FOR`]); with its
+    /// expiry (Unix seconds).
+    pub(crate) fn mint(
+        &self,
+        identity: &Identity,
+        valid_for: Duration,
+    ) -> Result<(String, u64), ca_core::Error> {
+        if valid_for.is_zero() || valid_for > MAX_VALID_FOR {
+            return Err(ca_core::Error::invalid_argument(
+                "valid_for",
+                format!("must be between 1s and {}h", MAX_VALID_FOR.as_secs() / 3600),
+            ));
+        }
+        let now = unix_now();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: identity.spiffe_id().to_owned(),
+            mesh: identity.mesh().to_string(),
+            tags: identity
+                .tags()
+                .iter()
+                .map(|(k, vs)| (k.to_string(), vs.iter().map(ToString::to_string).collect()))
+                .collect(),
+            iat: now,
+            nbf: now,
+            exp: now + valid_for.as_secs(),
+            jti: crate::hash::sha256_hex(&rand::random::<[u8; 16]>())
+                .get(..32)
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let key = self.key();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.id.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .map_err(|e| ca_core::Error::crypto(format!("cannot sign the token: {e}")))?;
+        Ok((token, claims.exp))
+    }
+
+    /// The identity a token was minted for, if it verifies with the current key.
+    pub(crate) fn verify(&self, token: &str) -> Result<Identity, Refused> {
+        let refused = |reason: String, jti: Option<String>| Refused { reason, jti };
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(refused(
+                format!("the token is longer than {MAX_TOKEN_BYTES} bytes"),
+                None,
+            ));
+        }
+        let key = self.key();
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| refused("the token is not a JWT".into(), None))?;
+        if header.kid.as_deref() != Some(key.id.as_str()) {
+            return Err(refused(
+                "the token was not signed with the current signing key (rotated, or another issuer's)"
+                    .into(),
+                None,
+            ));
+        }
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                let reason = match e.kind() {
+                    K::ExpiredSignature => "the token has expired",
+                    K::ImmatureSignature => "the token is not valid yet",
+                    K::InvalidSignature => "the token's signature does not verify (tampered?)",
+                    K::InvalidAudience | K::InvalidIssuer => {
+                        "the token is not a meshca bootstrap token"
+                    }
+                    K::InvalidAlgorithm => "the token is not signed ES256",
+                    _ => "the token cannot be read",
+                };
+                refused(reason.into(), None)
+            })?;
+        let c = data.claims;
+        let jti = Some(c.jti.clone());
+        let mesh = MeshName::new(c.mesh.as_str())
+            .map_err(|e| refused(format!("the token's mesh: {e}"), jti.clone()))?;
+        let pairs = c
+            .tags
+            .iter()
+            .flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_str(), v.as_str())));
+        Identity::new(mesh, pairs)
+            .map_err(|e| refused(format!("the token's tags: {e}"), jti.clone()))
+    }
+
+    /// Replaces the signing key: every token minted before stops verifying, here at once and on
+    /// other replicas at their next [`refresh`](Self::refresh). The new key's id.
+    pub(crate) async fn rotate(&self) -> Result<String, AppError> {
+        let _w = self.writing.lock().await;
+        let (key, pem) = SigningKey::generate()?;
+        self.home.replace(pem.expose()).await?;
+        let id = key.id.clone();
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(key);
+        tracing::warn!(key_id = %id, at = %self.home.describe(), "token signing key rotated; every earlier token is revoked");
+        Ok(id)
+    }
+
+    /// Reads the stored key again and takes it if another replica rotated it.
+    pub(crate) async fn refresh(&self) -> Result<(), AppError> {
+        let _w = self.writing.lock().await;
+        let Some(stored) = self.home.read().await? else {
+            return Ok(());
+        };
+        let key = SigningKey::from_pem(stored.expose(), &self.home.describe())?;
+        if key.id != self.key().id {
+            tracing::warn!(key_id = %key.id, "token signing key changed in the store; earlier tokens are revoked");
+            *self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(key);
+        }
+        Ok(())
+    }
+
+    /// Refreshes every `every` for as long as the process runs.
+    pub(crate) async fn follow(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "cannot re-read the token signing key; keeping the current one");
+            }
+        }
+    }
+}
+
+/// The token in `authorization: Bearer <token>`, if the metadata holds one.
+pub(crate) fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<Result<&str, Refused>> {
+    let value = metadata.get(METADATA_KEY)?;
+    let text = match value.to_str() {
+        Ok(t) => t,
+        Err(_) => {
+            return Some(Err(Refused {
+                reason: "the authorization header is not text".into(),
+                jti: None,
+            }))
+        }
+    };
+    Some(
+        text.strip_prefix("Bearer ")
+            .map(str::trim)
+            .ok_or_else(|| Refused {
+                reason: "the authorization header is not `Bearer <token>`".into(),
+                jti: None,
+            }),
+    )
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads a token file: trimmed, at most [`MAX_TOKEN_BYTES`].
+pub(crate) fn read_token_file(path: &std::path::Path) -> Result<String, AppError> {
+    let bytes = crate::limits::read_file(path, "token file")?;
+    if bytes.len() > MAX_TOKEN_BYTES + 2 {
+        return Err(AppError(format!(
+            "token file {} is longer than {MAX_TOKEN_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let text = String::from_utf8(bytes).ctx(|| format!("token file {}", path.display()))?;
+    Ok(text.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web() -> Identity {
+        Identity::new(
+            MeshName::new("default").unwrap(),
+            [("kuma.io/service", "web"), ("version", "v1")],
+        )
+        .unwrap()
+    }
+
+    async fn tokens(dir: &std::path::Path) -> Tokens {
+        Tokens::open(KeyHome::File(dir.join("tokens/signing-key.pem")))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn minted_tokens_verify_to_their_identity_and_rotation_revokes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tokens(dir.path()).await;
+        let (token, exp) = t.mint(&web(), Duration::from_secs(3600)).unwrap();
+        assert!(exp > unix_now() + 3500);
+        let id = t.verify(&token).unwrap();
+        assert_eq!(id.uri_sans(), web().uri_sans());
+        // The key is kept: a second open verifies the same token.
+        let again = tokens(dir.path()).await;
+        assert_eq!(again.key_id(), t.key_id());
+        assert!(again.verify(&token).is_ok());
+        // Tampered payload.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1].insert(3, 'A');
+        assert!(t.verify(&parts.join(".")).is_err());
+        // Rotation revokes it, here and (after refresh) in the other instance.
+        let old = t.key_id();
+        let new = t.rotate().await.unwrap();
+        assert_ne!(old, new);
+        let r = t.verify(&token).unwrap_err();
+        assert!(r.reason.contains("signing key"), "{}", r.reason);
+        again.refresh().await.unwrap();
+        assert_eq!(again.key_id(), new);
+        assert!(again.verify(&token).is_err());
+        // Limits.
+        assert!(t.mint(&web(), Duration::ZERO).is_err());
+        assert!(t.mint(&web(), MAX_VALID_FOR * 2).is_err());
+        assert!(t.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
+        assert!(t.verify("not a jwt").is_err());
+        // The key file is private.
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("tokens/signing-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Debug never shows the key.
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("PRIVATE"), "{shown}");
+    }
+}
