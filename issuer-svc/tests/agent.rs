@@ -341,3 +341,57 @@ fn pem_body_lines(pem: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_signals_the_process_of_a_pid_file() {
+    let server = tokio::task::spawn_blocking(|| Server::start(&[], &[]))
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let got = work.path().join("got");
+    let pid_file = work.path().join("proxy.pid");
+    // A stand-in proxy: writes its pid, records every SIGHUP.
+    let script = format!(
+        "trap 'echo hup >> {got}' HUP; echo $$ > {pid}.tmp; mv {pid}.tmp {pid}; \
+         while :; do sleep 0.05; done",
+        got = got.display(),
+        pid = pid_file.display()
+    );
+    let mut proxy = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    bounded(10, async {
+        while !pid_file.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let out = work.path().join("certs");
+    let s = &server;
+    let status = tokio::task::block_in_place(|| {
+        agent_cmd(s, &out, &["--once", "--signal-pid-file"])
+            .arg(&pid_file)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+    });
+    assert!(status.success());
+    bounded(10, async {
+        while std::fs::read_to_string(&got).unwrap_or_default().trim() != "hup" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+
+    // A pid file that names no process: the certificate is still delivered, the failure logged.
+    std::fs::write(&pid_file, "not a pid\n").unwrap();
+    let o = tokio::task::block_in_place(|| {
+        agent_cmd(s, &out, &["--once", "--signal-pid-file"])
+            .arg(&pid_file)
+            .output()
+            .unwrap()
+    });
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("does not hold a process id"), "{err}");
+}

@@ -70,9 +70,37 @@ pub(crate) struct AgentArgs {
     /// Command run (`sh -c`) after every new certificate is in place, e.g. `nginx -s reload`.
     #[arg(long, value_name = "CMD")]
     on_change: Option<String>,
+    /// After every new certificate is in place, send --signal to the process whose pid this file
+    /// holds (e.g. nginx's pid file: HUP reloads it), besides or instead of --on-change.
+    #[arg(long, value_name = "FILE")]
+    signal_pid_file: Option<PathBuf>,
+    /// The signal for --signal-pid-file.
+    #[arg(long, value_enum, default_value_t = ReloadSignal::Hup, requires = "signal_pid_file")]
+    signal: ReloadSignal,
     /// Write one certificate and exit.
     #[arg(long)]
     once: bool,
+}
+
+/// Signals a proxy reloads its certificates on.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ReloadSignal {
+    /// SIGHUP (nginx, Kong's nginx).
+    Hup,
+    /// SIGUSR1.
+    Usr1,
+    /// SIGUSR2 (HAProxy's master-worker reload).
+    Usr2,
+}
+
+impl ReloadSignal {
+    fn get(self) -> rustix::process::Signal {
+        match self {
+            Self::Hup => rustix::process::Signal::HUP,
+            Self::Usr1 => rustix::process::Signal::USR1,
+            Self::Usr2 => rustix::process::Signal::USR2,
+        }
+    }
 }
 
 pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
@@ -164,6 +192,7 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
         key,
         own: Mutex::new(own),
         on_change: a.on_change.clone(),
+        signal: a.signal_pid_file.clone().map(|p| (p, a.signal)),
     };
     let server = a.conn.server.as_str();
 
@@ -313,6 +342,8 @@ struct Sinks {
     /// The last certificate delivered (leaf + chain PEM) and its expiry, for renewing with it.
     own: Mutex<Option<(String, i64)>>,
     on_change: Option<String>,
+    /// A pid file and the signal to send its process after each delivery.
+    signal: Option<(PathBuf, ReloadSignal)>,
 }
 
 impl Sinks {
@@ -379,8 +410,31 @@ impl Sinks {
         if let Some(cmd) = &self.on_change {
             run_on_change(cmd, self.dir.as_deref()).await;
         }
+        if let Some((pid_file, signal)) = &self.signal {
+            if let Err(e) = send_signal(pid_file, *signal) {
+                tracing::warn!(error = %e, "--signal-pid-file: the proxy was not signalled; the files are in place");
+            }
+        }
         Ok(())
     }
+}
+
+/// Sends `signal` to the process whose pid `pid_file` holds.
+fn send_signal(pid_file: &Path, signal: ReloadSignal) -> Result<(), AppError> {
+    let text = crate::limits::read_file(pid_file, "pid file")?;
+    let pid = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .filter(|p| *p > 1)
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| AppError(format!("{} does not hold a process id", pid_file.display())))?;
+    rustix::process::kill_process(pid, signal.get()).map_err(|e| {
+        AppError(format!(
+            "cannot send {signal:?} to pid {} (from {}): {e}",
+            pid.as_raw_nonzero(),
+            pid_file.display()
+        ))
+    })
 }
 
 fn unix_now() -> i64 {
