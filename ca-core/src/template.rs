@@ -23,6 +23,14 @@ pub const MAX_COMMON_NAME_LEN: usize = 64;
 
 const TEMPLATE_NAME: &str = "cn";
 
+/// The most bytes a tag value can have (253 characters of at most 4 bytes each).
+const MAX_VALUE_BYTES: usize = 253 * 4;
+
+/// The most bytes one `{{ }}` may produce at any stage of its pipeline, worst case: a template
+/// whose `replace` stages could grow a value past this (chained `replace "a" "aaaa"`) is refused
+/// when it is parsed, before it can cost memory or time at rendering.
+pub const MAX_STAGE_BYTES: usize = 16 * 1024;
+
 /// A parsed common-name template.
 pub struct CommonNameTemplate {
     source: String,
@@ -290,6 +298,8 @@ fn translate_pipeline(action: &str) -> Result<(String, String), String> {
     }
     let mut expr = String::new();
     let mut tag = String::new();
+    // The longest the value can be after each stage, worst case.
+    let mut bound = MAX_VALUE_BYTES;
     for (i, cmd) in commands.iter().enumerate() {
         let Token::Ident(func) = &cmd[0] else {
             return Err("a pipeline stage must start with a function name".into());
@@ -332,6 +342,16 @@ fn translate_pipeline(action: &str) -> Result<(String, String), String> {
         match func.as_str() {
             "replace" => {
                 want(2)?;
+                let (from, to) = (args[0].len(), args[1].len());
+                if from == 0 {
+                    return Err(
+                        "`replace` needs a non-empty string to replace (an empty one would insert \
+                         the replacement between every character)"
+                            .into(),
+                    );
+                }
+                // At most bound / from occurrences, each growing by to - from.
+                bound = bound.saturating_add((bound / from).saturating_mul(to.saturating_sub(from)));
                 expr = format!(
                     "{expr} | replace(from={}, to={})",
                     tera_string(args[0])?,
@@ -340,6 +360,8 @@ fn translate_pipeline(action: &str) -> Result<(String, String), String> {
             }
             "lower" | "upper" => {
                 want(0)?;
+                // Unicode case mapping grows a character to at most three times its bytes.
+                bound = bound.saturating_mul(3);
                 expr = format!("{expr} | {func}");
             }
             "trimPrefix" => {
@@ -356,6 +378,12 @@ fn translate_pipeline(action: &str) -> Result<(String, String), String> {
                     "unknown function `{other}` (supported: tag, replace, lower, upper, trimPrefix, trimSuffix)"
                 ))
             }
+        }
+        if bound > MAX_STAGE_BYTES {
+            return Err(format!(
+                "stage {} (`{func}`) could grow a tag value past {MAX_STAGE_BYTES} bytes; a common name has at most {MAX_COMMON_NAME_LEN}",
+                i + 1
+            ));
         }
     }
     Ok((tag, expr))
@@ -459,6 +487,27 @@ mod tests {
         assert!(parse_err(r#"<< tag "kuma.io/service" }}"#).contains("unbalanced"));
         assert!(parse_err(r#"{{ tag "a" >> }}"#).contains("unbalanced"));
         assert!(parse_err(r#"{{ replace "a" "b" }}"#).contains("must start with `tag"));
+        // Found by the template fuzz target (a timeout): stages that grow a value without bound.
+        assert!(parse_err(r#"{{ tag "kuma.io/service" | replace "" "x" }}"#)
+            .contains("non-empty string to replace"));
+        let chained = format!(
+            "{{{{ tag \"kuma.io/service\"{} }}}}",
+            r#" | replace "a" "aaaaaaaaaaaaaaaa""#.repeat(3)
+        );
+        assert!(
+            parse_err(&chained).contains("past 16384 bytes"),
+            "{chained}"
+        );
+        let cased = format!(
+            "{{{{ tag \"kuma.io/service\"{} }}}}",
+            " | upper | lower".repeat(4)
+        );
+        assert!(parse_err(&cased).contains("could grow"));
+        // Ordinary pipelines stay well inside the bound.
+        assert!(CommonNameTemplate::parse(
+            r#"{{ tag "kuma.io/service" | replace "_" "--" | lower | trimSuffix "x" }}.mesh"#
+        )
+        .is_ok());
         assert!(parse_err(r#"{{ tag "a" | replace "a" }}"#)
             .contains("`replace` takes 2 arguments, got 1"));
         assert!(parse_err(r#"{{ tag }}"#).contains("`tag` takes 1 argument, got 0"));
