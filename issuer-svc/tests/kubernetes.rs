@@ -210,21 +210,13 @@ async fn create_token(server: &Server) -> String {
 
 /// Issues `default`/web on `server` with `token` and no client certificate.
 async fn issue_with_token(server: &Server, token: &str) -> Result<(), tonic::Code> {
-    let ca = std::fs::read(server.tls_dir().join("ca.pem")).unwrap();
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(ca));
-    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", server.grpc))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
+    server
+        .anonymous()
         .await
-        .unwrap();
-    let mut req = tonic::Request::new(request("default", &[("kuma.io/service", "web")]));
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    issuer_svc::proto::issuer_client::IssuerClient::new(channel)
-        .issue_certificate(req)
+        .issue_certificate(bearer(
+            request("default", &[("kuma.io/service", "web")]),
+            token,
+        ))
         .await
         .map(|_| ())
         .map_err(|s| s.code())

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use issuer_svc::proto::issuer_client::IssuerClient;
 use issuer_svc::proto::{CreateTokenRequest, GetTrustBundleRequest, Tag};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 /// `meshca token create` as the bootstrap admin; the token (stdout).
@@ -40,27 +40,6 @@ fn mint(server: &Server, mesh: &str, tags: &[&str], valid_for: &str) -> String {
     assert!(ok, "token create failed: {stderr}");
     assert!(stderr.contains("valid until"), "{stderr}");
     stdout.trim().to_owned()
-}
-
-/// A client that verifies the server but presents no certificate.
-async fn anonymous(server: &Server) -> IssuerClient<Channel> {
-    let ca = std::fs::read(server.tls_dir().join("ca.pem")).unwrap();
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-    let channel = Endpoint::from_shared(format!("https://{}", server.grpc))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    IssuerClient::new(channel)
-}
-
-fn bearer<T>(req: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(req);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
 }
 
 /// Issues `mesh`/`tags` with `token`; the status code on refusal, with its message.
@@ -127,7 +106,7 @@ async fn a_token_gets_exactly_its_identity_and_misuse_is_refused() {
     });
     let mut tokens = vec![web.clone(), tagged.clone()];
     bounded(60, async {
-        let mut anon = anonymous(&server).await;
+        let mut anon = server.anonymous().await;
         // The token's own identity: a certificate for it.
         let san = issue_with(&mut anon, &web, "default", &[("kuma.io/service", "web")])
             .await
@@ -314,7 +293,7 @@ async fn a_token_gets_exactly_its_identity_and_misuse_is_refused() {
     ]);
     assert!(ok, "{stderr}");
     bounded(30, async {
-        let mut anon = anonymous(&server).await;
+        let mut anon = server.anonymous().await;
         let (code, msg) = issue_with(&mut anon, &web, "default", &[("kuma.io/service", "web")])
             .await
             .unwrap_err();
@@ -338,7 +317,8 @@ fn changes(p: &Path) -> usize {
         .unwrap_or(0)
 }
 
-fn agent_with_token(server: &Server, token_file: &Path, out: &Path, on_change: &str) -> Command {
+/// `meshca agent` for `default`/web with only the server's CA and `token_file`; `extra` after.
+fn agent_with_token(server: &Server, token_file: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(["agent", "--server", &server.grpc, "--token-file"])
         .arg(token_file)
@@ -346,17 +326,20 @@ fn agent_with_token(server: &Server, token_file: &Path, out: &Path, on_change: &
         .arg(server.tls_dir().join("ca.pem"))
         // No operator credentials anywhere near the agent.
         .args(["--data-dir", "/nonexistent/meshca-agent"])
-        .args([
-            "--mesh",
-            "default",
-            "--tag",
-            "kuma.io/service=web",
-            "--out-dir",
-        ])
-        .arg(out)
-        .args(["--on-change", on_change])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .args(["--mesh", "default", "--tag", "kuma.io/service=web"])
+        .args(extra);
+    cmd
+}
+
+/// The watching agent, writing to `out` and running `on_change`.
+fn watching_agent(server: &Server, token_file: &Path, out: &Path, on_change: &str) -> Command {
+    let out = out.to_str().unwrap();
+    let mut cmd = agent_with_token(
+        server,
+        token_file,
+        &["--out-dir", out, "--on-change", on_change],
+    );
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
     cmd
 }
 
@@ -391,13 +374,7 @@ async fn the_agent_bootstraps_with_a_token_then_renews_with_its_own_certificate(
 
     // --once with the token alone.
     let once = work.path().join("once");
-    let o = Command::new(BIN)
-        .args(["agent", "--once", "--server", &server.grpc, "--token-file"])
-        .arg(&token_file)
-        .arg("--ca-cert")
-        .arg(server.tls_dir().join("ca.pem"))
-        .args(["--data-dir", "/nonexistent/meshca-agent"])
-        .args(["--tag", "kuma.io/service=web", "--out-dir"])
+    let o = agent_with_token(&server, &token_file, &["--once", "--out-dir"])
         .arg(&once)
         .output()
         .unwrap();
@@ -412,7 +389,7 @@ async fn the_agent_bootstraps_with_a_token_then_renews_with_its_own_certificate(
     let out = work.path().join("certs");
     let log = work.path().join("changes.log");
     let on_change = format!("echo changed >> {}", log.display());
-    let mut agent = agent_with_token(&server, &token_file, &out, &on_change)
+    let mut agent = watching_agent(&server, &token_file, &out, &on_change)
         .spawn()
         .unwrap();
     bounded(30, async {
@@ -433,13 +410,7 @@ async fn the_agent_bootstraps_with_a_token_then_renews_with_its_own_certificate(
         server.data_dir.to_str().unwrap(),
     ]);
     assert!(ok, "{stderr}");
-    let o = Command::new(BIN)
-        .args(["agent", "--once", "--server", &server.grpc, "--token-file"])
-        .arg(&token_file)
-        .arg("--ca-cert")
-        .arg(server.tls_dir().join("ca.pem"))
-        .args(["--data-dir", "/nonexistent/meshca-agent"])
-        .args(["--tag", "kuma.io/service=web", "--out-dir"])
+    let o = agent_with_token(&server, &token_file, &["--once", "--out-dir"])
         .arg(work.path().join("revoked"))
         .output()
         .unwrap();
@@ -450,7 +421,7 @@ async fn the_agent_bootstraps_with_a_token_then_renews_with_its_own_certificate(
     // Restarted with the revoked token: it renews with the certificate it kept, and follows the
     // rotations after.
     let before = changes(&log);
-    let mut agent = agent_with_token(&server, &token_file, &out, &on_change)
+    let mut agent = watching_agent(&server, &token_file, &out, &on_change)
         .spawn()
         .unwrap();
     bounded(30, async {

@@ -23,7 +23,7 @@ use tonic::Code;
 
 use super::client::{connect, refused, with_token, ClientIdentity, ClientTls, ConnArgs};
 use crate::error::{AppError, Context};
-use crate::proto::{IssueCertificateRequest, IssuedCertificate, Tag};
+use crate::proto::{IssueCertificateRequest, IssuedCertificate};
 use crate::serve::bootstrap::{write_private, write_public};
 
 /// The longest pause between reconnects.
@@ -132,13 +132,7 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
         .map_err(|e| AppError(format!("cannot make a CSR: {e}")))?;
     let request = IssueCertificateRequest {
         mesh: a.mesh.clone(),
-        tags: tags
-            .iter()
-            .map(|(k, v)| Tag {
-                name: k.clone(),
-                value: v.clone(),
-            })
-            .collect(),
+        tags: super::proto_tags(&tags),
         csr,
     };
     let auth = match token {

@@ -9,7 +9,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use super::IssueArgs;
 use crate::error::{AppError, Context};
 use crate::proto::issuer_client::IssuerClient;
-use crate::proto::{IssueCertificateRequest, Tag};
+use crate::proto::IssueCertificateRequest;
 use crate::serve::bootstrap::BootstrapPaths;
 
 /// How to reach and authenticate to the issuer (the flags `meshca agent` and `meshca token`
@@ -139,13 +139,7 @@ pub(super) async fn issue_remote(
     let mut client = connect(&a.server, tls.as_ref()).await?;
     let req = IssueCertificateRequest {
         mesh: a.mesh.clone(),
-        tags: tags
-            .iter()
-            .map(|(k, v)| Tag {
-                name: k.clone(),
-                value: v.clone(),
-            })
-            .collect(),
+        tags: super::proto_tags(tags),
         csr: csr.unwrap_or_default(),
     };
     let resp = client

@@ -310,6 +310,16 @@ fn parse_tags(tags: &[String]) -> Result<Vec<(String, String)>, AppError> {
         .collect()
 }
 
+/// Tags as the API spells them.
+fn proto_tags(tags: &[(String, String)]) -> Vec<crate::proto::Tag> {
+    tags.iter()
+        .map(|(k, v)| crate::proto::Tag {
+            name: k.clone(),
+            value: v.clone(),
+        })
+        .collect()
+}
+
 async fn issue(a: IssueArgs) -> Result<(), AppError> {
     let tags = parse_tags(&a.tags)?;
     let csr = match &a.csr {

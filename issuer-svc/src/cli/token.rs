@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 
 use super::client::{connect, refused, ConnArgs};
 use crate::error::AppError;
-use crate::proto::{CreateTokenRequest, RotateTokenKeyRequest, Tag};
+use crate::proto::{CreateTokenRequest, RotateTokenKeyRequest};
 use crate::serve::bootstrap::write_private;
 
 #[derive(Debug, Args)]
@@ -73,13 +73,7 @@ async fn create(a: CreateArgs) -> Result<(), AppError> {
     let r = client
         .create_token(CreateTokenRequest {
             mesh: a.mesh.clone(),
-            tags: tags
-                .iter()
-                .map(|(k, v)| Tag {
-                    name: k.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
+            tags: super::proto_tags(&tags),
             valid_for_seconds: a.valid_for.as_secs().max(1),
         })
         .await

@@ -200,6 +200,22 @@ impl Server {
             .await
     }
 
+    /// A client that verifies the server but presents no certificate (a data plane with a
+    /// bootstrap token, or a stranger).
+    #[allow(dead_code)]
+    pub async fn anonymous(&self) -> IssuerClient<Channel> {
+        let ca = std::fs::read(self.tls_dir().join("ca.pem")).unwrap();
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        let channel = Endpoint::from_shared(format!("https://{}", self.grpc))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        IssuerClient::new(channel)
+    }
+
     /// The server's stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
@@ -229,6 +245,15 @@ impl Server {
         std::fs::write(&tmp, yaml).unwrap();
         std::fs::rename(&tmp, self.mesh_dir.join(name)).unwrap();
     }
+}
+
+/// `req` carrying a bootstrap token (`authorization: Bearer <token>`).
+#[allow(dead_code)]
+pub fn bearer<T>(req: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(req);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
 }
 
 pub fn request(mesh: &str, tags: &[(&str, &str)]) -> IssueCertificateRequest {
