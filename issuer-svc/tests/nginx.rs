@@ -532,23 +532,7 @@ impl Agent {
         let log = work.join(format!("agent-{service}.log"));
         // The proxy's side holds only the server's CA and a bootstrap token for its identity.
         let token = work.join(format!("agent-{service}.token"));
-        let (ok, _, stderr) = run_cli(&[
-            "token",
-            "create",
-            "--server",
-            &server.grpc,
-            "--data-dir",
-            server.data_dir.to_str().unwrap(),
-            "--mesh",
-            "default",
-            "--tag",
-            &format!("kuma.io/service={service}"),
-            "--valid-for",
-            "10m",
-            "--out",
-            token.to_str().unwrap(),
-        ]);
-        assert!(ok, "meshca token create: {stderr}");
+        token_file(server, service, &token);
         let mut child = Command::new(BIN)
             .args(["agent", "--server", &server.grpc, "--token-file"])
             .arg(&token)

@@ -352,21 +352,7 @@ async fn the_agent_bootstraps_with_a_token_then_renews_with_its_own_certificate(
             .unwrap();
     let work = tempfile::tempdir().unwrap();
     let token_file = work.path().join("web.token");
-    let (ok, _, stderr) = run_cli(&[
-        "token",
-        "create",
-        "--server",
-        &server.grpc,
-        "--data-dir",
-        server.data_dir.to_str().unwrap(),
-        "--tag",
-        "kuma.io/service=web",
-        "--valid-for",
-        "10m",
-        "--out",
-        work.path().join("web.token").to_str().unwrap(),
-    ]);
-    assert!(ok, "{stderr}");
+    common::token_file(&server, "web", &token_file);
     assert_eq!(
         std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
         0o600

@@ -247,6 +247,29 @@ impl Server {
     }
 }
 
+/// `meshca token create --out FILE` as the admin of `server`, for `default`/`service`, 10 minutes.
+#[allow(dead_code)]
+pub fn token_file(server: &Server, service: &str, file: &Path) {
+    let (ok, _, stderr) = run_cli(&[
+        "token",
+        "create",
+        "--server",
+        &server.grpc,
+        "--data-dir",
+        server.data_dir.to_str().unwrap(),
+        "--mesh",
+        "default",
+        "--tag",
+        &format!("kuma.io/service={service}"),
+        "--valid-for",
+        "10m",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(ok, "meshca token create: {stderr}");
+    assert!(stderr.contains("valid until"), "{stderr}");
+}
+
 /// `req` carrying a bootstrap token (`authorization: Bearer <token>`).
 #[allow(dead_code)]
 pub fn bearer<T>(req: T, token: &str) -> tonic::Request<T> {
