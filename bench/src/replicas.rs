@@ -56,12 +56,16 @@ impl Drop for Replica {
     }
 }
 
+/// The Secrets one round must end with (see [`Round::secrets`]).
+const SECRETS: usize = 4;
+
 /// What one round found.
 struct Round {
     ready_max: Duration,
     posts: usize,
     lost: usize,
-    /// Secrets in the namespace afterwards (the builtin CA's two and the bootstrap TLS CA).
+    /// Secrets in the namespace afterwards: the builtin CA's two, the bootstrap TLS CA and the
+    /// token signing key, each made once however the replicas raced.
     secrets: usize,
     /// Distinct bootstrap TLS CAs (`tls/ca.pem`) among the replicas.
     bootstrap_cas: usize,
@@ -118,9 +122,9 @@ pub(crate) fn run(args: ReplicasArgs) -> Result<(), BoxError> {
         n = rounds.len(),
         lost = rounds.iter().map(|r| r.lost).sum::<usize>(),
     );
-    if cas != rounds.len() || boots != rounds.len() || rounds.iter().any(|r| r.secrets != 3) {
+    if cas != rounds.len() || boots != rounds.len() || rounds.iter().any(|r| r.secrets != SECRETS) {
         return Err(
-            "some round did not end with exactly one builtin CA and one bootstrap CA".into(),
+            "some round did not end with exactly one builtin CA, one bootstrap CA and one token signing key".into(),
         );
     }
     Ok(())
