@@ -34,6 +34,12 @@ Examples:
   # Check a Mesh before applying it: every violation, then a test certificate.
   meshca validate --config mesh.yaml
 
+  # Keep a proxy's certificate fresh, bootstrapped with a one-identity token (no operator key on
+  # the proxy's side): mint the token, then run the agent beside nginx.
+  meshca token create --tag kuma.io/service=web --valid-for 1h --out web.token
+  meshca agent --token-file web.token --ca-cert ./meshca-data/tls/ca.pem \\
+    --tag kuma.io/service=web --out-dir /etc/nginx/mesh --on-change 'nginx -s reload'
+
 Exit status: 0 on success, 1 on any failure or violation, 2 on a usage error.";
 
 /// meshca: a certificate authority for Kuma-style service meshes.
