@@ -63,6 +63,36 @@ impl ServerTask {
         }
     }
 
+    /// Accepts on `listener` until stopped, running `conn(tcp)` for each connection in a set the
+    /// task owns, so stopping closes them all, as killing a server process would. `conn` returns
+    /// `None` to drop a connection at once.
+    pub(crate) fn accept<C, Fut>(listener: tokio::net::TcpListener, mut conn: C) -> Self
+    where
+        C: FnMut(tokio::net::TcpStream) -> Option<Fut> + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        Self::spawn(|mut stopped| async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let accepted = tokio::select! {
+                    _ = stopped.changed() => {
+                        conns.shutdown().await;
+                        return;
+                    }
+                    a = listener.accept() => a,
+                };
+                let Ok((tcp, _)) = accepted else {
+                    continue;
+                };
+                // Reap finished connection tasks.
+                while conns.try_join_next().is_some() {}
+                if let Some(f) = conn(tcp) {
+                    conns.spawn(f);
+                }
+            }
+        })
+    }
+
     /// Stops serving and waits until the listener and every connection are closed.
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);

@@ -206,31 +206,17 @@ impl Drop for KubeApiServer {
 /// Accepts on `listener`; the task owns every connection, so stopping it is like killing the
 /// server process.
 fn serve_on(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> crate::ServerTask {
-    crate::ServerTask::spawn(|mut stopped| async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let accepted = tokio::select! {
-                _ = stopped.changed() => {
-                    conns.shutdown().await;
-                    return;
-                }
-                a = listener.accept() => a,
-            };
-            let Ok((tcp, _)) = accepted else {
-                continue;
-            };
-            while conns.try_join_next().is_some() {}
-            let s = shared.clone();
-            conns.spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let s = s.clone();
-                    async move { Ok::<_, Infallible>(serve(s, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
+    crate::ServerTask::accept(listener, move |tcp| {
+        let s = shared.clone();
+        Some(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let s = s.clone();
+                async move { Ok::<_, Infallible>(serve(s, req).await) }
             });
-        }
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        })
     })
 }
 

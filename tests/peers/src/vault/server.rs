@@ -210,54 +210,39 @@ pub(crate) fn spawn(
 ) -> (SocketAddr, crate::ServerTask) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let addr = listener.local_addr().expect("local addr");
-    let task = crate::ServerTask::spawn(|mut stopped| async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let accepted = tokio::select! {
-                _ = stopped.changed() => {
-                    conns.shutdown().await;
-                    return;
-                }
-                a = listener.accept() => a,
-            };
-            let Ok((tcp, _)) = accepted else {
-                continue;
-            };
-            // Reap finished connection tasks.
-            while conns.try_join_next().is_some() {}
-            let resets = &shared.resets;
-            if resets
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                drop(tcp);
-                continue;
-            }
-            let acceptor = acceptor.clone();
-            let shared = shared.clone();
-            conns.spawn(async move {
-                let Ok(Ok(tls)) =
-                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                else {
-                    return;
-                };
-                let chain: Vec<CertificateDer<'static>> = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                    .unwrap_or_default();
-                let chain = Arc::new(chain);
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    let chain = chain.clone();
-                    async move { Ok::<_, Infallible>(serve(shared, chain, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
+    let task = crate::ServerTask::accept(listener, move |tcp| {
+        // A reset asked for: drop the connection before the handshake.
+        if shared
+            .resets
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return None;
         }
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        Some(async move {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let chain: Vec<CertificateDer<'static>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default();
+            let chain = Arc::new(chain);
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                let chain = chain.clone();
+                async move { Ok::<_, Infallible>(serve(shared, chain, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        })
     });
     (addr, task)
 }
