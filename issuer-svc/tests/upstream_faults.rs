@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use common::*;
 use issuer_svc::proto::issuer_client::IssuerClient;
+use issuer_svc::proto::{IssuedCertificate, WatchCertificateResponse};
 use meshca_tests::vault::{Auth, Peer, Role};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -51,6 +52,28 @@ async fn metric_becomes(server: &Server, series: &str, want: f64) {
 
 /// Waits out the circuit's cooldown, then issues for `svc` until it works (bounded): the probe
 /// after an outage, and the calls after it.
+/// The healthy start of every case: `default`/web issued, and a watch holding its initial
+/// certificate.
+async fn healthy_watch(
+    client: &mut IssuerClient<Channel>,
+) -> (
+    tonic::Streaming<WatchCertificateResponse>,
+    IssuedCertificate,
+) {
+    client
+        .issue_certificate(request("default", &[("kuma.io/service", "web")]))
+        .await
+        .unwrap();
+    let mut watch = client
+        .watch_certificate(request("default", &[("kuma.io/service", "web")]))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.reason, "initial");
+    (watch, first.certificate.unwrap())
+}
+
 async fn recovers(client: &mut IssuerClient<Channel>, svc: &str) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for _ in 0..40 {
@@ -84,18 +107,7 @@ async fn vault_outages_keep_serving_open_the_circuit_and_show_in_metrics() {
         let mut client = server.admin().await;
 
         // Healthy: a certificate, a watch holding it, metrics at rest.
-        client
-            .issue_certificate(request("default", &[("kuma.io/service", "web")]))
-            .await
-            .unwrap();
-        let mut watch = client
-            .watch_certificate(request("default", &[("kuma.io/service", "web")]))
-            .await
-            .unwrap()
-            .into_inner();
-        let first = watch.message().await.unwrap().unwrap();
-        let current = first.certificate.unwrap();
-        assert_eq!(first.reason, "initial");
+        let (mut watch, current) = healthy_watch(&mut client).await;
         metric_becomes(&server, CIRCUIT, 0.0).await;
         let issued_before = server.metric(ISSUED).unwrap();
         assert_eq!(issued_before, 2.0);
@@ -225,16 +237,7 @@ async fn certmanager_refusals_and_a_dead_api_server_show_in_metrics() {
         let _kubeconfig_dir = tmp;
         let circuit = "meshca_backend_circuit_state{mesh=\"default\",backend=\"cm-1\"}";
         let mut client = server.admin().await;
-        client
-            .issue_certificate(request("default", &[("kuma.io/service", "web")]))
-            .await
-            .unwrap();
-        let mut watch = client
-            .watch_certificate(request("default", &[("kuma.io/service", "web")]))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(watch.message().await.unwrap().unwrap().reason, "initial");
+        let (mut watch, _) = healthy_watch(&mut client).await;
 
         // cert-manager denies: FailedPrecondition with its reason; a refusal is an answer, not
         // an outage, so the circuit stays closed.
@@ -320,16 +323,7 @@ async fn acmpca_throttling_and_slowness_through_a_proxy_show_in_metrics() {
         .unwrap();
         let circuit = "meshca_backend_circuit_state{mesh=\"default\",backend=\"acmpca-1\"}";
         let mut client = server.admin().await;
-        client
-            .issue_certificate(request("default", &[("kuma.io/service", "web")]))
-            .await
-            .unwrap();
-        let mut watch = client
-            .watch_certificate(request("default", &[("kuma.io/service", "web")]))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(watch.message().await.unwrap().unwrap().reason, "initial");
+        let (mut watch, _) = healthy_watch(&mut client).await;
 
         // One throttled answer is retried with backoff: the certificate comes, one attempt later.
         let before = proxy.counts(ISSUE_CERTIFICATE);
