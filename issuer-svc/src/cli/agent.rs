@@ -448,19 +448,8 @@ fn kept_credentials(dir: &Path, identity: &Identity) -> Option<(PrivateKey, Stri
         .next()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let not_after = cert.validity().not_after.timestamp();
-    let uris: Vec<String> = cert
-        .subject_alternative_name()
-        .ok()??
-        .value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
-            _ => None,
-        })
-        .collect();
     let fits = cert.public_key().raw == key.spki_der().as_slice()
-        && uris == identity.uri_sans()
+        && crate::api::authz::uri_sans(&cert) == identity.uri_sans()
         && not_after > unix_now() + OWN_CERT_MARGIN_SECS;
     fits.then_some((key, chain, not_after))
 }

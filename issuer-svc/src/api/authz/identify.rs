@@ -166,7 +166,8 @@ pub(crate) fn identify(
     Caller::Unknown
 }
 
-fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {
+/// The certificate's URI SANs, in order.
+pub(crate) fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {

@@ -28,7 +28,7 @@
 mod identify;
 mod policy;
 
-pub(crate) use identify::{CallerCache, OperatorRoots};
+pub(crate) use identify::{uri_sans, CallerCache, OperatorRoots};
 pub(crate) use policy::{AnchorId, Policy};
 
 use ca_core::Identity;
