@@ -162,21 +162,7 @@ impl KeyHome {
                 }
                 // Written in full under a temporary name, then linked into place: the link fails
                 // if a key is already there, so a key once written is never replaced by this.
-                let tmp = p.with_extension(format!("new-{}", std::process::id()));
-                let _ = std::fs::remove_file(&tmp);
-                {
-                    use std::io::Write as _;
-                    use std::os::unix::fs::OpenOptionsExt as _;
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&tmp)
-                        .ctx(|| format!("cannot create {}", tmp.display()))?;
-                    f.write_all(pem)
-                        .and_then(|()| f.sync_all())
-                        .ctx(|| format!("cannot write {}", tmp.display()))?;
-                }
+                let tmp = crate::serve::bootstrap::write_temp(p, pem, 0o600)?;
                 let linked = std::fs::hard_link(&tmp, p);
                 let _ = std::fs::remove_file(&tmp);
                 match linked {

@@ -459,7 +459,16 @@ pub(crate) fn write_public(path: &Path, data: &[u8]) -> Result<(), AppError> {
 /// Temporary file created with `mode`, written, fsynced, renamed over `path`; then the directory
 /// is fsynced. A reader sees the old file or the new one, never half of one.
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), AppError> {
-    let tmp = path.with_extension("tmp");
+    let tmp = write_temp(path, data, mode)?;
+    fs::rename(&tmp, path).ctx(|| format!("cannot write {}", path.display()))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")));
+    Ok(())
+}
+
+/// Writes `data` in full (fsynced, created with `mode`) to a temporary file next to `path`, named
+/// for this process so that two processes writing the same path never share one; returns it.
+pub(crate) fn write_temp(path: &Path, data: &[u8], mode: u32) -> Result<PathBuf, AppError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
         .write(true)
@@ -470,9 +479,7 @@ fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), AppError> {
     f.write_all(data)
         .and_then(|()| f.sync_all())
         .ctx(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).ctx(|| format!("cannot write {}", path.display()))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")));
-    Ok(())
+    Ok(tmp)
 }
 
 #[cfg(test)]
