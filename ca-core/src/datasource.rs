@@ -11,6 +11,7 @@ use base64::Engine as _;
 
 use crate::name::{MeshName, SecretName};
 use crate::secret::SecretBytes;
+use crate::upstream::{AllowedUpstreams, Upstream};
 use crate::Error;
 
 /// Where a value comes from, as Kuma writes it in a Mesh (`secret`, `file`, `inline`,
@@ -167,6 +168,8 @@ pub struct SourcePolicy {
     files: FileAccess,
     env: EnvAccess,
     aws: Option<Arc<dyn AwsSecretsManager>>,
+    /// `None`: any upstream (the operator's own Mesh); else only these (a Mesh from the network).
+    upstreams: Option<AllowedUpstreams>,
     /// Largest value any source may produce.
     pub max_bytes: usize,
     /// How long a file read may take.
@@ -198,6 +201,7 @@ impl SourcePolicy {
             files: FileAccess::Any,
             env: EnvAccess::Any,
             aws: None,
+            upstreams: None,
             max_bytes: Self::MAX_BYTES,
             timeout: Self::TIMEOUT,
         }
@@ -225,6 +229,7 @@ impl SourcePolicy {
             files: FileAccess::Within(dir),
             env: EnvAccess::Only(env_vars),
             aws: None,
+            upstreams: Some(AllowedUpstreams::none()),
             max_bytes: Self::MAX_BYTES,
             timeout: Self::TIMEOUT,
         })
@@ -237,6 +242,48 @@ impl SourcePolicy {
     pub fn with_aws_secrets_manager(mut self, client: Arc<dyn AwsSecretsManager>) -> Self {
         self.aws = Some(client);
         self
+    }
+
+    /// Lets a Mesh under this policy contact `allowed` (only a [`remote`](Self::remote) policy
+    /// is restricted; a local one reaches any upstream anyway).
+    #[must_use]
+    pub fn with_allowed_upstreams(mut self, allowed: AllowedUpstreams) -> Self {
+        if self.upstreams.is_some() {
+            self.upstreams = Some(allowed);
+        }
+        self
+    }
+
+    /// Whether this policy is for a Mesh that arrived over the network: it contacts only the
+    /// upstreams the operator allowed, over TLS that verifies, and never approves its own
+    /// requests.
+    pub fn is_remote(&self) -> bool {
+        self.upstreams.is_some()
+    }
+
+    /// Whether a backend may contact `upstream`.
+    ///
+    /// # Errors
+    /// Why not: the upstream, and the server flag that would allow it.
+    pub fn check_upstream(&self, upstream: &Upstream) -> Result<(), String> {
+        match &self.upstreams {
+            None => Ok(()),
+            Some(allowed) => allowed.check(upstream),
+        }
+    }
+
+    /// Whether `source` is one this policy lets be read, without reading it: for the backends of
+    /// a Mesh that are not built because their upstream is not allowed.
+    ///
+    /// # Errors
+    /// The same reasons [`DataSource::resolve`] would give for a refused source.
+    pub fn check_unread(&self, source: &DataSource) -> Result<(), String> {
+        match source {
+            DataSource::Secret(_) | DataSource::Inline(_) | DataSource::InlineString(_) => Ok(()),
+            DataSource::File(p) => self.check_file(p).map(|_| ()),
+            DataSource::Env(v) => self.check_env(v),
+            DataSource::AwsSecretsManager(_) => self.check_aws().map(|_| ()),
+        }
     }
 
     fn check_aws(&self) -> Result<&dyn AwsSecretsManager, String> {

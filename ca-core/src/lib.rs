@@ -30,6 +30,7 @@ pub mod store;
 mod store_overlay;
 mod system_namespace;
 pub mod template;
+pub mod upstream;
 pub mod x509;
 
 #[cfg(test)]
@@ -59,4 +60,5 @@ pub use system_namespace::{
     SYSTEM_NAMESPACE_ENV,
 };
 pub use template::CommonNameTemplate;
+pub use upstream::{AllowedUpstreams, IssuerRef, Upstream};
 pub use x509::{KeyType, LocalCa, PrivateKey};

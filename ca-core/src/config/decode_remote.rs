@@ -39,6 +39,13 @@ pub(super) fn decode_vault(mut f: Fields<'_>, v: &mut Violations) -> Option<Vaul
     let namespace = cp.str("namespace", v).filter(|s| !s.trim().is_empty());
     let pki = cp.required_str("pki", v);
     let role = cp.required_str("role", v);
+    // Both go into the request path (`/v1/<pki>/issue/<role>`): segments only, so a Mesh cannot
+    // point a request at another Vault path or add a query.
+    for (key, value, slashes) in [("pki", &pki, true), ("role", &role, false)] {
+        if let Some(reason) = value.as_deref().and_then(|s| path_problem(s, slashes)) {
+            v.add(cp.at(key), reason);
+        }
+    }
     let mode = match cp.str("mode", v).as_deref() {
         None | Some("issue") => VaultMode::Issue,
         Some("sign") => VaultMode::Sign,
@@ -143,6 +150,44 @@ pub(super) fn decode_vault(mut f: Fields<'_>, v: &mut Violations) -> Option<Vaul
         tls_server_name,
         auth,
     })
+}
+
+/// Why `value` cannot be a Vault path (a mount of `/`-separated segments when `slashes`, else
+/// one segment): empty segments, `.`/`..`, and `?`, `#`, `%` or `\\` are refused, as are
+/// control characters and white space.
+fn path_problem(value: &str, slashes: bool) -> Option<String> {
+    let shown = echo(value);
+    let segments: Vec<&str> = if slashes {
+        // One leading or trailing '/' is harmless (`/pki/`).
+        let inner = value.strip_prefix('/').unwrap_or(value);
+        inner
+            .strip_suffix('/')
+            .unwrap_or(inner)
+            .split('/')
+            .collect()
+    } else {
+        vec![value]
+    };
+    if !slashes && value.contains('/') {
+        return Some(format!("\"{shown}\" must be one path segment (no '/')"));
+    }
+    if segments
+        .iter()
+        .any(|s| s.is_empty() || *s == "." || *s == "..")
+    {
+        return Some(format!(
+            "\"{shown}\" must be a Vault path: no empty, '.' or '..' segments"
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| matches!(c, '?' | '#' | '%' | '\\') || c.is_control() || c.is_whitespace())
+    {
+        return Some(format!(
+            "\"{shown}\" must be a Vault path: '?', '#', '%', '\\', white space and control characters are not allowed"
+        ));
+    }
+    None
 }
 
 pub(super) fn decode_acmpca(mut f: Fields<'_>, v: &mut Violations) -> Option<AcmpcaConf> {

@@ -42,6 +42,7 @@ use crate::datasource::DataSource;
 use crate::error::Violations;
 use crate::name::{BackendName, MeshName, SecretName};
 use crate::template::CommonNameTemplate;
+use crate::upstream::{IssuerRef, Upstream};
 use crate::Error;
 
 pub use backends::{
@@ -243,43 +244,114 @@ impl Backend {
         }
     }
 
-    /// Every mesh-scoped secret the backend's config references.
-    pub fn used_secrets(&self) -> Vec<SecretName> {
-        let sources: Vec<&DataSource> = match &self.conf {
-            BackendConf::Builtin(_) => Vec::new(),
-            BackendConf::Provided(c) => vec![&c.cert, &c.key],
+    /// Every data source of the backend's `conf`, with its field path under `conf`
+    /// (`fromCp.auth.token`, `auth.awsCredentials.accessKey`, ...).
+    pub fn data_sources(&self) -> Vec<(&'static str, &DataSource)> {
+        let mut s: Vec<(&'static str, &DataSource)> = Vec::new();
+        match &self.conf {
+            BackendConf::Builtin(_) => {}
+            BackendConf::Provided(c) => {
+                s.push(("cert", &c.cert));
+                s.push(("key", &c.key));
+            }
             BackendConf::Vault(c) => {
-                let mut s: Vec<&DataSource> = c.tls_ca_cert.iter().collect();
+                if let Some(ca) = &c.tls_ca_cert {
+                    s.push(("fromCp.tls.caCert", ca));
+                }
                 match &c.auth {
-                    Some(VaultAuth::Token(t)) => s.push(t),
+                    Some(VaultAuth::Token(t)) => s.push(("fromCp.auth.token", t)),
                     Some(VaultAuth::Tls {
                         client_key,
                         client_cert,
                     }) => {
-                        s.push(client_key);
-                        s.push(client_cert);
+                        s.push(("fromCp.auth.tls.clientKey", client_key));
+                        s.push(("fromCp.auth.tls.clientCert", client_cert));
                     }
                     Some(VaultAuth::Aws { .. }) | None => {}
                 }
-                s
             }
             BackendConf::Acmpca(c) => {
-                let mut s: Vec<&DataSource> = c.ca_cert.iter().collect();
-                if let Some(creds) = &c.credentials {
-                    s.push(&creds.access_key);
-                    s.push(&creds.access_key_secret);
+                if let Some(ca) = &c.ca_cert {
+                    s.push(("caCert", ca));
                 }
-                s
+                if let Some(creds) = &c.credentials {
+                    s.push(("auth.awsCredentials.accessKey", &creds.access_key));
+                    s.push((
+                        "auth.awsCredentials.accessKeySecret",
+                        &creds.access_key_secret,
+                    ));
+                }
             }
-            BackendConf::Certmanager(c) => c.ca_cert.iter().collect(),
-        };
-        let mut names: Vec<SecretName> = sources
+            BackendConf::Certmanager(c) => {
+                if let Some(ca) = &c.ca_cert {
+                    s.push(("caCert", ca));
+                }
+            }
+        }
+        s
+    }
+
+    /// Every mesh-scoped secret the backend's config references.
+    pub fn used_secrets(&self) -> Vec<SecretName> {
+        let mut names: Vec<SecretName> = self
+            .data_sources()
             .into_iter()
-            .filter_map(|d| d.secret_name().cloned())
+            .filter_map(|(_, d)| d.secret_name().cloned())
             .collect();
         names.sort();
         names.dedup();
         names
+    }
+
+    /// The upstreams the backend contacts (none for builtin and provided, whose CA is local).
+    pub fn upstreams(&self) -> Vec<Upstream> {
+        match &self.conf {
+            BackendConf::Builtin(_) | BackendConf::Provided(_) => Vec::new(),
+            BackendConf::Vault(c) => match &c.agent_address {
+                // Requests go to the agent only.
+                Some(agent) => vec![Upstream::Vault {
+                    field: "agentAddress",
+                    url: agent.clone(),
+                }],
+                None => vec![Upstream::Vault {
+                    field: "address",
+                    url: c.address.clone(),
+                }],
+            },
+            BackendConf::Acmpca(c) => vec![Upstream::Acmpca { arn: c.arn.clone() }],
+            BackendConf::Certmanager(c) => vec![Upstream::Certmanager(IssuerRef {
+                kind: c.issuer_kind.clone(),
+                group: c.issuer_group.clone(),
+                name: c.issuer_name.clone(),
+            })],
+        }
+    }
+
+    /// What a Mesh that arrived over the network may not ask of this backend, whatever the
+    /// upstream: a Vault reached over `http://` or with `tls.skipVerify` (the mesh's token or
+    /// client key would cross the network unprotected). Reported under `at` (the backend's
+    /// path, `mtls.backends[i]`).
+    pub fn remote_violations(&self, at: &str, v: &mut Violations) {
+        if let BackendConf::Vault(c) = &self.conf {
+            for (field, url) in [
+                ("address", Some(&c.address)),
+                ("agentAddress", c.agent_address.as_ref()),
+            ] {
+                let Some(url) = url else { continue };
+                if url.trim_start().to_ascii_lowercase().starts_with("http://") {
+                    v.add(
+                        format!("{at}.conf.fromCp.{field}"),
+                        "http:// is not accepted in a Mesh sent over the network: use https://",
+                    );
+                }
+            }
+            if c.tls_skip_verify {
+                v.add(
+                    format!("{at}.conf.fromCp.tls.skipVerify"),
+                    "is not accepted in a Mesh sent over the network: give tls.caCert instead",
+                );
+            }
+        }
     }
 }
 
@@ -390,17 +462,24 @@ pub fn backend_path(index: usize) -> String {
 
 /// The largest Mesh YAML (one file or one request) meshca parses.
 pub const MAX_YAML_BYTES: usize = 512 * 1024;
-/// The deepest nesting of YAML flow collections (`[`, `{`) meshca parses. A Mesh needs fewer than
-/// ten levels; the YAML parser's work grows with the square of this depth.
+/// The deepest nesting of YAML collections (flow `[`/`{` and block alike) meshca parses. A Mesh
+/// needs fewer than ten levels; the YAML parser's work grows with the square of the flow depth.
 pub const MAX_YAML_NESTING: usize = 64;
 
 /// Refuses YAML over [`MAX_YAML_BYTES`] or nested deeper than [`MAX_YAML_NESTING`] before it
-/// reaches the parser, whose cost for deep flow nesting is quadratic (50,000 levels in 100 KB took
-/// seconds). Block nesting needs indentation, so its depth is bounded by the size; the parser's
-/// own recursion limit refuses what is left.
+/// reaches the YAML parser, whose cost for deep flow nesting is quadratic (20,000 levels took
+/// 1.6 s, a 512 KiB input minutes).
+///
+/// The depth is measured on the events of a streaming YAML parser (`saphyr-parser`, which
+/// tokenizes as libyaml does), stopping at the first level too deep, so the check costs time
+/// linear in the input and no quote, comment or block scalar can hide a level from it. A text
+/// with at most [`MAX_YAML_NESTING`] `[` and `{` characters in all cannot nest flow collections
+/// deeper than that whatever it means, so for it a syntax error is left to the parser, which
+/// reports it in its own words.
 ///
 /// # Errors
-/// [`Error::InvalidConfig`] at `(yaml)` naming the limit.
+/// [`Error::InvalidConfig`] at `(yaml)` naming the limit, or the syntax error of a text with
+/// more brackets than that.
 pub fn check_yaml_limits(text: &str) -> Result<(), Error> {
     let refuse = |msg: String| {
         let mut v = Violations::default();
@@ -413,64 +492,48 @@ pub fn check_yaml_limits(text: &str) -> Result<(), Error> {
             text.len()
         ));
     }
-    if flow_depth(text) > MAX_YAML_NESTING {
-        return refuse(format!(
+    match nesting_depth(text, MAX_YAML_NESTING) {
+        Ok(depth) if depth <= MAX_YAML_NESTING => Ok(()),
+        Ok(_) => refuse(format!(
             "nests collections deeper than {MAX_YAML_NESTING} levels"
-        ));
+        )),
+        Err(_) if flow_openers(text) <= MAX_YAML_NESTING => Ok(()),
+        Err(e) => refuse(format!("cannot be parsed: {e}")),
     }
-    Ok(())
 }
 
-/// The deepest nesting of `[`/`{` outside quoted scalars and comments. Brackets inside plain or
-/// block scalars are counted too, which can only over-estimate.
-fn flow_depth(text: &str) -> usize {
+/// How many `[` and `{` the text holds, wherever they are: a bound on its flow nesting.
+fn flow_openers(text: &str) -> usize {
+    text.bytes().filter(|b| matches!(b, b'[' | b'{')).count()
+}
+
+/// The deepest nesting of collections in `text`, by the events of a streaming parser; it stops
+/// (answering `limit + 1`) as soon as a level passes `limit`.
+fn nesting_depth(text: &str, limit: usize) -> Result<usize, saphyr_parser::ScanError> {
+    use saphyr_parser::{Event, Parser};
     let (mut depth, mut max) = (0usize, 0usize);
-    let mut chars = text.chars().peekable();
-    let mut prev = '\n';
-    while let Some(c) = chars.next() {
-        match c {
-            '[' | '{' => {
+    for event in Parser::new_from_str(text) {
+        let event = match event {
+            Ok((e, _)) => e,
+            // The scanner's own bound on flow nesting (it reads ahead of the events, so it can
+            // meet it before `limit` levels were reported).
+            Err(e) if e.info() == "recursion limit exceeded" => return Ok(limit + 1),
+            Err(e) => return Err(e),
+        };
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
                 depth += 1;
                 max = max.max(depth);
-            }
-            ']' | '}' => depth = depth.saturating_sub(1),
-            '#' if prev.is_whitespace() => {
-                for n in chars.by_ref() {
-                    if n == '\n' {
-                        break;
-                    }
-                }
-                prev = '\n';
-                continue;
-            }
-            '\'' if !prev.is_alphanumeric() => {
-                // Single-quoted: '' is an escaped quote.
-                while let Some(n) = chars.next() {
-                    if n == '\'' {
-                        if chars.peek() == Some(&'\'') {
-                            chars.next();
-                        } else {
-                            break;
-                        }
-                    }
+                if depth > limit {
+                    return Ok(depth);
                 }
             }
-            '"' => {
-                while let Some(n) = chars.next() {
-                    match n {
-                        '\\' => {
-                            chars.next();
-                        }
-                        '"' => break,
-                        _ => {}
-                    }
-                }
-            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::StreamEnd => break,
             _ => {}
         }
-        prev = c;
     }
-    max
+    Ok(max)
 }
 
 #[cfg(test)]

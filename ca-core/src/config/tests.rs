@@ -534,7 +534,36 @@ fn size_and_nesting_are_capped_before_parsing() {
         "[".repeat(100),
         "{".repeat(100)
     );
-    assert!(flow_depth(&quoted) <= 2, "{}", flow_depth(&quoted));
+    assert!(
+        nesting_depth(&quoted, MAX_YAML_NESTING).unwrap() <= 5,
+        "{:?}",
+        nesting_depth(&quoted, MAX_YAML_NESTING)
+    );
+    assert!(check_yaml_limits(&quoted).is_ok());
+}
+
+#[test]
+fn no_quote_or_block_scalar_hides_nesting() {
+    // A quote inside a plain scalar once made the pre-check skip to the next quote, lines away,
+    // and miss everything in between.
+    let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    let tricks = [
+        format!("type: Mesh\nname: x '\nmtls: {deep}\nlabels: {{a: 'y'}}\n"),
+        format!("type: Mesh\nname: it\"s\nmtls: {deep}\nx: \"\n"),
+        format!("type: Mesh\nname: |\n  a ' b\nmtls: {deep}\nc: '\n"),
+        format!("type: Mesh\nname: x #'\nmtls: {deep}\n#'\n"),
+        format!("type: Mesh\nname: x\nmtls: [\"]]]]\", {deep}]\n"),
+        format!("type: Mesh\nname: x\nmtls:\n  {}x\n", "- ".repeat(5_000)),
+    ];
+    for t in &tricks {
+        let v = violations(t);
+        assert!(
+            v == ["(yaml): nests collections deeper than 64 levels"],
+            "{:?} for {:?}",
+            v,
+            &t[..60]
+        );
+    }
 }
 
 #[test]
