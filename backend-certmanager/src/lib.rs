@@ -250,7 +250,9 @@ impl CertmanagerCa {
             client: tokio::sync::OnceCell::new(),
             cleaned: tokio::sync::OnceCell::new(),
             timing,
-            auto_approve: conf.auto_approve,
+            // A Mesh from the network never gets its requests approved by meshca: approval is
+            // the operator's (or cert-manager's approver's) to give.
+            auto_approve: conf.auto_approve && !sources.is_remote(),
         })
     }
 

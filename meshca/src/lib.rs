@@ -54,7 +54,8 @@ pub use guard::{
     Limits, NoObserver, Observer,
 };
 pub use manager::{
-    ActiveBackend, Issued, Manager, ManagerBuilder, MeshState, Previous, Snapshot, Validation,
+    ActiveBackend, Issued, Manager, ManagerBuilder, MeshState, NotContacted, Previous, Snapshot,
+    Validation,
 };
 #[cfg(feature = "certmanager")]
 pub use registry::CERTMANAGER_NAMESPACE_ENV;

@@ -135,8 +135,23 @@ pub struct Validation {
     /// field: `mtls.backends[0].conf.cert: the CA expires ...`).
     pub warnings: Vec<String>,
     /// The test certificate, or why the backend could not issue it; `None` when none was asked
-    /// for or mTLS is off.
+    /// for, mTLS is off, or the enabled backend was not contacted.
     pub test_certificate: Option<Result<TestCertificate, Error>>,
+    /// Backends that were checked but not built or contacted, because their upstream is not
+    /// among those the [`SourcePolicy`] allows (a Mesh from the network).
+    pub not_contacted: Vec<NotContacted>,
+}
+
+/// A backend of a validated Mesh that was not contacted, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NotContacted {
+    /// Its index in `mtls.backends`.
+    pub index: usize,
+    /// Its name.
+    pub backend: BackendName,
+    /// Why: the upstream, and how the operator would allow it.
+    pub reason: String,
 }
 
 /// Builds a [`Manager`].
