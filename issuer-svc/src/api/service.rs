@@ -194,7 +194,7 @@ impl issuer_server::Issuer for IssuerService {
             );
         }
         let req = request.into_inner();
-        let _slot = tokio::time::timeout(
+        let slot = tokio::time::timeout(
             VALIDATE_QUEUE_WAIT,
             self.validations.clone().acquire_owned(),
         )
@@ -205,9 +205,12 @@ impl issuer_server::Issuer for IssuerService {
             ))
         })?
         .map_err(|_| Status::unavailable("shutting down"))?;
-        // Parse off the runtime: issuance goes on while a large Mesh is parsed.
+        // The slot travels with the work, not with the call: a caller who gives up does not free
+        // it while a parse or a build it started still runs, so the cap bounds work.
+        // Parse off the runtime: issuance goes on while a large Mesh is parsed (linear in its
+        // size: `check_yaml_limits` bounds nesting before the parser sees it).
         let yaml = req.mesh_yaml;
-        let parsed = tokio::task::spawn_blocking(move || Mesh::from_yaml(&yaml))
+        let (slot, parsed) = tokio::task::spawn_blocking(move || (slot, Mesh::from_yaml(&yaml)))
             .await
             .map_err(|_| Status::internal("the config parser stopped"))?;
         let mesh = match parsed {
@@ -222,22 +225,30 @@ impl issuer_server::Issuer for IssuerService {
         let sources = self.remote_sources.clone();
         let test_cert = !req.skip_test_certificate;
         // Building a backend can generate keys (an RSA-4096 builtin CA takes a while): run it on
-        // a blocking thread with its own time limit.
+        // a blocking thread with its own time limit. When this call is dropped (the caller
+        // cancelled), `_cancel` goes with it and the validation is dropped too, closing whatever
+        // it had opened upstream; the slot is freed when the thread is done.
+        let (_cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::runtime::Handle::current();
         let (mesh, result) = tokio::task::spawn_blocking(move || {
-            let result = handle.block_on(tokio::time::timeout(
-                VALIDATE_TIMEOUT,
-                manager.validate(&mesh, sources, test_cert),
-            ));
+            let _slot = slot;
+            let result = handle.block_on(async {
+                tokio::select! {
+                    r = tokio::time::timeout(VALIDATE_TIMEOUT, manager.validate(&mesh, sources, test_cert)) => Some(r),
+                    _ = cancelled => None,
+                }
+            });
             (mesh, result)
         })
         .await
         .map_err(|_| Status::internal("the validation stopped"))?;
-        let result = result.map_err(|_| {
-            Status::deadline_exceeded(format!(
-                "validation did not finish within {VALIDATE_TIMEOUT:?}"
-            ))
-        })?;
+        let result = result
+            .ok_or_else(|| Status::cancelled("the validation was cancelled"))?
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "validation did not finish within {VALIDATE_TIMEOUT:?}"
+                ))
+            })?;
         let resp = crate::api::wire::validation(&mesh, result);
         tracing::info!(caller = %caller.describe(), mesh = %mesh.name, ok = resp.ok, "mesh validated");
         Ok(Response::new(resp))

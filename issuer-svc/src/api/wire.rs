@@ -8,7 +8,8 @@ use meshca::{Rotated, Validation, WatchReceiver};
 use tonic::Status;
 
 use crate::proto::{
-    TestCertificateSummary, ValidateBackendResponse, Violation, WatchCertificateResponse,
+    NotContacted, TestCertificateSummary, ValidateBackendResponse, Violation,
+    WatchCertificateResponse,
 };
 
 /// The wire form of an issued certificate.
@@ -94,6 +95,7 @@ fn invalid_at(e: Error, other_field: &str) -> ValidateBackendResponse {
         violations,
         test_certificate: None,
         warnings: Vec::new(),
+        not_contacted: Vec::new(),
     }
 }
 
@@ -111,6 +113,19 @@ pub(crate) fn validation(
         // validator puts a CA manager's: `mtls.backends`.
         Err(e) => return invalid_at(e, "mtls.backends"),
     };
+    let not_contacted: Vec<NotContacted> = v
+        .not_contacted
+        .iter()
+        .map(|n| NotContacted {
+            field: ca_core::config::backend_path(n.index),
+            backend: n.backend.to_string(),
+            reason: n.reason.clone(),
+        })
+        .collect();
+    let mut v = v;
+    for n in &not_contacted {
+        v.warnings.push(format!("{}: {}", n.field, n.reason));
+    }
     let Some((index, _)) = v.backend else {
         let mut warnings = v.warnings;
         warnings.push(format!(
@@ -122,6 +137,7 @@ pub(crate) fn validation(
             violations: Vec::new(),
             test_certificate: None,
             warnings,
+            not_contacted,
         };
     };
     let mut resp = ValidateBackendResponse {
@@ -129,6 +145,7 @@ pub(crate) fn validation(
         violations: Vec::new(),
         test_certificate: None,
         warnings: v.warnings,
+        not_contacted,
     };
     match v.test_certificate {
         None => {}
@@ -167,6 +184,7 @@ pub(crate) fn validation(
                 }],
                 test_certificate: None,
                 warnings: resp.warnings,
+                not_contacted: resp.not_contacted,
             };
         }
     }

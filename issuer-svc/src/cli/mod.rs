@@ -155,6 +155,20 @@ pub(crate) struct ServeArgs {
     /// Let a Mesh sent to ValidateBackend use the `env:` data source VAR; repeat it.
     #[arg(long, value_name = "VAR")]
     pub(crate) allow_env_source: Vec<String>,
+    /// Let a Mesh sent to ValidateBackend contact the Vault at this origin
+    /// (`https://vault.example:8200`, no path); repeat it. Without any, such a Mesh's vault
+    /// backends are checked but not contacted.
+    #[arg(long, value_name = "URL")]
+    pub(crate) allow_vault_address: Vec<String>,
+    /// Let a Mesh sent to ValidateBackend use the AWS Private CA with this ARN (with the
+    /// server's AWS credentials if it names none); repeat it.
+    #[arg(long, value_name = "ARN")]
+    pub(crate) allow_acmpca_arn: Vec<String>,
+    /// Let a Mesh sent to ValidateBackend request certificates from this cert-manager issuer,
+    /// `KIND/NAME` or `KIND.GROUP/NAME` (`ClusterIssuer/mesh-ca`); repeat it. meshca never
+    /// approves such requests itself.
+    #[arg(long, value_name = "KIND/NAME")]
+    pub(crate) allow_certmanager_issuer: Vec<String>,
     /// Server certificate chain (PEM) instead of the bootstrap one; needs --tls-key.
     #[arg(long, requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,

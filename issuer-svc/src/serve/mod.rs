@@ -405,12 +405,30 @@ async fn router(service: IssuerService) -> Result<tonic::transport::server::Rout
         ))
 }
 
-/// What data sources of a Mesh sent over gRPC may reach: nothing on the server's disk or in its
-/// environment unless the operator allowed a directory or variables, and never the data
-/// directory (it holds every mesh's CA keys).
+/// What a Mesh sent over gRPC may reach: nothing on the server's disk or in its environment
+/// unless the operator allowed a directory or variables, never the data directory (it holds every
+/// mesh's CA keys), and only the upstreams (Vault addresses, ACM PCA ARNs, cert-manager issuers)
+/// the operator allowed.
 fn remote_source_policy(a: &ServeArgs) -> Result<SourcePolicy, AppError> {
+    let mut allowed = ca_core::AllowedUpstreams::none();
+    for address in &a.allow_vault_address {
+        allowed = allowed
+            .allow_vault(address)
+            .map_err(|e| AppError(format!("--allow-vault-address {address:?} {e}")))?;
+    }
+    for arn in &a.allow_acmpca_arn {
+        allowed = allowed
+            .allow_acmpca(arn)
+            .map_err(|e| AppError(format!("--allow-acmpca-arn: {e}")))?;
+    }
+    for issuer in &a.allow_certmanager_issuer {
+        allowed = allowed
+            .allow_certmanager(issuer)
+            .map_err(|e| AppError(format!("--allow-certmanager-issuer: {e}")))?;
+    }
     let policy = SourcePolicy::remote(a.allow_file_sources.as_deref(), a.allow_env_source.clone())
-        .map_err(|e| AppError(format!("--allow-file-sources {e}")))?;
+        .map_err(|e| AppError(format!("--allow-file-sources {e}")))?
+        .with_allowed_upstreams(allowed);
     if let Some(dir) = policy.file_dir() {
         let data = std::path::absolute(&a.data_dir).ctx(|| "data directory".into())?;
         let data = data.canonicalize().unwrap_or(data);
