@@ -13,7 +13,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use store_kubernetes::KubernetesSecretStore;
 use tokio::net::TcpListener;
 
-use crate::api::authz::{OperatorRoots, Policy};
+use crate::api::authz::{AuthzSource, OperatorRoots, Policy, SharedPolicy};
 use crate::api::service::IssuerService;
 use crate::api::token::{KeyHome, Tokens};
 use crate::cli::{ServeArgs, StoreKind};
@@ -117,6 +117,18 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         (Some((chain, key)), Some(roots)) => Some(tls::server(&manager, roots, chain, key)?),
         _ => None,
     };
+    let policy = SharedPolicy::new(policy);
+    if let (Some(path), Some(roots)) = (&a.authz, &operator_roots) {
+        let source = AuthzSource {
+            path: path.clone(),
+            bootstrap: roots.ids().first().cloned(),
+            anchors: roots.ids().to_vec(),
+        };
+        let counted = metrics.clone();
+        tokio::spawn(policy.clone().follow(source, a.reload_interval, move |r| {
+            counted.authz_reload(r);
+        }));
+    }
     let service = IssuerService {
         manager: manager.clone(),
         scheduler,
