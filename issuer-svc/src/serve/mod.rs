@@ -21,7 +21,9 @@ use crate::error::{AppError, Context};
 use crate::limits::{MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE};
 use crate::proto::issuer_server::IssuerServer;
 use crate::reload::{ConfigSource, Reloader};
-use crate::serve::bootstrap::{create_private_dir, warn_open_keys, BootstrapPaths, CaPem};
+use crate::serve::bootstrap::{
+    check_data_dir, create_private_dir, keep_admin_fresh, warn_open_keys, BootstrapPaths, CaPem,
+};
 use crate::serve::http::Metrics;
 use crate::serve::tls::{provider, read_certs, read_key};
 use meshca::{Limits, Manager, Registry, RotationPolicy};
@@ -92,6 +94,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
             &checked.client_cas,
             checked.own_tls,
         )?;
+        tokio::spawn(keep_admin_fresh(paths.clone()));
         (Some(roots), policy, Some(chain_key))
     };
     if reloader.reload().await > 0 {
@@ -216,6 +219,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
 async fn open_store(
     a: &ServeArgs,
 ) -> Result<(Arc<dyn SecretStore>, Option<Arc<KubernetesSecretStore>>), AppError> {
+    check_data_dir(&a.data_dir, a.adopt_open_data_dir)?;
     let opened: (Arc<dyn SecretStore>, _) = match a.store {
         StoreKind::File => {
             create_private_dir(&a.data_dir)?;
