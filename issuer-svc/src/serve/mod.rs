@@ -237,13 +237,17 @@ async fn open_store(
                 AppError(format!("--store kubernetes: {}", ca_core::error_chain(&e)))
             };
             let store = Arc::new(KubernetesSecretStore::connect(&ns).await.map_err(failed)?);
-            store
-                .get_global(&bootstrap_secret_name()?)
+            // meshca's own Secrets (bootstrap TLS CA, token signing key) may live apart.
+            let own = match a.own_namespace.as_ref().filter(|o| **o != ns) {
+                Some(own) => Arc::new(KubernetesSecretStore::connect(own).await.map_err(failed)?),
+                None => store.clone(),
+            };
+            own.get_global(&bootstrap_secret_name()?)
                 .await
                 .map_err(failed)?;
-            tracing::info!(namespace = %ns, "secrets in Kubernetes");
+            tracing::info!(namespace = %ns, own_namespace = %own.namespace(), "secrets in Kubernetes");
             create_private_dir(&a.data_dir)?;
-            (store.clone() as Arc<dyn SecretStore>, Some(store))
+            (store as Arc<dyn SecretStore>, Some(own))
         }
     };
     warn_open_keys(&a.data_dir);
@@ -258,13 +262,23 @@ fn check(a: &ServeArgs) -> Result<Checked, AppError> {
             "--namespace applies to --store kubernetes only".into(),
         ));
     }
-    if let Some(ns) = a
-        .namespace
-        .as_ref()
-        .filter(|n| !ca_core::is_namespace_name(n))
-    {
+    if a.own_namespace.is_some() && a.store != StoreKind::Kubernetes {
+        return Err(AppError(
+            "--own-namespace applies to --store kubernetes only".into(),
+        ));
+    }
+    if let Some((flag, ns)) = [
+        ("--namespace", &a.namespace),
+        ("--own-namespace", &a.own_namespace),
+    ]
+    .into_iter()
+    .find_map(|(f, n)| {
+        n.as_ref()
+            .filter(|n| !ca_core::is_namespace_name(n))
+            .map(|n| (f, n))
+    }) {
         return Err(AppError(format!(
-            "--namespace {ns:?} is not a Kubernetes namespace name (a DNS-1123 label: at most 63 lower-case letters, digits and '-')"
+            "{flag} {ns:?} is not a Kubernetes namespace name (a DNS-1123 label: at most 63 lower-case letters, digits and '-')"
         )));
     }
     if a.server_name.len() > MAX_SERVER_NAMES {
