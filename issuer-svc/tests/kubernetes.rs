@@ -284,3 +284,68 @@ async fn without_the_api_or_its_rbac_serve_says_what_is_missing() {
     })
     .await;
 }
+
+/// As `deploy/kubernetes` runs it: mesh Secrets in Kuma's namespace (`--namespace`), meshca's
+/// own (bootstrap TLS CA, token signing key) in its own (`--own-namespace`), nothing of one in
+/// the other, and `meshca token rotate-key` replaces the key where it lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_secrets_live_apart_from_the_mesh_secrets() {
+    bounded(120, async {
+        let api = KubeApiServer::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let kubeconfig = write_kubeconfig(tmp.path(), &api.url());
+        let server = tokio::task::spawn_blocking(move || {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            Server::start_with_env(
+                dir,
+                data,
+                &[("default.yaml", mesh_yaml().as_str())],
+                &[
+                    "--store",
+                    "kubernetes",
+                    "--namespace",
+                    NS,
+                    "--own-namespace",
+                    "meshca-system",
+                ],
+                &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+            )
+        })
+        .await
+        .unwrap();
+        let mut mesh = api.names("secrets", NS);
+        mesh.sort();
+        assert_eq!(
+            mesh,
+            [
+                "default.ca-builtin-cert-ca-1",
+                "default.ca-builtin-key-ca-1"
+            ]
+        );
+        let mut own = api.names("secrets", "meshca-system");
+        own.sort();
+        assert_eq!(own, ["meshca-bootstrap-tls", "meshca-token-signing-key"]);
+
+        let token = create_token(&server).await;
+        assert!(issue_with_token(&server, &token).await.is_ok());
+        server
+            .admin()
+            .await
+            .rotate_token_key(RotateTokenKeyRequest {})
+            .await
+            .unwrap();
+        let rotations: Vec<_> = api
+            .writes()
+            .into_iter()
+            .filter(|w| w.method == "PUT" && w.path.ends_with("/meshca-token-signing-key"))
+            .map(|w| w.path)
+            .collect();
+        assert_eq!(rotations.len(), 1, "{rotations:?}");
+        assert!(
+            rotations[0].contains("/namespaces/meshca-system/"),
+            "{rotations:?}"
+        );
+    })
+    .await;
+}

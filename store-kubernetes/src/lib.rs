@@ -112,7 +112,8 @@ impl KubernetesSecretStore {
         let reason = match &e {
             kube::Error::Api(s) if s.code == 403 => format!(
                 "{what}: forbidden — the service account needs get, create and update on \
-                 secrets in namespace {} (a Role and RoleBinding; see deploy/kubernetes) ({})",
+                 secrets in namespace {} (a Role and RoleBinding; see deploy/kubernetes; a \
+                 rule with resourceNames must list `{name}`) ({})",
                 self.namespace, s.message
             ),
             kube::Error::Api(s) => format!("{what}: {} ({}, {})", s.message, s.reason, s.code),

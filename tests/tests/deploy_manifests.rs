@@ -1,11 +1,17 @@
 //! The Kubernetes manifests in `deploy/kubernetes/`: every document parses strictly into the
 //! k8s-openapi type its `kind` names (a misspelt field, which serde would silently drop, fails
 //! with its path; an unknown kind fails), `kustomization.yaml` lists files that exist and leaves
-//! out only the optional ClusterIssuer RBAC, the Role grants exactly what the Kubernetes
-//! SecretStore and the certmanager backend use, the RoleBinding gives it to the ServiceAccount,
+//! out only the optional ClusterIssuer RBAC, the Roles grant exactly what the Kubernetes
+//! SecretStore and the certmanager backend use, the RoleBindings give them to the ServiceAccount,
 //! the Deployment's args agree with its volumes, ports and probes, the Service and the
 //! PodDisruptionBudget select its pods, and the sample Mesh in the ConfigMap (and its
 //! commented-out certmanager example) is valid.
+//!
+//! Ownership: the base declares only meshca's own namespace and puts everything there, except
+//! the Role (and its binding) for the mesh Secrets in Kuma's namespace; every Secrets rule names
+//! its Secrets (resourceNames) but the documented `create` exception; a NetworkPolicy selects
+//! the pods and keeps the unauthenticated metrics port from everyone but the monitoring
+//! namespace.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +24,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -25,10 +32,18 @@ use k8s_openapi::serde::de::{Deserialize as _, DeserializeOwned};
 use k8s_openapi::serde::Serialize;
 use serde_json::Value;
 
-const NAMESPACE: &str = "kuma-system";
+/// meshca's own namespace: the only one the manifests declare.
+const NAMESPACE: &str = "meshca-system";
+/// Kuma's namespace: named only by the Role (and binding) for the mesh Secrets.
+const KUMA_NAMESPACE: &str = "kuma-system";
 const NAME: &str = "meshca";
+/// The Role in Kuma's namespace.
+const KUMA_ROLE: &str = "meshca-mesh-secrets";
+const KUMA_FILE: &str = "22-rbac-kuma-secrets.yaml";
 const MESH_CONFIGMAP: &str = "meshca-meshes";
 const OPTIONAL_FILE: &str = "21-rbac-clusterissuer.yaml";
+/// meshca's own Secrets (`serve::BOOTSTRAP_SECRET`, `api::token::KEY_SECRET`).
+const OWN_SECRETS: [&str; 2] = ["meshca-bootstrap-tls", "meshca-token-signing-key"];
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes")
@@ -47,8 +62,11 @@ struct Manifests {
     deployments: Vec<Deployment>,
     services: Vec<Service>,
     pdbs: Vec<PodDisruptionBudget>,
+    network_policies: Vec<NetworkPolicy>,
     /// File name → the kinds of its documents.
     kinds: BTreeMap<String, Vec<String>>,
+    /// File name → the namespaces its objects name.
+    namespaces_of: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Deserializes `doc` into `T`, then checks that every field of `doc` survives a round trip
@@ -110,6 +128,7 @@ fn parse_doc(doc: &Value, m: &mut Manifests) -> Result<String, String> {
         "Deployment" => m.deployments.push(strict(doc)?),
         "Service" => m.services.push(strict(doc)?),
         "PodDisruptionBudget" => m.pdbs.push(strict(doc)?),
+        "NetworkPolicy" => m.network_policies.push(strict(doc)?),
         other => return Err(format!("unknown kind {other:?}")),
     }
     Ok(kind)
@@ -162,13 +181,18 @@ fn load() -> Manifests {
             }
         };
         let mut kinds = Vec::new();
+        let mut namespaces = BTreeSet::new();
         for (i, doc) in docs.iter().enumerate() {
             match parse_doc(doc, &mut m) {
                 Ok(kind) => kinds.push(kind),
                 Err(e) => failures.push(format!("{name} (document {i}): {e}")),
             }
+            if let Some(ns) = doc.pointer("/metadata/namespace").and_then(Value::as_str) {
+                namespaces.insert(ns.to_owned());
+            }
         }
-        m.kinds.insert(name, kinds);
+        m.kinds.insert(name.clone(), kinds);
+        m.namespaces_of.insert(name, namespaces);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     m
@@ -255,35 +279,124 @@ fn container_port(c: &Container, port: &IntOrString) -> i32 {
     }
 }
 
-/// (apiGroup, resource) → verbs.
-fn grants(rules: &[PolicyRule]) -> BTreeMap<(String, String), BTreeSet<String>> {
-    let mut out: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+/// (apiGroup, resource, verb) → the resourceNames it is limited to (`None`: every name).
+type Grants = BTreeMap<(String, String, String), Option<BTreeSet<String>>>;
+
+/// What `rules` allow, verb by verb; a verb granted on every name by one rule and on some names
+/// by another is granted on every name.
+fn grants(rules: &[PolicyRule]) -> Grants {
+    let mut out: Grants = BTreeMap::new();
     for r in rules {
         assert!(
-            r.resource_names.is_none() && r.non_resource_urls.is_none(),
+            r.non_resource_urls.is_none(),
             "unexpected rule shape: {r:?}"
         );
+        let names: Option<BTreeSet<String>> = r
+            .resource_names
+            .as_ref()
+            .map(|n| n.iter().cloned().collect());
+        if let Some(n) = &names {
+            assert!(
+                !n.is_empty(),
+                "an empty resourceNames means every name: {r:?}"
+            );
+        }
         for g in r.api_groups.iter().flatten() {
             for res in r.resources.iter().flatten() {
-                out.entry((g.clone(), res.clone()))
-                    .or_default()
-                    .extend(r.verbs.iter().cloned());
+                for v in &r.verbs {
+                    let key = (g.clone(), res.clone(), v.clone());
+                    let merged = match (out.remove(&key), &names) {
+                        (None, n) => n.clone(),
+                        (Some(None), _) | (_, None) => None,
+                        (Some(Some(mut a)), Some(b)) => {
+                            a.extend(b.iter().cloned());
+                            Some(a)
+                        }
+                    };
+                    out.insert(key, merged);
+                }
             }
         }
     }
     out
 }
 
-fn expected(items: &[(&str, &str, &[&str])]) -> BTreeMap<(String, String), BTreeSet<String>> {
-    items
+/// (apiGroup, resource, verbs, names): every verb limited to `names` (empty: every name).
+fn expected(items: &[(&str, &str, &[&str], &[&str])]) -> Grants {
+    let mut out = Grants::new();
+    for (g, r, verbs, names) in items {
+        for v in *verbs {
+            let n = (!names.is_empty()).then(|| names.iter().map(|n| (*n).to_owned()).collect());
+            out.insert(((*g).to_owned(), (*r).to_owned(), (*v).to_owned()), n);
+        }
+    }
+    out
+}
+
+fn role<'a>(m: &'a Manifests, name: &str) -> &'a Role {
+    m.roles
         .iter()
-        .map(|(g, r, verbs)| {
-            (
-                ((*g).to_owned(), (*r).to_owned()),
-                verbs.iter().map(|v| (*v).to_owned()).collect(),
-            )
+        .find(|r| r.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no Role {name}"))
+}
+
+/// The names of every Secret the sample Meshes make meshca read in Kuma's namespace: each
+/// builtin backend's CA certificate and key, and each mesh's CA-switch record.
+fn sample_mesh_secrets(m: &Manifests) -> BTreeSet<String> {
+    let cm = m
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(MESH_CONFIGMAP))
+        .expect("the Mesh ConfigMap");
+    let mut out = BTreeSet::new();
+    for text in cm.data.as_ref().expect("data").values() {
+        let mesh = Mesh::from_yaml(text).unwrap();
+        out.insert(format!("{}.meshca-ca-switch", mesh.name));
+        for b in &mesh.mtls.as_ref().unwrap().backends {
+            if b.backend_type() == BackendType::Builtin {
+                let (cert, key) =
+                    backend_builtin::BuiltinCa::secret_names(&mesh.name, &b.name).unwrap();
+                out.insert(cert.to_string());
+                out.insert(key.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `peer` lets in everyone (of the cluster, or of the world).
+fn open_peer(peer: &NetworkPolicyPeer) -> bool {
+    let empty = |s: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>| {
+        s.as_ref().is_some_and(|s| {
+            s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+                && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
         })
-        .collect()
+    };
+    peer.ip_block
+        .as_ref()
+        .is_some_and(|b| b.cidr.ends_with("/0"))
+        || (empty(&peer.namespace_selector)
+            && (peer.pod_selector.is_none() || empty(&peer.pod_selector)))
+}
+
+/// `arg` with `$(VAR)` replaced as the kubelet does, for the variables of `c`'s `env` that come
+/// from the pod's own namespace.
+fn expand(arg: &str, c: &Container, namespace: &str) -> String {
+    let mut out = arg.to_owned();
+    for e in c.env.iter().flatten() {
+        let from_ns = e
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .is_some_and(|f| f.field_path == "metadata.namespace");
+        if from_ns {
+            out = out.replace(&format!("$({})", e.name), namespace);
+        } else if let Some(v) = &e.value {
+            out = out.replace(&format!("$({})", e.name), v);
+        }
+    }
+    assert!(!out.contains("$("), "{arg}: an unknown variable");
+    out
 }
 
 #[test]
@@ -305,11 +418,55 @@ fn every_document_parses_strictly_into_its_kind() {
         "Deployment",
         "Service",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     ] {
         assert!(all.contains(kind), "no {kind} in deploy/kubernetes/");
     }
+}
+
+#[test]
+fn the_base_owns_only_its_namespace() {
+    let m = load();
+    // One Namespace, meshca's own: `kubectl delete -k` must never delete Kuma's.
     let ns = one(&m.namespaces, "Namespace");
     assert_eq!(ns.metadata.name.as_deref(), Some(NAMESPACE));
+    assert!(
+        m.namespaces
+            .iter()
+            .all(|n| n.metadata.name.as_deref() != Some(KUMA_NAMESPACE)),
+        "no Namespace object for {KUMA_NAMESPACE}"
+    );
+    // Every namespaced object is in meshca's namespace, but the Role and RoleBinding for the
+    // mesh Secrets in Kuma's.
+    for (file, namespaces) in &m.namespaces_of {
+        let allowed: &[&str] = if file == KUMA_FILE {
+            &[KUMA_NAMESPACE]
+        } else {
+            &[NAMESPACE]
+        };
+        for ns in namespaces {
+            assert!(
+                allowed.contains(&ns.as_str()),
+                "{file}: an object in namespace {ns}"
+            );
+        }
+    }
+    assert_eq!(m.kinds[KUMA_FILE], ["Role", "RoleBinding"]);
+    let in_kuma: Vec<&str> = m
+        .roles
+        .iter()
+        .filter(|r| r.metadata.namespace.as_deref() == Some(KUMA_NAMESPACE))
+        .filter_map(|r| r.metadata.name.as_deref())
+        .collect();
+    assert_eq!(in_kuma, [KUMA_ROLE]);
+    // The pods meet the restricted Pod Security Standard, enforced on the namespace.
+    let labels = ns.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
 }
 
 #[test]
@@ -348,56 +505,219 @@ fn kustomization_lists_every_manifest_but_the_optional_one() {
 #[test]
 fn role_grants_exactly_what_meshca_uses() {
     let m = load();
-    let role = one(&m.roles, "Role");
-    assert_eq!(role.metadata.name.as_deref(), Some(NAME));
-    assert_eq!(role.metadata.namespace.as_deref(), Some(NAMESPACE));
+    assert_eq!(
+        m.roles.len(),
+        2,
+        "a Role in meshca's namespace and one in Kuma's"
+    );
+    let own = role(&m, NAME);
+    assert_eq!(own.metadata.namespace.as_deref(), Some(NAMESPACE));
     let want = expected(&[
-        ("", "secrets", &["get", "create", "update"]),
+        ("", "secrets", &["get"], &OWN_SECRETS),
+        ("", "secrets", &["update"], &["meshca-token-signing-key"]),
+        ("", "secrets", &["create"], &[]),
         (
             "cert-manager.io",
             "certificaterequests",
             &["create", "get", "list", "watch", "delete"],
+            &[],
         ),
-        ("cert-manager.io", "issuers", &["get"]),
+        ("cert-manager.io", "issuers", &["get"], &[]),
     ]);
-    assert_eq!(grants(role.rules.as_deref().unwrap_or_default()), want);
+    assert_eq!(grants(own.rules.as_deref().unwrap_or_default()), want);
+
+    // In Kuma's namespace: the sample Meshes' Secrets, by name.
+    let kuma = role(&m, KUMA_ROLE);
+    assert_eq!(kuma.metadata.namespace.as_deref(), Some(KUMA_NAMESPACE));
+    let names = sample_mesh_secrets(&m);
+    let switches: Vec<&str> = names
+        .iter()
+        .filter(|n| n.ends_with(".meshca-ca-switch"))
+        .map(String::as_str)
+        .collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let want = expected(&[
+        ("", "secrets", &["get"], &all),
+        ("", "secrets", &["update"], &switches),
+        ("", "secrets", &["create"], &[]),
+    ]);
+    assert_eq!(grants(kuma.rules.as_deref().unwrap_or_default()), want);
 
     // Each rule says why it is there: a comment line right above it.
-    let text = fs::read_to_string(dir().join("20-rbac.yaml")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut rules = 0;
-    for (i, l) in lines.iter().enumerate() {
-        if l.trim_start().starts_with("- apiGroups:") {
-            rules += 1;
-            assert!(
-                i > 0 && lines[i - 1].trim_start().starts_with('#'),
-                "20-rbac.yaml line {}: a rule without a comment saying why",
-                i + 1
-            );
+    for (file, count) in [("20-rbac.yaml", 5), (KUMA_FILE, 3)] {
+        let text = fs::read_to_string(dir().join(file)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut rules = 0;
+        for (i, l) in lines.iter().enumerate() {
+            if l.trim_start().starts_with("- apiGroups:") {
+                rules += 1;
+                assert!(
+                    i > 0 && lines[i - 1].trim_start().starts_with('#'),
+                    "{file} line {}: a rule without a comment saying why",
+                    i + 1
+                );
+            }
         }
+        assert_eq!(rules, count, "{file}");
     }
-    assert_eq!(rules, 3);
 }
 
 #[test]
-fn role_binding_gives_the_role_to_the_service_account() {
+fn every_secrets_rule_names_its_secrets_or_is_the_documented_exception() {
     let m = load();
-    let role = one(&m.roles, "Role");
+    for role in &m.roles {
+        let name = role.metadata.name.clone().unwrap_or_default();
+        for r in role.rules.iter().flatten() {
+            if !r
+                .resources
+                .iter()
+                .flatten()
+                .any(|res| res == "secrets" || res == "*")
+            {
+                continue;
+            }
+            for v in &r.verbs {
+                assert!(
+                    ["get", "create", "update"].contains(&v.as_str()),
+                    "Role {name}: `{v}` on secrets (meshca reads by name; it never lists, watches, patches or deletes Secrets)"
+                );
+            }
+            let named = r.resource_names.as_ref().is_some_and(|n| !n.is_empty());
+            // RBAC cannot restrict `create` by name: the one rule without names grants it alone.
+            assert!(
+                named || r.verbs == ["create"],
+                "Role {name}: a Secrets rule without resourceNames: {r:?}"
+            );
+        }
+    }
+    // The exception is documented where it is granted.
+    for file in ["20-rbac.yaml", KUMA_FILE] {
+        // The comments, as one line of words.
+        let text: Vec<String> = fs::read_to_string(dir().join(file))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix('#'))
+            .flat_map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        assert!(
+            text.join(" ")
+                .contains("EXCEPTION to resourceNames: RBAC cannot restrict `create` by name"),
+            "{file}: the create exception is not documented"
+        );
+    }
+}
+
+#[test]
+fn network_policy_selects_the_pods_and_guards_metrics() {
+    let m = load();
+    let d = deployment(&m);
+    let c = container(d);
+    let labels = pod_labels(d);
+    let np = one(&m.network_policies, "NetworkPolicy");
+    assert_eq!(np.metadata.namespace, d.metadata.namespace);
+    let spec = np.spec.as_ref().expect("spec");
+    let sel = spec
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .unwrap_or_default();
+    assert!(
+        selects(&sel, &labels),
+        "the NetworkPolicy must select the pods"
+    );
+    assert!(
+        spec.policy_types.iter().flatten().any(|t| t == "Ingress"),
+        "the NetworkPolicy must restrict ingress"
+    );
+    let args = c.args.as_deref().unwrap();
+    let grpc = flag_port(args, "--listen");
+    let metrics = flag_port(args, "--metrics-listen");
+    let rules = spec.ingress.as_deref().unwrap_or_default();
+    let rules_for = |port: i32| {
+        rules
+            .iter()
+            .filter(move |r| {
+                r.ports.iter().flatten().any(|p| {
+                    p.port
+                        .as_ref()
+                        .is_some_and(|x| container_port(c, x) == port)
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    // Every rule names its ports: a rule without ports would open the metrics port too.
+    assert!(rules
+        .iter()
+        .all(|r| r.ports.as_ref().is_some_and(|p| !p.is_empty())));
+    assert!(!rules_for(grpc).is_empty(), "gRPC must be reachable");
+    let metrics_rules = rules_for(metrics);
+    assert!(
+        !metrics_rules.is_empty(),
+        "Prometheus must reach the metrics port"
+    );
+    for r in metrics_rules {
+        let from = r.from.as_deref().unwrap_or_default();
+        assert!(
+            !from.is_empty() && !from.iter().any(open_peer),
+            "the unauthenticated metrics port must not be open to everyone: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn metrics_bind_address_is_explained() {
+    let m = load();
+    let c = container(deployment(&m));
+    let args = c.args.as_deref().unwrap();
+    let addr: SocketAddr = single_flag(args, "--metrics-listen").parse().unwrap();
+    // Bound beyond loopback (the kubelet's probes connect to the pod IP), so the manifest says
+    // why and what it exposes, and the NetworkPolicy (above) limits who reaches it.
+    if !addr.ip().is_loopback() {
+        let text = fs::read_to_string(dir().join("40-deployment.yaml")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.trim() == "- --metrics-listen")
+            .expect("--metrics-listen in 40-deployment.yaml");
+        let comment: String = lines[..at]
+            .iter()
+            .rev()
+            .take_while(|l| l.trim_start().starts_with('#'))
+            .copied()
+            .collect();
+        for word in ["probes", "NetworkPolicy", "authentication"] {
+            assert!(
+                comment.contains(word),
+                "the comment above --metrics-listen should explain the bind ({word})"
+            );
+        }
+    }
+}
+
+#[test]
+fn role_bindings_give_the_roles_to_the_service_account() {
+    let m = load();
     let sa = one(&m.service_accounts, "ServiceAccount");
-    let rb = one(&m.role_bindings, "RoleBinding");
     assert_eq!(sa.metadata.name.as_deref(), Some(NAME));
     assert_eq!(sa.metadata.namespace.as_deref(), Some(NAMESPACE));
-    assert_eq!(rb.metadata.namespace, role.metadata.namespace);
-    assert_eq!(rb.role_ref.api_group, "rbac.authorization.k8s.io");
-    assert_eq!(rb.role_ref.kind, "Role");
-    assert_eq!(Some(&rb.role_ref.name), role.metadata.name.as_ref());
-    let subject = one(
-        rb.subjects.as_deref().unwrap_or_default(),
-        "RoleBinding subject",
-    );
-    assert_eq!(subject.kind, "ServiceAccount");
-    assert_eq!(Some(&subject.name), sa.metadata.name.as_ref());
-    assert_eq!(subject.namespace, sa.metadata.namespace);
+    assert_eq!(m.role_bindings.len(), m.roles.len());
+    for role in &m.roles {
+        let rb = m
+            .role_bindings
+            .iter()
+            .find(|rb| Some(&rb.role_ref.name) == role.metadata.name.as_ref())
+            .unwrap_or_else(|| panic!("no RoleBinding for Role {:?}", role.metadata.name));
+        assert_eq!(rb.metadata.namespace, role.metadata.namespace);
+        assert_eq!(rb.role_ref.api_group, "rbac.authorization.k8s.io");
+        assert_eq!(rb.role_ref.kind, "Role");
+        let subject = one(
+            rb.subjects.as_deref().unwrap_or_default(),
+            "RoleBinding subject",
+        );
+        assert_eq!(subject.kind, "ServiceAccount");
+        assert_eq!(Some(&subject.name), sa.metadata.name.as_ref());
+        assert_eq!(subject.namespace, sa.metadata.namespace);
+    }
 }
 
 #[test]
@@ -409,7 +729,7 @@ fn cluster_issuer_rbac_is_separate_and_minimal() {
         "{OPTIONAL_FILE} holds the optional ClusterRole and its binding only"
     );
     let cr = one(&m.cluster_roles, "ClusterRole");
-    let want = expected(&[("cert-manager.io", "clusterissuers", &["get"])]);
+    let want = expected(&[("cert-manager.io", "clusterissuers", &["get"], &[])]);
     assert_eq!(grants(cr.rules.as_deref().unwrap_or_default()), want);
     let crb = one(&m.cluster_role_bindings, "ClusterRoleBinding");
     assert_eq!(crb.role_ref.kind, "ClusterRole");
@@ -509,7 +829,10 @@ fn deployment_args_agree_with_volumes_ports_and_probes() {
     }
 
     // The server certificate names the Service.
-    let names = flag(args, "--server-name");
+    let names: Vec<String> = flag(args, "--server-name")
+        .into_iter()
+        .map(|n| expand(n, c, NAMESPACE))
+        .collect();
     let svc = one(&m.services, "Service");
     let svc_name = svc.metadata.name.as_deref().unwrap();
     for want in [
@@ -517,12 +840,29 @@ fn deployment_args_agree_with_volumes_ports_and_probes() {
         format!("{svc_name}.{NAMESPACE}.svc.cluster.local"),
     ] {
         assert!(
-            names.contains(&want.as_str()),
+            names.contains(&want),
             "--server-name {want} missing: {names:?}"
         );
     }
 
-    // The namespace the SecretStore works in, from the downward API.
+    // Mesh Secrets in Kuma's namespace (where the Role for them is), meshca's own in its own.
+    assert_eq!(single_flag(args, "--namespace"), KUMA_NAMESPACE);
+    assert_eq!(
+        role(&m, KUMA_ROLE).metadata.namespace.as_deref(),
+        Some(KUMA_NAMESPACE)
+    );
+    assert_eq!(
+        expand(single_flag(args, "--own-namespace"), c, NAMESPACE),
+        NAMESPACE
+    );
+
+    // meshca's own namespace from the downward API: --own-namespace, and where the certmanager
+    // backend creates CertificateRequests (MESHCA_CERTMANAGER_NAMESPACE unset).
+    assert!(c
+        .env
+        .iter()
+        .flatten()
+        .all(|e| e.name != "MESHCA_CERTMANAGER_NAMESPACE"));
     let env = c
         .env
         .iter()

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use crate::api::authz::{
-    authorize, may_validate_any, Action, Caller, CallerCache, OperatorRoots, Policy,
+    authorize, may_validate_any, Action, Caller, CallerCache, OperatorRoots, SharedPolicy,
 };
 use crate::api::status::ApiError;
 use crate::api::token::{self, Tokens};
@@ -33,7 +33,8 @@ const DEFAULT_TOKEN_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 pub(crate) struct IssuerService {
     pub(crate) manager: Arc<Manager>,
     pub(crate) scheduler: Scheduler,
-    pub(crate) policy: Policy,
+    /// The authorization policy, replaced when the `--authz` file changes.
+    pub(crate) policy: SharedPolicy,
     /// Roots of operator client certificates (bootstrap CA and `--client-ca`); `None` on a
     /// plaintext listener, where every caller is the admin.
     pub(crate) operator_roots: Option<OperatorRoots>,
@@ -80,7 +81,7 @@ impl IssuerService {
         req: &IssueCertificateRequest,
     ) -> Result<(Identity, Option<Vec<u8>>, Issued), ApiError> {
         let identity = identity_of(&req.mesh, &req.tags)?;
-        authorize(&self.policy, caller, &Action::Issue(&identity))?;
+        authorize(&self.policy.current(), caller, &Action::Issue(&identity))?;
         let csr = decode_csr(&req.csr)?;
         let issued = self.manager.issue(identity.clone(), csr.as_deref()).await?;
         tracing::info!(
@@ -150,11 +151,14 @@ impl issuer_server::Issuer for IssuerService {
         let (identity, csr, issued) = self.issue(&caller, &req).await.inspect_err(|e| {
             tracing::info!(caller = %caller.describe(), mesh = %ca_core::echo(&req.mesh), error = %crate::api::status::message(e), "watch refused");
         })?;
+        let (policy, who, what) = (self.policy.clone(), caller, identity.clone());
         let rx = self
             .scheduler
             .watch(identity, csr, issued)
             .map_err(ApiError::from)?;
-        Ok(Response::new(WatchStream(rx)))
+        Ok(Response::new(WatchStream::new(rx, move || {
+            authorize(&policy.current(), &who, &Action::Issue(&what)).map_err(Status::from)
+        })))
     }
 
     async fn get_trust_bundle(
@@ -163,7 +167,7 @@ impl issuer_server::Issuer for IssuerService {
     ) -> Result<Response<GetTrustBundleResponse>, Status> {
         let caller = self.caller(&request)?;
         let mesh = request.into_inner().mesh;
-        authorize(&self.policy, &caller, &Action::TrustBundle(&mesh))?;
+        authorize(&self.policy.current(), &caller, &Action::TrustBundle(&mesh))?;
         let (state, active) = self.manager.enabled(&mesh).map_err(ApiError::from)?;
         let bundle = state
             .bundle_pem
@@ -188,7 +192,7 @@ impl issuer_server::Issuer for IssuerService {
     ) -> Result<Response<ValidateBackendResponse>, Status> {
         let caller = self.caller(&request)?;
         // Refuse callers who may validate nothing before spending anything on their YAML.
-        if !may_validate_any(&self.policy, &caller) {
+        if !may_validate_any(&self.policy.current(), &caller) {
             return Err(
                 ApiError::Denied(format!("{} may not validate meshes", caller.describe())).into(),
             );
@@ -220,7 +224,11 @@ impl issuer_server::Issuer for IssuerService {
                 return Ok(Response::new(crate::api::wire::invalid(e)));
             }
         };
-        authorize(&self.policy, &caller, &Action::Validate(mesh.name.as_str()))?;
+        authorize(
+            &self.policy.current(),
+            &caller,
+            &Action::Validate(mesh.name.as_str()),
+        )?;
         let manager = self.manager.clone();
         let sources = self.remote_sources.clone();
         let test_cert = !req.skip_test_certificate;
@@ -261,7 +269,11 @@ impl issuer_server::Issuer for IssuerService {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let identity = identity_of(&req.mesh, &req.tags).map_err(ApiError::from)?;
-        authorize(&self.policy, &caller, &Action::CreateToken(&identity))?;
+        authorize(
+            &self.policy.current(),
+            &caller,
+            &Action::CreateToken(&identity),
+        )?;
         // A token for a mesh this issuer does not serve is a mistake: say so now.
         self.manager
             .enabled(identity.mesh().as_str())
@@ -288,7 +300,7 @@ impl issuer_server::Issuer for IssuerService {
         request: Request<RotateTokenKeyRequest>,
     ) -> Result<Response<RotateTokenKeyResponse>, Status> {
         let caller = self.caller(&request)?;
-        authorize(&self.policy, &caller, &Action::RotateTokenKey)?;
+        authorize(&self.policy.current(), &caller, &Action::RotateTokenKey)?;
         let key_id = self.tokens.rotate().await.map_err(|e| {
             Status::unavailable(format!("cannot rotate the token signing key: {e}"))
         })?;

@@ -49,9 +49,36 @@ fn rotated(r: Rotated) -> WatchCertificateResponse {
     }
 }
 
-/// A `WatchCertificate` stream: the scheduler's domain values, mapped as they are read.
-#[derive(Debug)]
-pub(crate) struct WatchStream(pub(crate) WatchReceiver);
+/// A `WatchCertificate` stream: the scheduler's domain values, mapped as they are read. Before
+/// each certificate is sent the caller's authorization is asked again (`allowed`): a caller the
+/// reloaded `--authz` file no longer allows gets its refusal, and the stream ends.
+pub(crate) struct WatchStream {
+    rx: WatchReceiver,
+    allowed: Box<dyn Fn() -> Result<(), Status> + Send + Sync>,
+    ended: bool,
+}
+
+impl WatchStream {
+    pub(crate) fn new(
+        rx: WatchReceiver,
+        allowed: impl Fn() -> Result<(), Status> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            rx,
+            allowed: Box::new(allowed),
+            ended: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream")
+            .field("rx", &self.rx)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
 
 impl tokio_stream::Stream for WatchStream {
     type Item = Result<WatchCertificateResponse, Status>;
@@ -60,12 +87,20 @@ impl tokio_stream::Stream for WatchStream {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|r| {
-            r.map(|r| {
-                r.map(rotated)
-                    .map_err(|e| crate::api::status::ApiError::from(e).into())
-            })
-        })
+        if self.ended {
+            return std::task::Poll::Ready(None);
+        }
+        let next = std::task::ready!(self.rx.poll_recv(cx));
+        if next.is_some() {
+            if let Err(refused) = (self.allowed)() {
+                self.ended = true;
+                return std::task::Poll::Ready(Some(Err(refused)));
+            }
+        }
+        std::task::Poll::Ready(next.map(|r| {
+            r.map(rotated)
+                .map_err(|e| crate::api::status::ApiError::from(e).into())
+        }))
     }
 }
 

@@ -135,6 +135,16 @@ pub(crate) struct ServeArgs {
     /// pod's own namespace, else `kuma-system`.
     #[arg(long, value_name = "NS")]
     pub(crate) namespace: Option<String>,
+    /// Namespace of meshca's own Secrets with --store kubernetes (`meshca-bootstrap-tls`,
+    /// `meshca-token-signing-key`), when they belong elsewhere than the mesh secrets of
+    /// --namespace (e.g. meshca's namespace beside Kuma's). Default: --namespace.
+    #[arg(long, value_name = "NS")]
+    pub(crate) own_namespace: Option<String>,
+    /// Use a data directory that is writable by group or others, or owned by another user, even
+    /// though it already holds files (a CA planted there would be adopted). Without it such a
+    /// directory is refused.
+    #[arg(long)]
+    pub(crate) adopt_open_data_dir: bool,
     /// Extra DNS name on the bootstrap server certificate (besides localhost, 127.0.0.1, ::1),
     /// e.g. the Service name `meshca.kuma-system.svc`; repeat it (at most 16).
     #[arg(long, value_name = "DNS")]

@@ -1,6 +1,8 @@
 //! The service's own credentials: a bootstrap CA in the data directory, a server certificate for
-//! localhost, and an admin client certificate the CLI uses by default. Created once, on the first
-//! `serve`; keys are 0600.
+//! localhost, and an admin client certificate the CLI uses by default. The CA is created once, on
+//! the first `serve`; keys are 0600. The admin certificate is short-lived ([`ADMIN_LIFETIME`]): made
+//! again at every start and by the running server once a third of its life has passed
+//! ([`keep_admin_fresh`]), so a copy that leaks stops working within a day.
 //!
 //! Several issuers may start at once on one data directory: everything here runs under an
 //! exclusive lock on `DATA_DIR/tls.lock`, and the first set is made in a temporary directory that
@@ -17,7 +19,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -31,6 +33,28 @@ use crate::error::{AppError, Context};
 
 /// The common name of the bootstrap admin client certificate; it may do everything.
 pub(crate) const ADMIN_CN: &str = "meshca-admin";
+
+/// Lifetime of the bootstrap admin client certificate. It cannot be revoked: it expires.
+pub(crate) const ADMIN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The running server makes the admin certificate again when less than this is left (after
+/// 8 of its 24 hours), so a CLI reading it from the data directory always finds hours of validity.
+const ADMIN_RENEW_BELOW: Duration = Duration::from_secs(16 * 3600);
+
+/// How often the running server looks at the admin certificate.
+const ADMIN_CHECK_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Lifetime of the bootstrap server certificate (re-made at a start within a day of its end).
+const SERVER_LIFETIME: Duration = Duration::from_secs(365 * 86400);
+
+/// Which leaves [`BootstrapPaths::renew_leaves`] looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Renew {
+    /// At a start: the server certificate when needed, the admin certificate always.
+    AtStart,
+    /// While serving: the admin certificate when it is due.
+    AdminIfDue,
+}
 
 /// Where the bootstrap credentials live under a data directory.
 #[derive(Clone, Debug)]
@@ -142,10 +166,10 @@ impl BootstrapPaths {
     /// [`ensure`](Self::ensure) with the CA pair given (from a shared store) instead of made
     /// here. A data directory holding another CA is refused, never overwritten.
     pub(crate) fn ensure_seeded(&self, ca: &CaPem) -> Result<CertificateDer<'static>, AppError> {
-        self.ensure_with(Some(ca))
+        self.ensure_with(Some(Seed::Ca(ca)))
     }
 
-    fn ensure_with(&self, seed: Option<&CaPem>) -> Result<CertificateDer<'static>, AppError> {
+    fn ensure_with(&self, seed: Option<Seed<'_>>) -> Result<CertificateDer<'static>, AppError> {
         let parent = self.dir.parent().unwrap_or(Path::new("."));
         create_private_dir(parent)?;
         let lock_path = parent.join("tls.lock");
@@ -158,9 +182,19 @@ impl BootstrapPaths {
             .ctx(|| format!("cannot open {}", lock_path.display()))?;
         lock.lock()
             .ctx(|| format!("cannot lock {}", lock_path.display()))?;
-        let result = self.ensure_locked(parent, seed);
+        let result = match seed {
+            Some(Seed::Ca(ca)) => self.ensure_locked(parent, Some(ca)),
+            None => self.ensure_locked(parent, None),
+            Some(Seed::AdminOnly) => self.renew_leaves(Renew::AdminIfDue),
+        };
         let _ = lock.unlock();
         result
+    }
+
+    /// Makes the admin certificate again if it is due (less than 16 of its 24 hours left,
+    /// missing, or not matching the CA or its key), under the data directory's lock.
+    pub(crate) fn renew_admin(&self) -> Result<(), AppError> {
+        self.ensure_with(Some(Seed::AdminOnly)).map(|_| ())
     }
 
     fn ensure_locked(
@@ -193,7 +227,7 @@ impl BootstrapPaths {
             };
             write_private(&staged.ca_key, ca.key.as_bytes())?;
             write_public(&staged.ca, ca.cert.as_bytes())?;
-            staged.renew_leaves()?;
+            staged.renew_leaves(Renew::AtStart)?;
             fs::File::open(&tmp)
                 .and_then(|d| d.sync_all())
                 .ctx(|| format!("cannot sync {}", tmp.display()))?;
@@ -213,7 +247,7 @@ impl BootstrapPaths {
                 )));
             }
         }
-        self.renew_leaves()
+        self.renew_leaves(Renew::AtStart)
     }
 
     /// Paths as [`new`](Self::new) makes them, but directly in `dir`.
@@ -229,10 +263,10 @@ impl BootstrapPaths {
         p
     }
 
-    /// Checks the CA pair (refusing a mismatch) and re-makes the server and admin certificates
-    /// when they are missing, expire within a day, are not signed by the CA or do not match
-    /// their keys.
-    fn renew_leaves(&self) -> Result<CertificateDer<'static>, AppError> {
+    /// Checks the CA pair (refusing a mismatch) and re-makes the server certificate when it is
+    /// missing, expires within a day, is not signed by the CA or does not match its key; the
+    /// admin certificate always at a start, else when it is due.
+    fn renew_leaves(&self, what: Renew) -> Result<CertificateDer<'static>, AppError> {
         let ca_pem = fs::read_to_string(&self.ca).ctx(|| {
             format!(
                 "{} cannot be read; the bootstrap CA is incomplete. Restore it, or remove {} to make a new bootstrap CA (every client certificate it signed stops working)",
@@ -267,8 +301,11 @@ impl BootstrapPaths {
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
             .ctx(|| format!("{} is not a usable CA", self.ca.display()))?;
 
-        let server_problem = leaf_problem(&self.server, &self.server_key, &ca_cert)
-            .or_else(|| lacks_names(&self.server, &self.server_names));
+        let server_problem = match what {
+            Renew::AtStart => leaf_problem(&self.server, &self.server_key, &ca_cert, DAY)
+                .or_else(|| lacks_names(&self.server, &self.server_names)),
+            Renew::AdminIfDue => None,
+        };
         if let Some(why) = server_problem {
             if self.server.exists() {
                 tracing::warn!(cert = %self.server.display(), reason = why, "re-making the server certificate");
@@ -288,16 +325,30 @@ impl BootstrapPaths {
                 ));
             }
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            self.leaf(params, &issuer, &self.server, &self.server_key)?;
+            self.leaf(
+                params,
+                &issuer,
+                (&self.server, &self.server_key),
+                SERVER_LIFETIME,
+            )?;
         }
-        if let Some(why) = leaf_problem(&self.admin, &self.admin_key, &ca_cert) {
-            if self.admin.exists() {
-                tracing::warn!(cert = %self.admin.display(), reason = why, "re-making the admin client certificate");
+        let admin_problem = match what {
+            Renew::AtStart => Some("made at every start"),
+            Renew::AdminIfDue => {
+                leaf_problem(&self.admin, &self.admin_key, &ca_cert, ADMIN_RENEW_BELOW)
             }
+        };
+        if let Some(why) = admin_problem {
+            tracing::info!(cert = %self.admin.display(), reason = why, valid_for = ?ADMIN_LIFETIME, "making the admin client certificate");
             let mut params = CertificateParams::default();
             params.distinguished_name = dn(ADMIN_CN);
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            self.leaf(params, &issuer, &self.admin, &self.admin_key)?;
+            self.leaf(
+                params,
+                &issuer,
+                (&self.admin, &self.admin_key),
+                ADMIN_LIFETIME,
+            )?;
         }
         Ok(CertificateDer::from(ca_der.to_vec()))
     }
@@ -306,20 +357,52 @@ impl BootstrapPaths {
         &self,
         mut params: CertificateParams,
         issuer: &Issuer<'_, KeyPair>,
-        cert_path: &Path,
-        key_path: &Path,
+        (cert_path, key_path): (&Path, &Path),
+        life: Duration,
     ) -> Result<(), AppError> {
         let key = KeyPair::generate().ctx(|| "cannot generate a key".into())?;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(ca_core::x509::random_serial());
-        validity(&mut params, Duration::from_secs(365 * 86400));
+        validity(&mut params, life);
         let cert = params
             .signed_by(&key, issuer)
             .ctx(|| format!("cannot sign {}", cert_path.display()))?;
         write_private(key_path, key.serialize_pem().as_bytes())?;
         write_public(cert_path, cert.pem().as_bytes())
+    }
+}
+
+/// What [`BootstrapPaths::ensure_with`] does under the lock besides the default (make or check
+/// the whole set with a CA of its own).
+#[derive(Clone, Copy, Debug)]
+enum Seed<'a> {
+    /// Make or check the set with this CA (from the shared store).
+    Ca(&'a CaPem),
+    /// Only renew the admin certificate if it is due.
+    AdminOnly,
+}
+
+const DAY: Duration = Duration::from_secs(86400);
+
+/// Keeps the admin client certificate in the data directory fresh while the server runs: every
+/// ten minutes it is made again if less than 16 of its 24 hours are left. Older copies are not
+/// revoked; they expire.
+pub(crate) async fn keep_admin_fresh(paths: BootstrapPaths) {
+    let mut tick = tokio::time::interval(ADMIN_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let p = paths.clone();
+        match tokio::task::spawn_blocking(move || p.renew_admin()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e.0, "cannot renew the admin client certificate; will try again")
+            }
+            Err(_) => tracing::warn!("the admin certificate renewal stopped; will try again"),
+        }
     }
 }
 
@@ -335,11 +418,13 @@ fn validity(params: &mut CertificateParams, life: Duration) {
     params.not_after = (now + life).into();
 }
 
-/// Why a leaf must be made again, or `None` when it is fine.
+/// Why a leaf must be made again, or `None` when it is fine: missing, not signed by `ca`, not
+/// matching its key, or with less than `renew_below` left.
 fn leaf_problem(
     cert: &Path,
     key: &Path,
     ca: &x509_parser::certificate::X509Certificate<'_>,
+    renew_below: Duration,
 ) -> Option<&'static str> {
     let Ok(pem) = fs::read(cert) else {
         return Some("missing");
@@ -365,7 +450,8 @@ fn leaf_problem(
     }
     let left =
         c.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
-    (left < 86400).then_some("expires within a day")
+    let below = i64::try_from(renew_below.as_secs()).unwrap_or(i64::MAX);
+    (left < below).then_some("expires soon")
 }
 
 /// `Some` when the certificate at `cert` lacks one of the DNS names in `wanted`.
@@ -398,6 +484,59 @@ fn lacks_names(cert: &Path, wanted: &[String]) -> Option<&'static str> {
         .iter()
         .any(|w| !have.contains(w))
         .then_some("lacks a --server-name")
+}
+
+/// Refuses a data directory someone else could have filled before meshca first ran: `dir`, or
+/// its `tls/`, `secrets/` or `tokens/`, writable by group or others or owned by another user,
+/// with anything in it. A CA found there would be adopted as meshca's own, and whoever planted
+/// it could sign admin certificates. An empty open directory of ours is made 0700 and used.
+/// `adopt` (`--adopt-open-data-dir`) takes such a directory as it is, with a warning.
+pub(crate) fn check_data_dir(dir: &Path, adopt: bool) -> Result<(), AppError> {
+    let me = rustix::process::geteuid().as_raw();
+    for d in [
+        dir.to_owned(),
+        dir.join("tls"),
+        dir.join("secrets"),
+        dir.join("tokens"),
+    ] {
+        let Ok(meta) = fs::metadata(&d) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        let open = mode & 0o022 != 0;
+        let foreign = meta.uid() != me;
+        if !open && !foreign {
+            continue;
+        }
+        let why = if foreign {
+            format!("is owned by uid {}, not meshca's uid {me}", meta.uid())
+        } else {
+            format!("is writable by group or others (mode {:o})", mode & 0o777)
+        };
+        let is_empty = |d: &Path| fs::read_dir(d).is_ok_and(|mut e| e.next().is_none());
+        if !foreign && is_empty(&d) {
+            // Ours and empty: close it, then look again, so nothing slips in between.
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
+                .ctx(|| format!("cannot restrict {}", d.display()))?;
+            if is_empty(&d) {
+                tracing::warn!(dir = %d.display(), "directory {why} but empty; made it 0700");
+                continue;
+            }
+        }
+        if adopt {
+            tracing::warn!(dir = %d.display(), "directory {why} and holds files; using it as it is because of --adopt-open-data-dir");
+            if !foreign {
+                fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
+                    .ctx(|| format!("cannot restrict {}", d.display()))?;
+            }
+            continue;
+        }
+        return Err(AppError(format!(
+            "data directory {} {why} and already holds files: someone else may have put a CA or keys there, and meshca would adopt them as its own. Check what is in it (tls/ca.pem, secrets/), then make it yours and private (chown to uid {me}, chmod 700), remove it to start afresh, or pass --adopt-open-data-dir to use it as it is",
+            d.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Creates `dir` (and its parents) readable by the owner only; an existing directory that others
@@ -525,10 +664,13 @@ mod tests {
         let ca_der = ca_core::x509::parse_pem_certs(&ca).unwrap();
         let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der[0]).unwrap();
         assert_eq!(
-            leaf_problem(&paths.server, &paths.server_key, &ca_cert),
+            leaf_problem(&paths.server, &paths.server_key, &ca_cert, DAY),
             None
         );
-        assert_eq!(leaf_problem(&paths.admin, &paths.admin_key, &ca_cert), None);
+        assert_eq!(
+            leaf_problem(&paths.admin, &paths.admin_key, &ca_cert, DAY),
+            None
+        );
         assert_eq!(fs::read(&paths.ca).unwrap(), ca, "CA is kept");
         // A CA key that does not match the CA certificate: refused, never replaced.
         fs::copy(&other_paths.ca_key, &paths.ca_key).unwrap();
@@ -539,6 +681,96 @@ mod tests {
         fs::remove_file(&paths.ca).unwrap();
         let err = paths.ensure().unwrap_err().to_string();
         assert!(err.contains("the bootstrap CA is incomplete"), "{err}");
+    }
+
+    fn admin_life(paths: &BootstrapPaths) -> (i64, String) {
+        let der = ca_core::x509::parse_pem_certs(&fs::read(&paths.admin).unwrap()).unwrap();
+        let (_, c) = x509_parser::parse_x509_certificate(&der[0]).unwrap();
+        let v = c.validity();
+        (
+            v.not_after.timestamp() - v.not_before.timestamp(),
+            c.raw_serial_as_string(),
+        )
+    }
+
+    #[test]
+    fn the_admin_certificate_is_short_lived_and_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = BootstrapPaths::new(dir.path());
+        paths.ensure().unwrap();
+        let (life, first) = admin_life(&paths);
+        // 24 h plus the minute of clock skew allowed before now.
+        assert_eq!(life, 24 * 3600 + 60);
+        // Not due yet: kept.
+        paths.renew_admin().unwrap();
+        assert_eq!(admin_life(&paths).1, first);
+        // Every start makes a new one.
+        paths.ensure().unwrap();
+        let (_, second) = admin_life(&paths);
+        assert_ne!(second, first);
+        // One with less than 16 hours left is made again by the running server.
+        let ca_pem = fs::read_to_string(&paths.ca).unwrap();
+        let ca_key = KeyPair::from_pem(&fs::read_to_string(&paths.ca_key).unwrap()).unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(ADMIN_CN);
+        paths
+            .leaf(
+                params,
+                &issuer,
+                (&paths.admin, &paths.admin_key),
+                Duration::from_secs(15 * 3600),
+            )
+            .unwrap();
+        let (_, short) = admin_life(&paths);
+        paths.renew_admin().unwrap();
+        let (life, renewed) = admin_life(&paths);
+        assert_ne!(renewed, short);
+        assert_eq!(life, 24 * 3600 + 60);
+    }
+
+    #[test]
+    fn an_open_data_dir_with_files_is_refused_unless_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // Someone made it 0777 and planted a CA in it.
+        fs::create_dir(&data).unwrap();
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).unwrap();
+        BootstrapPaths::new(&data).ensure().unwrap();
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_data_dir(&data, false).unwrap_err().0;
+        assert!(
+            err.contains("writable by group or others (mode 777)"),
+            "{err}"
+        );
+        assert!(err.contains("--adopt-open-data-dir"), "{err}");
+        assert_eq!(
+            fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+            0o777
+        );
+        // tls/ open inside a private data directory: refused too.
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(data.join("tls"), fs::Permissions::from_mode(0o775)).unwrap();
+        let err = check_data_dir(&data, false).unwrap_err().0;
+        assert!(err.contains("tls"), "{err}");
+        // The explicit flag adopts it, and closes it.
+        check_data_dir(&data, true).unwrap();
+        assert_eq!(
+            fs::metadata(data.join("tls")).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        check_data_dir(&data, false).unwrap();
+        // An empty open directory is just closed.
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        fs::set_permissions(&empty, fs::Permissions::from_mode(0o777)).unwrap();
+        check_data_dir(&empty, false).unwrap();
+        assert_eq!(
+            fs::metadata(&empty).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // Nothing there yet: fine.
+        check_data_dir(&dir.path().join("absent"), false).unwrap();
     }
 
     #[test]
@@ -561,7 +793,7 @@ mod tests {
             assert!(cas.windows(2).all(|w| w[0] == w[1]));
             let (_, ca_cert) = x509_parser::parse_x509_certificate(&cas[0]).unwrap();
             assert_eq!(
-                leaf_problem(&paths.server, &paths.server_key, &ca_cert),
+                leaf_problem(&paths.server, &paths.server_key, &ca_cert, DAY),
                 None
             );
         }

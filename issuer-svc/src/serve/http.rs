@@ -36,6 +36,7 @@ pub(crate) struct Metrics {
     watched: AtomicI64,
     earliest_expiry: Mutex<BTreeMap<String, i64>>,
     reloads: Mutex<BTreeMap<&'static str, u64>>,
+    authz_reloads: Mutex<BTreeMap<&'static str, u64>>,
     health: Mutex<BTreeMap<(String, String), bool>>,
     /// Set once the first config is loaded and the gRPC server listens.
     pub(crate) ready: AtomicBool,
@@ -72,6 +73,12 @@ impl Metrics {
     /// `result` is `applied` or `refused`.
     pub(crate) fn config_reload(&self, result: &'static str) {
         *lock(&self.reloads).entry(result).or_default() += 1;
+    }
+
+    /// The `--authz` file was reloaded (`applied`) or refused (`refused`, the previous policy
+    /// stays).
+    pub(crate) fn authz_reload(&self, result: &'static str) {
+        *lock(&self.authz_reloads).entry(result).or_default() += 1;
     }
 
     fn render(&self, guard: &Guard) -> String {
@@ -161,6 +168,10 @@ impl Metrics {
                 out,
                 "meshca_config_reloads_total{{result=\"{result}\"}} {n}"
             );
+        }
+        out.push_str("# HELP meshca_authz_reloads_total Changes of the --authz file applied or refused.\n# TYPE meshca_authz_reloads_total counter\n");
+        for (result, n) in lock(&self.authz_reloads).iter() {
+            let _ = writeln!(out, "meshca_authz_reloads_total{{result=\"{result}\"}} {n}");
         }
         out
     }

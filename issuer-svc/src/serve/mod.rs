@@ -13,7 +13,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use store_kubernetes::KubernetesSecretStore;
 use tokio::net::TcpListener;
 
-use crate::api::authz::{OperatorRoots, Policy};
+use crate::api::authz::{AuthzSource, OperatorRoots, Policy, SharedPolicy};
 use crate::api::service::IssuerService;
 use crate::api::token::{KeyHome, Tokens};
 use crate::cli::{ServeArgs, StoreKind};
@@ -21,7 +21,9 @@ use crate::error::{AppError, Context};
 use crate::limits::{MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE};
 use crate::proto::issuer_server::IssuerServer;
 use crate::reload::{ConfigSource, Reloader};
-use crate::serve::bootstrap::{create_private_dir, warn_open_keys, BootstrapPaths, CaPem};
+use crate::serve::bootstrap::{
+    check_data_dir, create_private_dir, keep_admin_fresh, warn_open_keys, BootstrapPaths, CaPem,
+};
 use crate::serve::http::Metrics;
 use crate::serve::tls::{provider, read_certs, read_key};
 use meshca::{Limits, Manager, Registry, RotationPolicy};
@@ -92,6 +94,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
             &checked.client_cas,
             checked.own_tls,
         )?;
+        tokio::spawn(keep_admin_fresh(paths.clone()));
         (Some(roots), policy, Some(chain_key))
     };
     if reloader.reload().await > 0 {
@@ -117,6 +120,18 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         (Some((chain, key)), Some(roots)) => Some(tls::server(&manager, roots, chain, key)?),
         _ => None,
     };
+    let policy = SharedPolicy::new(policy);
+    if let (Some(path), Some(roots)) = (&a.authz, &operator_roots) {
+        let source = AuthzSource {
+            path: path.clone(),
+            bootstrap: roots.ids().first().cloned(),
+            anchors: roots.ids().to_vec(),
+        };
+        let counted = metrics.clone();
+        tokio::spawn(policy.clone().follow(source, a.reload_interval, move |r| {
+            counted.authz_reload(r);
+        }));
+    }
     let service = IssuerService {
         manager: manager.clone(),
         scheduler,
@@ -204,6 +219,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
 async fn open_store(
     a: &ServeArgs,
 ) -> Result<(Arc<dyn SecretStore>, Option<Arc<KubernetesSecretStore>>), AppError> {
+    check_data_dir(&a.data_dir, a.adopt_open_data_dir)?;
     let opened: (Arc<dyn SecretStore>, _) = match a.store {
         StoreKind::File => {
             create_private_dir(&a.data_dir)?;
@@ -221,13 +237,17 @@ async fn open_store(
                 AppError(format!("--store kubernetes: {}", ca_core::error_chain(&e)))
             };
             let store = Arc::new(KubernetesSecretStore::connect(&ns).await.map_err(failed)?);
-            store
-                .get_global(&bootstrap_secret_name()?)
+            // meshca's own Secrets (bootstrap TLS CA, token signing key) may live apart.
+            let own = match a.own_namespace.as_ref().filter(|o| **o != ns) {
+                Some(own) => Arc::new(KubernetesSecretStore::connect(own).await.map_err(failed)?),
+                None => store.clone(),
+            };
+            own.get_global(&bootstrap_secret_name()?)
                 .await
                 .map_err(failed)?;
-            tracing::info!(namespace = %ns, "secrets in Kubernetes");
+            tracing::info!(namespace = %ns, own_namespace = %own.namespace(), "secrets in Kubernetes");
             create_private_dir(&a.data_dir)?;
-            (store.clone() as Arc<dyn SecretStore>, Some(store))
+            (store as Arc<dyn SecretStore>, Some(own))
         }
     };
     warn_open_keys(&a.data_dir);
@@ -242,13 +262,23 @@ fn check(a: &ServeArgs) -> Result<Checked, AppError> {
             "--namespace applies to --store kubernetes only".into(),
         ));
     }
-    if let Some(ns) = a
-        .namespace
-        .as_ref()
-        .filter(|n| !ca_core::is_namespace_name(n))
-    {
+    if a.own_namespace.is_some() && a.store != StoreKind::Kubernetes {
+        return Err(AppError(
+            "--own-namespace applies to --store kubernetes only".into(),
+        ));
+    }
+    if let Some((flag, ns)) = [
+        ("--namespace", &a.namespace),
+        ("--own-namespace", &a.own_namespace),
+    ]
+    .into_iter()
+    .find_map(|(f, n)| {
+        n.as_ref()
+            .filter(|n| !ca_core::is_namespace_name(n))
+            .map(|n| (f, n))
+    }) {
         return Err(AppError(format!(
-            "--namespace {ns:?} is not a Kubernetes namespace name (a DNS-1123 label: at most 63 lower-case letters, digits and '-')"
+            "{flag} {ns:?} is not a Kubernetes namespace name (a DNS-1123 label: at most 63 lower-case letters, digits and '-')"
         )));
     }
     if a.server_name.len() > MAX_SERVER_NAMES {

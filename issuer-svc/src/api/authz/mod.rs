@@ -29,7 +29,7 @@ mod identify;
 mod policy;
 
 pub(crate) use identify::{uri_sans, CallerCache, OperatorRoots};
-pub(crate) use policy::{AnchorId, Policy};
+pub(crate) use policy::{AnchorId, AuthzSource, Policy, SharedPolicy};
 
 use ca_core::Identity;
 

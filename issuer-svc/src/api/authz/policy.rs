@@ -1,7 +1,9 @@
 //! The `--authz` file: which callers, each named by (CA, name), may act on which meshes.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
@@ -48,7 +50,7 @@ pub(crate) fn anchor_id(ca: &CertificateDer<'_>) -> Result<AnchorId, String> {
 }
 
 /// The allow list, by (anchor, caller name).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Policy {
     pub(super) allowed: BTreeMap<(AnchorId, String), Vec<String>>,
 }
@@ -121,5 +123,131 @@ impl Policy {
             .filter(|(a, _)| !anchors.contains(a))
             .map(|(_, n)| n.clone())
             .collect()
+    }
+}
+
+/// The policy in force: read by every request, replaced whole when the `--authz` file changes
+/// ([`SharedPolicy::follow`]).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SharedPolicy(Arc<RwLock<Arc<Policy>>>);
+
+impl SharedPolicy {
+    pub(crate) fn new(policy: Policy) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(policy))))
+    }
+
+    /// The policy now; a request decides with one policy from start to end.
+    pub(crate) fn current(&self) -> Arc<Policy> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn replace(&self, policy: Policy) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+    }
+
+    /// Reads the `--authz` file again (and the CA files it names) and applies it when the
+    /// result differs from the policy in force. A file that cannot be read or parsed changes
+    /// nothing: the previous policy stays, and the refusal is logged and counted once per
+    /// distinct error. Returns what happened: `Some("applied")`, `Some("refused")` or `None`.
+    pub(crate) fn reload(
+        &self,
+        source: &AuthzSource,
+        last_error: &mut Option<String>,
+    ) -> Option<&'static str> {
+        match Policy::load(&source.path, source.bootstrap.as_ref()) {
+            Ok(policy) => {
+                *last_error = None;
+                if *self.current() == policy {
+                    return None;
+                }
+                for name in policy.unknown_anchors(&source.anchors) {
+                    tracing::warn!(caller = %name, "authz entry names a CA that is neither the bootstrap CA nor a --client-ca; it can never connect");
+                }
+                tracing::info!(file = %source.path.display(), callers = policy.allowed.len(), "authz file reloaded");
+                self.replace(policy);
+                Some("applied")
+            }
+            Err(e) if last_error.as_deref() == Some(e.0.as_str()) => None,
+            Err(e) => {
+                tracing::warn!(file = %source.path.display(), error = %e.0, "authz file refused; the previous policy stays in effect");
+                *last_error = Some(e.0);
+                Some("refused")
+            }
+        }
+    }
+
+    /// Reloads the `--authz` file every `interval` ([`reload`](Self::reload)), reporting each
+    /// outcome to `counted`.
+    pub(crate) async fn follow(
+        self,
+        source: AuthzSource,
+        interval: Duration,
+        counted: impl Fn(&'static str) + Send,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut last_error = None;
+        loop {
+            tick.tick().await;
+            if let Some(result) = self.reload(&source, &mut last_error) {
+                counted(result);
+            }
+        }
+    }
+}
+
+/// Where the `--authz` file is and what its entries are resolved against.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthzSource {
+    pub(crate) path: PathBuf,
+    /// The bootstrap CA's anchor: what an entry without `ca` means.
+    pub(crate) bootstrap: Option<AnchorId>,
+    /// Every anchor the server trusts (for the warning about entries that can never connect).
+    pub(crate) anchors: Vec<AnchorId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_applies_changes_and_keeps_the_policy_on_a_broken_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("authz.yaml");
+        let anchor = "a".repeat(64);
+        let source = AuthzSource {
+            path: path.clone(),
+            bootstrap: Some(anchor.clone()),
+            anchors: vec![anchor.clone()],
+        };
+        let op = |n: &str| OperatorId {
+            anchor: anchor.clone(),
+            name: n.into(),
+        };
+        std::fs::write(&path, "callers:\n  - id: zone\n    meshes: [default]\n").unwrap();
+        let shared = SharedPolicy::new(Policy::load(&path, Some(&anchor)).unwrap());
+        let mut last = None;
+        assert_eq!(shared.reload(&source, &mut last), None, "unchanged");
+        assert!(shared.current().allows(&op("zone"), "default"));
+
+        std::fs::write(&path, "callers:\n  - id: other\n    meshes: [default]\n").unwrap();
+        assert_eq!(shared.reload(&source, &mut last), Some("applied"));
+        assert!(!shared.current().allows(&op("zone"), "default"));
+        assert!(shared.current().allows(&op("other"), "default"));
+
+        std::fs::write(&path, "callers: [{id: x, mehses: []}]\n").unwrap();
+        assert_eq!(shared.reload(&source, &mut last), Some("refused"));
+        assert_eq!(shared.reload(&source, &mut last), None, "refused once");
+        assert!(shared.current().allows(&op("other"), "default"));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(shared.reload(&source, &mut last), Some("refused"));
+        assert!(shared.current().allows(&op("other"), "default"));
     }
 }
