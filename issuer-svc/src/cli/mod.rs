@@ -6,6 +6,7 @@ mod client;
 pub(crate) mod inspect;
 mod local;
 mod token;
+mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -214,8 +215,8 @@ struct IssueArgs {
     /// Client key (default DATA_DIR/tls/admin-key.pem).
     #[arg(long, requires = "client_cert")]
     client_key: Option<PathBuf>,
-    /// Talk to a server started with --insecure-plaintext.
-    #[arg(long)]
+    /// Talk to a server started with --insecure-plaintext (loopback addresses only).
+    #[arg(long, conflicts_with_all = ["ca_cert", "client_cert", "client_key"])]
     plaintext: bool,
 }
 
