@@ -409,11 +409,7 @@ impl Sinks {
         let v = self
             .expected
             .check(c, held.as_ref(), SystemTime::now())
-            .map_err(|e| {
-                AppError(format!(
-                    "refused the issuer's answer, nothing written: {e}"
-                ))
-            })?;
+            .map_err(|e| AppError(format!("refused the issuer's answer, nothing written: {e}")))?;
         self.write(&v).await?;
         *self
             .held

@@ -264,7 +264,11 @@ mod tests {
         );
         assert!(server_endpoint("https://issuer.example:5680", true).is_ok());
         // Plaintext: loopback only, never https://.
-        for server in ["127.0.0.1:5680", "http://[::1]:5680", "http://localhost:5680"] {
+        for server in [
+            "127.0.0.1:5680",
+            "http://[::1]:5680",
+            "http://localhost:5680",
+        ] {
             assert!(server_endpoint(server, false).is_ok(), "{server}");
         }
         for server in ["10.0.0.1:5680", "http://issuer.example:5680"] {

@@ -92,8 +92,9 @@ enum Command {
     ///
     /// Generates the key locally, asks the issuer with a CSR, holds a WatchCertificate stream and
     /// writes OUT_DIR/cert.pem, key.pem (0600) and bundle.pem atomically on every rotation and CA
-    /// change, then runs --on-change. Reconnects with backoff; never writes an expired
-    /// certificate. --once writes one and exits.
+    /// change, then runs --on-change. Every answer is checked first (the agent's key, exactly its
+    /// SANs, its own dates, a chain to a bundle that keeps a root already trusted); a refused one
+    /// is written nowhere. Reconnects with backoff. --once writes one and exits.
     Agent(agent::AgentArgs),
     /// Bootstrap tokens: one identity's first certificate without an operator key.
     Token(token::TokenArgs),

@@ -231,8 +231,7 @@ fn difference(want: &[String], got: &[&str]) -> (Vec<String>, Vec<String>) {
 }
 
 fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| secs(d))
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, secs)
 }
 
 fn secs(d: Duration) -> i64 {
@@ -267,7 +266,11 @@ mod tests {
     }
 
     fn web() -> Identity {
-        Identity::new(MeshName::new("default").unwrap(), [("kuma.io/service", "web")]).unwrap()
+        Identity::new(
+            MeshName::new("default").unwrap(),
+            [("kuma.io/service", "web")],
+        )
+        .unwrap()
     }
 
     /// A leaf for `spki_key` with `sans`, valid from `from` to `until` (seconds from now).
@@ -343,7 +346,10 @@ mod tests {
         assert_eq!(der(&v.bundle_pem), der(&ca1.cert.pem()));
         assert_eq!(v.spiffe_id, "spiffe://default/web");
         assert_ne!(v.serial, "forged");
-        assert!(v.not_after < unix(SystemTime::now()) + 3700, "dates come from the leaf");
+        assert!(
+            v.not_after < unix(SystemTime::now()) + 3700,
+            "dates come from the leaf"
+        );
         // A leaf without extended key usage is good for both directions too; one issued a few
         // seconds ahead of our clock as well.
         let chain = leaf(&ca1, &a.key, &web_sans(), 20, 3600, vec![]);
@@ -361,7 +367,10 @@ mod tests {
 
         let db = vec![SanType::URI("spiffe://default/db".try_into().unwrap())];
         let e = refusal(check(leaf(&ca1, &a.key, &db, -10, 3600, both())));
-        assert!(e.contains("spiffe://default/db that was not requested"), "{e}");
+        assert!(
+            e.contains("spiffe://default/db that was not requested"),
+            "{e}"
+        );
 
         let other = KeyPair::generate().unwrap();
         let e = refusal(check(leaf(&ca1, &other, &web_sans(), -10, 3600, both())));
@@ -383,7 +392,14 @@ mod tests {
         assert!(e.contains("not valid yet"), "{e}");
 
         let server_only = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let e = refusal(check(leaf(&ca1, &a.key, &web_sans(), -10, 3600, server_only)));
+        let e = refusal(check(leaf(
+            &ca1,
+            &a.key,
+            &web_sans(),
+            -10,
+            3600,
+            server_only,
+        )));
         assert!(e.contains("does not chain"), "{e}");
 
         for empty in ["", "not pem"] {
@@ -425,7 +441,10 @@ mod tests {
             )
             .unwrap();
         // An attacker's CA with its own bundle: refused, however well-formed the leaf.
-        let attack = answer(leaf(&evil, &a.key, &web_sans(), -10, 3600, both()), &[&evil]);
+        let attack = answer(
+            leaf(&evil, &a.key, &web_sans(), -10, 3600, both()),
+            &[&evil],
+        );
         let e = refusal(a.expected.check(&attack, Some(&first.bundle), now));
         assert!(e.contains("shares no root"), "{e}");
         // A leaf of the attacker presented with our bundle does not chain.
@@ -445,9 +464,7 @@ mod tests {
             )
             .unwrap();
         let after = answer(leaf(&ca2, &a.key, &web_sans(), -10, 3600, both()), &[&ca2]);
-        a.expected
-            .check(&after, Some(&during.bundle), now)
-            .unwrap();
+        a.expected.check(&after, Some(&during.bundle), now).unwrap();
         // ... but skipping the overlap is not a switch the agent can follow.
         let e = refusal(a.expected.check(&after, Some(&first.bundle), now));
         assert!(e.contains("shares no root"), "{e}");
