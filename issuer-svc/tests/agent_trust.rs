@@ -654,3 +654,39 @@ async fn http_with_credentials_is_refused_before_any_connection() {
         "a plaintext run with a token connected"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_to_a_loopback_issuer_is_an_explicit_flag() {
+    let server =
+        tokio::task::spawn_blocking(|| common::Server::start(&[], &["--insecure-plaintext"]))
+            .await
+            .unwrap();
+    let out = server.dir.path().join("certs");
+    let run = |server_arg: String, plaintext: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["agent", "--once", "--server", &server_arg])
+            .args(["--data-dir", "/nonexistent/meshca-agent"])
+            .args(["--tag", "kuma.io/service=web", "--out-dir"])
+            .arg(&out);
+        if plaintext {
+            cmd.arg("--plaintext");
+        }
+        cmd.output().unwrap()
+    };
+    // http:// without the flag: refused (the agent would otherwise send its credentials).
+    let o = tokio::task::block_in_place(|| run(format!("http://{}", server.grpc), false));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("refusing plaintext http://"),
+        "{err}"
+    );
+    // With it: the certificate is checked and written like any other.
+    let o = tokio::task::block_in_place(|| run(server.grpc.clone(), true));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    openssl_verify(
+        server.dir.path(),
+        &std::fs::read_to_string(out.join("cert.pem")).unwrap(),
+        &std::fs::read_to_string(out.join("bundle.pem")).unwrap(),
+    );
+}
