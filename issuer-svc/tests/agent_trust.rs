@@ -690,3 +690,27 @@ async fn plaintext_to_a_loopback_issuer_is_an_explicit_flag() {
         &std::fs::read_to_string(out.join("bundle.pem")).unwrap(),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_dns_names_are_accepted_only_when_declared() {
+    let ca = Ca::new("mesh CA");
+    let fake = Fake::start(move |call| {
+        let mut sans = call.sans();
+        sans.push(SanType::DnsName("web.mesh.local".try_into().unwrap()));
+        vec![IssuedCertificate {
+            cert_chain_pem: ca.leaf(&call.csr.public_key, &sans, -60, 3600),
+            ..honest(call, &ca)
+        }]
+    })
+    .await;
+    let o = fake.run_once().await;
+    fake.assert_refused_clean(&o, "DNS:web.mesh.local that was not requested");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--dns-name"));
+    let mut cmd = fake.agent(&["--once", "--dns-name", "web.mesh.local"]);
+    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(fake.out().join("cert.pem").exists());
+    assert_eq!(fake.on_change_runs(), 1);
+}

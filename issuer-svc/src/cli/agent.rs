@@ -23,14 +23,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use ca_core::{ChainUsage, Identity, KeyType, MeshName, PrivateKey, TrustBundle};
+use ca_core::{ChainUsage, Identity, IssuedProblem, KeyType, MeshName, PrivateKey, TrustBundle};
 use clap::Args;
 use tonic::Code;
 
 use super::client::{
     connect, refused, server_endpoint, with_token, ClientIdentity, ClientTls, ConnArgs,
 };
-use super::trust::{read_held_bundle, Expected, Verified};
+use super::trust::{read_held_bundle, Expected, Refusal, Verified};
 use crate::error::AppError;
 use crate::proto::{IssueCertificateRequest, IssuedCertificate};
 use crate::serve::bootstrap::{create_private_dir, write_private, write_public};
@@ -409,7 +409,19 @@ impl Sinks {
         let v = self
             .expected
             .check(c, held.as_ref(), SystemTime::now())
-            .map_err(|e| AppError(format!("refused the issuer's answer, nothing written: {e}")))?;
+            .map_err(|e| {
+                let hint = match &e {
+                    Refusal::Certificate(IssuedProblem::WrongDnsSans { extra, .. })
+                        if !extra.is_empty() =>
+                    {
+                        " (if the mesh's backend sets dnsNames, pass each with --dns-name)"
+                    }
+                    _ => "",
+                };
+                AppError(format!(
+                    "refused the issuer's answer, nothing written: {e}{hint}"
+                ))
+            })?;
         self.write(&v).await?;
         *self
             .held
