@@ -418,9 +418,17 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Reads a token file: trimmed, at most [`MAX_TOKEN_BYTES`].
+/// Reads a token file: trimmed, at most [`MAX_TOKEN_BYTES`]. A file that other users may read
+/// (group or other permission bits) is reported: the token is a secret.
 pub(crate) fn read_token_file(path: &std::path::Path) -> Result<String, AppError> {
+    use std::os::unix::fs::PermissionsExt as _;
     let bytes = crate::limits::read_file(path, "token file")?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(file = %path.display(), mode = format!("{mode:o}"), "token file is open to other users; chmod 600 it");
+        }
+    }
     if bytes.len() > MAX_TOKEN_BYTES + 2 {
         return Err(AppError(format!(
             "token file {} is longer than {MAX_TOKEN_BYTES} bytes",

@@ -3,10 +3,16 @@
 //! The key is generated here (P-256) and never leaves this process but into `key.pem`; the
 //! issuer gets a CSR. The agent holds a `WatchCertificate` stream and writes every certificate it
 //! pushes (rotation, CA change) to the files sink — `cert.pem` (leaf, then chain), `key.pem`
-//! (0600), `bundle.pem` — each written atomically (temp file, fsync, rename), then runs
-//! `--on-change`. A certificate that is already expired is never written. When the issuer is
-//! away the files keep the current certificate and the agent reconnects with jittered backoff.
-//! `--once` writes one certificate and exits (init containers, cron).
+//! (0600), `bundle.pem`, in a directory created 0700 — each written atomically (temp file,
+//! fsync, rename), then runs `--on-change`. Every answer is checked first ([`super::trust`]): the
+//! leaf is for our key and exactly our identity, valid by its own dates, and chains to a bundle
+//! that keeps a root we already trust; an answer that fails is written nowhere, `--on-change`
+//! does not run, and the error names the reason. When the issuer is away (or refused) the files
+//! keep the current certificate and the agent reconnects with jittered backoff. `--once` writes
+//! one certificate and exits (init containers, cron).
+//!
+//! The issuer is reached over TLS only (`--server http://…` is refused), unless `--plaintext`
+//! names a loopback issuer started with `--insecure-plaintext` (no token then).
 //!
 //! It authenticates with a client certificate (`--client-cert`, default the bootstrap admin's)
 //! or, with `--token-file`, with a bootstrap token for its first certificate only: from then on
@@ -17,14 +23,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use ca_core::{Identity, KeyType, MeshName, PrivateKey};
+use ca_core::{ChainUsage, Identity, IssuedProblem, KeyType, MeshName, PrivateKey, TrustBundle};
 use clap::Args;
 use tonic::Code;
 
-use super::client::{connect, refused, with_token, ClientIdentity, ClientTls, ConnArgs};
-use crate::error::{AppError, Context};
+use super::client::{
+    connect, refused, server_endpoint, with_token, ClientIdentity, ClientTls, ConnArgs,
+};
+use super::trust::{read_held_bundle, Expected, Refusal, Verified};
+use crate::error::AppError;
 use crate::proto::{IssueCertificateRequest, IssuedCertificate};
-use crate::serve::bootstrap::{write_private, write_public};
+use crate::serve::bootstrap::{create_private_dir, write_private, write_public};
 
 /// The longest pause between reconnects.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -40,7 +49,7 @@ pub(crate) struct AgentArgs {
     conn: ConnArgs,
     /// A bootstrap token (`meshca token create`) for the first certificate, instead of a client
     /// certificate; afterwards the agent renews with its own mesh certificate.
-    #[arg(long, value_name = "FILE", conflicts_with = "client_cert")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["client_cert", "plaintext"])]
     token_file: Option<PathBuf>,
     /// The mesh.
     #[arg(long, default_value = "default")]
@@ -48,7 +57,12 @@ pub(crate) struct AgentArgs {
     /// A tag of the identity, KEY=VALUE; repeat it. `kuma.io/service` is required.
     #[arg(long = "tag", value_name = "KEY=VALUE", required = true)]
     tags: Vec<String>,
-    /// Files sink: where cert.pem, key.pem (0600) and bundle.pem are kept.
+    /// A DNS SAN the mesh's backend adds to every certificate (its `dnsNames`); repeat it. A
+    /// certificate whose DNS SANs are not exactly these is refused.
+    #[arg(long = "dns-name", value_name = "DNS")]
+    dns_names: Vec<String>,
+    /// Files sink: where cert.pem, key.pem (0600) and bundle.pem are kept (created 0700). The
+    /// bundle.pem found there at start is the trust the next answer must keep a root of.
     #[arg(long, required_unless_present_any = ["k8s_secret", "aws_cert_secret"])]
     out_dir: Option<PathBuf>,
     /// AWS Secrets Manager sink: the secret holding `{"cert": "<leaf + chain PEM>"}`, as Kong
@@ -104,18 +118,35 @@ impl ReloadSignal {
 }
 
 pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
+    // Before anything touches a credential or the network.
+    server_endpoint(&a.conn.server, !a.conn.plaintext)?;
     let tags = super::parse_tags(&a.tags)?;
     let mesh = MeshName::new(a.mesh.as_str()).map_err(|e| AppError(format!("--mesh: {e}")))?;
     let identity = Identity::new(mesh, tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| AppError(format!("--tag: {e}")))?;
+    // What a certificate must carry: the identity's URI SANs and the backend's DNS names (the
+    // CSR asks for the URI SANs only; the issuer adds the DNS names itself).
+    let expected_identity = if a.dns_names.is_empty() {
+        identity.clone()
+    } else {
+        identity
+            .clone()
+            .with_dns_names(a.dns_names.iter().cloned())
+            .map_err(|e| AppError(format!("--dns-name: {e}")))?
+    };
     let token = match &a.token_file {
         Some(p) => Some(crate::api::token::read_token_file(p)?),
         None => None,
     };
+    // The trust a previous run left: the next bundle must keep one of its roots.
+    let held = a
+        .out_dir
+        .as_ref()
+        .and_then(|dir| read_held_bundle(&dir.join("bundle.pem")));
     // With a token, a files sink that still holds our key and a valid certificate for this
     // identity lets a restarted agent renew without the token.
-    let kept = match (&token, &a.out_dir) {
-        (Some(_), Some(dir)) => kept_credentials(dir, &identity),
+    let kept = match (&token, &a.out_dir, &held) {
+        (Some(_), Some(dir), Some(held)) => kept_credentials(dir, &identity, held),
         _ => None,
     };
     let (key, own) = match kept {
@@ -140,10 +171,10 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
             token,
             ca: a.conn.ca(),
         },
-        None => Auth::Client(a.conn.tls()),
+        None => Auth::Client(a.conn.client_tls()),
     };
     if let Some(dir) = &a.out_dir {
-        std::fs::create_dir_all(dir).ctx(|| format!("cannot create {}", dir.display()))?;
+        create_private_dir(dir)?;
     }
     let k8s = match &a.k8s_secret {
         Some(name) => {
@@ -183,7 +214,9 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
         dir: a.out_dir.clone(),
         k8s,
         aws,
+        expected: Expected::new(&expected_identity, key.spki_der()),
         key,
+        held: Mutex::new(held),
         own: Mutex::new(own),
         on_change: a.on_change.clone(),
         signal: a.signal_pid_file.clone().map(|p| (p, a.signal)),
@@ -193,7 +226,7 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
     if a.once {
         let c = match &auth {
             Auth::Token { token, ca } => issue_with_token(server, ca, token, &request).await?,
-            Auth::Client(tls) => connect(server, Some(tls))
+            Auth::Client(tls) => connect(server, tls.as_ref())
                 .await?
                 .issue_certificate(request)
                 .await
@@ -202,8 +235,8 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
                 .certificate
                 .ok_or_else(|| AppError("the issuer answered without a certificate".into()))?,
         };
-        sink.deliver(&c).await?;
-        println!("meshca agent: wrote {}", describe(&c));
+        let v = sink.deliver(&c).await?;
+        println!("meshca agent: wrote {}", describe(&v));
         return Ok(());
     }
 
@@ -229,8 +262,9 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
 
 /// How the agent authenticates.
 enum Auth {
-    /// A client certificate (an operator's, or a data plane's own from files).
-    Client(ClientTls),
+    /// A client certificate (an operator's, or a data plane's own from files); `None`: plaintext
+    /// to a loopback issuer (`--plaintext`).
+    Client(Option<ClientTls>),
     /// A bootstrap token for the first certificate, then our own certificate.
     Token { token: String, ca: PathBuf },
 }
@@ -273,22 +307,22 @@ async fn watch(
                 None => {
                     // No certificate of our own (yet, or any more): the token gets one.
                     let c = issue_with_token(server, ca, token, request).await?;
-                    sink.deliver(&c).await?;
+                    let v = sink.deliver(&c).await?;
                     *delivered = true;
-                    println!("meshca agent: wrote {} (bootstrap token)", describe(&c));
-                    c.cert_chain_pem
+                    println!("meshca agent: wrote {} (bootstrap token)", describe(&v));
+                    v.chain_pem
                 }
             };
-            ClientTls {
+            Some(ClientTls {
                 ca: ca.clone(),
                 identity: ClientIdentity::Pem {
                     cert: own,
                     key: sink.key.to_pem(),
                 },
-            }
+            })
         }
     };
-    let mut client = connect(server, Some(&tls)).await?;
+    let mut client = connect(server, tls.as_ref()).await?;
     let mut stream = match client.watch_certificate(request.clone()).await {
         Ok(r) => r.into_inner(),
         Err(s) => {
@@ -311,18 +345,19 @@ async fn watch(
         let Some(c) = msg.certificate else {
             continue;
         };
-        sink.deliver(&c).await?;
+        let v = sink.deliver(&c).await?;
         *delivered = true;
-        println!("meshca agent: wrote {} ({})", describe(&c), msg.reason);
+        println!("meshca agent: wrote {} ({})", describe(&v), msg.reason);
     }
 }
 
-fn describe(c: &IssuedCertificate) -> String {
+/// What was written, from the certificate itself (not from the answer's fields).
+fn describe(v: &Verified) -> String {
     format!(
         "{} serial {} valid until {}",
-        c.uri_sans.first().map_or("?", String::as_str),
-        c.serial,
-        super::inspect::fmt_time(c.not_after)
+        v.spiffe_id,
+        v.serial,
+        super::inspect::fmt_time(v.not_after)
     )
 }
 
@@ -332,7 +367,11 @@ struct Sinks {
     dir: Option<PathBuf>,
     k8s: Option<store_kubernetes::TlsSecretSink>,
     aws: Option<meshca_aws::SecretsManagerSink>,
+    /// What an answer must be to be written.
+    expected: Expected,
     key: PrivateKey,
+    /// The trust bundle last written (or left by a previous run): a new one must keep a root.
+    held: Mutex<Option<TrustBundle>>,
     /// The last certificate delivered (leaf + chain PEM) and its expiry, for renewing with it.
     own: Mutex<Option<(String, i64)>>,
     on_change: Option<String>,
@@ -359,31 +398,67 @@ impl Sinks {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
-    /// Writes `c` (never an expired one), the key on first use, then runs `--on-change`.
-    async fn deliver(&self, c: &IssuedCertificate) -> Result<(), AppError> {
-        if c.not_after <= unix_now() {
-            tracing::warn!(serial = %c.serial, "the issuer sent an expired certificate; not writing it");
-            return Ok(());
+    /// Checks `c` ([`Expected::check`]); then writes it, the key on first use, and runs
+    /// `--on-change`. A refused answer is written nowhere and runs nothing.
+    async fn deliver(&self, c: &IssuedCertificate) -> Result<Verified, AppError> {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let v = self
+            .expected
+            .check(c, held.as_ref(), SystemTime::now())
+            .map_err(|e| {
+                let hint = match &e {
+                    Refusal::Certificate(IssuedProblem::WrongDnsSans { extra, .. })
+                        if !extra.is_empty() =>
+                    {
+                        " (if the mesh's backend sets dnsNames, pass each with --dns-name)"
+                    }
+                    _ => "",
+                };
+                AppError(format!(
+                    "refused the issuer's answer, nothing written: {e}{hint}"
+                ))
+            })?;
+        self.write(&v).await?;
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v.bundle.clone());
+        *self
+            .own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((v.chain_pem.clone(), v.not_after));
+        if let Some(cmd) = &self.on_change {
+            run_on_change(cmd, self.dir.as_deref()).await;
         }
-        if !c.private_key_pem.is_empty() {
-            return Err(AppError(
-                "the issuer generated a key although a CSR was sent; refusing it".into(),
-            ));
+        if let Some((pid_file, signal)) = &self.signal {
+            if let Err(e) = send_signal(pid_file, *signal) {
+                tracing::warn!(error = %e, "--signal-pid-file: the proxy was not signalled; the files are in place");
+            }
         }
+        Ok(v)
+    }
+
+    /// Writes a verified certificate to every sink.
+    async fn write(&self, c: &Verified) -> Result<(), AppError> {
         if let Some(dir) = &self.dir {
             // Key first: a proxy reading cert.pem then finds the key that matches it.
             let key_path = dir.join("key.pem");
             if std::fs::read(&key_path).ok().as_deref() != Some(self.key.to_pem().expose()) {
                 write_private(&key_path, self.key.to_pem().expose())?;
             }
-            write_public(&dir.join("bundle.pem"), c.trust_bundle_pem.as_bytes())?;
-            write_public(&dir.join("cert.pem"), c.cert_chain_pem.as_bytes())?;
+            write_public(&dir.join("bundle.pem"), c.bundle_pem.as_bytes())?;
+            write_public(&dir.join("cert.pem"), c.chain_pem.as_bytes())?;
         }
         if let Some(k8s) = &self.k8s {
             k8s.write(
-                c.cert_chain_pem.as_bytes(),
+                c.chain_pem.as_bytes(),
                 self.key.to_pem().expose(),
-                c.trust_bundle_pem.as_bytes(),
+                c.bundle_pem.as_bytes(),
             )
             .await
             .map_err(|e| AppError(ca_core::error_chain(&e)))?;
@@ -392,22 +467,9 @@ impl Sinks {
             let key = std::str::from_utf8(self.key.to_pem().expose())
                 .map_err(|_| AppError("the key PEM is not text".into()))?
                 .to_owned();
-            aws.write(&c.cert_chain_pem, &key)
+            aws.write(&c.chain_pem, &key)
                 .await
                 .map_err(|e| AppError(ca_core::error_chain(&e)))?;
-        }
-        *self
-            .own
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((c.cert_chain_pem.clone(), c.not_after));
-        if let Some(cmd) = &self.on_change {
-            run_on_change(cmd, self.dir.as_deref()).await;
-        }
-        if let Some((pid_file, signal)) = &self.signal {
-            if let Err(e) = send_signal(pid_file, *signal) {
-                tracing::warn!(error = %e, "--signal-pid-file: the proxy was not signalled; the files are in place");
-            }
         }
         Ok(())
     }
@@ -438,19 +500,29 @@ fn unix_now() -> i64 {
 }
 
 /// The key and certificate a previous run left in `dir`, if the certificate is for `identity`,
-/// for that key, and still valid for a while.
-fn kept_credentials(dir: &Path, identity: &Identity) -> Option<(PrivateKey, String, i64)> {
+/// for that key, still valid for a while, and chains to the bundle `held` that run left.
+fn kept_credentials(
+    dir: &Path,
+    identity: &Identity,
+    held: &TrustBundle,
+) -> Option<(PrivateKey, String, i64)> {
     let key = PrivateKey::from_pem(&std::fs::read(dir.join("key.pem")).ok()?).ok()?;
     let chain = String::from_utf8(std::fs::read(dir.join("cert.pem")).ok()?).ok()?;
-    let leaf = ca_core::x509::parse_pem_certs(chain.as_bytes())
-        .ok()?
-        .into_iter()
-        .next()?;
+    let certs = ca_core::x509::parse_pem_certs(chain.as_bytes()).ok()?;
+    let (leaf, intermediates) = certs.split_first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let not_after = cert.validity().not_after.timestamp();
     let fits = cert.public_key().raw == key.spki_der().as_slice()
         && crate::api::authz::uri_sans(&cert) == identity.uri_sans()
-        && not_after > unix_now() + OWN_CERT_MARGIN_SECS;
+        && not_after > unix_now() + OWN_CERT_MARGIN_SECS
+        && held
+            .verify_chain_for(
+                leaf,
+                intermediates,
+                SystemTime::now(),
+                ChainUsage::ClientAndServer,
+            )
+            .is_ok();
     fits.then_some((key, chain, not_after))
 }
 

@@ -31,9 +31,19 @@ pub(crate) struct ConnArgs {
     /// Client key (default DATA_DIR/tls/admin-key.pem).
     #[arg(long, requires = "client_cert")]
     pub(crate) client_key: Option<PathBuf>,
+    /// Talk to an issuer started with --insecure-plaintext: no TLS, so loopback addresses only,
+    /// and no --ca-cert, --client-cert or bootstrap token (nothing secret crosses in cleartext).
+    #[arg(long, conflicts_with_all = ["ca_cert", "client_cert", "client_key"])]
+    pub(crate) plaintext: bool,
 }
 
 impl ConnArgs {
+    /// TLS with the client certificate of the flags (default: the bootstrap admin's); `None` with
+    /// --plaintext.
+    pub(crate) fn client_tls(&self) -> Option<ClientTls> {
+        (!self.plaintext).then(|| self.tls())
+    }
+
     /// TLS with the client certificate of the flags (default: the bootstrap admin's).
     pub(crate) fn tls(&self) -> ClientTls {
         let paths = BootstrapPaths::new(&self.data_dir);
@@ -75,21 +85,13 @@ pub(crate) enum ClientIdentity {
     None,
 }
 
-/// Connects to an issuer; `tls: None` for plaintext.
+/// Connects to an issuer; `tls: None` for plaintext (loopback only, see [`server_endpoint`]).
 pub(crate) async fn connect(
     server: &str,
     tls: Option<&ClientTls>,
 ) -> Result<IssuerClient<Channel>, AppError> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let url = if server.contains("://") {
-        server.to_owned()
-    } else {
-        format!("{scheme}://{server}")
-    };
-    let mut endpoint = Endpoint::from_shared(url.clone())
-        .ctx(|| format!("`{server}` is not a server address (try 127.0.0.1:5680)"))?
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(60));
+    let mut endpoint = server_endpoint(server, tls.is_some())?;
+    let url = endpoint.uri().to_string();
     if let Some(t) = tls {
         let read = |p: &Path| {
             std::fs::read(p).ctx(|| {
@@ -121,6 +123,58 @@ pub(crate) async fn connect(
         ))
     })?;
     Ok(IssuerClient::new(channel))
+}
+
+/// The endpoint for `--server`, before any connection: `https://` (the default without a
+/// scheme) whenever TLS is used; `http://` only for plaintext, and plaintext only to a loopback
+/// address. An `http://` URL with TLS material or a token is refused: tonic would otherwise drop
+/// the TLS configuration and send the credentials in cleartext.
+pub(crate) fn server_endpoint(server: &str, tls: bool) -> Result<Endpoint, AppError> {
+    let url = match server.split_once("://") {
+        None => format!("{}://{server}", if tls { "https" } else { "http" }),
+        Some((scheme, _)) => {
+            match (scheme.to_ascii_lowercase().as_str(), tls) {
+                ("https", true) | ("http", false) => {}
+                ("http", true) => {
+                    return Err(AppError(format!(
+                        "--server {server}: refusing plaintext http:// with TLS credentials or a bootstrap token, \
+                         which would cross the network in cleartext; use https://HOST:PORT or HOST:PORT \
+                         (an issuer started with --insecure-plaintext on loopback is reached with --plaintext)"
+                    )))
+                }
+                ("https", false) => {
+                    return Err(AppError(format!(
+                        "--server {server}: https:// and --plaintext contradict each other; drop one"
+                    )))
+                }
+                _ => {
+                    return Err(AppError(format!(
+                        "--server {server}: the scheme must be https:// (or http:// with --plaintext)"
+                    )))
+                }
+            }
+            server.to_owned()
+        }
+    };
+    let endpoint = Endpoint::from_shared(url)
+        .ctx(|| format!("`{server}` is not a server address (try 127.0.0.1:5680)"))?
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60));
+    if !tls {
+        let host = endpoint.uri().host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(AppError(format!(
+                "--server {server}: plaintext is allowed only to a loopback address \
+                 (127.0.0.1, ::1, localhost); use TLS for {host}"
+            )));
+        }
+    }
+    Ok(endpoint)
 }
 
 pub(super) async fn issue_remote(
@@ -187,4 +241,41 @@ pub(crate) fn refused(s: &tonic::Status) -> AppError {
         s.code(),
         s.message()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_is_refused_with_credentials_and_plaintext_is_loopback_only() {
+        let err = |server: &str, tls: bool| server_endpoint(server, tls).unwrap_err().0;
+        // TLS material or a token never goes over http://, whatever the host.
+        for server in ["http://127.0.0.1:5680", "HTTP://issuer.example:5680"] {
+            let e = err(server, true);
+            assert!(e.contains("refusing plaintext http://"), "{e}");
+        }
+        assert_eq!(
+            server_endpoint("127.0.0.1:5680", true)
+                .unwrap()
+                .uri()
+                .scheme_str(),
+            Some("https")
+        );
+        assert!(server_endpoint("https://issuer.example:5680", true).is_ok());
+        // Plaintext: loopback only, never https://.
+        for server in [
+            "127.0.0.1:5680",
+            "http://[::1]:5680",
+            "http://localhost:5680",
+        ] {
+            assert!(server_endpoint(server, false).is_ok(), "{server}");
+        }
+        for server in ["10.0.0.1:5680", "http://issuer.example:5680"] {
+            let e = err(server, false);
+            assert!(e.contains("only to a loopback address"), "{e}");
+        }
+        assert!(err("https://127.0.0.1:5680", false).contains("contradict"));
+        assert!(err("ftp://127.0.0.1:5680", true).contains("scheme"));
+    }
 }

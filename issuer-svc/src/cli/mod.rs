@@ -6,6 +6,7 @@ mod client;
 pub(crate) mod inspect;
 mod local;
 mod token;
+mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -91,8 +92,9 @@ enum Command {
     ///
     /// Generates the key locally, asks the issuer with a CSR, holds a WatchCertificate stream and
     /// writes OUT_DIR/cert.pem, key.pem (0600) and bundle.pem atomically on every rotation and CA
-    /// change, then runs --on-change. Reconnects with backoff; never writes an expired
-    /// certificate. --once writes one and exits.
+    /// change, then runs --on-change. Every answer is checked first (the agent's key, exactly its
+    /// SANs, its own dates, a chain to a bundle that keeps a root already trusted); a refused one
+    /// is written nowhere. Reconnects with backoff. --once writes one and exits.
     Agent(agent::AgentArgs),
     /// Bootstrap tokens: one identity's first certificate without an operator key.
     Token(token::TokenArgs),
@@ -238,8 +240,8 @@ struct IssueArgs {
     /// Client key (default DATA_DIR/tls/admin-key.pem).
     #[arg(long, requires = "client_cert")]
     client_key: Option<PathBuf>,
-    /// Talk to a server started with --insecure-plaintext.
-    #[arg(long)]
+    /// Talk to a server started with --insecure-plaintext (loopback addresses only).
+    #[arg(long, conflicts_with_all = ["ca_cert", "client_cert", "client_key"])]
     plaintext: bool,
 }
 

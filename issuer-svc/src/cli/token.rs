@@ -52,7 +52,7 @@ pub(crate) async fn token(a: TokenArgs) -> Result<(), AppError> {
     match a.command {
         TokenCommand::Create(c) => create(c).await,
         TokenCommand::RotateKey(conn) => {
-            let mut client = connect(&conn.server, Some(&conn.tls())).await?;
+            let mut client = connect(&conn.server, conn.client_tls().as_ref()).await?;
             let r = client
                 .rotate_token_key(RotateTokenKeyRequest {})
                 .await
@@ -69,7 +69,7 @@ pub(crate) async fn token(a: TokenArgs) -> Result<(), AppError> {
 
 async fn create(a: CreateArgs) -> Result<(), AppError> {
     let tags = super::parse_tags(&a.tags)?;
-    let mut client = connect(&a.conn.server, Some(&a.conn.tls())).await?;
+    let mut client = connect(&a.conn.server, a.conn.client_tls().as_ref()).await?;
     let r = client
         .create_token(CreateTokenRequest {
             mesh: a.mesh.clone(),
