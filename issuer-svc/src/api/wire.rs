@@ -1,11 +1,15 @@
 //! Domain values to the wire: the only place that maps library results to `meshca.v1` messages.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::SystemTime;
 
 use ca_core::config::Mesh;
 use ca_core::{Error, IssuedCertificate};
 use meshca::{Rotated, Validation, WatchReceiver};
 use tonic::Status;
+
+use crate::api::watches::WatchSlot;
 
 use crate::proto::{
     TestCertificateSummary, ValidateBackendResponse, Violation, WatchCertificateResponse,
@@ -48,18 +52,58 @@ fn rotated(r: Rotated) -> WatchCertificateResponse {
     }
 }
 
-/// A `WatchCertificate` stream: the scheduler's domain values, mapped as they are read.
-#[derive(Debug)]
-pub(crate) struct WatchStream(pub(crate) WatchReceiver);
+/// A `WatchCertificate` stream: the scheduler's domain values, mapped as they are read. It holds
+/// its identity's watch slot, and ends with PermissionDenied when `ends` resolves (the lease of
+/// the bootstrap token it was opened with ran out).
+pub(crate) struct WatchStream {
+    rx: WatchReceiver,
+    _slot: WatchSlot,
+    ends: Option<Pin<Box<dyn Future<Output = &'static str> + Send>>>,
+    done: bool,
+}
+
+impl WatchStream {
+    pub(crate) fn new(
+        rx: WatchReceiver,
+        slot: WatchSlot,
+        ends: Option<Pin<Box<dyn Future<Output = &'static str> + Send>>>,
+    ) -> Self {
+        Self {
+            rx,
+            _slot: slot,
+            ends,
+            done: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream")
+            .field("rx", &self.rx)
+            .field("token_bound", &self.ends.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 impl tokio_stream::Stream for WatchStream {
     type Item = Result<WatchCertificateResponse, Status>;
 
     fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|r| {
+        let this = self.get_mut();
+        if this.done {
+            return std::task::Poll::Ready(None);
+        }
+        if let Some(ends) = this.ends.as_mut() {
+            if let std::task::Poll::Ready(reason) = ends.as_mut().poll(cx) {
+                this.done = true;
+                return std::task::Poll::Ready(Some(Err(Status::permission_denied(reason))));
+            }
+        }
+        this.rx.poll_recv(cx).map(|r| {
             r.map(|r| {
                 r.map(rotated)
                     .map_err(|e| crate::api::status::ApiError::from(e).into())
