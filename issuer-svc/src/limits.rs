@@ -39,7 +39,7 @@ pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests and streams open at once on one connection (`--max-streams-per-connection`);
 /// more are refused with ResourceExhausted. HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` is twice
 /// this, so a client past the cap gets that answer instead of waiting.
-pub(crate) const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 100;
+pub(crate) const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 128;
 /// WatchCertificate streams open at once for one identity (`--max-watches-per-identity`): an
 /// agent holds one, two while it reconnects, more only while a dead peer is being noticed.
 pub(crate) const DEFAULT_MAX_WATCHES_PER_IDENTITY: usize = 4;

@@ -53,10 +53,8 @@ async fn idle_anonymous(
         let Ok(tcp) = TcpStream::connect(&server.grpc).await else {
             continue;
         };
-        let handshake = tokio::time::timeout(
-            Duration::from_secs(10),
-            tls.connect(name.clone(), tcp),
-        );
+        let handshake =
+            tokio::time::timeout(Duration::from_secs(10), tls.connect(name.clone(), tcp));
         if let Ok(Ok(s)) = handshake.await {
             held.push(s);
         }
@@ -190,7 +188,12 @@ async fn the_metrics_listener_keeps_serving_under_connection_pressure() {
 /// User plus system CPU time of a process so far, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     // After the command: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0

@@ -152,7 +152,12 @@ impl Connections {
         match victim {
             None => {}
             Some(Some(v)) => {
-                tracing::debug!(total, handshakes, phase = v.phase(), "connection cap reached; closing the oldest idle connection");
+                tracing::debug!(
+                    total,
+                    handshakes,
+                    phase = v.phase(),
+                    "connection cap reached; closing the oldest idle connection"
+                );
                 v.evict();
             }
             Some(None) => return None,
@@ -592,10 +597,12 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
-            Ok(resp.map(|body| tonic::body::Body::new(Guarded {
-                body,
-                _active: active,
-            })))
+            Ok(resp.map(|body| {
+                tonic::body::Body::new(Guarded {
+                    body,
+                    _active: active,
+                })
+            }))
         })
     }
 }
@@ -694,7 +701,10 @@ mod tests {
 
     #[test]
     fn the_connection_cap_fits_the_descriptor_limit() {
-        assert_eq!(fit_to_descriptors(10_000, 256, "--max-connections"), 256 - FD_RESERVE as usize);
+        assert_eq!(
+            fit_to_descriptors(10_000, 256, "--max-connections"),
+            256 - FD_RESERVE as usize
+        );
         assert_eq!(fit_to_descriptors(100, 1 << 20, "--max-connections"), 100);
         assert_eq!(fit_to_descriptors(100, 10, "--max-connections"), 1);
     }

@@ -262,9 +262,7 @@ fn check(a: &ServeArgs) -> Result<Checked, AppError> {
         )));
     }
     if a.idle_timeout < Duration::from_millis(100) {
-        return Err(AppError(
-            "--idle-timeout must be at least 100ms".into(),
-        ));
+        return Err(AppError("--idle-timeout must be at least 100ms".into()));
     }
     if !(0.1..=0.95).contains(&a.rotate_fraction) {
         return Err(AppError(
@@ -398,7 +396,10 @@ fn connection_limits(a: &ServeArgs) -> (Arc<Connections>, usize) {
 async fn router(
     service: IssuerService,
     max_streams: usize,
-) -> Result<tonic::transport::server::Router<tower_layer::Stack<ConnLayer, tower_layer::Identity>>, AppError> {
+) -> Result<
+    tonic::transport::server::Router<tower_layer::Stack<ConnLayer, tower_layer::Identity>>,
+    AppError,
+> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IssuerServer<IssuerService>>()

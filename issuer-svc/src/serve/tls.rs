@@ -269,7 +269,9 @@ pub(crate) fn incoming(
                         tracing::info!(%peer, error = %e, "TLS handshake failed");
                     }
                     Some(Err(_)) => tracing::info!(%peer, "TLS handshake timed out"),
-                    None => tracing::debug!(%peer, "TLS handshake cut short: connection cap reached"),
+                    None => {
+                        tracing::debug!(%peer, "TLS handshake cut short: connection cap reached")
+                    }
                 }
             });
         }
