@@ -22,6 +22,44 @@ pub(crate) const MAX_STATUS_MESSAGE: usize = 2048;
 /// [`ca_core::config::MAX_YAML_BYTES`]).
 pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
+/// Connections the gRPC listener holds at once (`--max-connections`); fewer if the open-file
+/// limit (raised to its hard limit at start) leaves less room after [`FD_RESERVE`].
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// Of those, TLS handshakes in progress and connections without a client certificate
+/// (`--max-anonymous-connections`, each bounded on its own); at most half the connections.
+pub(crate) const DEFAULT_MAX_ANONYMOUS_CONNECTIONS: usize = 1024;
+/// A connection without a client certificate and no request in flight for this long is closed
+/// (`--idle-timeout`).
+pub(crate) const DEFAULT_IDLE_TIMEOUT: &str = "30s";
+/// A connection with a client certificate and no request in flight for this long is closed
+/// (an agent's open WatchCertificate stream keeps its connection busy).
+pub(crate) const CERTIFIED_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a TLS handshake may take.
+pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests and streams open at once on one connection (`--max-streams-per-connection`);
+/// more are refused with ResourceExhausted. HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` is twice
+/// this, so a client past the cap gets that answer instead of waiting.
+pub(crate) const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 128;
+/// WatchCertificate streams open at once for one identity (`--max-watches-per-identity`): an
+/// agent holds one, two while it reconnects, more only while a dead peer is being noticed.
+pub(crate) const DEFAULT_MAX_WATCHES_PER_IDENTITY: usize = 4;
+/// HTTP/2 PING sent on a connection quiet for this long ...
+pub(crate) const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// ... which is closed when the answer does not come within this.
+pub(crate) const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Descriptors kept out of the connection cap: files, upstream connections (Vault,
+/// Kubernetes, AWS), the metrics listener's connections and the runtime's own.
+pub(crate) const FD_RESERVE: u64 = 64;
+/// Connections the metrics listener holds at once; a newcomer past it closes the oldest one
+/// still sending its request.
+pub(crate) const MAX_METRICS_CONNECTIONS: usize = 16;
+/// How long the metrics listener waits for a request.
+pub(crate) const METRICS_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// First wait after a failed `accept` (EMFILE...), doubling up to [`ACCEPT_BACKOFF_MAX`].
+pub(crate) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest wait after a failed `accept`.
+pub(crate) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// Reads an operator's file: regular files only, at most [`MAX_FILE_BYTES`].
 pub(crate) fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, AppError> {
     let file =

@@ -7,4 +7,5 @@ pub(crate) mod codec;
 pub(crate) mod service;
 pub(crate) mod status;
 pub(crate) mod token;
+pub(crate) mod watches;
 pub(crate) mod wire;

@@ -15,7 +15,8 @@ use crate::api::authz::{
     authorize, may_validate_any, Action, Caller, CallerCache, OperatorRoots, SharedPolicy,
 };
 use crate::api::status::ApiError;
-use crate::api::token::{self, Tokens};
+use crate::api::token::{self, Lease, Tokens};
+use crate::api::watches::{self, WatchLimit};
 use crate::api::wire::WatchStream;
 use crate::limits::{MAX_CONCURRENT_VALIDATIONS, VALIDATE_QUEUE_WAIT, VALIDATE_TIMEOUT};
 use crate::proto::issuer_server;
@@ -46,24 +47,34 @@ pub(crate) struct IssuerService {
     pub(crate) validations: Arc<Semaphore>,
     /// Bootstrap tokens: minted by `CreateToken`, verified for callers without a certificate.
     pub(crate) tokens: Arc<Tokens>,
+    /// Open `WatchCertificate` streams per identity.
+    pub(crate) watches: Arc<WatchLimit>,
 }
 
 impl IssuerService {
     /// Who is calling: from the client certificate when there is one, else from a bootstrap
     /// token; a token that does not verify is refused here (PermissionDenied, never logged).
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller, ApiError> {
+        self.caller_with_lease(req).map(|(caller, _)| caller)
+    }
+
+    /// [`caller`](Self::caller), with the lease of the token a bootstrap caller presented.
+    fn caller_with_lease<T>(&self, req: &Request<T>) -> Result<(Caller, Option<Lease>), ApiError> {
         let Some(roots) = &self.operator_roots else {
-            return Ok(Caller::Admin("plaintext loopback caller".into()));
+            return Ok((Caller::Admin("plaintext loopback caller".into()), None));
         };
         if let Some(chain) = req.peer_certs().filter(|c| !c.is_empty()) {
-            return Ok(self
-                .callers
-                .identify(&chain, roots, &self.manager.snapshot()));
+            return Ok((
+                self.callers
+                    .identify(&chain, roots, &self.manager.snapshot()),
+                None,
+            ));
         }
-        let verified = token::bearer(req.metadata()).map(|t| t.and_then(|t| self.tokens.verify(t)));
+        let verified =
+            token::bearer(req.metadata()).map(|t| t.and_then(|t| self.tokens.verify_lease(t)));
         match verified {
-            None => Ok(Caller::Unknown),
-            Some(Ok(identity)) => Ok(Caller::Bootstrap(identity)),
+            None => Ok((Caller::Unknown, None)),
+            Some(Ok((identity, lease))) => Ok((Caller::Bootstrap(identity), Some(lease))),
             Some(Err(refused)) => {
                 tracing::info!(reason = %refused.reason, jti = refused.jti.as_deref().unwrap_or("-"), "bootstrap token refused");
                 Err(ApiError::Denied(format!(
@@ -146,17 +157,33 @@ impl issuer_server::Issuer for IssuerService {
         &self,
         request: Request<IssueCertificateRequest>,
     ) -> Result<Response<Self::WatchCertificateStream>, Status> {
-        let caller = self.caller(&request)?;
+        let (caller, lease) = self.caller_with_lease(&request)?;
         let req = request.into_inner();
-        let (identity, csr, issued) = self.issue(&caller, &req).await.inspect_err(|e| {
+        let refused = |e: &ApiError| {
             tracing::info!(caller = %caller.describe(), mesh = %ca_core::echo(&req.mesh), error = %crate::api::status::message(e), "watch refused");
+        };
+        // The per-identity cap, once the caller may watch the identity, before any issuing.
+        let wanted = identity_of(&req.mesh, &req.tags).map_err(ApiError::from)?;
+        authorize(&self.policy.current(), &caller, &Action::Issue(&wanted)).inspect_err(refused)?;
+        let slot = self.watches.acquire(wanted.to_string()).ok_or_else(|| {
+            tracing::info!(caller = %caller.describe(), identity = %wanted, "watch refused: too many watches of this identity");
+            Status::resource_exhausted(format!(
+                "{} WatchCertificate streams are open for this identity already, the most allowed (--max-watches-per-identity); close one first",
+                self.watches.max()
+            ))
         })?;
+        let (identity, csr, issued) = self.issue(&caller, &req).await.inspect_err(refused)?;
         let (policy, who, what) = (self.policy.clone(), caller, identity.clone());
         let rx = self
             .scheduler
             .watch(identity, csr, issued)
             .map_err(ApiError::from)?;
-        Ok(Response::new(WatchStream::new(rx, move || {
+        // A token's stream lasts only as long as the token would verify.
+        let ends = lease.map(|l| {
+            Box::pin(watches::lease_end(l, self.tokens.key_ids()))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = &'static str> + Send>>
+        });
+        Ok(Response::new(WatchStream::new(rx, slot, ends, move || {
             authorize(&policy.current(), &who, &Action::Issue(&what)).map_err(Status::from)
         })))
     }

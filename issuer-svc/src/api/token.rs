@@ -207,9 +207,21 @@ fn secret_name() -> Result<SecretName, AppError> {
 #[derive(Debug)]
 pub(crate) struct Tokens {
     current: RwLock<Arc<SigningKey>>,
+    /// The current key's id, for streams opened with a token to end when it changes.
+    key_ids: tokio::sync::watch::Sender<String>,
     home: KeyHome,
     /// Serializes rotations and refreshes.
     writing: tokio::sync::Mutex<()>,
+}
+
+/// What a verified token is good for beyond its identity: the key that signed it and its
+/// expiry, so a stream opened with it can end when either runs out.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    /// The signing key's id.
+    pub(crate) key_id: String,
+    /// The `exp` claim.
+    pub(crate) expires_at: SystemTime,
 }
 
 /// A token that was refused, and why (never the token itself).
@@ -234,7 +246,9 @@ impl Tokens {
         };
         let key = SigningKey::from_pem(stored.expose(), &home.describe())?;
         tracing::info!(key_id = %key.id, at = %home.describe(), "token signing key loaded");
+        let (key_ids, _) = tokio::sync::watch::channel(key.id.clone());
         Ok(Self {
+            key_ids,
             current: RwLock::new(Arc::new(key)),
             home,
             writing: tokio::sync::Mutex::new(()),
@@ -294,7 +308,18 @@ impl Tokens {
     }
 
     /// The identity a token was minted for, if it verifies with the current key.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the service uses verify_lease"))]
     pub(crate) fn verify(&self, token: &str) -> Result<Identity, Refused> {
+        self.verify_lease(token).map(|(identity, _)| identity)
+    }
+
+    /// Follows the current key's id (it changes on rotation, here or by another replica).
+    pub(crate) fn key_ids(&self) -> tokio::sync::watch::Receiver<String> {
+        self.key_ids.subscribe()
+    }
+
+    /// [`verify`](Self::verify), with the key that signed the token and its expiry.
+    pub(crate) fn verify_lease(&self, token: &str) -> Result<(Identity, Lease), Refused> {
         let refused = |reason: String, jti: Option<String>| Refused { reason, jti };
         if token.len() > MAX_TOKEN_BYTES {
             return Err(refused(
@@ -334,6 +359,10 @@ impl Tokens {
                 refused(reason.into(), None)
             })?;
         let c = data.claims;
+        let lease = Lease {
+            key_id: key.id.clone(),
+            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(c.exp),
+        };
         let jti = Some(c.jti.clone());
         let mesh = MeshName::new(c.mesh.as_str())
             .map_err(|e| refused(format!("the token's mesh: {e}"), jti.clone()))?;
@@ -342,6 +371,7 @@ impl Tokens {
             .iter()
             .flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_str(), v.as_str())));
         Identity::new(mesh, pairs)
+            .map(|identity| (identity, lease))
             .map_err(|e| refused(format!("the token's tags: {e}"), jti.clone()))
     }
 
@@ -356,6 +386,7 @@ impl Tokens {
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(key);
+        self.key_ids.send_replace(id.clone());
         tracing::warn!(key_id = %id, at = %self.home.describe(), "token signing key rotated; every earlier token is revoked");
         Ok(id)
     }
@@ -369,6 +400,7 @@ impl Tokens {
         let key = SigningKey::from_pem(stored.expose(), &self.home.describe())?;
         if key.id != self.key().id {
             tracing::warn!(key_id = %key.id, "token signing key changed in the store; earlier tokens are revoked");
+            self.key_ids.send_replace(key.id.clone());
             *self
                 .current
                 .write()

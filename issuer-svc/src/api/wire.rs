@@ -1,11 +1,15 @@
 //! Domain values to the wire: the only place that maps library results to `meshca.v1` messages.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::SystemTime;
 
 use ca_core::config::Mesh;
 use ca_core::{Error, IssuedCertificate};
 use meshca::{Rotated, Validation, WatchReceiver};
 use tonic::Status;
+
+use crate::api::watches::WatchSlot;
 
 use crate::proto::{
     NotContacted, TestCertificateSummary, ValidateBackendResponse, Violation,
@@ -49,24 +53,32 @@ fn rotated(r: Rotated) -> WatchCertificateResponse {
     }
 }
 
-/// A `WatchCertificate` stream: the scheduler's domain values, mapped as they are read. Before
-/// each certificate is sent the caller's authorization is asked again (`allowed`): a caller the
-/// reloaded `--authz` file no longer allows gets its refusal, and the stream ends.
+/// A `WatchCertificate` stream: the scheduler's domain values, mapped as they are read. It holds
+/// its identity's watch slot, and ends with PermissionDenied when `ends` resolves (the lease of
+/// the bootstrap token it was opened with ran out). Before each certificate is sent the caller's
+/// authorization is asked again (`allowed`): a caller the reloaded `--authz` file no longer
+/// allows gets its refusal, and the stream ends.
 pub(crate) struct WatchStream {
     rx: WatchReceiver,
+    _slot: WatchSlot,
+    ends: Option<Pin<Box<dyn Future<Output = &'static str> + Send>>>,
     allowed: Box<dyn Fn() -> Result<(), Status> + Send + Sync>,
-    ended: bool,
+    done: bool,
 }
 
 impl WatchStream {
     pub(crate) fn new(
         rx: WatchReceiver,
+        slot: WatchSlot,
+        ends: Option<Pin<Box<dyn Future<Output = &'static str> + Send>>>,
         allowed: impl Fn() -> Result<(), Status> + Send + Sync + 'static,
     ) -> Self {
         Self {
             rx,
+            _slot: slot,
+            ends,
             allowed: Box::new(allowed),
-            ended: false,
+            done: false,
         }
     }
 }
@@ -75,7 +87,8 @@ impl std::fmt::Debug for WatchStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchStream")
             .field("rx", &self.rx)
-            .field("ended", &self.ended)
+            .field("token_bound", &self.ends.is_some())
+            .field("done", &self.done)
             .finish_non_exhaustive()
     }
 }
@@ -84,16 +97,23 @@ impl tokio_stream::Stream for WatchStream {
     type Item = Result<WatchCertificateResponse, Status>;
 
     fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        if self.ended {
+        let this = self.get_mut();
+        if this.done {
             return std::task::Poll::Ready(None);
         }
-        let next = std::task::ready!(self.rx.poll_recv(cx));
+        if let Some(ends) = this.ends.as_mut() {
+            if let std::task::Poll::Ready(reason) = ends.as_mut().poll(cx) {
+                this.done = true;
+                return std::task::Poll::Ready(Some(Err(Status::permission_denied(reason))));
+            }
+        }
+        let next = std::task::ready!(this.rx.poll_recv(cx));
         if next.is_some() {
-            if let Err(refused) = (self.allowed)() {
-                self.ended = true;
+            if let Err(refused) = (this.allowed)() {
+                this.done = true;
                 return std::task::Poll::Ready(Some(Err(refused)));
             }
         }

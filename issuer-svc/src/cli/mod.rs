@@ -205,6 +205,25 @@ pub(crate) struct ServeArgs {
     /// How long an open circuit refuses calls before trying the backend again.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) circuit_cooldown: Duration,
+    /// gRPC connections held at once; fewer if the open-file limit (raised to the hard limit at
+    /// start) leaves less room. At the cap a newcomer closes the oldest idle connection without
+    /// a client certificate first.
+    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_CONNECTIONS, value_parser = positive)]
+    pub(crate) max_connections: usize,
+    /// TLS handshakes in progress, and connections without a client certificate (bootstrap
+    /// tokens, strangers), each held at once; at most half of --max-connections.
+    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_ANONYMOUS_CONNECTIONS, value_parser = positive)]
+    pub(crate) max_anonymous_connections: usize,
+    /// A connection without a client certificate that has no request in flight for this long is
+    /// closed (with a certificate: 10 minutes).
+    #[arg(long, default_value = crate::limits::DEFAULT_IDLE_TIMEOUT, value_parser = parse_duration)]
+    pub(crate) idle_timeout: Duration,
+    /// Requests and streams open at once on one connection; more get ResourceExhausted.
+    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_STREAMS_PER_CONNECTION, value_parser = positive)]
+    pub(crate) max_streams_per_connection: usize,
+    /// WatchCertificate streams open at once for one identity; more get ResourceExhausted.
+    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_WATCHES_PER_IDENTITY, value_parser = positive)]
+    pub(crate) max_watches_per_identity: usize,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +289,15 @@ struct InspectArgs {
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     ca_core::KumaDuration::parse(s).map(|d| d.get())
+}
+
+/// A count of at least 1.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
 }
 
 /// Runs the CLI.

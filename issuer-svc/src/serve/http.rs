@@ -11,6 +11,9 @@ use tokio::net::TcpListener;
 
 use meshca::{Guard, Observer};
 
+use crate::limits::{MAX_METRICS_CONNECTIONS, METRICS_READ_TIMEOUT};
+use crate::serve::conn::{unless_evicted, AcceptBackoff, ConnLimits, Connections};
+
 type BackendKey = (String, String);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -218,10 +221,30 @@ impl Observer for Metrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` (HTTP/1.1, one request per connection).
+/// Serves `/metrics`, `/healthz` and `/readyz` (HTTP/1.1, one request per connection). At most
+/// [`MAX_METRICS_CONNECTIONS`] are held: a newcomer closes the oldest one still sending its
+/// request, so a probe gets through however many idle connections are open; a failing accept
+/// (EMFILE) backs off instead of spinning.
 pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, guard: Arc<Guard>) {
+    let registry = Connections::new(ConnLimits {
+        max_total: MAX_METRICS_CONNECTIONS,
+        max_anonymous: MAX_METRICS_CONNECTIONS,
+        idle_anonymous: METRICS_READ_TIMEOUT,
+        idle_certified: METRICS_READ_TIMEOUT,
+    });
+    let mut backoff = AcceptBackoff::default();
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
+        let mut sock = match listener.accept().await {
+            Ok((sock, _)) => {
+                backoff.succeeded();
+                sock
+            }
+            Err(e) => {
+                backoff.failed("metrics", &e).await;
+                continue;
+            }
+        };
+        let Some(slot) = registry.admit() else {
             continue;
         };
         let metrics = metrics.clone();
@@ -229,18 +252,18 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, guard: A
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(1024);
             let mut chunk = [0u8; 1024];
-            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let read = tokio::time::timeout(METRICS_READ_TIMEOUT, async {
                 while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
                     match sock.read(&mut chunk).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-            })
-            .await;
-            if read.is_err() {
+            });
+            let Some(Ok(())) = unless_evicted(&slot, read).await else {
                 return;
-            }
+            };
+            let _busy = slot.busy();
             let text = String::from_utf8_lossy(&buf);
             let path = text.split_whitespace().nth(1).unwrap_or("/");
             let (status, ctype, body) = match path {

@@ -1,6 +1,7 @@
 //! `meshca serve`: wires the store, mesh states, scheduler, TLS, gRPC and metrics together.
 
 pub(crate) mod bootstrap;
+pub(crate) mod conn;
 pub(crate) mod http;
 pub(crate) mod tls;
 
@@ -16,14 +17,19 @@ use tokio::net::TcpListener;
 use crate::api::authz::{AuthzSource, OperatorRoots, Policy, SharedPolicy};
 use crate::api::service::IssuerService;
 use crate::api::token::{KeyHome, Tokens};
+use crate::api::watches::WatchLimit;
 use crate::cli::{ServeArgs, StoreKind};
 use crate::error::{AppError, Context};
-use crate::limits::{MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE};
+use crate::limits::{
+    CERTIFIED_IDLE_TIMEOUT, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT,
+    MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE,
+};
 use crate::proto::issuer_server::IssuerServer;
 use crate::reload::{ConfigSource, Reloader};
 use crate::serve::bootstrap::{
     check_data_dir, create_private_dir, keep_admin_fresh, warn_open_keys, BootstrapPaths, CaPem,
 };
+use crate::serve::conn::{ConnLayer, ConnLimits, Connections};
 use crate::serve::http::Metrics;
 use crate::serve::tls::{provider, read_certs, read_key};
 use meshca::{Limits, Manager, Registry, RotationPolicy};
@@ -141,6 +147,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         remote_sources: checked.remote_sources,
         validations: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_VALIDATIONS)),
         tokens,
+        watches: WatchLimit::new(a.max_watches_per_identity),
     };
 
     let listener = TcpListener::bind(a.listen).await.ctx(|| {
@@ -164,7 +171,8 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         metrics.clone(),
         manager.guard().clone(),
     ));
-    let router = router(service).await?;
+    let (registry, max_streams) = connection_limits(&a);
+    let router = router(service, max_streams).await?;
 
     let mode = if tls.is_some() { "mTLS" } else { "plaintext" };
     println!("meshca: grpc listening on {grpc_addr} ({mode})");
@@ -188,26 +196,9 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     println!("meshca: ready");
 
     let shutdown = shutdown_signal();
-    let result = match tls {
-        Some(config) => {
-            router
-                .serve_with_incoming_shutdown(tls::incoming(listener, config), shutdown)
-                .await
-        }
-        None => {
-            let incoming = tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |conn| {
-                    conn.inspect(|sock| {
-                        let _ = sock.set_nodelay(true);
-                    })
-                },
-            );
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-        }
-    };
+    let result = router
+        .serve_with_incoming_shutdown(tls::incoming(listener, tls, registry), shutdown)
+        .await;
     metrics.ready.store(false, Ordering::Relaxed);
     result.ctx(|| "gRPC server failed".into())?;
     tracing::info!("shut down");
@@ -299,6 +290,9 @@ fn check(a: &ServeArgs) -> Result<Checked, AppError> {
             "--insecure-plaintext is allowed only on a loopback address, not {}; drop the flag to serve mTLS",
             a.listen
         )));
+    }
+    if a.idle_timeout < Duration::from_millis(100) {
+        return Err(AppError("--idle-timeout must be at least 100ms".into()));
     }
     if !(0.1..=0.95).contains(&a.rotate_fraction) {
         return Err(AppError(
@@ -405,9 +399,37 @@ fn operators_and_server_cert(
     Ok((roots, policy, chain_key))
 }
 
+/// The connection registry of the gRPC listener, its caps fitted to the open-file limit (the
+/// soft limit raised to the hard one first), and the per-connection stream cap.
+fn connection_limits(a: &ServeArgs) -> (Arc<Connections>, usize) {
+    let nofile = conn::raise_nofile_limit();
+    let max_total = conn::fit_to_descriptors(a.max_connections, nofile, "--max-connections");
+    let max_anonymous = a.max_anonymous_connections.min((max_total / 2).max(1));
+    tracing::info!(
+        open_files = nofile,
+        max_connections = max_total,
+        max_anonymous_connections = max_anonymous,
+        idle_timeout = ?a.idle_timeout,
+        "connection limits"
+    );
+    let registry = Connections::new(ConnLimits {
+        max_total,
+        max_anonymous,
+        idle_anonymous: a.idle_timeout,
+        idle_certified: CERTIFIED_IDLE_TIMEOUT.max(a.idle_timeout),
+    });
+    (registry, a.max_streams_per_connection)
+}
+
 /// The gRPC services: health, reflection (v1 and v1alpha) and `meshca.v1.Issuer` with its
-/// message-size limits.
-async fn router(service: IssuerService) -> Result<tonic::transport::server::Router, AppError> {
+/// message-size limits; HTTP/2 keepalive, and at most `max_streams` requests per connection.
+async fn router(
+    service: IssuerService,
+    max_streams: usize,
+) -> Result<
+    tonic::transport::server::Router<tower_layer::Stack<ConnLayer, tower_layer::Identity>>,
+    AppError,
+> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IssuerServer<IssuerService>>()
@@ -425,6 +447,10 @@ async fn router(service: IssuerService) -> Result<tonic::transport::server::Rout
         .build_v1alpha()
         .ctx(|| "reflection service".into())?;
     Ok(tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(u32::try_from(max_streams.saturating_mul(2)).unwrap_or(u32::MAX))
+        .layer(ConnLayer { max_streams })
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

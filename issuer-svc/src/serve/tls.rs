@@ -12,8 +12,6 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
-use std::time::Duration;
-
 use meshca::{Manager, Snapshot};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -21,6 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::api::authz::OperatorRoots;
 use crate::error::{AppError, Context};
+use crate::limits::TLS_HANDSHAKE_TIMEOUT;
+use crate::serve::conn::{unless_evicted, AcceptBackoff, Conn, Connections};
 
 /// The aws-lc-rs provider (the workspace never uses ring).
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -208,41 +208,70 @@ async fn follow_roots(
 }
 
 /// Accepts TCP connections and completes TLS handshakes off the accept loop, so one slow or bad
-/// client never holds up the others.
+/// client never holds up the others; every connection holds a slot of `registry` from accept
+/// on (see [`conn`](super::conn)). Without `config` (plaintext on loopback) every connection
+/// counts as certified: it is the admin.
 pub(crate) fn incoming(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
-) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>
-{
+    config: Option<Arc<rustls::ServerConfig>>,
+    registry: Arc<Connections>,
+) -> ReceiverStream<Result<Conn, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let acceptor = config.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
             let (sock, peer) = match listener.accept().await {
-                Ok(x) => x,
+                Ok(x) => {
+                    backoff.succeeded();
+                    x
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    backoff.failed("grpc", &e).await;
                     continue;
                 }
             };
             if tx.is_closed() {
                 return;
             }
+            let Some(slot) = registry.admit() else {
+                // Every connection is busy: closing this one at once keeps the descriptor free.
+                tracing::debug!(%peer, "connection refused: every connection is busy");
+                continue;
+            };
             // Small request/response messages: without TCP_NODELAY, Nagle's algorithm and the
             // peer's delayed ACK add ~40 ms to every call.
             let _ = sock.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let Some(acceptor) = acceptor.clone() else {
+                slot.established(false);
+                if tx.send(Ok(Conn::plain(sock, slot))).await.is_err() {
+                    return;
+                }
+                continue;
+            };
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock));
+                match unless_evicted(&slot, handshake).await {
+                    Some(Ok(Ok(stream))) => {
+                        let anonymous = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .is_none_or(<[_]>::is_empty);
+                        if slot.established(anonymous) {
+                            let _ = tx.send(Ok(Conn::tls(stream, slot))).await;
+                        } else {
+                            tracing::debug!(%peer, "connection without a client certificate refused: every such connection is busy");
+                        }
                     }
-                    Ok(Err(e)) => {
+                    Some(Ok(Err(e))) => {
                         tracing::info!(%peer, error = %e, "TLS handshake failed");
                     }
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    Some(Err(_)) => tracing::info!(%peer, "TLS handshake timed out"),
+                    None => {
+                        tracing::debug!(%peer, "TLS handshake cut short: connection cap reached")
+                    }
                 }
             });
         }

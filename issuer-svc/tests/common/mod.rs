@@ -55,6 +55,13 @@ impl Server {
         Self::start_with_env(dir, data_dir, meshes, extra, &[])
     }
 
+    /// [`Server::start`] under `ulimit -n nofile` (soft and hard), through `sh`.
+    pub fn start_limited(nofile: u64, meshes: &[(&str, &str)], extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        Self::start_wrapped(dir, data_dir, meshes, extra, &[], Some(nofile))
+    }
+
     /// [`Server::start_in`] with extra environment variables (set after the defaults).
     pub fn start_with_env(
         dir: tempfile::TempDir,
@@ -62,6 +69,17 @@ impl Server {
         meshes: &[(&str, &str)],
         extra: &[&str],
         env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_wrapped(dir, data_dir, meshes, extra, env, None)
+    }
+
+    fn start_wrapped(
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        meshes: &[(&str, &str)],
+        extra: &[&str],
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
     ) -> Self {
         let mesh_dir = dir.path().join("meshes");
         std::fs::create_dir_all(&mesh_dir).unwrap();
@@ -85,7 +103,18 @@ impl Server {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let mut child = Command::new(BIN)
+        let mut command = match nofile {
+            None => Command::new(BIN),
+            Some(n) => {
+                // `exec` keeps the pid: the server is the child we kill and measure.
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                c
+            }
+        };
+        let mut child = command
             .args(&args)
             .env("KUBECONFIG", NO_KUBECONFIG)
             .env_remove("KUBERNETES_SERVICE_HOST")
@@ -138,6 +167,13 @@ impl Server {
         server.grpc = grpc.expect("grpc address printed");
         server.metrics = metrics.expect("metrics address printed");
         server
+    }
+
+    /// Descriptors the server process holds.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
     }
 
     /// The server process's id.
