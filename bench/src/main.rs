@@ -11,6 +11,7 @@
 //!   many watched identities paced by the rate limit through a proxy emulating AWS's quota.
 //! - `replicas`: N issuer processes with the Kubernetes store started at once, several rounds:
 //!   one builtin CA and one bootstrap TLS CA each time, lost create races, time to ready.
+//! - `yaml`: `Mesh::from_yaml` on hostile inputs up to the size cap: time grows linearly.
 //! - `report`: turns the collected figures into `BENCHMARKS.md` and an SVG plot.
 
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ mod replicas;
 mod report;
 mod rotation;
 mod vault;
+mod yaml;
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +52,8 @@ enum Command {
     /// N `meshca serve --store kubernetes` processes started at once against one Kubernetes API
     /// test server, several rounds: one builtin CA and one bootstrap TLS CA each time?
     Replicas(replicas::ReplicasArgs),
+    /// Parse hostile Mesh YAML of growing size, up to the cap, and print the times.
+    Yaml(yaml::YamlArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::Vault(args) => vault::run(args),
         Command::Acmpca(args) => acmpca::run(args),
         Command::Replicas(args) => replicas::run(args),
+        Command::Yaml(args) => yaml::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
