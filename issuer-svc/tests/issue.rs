@@ -199,7 +199,9 @@ const BROKEN_DISABLED: &str = "type: Mesh\nname: default\nmtls:\n  enabledBacken
 
 #[tokio::test]
 async fn validate_backend_over_grpc_and_cli() {
-    let server = Server::start(&[], &[]);
+    // The certmanager Mesh below names an issuer the operator allows, so it is contacted (and
+    // fails: there is no Kubernetes here); see remote_mesh.rs for the issuers it does not allow.
+    let server = Server::start(&[], &["--allow-certmanager-issuer", "Issuer/mesh-issuer"]);
     bounded(60, async {
         let mut client = server.admin().await;
         let ok = client
@@ -244,6 +246,19 @@ async fn validate_backend_over_grpc_and_cli() {
             format!("{certmanager:?}").contains(NO_KUBERNETES),
             "{certmanager:?}"
         );
+        assert!(certmanager.not_contacted.is_empty(), "{certmanager:?}");
+        // Another issuer: checked, not contacted, no test certificate.
+        let other = client
+            .validate_backend(ValidateBackendRequest {
+                mesh_yaml: CERTMANAGER.replace("mesh-issuer", "other-issuer"),
+                skip_test_certificate: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(other.violations.is_empty(), "{other:?}");
+        assert!(other.test_certificate.is_none(), "{other:?}");
+        assert_eq!(other.not_contacted.len(), 1, "{other:?}");
 
         // Kuma parity: a disabled provided backend is checked too, at its field.
         let disabled = client
