@@ -10,6 +10,8 @@ use crate::duration::KumaDuration;
 use crate::error::Violations;
 use crate::name::SecretName;
 use crate::secret::SecretBytes;
+use crate::template::CommonNameTemplate;
+use crate::Error;
 
 /// Joins a field path.
 pub(crate) fn join(path: &str, key: &str) -> String {
@@ -300,6 +302,35 @@ impl<'a> Fields<'a> {
             }
         }
     }
+}
+
+/// `commonName`, parsed once here (never at issue time); `None` when absent or blank.
+pub(super) fn template(f: &mut Fields<'_>, v: &mut Violations) -> Option<CommonNameTemplate> {
+    let at = f.at("commonName");
+    let s = f.str("commonName", v)?;
+    if s.trim().is_empty() {
+        return None;
+    }
+    CommonNameTemplate::parse(&s)
+        .map_err(|e| match e {
+            Error::InvalidTemplate { reason, .. } => v.add(&at, reason),
+            other => v.add(&at, other.to_string()),
+        })
+        .ok()
+}
+
+/// A data source that must be present: `has to be defined` at its path otherwise.
+pub(super) fn required_source<'a>(
+    f: &mut Fields<'a>,
+    key: &'a str,
+    v: &mut Violations,
+) -> Option<DataSource> {
+    if !f.has(key) {
+        v.add(f.at(key), "has to be defined");
+        let _ = f.get(key);
+        return None;
+    }
+    f.data_source(key, v)
 }
 
 /// The reason part of a name validation error.

@@ -1,7 +1,6 @@
 //! `conf` of the local backends, whose CA key meshca holds: builtin and provided.
 
-use super::decode::Fields;
-use super::decode_mesh::required_source;
+use super::decode::{required_source, Fields};
 use super::{BuiltinConf, ProvidedConf};
 use crate::error::Violations;
 use crate::x509::KeyType;

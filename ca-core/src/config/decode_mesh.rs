@@ -10,12 +10,9 @@ use super::{
     Backend, BackendConf, BackendType, Fingerprint, Mesh, MeshForm, Mode, Mtls,
     DEFAULT_DP_CERT_EXPIRATION, DEFAULT_REQUEST_TIMEOUT,
 };
-use crate::datasource::DataSource;
 use crate::duration::KumaDuration;
 use crate::error::Violations;
 use crate::name::{BackendName, MeshName};
-use crate::template::CommonNameTemplate;
-use crate::Error;
 
 /// Top-level Mesh sections meshca accepts and ignores.
 const OTHER_MESH_SECTIONS: &[&str] = &[
@@ -235,31 +232,4 @@ pub(super) fn positive(d: &KumaDuration, at: &str, v: &mut Violations) {
     if d.get().is_zero() {
         v.add(at, "must be greater than 0");
     }
-}
-
-pub(super) fn template(f: &mut Fields<'_>, v: &mut Violations) -> Option<CommonNameTemplate> {
-    let at = f.at("commonName");
-    let s = f.str("commonName", v)?;
-    if s.trim().is_empty() {
-        return None;
-    }
-    CommonNameTemplate::parse(&s)
-        .map_err(|e| match e {
-            Error::InvalidTemplate { reason, .. } => v.add(&at, reason),
-            other => v.add(&at, other.to_string()),
-        })
-        .ok()
-}
-
-pub(super) fn required_source<'a>(
-    f: &mut Fields<'a>,
-    key: &'a str,
-    v: &mut Violations,
-) -> Option<DataSource> {
-    if !f.has(key) {
-        v.add(f.at(key), "has to be defined");
-        let _ = f.get(key);
-        return None;
-    }
-    f.data_source(key, v)
 }

@@ -1,7 +1,6 @@
 //! `conf` of the remote backends, whose CA lives upstream: vault, acmpca and certmanager.
 
-use super::decode::Fields;
-use super::decode_mesh::{required_source, template};
+use super::decode::{required_source, template, Fields};
 use super::{
     AcmpcaConf, AwsAuthType, AwsCredentials, CertmanagerConf, VaultAuth, VaultConf, VaultMode,
 };
