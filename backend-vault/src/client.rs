@@ -205,7 +205,10 @@ impl Client {
         let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
         let mut req = self.http.request(method, &url);
         if let Some(t) = token {
-            req = req.header("X-Vault-Token", t.header_value()?);
+            req = req.header(
+                "X-Vault-Token",
+                t.header_value().map_err(|e| CallError::Decode(e.into()))?,
+            );
         }
         if let Some(ns) = &self.namespace {
             req = req.header("X-Vault-Namespace", ns);

@@ -5,8 +5,6 @@ use std::fmt;
 use reqwest::header::HeaderValue;
 use zeroize::Zeroizing;
 
-use crate::client::CallError;
-
 /// The longest token accepted (Vault's service tokens are about 100 characters; batch tokens a
 /// few hundred).
 pub(crate) const MAX_TOKEN_LEN: usize = 4096;
@@ -38,10 +36,13 @@ impl Token {
         Ok(Self(Zeroizing::new(text.to_owned())))
     }
 
-    /// The `X-Vault-Token` header, marked sensitive (never logged by the HTTP stack).
-    pub(crate) fn header_value(&self) -> Result<HeaderValue, CallError> {
-        let mut v = HeaderValue::from_str(&self.0)
-            .map_err(|_| CallError::Decode("token is not a valid header value".into()))?;
+    /// The `X-Vault-Token` header, marked sensitive (never logged by the HTTP stack). [`parse`]
+    /// admits only visible ASCII, so this fails only for a token made some other way.
+    ///
+    /// [`parse`]: Self::parse
+    pub(crate) fn header_value(&self) -> Result<HeaderValue, &'static str> {
+        let mut v =
+            HeaderValue::from_str(&self.0).map_err(|_| "token is not a valid header value")?;
         v.set_sensitive(true);
         Ok(v)
     }
