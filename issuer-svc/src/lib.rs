@@ -12,6 +12,7 @@
 mod api;
 mod cli;
 mod error;
+mod files;
 mod hash;
 mod limits;
 mod meshfile;

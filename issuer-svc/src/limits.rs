@@ -1,11 +1,7 @@
 //! The limits of the issuer's edge, in one place (the README's "Limits" table lists them with
 //! those of ca-core).
 
-use std::io::Read as _;
-use std::path::Path;
 use std::time::Duration;
-
-use crate::error::{AppError, Context};
 
 /// Largest gRPC message the server accepts (a Mesh for `ValidateBackend` is at most
 /// [`ca_core::config::MAX_YAML_BYTES`]; a CSR is a few KB).
@@ -59,38 +55,6 @@ pub(crate) const METRICS_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest wait after a failed `accept`.
 pub(crate) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// Reads an operator's file: regular files only, at most [`MAX_FILE_BYTES`].
-pub(crate) fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, AppError> {
-    let file =
-        std::fs::File::open(path).ctx(|| format!("cannot read {what} {}", path.display()))?;
-    let meta = file
-        .metadata()
-        .ctx(|| format!("cannot read {what} {}", path.display()))?;
-    if !meta.is_file() {
-        return Err(AppError(format!(
-            "{what} {} is not a regular file",
-            path.display()
-        )));
-    }
-    let mut buf = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut buf)
-        .ctx(|| format!("cannot read {what} {}", path.display()))?;
-    if buf.len() as u64 > MAX_FILE_BYTES {
-        return Err(AppError(format!(
-            "{what} {} is larger than {MAX_FILE_BYTES} bytes",
-            path.display()
-        )));
-    }
-    Ok(buf)
-}
-
-/// [`read_file`] as UTF-8 text.
-pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, AppError> {
-    String::from_utf8(read_file(path, what)?)
-        .map_err(|_| AppError(format!("{what} {} is not UTF-8 text", path.display())))
-}
 
 /// Cuts `message` to [`MAX_STATUS_MESSAGE`] bytes at a character boundary.
 pub(crate) fn cut_message(mut message: String) -> String {

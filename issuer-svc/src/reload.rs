@@ -195,7 +195,7 @@ fn read_dir_yaml(dir: &Path) -> std::io::Result<ConfigFiles> {
         if !is_yaml || !path.is_file() {
             continue;
         }
-        let text = crate::limits::read_config_file(&path, "mesh config").map_err(|e| e.0);
+        let text = crate::files::read_config_file(&path, "mesh config").map_err(|e| e.0);
         out.push((path.display().to_string(), text));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -139,7 +139,7 @@ impl KeyHome {
     async fn read(&self) -> Result<Option<ca_core::SecretBytes>, AppError> {
         match self {
             Self::File(p) => match std::fs::metadata(p) {
-                Ok(_) => Ok(Some(ca_core::SecretBytes::new(crate::limits::read_file(
+                Ok(_) => Ok(Some(ca_core::SecretBytes::new(crate::files::read_file(
                     p,
                     "token signing key",
                 )?))),
@@ -454,7 +454,7 @@ fn unix_now() -> u64 {
 /// (group or other permission bits) is reported: the token is a secret.
 pub(crate) fn read_token_file(path: &std::path::Path) -> Result<String, AppError> {
     use std::os::unix::fs::PermissionsExt as _;
-    let bytes = crate::limits::read_file(path, "token file")?;
+    let bytes = crate::files::read_file(path, "token file")?;
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {

@@ -477,7 +477,7 @@ impl Sinks {
 
 /// Sends `signal` to the process whose pid `pid_file` holds.
 fn send_signal(pid_file: &Path, signal: ReloadSignal) -> Result<(), AppError> {
-    let text = crate::limits::read_file(pid_file, "pid file")?;
+    let text = crate::files::read_file(pid_file, "pid file")?;
     let pid = std::str::from_utf8(&text)
         .ok()
         .and_then(|t| t.trim().parse::<i32>().ok())

@@ -17,7 +17,7 @@ pub(super) async fn issue_local(
     tags: &[(String, String)],
     csr: Option<&[u8]>,
 ) -> Result<(String, Option<String>, String, String), AppError> {
-    let text = crate::limits::read_config_file(config, "mesh config")?;
+    let text = crate::files::read_config_file(config, "mesh config")?;
     let meshes = crate::meshfile::parse_off_runtime(text).await?;
     let mesh = meshes
         .iter()
@@ -90,7 +90,7 @@ pub(super) fn csr_der(bytes: &[u8]) -> Result<Vec<u8>, AppError> {
 
 /// TLS settings for talking to an issuer.
 pub(super) async fn validate(a: ValidateArgs) -> Result<(), AppError> {
-    let text = crate::limits::read_config_file(&a.config, "mesh config")?;
+    let text = crate::files::read_config_file(&a.config, "mesh config")?;
     let lower: Option<Arc<dyn SecretStore>> = match &a.data_dir {
         Some(d) => Some(Arc::new(DirectorySecretStore::new(d.join("secrets"))?)),
         None => None,

@@ -120,13 +120,13 @@ impl ClientCertVerifier for DynamicClientVerifier {
 
 /// Reads PEM certificates from a file.
 pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, AppError> {
-    let pem = crate::limits::read_file(path, "certificate file")?;
+    let pem = crate::files::read_file(path, "certificate file")?;
     ca_core::x509::parse_pem_certs(&pem).map_err(|e| AppError(format!("{} {e}", path.display())))
 }
 
 /// Reads a PEM private key from a file.
 pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, AppError> {
-    let pem = crate::limits::read_file(path, "key file")?;
+    let pem = crate::files::read_file(path, "key file")?;
     let blocks = pem::parse_many(&pem).ctx(|| format!("{} is not PEM", path.display()))?;
     for b in blocks {
         let der = b.contents().to_vec();

@@ -59,7 +59,7 @@ impl Policy {
     /// Reads the `--authz` file. Entries without `ca` mean `bootstrap_ca`; `ca` paths are
     /// relative to the file.
     pub(crate) fn load(path: &Path, bootstrap_ca: Option<&AnchorId>) -> Result<Self, AppError> {
-        let text = crate::limits::read_config_file(path, "authz file")?;
+        let text = crate::files::read_config_file(path, "authz file")?;
         let file: AuthzFile = serde_yaml::from_str(&text).ctx(|| {
             format!(
                 "authz file {} is not valid (expected `callers: [{{id: NAME, ca: bootstrap|FILE|sha256:HEX, meshes: [MESH|\"*\"]}}]`)",
