@@ -11,14 +11,38 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use ca_core::config::BackendType;
 use ca_core::{
-    issue_certificate, CertificateAuthority, Error, IdempotencyKey, Identity, IssueParams,
-    IssueRequest, IssuedCertificate, KeySource, KeyType, SecretName, TrustBundle,
-    UncheckedCertificate,
+    issue_certificate, BackendName, CertificateAuthority, CommonNameTemplate, Error,
+    IdempotencyKey, Identity, IssueParams, IssueRequest, IssuedCertificate, KeySource, KeyType,
+    SecretName, TrustBundle, UncheckedCertificate,
 };
 use tokio::sync::Semaphore;
 
-use crate::manager::ActiveBackend;
+/// A built backend, ready to issue.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ActiveBackend {
+    /// Its name in `mtls.backends`.
+    pub name: BackendName,
+    /// Its type.
+    pub backend_type: BackendType,
+    /// The backend, its trust bundle cached ([`CachedBundle`]).
+    pub ca: Arc<CachedBundle>,
+    /// `dpCert.rotation.expiration`.
+    pub lifetime: Duration,
+    /// `dpCert.requestTimeout`.
+    pub request_timeout: Duration,
+    /// The common-name template, if any.
+    pub common_name: Option<CommonNameTemplate>,
+    /// DNS names every certificate of this backend carries (certmanager `dnsNames`).
+    pub dns_names: Vec<String>,
+    /// Its roots, as of the last build or refresh.
+    pub bundle: TrustBundle,
+    /// Fingerprint of the backend's configuration: an apply that does not change it reuses this
+    /// instance.
+    pub fingerprint: String,
+}
 
 /// Where the guard, the manager and the scheduler report what they do: a control plane plugs
 /// its metrics in here (the zone issuer exports Prometheus text). Every method has a default that

@@ -50,12 +50,11 @@ pub use ca_core::{
     TrustBundle, UncheckedCertificate,
 };
 pub use guard::{
-    is_upstream_failure, reason_label, BackendKey, CachedBundle, CircuitState, Guard, HealthReport,
-    Limits, NoObserver, Observer,
+    is_upstream_failure, reason_label, ActiveBackend, BackendKey, CachedBundle, CircuitState,
+    Guard, HealthReport, Limits, NoObserver, Observer,
 };
 pub use manager::{
-    ActiveBackend, Issued, Manager, ManagerBuilder, MeshState, NotContacted, Previous, Snapshot,
-    Validation,
+    Issued, Manager, ManagerBuilder, MeshState, NotContacted, Previous, Snapshot, Validation,
 };
 #[cfg(feature = "certmanager")]
 pub use registry::CERTMANAGER_NAMESPACE_ENV;

@@ -18,44 +18,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use ca_core::config::{Backend, BackendConf, BackendType, Mesh};
+use ca_core::config::{Backend, BackendConf, Mesh};
 use ca_core::{
-    BackendName, CertificateAuthority, CommonNameTemplate, Error, IdempotencyKey, Identity,
-    IssuedCertificate, MeshName, SecretStore, SourcePolicy, TestCertificate, TrustBundle,
-    Violations,
+    BackendName, CertificateAuthority, Error, IdempotencyKey, Identity, IssuedCertificate,
+    MeshName, SecretStore, SourcePolicy, TestCertificate, TrustBundle, Violations,
 };
 use tokio::sync::watch;
 
-use crate::guard::{lock, CachedBundle, Guard, Limits, NoObserver, Observer};
+use crate::guard::{lock, ActiveBackend, CachedBundle, Guard, Limits, NoObserver, Observer};
 use crate::registry::{BuildContext, Registry};
 
 mod switch;
 mod validate;
-
-/// A built backend, ready to issue.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct ActiveBackend {
-    /// Its name in `mtls.backends`.
-    pub name: BackendName,
-    /// Its type.
-    pub backend_type: BackendType,
-    /// The backend, its trust bundle cached ([`CachedBundle`]).
-    pub ca: Arc<CachedBundle>,
-    /// `dpCert.rotation.expiration`.
-    pub lifetime: Duration,
-    /// `dpCert.requestTimeout`.
-    pub request_timeout: Duration,
-    /// The common-name template, if any.
-    pub common_name: Option<CommonNameTemplate>,
-    /// DNS names every certificate of this backend carries (certmanager `dnsNames`).
-    pub dns_names: Vec<String>,
-    /// Its roots, as of the last build or refresh.
-    pub bundle: TrustBundle,
-    /// Fingerprint of the backend's configuration: an apply that does not change it reuses this
-    /// instance.
-    pub fingerprint: String,
-}
 
 /// The backend that was enabled before a switch, kept (with its roots in the bundle) until every
 /// watched identity has rotated and every certificate it issued has expired.
