@@ -13,6 +13,7 @@ mod api;
 mod cli;
 mod error;
 mod files;
+mod flags;
 mod hash;
 mod limits;
 mod meshfile;

@@ -8,16 +8,15 @@ mod local;
 mod token;
 mod trust;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use self::client::issue_remote;
 use self::local::{issue_local, validate};
 use crate::error::{AppError, Context};
+use crate::serve::args::ServeArgs;
 use crate::serve::bootstrap::{write_private, write_public};
 
 const EXAMPLES: &str = "\
@@ -100,132 +99,6 @@ enum Command {
     Token(token::TokenArgs),
 }
 
-/// `--store`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum StoreKind {
-    /// Files under DATA_DIR/secrets.
-    File,
-    /// Kubernetes Secrets in --namespace (type `system.kuma.io/secret`, label `kuma.io/mesh`),
-    /// through the pod's service account or the kubeconfig. Replicas share one builtin CA per
-    /// backend and one bootstrap TLS CA (Secret `meshca-bootstrap-tls`).
-    Kubernetes,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ServeArgs {
-    /// Where the issuer keeps its state: bootstrap TLS material and builtin CA secrets.
-    #[arg(long, default_value = "./meshca-data")]
-    pub(crate) data_dir: PathBuf,
-    /// gRPC address. Use 127.0.0.1:0 for a free port (the bound one is printed).
-    #[arg(long, default_value = "127.0.0.1:5680")]
-    pub(crate) listen: SocketAddr,
-    /// Address of /metrics, /healthz and /readyz (plain HTTP).
-    #[arg(long, default_value = "127.0.0.1:5681")]
-    pub(crate) metrics_listen: SocketAddr,
-    /// Directory of Mesh YAML files (*.yaml, *.yml; Universal or Kubernetes form, `---`
-    /// separated documents allowed), re-read every --reload-interval. Default: mesh `default`
-    /// with a builtin backend `ca-1`.
-    #[arg(long)]
-    pub(crate) mesh_config: Option<PathBuf>,
-    /// How often to check --mesh-config for changes (Kuma duration: 5s, 500ms).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub(crate) reload_interval: Duration,
-    /// Where mesh secrets live.
-    #[arg(long, value_enum, default_value_t = StoreKind::File)]
-    pub(crate) store: StoreKind,
-    /// Namespace of the Secrets with --store kubernetes. Default: $MESHCA_NAMESPACE, else the
-    /// pod's own namespace, else `kuma-system`.
-    #[arg(long, value_name = "NS")]
-    pub(crate) namespace: Option<String>,
-    /// Namespace of meshca's own Secrets with --store kubernetes (`meshca-bootstrap-tls`,
-    /// `meshca-token-signing-key`), when they belong elsewhere than the mesh secrets of
-    /// --namespace (e.g. meshca's namespace beside Kuma's). Default: --namespace.
-    #[arg(long, value_name = "NS")]
-    pub(crate) own_namespace: Option<String>,
-    /// Use a data directory that is writable by group or others, or owned by another user, even
-    /// though it already holds files (a CA planted there would be adopted). Without it such a
-    /// directory is refused.
-    #[arg(long)]
-    pub(crate) adopt_open_data_dir: bool,
-    /// Extra DNS name on the bootstrap server certificate (besides localhost, 127.0.0.1, ::1),
-    /// e.g. the Service name `meshca.kuma-system.svc`; repeat it (at most 16).
-    #[arg(long, value_name = "DNS")]
-    pub(crate) server_name: Vec<String>,
-    /// Authorization file: which client identities (CA + CN or SPIFFE ID) may act on which
-    /// meshes. The bootstrap admin may do everything; data planes may renew their own identity.
-    #[arg(long)]
-    pub(crate) authz: Option<PathBuf>,
-    /// Extra CA (PEM) whose client certificates identify operators (besides the bootstrap CA).
-    /// Its callers are named in --authz with `ca: FILE` (or `ca: sha256:HEX`).
-    #[arg(long)]
-    pub(crate) client_ca: Option<PathBuf>,
-    /// Let a Mesh sent to ValidateBackend use `file:` data sources inside this directory
-    /// (resolved paths must stay inside it; it may not overlap the data directory). Without it,
-    /// such a Mesh may use only `secret:` (of its own mesh), `inline` and `inlineString`.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) allow_file_sources: Option<PathBuf>,
-    /// Let a Mesh sent to ValidateBackend use the `env:` data source VAR; repeat it.
-    #[arg(long, value_name = "VAR")]
-    pub(crate) allow_env_source: Vec<String>,
-    /// Let a Mesh sent to ValidateBackend contact the Vault at this origin
-    /// (`https://vault.example:8200`, no path); repeat it. Without any, such a Mesh's vault
-    /// backends are checked but not contacted.
-    #[arg(long, value_name = "URL")]
-    pub(crate) allow_vault_address: Vec<String>,
-    /// Let a Mesh sent to ValidateBackend use the AWS Private CA with this ARN (with the
-    /// server's AWS credentials if it names none); repeat it.
-    #[arg(long, value_name = "ARN")]
-    pub(crate) allow_acmpca_arn: Vec<String>,
-    /// Let a Mesh sent to ValidateBackend request certificates from this cert-manager issuer,
-    /// `KIND/NAME` or `KIND.GROUP/NAME` (`ClusterIssuer/mesh-ca`); repeat it. meshca never
-    /// approves such requests itself.
-    #[arg(long, value_name = "KIND/NAME")]
-    pub(crate) allow_certmanager_issuer: Vec<String>,
-    /// Server certificate chain (PEM) instead of the bootstrap one; needs --tls-key.
-    #[arg(long, requires = "tls_key")]
-    pub(crate) tls_cert: Option<PathBuf>,
-    /// Server key (PEM) for --tls-cert.
-    #[arg(long, requires = "tls_cert")]
-    pub(crate) tls_key: Option<PathBuf>,
-    /// Serve gRPC without TLS. Only on a loopback address; every caller is then trusted as admin.
-    #[arg(long)]
-    pub(crate) insecure_plaintext: bool,
-    /// Fraction of a certificate's lifetime after which watchers get a new one (Kuma: 0.8).
-    #[arg(long, default_value_t = 0.8)]
-    pub(crate) rotate_fraction: f64,
-    /// Up to this fraction of the time to rotation is taken off at random.
-    #[arg(long, default_value_t = 0.1)]
-    pub(crate) rotate_jitter: f64,
-    /// Concurrent issue calls per backend.
-    #[arg(long, default_value_t = 32)]
-    pub(crate) max_concurrent_issues: usize,
-    /// Distinct identities that must fail against a backend (within a minute) to open its circuit.
-    #[arg(long, default_value_t = 3)]
-    pub(crate) circuit_threshold: usize,
-    /// How long an open circuit refuses calls before trying the backend again.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub(crate) circuit_cooldown: Duration,
-    /// gRPC connections held at once; fewer if the open-file limit (raised to the hard limit at
-    /// start) leaves less room. At the cap a newcomer closes the oldest idle connection without
-    /// a client certificate first.
-    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_CONNECTIONS, value_parser = positive)]
-    pub(crate) max_connections: usize,
-    /// TLS handshakes in progress, and connections without a client certificate (bootstrap
-    /// tokens, strangers), each held at once; at most half of --max-connections.
-    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_ANONYMOUS_CONNECTIONS, value_parser = positive)]
-    pub(crate) max_anonymous_connections: usize,
-    /// A connection without a client certificate that has no request in flight for this long is
-    /// closed (with a certificate: 10 minutes).
-    #[arg(long, default_value = crate::limits::DEFAULT_IDLE_TIMEOUT, value_parser = parse_duration)]
-    pub(crate) idle_timeout: Duration,
-    /// Requests and streams open at once on one connection; more get ResourceExhausted.
-    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_STREAMS_PER_CONNECTION, value_parser = positive)]
-    pub(crate) max_streams_per_connection: usize,
-    /// WatchCertificate streams open at once for one identity; more get ResourceExhausted.
-    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_WATCHES_PER_IDENTITY, value_parser = positive)]
-    pub(crate) max_watches_per_identity: usize,
-}
-
 #[derive(Debug, Args)]
 struct IssueArgs {
     /// The issuer's gRPC address (`127.0.0.1:5680` or `https://host:port`).
@@ -285,19 +158,6 @@ struct InspectArgs {
     /// FILE as intermediates.
     #[arg(long)]
     bundle: Option<PathBuf>,
-}
-
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    ca_core::KumaDuration::parse(s).map(|d| d.get())
-}
-
-/// A count of at least 1.
-fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("not a count: {e}")),
-    }
 }
 
 /// Runs the CLI.

@@ -41,7 +41,7 @@ struct CreateArgs {
     #[arg(long = "tag", value_name = "KEY=VALUE", required = true)]
     tags: Vec<String>,
     /// How long the token is good for (Kuma duration: 24h, 30m); at most 720h.
-    #[arg(long, default_value = "24h", value_parser = super::parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = crate::flags::parse_duration)]
     valid_for: Duration,
     /// Write the token to this file (0600) instead of stdout.
     #[arg(long)]

@@ -1,5 +1,6 @@
 //! `meshca serve`: wires the store, mesh states, scheduler, TLS, gRPC and metrics together.
 
+pub(crate) mod args;
 pub(crate) mod bootstrap;
 pub(crate) mod conn;
 pub(crate) mod http;
@@ -18,7 +19,6 @@ use crate::api::authz::{AuthzSource, OperatorRoots, Policy, SharedPolicy};
 use crate::api::service::IssuerService;
 use crate::api::token::{KeyHome, Tokens};
 use crate::api::watches::WatchLimit;
-use crate::cli::{ServeArgs, StoreKind};
 use crate::error::{AppError, Context};
 use crate::limits::{
     CERTIFIED_IDLE_TIMEOUT, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT,
@@ -26,6 +26,7 @@ use crate::limits::{
 };
 use crate::proto::issuer_server::IssuerServer;
 use crate::reload::{ConfigSource, Reloader};
+use crate::serve::args::{ServeArgs, StoreKind};
 use crate::serve::bootstrap::{
     check_data_dir, create_private_dir, keep_admin_fresh, warn_open_keys, BootstrapPaths, CaPem,
 };
