@@ -171,7 +171,8 @@ impl BuiltinCa {
                 let (key, created) = store
                     .create_if_absent(mesh, &key_name, key.to_pem().expose())
                     .await?;
-                if created == Created::Ours {
+                // Said once, by the run that persisted it (not by dry runs over an overlay).
+                if created == Created::Ours && store.persists() {
                     tracing::info!(
                         %mesh, backend = %self.backend, secret = %key_name, key_type = %self.conf.ca_key,
                         "created builtin CA key"
@@ -205,10 +206,12 @@ impl BuiltinCa {
                     .create_if_absent(mesh, &cert_name, cert.as_bytes())
                     .await?;
                 if created == Created::Ours {
-                    tracing::info!(
-                        %mesh, backend = %self.backend, secret = %cert_name,
-                        "created builtin CA certificate"
-                    );
+                    if store.persists() {
+                        tracing::info!(
+                            %mesh, backend = %self.backend, secret = %cert_name,
+                            "created builtin CA certificate"
+                        );
+                    }
                 } else if self.check_cert(&cert, &cert_name, &key_name, &key).is_err()
                     && store.get(mesh, &key_name).await?.as_ref() != Some(&key_pem)
                 {

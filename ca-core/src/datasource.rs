@@ -583,6 +583,12 @@ pub trait SecretStore: fmt::Debug + Send + Sync {
     /// # Errors
     /// [`Error::Store`] or a backend error when the store cannot be written.
     async fn put(&self, mesh: &MeshName, name: &SecretName, value: &[u8]) -> Result<(), Error>;
+
+    /// Whether what is written here is kept: `false` for an in-memory overlay (a dry run), so a
+    /// backend says "created" only for what persisted.
+    fn persists(&self) -> bool {
+        true
+    }
 }
 
 /// Whether [`SecretStore::create_if_absent`] stored the caller's value.

@@ -86,6 +86,10 @@ impl SecretStore for OverlaySecretStore {
         );
         Ok(())
     }
+
+    fn persists(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -466,3 +466,21 @@ async fn mtls_is_mandatory_and_plaintext_is_explicit() {
     assert!(ok, "{stdout}{stderr}");
     assert!(out.join("key.pem").exists());
 }
+
+#[test]
+fn a_first_start_says_once_that_it_created_the_ca() {
+    // The dry runs before applying a Mesh build its backends over an in-memory overlay; they
+    // used to log "created builtin CA key" as if they had persisted it, three times for one CA.
+    let server = Server::start(
+        &[(
+            "default.yaml",
+            &builtin_mesh("default", &["ca-1"], "ca-1", "1h"),
+        )],
+        &[],
+    );
+    let log = server.log();
+    for said in ["created builtin CA key", "created builtin CA certificate"] {
+        assert_eq!(log.matches(said).count(), 1, "{said:?} in:\n{log}");
+    }
+    drop(server);
+}
