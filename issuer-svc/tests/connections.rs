@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{bearer, bounded, builtin_mesh, request, run_cli, Server};
+use common::{bearer, bounded, builtin_mesh, http_get, request, run_cli, Server};
 use issuer_svc::proto::issuer_client::IssuerClient;
 use issuer_svc::proto::{CreateTokenRequest, RotateTokenKeyRequest, Tag};
 use tokio::io::AsyncReadExt;
@@ -197,18 +197,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     // After the command: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
-}
-
-/// GET on a plain HTTP address: (status line, body).
-fn http_get(addr: &str, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_owned(), body.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

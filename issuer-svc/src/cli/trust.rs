@@ -20,7 +20,6 @@ use std::time::{Duration, SystemTime};
 
 use ca_core::{ChainUsage, Identity, IssuedProblem, TrustBundle};
 use rustls_pki_types::CertificateDer;
-use x509_parser::extensions::GeneralName;
 
 use crate::proto::IssuedCertificate;
 
@@ -116,7 +115,7 @@ impl Expected {
         if leaf.public_key().raw != self.spki.as_slice() {
             return Err(bad(IssuedProblem::WrongKey));
         }
-        self.check_sans(&leaf).map_err(bad)?;
+        ca_core::check_leaf_sans(leaf_der.as_ref(), &self.uri_sans, &self.dns_sans).map_err(bad)?;
 
         let not_before = leaf.validity().not_before.timestamp();
         let not_after = leaf.validity().not_after.timestamp();
@@ -159,38 +158,6 @@ impl Expected {
             bundle,
         })
     }
-
-    /// Exactly the expected URI and DNS SANs, nothing of another kind.
-    fn check_sans(
-        &self,
-        leaf: &x509_parser::certificate::X509Certificate<'_>,
-    ) -> Result<(), IssuedProblem> {
-        let mut uris: Vec<&str> = Vec::new();
-        let mut dns: Vec<&str> = Vec::new();
-        let san = leaf
-            .subject_alternative_name()
-            .map_err(|e| IssuedProblem::Unparseable(e.to_string()))?;
-        for name in san.iter().flat_map(|s| s.value.general_names.iter()) {
-            match name {
-                GeneralName::URI(u) => uris.push(u),
-                GeneralName::DNSName(d) => dns.push(d),
-                other => {
-                    return Err(IssuedProblem::UnexpectedSan(
-                        ca_core::x509::describe_general_name(other),
-                    ))
-                }
-            }
-        }
-        let (missing, extra) = difference(&self.uri_sans, &uris);
-        if !missing.is_empty() || !extra.is_empty() {
-            return Err(IssuedProblem::WrongUriSans { missing, extra });
-        }
-        let (missing, extra) = difference(&self.dns_sans, &dns);
-        if !missing.is_empty() || !extra.is_empty() {
-            return Err(IssuedProblem::WrongDnsSans { missing, extra });
-        }
-        Ok(())
-    }
 }
 
 /// Reads a bundle a previous run left (`bundle.pem`); `None` when there is none or it cannot be
@@ -213,21 +180,6 @@ pub(crate) fn read_held_bundle(path: &std::path::Path) -> Option<TrustBundle> {
             None
         }
     }
-}
-
-/// What `want` has that `got` lacks, and what `got` has that `want` does not.
-fn difference(want: &[String], got: &[&str]) -> (Vec<String>, Vec<String>) {
-    let missing = want
-        .iter()
-        .filter(|w| !got.contains(&w.as_str()))
-        .cloned()
-        .collect();
-    let extra = got
-        .iter()
-        .filter(|g| !want.iter().any(|w| w == *g))
-        .map(|g| (*g).to_owned())
-        .collect();
-    (missing, extra)
 }
 
 fn unix(t: SystemTime) -> i64 {

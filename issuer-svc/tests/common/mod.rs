@@ -259,13 +259,7 @@ impl Server {
 
     /// GET on the metrics port: (status line, body).
     pub fn http_get(&self, path: &str) -> (String, String) {
-        let mut s = std::net::TcpStream::connect(&self.metrics).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let (head, body) = out.split_once("\r\n\r\n").unwrap();
-        (head.lines().next().unwrap().to_owned(), body.to_owned())
+        http_get(&self.metrics, path)
     }
 
     /// The value of one metric line (exact name with labels).
@@ -418,4 +412,15 @@ pub fn operator_cert(server: &Server, cn: &str) -> (PathBuf, PathBuf) {
     std::fs::write(&c, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
     (c, k)
+}
+
+/// GET on a plain HTTP address: (status line, body).
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
 }
