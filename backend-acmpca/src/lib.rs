@@ -36,7 +36,6 @@ use aws_sdk_acmpca::config::retry::RetryConfig;
 use aws_sdk_acmpca::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_acmpca::primitives::Blob;
 use aws_sdk_acmpca::types::{SigningAlgorithm, Validity, ValidityPeriodType};
-use ca_core::config::AcmpcaConf;
 use ca_core::x509::{anchors_of, is_self_issued, parse_pem_certs};
 use ca_core::{
     BackendName, BundleCache, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore,
@@ -44,6 +43,12 @@ use ca_core::{
 };
 use meshca_aws::behavior_version;
 use rustls_pki_types::CertificateDer;
+
+mod conf;
+mod factory;
+
+pub use conf::{AcmpcaConf, AwsCredentials};
+pub use factory::AcmpcaFactory;
 
 pub use crate::errors::ACTIONS;
 use crate::errors::{Ctx, Kind, Op};

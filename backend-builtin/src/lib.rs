@@ -18,7 +18,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use ca_core::config::BuiltinConf;
 use ca_core::x509::{certs_to_pem, parse_pem_certs, random_serial, BACKDATE};
 use ca_core::{
     BackendName, CertificateAuthority, Created, Error, IssueRequest, LocalCa, MeshName, PrivateKey,
@@ -31,6 +30,12 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
+
+mod conf;
+mod factory;
+
+pub use conf::BuiltinConf;
+pub use factory::BuiltinFactory;
 
 /// Secret names are DNS-1123 subdomains: at most 253 characters (Kuma allows 255 for the
 /// resource key; the stricter limit keeps the name usable as a Kubernetes Secret).

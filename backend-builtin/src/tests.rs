@@ -4,7 +4,7 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ca_core::config::BuiltinConf;
+use crate::BuiltinConf;
 use ca_core::{
     issue_certificate, BackendName, CertificateAuthority, DirectorySecretStore, Error, Identity,
     IssueParams, IssuedCertificate, KeySource, KeyType, MeshName, SecretStore, SERVICE_TAG,
@@ -132,8 +132,7 @@ async fn ensure_is_idempotent_across_calls_and_restarts() {
     restarted.ensure().await.unwrap();
     assert_eq!(stored_cert_pem(&restarted).await, first);
     // Even when the config now asks for another key type: the CA is never regenerated.
-    let mut rsa = BuiltinConf::default();
-    rsa.ca_key = KeyType::Rsa(2048);
+    let rsa = BuiltinConf::default().with_ca_key(KeyType::Rsa(2048));
     let reconfigured = builtin(dir.path(), rsa);
     reconfigured.ensure().await.unwrap();
     assert_eq!(stored_cert_pem(&reconfigured).await, first);
@@ -234,8 +233,7 @@ async fn ca_certificate_has_kumas_profile() {
 #[tokio::test]
 async fn expiration_is_configurable() {
     let dir = tempfile::tempdir().unwrap();
-    let mut conf = BuiltinConf::default();
-    conf.ca_expiration = Duration::from_secs(3600);
+    let conf = BuiltinConf::default().with_ca_expiration(Duration::from_secs(3600));
     let ca = builtin(dir.path(), conf);
     let bundle = ca.trust_bundle().await.unwrap();
     let (_, cert) = X509Certificate::from_der(&bundle.certs()[0]).unwrap();
@@ -248,8 +246,7 @@ async fn expiration_is_configurable() {
 
     // A lifetime X.509 cannot express is an error, not a panic.
     let dir = tempfile::tempdir().unwrap();
-    let mut conf = BuiltinConf::default();
-    conf.ca_expiration = Duration::from_secs(10_000 * 365 * 24 * 3600);
+    let conf = BuiltinConf::default().with_ca_expiration(Duration::from_secs(10_000 * 365 * 24 * 3600));
     let err = builtin(dir.path(), conf).ensure().await.unwrap_err();
     assert!(err.to_string().starts_with("caCert.expiration: "), "{err}");
 }
@@ -282,8 +279,7 @@ async fn issues_leaves_for_generated_keys_and_csrs() {
 #[tokio::test]
 async fn rsa_2048_ca_works() {
     let dir = tempfile::tempdir().unwrap();
-    let mut conf = BuiltinConf::default();
-    conf.ca_key = KeyType::Rsa(2048);
+    let conf = BuiltinConf::default().with_ca_key(KeyType::Rsa(2048));
     let ca = builtin(dir.path(), conf);
     ca.ensure().await.unwrap();
     let bundle = ca.trust_bundle().await.unwrap();

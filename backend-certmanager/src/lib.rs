@@ -39,7 +39,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use ca_core::config::CertmanagerConf;
 use ca_core::x509::{anchors_of, is_self_issued, parse_pem_certs};
 use ca_core::{
     BackendName, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore, SourcePolicy,
@@ -49,6 +48,12 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, Object, ObjectMeta};
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
+
+mod conf;
+mod factory;
+
+pub use conf::CertmanagerConf;
+pub use factory::CertmanagerFactory;
 
 /// The namespace requests are created in unless [`CertmanagerCa::with_namespace`] says another
 /// (Kuma's system namespace).

@@ -16,7 +16,6 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use ca_core::config::ProvidedConf;
 use ca_core::x509::parse_pem_certs;
 use ca_core::{
     BackendName, CertificateAuthority, Error, IssueRequest, KeyType, KumaDuration, LocalCa,
@@ -24,6 +23,12 @@ use ca_core::{
     UncheckedCertificate, Violations,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+mod conf;
+mod factory;
+
+pub use conf::ProvidedConf;
+pub use factory::ProvidedFactory;
 
 /// The config field the certificate chain comes from.
 const CERT: &str = "cert";

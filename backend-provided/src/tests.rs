@@ -2,7 +2,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use ca_core::config::{BackendConf, Mesh, ProvidedConf};
+use ca_core::config::Mesh;
+use ca_core::Registry;
+
+use crate::{ProvidedConf, ProvidedFactory};
 use ca_core::x509::certs_to_pem;
 use ca_core::{
     issue_certificate, BackendName, CertificateAuthority, DirectorySecretStore, Error, Identity,
@@ -93,11 +96,9 @@ fn conf(cert: &str, key: &str) -> ProvidedConf {
         "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    \
          type: provided\n    conf:\n      cert:\n        {cert}\n      key:\n        {key}\n"
     );
-    let mesh = Mesh::from_yaml(&yaml).unwrap();
-    match mesh.enabled_backend().unwrap().conf.clone() {
-        BackendConf::Provided(c) => c,
-        other => panic!("not provided: {other:?}"),
-    }
+    let mesh = Mesh::from_yaml(&yaml, &Registry::empty().with(ProvidedFactory::new())).unwrap();
+    let backend = mesh.enabled_backend().unwrap();
+    backend.conf_as::<ProvidedConf>().unwrap().clone()
 }
 
 /// Stores `cert` and `key` as the mesh secrets `ca-cert` / `ca-key` and loads the CA from them.

@@ -1,6 +1,6 @@
 //! Vault's answers turned into errors that say what to fix.
 
-use ca_core::config::VaultMode;
+use crate::conf::VaultMode;
 use ca_core::{Error, IssueRequest};
 use reqwest::{Method, StatusCode};
 use x509_parser::extensions::GeneralName;

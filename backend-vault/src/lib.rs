@@ -25,7 +25,9 @@
 mod auth;
 mod aws;
 mod client;
+mod conf;
 mod errors;
+mod factory;
 mod pki;
 mod secret;
 mod tls;
@@ -35,7 +37,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use ca_core::config::{VaultAuth, VaultConf, VaultMode};
 use ca_core::{
     BackendName, BundleCache, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore,
     SourcePolicy, TrustBundle, UncheckedCertificate, Violations,
@@ -46,6 +47,9 @@ use serde_json::Value;
 use crate::auth::{Auth, Login};
 use crate::client::{Answer, Client, Retry};
 use crate::secret::Token;
+
+pub use conf::{AwsAuthType, VaultAuth, VaultConf, VaultMode};
+pub use factory::VaultFactory;
 
 /// How long a fetched trust bundle is used before it is fetched again.
 pub const BUNDLE_TTL: Duration = Duration::from_secs(300);
@@ -171,7 +175,7 @@ impl VaultCa {
                     iam_server_id_header,
                 }),
             ) => {
-                if *kind == ca_core::config::AwsAuthType::Ec2 {
+                if *kind == AwsAuthType::Ec2 {
                     v.add(
                         field("auth.aws.type"),
                         "EC2 is not supported yet: use IAM (the default)",

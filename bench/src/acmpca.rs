@@ -20,14 +20,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use backend_acmpca::{AcmpcaCa, RateLimit};
-use ca_core::config::{backend_path, Backend, BackendConf, Mesh, DEFAULT_DP_CERT_EXPIRATION};
+use backend_acmpca::{AcmpcaFactory, RateLimit};
+use ca_core::config::{Backend, BackendConfig, Fields, Mesh, DEFAULT_DP_CERT_EXPIRATION};
 use ca_core::{
     CertificateAuthority, IssueRequest, KeyType, SecretName, TrustBundle, UncheckedCertificate,
 };
 use meshca::{
-    BuildContext, BuildFuture, Built, Identity, Limits, Manager, MeshName, Observer,
-    OverlaySecretStore, Registry, RotationPolicy, RotationReason, WatchReceiver,
+    BackendFactory, BuildContext, BuildFuture, Built, Identity, Limits, Manager, MeshName,
+    Observer, OverlaySecretStore, Registry, RotationPolicy, RotationReason, Violations,
+    WatchReceiver,
 };
 use meshca_peers::fault_proxy::{GET_CERTIFICATE, ISSUE_CERTIFICATE};
 use meshca_peers::FaultProxy;
@@ -124,82 +125,79 @@ fn moto_version() -> String {
         .unwrap_or_default()
 }
 
-/// What the bench's acmpca constructor applies to the backend the registry builds from YAML:
-/// the SDK config (endpoint: the proxy; the least-privilege user's key) and the rate limit.
-type Customize = Box<dyn Fn(AcmpcaCa) -> AcmpcaCa + Send + Sync>;
-static CUSTOMIZE: OnceLock<Customize> = OnceLock::new();
-
-/// The registry's acmpca constructor, plus [`CUSTOMIZE`].
-fn build_acmpca<'a>(
-    ctx: &'a BuildContext,
-    mesh: &'a MeshName,
-    index: usize,
-    backend: &'a Backend,
-) -> BuildFuture<'a> {
-    Box::pin(async move {
-        let BackendConf::Acmpca(conf) = &backend.conf else {
-            return Err(ca_core::Error::Inconsistent("not an acmpca backend".into()));
-        };
-        let timing = backend_acmpca::Timing::new(
-            backend.dp_cert_request_timeout,
-            backend.root_chain_request_timeout,
-            backend.dp_cert_expiration,
-        );
-        let mut ca = AcmpcaCa::load_at(
-            &format!("{}.conf", backend_path(index)),
-            mesh,
-            backend.name.clone(),
-            conf,
-            timing,
-            ctx.store.as_ref(),
-            &ctx.sources,
-        )
-        .await?;
-        if let Some(f) = CUSTOMIZE.get() {
-            ca = f(ca);
-        }
-        Ok(Built::new(Arc::new(Counted(ca)), Vec::new()))
-    })
+/// The acmpca factory with the bench's settings (the SDK config: endpoint the proxy, the
+/// least-privilege user's key; the rate limit), whose backends count their certificates.
+#[derive(Debug)]
+struct CountingAcmpca {
+    inner: AcmpcaFactory,
+    issued: Arc<AtomicUsize>,
 }
 
-/// Certificates every acmpca backend the bench built has issued (the watchers' and the switch's
-/// test certificates, dry run included).
-static ISSUED: AtomicUsize = AtomicUsize::new(0);
+impl BackendFactory for CountingAcmpca {
+    fn backend_type(&self) -> &str {
+        self.inner.backend_type()
+    }
 
-/// An acmpca backend that counts its certificates in [`ISSUED`].
+    fn decode(&self, conf: Fields<'_>, v: &mut Violations) -> Option<Arc<dyn BackendConfig>> {
+        self.inner.decode(conf, v)
+    }
+
+    fn build<'a>(
+        &'a self,
+        ctx: &'a BuildContext,
+        mesh: &'a MeshName,
+        index: usize,
+        backend: &'a Backend,
+    ) -> BuildFuture<'a> {
+        Box::pin(async move {
+            let built = self.inner.build(ctx, mesh, index, backend).await?;
+            let counted = Counted {
+                ca: built.ca,
+                issued: self.issued.clone(),
+            };
+            Ok(Built::new(Arc::new(counted), built.warnings))
+        })
+    }
+}
+
+/// An acmpca backend that counts the certificates it issued (the watchers' and the switch's
+/// test certificates, dry run included).
 #[derive(Debug)]
-struct Counted(AcmpcaCa);
+struct Counted {
+    ca: Arc<dyn CertificateAuthority>,
+    issued: Arc<AtomicUsize>,
+}
 
 #[async_trait]
 impl CertificateAuthority for Counted {
     fn name(&self) -> &str {
-        self.0.name()
+        self.ca.name()
     }
     async fn ensure(&self) -> Result<(), ca_core::Error> {
-        self.0.ensure().await
+        self.ca.ensure().await
     }
     async fn trust_bundle(&self) -> Result<TrustBundle, ca_core::Error> {
-        self.0.trust_bundle().await
+        self.ca.trust_bundle().await
     }
     async fn refresh_trust_bundle(&self) -> Result<TrustBundle, ca_core::Error> {
-        self.0.refresh_trust_bundle().await
+        self.ca.refresh_trust_bundle().await
     }
     async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, ca_core::Error> {
-        let c = self.0.issue(request).await?;
-        ISSUED.fetch_add(1, Ordering::Relaxed);
+        let c = self.ca.issue(request).await?;
+        self.issued.fetch_add(1, Ordering::Relaxed);
         Ok(c)
     }
     fn used_secrets(&self) -> Vec<SecretName> {
-        self.0.used_secrets()
+        self.ca.used_secrets()
     }
     fn needs_csr(&self) -> bool {
-        self.0.needs_csr()
+        self.ca.needs_csr()
     }
     async fn health(&self) -> Result<(), ca_core::Error> {
-        self.0.health().await
+        self.ca.health().await
     }
     fn generates_keys(&self) -> bool {
-        self.0.generates_keys()
+        self.ca.generates_keys()
     }
 }
 
@@ -270,23 +268,27 @@ async fn rotation(
         );
     }
     let sdk = Peer::sdk_at(&proxy.endpoint(), Some(&peer.user), REGION);
-    let _ = CUSTOMIZE.set(Box::new(move |ca: AcmpcaCa| {
-        ca.with_aws_sdk_config(sdk.clone()).with_rate_limit(limit)
-    }));
+    let issued = Arc::new(AtomicUsize::new(0));
+    let registry = Registry::empty().with(CountingAcmpca {
+        inner: AcmpcaFactory::new()
+            .with_aws_sdk_config(sdk)
+            .with_rate_limit(limit),
+        issued: issued.clone(),
+    });
     let counter = Arc::new(Counter::default());
     let manager = Arc::new(
-        Manager::builder(
-            Registry::new().register(meshca::config::BackendType::Acmpca, build_acmpca),
-            Arc::new(OverlaySecretStore::new(None)),
-        )
-        .limits(Limits::default().with_concurrency(args.max_concurrent_issues))
-        .observer(counter.clone())
-        .build(),
+        Manager::builder(registry.clone(), Arc::new(OverlaySecretStore::new(None)))
+            .limits(Limits::default().with_concurrency(args.max_concurrent_issues))
+            .observer(counter.clone())
+            .build(),
     );
     manager
         .apply(
             "bench",
-            vec![Mesh::from_yaml(&mesh_yaml("ca-1", &ca.arn, &ca.root_pem))?],
+            vec![Mesh::from_yaml(
+                &mesh_yaml("ca-1", &ca.arn, &ca.root_pem),
+                &registry,
+            )?],
         )
         .await?;
     let scheduler = meshca::rotation::spawn(manager.clone(), RotationPolicy::new(0.8, 0.1));
@@ -336,18 +338,17 @@ async fn rotation(
 
     // Switch: every watcher needs a certificate from ACM PCA now.
     proxy.reset_counts();
-    let issued_before = ISSUED.load(Ordering::Relaxed);
+    let issued_before = issued.load(Ordering::Relaxed);
     let switch_at = proxy.uptime();
     let started = Instant::now();
     let _ = switched_at.set(started);
     manager
         .apply(
             "bench",
-            vec![Mesh::from_yaml(&mesh_yaml(
-                "acmpca-1",
-                &ca.arn,
-                &ca.root_pem,
-            ))?],
+            vec![Mesh::from_yaml(
+                &mesh_yaml("acmpca-1", &ca.arn, &ca.root_pem),
+                &registry,
+            )?],
         )
         .await?;
     let applied_s = started.elapsed().as_secs_f64();
@@ -396,7 +397,7 @@ async fn rotation(
     };
     let busiest = busiest_window(&arrivals, Duration::from_secs(1));
     // Certificates from acmpca: the watchers' plus the switch's test certificates.
-    let certificates = ISSUED.load(Ordering::Relaxed) - issued_before;
+    let certificates = issued.load(Ordering::Relaxed) - issued_before;
     let watchers = counter.issued("acmpca-1");
     let retries = issue.total().saturating_sub(certificates);
     let failed = counter.failed();

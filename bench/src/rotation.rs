@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use meshca::config::Mesh;
 use meshca::{
-    Identity, Limits, Manager, MeshName, OverlaySecretStore, Registry, RotationPolicy,
-    RotationReason, WatchReceiver,
+    Identity, Limits, Manager, MeshName, OverlaySecretStore, RotationPolicy, RotationReason,
+    WatchReceiver,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -76,12 +76,12 @@ async fn bench(a: RotationArgs) -> Result<(), BoxError> {
     );
     // The builtin CA in memory: nothing to clean up.
     let manager = Arc::new(
-        Manager::builder(Registry::new(), Arc::new(OverlaySecretStore::new(None)))
+        Manager::builder(meshca::registry(), Arc::new(OverlaySecretStore::new(None)))
             .limits(Limits::default().with_concurrency(a.max_concurrent_issues))
             .build(),
     );
     manager
-        .apply("bench", vec![Mesh::from_yaml(&yaml)?])
+        .apply("bench", vec![Mesh::from_yaml(&yaml, &meshca::registry())?])
         .await?;
     let scheduler = meshca::rotation::spawn(
         manager.clone(),

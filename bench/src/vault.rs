@@ -174,14 +174,17 @@ pub(crate) fn run(args: VaultArgs) -> Result<(), BoxError> {
 async fn burst(peer: &Peer, yaml: &str, n: usize, max: usize) -> Result<(), BoxError> {
     let manager = Arc::new(
         meshca::Manager::builder(
-            meshca::Registry::new(),
+            meshca::registry(),
             Arc::new(meshca::OverlaySecretStore::new(None)),
         )
         .limits(meshca::Limits::default().with_concurrency(max))
         .build(),
     );
     manager
-        .apply("bench", vec![ca_core::config::Mesh::from_yaml(yaml)?])
+        .apply(
+            "bench",
+            vec![ca_core::config::Mesh::from_yaml(yaml, &meshca::registry())?],
+        )
         .await?;
     peer.vault.clear_requests();
     let started = Instant::now();

@@ -74,7 +74,10 @@ pub(crate) fn run(a: YamlArgs) -> Result<(), Box<dyn std::error::Error + Send + 
             let mut times: Vec<Duration> = (0..runs)
                 .map(|_| {
                     let started = Instant::now();
-                    let _ = std::hint::black_box(Mesh::from_yaml(std::hint::black_box(&text)));
+                    let _ = std::hint::black_box(Mesh::from_yaml(
+                        std::hint::black_box(&text),
+                        &meshca::registry(),
+                    ));
                     started.elapsed()
                 })
                 .collect();

@@ -23,6 +23,7 @@ pub mod identity;
 mod issue;
 pub mod name;
 pub mod refresh;
+mod registry;
 mod request;
 pub mod secret;
 pub mod spiffe;
@@ -50,6 +51,9 @@ pub use issue::{
 };
 pub use name::{BackendName, MeshName, SecretName, ServiceName, TagName, TagValue, SERVICE_TAG};
 pub use refresh::{refresh_at, RefreshPolicy};
+pub use registry::{
+    BackendFactory, BuildContext, BuildFuture, Built, Registry, KUMA_BACKEND_TYPES,
+};
 pub use request::{IdempotencyKey, IssueParams, IssueRequest, KeySource, UncheckedCertificate};
 pub use secret::SecretBytes;
 pub use spiffe::SpiffeId;

@@ -27,8 +27,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backend_builtin::BuiltinCa;
-use ca_core::config::{BuiltinConf, Mesh, Timing};
+use backend_builtin::{BuiltinCa, BuiltinConf};
+use ca_core::config::{Mesh, Timing};
 use ca_core::datasource::json_field;
 use ca_core::x509::{
     anchors_of, certs_to_pem, is_self_issued, parse_pem_certs, verify_csr, verify_csr_with_dns,
@@ -305,8 +305,9 @@ pub fn template(data: &[u8]) {
 /// must decode the same through [`Mesh::from_yaml_documents`].
 pub fn mesh_yaml(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let one = Mesh::from_yaml(&text);
-    let all = Mesh::from_yaml_documents(&text);
+    let backends = backends();
+    let one = Mesh::from_yaml(&text, backends);
+    let all = Mesh::from_yaml_documents(&text, backends);
     match &one {
         Ok(mesh) => inspect_mesh(mesh),
         Err(e) => {
@@ -330,6 +331,19 @@ pub fn mesh_yaml(data: &[u8]) {
     }
 }
 
+/// The five backends meshca ships, built once.
+fn backends() -> &'static ca_core::Registry {
+    static REGISTRY: OnceLock<ca_core::Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        ca_core::Registry::empty()
+            .with(backend_builtin::BuiltinFactory::new())
+            .with(backend_provided::ProvidedFactory::new())
+            .with(backend_vault::VaultFactory::new())
+            .with(backend_acmpca::AcmpcaFactory::new())
+            .with(backend_certmanager::CertmanagerFactory::new())
+    })
+}
+
 fn fingerprints(mesh: &Mesh) -> Vec<String> {
     mesh.mtls
         .iter()
@@ -351,8 +365,10 @@ fn inspect_mesh(mesh: &Mesh) {
     for backend in mesh.mtls.iter().flat_map(|m| m.backends.iter()) {
         assert_eq!(backend.fingerprint().as_str().len(), 64);
         std::hint::black_box((
-            backend.backend_type().as_str(),
+            backend.backend_type(),
             backend.used_secrets(),
+            backend.upstreams(),
+            backend.data_sources().len(),
             Timing::of(backend),
         ));
         if let (Some(t), Some(id)) = (backend.common_name(), &identity) {
@@ -581,11 +597,14 @@ mod tests {
             "certmanager.yaml",
         ] {
             let text = String::from_utf8(seed("mesh_yaml", ok)).unwrap();
-            let mesh = Mesh::from_yaml(&text).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            let mesh = Mesh::from_yaml(&text, backends()).unwrap_or_else(|e| panic!("{ok}: {e}"));
             assert!(mesh.enabled_backend().is_some(), "{ok}");
         }
         let two = String::from_utf8(seed("mesh_yaml", "two-documents.yaml")).unwrap();
-        assert_eq!(Mesh::from_yaml_documents(&two).unwrap().len(), 2);
+        assert_eq!(
+            Mesh::from_yaml_documents(&two, backends()).unwrap().len(),
+            2
+        );
         for bad in [
             "violations.yaml",
             "zone-egress-without-mtls.yaml",
@@ -593,7 +612,7 @@ mod tests {
             "not-yaml.yaml",
         ] {
             let text = String::from_utf8(seed("mesh_yaml", bad)).unwrap();
-            assert!(Mesh::from_yaml(&text).is_err(), "{bad}");
+            assert!(Mesh::from_yaml(&text, backends()).is_err(), "{bad}");
         }
     }
 

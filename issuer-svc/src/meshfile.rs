@@ -2,9 +2,9 @@
 //! reload) and `meshca validate`, so the two never disagree about a file.
 
 use ca_core::config::Mesh;
-use ca_core::{Error, Violations};
+use ca_core::{Error, Registry, Violations};
 
-/// Parses every Mesh of `text` (size and nesting capped by ca-core) and refuses a file that holds
+/// Parses every Mesh of `text` (each backend's `conf` by `backends`) (size and nesting capped by ca-core) and refuses a file that holds
 /// no Mesh or defines one mesh twice.
 ///
 /// An empty file is refused rather than read as "no meshes": truncating a file by accident must
@@ -12,8 +12,8 @@ use ca_core::{Error, Violations};
 ///
 /// # Errors
 /// [`Error::InvalidConfig`] with the violations.
-pub(crate) fn parse(text: &str) -> Result<Vec<Mesh>, Error> {
-    let meshes = Mesh::from_yaml_documents(text)?;
+pub(crate) fn parse(text: &str, backends: &Registry) -> Result<Vec<Mesh>, Error> {
+    let meshes = Mesh::from_yaml_documents(text, backends)?;
     let mut v = Violations::default();
     if meshes.is_empty() {
         v.add(
@@ -34,8 +34,12 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Mesh>, Error> {
 }
 
 /// [`parse`] on a blocking thread, so a large file never holds up the async runtime.
-pub(crate) async fn parse_off_runtime(text: String) -> Result<Vec<Mesh>, Error> {
-    tokio::task::spawn_blocking(move || parse(&text))
+pub(crate) async fn parse_off_runtime(
+    text: String,
+    backends: &Registry,
+) -> Result<Vec<Mesh>, Error> {
+    let backends = backends.clone();
+    tokio::task::spawn_blocking(move || parse(&text, &backends))
         .await
         .unwrap_or_else(|e| {
             Err(Error::Inconsistent(format!(
@@ -53,7 +57,7 @@ mod tests {
     #[test]
     fn empty_and_duplicate_files_are_refused() {
         for empty in ["", "\n", "# nothing\n", "---\n---\n"] {
-            let err = parse(empty).unwrap_err();
+            let err = parse(empty, &meshca::registry()).unwrap_err();
             assert!(
                 err.to_string().contains("holds no Mesh"),
                 "{empty:?}: {err}"
@@ -61,9 +65,9 @@ mod tests {
         }
         let twice = format!("{ONE}---\n{ONE}");
         assert_eq!(
-            parse(&twice).unwrap_err().to_string(),
+            parse(&twice, &meshca::registry()).unwrap_err().to_string(),
             "invalid mesh configuration: (document 1) name: mesh `a` is defined twice in this file"
         );
-        assert_eq!(parse(ONE).unwrap().len(), 1);
+        assert_eq!(parse(ONE, &meshca::registry()).unwrap().len(), 1);
     }
 }

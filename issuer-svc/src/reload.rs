@@ -82,22 +82,24 @@ impl Reloader {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for (file, text) in files {
             let result = match text {
-                Ok(text) => match crate::meshfile::parse_off_runtime(text).await {
-                    Ok(meshes) => {
-                        let dup = meshes.iter().find_map(|m| {
-                            seen.insert(m.name.to_string(), file.clone())
-                                .map(|other| (m.name.to_string(), other))
-                        });
-                        match dup {
-                            Some((m, other)) => Err(Error::invalid_argument(
-                                "name",
-                                format!("mesh `{m}` is already defined in {other}"),
-                            )),
-                            None => self.manager.check(&file, &meshes).await,
+                Ok(text) => {
+                    match crate::meshfile::parse_off_runtime(text, self.manager.registry()).await {
+                        Ok(meshes) => {
+                            let dup = meshes.iter().find_map(|m| {
+                                seen.insert(m.name.to_string(), file.clone())
+                                    .map(|other| (m.name.to_string(), other))
+                            });
+                            match dup {
+                                Some((m, other)) => Err(Error::invalid_argument(
+                                    "name",
+                                    format!("mesh `{m}` is already defined in {other}"),
+                                )),
+                                None => self.manager.check(&file, &meshes).await,
+                            }
                         }
+                        Err(e) => Err(e),
                     }
-                    Err(e) => Err(e),
-                },
+                }
                 Err(reason) => Err(Error::invalid_argument("(file)", reason)),
             };
             if let Err(e) = result {
@@ -140,13 +142,15 @@ impl Reloader {
             // the meshes a refused file defined before stay.
             lock(&self.seen).insert(file.clone(), hash);
             let result = match text {
-                Ok(text) => match crate::meshfile::parse_off_runtime(text).await {
-                    Ok(meshes) => self.manager.apply(&file, meshes).await.map(|_| ()),
-                    Err(e) => {
-                        self.metrics.config_reload("refused");
-                        Err(e)
+                Ok(text) => {
+                    match crate::meshfile::parse_off_runtime(text, self.manager.registry()).await {
+                        Ok(meshes) => self.manager.apply(&file, meshes).await.map(|_| ()),
+                        Err(e) => {
+                            self.metrics.config_reload("refused");
+                            Err(e)
+                        }
                     }
-                },
+                }
                 Err(reason) => {
                     self.metrics.config_reload("refused");
                     Err(Error::invalid_argument("(file)", reason))
@@ -208,6 +212,11 @@ mod tests {
 
     #[test]
     fn the_default_config_is_a_valid_mesh() {
-        assert_eq!(crate::meshfile::parse(DEFAULT_MESH_YAML).unwrap().len(), 1);
+        assert_eq!(
+            crate::meshfile::parse(DEFAULT_MESH_YAML, &meshca::registry())
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use meshca::config::Mesh;
 use meshca::rotation::{self, RotationPolicy, RotationReason};
-use meshca::{Identity, Manager, MeshName, OverlaySecretStore, Registry, SourcePolicy};
+use meshca::{Identity, Manager, MeshName, OverlaySecretStore, SourcePolicy};
 
 const MESH: &str = r#"
 type: Mesh
@@ -27,11 +27,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Secrets (here: the builtin CA) in memory; a real control plane passes its own SecretStore,
     // e.g. meshca::DirectorySecretStore.
     let store = Arc::new(OverlaySecretStore::new(None));
-    let manager = Arc::new(Manager::builder(Registry::new(), store).build());
+    let manager = Arc::new(Manager::builder(meshca::registry(), store).build());
 
     // 1. What the global control plane does before it accepts a Mesh: every violation, then a
     //    test certificate from the enabled backend (nothing is persisted).
-    let mesh = Mesh::from_yaml(MESH)?;
+    let mesh = Mesh::from_yaml(MESH, &meshca::registry())?;
     let check = manager.validate(&mesh, SourcePolicy::local(), true).await?;
     let test = check.test_certificate.ok_or("no test certificate")??;
     println!(

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use ca_core::config::BackendType;
 use ca_core::{
     issue_certificate, BackendName, CertificateAuthority, CommonNameTemplate, Error,
     IdempotencyKey, Identity, IssueParams, IssueRequest, IssuedCertificate, KeySource, KeyType,
@@ -26,7 +25,7 @@ pub struct ActiveBackend {
     /// Its name in `mtls.backends`.
     pub name: BackendName,
     /// Its type.
-    pub backend_type: BackendType,
+    pub backend_type: String,
     /// The backend, its trust bundle cached ([`CachedBundle`]).
     pub ca: Arc<CachedBundle>,
     /// `dpCert.rotation.expiration`.

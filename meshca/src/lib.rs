@@ -3,8 +3,10 @@
 //! meshca for control planes (Kuma / Kong Mesh style): everything that makes the backends useful
 //! together, without the gRPC edge of the zone issuer.
 //!
-//! - [`Registry`]: builds a [`CertificateAuthority`] from a parsed Mesh backend (one constructor
-//!   per backend type; `builtin` and `provided` always, remote backends behind cargo features).
+//! - [`Registry`]: a [`BackendFactory`] per backend type, which decodes a backend's `conf` and
+//!   builds its [`CertificateAuthority`]; [`registry()`] holds every backend of this build
+//!   (`builtin` and `provided` always, remote backends behind cargo features), and a control
+//!   plane can add its own.
 //! - [`Manager`]: the meshes served now. Apply parsed Meshes, and it builds (with a dry run
 //!   first, so nothing is persisted for a config it refuses), ensures and validates their enabled
 //!   backends, keeps the previous backend during a CA switch (both roots in the trust bundle) and
@@ -21,10 +23,13 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), meshca::Error> {
 //! use std::sync::Arc;
-//! use meshca::{config::Mesh, Identity, Manager, OverlaySecretStore, Registry, SourcePolicy};
+//! use meshca::{config::Mesh, Identity, Manager, OverlaySecretStore, SourcePolicy};
 //!
-//! let mesh = Mesh::from_yaml("type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n")?;
-//! let manager = Manager::builder(Registry::new(), Arc::new(OverlaySecretStore::new(None)))
+//! let mesh = Mesh::from_yaml(
+//!     "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n",
+//!     &meshca::registry(),
+//! )?;
+//! let manager = Manager::builder(meshca::registry(), Arc::new(OverlaySecretStore::new(None)))
 //!     .sources(SourcePolicy::local())
 //!     .build();
 //! manager.apply("example", vec![mesh]).await?;
@@ -47,8 +52,9 @@ pub use ca_core::{
     config, echo, BackendName, CertificateAuthority, Created, DataSource, DirectorySecretStore,
     Error, Identity, IssueParams, IssueRequest, IssuedCertificate, KeySource, KeyType, MeshName,
     OverlaySecretStore, SecretBytes, SecretName, SecretStore, SourcePolicy, TestCertificate,
-    TrustBundle, UncheckedCertificate,
+    TrustBundle, UncheckedCertificate, Violation, Violations,
 };
+pub use ca_core::{BackendFactory, BuildContext, BuildFuture, Built, Registry};
 pub use guard::{
     is_upstream_failure, reason_label, ActiveBackend, BackendKey, CachedBundle, CircuitState,
     Guard, HealthReport, Limits, NoObserver, Observer,
@@ -56,9 +62,9 @@ pub use guard::{
 pub use manager::{
     Issued, Manager, ManagerBuilder, MeshState, NotContacted, Previous, Snapshot, Validation,
 };
+pub use registry::registry;
 #[cfg(feature = "certmanager")]
 pub use registry::CERTMANAGER_NAMESPACE_ENV;
-pub use registry::{BuildContext, BuildFuture, Built, Constructor, Registry};
 pub use rotation::{Rotated, RotationPolicy, RotationReason, Scheduler, Watch, WatchReceiver};
 
 /// [`SourcePolicy::local`] with every data source this build can reach: with the

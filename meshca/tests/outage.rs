@@ -35,18 +35,19 @@ fn now() -> SystemTime {
 #[tokio::test]
 async fn upstream_outage_keeps_the_current_certificate() {
     let recorder = Arc::new(Recorder::default());
+    let faults = common::Faults::default();
     let manager = Arc::new(
-        Manager::builder(
-            common::faulty_registry(),
-            Arc::new(OverlaySecretStore::new(None)),
-        )
-        .limits(Limits::default().with_circuit(2, Duration::from_secs(1)))
-        .observer(recorder.clone())
-        .build(),
+        Manager::builder(faults.registry(), Arc::new(OverlaySecretStore::new(None)))
+            .limits(Limits::default().with_circuit(2, Duration::from_secs(1)))
+            .observer(recorder.clone())
+            .build(),
     );
     let yaml = common::mesh_yaml("default", "4s");
     manager
-        .apply("test", vec![Mesh::from_yaml(&yaml).unwrap()])
+        .apply(
+            "test",
+            vec![Mesh::from_yaml(&yaml, &meshca::registry()).unwrap()],
+        )
         .await
         .unwrap();
     let scheduler = rotation::spawn(manager.clone(), RotationPolicy::default());
@@ -57,7 +58,7 @@ async fn upstream_outage_keeps_the_current_certificate() {
     let mut watch = scheduler.watch(id("web"), None, first).unwrap();
     let first = watch.recv().await.unwrap().unwrap();
     assert_eq!(first.reason, RotationReason::Initial);
-    common::set_down("default", true);
+    faults.set_down("default", true);
 
     let err = manager.issue(id("a"), None).await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err}");
@@ -80,7 +81,7 @@ async fn upstream_outage_keeps_the_current_certificate() {
     assert!(quiet.is_err(), "something was pushed during the outage");
 
     // The upstream recovers: the next retry pushes a fresh certificate on the same watch.
-    common::set_down("default", false);
+    faults.set_down("default", false);
     let next = tokio::time::timeout(Duration::from_secs(15), watch.recv())
         .await
         .expect("a certificate after recovery")

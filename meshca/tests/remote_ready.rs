@@ -9,11 +9,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshca::ca_core::config::{Backend, BackendType, BuiltinConf, Mesh};
+use backend_builtin::BuiltinConf;
+use meshca::config::{Backend, BackendConfig, Fields, Mesh};
 use meshca::rotation::{self, RotationPolicy, RotationReason};
 use meshca::{
-    BuildContext, BuildFuture, Built, Identity, Limits, Manager, MeshName, OverlaySecretStore,
-    Registry,
+    BackendFactory, BuildContext, BuildFuture, Built, Identity, Limits, Manager, MeshName,
+    OverlaySecretStore, Registry, Violations,
 };
 
 fn web(mesh: &str) -> Identity {
@@ -30,14 +31,15 @@ fn manager(registry: Registry) -> Arc<Manager> {
 
 #[tokio::test]
 async fn the_trust_bundle_is_fetched_once_not_per_certificate() {
-    let m = manager(common::faulty_registry());
+    let faults = common::Faults::default();
+    let m = manager(faults.registry());
     m.apply(
         "t",
-        vec![Mesh::from_yaml(&common::mesh_yaml("cached", "1h")).unwrap()],
+        vec![Mesh::from_yaml(&common::mesh_yaml("cached", "1h"), &meshca::registry()).unwrap()],
     )
     .await
     .unwrap();
-    let after_build = common::bundle_calls("cached");
+    let after_build = faults.bundle_calls("cached");
     for i in 0..20 {
         let id = Identity::new(
             MeshName::new("cached").unwrap(),
@@ -47,7 +49,7 @@ async fn the_trust_bundle_is_fetched_once_not_per_certificate() {
         m.issue(id, None).await.unwrap();
     }
     assert_eq!(
-        common::bundle_calls("cached"),
+        faults.bundle_calls("cached"),
         after_build,
         "no fetch per certificate"
     );
@@ -57,7 +59,7 @@ async fn the_trust_bundle_is_fetched_once_not_per_certificate() {
     );
     // The periodic refresh goes upstream.
     m.refresh_bundles().await;
-    assert_eq!(common::bundle_calls("cached"), after_build + 1);
+    assert_eq!(faults.bundle_calls("cached"), after_build + 1);
     assert_eq!(
         m.mesh("cached")
             .unwrap()
@@ -72,16 +74,17 @@ async fn the_trust_bundle_is_fetched_once_not_per_certificate() {
     // The upstream CA rotated: the next refresh publishes its new root beside the old one, and
     // issuance goes on.
     let generation = m.mesh("cached").unwrap().generation;
-    let other = Manager::builder(Registry::new(), Arc::new(OverlaySecretStore::new(None))).build();
+    let other =
+        Manager::builder(meshca::registry(), Arc::new(OverlaySecretStore::new(None))).build();
     other
         .apply(
             "o",
-            vec![Mesh::from_yaml(&common::mesh_yaml("other", "1h")).unwrap()],
+            vec![Mesh::from_yaml(&common::mesh_yaml("other", "1h"), &meshca::registry()).unwrap()],
         )
         .await
         .unwrap();
     let new_root = other.mesh("other").unwrap().bundle.clone().unwrap();
-    common::add_upstream_roots("cached", new_root.clone());
+    faults.add_upstream_roots("cached", new_root.clone());
     m.refresh_bundles().await;
     let state = m.mesh("cached").unwrap();
     let published = state.bundle.as_ref().unwrap();
@@ -117,10 +120,11 @@ async fn the_trust_bundle_is_fetched_once_not_per_certificate() {
 
 #[tokio::test]
 async fn a_rotation_keeps_its_idempotency_key_across_retries() {
-    let m = manager(common::faulty_registry());
+    let faults = common::Faults::default();
+    let m = manager(faults.registry());
     m.apply(
         "t",
-        vec![Mesh::from_yaml(&common::mesh_yaml("idem", "3s")).unwrap()],
+        vec![Mesh::from_yaml(&common::mesh_yaml("idem", "3s"), &meshca::registry()).unwrap()],
     )
     .await
     .unwrap();
@@ -128,57 +132,84 @@ async fn a_rotation_keeps_its_idempotency_key_across_retries() {
     let first = m.issue(web("idem"), None).await.unwrap();
     let mut watch = scheduler.watch(web("idem"), None, first).unwrap();
     watch.recv().await.unwrap().unwrap();
-    let before = common::keys("idem").len();
+    let before = faults.keys("idem").len();
     // Down across the rotation time: several retries of the same rotation.
-    common::set_down("idem", true);
+    faults.set_down("idem", true);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    common::set_down("idem", false);
+    faults.set_down("idem", false);
     let next = tokio::time::timeout(Duration::from_secs(15), watch.recv())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
     assert_eq!(next.reason, RotationReason::Rotation);
-    let keys = common::keys("idem")[before..].to_vec();
+    let keys = faults.keys("idem")[before..].to_vec();
     assert!(keys.len() >= 3, "retries happened: {keys:?}");
     assert!(
         keys.windows(2).all(|w| w[0] == w[1]),
         "one key per rotation: {keys:?}"
     );
     // Client calls are separate logical requests: each its own key.
-    let n = common::keys("idem").len();
+    let n = faults.keys("idem").len();
     m.issue(web("idem"), None).await.unwrap();
     m.issue(web("idem"), None).await.unwrap();
-    let k = common::keys("idem");
+    let k = faults.keys("idem");
     assert_ne!(k[n], k[n + 1]);
     assert_ne!(k[n], keys[0]);
 }
 
-/// A cert-manager stand-in: signs like a builtin CA, so the library's handling of
-/// `conf.dnsNames` can be tested before the certmanager backend lands.
-fn build_local_certmanager<'a>(
-    ctx: &'a BuildContext,
-    mesh: &'a MeshName,
-    _index: usize,
-    backend: &'a Backend,
-) -> BuildFuture<'a> {
-    Box::pin(async move {
-        let ca = backend_builtin::BuiltinCa::new(
-            mesh.clone(),
-            backend.name.clone(),
-            BuiltinConf::default(),
-            ctx.store.clone(),
-        );
-        Ok(Built::new(Arc::new(ca), Vec::new()))
-    })
+/// A cert-manager stand-in, registered as `certmanager`: a backend type of the test's own whose
+/// `conf` has only `dnsNames`, signing like a builtin CA, so the library's handling of DNS names
+/// is tested without cert-manager.
+#[derive(Debug)]
+struct LocalCertmanager;
+
+#[derive(Debug)]
+struct DnsNames(Vec<String>);
+
+impl BackendConfig for DnsNames {
+    fn dns_names(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl BackendFactory for LocalCertmanager {
+    fn backend_type(&self) -> &str {
+        "certmanager"
+    }
+
+    fn decode(&self, mut conf: Fields<'_>, v: &mut Violations) -> Option<Arc<dyn BackendConfig>> {
+        conf.ignore(&["issuerRef"]);
+        let names = conf.dns_name_list("dnsNames", v);
+        conf.finish(v);
+        Some(Arc::new(DnsNames(names)))
+    }
+
+    fn build<'a>(
+        &'a self,
+        ctx: &'a BuildContext,
+        mesh: &'a MeshName,
+        _index: usize,
+        backend: &'a Backend,
+    ) -> BuildFuture<'a> {
+        Box::pin(async move {
+            let ca = backend_builtin::BuiltinCa::new(
+                mesh.clone(),
+                backend.name.clone(),
+                BuiltinConf::default(),
+                ctx.store.clone(),
+            );
+            Ok(Built::new(Arc::new(ca), Vec::new()))
+        })
+    }
 }
 
 #[tokio::test]
 async fn configured_dns_names_reach_every_certificate() {
-    let registry = Registry::new().register(BackendType::Certmanager, build_local_certmanager);
-    let m = manager(registry);
+    let registry = Registry::empty().with(LocalCertmanager);
+    let m = manager(registry.clone());
     let yaml = "type: Mesh\nname: dns\nmtls:\n  enabledBackend: cm\n  skipValidation: true\n  backends:\n    - name: cm\n      type: certmanager\n      conf:\n        issuerRef: {name: mesh-ca}\n        dnsNames: [web.dns.svc, web.dns.svc.cluster.local]\n";
-    m.apply("t", vec![Mesh::from_yaml(yaml).unwrap()])
+    m.apply("t", vec![Mesh::from_yaml(yaml, &registry).unwrap()])
         .await
         .unwrap();
     let issued = m.issue(web("dns"), None).await.unwrap();
@@ -216,25 +247,23 @@ impl meshca::Observer for Health {
 #[tokio::test]
 async fn backend_health_reaches_the_observer() {
     let health = Arc::new(Health::default());
-    let m = Manager::builder(
-        common::faulty_registry(),
-        Arc::new(OverlaySecretStore::new(None)),
-    )
-    .observer(health.clone())
-    .build();
+    let faults = common::Faults::default();
+    let m = Manager::builder(faults.registry(), Arc::new(OverlaySecretStore::new(None)))
+        .observer(health.clone())
+        .build();
     m.apply(
         "t",
-        vec![Mesh::from_yaml(&common::mesh_yaml("ailing", "1h")).unwrap()],
+        vec![Mesh::from_yaml(&common::mesh_yaml("ailing", "1h"), &meshca::registry()).unwrap()],
     )
     .await
     .unwrap();
     m.check_health().await;
-    common::set_problem(
+    faults.set_problem(
         "ailing",
         Some("the token is not renewable and expires in 60s"),
     );
     m.check_health().await;
-    common::set_problem("ailing", None);
+    faults.set_problem("ailing", None);
     let seen = health.0.lock().unwrap().clone();
     let key = ("ailing".to_owned(), "ca-1".to_owned());
     assert_eq!(seen[0].get(&key), Some(&None), "{seen:?}");

@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshca::config::Mesh;
-use meshca::{DirectorySecretStore, Manager, Registry, SecretStore};
+use meshca::{DirectorySecretStore, Manager, SecretStore};
 
 fn mesh(enabled: &str) -> Mesh {
     Mesh::from_yaml(&format!(
         "type: Mesh\nname: sw\nmtls:\n  enabledBackend: {enabled}\n  backends:\n    - name: ca-1\n      type: builtin\n      dpCert:\n        rotation:\n          expiration: 3s\n    - name: ca-2\n      type: builtin\n"
-    ))
+    ), &meshca::registry())
     .unwrap()
 }
 
 fn manager(store: &Arc<dyn SecretStore>) -> Manager {
-    Manager::builder(Registry::new(), store.clone()).build()
+    Manager::builder(meshca::registry(), store.clone()).build()
 }
 
 #[tokio::test]

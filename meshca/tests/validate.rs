@@ -7,12 +7,12 @@
 
 use std::sync::Arc;
 
-use meshca::ca_core::config::{BackendType, Mesh};
 use meshca::ca_core::{OverlaySecretStore, SourcePolicy};
-use meshca::{Error, Manager, Registry};
+use meshca::config::Mesh;
+use meshca::{Error, Manager};
 
 fn manager() -> Manager {
-    Manager::builder(Registry::new(), Arc::new(OverlaySecretStore::new(None))).build()
+    Manager::builder(meshca::registry(), Arc::new(OverlaySecretStore::new(None))).build()
 }
 
 fn violations(result: Result<meshca::Validation, Error>) -> Vec<String> {
@@ -30,7 +30,7 @@ async fn every_backend_is_checked_and_the_test_certificate_comes_from_the_enable
     // Kuma "config with invalid cert" as the second, disabled backend; an unreadable file as the
     // third: both are reported, at their own paths.
     let yaml = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n  - name: ca-2\n    type: provided\n    conf:\n      cert:\n        inline: dGVzdA==\n      key:\n        inline: dGVzdA==\n  - name: ca-3\n    type: provided\n    conf:\n      cert:\n        file: /tmp/non-existing-file-meshca\n      key:\n        file: /tmp/non-existing-file-meshca\n";
-    let mesh = Mesh::from_yaml(yaml).unwrap();
+    let mesh = Mesh::from_yaml(yaml, &meshca::registry()).unwrap();
     let got = violations(manager().validate(&mesh, SourcePolicy::local(), true).await);
     assert_eq!(got.len(), 3, "{got:#?}");
     assert_eq!(got[0], format!("mtls.backends[1].conf.cert: {NO_PEM}"));
@@ -39,7 +39,7 @@ async fn every_backend_is_checked_and_the_test_certificate_comes_from_the_enable
 
     // Without the broken backends the enabled one issues the test certificate.
     let ok = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-2\n  backends:\n  - name: ca-1\n    type: builtin\n  - name: ca-2\n    type: builtin\n";
-    let mesh = Mesh::from_yaml(ok).unwrap();
+    let mesh = Mesh::from_yaml(ok, &meshca::registry()).unwrap();
     let v = manager()
         .validate(&mesh, SourcePolicy::local(), true)
         .await
@@ -55,7 +55,7 @@ async fn every_backend_is_checked_and_the_test_certificate_comes_from_the_enable
 async fn a_broken_backend_is_found_while_mtls_is_off() {
     // Before: "valid" with the warning "no enabled backend: mTLS is off".
     let yaml = "type: Mesh\nname: default\nmtls:\n  backends:\n  - name: ca-1\n    type: provided\n    conf:\n      cert:\n        inlineString: CERT\n      key:\n        inlineString: KEY\n";
-    let mesh = Mesh::from_yaml(yaml).unwrap();
+    let mesh = Mesh::from_yaml(yaml, &meshca::registry()).unwrap();
     assert_eq!(
         violations(manager().validate(&mesh, SourcePolicy::local(), true).await),
         [format!("mtls.backends[0].conf.cert: {NO_PEM}")]
@@ -66,15 +66,11 @@ async fn a_broken_backend_is_found_while_mtls_is_off() {
 async fn a_backend_type_this_build_lacks_is_reported_even_when_disabled() {
     // Kuma: `mtls.backends[i].type: could not find installed plugin for this type`.
     let yaml = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n  - name: ca-2\n    type: certmanager\n    conf:\n      issuerRef: {name: x}\n";
-    let mesh = Mesh::from_yaml(yaml).unwrap();
-    // Whatever features this build has, a registry without certmanager.
-    let manager = Manager::builder(
-        Registry::new().unregister(BackendType::Certmanager),
-        Arc::new(OverlaySecretStore::new(None)),
-    )
-    .build();
+    // Whatever features this build has, a registry without certmanager: the Mesh is refused
+    // when it is decoded, before anything is built.
+    let err = Mesh::from_yaml(yaml, &meshca::registry().without("certmanager")).unwrap_err();
     assert_eq!(
-        violations(manager.validate(&mesh, SourcePolicy::local(), false).await),
-        ["mtls.backends[1].type: backend type certmanager is not available in this build yet"]
+        err.to_string(),
+        "invalid mesh configuration: mtls.backends[1].type: backend type certmanager is not available in this build yet"
     );
 }

@@ -12,15 +12,14 @@ use meshca::config::Mesh;
 use meshca::rotation::{self, RotationPolicy, RotationReason, WATCH_BUFFER};
 use meshca::{CircuitState, Error, Identity, Limits, Manager, MeshName, OverlaySecretStore};
 
-fn manager(limits: Limits) -> Arc<Manager> {
-    Arc::new(
-        Manager::builder(
-            common::faulty_registry(),
-            Arc::new(OverlaySecretStore::new(None)),
-        )
-        .limits(limits)
-        .build(),
-    )
+fn manager(limits: Limits) -> (Arc<Manager>, common::Faults) {
+    let faults = common::Faults::default();
+    let manager = Arc::new(
+        Manager::builder(faults.registry(), Arc::new(OverlaySecretStore::new(None)))
+            .limits(limits)
+            .build(),
+    );
+    (manager, faults)
 }
 
 fn web(mesh: &str) -> Identity {
@@ -29,10 +28,10 @@ fn web(mesh: &str) -> Identity {
 
 #[tokio::test]
 async fn a_slow_reader_gets_the_newest_certificate() {
-    let m = manager(Limits::default());
+    let (m, _faults) = manager(Limits::default());
     m.apply(
         "t",
-        vec![Mesh::from_yaml(&common::mesh_yaml("slow", "2s")).unwrap()],
+        vec![Mesh::from_yaml(&common::mesh_yaml("slow", "2s"), &meshca::registry()).unwrap()],
     )
     .await
     .unwrap();
@@ -54,10 +53,10 @@ async fn a_slow_reader_gets_the_newest_certificate() {
 
 #[tokio::test]
 async fn watches_of_a_removed_mesh_end_with_not_found() {
-    let m = manager(Limits::default());
+    let (m, _faults) = manager(Limits::default());
     m.apply(
         "gone.yaml",
-        vec![Mesh::from_yaml(&common::mesh_yaml("gone", "1h")).unwrap()],
+        vec![Mesh::from_yaml(&common::mesh_yaml("gone", "1h"), &meshca::registry()).unwrap()],
     )
     .await
     .unwrap();
@@ -75,15 +74,15 @@ async fn watches_of_a_removed_mesh_end_with_not_found() {
 
 #[tokio::test]
 async fn a_half_open_circuit_lets_one_probe_through() {
-    let m = manager(Limits::default().with_circuit(1, Duration::from_millis(500)));
+    let (m, faults) = manager(Limits::default().with_circuit(1, Duration::from_millis(500)));
     m.apply(
         "t",
-        vec![Mesh::from_yaml(&common::mesh_yaml("probe", "1h")).unwrap()],
+        vec![Mesh::from_yaml(&common::mesh_yaml("probe", "1h"), &meshca::registry()).unwrap()],
     )
     .await
     .unwrap();
-    common::set_down("probe", true);
-    let before = common::calls("probe");
+    faults.set_down("probe", true);
+    let before = faults.calls("probe");
     assert!(m.issue(web("probe"), None).await.is_err());
     assert_eq!(m.guard().circuit_states()[0].1, CircuitState::Open);
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -103,7 +102,7 @@ async fn a_half_open_circuit_lets_one_probe_through() {
     }
     let results = set.join_all().await;
     assert_eq!(
-        common::calls("probe") - before,
+        faults.calls("probe") - before,
         2,
         "one failure, then one probe"
     );
@@ -114,7 +113,7 @@ async fn a_half_open_circuit_lets_one_probe_through() {
     assert_eq!(fast, 19);
     // The probe failed: open again. After the next cooldown a successful probe closes it.
     assert_eq!(m.guard().circuit_states()[0].1, CircuitState::Open);
-    common::set_down("probe", false);
+    faults.set_down("probe", false);
     tokio::time::sleep(Duration::from_millis(600)).await;
     m.issue(web("probe"), None).await.unwrap();
     assert_eq!(m.guard().circuit_states()[0].1, CircuitState::Closed);

@@ -17,7 +17,7 @@ use aws_sdk_acmpca::types::{
     SigningAlgorithm, Validity, ValidityPeriodType,
 };
 use backend_acmpca::{AcmpcaCa, Timing};
-use ca_core::config::{BackendConf, Mesh};
+use ca_core::config::Mesh;
 use ca_core::{CertificateAuthority, Error, MeshName, OverlaySecretStore, SourcePolicy};
 use meshca_peers::{AwsKey, Moto};
 
@@ -236,11 +236,9 @@ impl Peer {
         sdk: Option<SdkConfig>,
         sources: &SourcePolicy,
     ) -> Result<AcmpcaCa, Error> {
-        let mesh = Mesh::from_yaml(yaml)?;
+        let mesh = Mesh::from_yaml(yaml, &crate::all_backends())?;
         let backend = mesh.enabled_backend().expect("enabled backend");
-        let BackendConf::Acmpca(conf) = &backend.conf else {
-            panic!("not an acmpca backend")
-        };
+        let conf: &backend_acmpca::AcmpcaConf = backend.conf_as()?;
         let store = OverlaySecretStore::new(None);
         let ca = AcmpcaCa::load_at(
             "mtls.backends[0].conf",

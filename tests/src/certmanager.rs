@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backend_certmanager::{CertmanagerCa, Timing, DEFAULT_NAMESPACE};
-use ca_core::config::{BackendConf, Mesh};
+use ca_core::config::Mesh;
 use ca_core::{CertificateAuthority, Error, MeshName, OverlaySecretStore, SourcePolicy};
 use meshca_peers::KubeApiServer;
 
@@ -72,11 +72,9 @@ pub async fn build_with(
     lifetime: Duration,
     client: kube::Client,
 ) -> Result<CertmanagerCa, Error> {
-    let mesh = Mesh::from_yaml(yaml)?;
+    let mesh = Mesh::from_yaml(yaml, &crate::all_backends())?;
     let backend = mesh.enabled_backend().expect("enabled backend");
-    let BackendConf::Certmanager(conf) = &backend.conf else {
-        panic!("not a certmanager backend")
-    };
+    let conf: &backend_certmanager::CertmanagerConf = backend.conf_as()?;
     let store = OverlaySecretStore::new(None);
     let ca = CertmanagerCa::load_at(
         "mtls.backends[0].conf",

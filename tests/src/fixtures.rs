@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use backend_builtin::BuiltinCa;
+use backend_builtin::BuiltinConf;
 use backend_provided::ProvidedCa;
-use ca_core::config::{BackendConf, BuiltinConf, Mesh};
+use ca_core::config::Mesh;
 use ca_core::x509::random_serial;
 use ca_core::{
     BackendName, CertificateAuthority, DirectorySecretStore, Error, KeyType, MeshName, SecretStore,
@@ -225,11 +226,9 @@ impl Provided {
             cert.display(),
             key.display()
         );
-        let parsed = Mesh::from_yaml(&yaml).unwrap();
+        let parsed = Mesh::from_yaml(&yaml, &crate::all_backends()).unwrap();
         let backend = parsed.enabled_backend().unwrap();
-        let BackendConf::Provided(conf) = &backend.conf else {
-            unreachable!()
-        };
+        let conf: &backend_provided::ProvidedConf = backend.conf_as().unwrap();
         ProvidedCa::load(
             mesh,
             backend.name.clone(),

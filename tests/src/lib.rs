@@ -128,3 +128,14 @@ macro_rules! conformance_suite {
         }
     };
 }
+
+/// A registry of the five backends meshca ships, with default settings (tests that need other
+/// settings register their own factory).
+pub fn all_backends() -> ca_core::Registry {
+    ca_core::Registry::empty()
+        .with(backend_builtin::BuiltinFactory::new())
+        .with(backend_provided::ProvidedFactory::new())
+        .with(backend_vault::VaultFactory::new())
+        .with(backend_acmpca::AcmpcaFactory::new())
+        .with(backend_certmanager::CertmanagerFactory::new())
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use backend_vault::{Timing, VaultCa};
-use ca_core::config::{BackendConf, Mesh};
+use ca_core::config::Mesh;
 use ca_core::{CertificateAuthority, Error, MeshName, OverlaySecretStore, SourcePolicy};
 use meshca_peers::{AwsKey, Moto, VaultOptions, VaultServer};
 use rcgen::{
@@ -241,11 +241,9 @@ impl Peer {
 
     /// Builds the backend from `yaml` as the registry does.
     pub async fn build(&self, yaml: &str, lifetime: Duration) -> Result<VaultCa, Error> {
-        let mesh = Mesh::from_yaml(yaml)?;
+        let mesh = Mesh::from_yaml(yaml, &crate::all_backends())?;
         let backend = mesh.enabled_backend().expect("enabled backend");
-        let BackendConf::Vault(conf) = &backend.conf else {
-            panic!("not a vault backend")
-        };
+        let conf: &backend_vault::VaultConf = backend.conf_as()?;
         let store = OverlaySecretStore::new(None);
         let ca = VaultCa::load_at(
             "mtls.backends[0].conf",

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
 use backend_provided::ProvidedCa;
-use ca_core::config::{BackendConf, Mesh, DEFAULT_DP_CERT_EXPIRATION};
+use ca_core::config::{Mesh, DEFAULT_DP_CERT_EXPIRATION};
 use ca_core::{
     issue_certificate, DataSource, Error, IssueParams, KeySource, OverlaySecretStore, SourcePolicy,
 };
@@ -57,11 +57,9 @@ fn get_secret_policy(resource: &str) -> String {
 }
 
 async fn load_provided(yaml: &str, sources: &SourcePolicy) -> Result<ProvidedCa, Error> {
-    let mesh = Mesh::from_yaml(yaml)?;
+    let mesh = Mesh::from_yaml(yaml, &meshca_tests::all_backends())?;
     let backend = mesh.enabled_backend().unwrap();
-    let BackendConf::Provided(conf) = &backend.conf else {
-        panic!("not provided")
-    };
+    let conf: &backend_provided::ProvidedConf = backend.conf_as().unwrap();
     ProvidedCa::load_at(
         "mtls.backends[0].conf",
         &mesh.name,

@@ -19,7 +19,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ca_core::config::{BackendType, Mesh};
+use ca_core::config::Mesh;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount,
@@ -350,10 +350,10 @@ fn sample_mesh_secrets(m: &Manifests) -> BTreeSet<String> {
         .expect("the Mesh ConfigMap");
     let mut out = BTreeSet::new();
     for text in cm.data.as_ref().expect("data").values() {
-        let mesh = Mesh::from_yaml(text).unwrap();
+        let mesh = Mesh::from_yaml(text, &meshca_tests::all_backends()).unwrap();
         out.insert(format!("{}.meshca-ca-switch", mesh.name));
         for b in &mesh.mtls.as_ref().unwrap().backends {
-            if b.backend_type() == BackendType::Builtin {
+            if b.backend_type() == "builtin" {
                 let (cert, key) =
                     backend_builtin::BuiltinCa::secret_names(&mesh.name, &b.name).unwrap();
                 out.insert(cert.to_string());
@@ -966,10 +966,11 @@ fn sample_mesh_is_valid() {
     assert_eq!(cm.metadata.namespace.as_deref(), Some(NAMESPACE));
     let data = cm.data.as_ref().expect("data");
     let text = data.get("default.yaml").expect("default.yaml");
-    let mesh = Mesh::from_yaml(text).unwrap_or_else(|e| panic!("default.yaml: {e}"));
+    let mesh = Mesh::from_yaml(text, &meshca_tests::all_backends())
+        .unwrap_or_else(|e| panic!("default.yaml: {e}"));
     assert_eq!(mesh.name.as_str(), "default");
     let b = mesh.enabled_backend().expect("an enabled backend");
-    assert_eq!(b.backend_type(), BackendType::Builtin);
+    assert_eq!(b.backend_type(), "builtin");
     for key in data.keys() {
         assert!(
             key.ends_with(".yaml") || key.ends_with(".yml"),
@@ -995,10 +996,11 @@ fn sample_mesh_is_valid() {
         uncommenting,
         "default.yaml has no commented-out example backend"
     );
-    let mesh = Mesh::from_yaml(&example).unwrap_or_else(|e| panic!("the example: {e}\n{example}"));
+    let mesh = Mesh::from_yaml(&example, &meshca_tests::all_backends())
+        .unwrap_or_else(|e| panic!("the example: {e}\n{example}"));
     let backends = &mesh.mtls.as_ref().unwrap().backends;
     assert_eq!(backends.len(), 2);
-    assert_eq!(backends[1].backend_type(), BackendType::Certmanager);
+    assert_eq!(backends[1].backend_type(), "certmanager");
 }
 
 /// The strict parse bites: a misspelt field is reported with its path.

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use backend_builtin::BuiltinCa;
-use ca_core::config::{BackendConf, Mesh};
+use ca_core::config::Mesh;
 use ca_core::{BackendName, CertificateAuthority, Created, SecretName, SecretStore};
 use meshca_peers::kube::KubeApiServer;
 use meshca_tests::certmanager::client_of;
@@ -151,10 +151,8 @@ async fn concurrent_puts_all_land_through_conflicts() {
 async fn three_replicas_starting_at_once_share_one_builtin_ca() {
     let api = KubeApiServer::start().await;
     let yaml = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n";
-    let m = Mesh::from_yaml(yaml).unwrap();
-    let BackendConf::Builtin(conf) = &m.enabled_backend().unwrap().conf else {
-        panic!()
-    };
+    let m = Mesh::from_yaml(yaml, &meshca_tests::all_backends()).unwrap();
+    let conf: &backend_builtin::BuiltinConf = m.enabled_backend().unwrap().conf_as().unwrap();
     let mut tasks = Vec::new();
     for _ in 0..3 {
         // Each replica has its own client and store, as separate processes would.
@@ -192,11 +190,9 @@ async fn load_provided(
     yaml: &str,
     store: &KubernetesSecretStore,
 ) -> Result<backend_provided::ProvidedCa, ca_core::Error> {
-    let m = Mesh::from_yaml(yaml).unwrap();
+    let m = Mesh::from_yaml(yaml, &meshca_tests::all_backends()).unwrap();
     let b = m.enabled_backend().unwrap();
-    let BackendConf::Provided(conf) = &b.conf else {
-        panic!("not a provided backend")
-    };
+    let conf: &backend_provided::ProvidedConf = b.conf_as().unwrap();
     backend_provided::ProvidedCa::load(
         &m.name,
         b.name.clone(),

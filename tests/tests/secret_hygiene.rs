@@ -13,7 +13,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use ca_core::config::{BackendConf, Mesh, DEFAULT_DP_CERT_EXPIRATION};
+use ca_core::config::{Mesh, DEFAULT_DP_CERT_EXPIRATION};
 use ca_core::{
     issue_certificate, validate, IssueParams, KeySource, KeyType, OverlaySecretStore, SourcePolicy,
 };
@@ -84,7 +84,10 @@ async fn no_key_token_or_secret_key_in_logs_debug_or_errors() {
         aws.user.access_key_id, aws.user.secret_access_key
     );
     let yaml = AcmpcaPeer::mesh_yaml("default", &ca.arn, &ca.root_pem, &keys);
-    texts.push(format!("{:?}", Mesh::from_yaml(&yaml).unwrap()));
+    texts.push(format!(
+        "{:?}",
+        Mesh::from_yaml(&yaml, &meshca_tests::all_backends()).unwrap()
+    ));
     let backend = aws.backend(&yaml, None).await;
     texts.push(format!("{backend:?}"));
     validate(&backend, &mesh("default"), day, None)
@@ -136,12 +139,10 @@ async fn no_key_token_or_secret_key_in_logs_debug_or_errors() {
     ));
     let auth = "        auth:\n          token:\n            awsSecretsManager: {secretId: meshca/vault-token, key: token}\n";
     let yaml = vault.mesh_yaml("default", "issue", auth, "");
-    let m = Mesh::from_yaml(&yaml).unwrap();
+    let m = Mesh::from_yaml(&yaml, &meshca_tests::all_backends()).unwrap();
     texts.push(format!("{m:?}"));
     let backend_conf = m.enabled_backend().unwrap();
-    let BackendConf::Vault(conf) = &backend_conf.conf else {
-        panic!()
-    };
+    let conf: &backend_vault::VaultConf = backend_conf.conf_as().unwrap();
     let backend = backend_vault::VaultCa::load_at(
         "mtls.backends[0].conf",
         &m.name,
@@ -191,11 +192,9 @@ async fn no_key_token_or_secret_key_in_logs_debug_or_errors() {
         indent(&key_pem, 10)
     );
     let load = |yaml: String| async move {
-        let m = Mesh::from_yaml(&yaml).unwrap();
+        let m = Mesh::from_yaml(&yaml, &meshca_tests::all_backends()).unwrap();
         let b = m.enabled_backend().unwrap();
-        let BackendConf::Provided(conf) = &b.conf else {
-            panic!()
-        };
+        let conf: &backend_provided::ProvidedConf = b.conf_as().unwrap();
         let loaded = backend_provided::ProvidedCa::load(
             &m.name,
             b.name.clone(),
@@ -255,7 +254,7 @@ async fn no_key_token_or_secret_key_in_logs_debug_or_errors() {
     let builtin = backend_builtin::BuiltinCa::new(
         mesh("default"),
         ca_core::BackendName::new("ca-1").unwrap(),
-        ca_core::config::BuiltinConf::default(),
+        backend_builtin::BuiltinConf::default(),
         store.clone(),
     );
     validate(&builtin, &mesh("default"), day, None)

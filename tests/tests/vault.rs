@@ -506,11 +506,9 @@ async fn a_badly_signed_aws_login_fails_at_sts() {
             ),
         )
         .build();
-    let mesh_ = ca_core::config::Mesh::from_yaml(&yaml).unwrap();
+    let mesh_ = ca_core::config::Mesh::from_yaml(&yaml, &meshca_tests::all_backends()).unwrap();
     let backend = mesh_.enabled_backend().unwrap();
-    let ca_core::config::BackendConf::Vault(conf) = &backend.conf else {
-        panic!()
-    };
+    let conf: &backend_vault::VaultConf = backend.conf_as().unwrap();
     let ca = backend_vault::VaultCa::load_at(
         "mtls.backends[0].conf",
         &mesh_.name,

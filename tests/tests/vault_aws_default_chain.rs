@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use backend_vault::{Timing, VaultCa};
-use ca_core::config::{BackendConf, Mesh, DEFAULT_DP_CERT_EXPIRATION};
+use ca_core::config::{Mesh, DEFAULT_DP_CERT_EXPIRATION};
 use ca_core::{validate, OverlaySecretStore, SourcePolicy};
 use meshca_peers::{isolate_aws_env, PodIdentityEndpoint};
 use meshca_tests::checks::mesh;
@@ -19,11 +19,9 @@ use serde_json::json;
 
 /// Builds the backend exactly as the registry does: no AWS config given, so the default chain.
 async fn build(yaml: &str) -> VaultCa {
-    let mesh = Mesh::from_yaml(yaml).unwrap();
+    let mesh = Mesh::from_yaml(yaml, &meshca_tests::all_backends()).unwrap();
     let backend = mesh.enabled_backend().unwrap();
-    let BackendConf::Vault(conf) = &backend.conf else {
-        panic!()
-    };
+    let conf: &backend_vault::VaultConf = backend.conf_as().unwrap();
     VaultCa::load_at(
         "mtls.backends[0].conf",
         &mesh.name,

@@ -1,18 +1,91 @@
-//! Decoding of the Mesh, its `mtls` section and each backend's common fields; `conf` is decoded
-//! by [`super::decode_local`] and [`super::decode_remote`].
+//! Decoding of the Mesh, its `mtls` section and each backend's common fields; each backend's
+//! `conf` is decoded by the [`BackendFactory`](crate::registry::BackendFactory) registered for
+//! its type.
 
 use serde_yaml::Value;
 
-use super::decode::{error_reason, Fields};
-use super::decode_local::{decode_builtin, decode_provided};
-use super::decode_remote::{decode_acmpca, decode_certmanager, decode_vault};
-use super::{
-    Backend, BackendConf, BackendType, Fingerprint, Mesh, MeshForm, Mode, Mtls,
-    DEFAULT_DP_CERT_EXPIRATION, DEFAULT_REQUEST_TIMEOUT,
+use super::fields::{error_reason, Fields};
+use super::limits::check_yaml_limits;
+use super::model::{
+    Backend, Fingerprint, Mesh, MeshForm, Mode, Mtls, DEFAULT_DP_CERT_EXPIRATION,
+    DEFAULT_REQUEST_TIMEOUT,
 };
 use crate::duration::KumaDuration;
-use crate::error::Violations;
+use crate::error::{Error, Violations};
 use crate::name::{BackendName, MeshName};
+use crate::registry::Registry;
+
+impl Mesh {
+    /// Decodes and validates one Mesh document; each backend's `conf` is decoded by the factory
+    /// `backends` has for its type.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] with every violation found (a type `backends` lacks among them).
+    pub fn from_yaml(text: &str, backends: &Registry) -> Result<Self, Error> {
+        check_yaml_limits(text)?;
+        let value: Value = serde_yaml::from_str(text).map_err(|e| {
+            let mut v = Violations::default();
+            v.add("(yaml)", format!("cannot be parsed: {e}"));
+            Error::InvalidConfig(v)
+        })?;
+        Self::from_value(&value, backends)
+    }
+
+    /// Decodes every Mesh of a multi-document YAML stream (`---` separated); empty documents are
+    /// skipped.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for the first document with violations; paths are prefixed with
+    /// the document's index when there are several.
+    pub fn from_yaml_documents(text: &str, backends: &Registry) -> Result<Vec<Self>, Error> {
+        use serde::Deserialize as _;
+        check_yaml_limits(text)?;
+        let mut meshes = Vec::new();
+        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(text)
+            .map(Value::deserialize)
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                let mut v = Violations::default();
+                v.add("(yaml)", format!("cannot be parsed: {e}"));
+                Error::InvalidConfig(v)
+            })?;
+        let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
+        let many = docs.len() > 1;
+        for (i, doc) in docs.iter().enumerate() {
+            match Self::from_value(doc, backends) {
+                Ok(m) => meshes.push(m),
+                Err(Error::InvalidConfig(v)) if many => {
+                    let v = Violations(
+                        v.0.into_iter()
+                            .map(|mut x| {
+                                x.field = format!("(document {i}) {}", x.field);
+                                x
+                            })
+                            .collect(),
+                    );
+                    return Err(Error::InvalidConfig(v));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(meshes)
+    }
+
+    /// Decodes and validates a parsed YAML value.
+    pub(crate) fn from_value(value: &Value, backends: &Registry) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let mesh = decode_mesh(value, backends, &mut v);
+        match mesh {
+            Some(m) if v.is_empty() => Ok(m),
+            _ => {
+                if v.is_empty() {
+                    v.add("(mesh)", "is not a Mesh");
+                }
+                Err(Error::InvalidConfig(v))
+            }
+        }
+    }
+}
 
 /// Top-level Mesh sections meshca accepts and ignores.
 const OTHER_MESH_SECTIONS: &[&str] = &[
@@ -26,7 +99,7 @@ const OTHER_MESH_SECTIONS: &[&str] = &[
     "skipCreatingInitialPolicies",
 ];
 
-pub(super) fn decode_mesh(value: &Value, v: &mut Violations) -> Option<Mesh> {
+fn decode_mesh(value: &Value, backends: &Registry, v: &mut Violations) -> Option<Mesh> {
     let mut root = Fields::of(value, "", v)?;
     let (form, name, mtls) = if root.has("apiVersion") || root.has("kind") {
         let api = root.str("apiVersion", v);
@@ -49,7 +122,9 @@ pub(super) fn decode_mesh(value: &Value, v: &mut Violations) -> Option<Mesh> {
             spec.path = String::new();
             let zone_egress = zone_egress(spec.get("routing"));
             spec.ignore(OTHER_MESH_SECTIONS);
-            let mtls = spec.obj("mtls", v).and_then(|f| decode_mtls(f, v));
+            let mtls = spec
+                .obj("mtls", v)
+                .and_then(|f| decode_mtls(f, backends, v));
             check_zone_egress(zone_egress, mtls.as_ref(), v);
             spec.finish(v);
             mtls
@@ -63,7 +138,9 @@ pub(super) fn decode_mesh(value: &Value, v: &mut Violations) -> Option<Mesh> {
         let zone_egress = zone_egress(root.get("routing"));
         root.ignore(OTHER_MESH_SECTIONS);
         root.ignore(&["labels", "creationTime", "modificationTime"]);
-        let mtls = root.obj("mtls", v).and_then(|f| decode_mtls(f, v));
+        let mtls = root
+            .obj("mtls", v)
+            .and_then(|f| decode_mtls(f, backends, v));
         check_zone_egress(zone_egress, mtls.as_ref(), v);
         (MeshForm::Universal, name, mtls)
     };
@@ -97,7 +174,7 @@ fn check_zone_egress(zone_egress: bool, mtls: Option<&Mtls>, v: &mut Violations)
     }
 }
 
-fn decode_mtls(mut f: Fields<'_>, v: &mut Violations) -> Option<Mtls> {
+fn decode_mtls(mut f: Fields<'_>, registry: &Registry, v: &mut Violations) -> Option<Mtls> {
     let enabled = f.str("enabledBackend", v);
     let skip_validation = f.bool("skipValidation", v).unwrap_or(false);
     let mut backends = Vec::new();
@@ -115,7 +192,9 @@ fn decode_mtls(mut f: Fields<'_>, v: &mut Violations) -> Option<Mtls> {
                 }
                 names_seen.push(name.to_owned());
             }
-            if let Some(b) = Fields::of(item, &path, v).and_then(|bf| decode_backend(bf, item, v)) {
+            if let Some(b) =
+                Fields::of(item, &path, v).and_then(|bf| decode_backend(bf, item, registry, v))
+            {
                 backends.push(b);
             }
         }
@@ -140,7 +219,12 @@ fn decode_mtls(mut f: Fields<'_>, v: &mut Violations) -> Option<Mtls> {
     })
 }
 
-fn decode_backend(mut f: Fields<'_>, item: &Value, v: &mut Violations) -> Option<Backend> {
+fn decode_backend(
+    mut f: Fields<'_>,
+    item: &Value,
+    backends: &Registry,
+    v: &mut Violations,
+) -> Option<Backend> {
     let name = f.required_str("name", v).and_then(|n| {
         let at = f.at("name");
         let parsed = BackendName::new(&n)
@@ -156,17 +240,7 @@ fn decode_backend(mut f: Fields<'_>, item: &Value, v: &mut Violations) -> Option
         parsed
     });
     let type_at = f.at("type");
-    let ty = f.required_str("type", v).and_then(|t| {
-        BackendType::parse(&t).or_else(|| {
-            v.add(
-                &type_at,
-                format!(
-                    "unknown type \"{t}\" (one of builtin, provided, vault, acmpca, certmanager)"
-                ),
-            );
-            None
-        })
-    });
+    let ty = f.required_str("type", v);
     let mode = match f.str("mode", v).as_deref() {
         None | Some("STRICT") => Mode::Strict,
         Some("PERMISSIVE") => Mode::Permissive,
@@ -205,16 +279,10 @@ fn decode_backend(mut f: Fields<'_>, item: &Value, v: &mut Violations) -> Option
     let conf_at = f.at("conf");
     let conf_value = f.get("conf");
     let empty = Value::Mapping(serde_yaml::Mapping::new());
-    let conf = ty.and_then(|ty| {
+    let conf = ty.as_deref().and_then(|ty| {
         let value = conf_value.unwrap_or(&empty);
         let cf = Fields::of(value, &conf_at, v)?;
-        match ty {
-            BackendType::Builtin => decode_builtin(cf, v).map(BackendConf::Builtin),
-            BackendType::Provided => decode_provided(cf, v).map(BackendConf::Provided),
-            BackendType::Vault => decode_vault(cf, v).map(BackendConf::Vault),
-            BackendType::Acmpca => decode_acmpca(cf, v).map(BackendConf::Acmpca),
-            BackendType::Certmanager => decode_certmanager(cf, v).map(BackendConf::Certmanager),
-        }
+        backends.decode(ty, &type_at, cf, v)
     });
     f.finish(v);
     Some(Backend {
@@ -223,6 +291,7 @@ fn decode_backend(mut f: Fields<'_>, item: &Value, v: &mut Violations) -> Option
         dp_cert_expiration,
         dp_cert_request_timeout,
         root_chain_request_timeout,
+        backend_type: ty?,
         conf: conf?,
         fingerprint: Fingerprint::of_value(item),
     })

@@ -241,9 +241,11 @@ impl issuer_server::Issuer for IssuerService {
         // Parse off the runtime: issuance goes on while a large Mesh is parsed (linear in its
         // size: `check_yaml_limits` bounds nesting before the parser sees it).
         let yaml = req.mesh_yaml;
-        let (slot, parsed) = tokio::task::spawn_blocking(move || (slot, Mesh::from_yaml(&yaml)))
-            .await
-            .map_err(|_| Status::internal("the config parser stopped"))?;
+        let backends = self.manager.registry().clone();
+        let (slot, parsed) =
+            tokio::task::spawn_blocking(move || (slot, Mesh::from_yaml(&yaml, &backends)))
+                .await
+                .map_err(|_| Status::internal("the config parser stopped"))?;
         let mesh = match parsed {
             Ok(m) => m,
             Err(e) => {

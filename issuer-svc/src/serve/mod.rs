@@ -33,7 +33,7 @@ use crate::serve::bootstrap::{
 use crate::serve::conn::{ConnLayer, ConnLimits, Connections};
 use crate::serve::http::Metrics;
 use crate::serve::tls::{provider, read_certs, read_key};
-use meshca::{Limits, Manager, Registry, RotationPolicy};
+use meshca::{Limits, Manager, RotationPolicy};
 
 /// How often cached trust bundles are fetched from upstream again.
 const BUNDLE_REFRESH: Duration = Duration::from_secs(300);
@@ -61,7 +61,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
 
     let metrics = Arc::new(Metrics::default());
     let manager = Arc::new(
-        Manager::builder(Registry::new(), store)
+        Manager::builder(meshca::registry(), store)
             .sources(meshca::local_sources())
             .limits(
                 Limits::default()

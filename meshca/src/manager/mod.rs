@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use ca_core::config::{Backend, BackendConf, Mesh};
+use ca_core::config::{Backend, Mesh};
 use ca_core::{
     BackendName, CertificateAuthority, Error, IdempotencyKey, Identity, IssuedCertificate,
     MeshName, SecretStore, SourcePolicy, TestCertificate, TrustBundle, Violations,
@@ -26,7 +26,7 @@ use ca_core::{
 use tokio::sync::watch;
 
 use crate::guard::{lock, ActiveBackend, CachedBundle, Guard, Limits, NoObserver, Observer};
-use crate::registry::{BuildContext, Registry};
+use ca_core::{BuildContext, Registry};
 
 mod switch;
 mod validate;
@@ -468,15 +468,12 @@ impl Manager {
         let bundle = ca.trust_bundle().await?;
         Ok(Arc::new(ActiveBackend {
             name: backend.name.clone(),
-            backend_type: backend.backend_type(),
+            backend_type: backend.backend_type().to_owned(),
             ca,
             lifetime: backend.dp_cert_expiration,
             request_timeout: backend.dp_cert_request_timeout,
             common_name: backend.common_name().cloned(),
-            dns_names: match &backend.conf {
-                BackendConf::Certmanager(c) => c.dns_names.clone(),
-                _ => Vec::new(),
-            },
+            dns_names: backend.conf().dns_names().to_vec(),
             bundle,
             fingerprint,
         }))
@@ -544,7 +541,7 @@ impl Manager {
             }
             let refreshed = Arc::new(ActiveBackend {
                 name: active.name.clone(),
-                backend_type: active.backend_type,
+                backend_type: active.backend_type.clone(),
                 ca: active.ca.clone(),
                 lifetime: active.lifetime,
                 request_timeout: active.request_timeout,

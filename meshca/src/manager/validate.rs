@@ -68,13 +68,7 @@ impl Manager {
                     violations.append(v);
                     continue;
                 }
-                if let BackendConf::Certmanager(c) = &backend.conf {
-                    if c.auto_approve {
-                        warnings.push(format!(
-                            "{at}.conf.autoApprove: not honoured for a Mesh sent over the network; its CertificateRequests wait for cert-manager's approver"
-                        ));
-                    }
-                }
+                warnings.extend(backend.conf().remote_warnings(&at));
             }
             match self.registry.build(&ctx, &mesh.name, index, backend).await {
                 Ok(built) => {

@@ -1,5 +1,6 @@
-//! A small decoder over `serde_yaml::Value` that records every violation with its field path, so
-//! validation reports all problems at once, like Kuma does.
+//! [`Fields`]: a small decoder over one YAML object that records every violation with its field
+//! path, so validation reports all problems at once, like Kuma does. Backend crates decode their
+//! `conf` with it.
 
 use std::collections::BTreeSet;
 
@@ -35,12 +36,25 @@ pub(crate) fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// An object being decoded: remembers which keys were read so the rest can be reported unknown.
-pub(crate) struct Fields<'a> {
+/// One YAML object being decoded: each getter reads a key, reports what is wrong with it at its
+/// full field path (`mtls.backends[0].conf.fromCp.auth.token`) into the [`Violations`], and
+/// remembers the key as read; [`Fields::finish`] then reports every key nobody read as an
+/// unknown field.
+///
+/// A getter answers `None` both when the key is absent (or `null`) and when its value was wrong;
+/// in the second case the violation is already recorded.
+pub struct Fields<'a> {
     pub(crate) path: String,
     map: &'a Mapping,
     used: BTreeSet<&'a str>,
     open: bool,
+}
+
+impl std::fmt::Debug for Fields<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The object may hold inline secrets: only its path is shown.
+        f.debug_struct("Fields").field("path", &self.path).finish()
+    }
 }
 
 impl<'a> Fields<'a> {
@@ -66,7 +80,8 @@ impl<'a> Fields<'a> {
         self
     }
 
-    pub(crate) fn at(&self, key: &str) -> String {
+    /// The full field path of `key` in this object.
+    pub fn at(&self, key: &str) -> String {
         join(&self.path, key)
     }
 
@@ -84,19 +99,21 @@ impl<'a> Fields<'a> {
     }
 
     /// Marks keys as known without decoding them (fields meshca passes over, like `tracing`).
-    pub(crate) fn ignore(&mut self, keys: &[&'a str]) {
+    pub fn ignore(&mut self, keys: &[&'a str]) {
         for k in keys {
             let _ = self.get(k);
         }
     }
 
-    pub(crate) fn has(&self, key: &str) -> bool {
+    /// Whether `key` is present and not `null` (without marking it read).
+    pub fn has(&self, key: &str) -> bool {
         self.map
             .iter()
             .any(|(k, v)| k.as_str() == Some(key) && !v.is_null())
     }
 
-    pub(crate) fn str(&mut self, key: &'a str, v: &mut Violations) -> Option<String> {
+    /// A string.
+    pub fn str(&mut self, key: &'a str, v: &mut Violations) -> Option<String> {
         match self.get(key)? {
             Value::String(s) => Some(s.clone()),
             other => {
@@ -109,7 +126,8 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(crate) fn required_str(&mut self, key: &'a str, v: &mut Violations) -> Option<String> {
+    /// A string that must be present and not blank (`cannot be empty` otherwise).
+    pub fn required_str(&mut self, key: &'a str, v: &mut Violations) -> Option<String> {
         let present = self.has(key);
         let s = self.str(key, v);
         match &s {
@@ -123,7 +141,8 @@ impl<'a> Fields<'a> {
         s
     }
 
-    pub(crate) fn bool(&mut self, key: &'a str, v: &mut Violations) -> Option<bool> {
+    /// `true` or `false`.
+    pub fn bool(&mut self, key: &'a str, v: &mut Violations) -> Option<bool> {
         match self.get(key)? {
             Value::Bool(b) => Some(*b),
             other => {
@@ -136,7 +155,8 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(crate) fn u32(&mut self, key: &'a str, v: &mut Violations) -> Option<u32> {
+    /// A whole number that fits in a `u32`.
+    pub fn u32(&mut self, key: &'a str, v: &mut Violations) -> Option<u32> {
         match self.get(key)? {
             Value::Number(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
                 Some(n) => Some(n),
@@ -158,7 +178,8 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(crate) fn duration(&mut self, key: &'a str, v: &mut Violations) -> Option<KumaDuration> {
+    /// A Kuma duration (`24h`, `1d`, `10y`; a bare `0`).
+    pub fn duration(&mut self, key: &'a str, v: &mut Violations) -> Option<KumaDuration> {
         let at = self.at(key);
         match self.get(key)? {
             Value::String(s) => KumaDuration::parse(s).map_err(|e| v.add(&at, e)).ok(),
@@ -173,7 +194,8 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(crate) fn obj(&mut self, key: &'a str, v: &mut Violations) -> Option<Fields<'a>> {
+    /// A nested object, decoded with its own [`Fields`] (call [`Fields::finish`] on it).
+    pub fn obj(&mut self, key: &'a str, v: &mut Violations) -> Option<Fields<'a>> {
         let at = self.at(key);
         let value = self.get(key)?;
         Fields::of(value, &at, v)
@@ -189,7 +211,8 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(crate) fn string_list(&mut self, key: &'a str, v: &mut Violations) -> Vec<String> {
+    /// A list of strings (absent: empty).
+    pub fn string_list(&mut self, key: &'a str, v: &mut Violations) -> Vec<String> {
         let at = self.at(key);
         let Some(items) = self.list(key, v) else {
             return Vec::new();
@@ -211,7 +234,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A data source (`secret`, `file`, `inline`, `inlineString`, `env`, `awsSecretsManager`).
-    pub(crate) fn data_source(&mut self, key: &'a str, v: &mut Violations) -> Option<DataSource> {
+    pub fn data_source(&mut self, key: &'a str, v: &mut Violations) -> Option<DataSource> {
         const SOURCES: [&str; 6] = [
             "secret",
             "file",
@@ -286,8 +309,49 @@ impl<'a> Fields<'a> {
         result
     }
 
+    /// `commonName`: a Kuma common-name template, parsed once here (never at issue time); `None`
+    /// when absent or blank.
+    pub fn common_name(&mut self, v: &mut Violations) -> Option<CommonNameTemplate> {
+        let at = self.at("commonName");
+        let s = self.str("commonName", v)?;
+        if s.trim().is_empty() {
+            return None;
+        }
+        CommonNameTemplate::parse(&s)
+            .map_err(|e| match e {
+                Error::InvalidTemplate { reason, .. } => v.add(&at, reason),
+                other => v.add(&at, other.to_string()),
+            })
+            .ok()
+    }
+
+    /// A data source that must be present: `has to be defined` at its path otherwise.
+    pub fn required_data_source(&mut self, key: &'a str, v: &mut Violations) -> Option<DataSource> {
+        if !self.has(key) {
+            v.add(self.at(key), "has to be defined");
+            let _ = self.get(key);
+            return None;
+        }
+        self.data_source(key, v)
+    }
+
+    /// A list of DNS names (absent: empty); each name that is not one is reported at its index.
+    pub fn dns_name_list(&mut self, key: &'a str, v: &mut Violations) -> Vec<String> {
+        let at = self.at(key);
+        let names = self.string_list(key, v);
+        for (i, d) in names.iter().enumerate() {
+            if crate::name::check_dns_name(d).is_err() {
+                v.add(
+                    format!("{at}[{i}]"),
+                    format!("\"{d}\" is not a valid DNS name"),
+                );
+            }
+        }
+        names
+    }
+
     /// Reports every key that was not read as unknown.
-    pub(crate) fn finish(self, v: &mut Violations) {
+    pub fn finish(self, v: &mut Violations) {
         if self.open {
             return;
         }
@@ -302,35 +366,6 @@ impl<'a> Fields<'a> {
             }
         }
     }
-}
-
-/// `commonName`, parsed once here (never at issue time); `None` when absent or blank.
-pub(super) fn template(f: &mut Fields<'_>, v: &mut Violations) -> Option<CommonNameTemplate> {
-    let at = f.at("commonName");
-    let s = f.str("commonName", v)?;
-    if s.trim().is_empty() {
-        return None;
-    }
-    CommonNameTemplate::parse(&s)
-        .map_err(|e| match e {
-            Error::InvalidTemplate { reason, .. } => v.add(&at, reason),
-            other => v.add(&at, other.to_string()),
-        })
-        .ok()
-}
-
-/// A data source that must be present: `has to be defined` at its path otherwise.
-pub(super) fn required_source<'a>(
-    f: &mut Fields<'a>,
-    key: &'a str,
-    v: &mut Violations,
-) -> Option<DataSource> {
-    if !f.has(key) {
-        v.add(f.at(key), "has to be defined");
-        let _ = f.get(key);
-        return None;
-    }
-    f.data_source(key, v)
 }
 
 /// The reason part of a name validation error.

@@ -1,15 +1,159 @@
-//! `conf` of the remote backends, whose CA lives upstream: vault, acmpca and certmanager.
+//! `conf` of a vault backend (`fromCp`), its decoder, and what it asks of the network.
 
-use super::decode::{required_source, template, Fields};
-use super::{
-    AcmpcaConf, AwsAuthType, AwsCredentials, CertmanagerConf, VaultAuth, VaultConf, VaultMode,
-};
-use crate::error::{echo, Violations};
+use std::sync::Arc;
 
-pub(super) fn decode_vault(mut f: Fields<'_>, v: &mut Violations) -> Option<VaultConf> {
+use ca_core::config::{BackendConfig, Fields};
+use ca_core::{echo, CommonNameTemplate, DataSource, Upstream, Violations};
+
+/// `conf.fromCp` of a vault backend.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct VaultConf {
+    /// `address`.
+    pub address: String,
+    /// `agentAddress`: a local Vault agent that authenticates for us.
+    pub agent_address: Option<String>,
+    /// `namespace` (Vault Enterprise).
+    pub namespace: Option<String>,
+    /// `pki`: the PKI secrets engine mount.
+    pub pki: String,
+    /// `role`.
+    pub role: String,
+    /// `mode` (meshca's extension): which PKI endpoint issues.
+    pub mode: VaultMode,
+    /// `commonName`.
+    pub common_name: Option<CommonNameTemplate>,
+    /// `tls.caCert`.
+    pub tls_ca_cert: Option<DataSource>,
+    /// `tls.skipVerify`.
+    pub tls_skip_verify: bool,
+    /// `tls.serverName`.
+    pub tls_server_name: Option<String>,
+    /// `auth`; `None` only with `agentAddress`.
+    pub auth: Option<VaultAuth>,
+}
+
+/// `conf.fromCp.mode`: which endpoint of the PKI mount issues data plane certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VaultMode {
+    /// `issue` (default, as Kong Mesh): `POST <pki>/issue/<role>`; Vault makes the key and it
+    /// travels to the data plane through meshca.
+    #[default]
+    Issue,
+    /// `sign`: `POST <pki>/sign/<role>` with the data plane's CSR; the key never leaves the data
+    /// plane.
+    Sign,
+}
+
+/// `conf.fromCp.auth`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum VaultAuth {
+    /// `token`.
+    Token(DataSource),
+    /// `tls`: client certificate auth.
+    Tls {
+        /// `clientKey`.
+        client_key: DataSource,
+        /// `clientCert`.
+        client_cert: DataSource,
+    },
+    /// `aws`.
+    Aws {
+        /// `type`.
+        kind: AwsAuthType,
+        /// `role`.
+        role: Option<String>,
+        /// `iamServerIdHeader`.
+        iam_server_id_header: Option<String>,
+    },
+}
+
+/// `auth.aws.type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AwsAuthType {
+    /// `IAM` (default).
+    #[default]
+    Iam,
+    /// `EC2`.
+    Ec2,
+}
+
+impl VaultConf {
+    /// Decodes `conf` (`fromCp` with `address` or `agentAddress`, `pki`, `role`, `mode`,
+    /// `commonName`, `tls`, exactly one `auth`), reporting every violation into `v` at Kuma's
+    /// field paths.
+    pub fn decode(f: Fields<'_>, v: &mut Violations) -> Option<Arc<Self>> {
+        decode(f, v).map(Arc::new)
+    }
+}
+
+impl BackendConfig for VaultConf {
+    fn data_sources(&self) -> Vec<(&'static str, &DataSource)> {
+        let mut s: Vec<(&'static str, &DataSource)> = Vec::new();
+        if let Some(ca) = &self.tls_ca_cert {
+            s.push(("fromCp.tls.caCert", ca));
+        }
+        match &self.auth {
+            Some(VaultAuth::Token(t)) => s.push(("fromCp.auth.token", t)),
+            Some(VaultAuth::Tls {
+                client_key,
+                client_cert,
+            }) => {
+                s.push(("fromCp.auth.tls.clientKey", client_key));
+                s.push(("fromCp.auth.tls.clientCert", client_cert));
+            }
+            Some(VaultAuth::Aws { .. }) | None => {}
+        }
+        s
+    }
+
+    fn upstreams(&self) -> Vec<Upstream> {
+        // With an agent, requests go to the agent only.
+        vec![match &self.agent_address {
+            Some(agent) => Upstream::Vault {
+                field: "agentAddress",
+                url: agent.clone(),
+            },
+            None => Upstream::Vault {
+                field: "address",
+                url: self.address.clone(),
+            },
+        }]
+    }
+
+    fn common_name(&self) -> Option<&CommonNameTemplate> {
+        self.common_name.as_ref()
+    }
+
+    /// A Vault reached over `http://` or with `tls.skipVerify`: the mesh's token or client key
+    /// would cross the network unprotected.
+    fn remote_violations(&self, at: &str, v: &mut Violations) {
+        for (field, url) in [
+            ("address", Some(&self.address)),
+            ("agentAddress", self.agent_address.as_ref()),
+        ] {
+            let Some(url) = url else { continue };
+            if url.trim_start().to_ascii_lowercase().starts_with("http://") {
+                v.add(
+                    format!("{at}.conf.fromCp.{field}"),
+                    "http:// is not accepted in a Mesh sent over the network: use https://",
+                );
+            }
+        }
+        if self.tls_skip_verify {
+            v.add(
+                format!("{at}.conf.fromCp.tls.skipVerify"),
+                "is not accepted in a Mesh sent over the network: give tls.caCert instead",
+            );
+        }
+    }
+}
+
+fn decode(mut f: Fields<'_>, v: &mut Violations) -> Option<VaultConf> {
     if f.has("fromDp") {
         v.add(f.at("fromDp"), "is not supported: use fromCp");
-        let _ = f.get("fromDp");
+        f.ignore(&["fromDp"]);
     }
     let Some(mut cp) = f.obj("fromCp", v) else {
         if !f.has("fromCp") {
@@ -56,7 +200,7 @@ pub(super) fn decode_vault(mut f: Fields<'_>, v: &mut Violations) -> Option<Vaul
             VaultMode::Issue
         }
     };
-    let common_name = template(&mut cp, v);
+    let common_name = cp.common_name(v);
 
     let mut tls_ca_cert = None;
     let mut tls_skip_verify = false;
@@ -90,8 +234,8 @@ pub(super) fn decode_vault(mut f: Fields<'_>, v: &mut Violations) -> Option<Vaul
                 auth = a.data_source("token", v).map(VaultAuth::Token);
             }
             if let Some(mut t) = a.obj("tls", v) {
-                let key = required_source(&mut t, "clientKey", v);
-                let cert = required_source(&mut t, "clientCert", v);
+                let key = t.required_data_source("clientKey", v);
+                let cert = t.required_data_source("clientCert", v);
                 t.finish(v);
                 if let (Some(client_key), Some(client_cert)) = (key, cert) {
                     auth = Some(VaultAuth::Tls {
@@ -187,101 +331,4 @@ fn path_problem(value: &str, slashes: bool) -> Option<String> {
         ));
     }
     None
-}
-
-pub(super) fn decode_acmpca(mut f: Fields<'_>, v: &mut Violations) -> Option<AcmpcaConf> {
-    let arn_at = f.at("arn");
-    let arn = f.required_str("arn", v);
-    if let Some(a) = &arn {
-        let parts: Vec<&str> = a.splitn(6, ':').collect();
-        let ok = parts.len() == 6
-            && parts[0] == "arn"
-            && parts[1].starts_with("aws")
-            && parts[2] == "acm-pca"
-            && parts[5].starts_with("certificate-authority/");
-        if !ok {
-            v.add(&arn_at, format!("\"{a}\" is not an ACM PCA certificate authority ARN (arn:aws:acm-pca:<region>:<account>:certificate-authority/<id>)"));
-        }
-    }
-    let common_name = template(&mut f, v);
-    // Optional in meshca: without it the bundle is GetCertificateAuthorityCertificate's.
-    let ca_cert = if f.has("caCert") {
-        f.data_source("caCert", v)
-    } else {
-        None
-    };
-    let mut credentials = None;
-    if let Some(mut auth) = f.obj("auth", v) {
-        if let Some(mut c) = auth.obj("awsCredentials", v) {
-            let access_key = required_source(&mut c, "accessKey", v);
-            let access_key_secret = required_source(&mut c, "accessKeySecret", v);
-            c.finish(v);
-            if let (Some(access_key), Some(access_key_secret)) = (access_key, access_key_secret) {
-                credentials = Some(AwsCredentials {
-                    access_key,
-                    access_key_secret,
-                });
-            }
-        }
-        auth.finish(v);
-    }
-    f.finish(v);
-    Some(AcmpcaConf {
-        arn: arn?,
-        common_name,
-        ca_cert,
-        credentials,
-    })
-}
-
-pub(super) fn decode_certmanager(mut f: Fields<'_>, v: &mut Violations) -> Option<CertmanagerConf> {
-    let mut issuer = None;
-    match f.obj("issuerRef", v) {
-        Some(mut r) => {
-            let name = r.required_str("name", v);
-            let kind = r
-                .str("kind", v)
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "Issuer".into());
-            let group = r
-                .str("group", v)
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "cert-manager.io".into());
-            r.finish(v);
-            issuer = name.map(|n| (n, kind, group));
-        }
-        None => {
-            if !f.has("issuerRef") {
-                v.add(f.at("issuerRef"), "has to be defined");
-            }
-        }
-    }
-    let common_name = template(&mut f, v);
-    let ca_cert = if f.has("caCert") {
-        f.data_source("caCert", v)
-    } else {
-        None
-    };
-    let auto_approve = f.bool("autoApprove", v).unwrap_or(false);
-    let dns_at = f.at("dnsNames");
-    let dns_names = f.string_list("dnsNames", v);
-    for (i, d) in dns_names.iter().enumerate() {
-        if crate::name::check_dns_name(d).is_err() {
-            v.add(
-                format!("{dns_at}[{i}]"),
-                format!("\"{d}\" is not a valid DNS name"),
-            );
-        }
-    }
-    f.finish(v);
-    let (issuer_name, issuer_kind, issuer_group) = issuer?;
-    Some(CertmanagerConf {
-        issuer_name,
-        issuer_kind,
-        issuer_group,
-        common_name,
-        ca_cert,
-        dns_names,
-        auto_approve,
-    })
 }
