@@ -42,11 +42,13 @@ pub use datasource::{
     AwsSecretRef, AwsSecretsManager, Created, DataSource, FetchError, SecretStore, SourcePolicy,
 };
 pub use duration::KumaDuration;
-pub use error::{echo, error_chain, BoxError, Error, Violation, Violations, ECHO_LIMIT};
+pub use error::{
+    echo, error_chain, BoxError, Error, IssuedProblem, Violation, Violations, ECHO_LIMIT,
+};
 pub use identity::Identity;
 pub use issue::{
-    check_issued, check_leaf_sans, issue_certificate, validate, IssuedCertificate, IssuedProblem,
-    TestCertificate, TEST_SERVICE,
+    check_issued, check_leaf_sans, issue_certificate, validate, IssuedCertificate, TestCertificate,
+    TEST_SERVICE,
 };
 pub use name::{BackendName, MeshName, SecretName, ServiceName, TagName, TagValue, SERVICE_TAG};
 pub use refresh::{refresh_at, RefreshPolicy};
