@@ -21,6 +21,7 @@ pub mod duration;
 mod error;
 pub mod identity;
 mod issue;
+mod local_ca;
 pub mod name;
 pub mod refresh;
 mod request;
@@ -50,6 +51,7 @@ pub use issue::{
     check_issued, check_leaf_sans, issue_certificate, validate, IssuedCertificate, TestCertificate,
     TEST_SERVICE,
 };
+pub use local_ca::LocalCa;
 pub use name::{BackendName, MeshName, SecretName, ServiceName, TagName, TagValue, SERVICE_TAG};
 pub use refresh::{refresh_at, RefreshPolicy};
 pub use request::{IdempotencyKey, IssueParams, IssueRequest, KeySource, UncheckedCertificate};
@@ -63,4 +65,4 @@ pub use system_namespace::{
 };
 pub use template::CommonNameTemplate;
 pub use upstream::{AllowedUpstreams, IssuerRef, Upstream};
-pub use x509::{KeyType, LocalCa, PrivateKey};
+pub use x509::{KeyType, PrivateKey};

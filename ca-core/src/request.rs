@@ -10,7 +10,7 @@ use rustls_pki_types::CertificateDer;
 use crate::error::echo;
 use crate::identity::Identity;
 use crate::template::CommonNameTemplate;
-use crate::x509::{KeyType, LocalSigner, PrivateKey, SubjectKey};
+use crate::x509::{KeyType, PrivateKey, SubjectKey};
 use crate::Error;
 
 /// Where the data plane's key comes from.
@@ -285,6 +285,14 @@ impl UncheckedCertificate {
             upstream_key: None,
         }
     }
+}
+
+/// Proof that a leaf was signed by core's own [`crate::LocalCa`] with the key of `ca_cert`
+/// (checked to match when the `LocalCa` was built). Only core can make one.
+#[derive(Debug)]
+pub(crate) struct LocalSigner {
+    pub(crate) ca_cert: CertificateDer<'static>,
+    pub(crate) ca_subject: Vec<u8>,
 }
 
 /// The key of one logical issue request, stable across its retries.

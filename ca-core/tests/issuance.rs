@@ -5,10 +5,10 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use ca_core::x509::{random_serial, LocalCa};
+use ca_core::x509::random_serial;
 use ca_core::{
     issue_certificate, validate, CertificateAuthority, CommonNameTemplate, Error, Identity,
-    IssueParams, IssueRequest, KeySource, KeyType, MeshName, PrivateKey, TrustBundle,
+    IssueParams, IssueRequest, KeySource, KeyType, LocalCa, MeshName, PrivateKey, TrustBundle,
     UncheckedCertificate,
 };
 use rcgen::{

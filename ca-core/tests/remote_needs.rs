@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use ca_core::x509::{random_serial, LocalCa};
+use ca_core::x509::random_serial;
 use ca_core::{
     issue_certificate, CertificateAuthority, Error, IdempotencyKey, Identity, IssueParams,
-    IssueRequest, IssuedProblem, KeySource, KeyType, MeshName, PrivateKey, TrustBundle,
+    IssueRequest, IssuedProblem, KeySource, KeyType, LocalCa, MeshName, PrivateKey, TrustBundle,
     UncheckedCertificate,
 };
 use rcgen::{
