@@ -256,7 +256,7 @@ impl BuiltinCa {
             .checked_add(self.conf.ca_expiration)
             .ok_or_else(|| too_far("caCert.expiration"))?;
         params.not_after = to_offset(not_after, "caCert.expiration")?;
-        params.serial_number = Some(random_serial());
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()));
         // Kuma's subject: O=Kuma, OU=Mesh, CN=<mesh>.
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Kuma");

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -118,7 +118,7 @@ impl LocalCa {
         let mut params = CertificateParams::default();
         params.not_before = to_offset(request.not_before());
         params.not_after = to_offset(request.not_after().min(self.not_after));
-        params.serial_number = Some(random_serial());
+        params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
         params.distinguished_name = DistinguishedName::new();
         if let Some(cn) = request.common_name() {
             params.distinguished_name.push(DnType::CommonName, cn);

@@ -6,8 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, KeyPair, PublicKeyData, SanType, SerialNumber,
-    SignatureAlgorithm,
+    CertificateParams, DistinguishedName, KeyPair, PublicKeyData, SanType, SignatureAlgorithm,
 };
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -393,13 +392,14 @@ pub fn certs_to_pem<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'a>>)
         .collect()
 }
 
-/// A random, positive, non-zero 128-bit serial number.
-pub fn random_serial() -> SerialNumber {
+/// A random, non-zero 128-bit serial number: the big-endian bytes of a positive integer, as
+/// rcgen's `SerialNumber::from_slice` takes them (it encodes them unsigned).
+pub fn random_serial() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     loop {
         // aws-lc's DRBG; failure here means the OS has no entropy, which no caller can fix.
         if aws_lc_rs::rand::fill(&mut bytes).is_ok() && bytes.iter().any(|b| *b != 0) {
-            return SerialNumber::from_slice(&bytes);
+            return bytes;
         }
     }
 }

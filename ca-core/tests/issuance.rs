@@ -51,7 +51,7 @@ fn make_root(cn: &str) -> (CertificateDer<'static>, KeyPair) {
     p.distinguished_name.push(DnType::CommonName, cn);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.serial_number = Some(random_serial());
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()));
     let cert = p.self_signed(&key).unwrap();
     (cert.der().clone(), key)
 }

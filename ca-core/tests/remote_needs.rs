@@ -33,7 +33,7 @@ fn root(cn: &str) -> Root {
     p.distinguished_name.push(DnType::CommonName, cn);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.serial_number = Some(random_serial());
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()));
     let der = p.self_signed(&key).unwrap().der().clone();
     let key_pem = key.serialize_pem();
     let local = LocalCa::new(
