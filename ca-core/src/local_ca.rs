@@ -12,7 +12,7 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::request::{IssueRequest, LocalSigner, UncheckedCertificate};
-use crate::x509::{is_self_issued, random_serial, san_types, KeyType, PrivateKey};
+use crate::x509::{is_self_issued, random_serial, san_types, KeyType, PrivateKey, RcgenSubjectKey};
 use crate::Error;
 
 /// A CA whose key meshca holds: signs data plane certificates locally.
@@ -141,7 +141,7 @@ impl LocalCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(subject_key, &self.issuer)?;
+        let cert = params.signed_by(&RcgenSubjectKey(subject_key), &self.issuer)?;
         let mut chain = Vec::with_capacity(1 + self.chain.len());
         chain.push(cert.der().clone());
         // The signing CA goes with the leaf when it is an intermediate; a self-signed root is only

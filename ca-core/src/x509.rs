@@ -290,13 +290,17 @@ impl SubjectKey {
     }
 }
 
-impl PublicKeyData for SubjectKey {
+/// A [`SubjectKey`] as rcgen signs it. Crate-private, so that rcgen's trait stays out of
+/// ca-core's API.
+pub(crate) struct RcgenSubjectKey<'a>(pub(crate) &'a SubjectKey);
+
+impl PublicKeyData for RcgenSubjectKey<'_> {
     fn der_bytes(&self) -> &[u8] {
-        &self.raw
+        &self.0.raw
     }
 
     fn algorithm(&self) -> &'static SignatureAlgorithm {
-        self.key_type.rcgen_alg()
+        self.0.key_type.rcgen_alg()
     }
 }
 

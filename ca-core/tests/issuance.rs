@@ -127,7 +127,7 @@ impl TestCa {
         let cert = if fault == Fault::OtherKey {
             p.signed_by(&other_key, &issuer).unwrap()
         } else {
-            p.signed_by(req.subject_key().unwrap(), &issuer).unwrap()
+            p.signed_by(&subject_spki(req), &issuer).unwrap()
         };
         cert.der().clone()
     }
@@ -456,4 +456,9 @@ fn private_keys_are_redacted() {
     assert_eq!(format!("{pem:?}"), "<redacted>");
     let back = PrivateKey::from_pem(pem.expose()).unwrap();
     assert_eq!(back.spki_der(), k.spki_der());
+}
+
+/// The request's key for rcgen, which signs a public key given as its SubjectPublicKeyInfo.
+fn subject_spki(req: &IssueRequest) -> rcgen::SubjectPublicKeyInfo {
+    rcgen::SubjectPublicKeyInfo::from_der(req.subject_key().unwrap().spki_der()).unwrap()
 }

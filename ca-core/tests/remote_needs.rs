@@ -128,7 +128,7 @@ impl RotatingCa {
         if other_key {
             p.signed_by(&KeyPair::generate().unwrap(), &issuer)
         } else {
-            p.signed_by(req.subject_key().unwrap(), &issuer)
+            p.signed_by(&subject_spki(req), &issuer)
         }
         .unwrap()
         .der()
@@ -421,4 +421,9 @@ async fn identity_round_trips_through_a_certificate() {
     assert_eq!(Identity::from_uri_sans(&mesh(), &uris).unwrap(), id);
     let ids: Vec<String> = id.spiffe_ids().iter().map(ToString::to_string).collect();
     assert_eq!(ids, ["spiffe://default/web"]);
+}
+
+/// The request's key for rcgen, which signs a public key given as its SubjectPublicKeyInfo.
+fn subject_spki(req: &IssueRequest) -> rcgen::SubjectPublicKeyInfo {
+    rcgen::SubjectPublicKeyInfo::from_der(req.subject_key().unwrap().spki_der()).unwrap()
 }
