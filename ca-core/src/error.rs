@@ -192,7 +192,8 @@ impl Error {
         }
     }
 
-    /// An [`Error::Crypto`] wrapping the crypto library's error.
+    /// An [`Error::Crypto`] wrapping the crypto library's error: what a backend that builds
+    /// certificates with rcgen maps its errors with (`.map_err(Error::crypto)?`).
     pub fn crypto(source: impl Into<BoxError>) -> Self {
         Self::Crypto(source.into())
     }
@@ -338,14 +339,6 @@ pub fn echo(input: &str) -> String {
         out.push_str(&format!("… ({} bytes)", input.len()));
     }
     out
-}
-
-/// For backends that build certificates with rcgen (the workspace's one certificate builder): `?`
-/// on an rcgen result gives [`Error::Crypto`]. The rcgen error is only ever the boxed `source()`.
-impl From<rcgen::Error> for Error {
-    fn from(e: rcgen::Error) -> Self {
-        Self::Crypto(Box::new(e))
-    }
 }
 
 /// One violation of a Mesh configuration: the path of the field and what is wrong with it.

@@ -141,7 +141,9 @@ impl LocalCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&RcgenSubjectKey(subject_key), &self.issuer)?;
+        let cert = params
+            .signed_by(&RcgenSubjectKey(subject_key), &self.issuer)
+            .map_err(Error::crypto)?;
         let mut chain = Vec::with_capacity(1 + self.chain.len());
         chain.push(cert.der().clone());
         // The signing CA goes with the leaf when it is an intermediate; a self-signed root is only

@@ -143,9 +143,9 @@ impl KeyType {
                         )))
                     }
                 };
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size)?
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size).map_err(Error::crypto)?
             }
-            other => KeyPair::generate_for(other.rcgen_alg())?,
+            other => KeyPair::generate_for(other.rcgen_alg()).map_err(Error::crypto)?,
         };
         Ok(PrivateKey {
             key,
@@ -247,7 +247,8 @@ impl PrivateKey {
                 .push(rcgen::DnType::CommonName, cn);
         }
         params.subject_alt_names = san_types(uri_sans, dns_sans)?;
-        Ok(params.serialize_request(&self.key)?.der().to_vec())
+        let csr = params.serialize_request(&self.key).map_err(Error::crypto)?;
+        Ok(csr.der().to_vec())
     }
 
     pub(crate) fn keypair(&self) -> &KeyPair {
@@ -416,7 +417,9 @@ pub(crate) fn san_types(uri_sans: &[String], dns_sans: &[String]) -> Result<Vec<
     let dns = dns_sans
         .iter()
         .map(|s| Ok(SanType::DnsName(s.as_str().try_into()?)));
-    Ok(uris.chain(dns).collect::<Result<_, rcgen::Error>>()?)
+    uris.chain(dns)
+        .collect::<Result<_, rcgen::Error>>()
+        .map_err(Error::crypto)
 }
 
 /// Trust anchors of PEM text from an upstream CA: its self-issued certificates, or, for a chain
