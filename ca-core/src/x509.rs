@@ -448,8 +448,28 @@ pub fn is_self_issued(der: &CertificateDer<'_>) -> bool {
         .unwrap_or(false)
 }
 
+/// The subject alternative names of the certificate `der`, in order, each as openssl prints it
+/// (`URI:spiffe://...`, `DNS:example.com`, `IP:10.0.0.1`); empty when it has no SAN extension.
+///
+/// # Errors
+/// A message when `der` is not an X.509 certificate or its SAN extension cannot be parsed.
+pub fn describe_sans(der: &[u8]) -> Result<Vec<String>, String> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| format!("certificate cannot be parsed: {e}"))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("subject alternative names cannot be parsed: {e}"))?;
+    Ok(san.map_or_else(Vec::new, |s| {
+        s.value
+            .general_names
+            .iter()
+            .map(describe_general_name)
+            .collect()
+    }))
+}
+
 /// A general name as openssl prints it (`URI:spiffe://...`, `DNS:example.com`).
-pub fn describe_general_name(name: &x509_parser::extensions::GeneralName<'_>) -> String {
+pub(crate) fn describe_general_name(name: &x509_parser::extensions::GeneralName<'_>) -> String {
     use x509_parser::extensions::GeneralName;
     match name {
         GeneralName::URI(u) => format!("URI:{u}"),

@@ -18,7 +18,6 @@ use rcgen::{
     SanType,
 };
 use rustls_pki_types::CertificateDer;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 struct Root {
     der: CertificateDer<'static>,
@@ -202,15 +201,7 @@ fn generate(identity: Identity) -> IssueParams<'static> {
 }
 
 fn leaf_sans(der: &CertificateDer<'_>) -> Vec<String> {
-    let (_, leaf) = X509Certificate::from_der(der).unwrap();
-    leaf.subject_alternative_name()
-        .unwrap()
-        .unwrap()
-        .value
-        .general_names
-        .iter()
-        .map(ca_core::x509::describe_general_name)
-        .collect()
+    ca_core::x509::describe_sans(der).unwrap()
 }
 
 fn problem(err: Error) -> IssuedProblem {
