@@ -261,7 +261,7 @@ impl BuiltinCa {
             .checked_add(self.conf.ca_expiration)
             .ok_or_else(|| too_far("caCert.expiration"))?;
         params.not_after = to_offset(not_after, "caCert.expiration")?;
-        params.serial_number = Some(random_serial());
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()));
         // Kuma's subject: O=Kuma, OU=Mesh, CN=<mesh>.
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Kuma");
@@ -269,14 +269,17 @@ impl BuiltinCa {
         dn.push(DnType::CommonName, self.mesh.as_str());
         params.distinguished_name = dn;
         params.subject_alt_names = vec![SanType::URI(
-            format!("spiffe://{}", self.mesh).as_str().try_into()?,
+            format!("spiffe://{}", self.mesh)
+                .as_str()
+                .try_into()
+                .map_err(Error::crypto)?,
         )];
         // No path length constraint, as Kuma (Go's x509 omits it when MaxPathLen is 0 and
         // MaxPathLenZero is false). The builtin CA only ever signs leaves itself, and leaving it
         // unconstrained keeps the certificate interchangeable with one Kuma made.
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&*key)?;
+        let cert = params.self_signed(&*key).map_err(Error::crypto)?;
         // LF line endings, as Kuma writes PEM (rcgen's `pem()` uses CRLF).
         Ok(certs_to_pem([cert.der()]))
     }

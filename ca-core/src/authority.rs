@@ -5,8 +5,6 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::bundle::TrustBundle;
-#[cfg(doc)]
-use crate::issue::issue_certificate;
 use crate::name::SecretName;
 use crate::request::{IssueRequest, UncheckedCertificate};
 use crate::Error;
@@ -19,6 +17,7 @@ use crate::Error;
 ///
 /// [`trust_bundle`]: CertificateAuthority::trust_bundle
 /// [`issue`]: CertificateAuthority::issue
+/// [`issue_certificate`]: crate::issue_certificate
 #[async_trait]
 pub trait CertificateAuthority: fmt::Debug + Send + Sync {
     /// The backend's name in the Mesh (`mtls.backends[].name`).
@@ -53,6 +52,8 @@ pub trait CertificateAuthority: fmt::Debug + Send + Sync {
     ///
     /// # Errors
     /// As [`trust_bundle`](CertificateAuthority::trust_bundle).
+    ///
+    /// [`issue_certificate`]: crate::issue_certificate
     async fn refresh_trust_bundle(&self) -> Result<TrustBundle, Error> {
         self.trust_bundle().await
     }
@@ -62,6 +63,8 @@ pub trait CertificateAuthority: fmt::Debug + Send + Sync {
     ///
     /// # Errors
     /// Backend-specific errors; [`Error::Unavailable`] for an upstream outage.
+    ///
+    /// [`issue_certificate`]: crate::issue_certificate
     async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error>;
 
     /// Names of mesh-scoped secrets this backend reads, so a control plane can refuse to delete
@@ -78,7 +81,7 @@ pub trait CertificateAuthority: fmt::Debug + Send + Sync {
     }
 
     /// Problems that do not fail a request yet but will (a credential that cannot be renewed
-    /// and ends within a certificate's lifetime). [`validate`](crate::issue::validate) reports
+    /// and ends within a certificate's lifetime). [`validate`](crate::validate) reports
     /// them as its error; backends log them when they learn of them.
     ///
     /// # Errors

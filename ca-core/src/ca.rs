@@ -5,9 +5,9 @@
 
 pub use crate::authority::CertificateAuthority;
 pub use crate::bundle::{ChainUsage, TrustBundle};
+pub use crate::error::IssuedProblem;
 pub use crate::issue::{
-    check_issued, issue_certificate, validate, IssuedCertificate, IssuedProblem, TestCertificate,
-    TEST_SERVICE,
+    check_issued, issue_certificate, validate, IssuedCertificate, TestCertificate, TEST_SERVICE,
 };
 pub use crate::request::{
     IdempotencyKey, IssueParams, IssueRequest, KeySource, UncheckedCertificate,

@@ -21,6 +21,7 @@ pub mod duration;
 mod error;
 pub mod identity;
 mod issue;
+mod local_ca;
 pub mod name;
 pub mod refresh;
 mod registry;
@@ -43,12 +44,15 @@ pub use datasource::{
     AwsSecretRef, AwsSecretsManager, Created, DataSource, FetchError, SecretStore, SourcePolicy,
 };
 pub use duration::KumaDuration;
-pub use error::{echo, error_chain, BoxError, Error, Violation, Violations, ECHO_LIMIT};
+pub use error::{
+    echo, error_chain, BoxError, Error, IssuedProblem, Violation, Violations, ECHO_LIMIT,
+};
 pub use identity::Identity;
 pub use issue::{
-    check_issued, check_leaf_sans, issue_certificate, validate, IssuedCertificate, IssuedProblem,
-    TestCertificate, TEST_SERVICE,
+    check_issued, check_leaf_sans, issue_certificate, validate, IssuedCertificate, TestCertificate,
+    TEST_SERVICE,
 };
+pub use local_ca::LocalCa;
 pub use name::{BackendName, MeshName, SecretName, ServiceName, TagName, TagValue, SERVICE_TAG};
 pub use refresh::{refresh_at, RefreshPolicy};
 pub use registry::{
@@ -65,4 +69,4 @@ pub use system_namespace::{
 };
 pub use template::CommonNameTemplate;
 pub use upstream::{AllowedUpstreams, IssuerRef, Upstream};
-pub use x509::{KeyType, LocalCa, PrivateKey};
+pub use x509::{KeyType, PrivateKey};

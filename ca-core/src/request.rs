@@ -10,10 +10,8 @@ use rustls_pki_types::CertificateDer;
 use crate::error::echo;
 use crate::identity::Identity;
 use crate::template::CommonNameTemplate;
-use crate::x509::{KeyType, LocalSigner, PrivateKey, SubjectKey};
+use crate::x509::{KeyType, PrivateKey, SubjectKey};
 use crate::Error;
-#[cfg(doc)]
-use crate::{authority::CertificateAuthority, issue::issue_certificate};
 
 /// Where the data plane's key comes from.
 #[derive(Debug)]
@@ -25,7 +23,7 @@ pub enum KeySource<'a> {
     Generate(KeyType),
 }
 
-/// What a caller asks [`issue_certificate`] for.
+/// What a caller asks [`issue_certificate`](crate::issue_certificate) for.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct IssueParams<'a> {
@@ -39,6 +37,8 @@ pub struct IssueParams<'a> {
     pub common_name: Option<&'a CommonNameTemplate>,
     /// The key of the logical request this call belongs to; `None`: core makes a fresh one per
     /// [`issue_certificate`] call. See [`IdempotencyKey`].
+    ///
+    /// [`issue_certificate`]: crate::issue_certificate
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
@@ -78,6 +78,8 @@ pub(crate) enum RequestKey {
     Certify(SubjectKey),
     /// The backend's upstream makes a key of (about) this type and returns it with the
     /// certificate ([`CertificateAuthority::generates_keys`]).
+    ///
+    /// [`CertificateAuthority::generates_keys`]: crate::CertificateAuthority::generates_keys
     Upstream(KeyType),
 }
 
@@ -173,6 +175,8 @@ impl IssueRequest {
     /// The public key to certify; `None` when the backend's upstream makes the key
     /// ([`CertificateAuthority::generates_keys`]): the backend then returns it with
     /// [`UncheckedCertificate::with_upstream_key`].
+    ///
+    /// [`CertificateAuthority::generates_keys`]: crate::CertificateAuthority::generates_keys
     pub fn subject_key(&self) -> Option<&SubjectKey> {
         match &self.key {
             RequestKey::Certify(k) => Some(k),
@@ -191,7 +195,7 @@ impl IssueRequest {
     /// A CSR for the key (the caller's, or one core made for a generated key), for backends that
     /// forward CSRs upstream.
     /// `None` only for a generated key and a backend whose
-    /// [`needs_csr`](CertificateAuthority::needs_csr) is `false`.
+    /// [`needs_csr`](crate::CertificateAuthority::needs_csr) is `false`.
     pub fn csr_der(&self) -> Option<&[u8]> {
         self.csr_der.as_deref()
     }
@@ -227,6 +231,8 @@ impl IssueRequest {
     /// one core made for this [`issue_certificate`] call. A backend whose upstream deduplicates
     /// requests passes it on (ACM PCA's `IdempotencyToken`, a cert-manager `CertificateRequest`
     /// named after it) so that a retried request never mints twice.
+    ///
+    /// [`issue_certificate`]: crate::issue_certificate
     pub fn idempotency_key(&self) -> &IdempotencyKey {
         &self.idempotency_key
     }
@@ -279,6 +285,14 @@ impl UncheckedCertificate {
             upstream_key: None,
         }
     }
+}
+
+/// Proof that a leaf was signed by core's own [`crate::LocalCa`] with the key of `ca_cert`
+/// (checked to match when the `LocalCa` was built). Only core can make one.
+#[derive(Debug)]
+pub(crate) struct LocalSigner {
+    pub(crate) ca_cert: CertificateDer<'static>,
+    pub(crate) ca_subject: Vec<u8>,
 }
 
 /// The key of one logical issue request, stable across its retries.

@@ -1,19 +1,17 @@
-//! X.509 building blocks shared by every backend: key types, CSR verification, PEM helpers, and
-//! [`LocalCa`], the signer used by the builtin and provided backends.
+//! X.509 building blocks shared by every backend: key types, CSR verification, PEM helpers and
+//! serial numbers. [`LocalCa`](crate::LocalCa), the signer of the builtin and provided backends,
+//! is built on them.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+    CertificateParams, DistinguishedName, KeyPair, PublicKeyData, SanType, SignatureAlgorithm,
 };
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
-use crate::request::{IssueRequest, UncheckedCertificate};
 use crate::secret::SecretBytes;
 use crate::Error;
 
@@ -145,9 +143,9 @@ impl KeyType {
                         )))
                     }
                 };
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size)?
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size).map_err(Error::crypto)?
             }
-            other => KeyPair::generate_for(other.rcgen_alg())?,
+            other => KeyPair::generate_for(other.rcgen_alg()).map_err(Error::crypto)?,
         };
         Ok(PrivateKey {
             key,
@@ -249,7 +247,8 @@ impl PrivateKey {
                 .push(rcgen::DnType::CommonName, cn);
         }
         params.subject_alt_names = san_types(uri_sans, dns_sans)?;
-        Ok(params.serialize_request(&self.key)?.der().to_vec())
+        let csr = params.serialize_request(&self.key).map_err(Error::crypto)?;
+        Ok(csr.der().to_vec())
     }
 
     pub(crate) fn keypair(&self) -> &KeyPair {
@@ -292,13 +291,17 @@ impl SubjectKey {
     }
 }
 
-impl PublicKeyData for SubjectKey {
+/// A [`SubjectKey`] as rcgen signs it. Crate-private, so that rcgen's trait stays out of
+/// ca-core's API.
+pub(crate) struct RcgenSubjectKey<'a>(pub(crate) &'a SubjectKey);
+
+impl PublicKeyData for RcgenSubjectKey<'_> {
     fn der_bytes(&self) -> &[u8] {
-        &self.raw
+        &self.0.raw
     }
 
     fn algorithm(&self) -> &'static SignatureAlgorithm {
-        self.key_type.rcgen_alg()
+        self.0.key_type.rcgen_alg()
     }
 }
 
@@ -394,188 +397,31 @@ pub fn certs_to_pem<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'a>>)
         .collect()
 }
 
-/// A random, positive, non-zero 128-bit serial number.
-pub fn random_serial() -> SerialNumber {
+/// A random, non-zero 128-bit serial number: the big-endian bytes of a positive integer, as
+/// rcgen's `SerialNumber::from_slice` takes them (it encodes them unsigned).
+pub fn random_serial() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     loop {
         // aws-lc's DRBG; failure here means the OS has no entropy, which no caller can fix.
         if aws_lc_rs::rand::fill(&mut bytes).is_ok() && bytes.iter().any(|b| *b != 0) {
-            return SerialNumber::from_slice(&bytes);
+            return bytes;
         }
-    }
-}
-
-/// Converts a [`SystemTime`] for rcgen.
-pub(crate) fn to_offset(t: SystemTime) -> time::OffsetDateTime {
-    time::OffsetDateTime::from(t)
-}
-
-/// A CA whose key meshca holds: signs data plane certificates locally.
-///
-/// Built once per config load (parsing the CA and its key is not done per request).
-pub struct LocalCa {
-    issuer: rcgen::Issuer<'static, KeyPair>,
-    signer: Arc<LocalSigner>,
-    chain: Vec<CertificateDer<'static>>,
-    not_after: SystemTime,
-    key_type: KeyType,
-}
-
-impl fmt::Debug for LocalCa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalCa")
-            .field("chain_len", &self.chain.len())
-            .field("key_type", &self.key_type)
-            .field("key", &"<redacted>")
-            .finish()
-    }
-}
-
-impl LocalCa {
-    /// Builds a signer from the CA chain (signing CA first, then its parents) and the signing CA's
-    /// key. The caller has validated the chain; this checks that the key matches the certificate.
-    ///
-    /// # Errors
-    /// [`Error::InvalidCa`] (field `field`) when the certificate cannot be parsed or the key does not
-    /// match it.
-    pub fn new(
-        field: &str,
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKey,
-    ) -> Result<Self, Error> {
-        let first = chain
-            .first()
-            .ok_or_else(|| Error::invalid_ca(field, "no certificate"))?;
-        let (_, cert) = X509Certificate::from_der(first)
-            .map_err(|e| Error::invalid_ca(field, format!("certificate cannot be parsed: {e}")))?;
-        if cert.public_key().raw != key.spki_der().as_slice() {
-            return Err(Error::invalid_ca(
-                field,
-                "key does not match the certificate",
-            ));
-        }
-        // Leaves never outlive any certificate of the chain above them.
-        let mut not_after = expiry(&cert);
-        for (i, der) in chain.iter().enumerate().skip(1) {
-            let (_, parent) = X509Certificate::from_der(der).map_err(|e| {
-                Error::invalid_ca(
-                    field,
-                    format!("certificate {} cannot be parsed: {e}", i + 1),
-                )
-            })?;
-            not_after = not_after.min(expiry(&parent));
-        }
-        let key_type = key.key_type;
-        let key_pair = KeyPair::try_from(key.keypair().serialized_der())
-            .map_err(|e| Error::invalid_ca(field, format!("key cannot be loaded: {e}")))?;
-        let issuer = rcgen::Issuer::from_ca_cert_der(first, key_pair).map_err(|e| {
-            Error::invalid_ca(
-                field,
-                format!("certificate cannot be used as an issuer: {e}"),
-            )
-        })?;
-        let signer = Arc::new(LocalSigner {
-            ca_cert: first.clone(),
-            ca_subject: cert.subject().as_raw().to_vec(),
-        });
-        Ok(Self {
-            issuer,
-            signer,
-            chain,
-            not_after,
-            key_type,
-        })
-    }
-
-    /// The CA chain, signing CA first.
-    pub fn chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
-    }
-
-    /// When the first certificate of the CA chain expires; leaves are clamped to it.
-    pub fn not_after(&self) -> SystemTime {
-        self.not_after
-    }
-
-    /// The CA key's type.
-    pub fn key_type(&self) -> KeyType {
-        self.key_type
-    }
-
-    /// Signs a data plane certificate for `request`, with Kuma's profile: the identity's URI SANs
-    /// (and DNS SANs, when the identity has any),
-    /// the templated CN if any, digitalSignature + keyEncipherment (+ keyAgreement for EC keys),
-    /// EKU serverAuth + clientAuth, CA=false, a random serial, and a not-after clamped to the CA's.
-    ///
-    /// # Errors
-    /// [`Error::Crypto`] when signing fails.
-    pub fn sign(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
-        let mut params = CertificateParams::default();
-        params.not_before = to_offset(request.not_before());
-        params.not_after = to_offset(request.not_after().min(self.not_after));
-        params.serial_number = Some(random_serial());
-        params.distinguished_name = DistinguishedName::new();
-        if let Some(cn) = request.common_name() {
-            params.distinguished_name.push(DnType::CommonName, cn);
-        }
-        params.subject_alt_names =
-            san_types(request.identity().uri_sans(), request.identity().dns_sans())?;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        let subject_key = request.subject_key().ok_or_else(|| {
-            Error::Inconsistent("a local CA was asked to certify a key it was not given".into())
-        })?;
-        if subject_key.key_type().is_ec() {
-            params.key_usages.push(KeyUsagePurpose::KeyAgreement);
-        }
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(subject_key, &self.issuer)?;
-        let mut chain = Vec::with_capacity(1 + self.chain.len());
-        chain.push(cert.der().clone());
-        // The signing CA goes with the leaf when it is an intermediate; a self-signed root is only
-        // in the trust bundle.
-        if self.chain.len() > 1 || !is_self_issued(&self.chain[0]) {
-            chain.extend(self.chain.iter().cloned());
-        }
-        Ok(UncheckedCertificate::signed_locally(
-            chain,
-            self.signer.clone(),
-        ))
     }
 }
 
 /// The SANs rcgen writes: URIs first, then DNS names.
-fn san_types(uri_sans: &[String], dns_sans: &[String]) -> Result<Vec<SanType>, Error> {
+pub(crate) fn san_types(uri_sans: &[String], dns_sans: &[String]) -> Result<Vec<SanType>, Error> {
     let uris = uri_sans
         .iter()
         .map(|s| Ok(SanType::URI(s.as_str().try_into()?)));
     let dns = dns_sans
         .iter()
         .map(|s| Ok(SanType::DnsName(s.as_str().try_into()?)));
-    Ok(uris.chain(dns).collect::<Result<_, rcgen::Error>>()?)
+    uris.chain(dns)
+        .collect::<Result<_, rcgen::Error>>()
+        .map_err(Error::crypto)
 }
 
-fn expiry(cert: &X509Certificate<'_>) -> SystemTime {
-    SystemTime::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0))
-}
-
-/// Proof that a leaf was signed by core's own [`LocalCa`] with the key of `ca_cert` (checked to
-/// match when the `LocalCa` was built). Only core can make one.
-#[derive(Debug)]
-pub(crate) struct LocalSigner {
-    pub(crate) ca_cert: CertificateDer<'static>,
-    pub(crate) ca_subject: Vec<u8>,
-}
-
-/// True when a certificate's issuer equals its subject.
 /// Trust anchors of PEM text from an upstream CA: its self-issued certificates, or, for a chain
 /// that stops below its root, its last certificate.
 ///
@@ -602,8 +448,28 @@ pub fn is_self_issued(der: &CertificateDer<'_>) -> bool {
         .unwrap_or(false)
 }
 
+/// The subject alternative names of the certificate `der`, in order, each as openssl prints it
+/// (`URI:spiffe://...`, `DNS:example.com`, `IP:10.0.0.1`); empty when it has no SAN extension.
+///
+/// # Errors
+/// A message when `der` is not an X.509 certificate or its SAN extension cannot be parsed.
+pub fn describe_sans(der: &[u8]) -> Result<Vec<String>, String> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| format!("certificate cannot be parsed: {e}"))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("subject alternative names cannot be parsed: {e}"))?;
+    Ok(san.map_or_else(Vec::new, |s| {
+        s.value
+            .general_names
+            .iter()
+            .map(describe_general_name)
+            .collect()
+    }))
+}
+
 /// A general name as openssl prints it (`URI:spiffe://...`, `DNS:example.com`).
-pub fn describe_general_name(name: &x509_parser::extensions::GeneralName<'_>) -> String {
+pub(crate) fn describe_general_name(name: &x509_parser::extensions::GeneralName<'_>) -> String {
     use x509_parser::extensions::GeneralName;
     match name {
         GeneralName::URI(u) => format!("URI:{u}"),

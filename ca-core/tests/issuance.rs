@@ -5,10 +5,10 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use ca_core::x509::{random_serial, LocalCa};
+use ca_core::x509::random_serial;
 use ca_core::{
     issue_certificate, validate, CertificateAuthority, CommonNameTemplate, Error, Identity,
-    IssueParams, IssueRequest, KeySource, KeyType, MeshName, PrivateKey, TrustBundle,
+    IssueParams, IssueRequest, KeySource, KeyType, LocalCa, MeshName, PrivateKey, TrustBundle,
     UncheckedCertificate,
 };
 use rcgen::{
@@ -51,7 +51,7 @@ fn make_root(cn: &str) -> (CertificateDer<'static>, KeyPair) {
     p.distinguished_name.push(DnType::CommonName, cn);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.serial_number = Some(random_serial());
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()));
     let cert = p.self_signed(&key).unwrap();
     (cert.der().clone(), key)
 }
@@ -127,7 +127,7 @@ impl TestCa {
         let cert = if fault == Fault::OtherKey {
             p.signed_by(&other_key, &issuer).unwrap()
         } else {
-            p.signed_by(req.subject_key().unwrap(), &issuer).unwrap()
+            p.signed_by(&subject_spki(req), &issuer).unwrap()
         };
         cert.der().clone()
     }
@@ -240,15 +240,7 @@ async fn leaf_profile_is_kuma_compatible() {
     assert!(eku.server_auth && eku.client_auth);
     assert!(!leaf.is_ca());
     assert!(leaf.raw_serial().len() >= 16);
-    let sans: Vec<String> = leaf
-        .subject_alternative_name()
-        .unwrap()
-        .unwrap()
-        .value
-        .general_names
-        .iter()
-        .map(ca_core::x509::describe_general_name)
-        .collect();
+    let sans = ca_core::x509::describe_sans(&issued.chain()[0]).unwrap();
     assert_eq!(
         sans,
         [
@@ -456,4 +448,9 @@ fn private_keys_are_redacted() {
     assert_eq!(format!("{pem:?}"), "<redacted>");
     let back = PrivateKey::from_pem(pem.expose()).unwrap();
     assert_eq!(back.spki_der(), k.spki_der());
+}
+
+/// The request's key for rcgen, which signs a public key given as its SubjectPublicKeyInfo.
+fn subject_spki(req: &IssueRequest) -> rcgen::SubjectPublicKeyInfo {
+    rcgen::SubjectPublicKeyInfo::from_der(req.subject_key().unwrap().spki_der()).unwrap()
 }

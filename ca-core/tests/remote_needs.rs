@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use ca_core::x509::{random_serial, LocalCa};
+use ca_core::x509::random_serial;
 use ca_core::{
     issue_certificate, CertificateAuthority, Error, IdempotencyKey, Identity, IssueParams,
-    IssueRequest, IssuedProblem, KeySource, KeyType, MeshName, PrivateKey, TrustBundle,
+    IssueRequest, IssuedProblem, KeySource, KeyType, LocalCa, MeshName, PrivateKey, TrustBundle,
     UncheckedCertificate,
 };
 use rcgen::{
@@ -18,7 +18,6 @@ use rcgen::{
     SanType,
 };
 use rustls_pki_types::CertificateDer;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 struct Root {
     der: CertificateDer<'static>,
@@ -33,7 +32,7 @@ fn root(cn: &str) -> Root {
     p.distinguished_name.push(DnType::CommonName, cn);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.serial_number = Some(random_serial());
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()));
     let der = p.self_signed(&key).unwrap().der().clone();
     let key_pem = key.serialize_pem();
     let local = LocalCa::new(
@@ -128,7 +127,7 @@ impl RotatingCa {
         if other_key {
             p.signed_by(&KeyPair::generate().unwrap(), &issuer)
         } else {
-            p.signed_by(req.subject_key().unwrap(), &issuer)
+            p.signed_by(&subject_spki(req), &issuer)
         }
         .unwrap()
         .der()
@@ -202,15 +201,7 @@ fn generate(identity: Identity) -> IssueParams<'static> {
 }
 
 fn leaf_sans(der: &CertificateDer<'_>) -> Vec<String> {
-    let (_, leaf) = X509Certificate::from_der(der).unwrap();
-    leaf.subject_alternative_name()
-        .unwrap()
-        .unwrap()
-        .value
-        .general_names
-        .iter()
-        .map(ca_core::x509::describe_general_name)
-        .collect()
+    ca_core::x509::describe_sans(der).unwrap()
 }
 
 fn problem(err: Error) -> IssuedProblem {
@@ -421,4 +412,9 @@ async fn identity_round_trips_through_a_certificate() {
     assert_eq!(Identity::from_uri_sans(&mesh(), &uris).unwrap(), id);
     let ids: Vec<String> = id.spiffe_ids().iter().map(ToString::to_string).collect();
     assert_eq!(ids, ["spiffe://default/web"]);
+}
+
+/// The request's key for rcgen, which signs a public key given as its SubjectPublicKeyInfo.
+fn subject_spki(req: &IssueRequest) -> rcgen::SubjectPublicKeyInfo {
+    rcgen::SubjectPublicKeyInfo::from_der(req.subject_key().unwrap().spki_der()).unwrap()
 }

@@ -51,7 +51,7 @@ impl Upstream {
             .push(DnType::CommonName, "upstream root");
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-        p.serial_number = Some(random_serial());
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()));
         Self {
             root_der: p.self_signed(&key).unwrap().der().clone(),
             root_key: key.serialize_pem(),

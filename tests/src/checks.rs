@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use ca_core::config::DEFAULT_DP_CERT_EXPIRATION;
-use ca_core::x509::describe_general_name;
+use ca_core::x509::describe_sans;
 use ca_core::{
     issue_certificate, validate, CommonNameTemplate, Error, Identity, IssueParams,
     IssuedCertificate, KeySource, KeyType, MeshName,
@@ -55,17 +55,7 @@ pub async fn issue(
 }
 
 fn leaf_sans(der: &[u8]) -> Vec<String> {
-    let (_, leaf) = X509Certificate::from_der(der).unwrap();
-    leaf.subject_alternative_name()
-        .unwrap()
-        .map(|s| {
-            s.value
-                .general_names
-                .iter()
-                .map(describe_general_name)
-                .collect()
-        })
-        .unwrap_or_default()
+    describe_sans(der).unwrap()
 }
 
 fn leaf_cns(der: &[u8]) -> Vec<String> {

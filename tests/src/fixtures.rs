@@ -121,7 +121,7 @@ fn ca_params(cn: &str, validity: Duration, not_before: SystemTime) -> Certificat
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    p.serial_number = Some(random_serial());
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()));
     p.not_before = (not_before - Duration::from_secs(60)).into();
     p.not_after = (not_before + validity).into();
     p
@@ -176,7 +176,7 @@ impl Provided {
                 (format!("{}{}", cert.pem(), root.pem()), key.serialize_pem())
             } else {
                 let mut p = ca_params(&format!("{mesh} root"), validity, now);
-                p.serial_number = Some(random_serial());
+                p.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()));
                 let cert = p.self_signed(&root_key).unwrap();
                 (cert.pem(), root_key.serialize_pem())
             };

@@ -91,15 +91,7 @@ pub(crate) fn chains_to(
 
 fn summarize(der: &CertificateDer<'_>) -> Result<String, AppError> {
     let (_, c) = X509Certificate::from_der(der).ctx(|| "not an X.509 certificate".into())?;
-    let sans: Vec<String> = match c.subject_alternative_name() {
-        Ok(Some(san)) => san
-            .value
-            .general_names
-            .iter()
-            .map(ca_core::x509::describe_general_name)
-            .collect(),
-        _ => Vec::new(),
-    };
+    let sans = ca_core::x509::describe_sans(der).unwrap_or_default();
     let key = match c.public_key().parsed() {
         Ok(PublicKey::EC(p)) => format!("EC ({} bits)", p.key_size()),
         Ok(PublicKey::RSA(r)) => format!("RSA-{}", r.key_size()),

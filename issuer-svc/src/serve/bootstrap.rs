@@ -90,7 +90,9 @@ impl CaPem {
         params.distinguished_name = dn("meshca bootstrap CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.serial_number = Some(ca_core::x509::random_serial());
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(
+            &ca_core::x509::random_serial(),
+        ));
         validity(&mut params, Duration::from_secs(10 * 365 * 86400));
         let cert = params
             .self_signed(&key)
@@ -364,7 +366,9 @@ impl BootstrapPaths {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(ca_core::x509::random_serial());
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(
+            &ca_core::x509::random_serial(),
+        ));
         validity(&mut params, life);
         let cert = params
             .signed_by(&key, issuer)
