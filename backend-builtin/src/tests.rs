@@ -246,7 +246,8 @@ async fn expiration_is_configurable() {
 
     // A lifetime X.509 cannot express is an error, not a panic.
     let dir = tempfile::tempdir().unwrap();
-    let conf = BuiltinConf::default().with_ca_expiration(Duration::from_secs(10_000 * 365 * 24 * 3600));
+    let conf =
+        BuiltinConf::default().with_ca_expiration(Duration::from_secs(10_000 * 365 * 24 * 3600));
     let err = builtin(dir.path(), conf).ensure().await.unwrap_err();
     assert!(err.to_string().starts_with("caCert.expiration: "), "{err}");
 }

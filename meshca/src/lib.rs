@@ -49,10 +49,11 @@ pub mod rotation;
 
 pub use ca_core;
 pub use ca_core::{
-    config, echo, BackendName, CertificateAuthority, Created, DataSource, DirectorySecretStore,
-    Error, Identity, IssueParams, IssueRequest, IssuedCertificate, KeySource, KeyType, MeshName,
-    OverlaySecretStore, SecretBytes, SecretName, SecretStore, SourcePolicy, TestCertificate,
-    TrustBundle, UncheckedCertificate, Violation, Violations,
+    config, echo, BackendName, CertificateAuthority, CommonNameTemplate, Created, DataSource,
+    DirectorySecretStore, Error, Identity, IssueParams, IssueRequest, IssuedCertificate, KeySource,
+    KeyType, LocalCa, MeshName, OverlaySecretStore, PrivateKey, SecretBytes, SecretName,
+    SecretStore, SourcePolicy, TestCertificate, TrustBundle, UncheckedCertificate, Violation,
+    Violations,
 };
 pub use ca_core::{BackendFactory, BuildContext, BuildFuture, Built, Registry};
 pub use guard::{
