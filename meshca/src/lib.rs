@@ -82,3 +82,8 @@ pub fn local_sources() -> SourcePolicy {
 
 #[cfg(feature = "aws-secrets-manager")]
 pub use meshca_aws;
+
+/// The README's Rust code runs as doc tests, so its library example cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
