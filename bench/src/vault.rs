@@ -202,11 +202,7 @@ async fn burst(peer: &Peer, yaml: &str, n: usize, max: usize) -> Result<(), BoxE
     while let Some(r) = calls.join_next().await {
         match r? {
             Ok(d) => lat.push(d),
-            Err(e) => {
-                *errors
-                    .entry(meshca::reason_label(&e).to_owned())
-                    .or_default() += 1
-            }
+            Err(e) => *errors.entry(e.kind().label().to_owned()).or_default() += 1,
         }
     }
     let wall = started.elapsed().as_secs_f64();

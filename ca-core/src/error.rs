@@ -106,10 +106,6 @@ pub enum Error {
     #[error("inconsistent state: {0}")]
     Inconsistent(String),
 
-    /// The caller is not allowed to do this.
-    #[error("permission denied: {0}")]
-    Denied(String),
-
     /// A required upstream (Vault, AWS, Kubernetes, ...) cannot be reached or refused to serve.
     #[error("backend `{backend}` unavailable")]
     Unavailable {
@@ -175,7 +171,92 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an [`Error`] is: the one classification metrics, the guard's circuit,
+/// retries and the gRPC status all follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller's request (or the Mesh it sent) is at fault; asking again unchanged fails again.
+    InvalidArgument,
+    /// The backend's configuration or persisted state must be fixed first (a missing secret,
+    /// an upstream policy that refuses, an inconsistent CA).
+    FailedPrecondition,
+    /// An upstream cannot be reached or failed; retrying may help. Counts against the circuit.
+    Unavailable,
+    /// An operation ran out of its configured time; retrying may help. Counts against the
+    /// circuit.
+    DeadlineExceeded,
+    /// The mesh is not served.
+    MeshNotFound,
+    /// The mesh has mTLS off.
+    MtlsDisabled,
+    /// The backend's circuit is open: calls fail fast for a while.
+    CircuitOpen,
+    /// A fault of meshca or of what it runs on (the store, the crypto library, a backend that
+    /// answered with a certificate core refused).
+    Internal,
+}
+
+impl ErrorKind {
+    /// A short, stable label (metrics: `reason="unavailable"`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::FailedPrecondition => "failed_precondition",
+            Self::Unavailable => "unavailable",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::MeshNotFound => "mesh_not_found",
+            Self::MtlsDisabled => "mtls_disabled",
+            Self::CircuitOpen => "circuit_open",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Whether the upstream failed (not the caller, not the config): what opens the circuit.
+    pub fn is_upstream_failure(self) -> bool {
+        matches!(self, Self::Unavailable | Self::DeadlineExceeded)
+    }
+
+    /// Whether asking again later, unchanged, may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable | Self::DeadlineExceeded | Self::CircuitOpen
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
 impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidConfig(_)
+            | Self::InvalidArgument { .. }
+            | Self::InvalidTemplate { .. }
+            | Self::InvalidCsr { .. }
+            | Self::UnsupportedKey(_) => ErrorKind::InvalidArgument,
+            Self::InvalidCa { .. }
+            | Self::SecretNotFound { .. }
+            | Self::DataSource { .. }
+            | Self::UpstreamRefused { .. }
+            | Self::Inconsistent(_) => ErrorKind::FailedPrecondition,
+            Self::Unavailable { .. } | Self::Backend { .. } => ErrorKind::Unavailable,
+            Self::DeadlineExceeded { .. } => ErrorKind::DeadlineExceeded,
+            Self::MeshNotFound(_) => ErrorKind::MeshNotFound,
+            Self::MtlsDisabled(_) => ErrorKind::MtlsDisabled,
+            Self::CircuitOpen { .. } => ErrorKind::CircuitOpen,
+            Self::InvalidIssued { .. } | Self::Crypto(_) | Self::Store { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
+
     /// An [`Error::InvalidArgument`] for `field`.
     pub fn invalid_argument(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidArgument {
@@ -406,5 +487,37 @@ impl fmt::Display for Violations {
             write!(f, "{v}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    #[test]
+    fn one_classification_for_metrics_the_circuit_and_status() {
+        let down = Error::Unavailable {
+            backend: "v".into(),
+            source: "connection refused".into(),
+        };
+        assert_eq!(down.kind(), ErrorKind::Unavailable);
+        assert!(down.kind().is_upstream_failure() && down.kind().is_retryable());
+        // A policy that refuses is the operator's to fix: it must not open the circuit.
+        let refused = Error::UpstreamRefused {
+            backend: "v".into(),
+            reason: "permission denied on pki/issue/r".into(),
+        };
+        assert_eq!(refused.kind(), ErrorKind::FailedPrecondition);
+        assert!(!refused.kind().is_upstream_failure() && !refused.kind().is_retryable());
+        let caller = Error::invalid_csr("bad signature");
+        assert_eq!(caller.kind().label(), "invalid_argument");
+        let open = Error::CircuitOpen {
+            backend: "v".into(),
+        };
+        assert!(open.kind().is_retryable() && !open.kind().is_upstream_failure());
+        assert_eq!(
+            Error::MeshNotFound("m".into()).kind().to_string(),
+            "mesh_not_found"
+        );
     }
 }

@@ -45,7 +45,7 @@ pub use datasource::{
 };
 pub use duration::KumaDuration;
 pub use error::{
-    echo, error_chain, BoxError, Error, IssuedProblem, Violation, Violations, ECHO_LIMIT,
+    echo, error_chain, BoxError, Error, ErrorKind, IssuedProblem, Violation, Violations, ECHO_LIMIT,
 };
 pub use identity::Identity;
 pub use issue::{

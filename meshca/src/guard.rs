@@ -51,7 +51,7 @@ pub trait Observer: fmt::Debug + Send + Sync {
     fn issued(&self, mesh: &str, backend: &str, seconds: f64) {
         let _ = (mesh, backend, seconds);
     }
-    /// An issue failed; `reason` is [`reason_label`] of the error.
+    /// An issue failed; `reason` is [`ErrorKind::label`](ca_core::ErrorKind::label) of the error.
     fn failed(&self, mesh: &str, reason: &'static str) {
         let _ = (mesh, reason);
     }
@@ -254,7 +254,7 @@ impl Guard {
                 let e = Error::CircuitOpen {
                     backend: backend_key.1.clone(),
                 };
-                self.observer.failed(&mesh, reason_label(&e));
+                self.observer.failed(&mesh, e.kind().label());
                 return Err(e);
             }
         };
@@ -280,8 +280,8 @@ impl Guard {
                 );
             }
             Err(e) => {
-                self.observer.failed(&mesh, reason_label(e));
-                if is_upstream_failure(e) {
+                self.observer.failed(&mesh, e.kind().label());
+                if e.kind().is_upstream_failure() {
                     self.record_upstream_failure(&guard, &backend_key, spiffe);
                 }
             }
@@ -368,38 +368,6 @@ impl Guard {
                 timeout: backend.request_timeout,
             }),
         }
-    }
-}
-
-/// Whether a failure says the upstream CA is down (counts toward the circuit), rather than a bad
-/// request.
-pub fn is_upstream_failure(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Unavailable { .. } | Error::DeadlineExceeded { .. } | Error::Backend { .. }
-    )
-}
-
-/// A short, stable label for an issue failure (metrics).
-pub fn reason_label(e: &Error) -> &'static str {
-    match e {
-        Error::InvalidConfig(_)
-        | Error::InvalidArgument { .. }
-        | Error::InvalidTemplate { .. }
-        | Error::InvalidCsr { .. }
-        | Error::UnsupportedKey(_) => "invalid_argument",
-        Error::InvalidCa { .. }
-        | Error::SecretNotFound { .. }
-        | Error::DataSource { .. }
-        | Error::UpstreamRefused { .. }
-        | Error::Inconsistent(_) => "failed_precondition",
-        Error::Denied(_) => "permission_denied",
-        Error::Unavailable { .. } | Error::Backend { .. } => "unavailable",
-        Error::DeadlineExceeded { .. } => "deadline_exceeded",
-        Error::MeshNotFound(_) => "mesh_not_found",
-        Error::MtlsDisabled(_) => "mtls_disabled",
-        Error::CircuitOpen { .. } => "circuit_open",
-        _ => "internal",
     }
 }
 

@@ -50,15 +50,15 @@ pub mod rotation;
 pub use ca_core;
 pub use ca_core::{
     config, echo, BackendName, CertificateAuthority, CommonNameTemplate, Created, DataSource,
-    DirectorySecretStore, Error, Identity, IssueParams, IssueRequest, IssuedCertificate, KeySource,
-    KeyType, LocalCa, MeshName, OverlaySecretStore, PrivateKey, SecretBytes, SecretName,
+    DirectorySecretStore, Error, ErrorKind, Identity, IssueParams, IssueRequest, IssuedCertificate,
+    KeySource, KeyType, LocalCa, MeshName, OverlaySecretStore, PrivateKey, SecretBytes, SecretName,
     SecretStore, SourcePolicy, TestCertificate, TrustBundle, UncheckedCertificate, Violation,
     Violations,
 };
 pub use ca_core::{BackendFactory, BuildContext, BuildFuture, Built, Registry};
 pub use guard::{
-    is_upstream_failure, reason_label, ActiveBackend, BackendKey, CachedBundle, CircuitState,
-    Guard, HealthReport, Limits, NoObserver, Observer,
+    ActiveBackend, BackendKey, CachedBundle, CircuitState, Guard, HealthReport, Limits, NoObserver,
+    Observer,
 };
 pub use manager::{
     Issued, Manager, ManagerBuilder, MeshState, NotContacted, Previous, Snapshot, Validation,

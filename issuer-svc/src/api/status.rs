@@ -1,6 +1,6 @@
 //! The one conversion from meshca's errors to gRPC status codes.
 
-use ca_core::Error;
+use ca_core::{Error, ErrorKind};
 use tonic::{Code, Status};
 
 /// An error the API returns: a core or library error, or a refusal of the edge's own.
@@ -24,26 +24,14 @@ impl From<ApiError> for Status {
     }
 }
 
+/// The gRPC code of each kind of core error: the one mapping.
 fn core_code(e: &Error) -> Code {
-    match e {
-        Error::InvalidConfig(_)
-        | Error::InvalidArgument { .. }
-        | Error::InvalidTemplate { .. }
-        | Error::InvalidCsr { .. }
-        | Error::UnsupportedKey(_) => Code::InvalidArgument,
-        Error::InvalidCa { .. }
-        | Error::SecretNotFound { .. }
-        | Error::DataSource { .. }
-        | Error::Inconsistent(_)
-        | Error::UpstreamRefused { .. }
-        | Error::MtlsDisabled(_) => Code::FailedPrecondition,
-        Error::MeshNotFound(_) => Code::NotFound,
-        Error::Denied(_) => Code::PermissionDenied,
-        Error::Unavailable { .. } | Error::Backend { .. } | Error::CircuitOpen { .. } => {
-            Code::Unavailable
-        }
-        Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-        Error::InvalidIssued { .. } | Error::Crypto(_) | Error::Store { .. } => Code::Internal,
+    match e.kind() {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::FailedPrecondition | ErrorKind::MtlsDisabled => Code::FailedPrecondition,
+        ErrorKind::MeshNotFound => Code::NotFound,
+        ErrorKind::Unavailable | ErrorKind::CircuitOpen => Code::Unavailable,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
         _ => Code::Internal,
     }
 }
