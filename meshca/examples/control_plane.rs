@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use meshca::config::Mesh;
-use meshca::rotation::{self, RotationPolicy, RotationReason};
+use meshca::rotation::RotationReason;
 use meshca::{Identity, Manager, MeshName, OverlaySecretStore, SourcePolicy};
 
 const MESH: &str = r#"
@@ -26,8 +26,11 @@ mtls:
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Secrets (here: the builtin CA) in memory; a real control plane passes its own SecretStore,
     // e.g. meshca::DirectorySecretStore.
+    // `start` runs what a served mesh needs in the background (rotation, bundle refresh, CA
+    // switch completion, health) and stops it when `running` is dropped or shut down.
     let store = Arc::new(OverlaySecretStore::new(None));
-    let manager = Arc::new(Manager::builder(meshca::registry(), store).build());
+    let running = Manager::builder(meshca::registry(), store).start();
+    let manager = running.manager();
 
     // 1. What the global control plane does before it accepts a Mesh: every violation, then a
     //    test certificate from the enabled backend (nothing is persisted).
@@ -46,16 +49,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         MeshName::new("default")?,
         [("kuma.io/service", "web"), ("version", "v1")],
     )?;
-    let first = manager.issue(identity.clone(), None).await?;
+    let once = manager.issue(identity.clone(), None).await?;
     println!(
         "issued {:?}, serial {}",
-        first.certificate.identity().uri_sans(),
-        first.certificate.serial_hex()
+        once.certificate.identity().uri_sans(),
+        once.certificate.serial_hex()
     );
 
-    // 3. Watch it: the scheduler re-issues before expiry (and on a CA switch).
-    let scheduler = rotation::spawn(manager.clone(), RotationPolicy::default());
-    let mut watch = scheduler.watch(identity, None, first)?;
+    // 3. Watch it: the first certificate at once, then a new one before each expiry (and on a
+    //    CA switch).
+    let mut watch = running.watch(identity, None).await?;
     let initial = watch.recv().await.ok_or("watch ended")??;
     assert_eq!(initial.reason, RotationReason::Initial);
     let next = tokio::time::timeout(std::time::Duration::from_secs(30), watch.recv())
@@ -72,6 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         next.certificate.serial_hex(),
         initial.certificate.serial_hex()
     );
+    running.shutdown().await;
     Ok(())
 }
 

@@ -46,6 +46,7 @@ mod guard;
 mod manager;
 mod registry;
 pub mod rotation;
+mod running;
 
 pub use ca_core;
 pub use ca_core::{
@@ -62,11 +63,13 @@ pub use guard::{
 };
 pub use manager::{
     Issued, Manager, ManagerBuilder, MeshState, NotContacted, Previous, Snapshot, Validation,
+    DEFAULT_BUNDLE_REFRESH, DEFAULT_HOUSEKEEPING,
 };
 pub use registry::registry;
 #[cfg(feature = "certmanager")]
 pub use registry::CERTMANAGER_NAMESPACE_ENV;
 pub use rotation::{Rotated, RotationPolicy, RotationReason, Scheduler, Watch, WatchReceiver};
+pub use running::Running;
 
 /// [`SourcePolicy::local`] with every data source this build can reach: with the
 /// `aws-secrets-manager` feature, `awsSecretsManager` sources read through the default AWS

@@ -33,10 +33,9 @@ use crate::serve::bootstrap::{
 use crate::serve::conn::{ConnLayer, ConnLimits, Connections};
 use crate::serve::http::Metrics;
 use crate::serve::tls::{provider, read_certs, read_key};
-use meshca::{Limits, Manager, RotationPolicy};
+use meshca::{Limits, Manager, RotationPolicy, DEFAULT_BUNDLE_REFRESH};
 
 /// How often cached trust bundles are fetched from upstream again.
-const BUNDLE_REFRESH: Duration = Duration::from_secs(300);
 
 /// At most this many `--server-name`s.
 const MAX_SERVER_NAMES: usize = 16;
@@ -60,17 +59,20 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     let (store, kubernetes) = open_store(&a).await?;
 
     let metrics = Arc::new(Metrics::default());
-    let manager = Arc::new(
-        Manager::builder(meshca::registry(), store)
-            .sources(meshca::local_sources())
-            .limits(
-                Limits::default()
-                    .with_concurrency(a.max_concurrent_issues)
-                    .with_circuit(a.circuit_threshold, a.circuit_cooldown),
-            )
-            .observer(metrics.clone())
-            .build(),
-    );
+    // The library, started: it owns the rotation scheduler and the background work (bundle
+    // refresh, CA switch completion, health) until `running` is dropped at the end of serve.
+    let running = Manager::builder(meshca::registry(), store)
+        .sources(meshca::local_sources())
+        .limits(
+            Limits::default()
+                .with_concurrency(a.max_concurrent_issues)
+                .with_circuit(a.circuit_threshold, a.circuit_cooldown),
+        )
+        .observer(metrics.clone())
+        .rotation(RotationPolicy::new(a.rotate_fraction, a.rotate_jitter))
+        .intervals(a.reload_interval, DEFAULT_BUNDLE_REFRESH)
+        .start();
+    let manager = running.manager().clone();
     let reloader = Arc::new(Reloader::new(
         manager.clone(),
         checked.source,
@@ -110,9 +112,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         ));
     }
     tokio::spawn(reloader.run(a.reload_interval));
-    tokio::spawn(manager.clone().run(a.reload_interval, BUNDLE_REFRESH));
-    let rotation = RotationPolicy::new(a.rotate_fraction, a.rotate_jitter);
-    let scheduler = meshca::rotation::spawn(manager.clone(), rotation);
+    let scheduler = running.scheduler().clone();
 
     let tokens = Arc::new(
         Tokens::open(match &kubernetes {
@@ -201,6 +201,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         .serve_with_incoming_shutdown(tls::incoming(listener, tls, registry), shutdown)
         .await;
     metrics.ready.store(false, Ordering::Relaxed);
+    running.shutdown().await;
     result.ctx(|| "gRPC server failed".into())?;
     tracing::info!("shut down");
     Ok(())

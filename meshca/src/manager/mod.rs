@@ -26,6 +26,7 @@ use ca_core::{
 use tokio::sync::watch;
 
 use crate::guard::{lock, ActiveBackend, CachedBundle, Guard, Limits, NoObserver, Observer};
+use crate::rotation::policy::RotationPolicy;
 use ca_core::{BuildContext, Registry};
 
 mod switch;
@@ -136,7 +137,15 @@ pub struct ManagerBuilder {
     sources: SourcePolicy,
     limits: Limits,
     observer: Arc<dyn Observer>,
+    pub(crate) rotation: RotationPolicy,
+    pub(crate) housekeeping: Duration,
+    pub(crate) bundle_refresh: Duration,
 }
+
+/// How often a started manager completes CA switches and checks backend health.
+pub const DEFAULT_HOUSEKEEPING: Duration = Duration::from_secs(10);
+/// How often a started manager fetches each backend's trust bundle again.
+pub const DEFAULT_BUNDLE_REFRESH: Duration = Duration::from_secs(300);
 
 impl ManagerBuilder {
     /// What `file:` and `env:` data sources of applied Meshes may reach (default: the local
@@ -161,7 +170,26 @@ impl ManagerBuilder {
         self
     }
 
-    /// The manager, serving no mesh yet.
+    /// When watched certificates are re-issued (for [`start`](Self::start)).
+    #[must_use]
+    pub fn rotation(mut self, policy: RotationPolicy) -> Self {
+        self.rotation = policy;
+        self
+    }
+
+    /// How often [`start`](Self::start)'s background work completes CA switches and checks
+    /// backend health (`housekeeping`, default [`DEFAULT_HOUSEKEEPING`]) and fetches trust
+    /// bundles again (`bundle_refresh`, default [`DEFAULT_BUNDLE_REFRESH`]).
+    #[must_use]
+    pub fn intervals(mut self, housekeeping: Duration, bundle_refresh: Duration) -> Self {
+        self.housekeeping = housekeeping;
+        self.bundle_refresh = bundle_refresh;
+        self
+    }
+
+    /// The manager, serving no mesh yet, without background work: the caller runs
+    /// [`Manager::run`] and a [`Scheduler`](crate::Scheduler) itself (or uses
+    /// [`start`](Self::start)).
     pub fn build(self) -> Manager {
         let (tx, _) = watch::channel(Arc::new(BTreeMap::new()));
         Manager {
@@ -209,6 +237,9 @@ impl Manager {
             sources: SourcePolicy::local(),
             limits: Limits::default(),
             observer: Arc::new(NoObserver),
+            rotation: RotationPolicy::default(),
+            housekeeping: DEFAULT_HOUSEKEEPING,
+            bundle_refresh: DEFAULT_BUNDLE_REFRESH,
         }
     }
 

@@ -3,8 +3,8 @@
 //! watcher reads [`Rotated`] values from ([`WatchReceiver`]).
 
 mod channel;
-mod policy;
-mod scheduler;
+pub(crate) mod policy;
+pub(crate) mod scheduler;
 
 use std::fmt;
 use std::time::SystemTime;

@@ -53,6 +53,17 @@ impl Scheduler {
         csr: Option<Vec<u8>>,
         first: Issued,
     ) -> Result<WatchReceiver, Error> {
+        // The first certificate must be this identity's: the rotations that follow re-issue
+        // `identity`, and a watcher must never get one identity's certificate, then another's.
+        if first.certificate.identity() != &identity {
+            return Err(Error::invalid_argument(
+                "first",
+                format!(
+                    "is a certificate of {}, not of the watched {identity}",
+                    first.certificate.identity()
+                ),
+            ));
+        }
         let (tx, rx) = watch_channel();
         let rotate_at = self.policy.rotate_at(&first.certificate);
         let watch = Watch {
@@ -189,8 +200,18 @@ struct Lane {
     waiting: VecDeque<u64>,
 }
 
-/// Starts the scheduler task (on the current tokio runtime) for the meshes of `manager`.
+/// Starts the scheduler task (on the current tokio runtime) for the meshes of `manager`. The task
+/// ends when every [`Scheduler`] handle is dropped. [`ManagerBuilder::start`](crate::ManagerBuilder::start)
+/// starts it with the manager's other background work and owns all of it.
 pub fn spawn(manager: Arc<Manager>, policy: RotationPolicy) -> Scheduler {
+    spawn_task(manager, policy).0
+}
+
+/// [`spawn`], with the task's handle.
+pub(crate) fn spawn_task(
+    manager: Arc<Manager>,
+    policy: RotationPolicy,
+) -> (Scheduler, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = Loop {
         issuer: manager.guard().clone(),
@@ -201,8 +222,8 @@ pub fn spawn(manager: Arc<Manager>, policy: RotationPolicy) -> Scheduler {
         lanes: HashMap::new(),
         next_id: 0,
     };
-    tokio::spawn(task.run(rx));
-    Scheduler { tx, policy }
+    let handle = tokio::spawn(task.run(rx));
+    (Scheduler { tx, policy }, handle)
 }
 
 struct Loop {
