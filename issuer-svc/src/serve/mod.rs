@@ -35,8 +35,6 @@ use crate::serve::http::Metrics;
 use crate::serve::tls::{provider, read_certs, read_key};
 use meshca::{Limits, Manager, RotationPolicy, DEFAULT_BUNDLE_REFRESH};
 
-/// How often cached trust bundles are fetched from upstream again.
-
 /// At most this many `--server-name`s.
 const MAX_SERVER_NAMES: usize = 16;
 
