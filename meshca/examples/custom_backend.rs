@@ -9,6 +9,9 @@
 //! `cargo run -p meshca --example custom_backend` runs the whole conformance suite against it
 //! (`openssl` must be on `PATH`); `cargo test` runs it too.
 
+// The fixture panics with a message when the backend does not build, as test code does.
+#![allow(clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,12 +50,15 @@ struct Calls {
     by_mesh: Mutex<HashMap<String, usize>>,
 }
 
+/// The CAs a factory made, by (mesh, backend).
+type CaTable = HashMap<(String, String), Arc<MemoryCa>>;
+
 /// Builds `type: memory` backends. It carries its state itself, nothing global: the CAs it made
 /// (one per mesh and backend, for the life of the factory: a backend built again for the same
 /// mesh signs with the same CA) and the call counter.
 #[derive(Debug, Default, Clone)]
 struct MemoryFactory {
-    cas: Arc<Mutex<HashMap<(String, String), Arc<MemoryCa>>>>,
+    cas: Arc<Mutex<CaTable>>,
     calls: Arc<Calls>,
 }
 

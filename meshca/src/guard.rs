@@ -23,24 +23,52 @@ use tokio::sync::Semaphore;
 #[non_exhaustive]
 pub struct ActiveBackend {
     /// Its name in `mtls.backends`.
-    pub name: BackendName,
+    pub(crate) name: BackendName,
     /// Its type.
-    pub backend_type: String,
-    /// The backend, its trust bundle cached ([`CachedBundle`]).
-    pub ca: Arc<CachedBundle>,
+    pub(crate) backend_type: String,
+    /// The backend, its trust bundle cached.
+    pub(crate) ca: Arc<CachedBundle>,
     /// `dpCert.rotation.expiration`.
-    pub lifetime: Duration,
+    pub(crate) lifetime: Duration,
     /// `dpCert.requestTimeout`.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// The common-name template, if any.
-    pub common_name: Option<CommonNameTemplate>,
+    pub(crate) common_name: Option<CommonNameTemplate>,
     /// DNS names every certificate of this backend carries (certmanager `dnsNames`).
-    pub dns_names: Vec<String>,
+    pub(crate) dns_names: Vec<String>,
     /// Its roots, as of the last build or refresh.
-    pub bundle: TrustBundle,
+    pub(crate) bundle: TrustBundle,
     /// Fingerprint of the backend's configuration: an apply that does not change it reuses this
     /// instance.
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
+}
+
+impl ActiveBackend {
+    /// Its name in `mtls.backends`.
+    pub fn name(&self) -> &BackendName {
+        &self.name
+    }
+
+    /// Its `type`.
+    pub fn backend_type(&self) -> &str {
+        &self.backend_type
+    }
+
+    /// `dpCert.rotation.expiration`: the lifetime of its certificates.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// Its roots, as of the last build or refresh.
+    pub fn bundle(&self) -> &TrustBundle {
+        &self.bundle
+    }
+
+    /// The fingerprint of its configuration: an apply that does not change it reuses this
+    /// instance.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
 }
 
 /// Where the guard, the manager and the scheduler report what they do: a control plane plugs
@@ -186,7 +214,7 @@ pub struct Guard {
 
 impl Guard {
     /// A guard with `limits`, reporting to `observer`.
-    pub fn new(limits: Limits, observer: Arc<dyn Observer>) -> Self {
+    pub(crate) fn new(limits: Limits, observer: Arc<dyn Observer>) -> Self {
         Self {
             limits,
             guards: Mutex::default(),
@@ -236,7 +264,7 @@ impl Guard {
     /// # Errors
     /// [`Error::CircuitOpen`] while the backend's circuit is open; [`Error::DeadlineExceeded`]
     /// after the backend's request timeout; the backend's or core's error otherwise.
-    pub async fn issue(
+    pub(crate) async fn issue(
         &self,
         backend: &ActiveBackend,
         identity: Identity,
@@ -376,14 +404,14 @@ impl Guard {
 /// [`refresh`](Self::refresh) fetches it again — the manager calls it periodically, and core
 /// (through `refresh_trust_bundle`) when an issued certificate does not chain to the cached one.
 #[derive(Debug)]
-pub struct CachedBundle {
+pub(crate) struct CachedBundle {
     inner: Arc<dyn CertificateAuthority>,
     cache: RwLock<Option<TrustBundle>>,
 }
 
 impl CachedBundle {
     /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn CertificateAuthority>) -> Self {
+    pub(crate) fn new(inner: Arc<dyn CertificateAuthority>) -> Self {
         Self {
             inner,
             cache: RwLock::new(None),
@@ -394,7 +422,7 @@ impl CachedBundle {
     ///
     /// # Errors
     /// The backend's error; the cached bundle stays.
-    pub async fn refresh(&self) -> Result<TrustBundle, Error> {
+    pub(crate) async fn refresh(&self) -> Result<TrustBundle, Error> {
         let fresh = self.inner.refresh_trust_bundle().await?;
         *self
             .cache

@@ -13,29 +13,32 @@
 //!   issues through the [`Guard`].
 //! - [`Guard`]: the path every certificate goes through — per-backend concurrency, the backend's
 //!   request timeout, a circuit that opens after repeated upstream failures, an [`Observer`] for
-//!   metrics — and [`CachedBundle`], which keeps a backend's trust bundle instead of fetching it
-//!   per certificate.
-//! - [`rotation`]: the scheduler that re-issues watched certificates before they expire and when a
-//!   mesh's CA changes, publishing [`Rotated`] domain values.
+//!   metrics — with each backend's trust bundle kept rather than fetched per certificate.
+//! - [`Running`] ([`ManagerBuilder::start`]): the manager with its background work — the
+//!   [`rotation`] scheduler that re-issues watched certificates before they expire and when a
+//!   mesh's CA changes ([`Rotated`] values), trust-bundle refresh, CA switch completion, health.
 //!
-//! ca-core's types are re-exported, so `meshca` is the only dependency a control plane needs.
+//! What a control plane needs of ca-core is re-exported here (the Mesh model in [`config`]), so
+//! `meshca` is the only dependency it adds.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), meshca::Error> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use meshca::{config::Mesh, Identity, Manager, OverlaySecretStore, SourcePolicy};
+//! use meshca::{config::Mesh, Identity, Manager, MeshName, OverlaySecretStore};
 //!
+//! let running = Manager::builder(meshca::registry(), Arc::new(OverlaySecretStore::new(None)))
+//!     .start();
 //! let mesh = Mesh::from_yaml(
 //!     "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n",
 //!     &meshca::registry(),
 //! )?;
-//! let manager = Manager::builder(meshca::registry(), Arc::new(OverlaySecretStore::new(None)))
-//!     .sources(SourcePolicy::local())
-//!     .build();
-//! manager.apply("example", vec![mesh]).await?;
-//! let identity = Identity::new(meshca::MeshName::new("default")?, [("kuma.io/service", "web")])?;
-//! let cert = manager.issue(identity, None).await?;
-//! println!("{}", cert.certificate.chain_pem());
+//! running.manager().apply("example", vec![mesh]).await?;
+//! let identity = Identity::new(MeshName::new("default")?, [("kuma.io/service", "web")])?;
+//! let mut certificates = running.watch(identity, None).await?;
+//! let first = certificates.recv().await.ok_or("watch ended")??;
+//! assert!(first.certificate.chain_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+//! running.shutdown().await;
 //! # Ok(()) }
 //! ```
 
@@ -48,18 +51,20 @@ mod registry;
 pub mod rotation;
 mod running;
 
-pub use ca_core;
+// The Mesh model and what issuing, storing and validating speak in.
 pub use ca_core::{
-    config, echo, BackendName, CertificateAuthority, CommonNameTemplate, Created, DataSource,
-    DirectorySecretStore, Error, ErrorKind, Identity, IssueParams, IssueRequest, IssuedCertificate,
-    KeySource, KeyType, LocalCa, MeshName, OverlaySecretStore, PrivateKey, SecretBytes, SecretName,
-    SecretStore, SourcePolicy, TestCertificate, TrustBundle, UncheckedCertificate, Violation,
+    config, AllowedUpstreams, BackendName, Created, DataSource, DirectorySecretStore, Error,
+    ErrorKind, Identity, IssuedCertificate, KeyType, MeshName, OverlaySecretStore, SecretBytes,
+    SecretName, SecretStore, SourcePolicy, TestCertificate, TrustBundle, Upstream, Violation,
     Violations,
 };
-pub use ca_core::{BackendFactory, BuildContext, BuildFuture, Built, Registry};
+// What a backend of the control plane's own is written with (README: "Write your own backend").
+pub use ca_core::{
+    BackendFactory, BuildContext, BuildFuture, Built, CertificateAuthority, CommonNameTemplate,
+    IssueRequest, LocalCa, PrivateKey, Registry, UncheckedCertificate,
+};
 pub use guard::{
-    ActiveBackend, BackendKey, CachedBundle, CircuitState, Guard, HealthReport, Limits, NoObserver,
-    Observer,
+    ActiveBackend, BackendKey, CircuitState, Guard, HealthReport, Limits, NoObserver, Observer,
 };
 pub use manager::{
     Issued, Manager, ManagerBuilder, MeshState, NotContacted, Previous, Snapshot, Validation,
@@ -68,7 +73,7 @@ pub use manager::{
 pub use registry::registry;
 #[cfg(feature = "certmanager")]
 pub use registry::CERTMANAGER_NAMESPACE_ENV;
-pub use rotation::{Rotated, RotationPolicy, RotationReason, Scheduler, Watch, WatchReceiver};
+pub use rotation::{Rotated, RotationPolicy, RotationReason, Scheduler, WatchReceiver};
 pub use running::Running;
 
 /// [`SourcePolicy::local`] with every data source this build can reach: with the

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use meshca::ca_core::config::Mesh;
+use meshca::config::Mesh;
 use meshca::rotation::{self, RotationPolicy, RotationReason};
 use meshca::{
     CircuitState, Error, Identity, Limits, Manager, MeshName, Observer, OverlaySecretStore,

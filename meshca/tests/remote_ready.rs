@@ -63,7 +63,7 @@ async fn the_trust_bundle_is_fetched_once_not_per_certificate() {
     assert_eq!(
         m.mesh("cached")
             .unwrap()
-            .bundle
+            .bundle()
             .as_ref()
             .unwrap()
             .certs()
@@ -73,7 +73,7 @@ async fn the_trust_bundle_is_fetched_once_not_per_certificate() {
 
     // The upstream CA rotated: the next refresh publishes its new root beside the old one, and
     // issuance goes on.
-    let generation = m.mesh("cached").unwrap().generation;
+    let generation = m.mesh("cached").unwrap().generation();
     let other =
         Manager::builder(meshca::registry(), Arc::new(OverlaySecretStore::new(None))).build();
     other
@@ -83,16 +83,16 @@ async fn the_trust_bundle_is_fetched_once_not_per_certificate() {
         )
         .await
         .unwrap();
-    let new_root = other.mesh("other").unwrap().bundle.clone().unwrap();
+    let new_root = other.mesh("other").unwrap().bundle().cloned().unwrap();
     faults.add_upstream_roots("cached", new_root.clone());
     m.refresh_bundles().await;
     let state = m.mesh("cached").unwrap();
-    let published = state.bundle.as_ref().unwrap();
+    let published = state.bundle().unwrap();
     assert_eq!(published.certs().len(), 2);
     assert!(published.certs().contains(&new_root.certs()[0]));
     assert!(
         state
-            .bundle_pem
+            .bundle_pem()
             .as_ref()
             .unwrap()
             .matches("BEGIN CERTIFICATE")
@@ -100,7 +100,8 @@ async fn the_trust_bundle_is_fetched_once_not_per_certificate() {
             == 2
     );
     assert_eq!(
-        state.generation, generation,
+        state.generation(),
+        generation,
         "no re-issue for a bundle change"
     );
     m.issue(web("cached"), None).await.unwrap();
@@ -109,7 +110,7 @@ async fn the_trust_bundle_is_fetched_once_not_per_certificate() {
     assert_eq!(
         m.mesh("cached")
             .unwrap()
-            .bundle
+            .bundle()
             .as_ref()
             .unwrap()
             .certs()

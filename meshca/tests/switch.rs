@@ -30,7 +30,7 @@ async fn a_switch_in_flight_resumes_after_a_restart() {
     first.apply("sw.yaml", vec![mesh("ca-2")]).await.unwrap();
     let before = first.mesh("sw").unwrap();
     assert!(before.switch_in_progress());
-    let both = before.bundle.clone().unwrap();
+    let both = before.bundle().cloned().unwrap();
     assert_eq!(both.certs().len(), 2);
     drop(first);
 
@@ -40,10 +40,10 @@ async fn a_switch_in_flight_resumes_after_a_restart() {
     let resumed = second.mesh("sw").unwrap();
     assert!(resumed.switch_in_progress(), "the switch resumed");
     assert_eq!(
-        resumed.previous.as_ref().unwrap().backend.name.as_str(),
+        resumed.previous().unwrap().backend().name().as_str(),
         "ca-1"
     );
-    assert_eq!(resumed.bundle.as_ref().unwrap().certs(), both.certs());
+    assert_eq!(resumed.bundle().as_ref().unwrap().certs(), both.certs());
 
     // Once ca-1's certificates have expired (3 s) and nobody watches, the switch completes, and
     // a later restart does not bring the old roots back.
@@ -55,5 +55,5 @@ async fn a_switch_in_flight_resumes_after_a_restart() {
     third.apply("sw.yaml", vec![mesh("ca-2")]).await.unwrap();
     let done = third.mesh("sw").unwrap();
     assert!(!done.switch_in_progress());
-    assert_eq!(done.bundle.as_ref().unwrap().certs().len(), 1);
+    assert_eq!(done.bundle().as_ref().unwrap().certs().len(), 1);
 }

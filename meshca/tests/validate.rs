@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use meshca::ca_core::{OverlaySecretStore, SourcePolicy};
 use meshca::config::Mesh;
 use meshca::{Error, Manager};
+use meshca::{OverlaySecretStore, SourcePolicy};
 
 fn manager() -> Manager {
     Manager::builder(meshca::registry(), Arc::new(OverlaySecretStore::new(None))).build()

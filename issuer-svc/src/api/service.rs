@@ -98,7 +98,7 @@ impl IssuerService {
         tracing::info!(
             caller = %caller.describe(),
             identity = %identity,
-            backend = %issued.backend.name,
+            backend = %issued.backend.name(),
             serial = issued.certificate.serial_hex(),
             "certificate issued"
         );
@@ -146,7 +146,7 @@ impl issuer_server::Issuer for IssuerService {
                 &issued.certificate,
                 issued.trust_bundle_pem(),
                 at,
-                issued.backend.name.as_str(),
+                issued.backend.name().as_str(),
             )),
         }))
     }
@@ -197,13 +197,12 @@ impl issuer_server::Issuer for IssuerService {
         authorize(&self.policy.current(), &caller, &Action::TrustBundle(&mesh))?;
         let (state, active) = self.manager.enabled(&mesh).map_err(ApiError::from)?;
         let bundle = state
-            .bundle_pem
-            .clone()
-            .unwrap_or_else(|| active.bundle.to_pem());
-        let mut backends = vec![active.name.to_string()];
-        if let Some(p) = &state.previous {
-            if p.backend.name != active.name {
-                backends.push(p.backend.name.to_string());
+            .bundle_pem()
+            .map_or_else(|| active.bundle().to_pem(), str::to_owned);
+        let mut backends = vec![active.name().to_string()];
+        if let Some(p) = state.previous() {
+            if p.backend().name() != active.name() {
+                backends.push(p.backend().name().to_string());
             }
         }
         Ok(Response::new(GetTrustBundleResponse {

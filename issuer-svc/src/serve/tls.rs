@@ -182,7 +182,7 @@ fn client_roots(
 ) -> Vec<CertificateDer<'static>> {
     let mut roots = operator_roots.to_vec();
     for s in snapshot.values() {
-        if let Some(b) = &s.bundle {
+        if let Some(b) = &s.bundle() {
             for c in b.certs() {
                 if !roots.contains(c) {
                     roots.push(c.clone());

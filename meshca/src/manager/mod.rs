@@ -38,9 +38,9 @@ mod validate;
 #[non_exhaustive]
 pub struct Previous {
     /// The old backend.
-    pub backend: Arc<ActiveBackend>,
+    pub(crate) backend: Arc<ActiveBackend>,
     /// Its roots stay trusted at least until then (switch time + its certificates' lifetime).
-    pub keep_until: SystemTime,
+    pub(crate) keep_until: SystemTime,
 }
 
 /// One mesh as served now.
@@ -48,22 +48,69 @@ pub struct Previous {
 #[non_exhaustive]
 pub struct MeshState {
     /// The mesh.
-    pub name: MeshName,
+    pub(crate) name: MeshName,
     /// Changes whenever the enabled backend instance changes; watchers re-issue then.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// The backend that issues now; `None` when mTLS is off.
-    pub enabled: Option<Arc<ActiveBackend>>,
+    pub(crate) enabled: Option<Arc<ActiveBackend>>,
     /// The backend enabled before a switch still in flight.
-    pub previous: Option<Previous>,
+    pub(crate) previous: Option<Previous>,
     /// The enabled backend's roots plus the previous backend's during a switch.
-    pub bundle: Option<TrustBundle>,
+    pub(crate) bundle: Option<TrustBundle>,
     /// `bundle` as PEM, encoded once here rather than for every certificate handed out.
-    pub bundle_pem: Option<String>,
+    pub(crate) bundle_pem: Option<String>,
     /// The source the mesh came from.
-    pub source: String,
+    pub(crate) source: String,
+}
+
+impl Previous {
+    /// The old backend.
+    pub fn backend(&self) -> &ActiveBackend {
+        &self.backend
+    }
+
+    /// Its roots stay trusted at least until then (switch time + its certificates' lifetime).
+    pub fn keep_until(&self) -> SystemTime {
+        self.keep_until
+    }
 }
 
 impl MeshState {
+    /// The mesh.
+    pub fn name(&self) -> &MeshName {
+        &self.name
+    }
+
+    /// Changes whenever the enabled backend instance changes; watchers re-issue then.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The backend that issues now; `None` when mTLS is off.
+    pub fn enabled(&self) -> Option<&ActiveBackend> {
+        self.enabled.as_deref()
+    }
+
+    /// The backend enabled before a switch still in flight.
+    pub fn previous(&self) -> Option<&Previous> {
+        self.previous.as_ref()
+    }
+
+    /// The enabled backend's roots plus the previous backend's during a switch.
+    pub fn bundle(&self) -> Option<&TrustBundle> {
+        self.bundle.as_ref()
+    }
+
+    /// [`bundle`](Self::bundle) as PEM, encoded once rather than for every certificate.
+    pub fn bundle_pem(&self) -> Option<&str> {
+        self.bundle_pem.as_deref()
+    }
+
+    /// The source (file, Kubernetes object) the mesh came from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// Whether a CA switch is in flight (both roots trusted).
     pub fn switch_in_progress(&self) -> bool {
         self.previous.is_some()

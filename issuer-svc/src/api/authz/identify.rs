@@ -154,11 +154,11 @@ pub(crate) fn identify(
         });
     }
     for state in meshes.values() {
-        let Some(bundle) = &state.bundle else {
+        let Some(bundle) = state.bundle() else {
             continue;
         };
         if bundle.verify_chain(leaf, intermediates, now).is_ok() {
-            if let Ok(identity) = identity_from_cert(leaf, &state.name) {
+            if let Ok(identity) = identity_from_cert(leaf, state.name()) {
                 return Caller::DataPlane(identity);
             }
         }
