@@ -27,8 +27,7 @@ use ca_core::{
 };
 use meshca::{
     BackendFactory, BuildContext, BuildFuture, Built, Identity, Limits, Manager, MeshName,
-    Observer, OverlaySecretStore, Registry, RotationPolicy, RotationReason, Violations,
-    WatchReceiver,
+    Observer, OverlaySecretStore, RotationPolicy, RotationReason, Violations, WatchReceiver,
 };
 use meshca_peers::fault_proxy::{GET_CERTIFICATE, ISSUE_CERTIFICATE};
 use meshca_peers::FaultProxy;
@@ -269,7 +268,7 @@ async fn rotation(
     }
     let sdk = Peer::sdk_at(&proxy.endpoint(), Some(&peer.user), REGION);
     let issued = Arc::new(AtomicUsize::new(0));
-    let registry = Registry::empty().with(CountingAcmpca {
+    let registry = meshca::registry().with(CountingAcmpca {
         inner: AcmpcaFactory::new()
             .with_aws_sdk_config(sdk)
             .with_rate_limit(limit),
