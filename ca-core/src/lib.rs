@@ -19,6 +19,7 @@ pub mod config;
 pub mod datasource;
 pub mod duration;
 mod error;
+pub mod fsutil;
 pub mod identity;
 mod issue;
 mod local_ca;

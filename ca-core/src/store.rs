@@ -1,20 +1,18 @@
 //! The embedded default [`SecretStore`]: one file per mesh-scoped secret.
 //!
-//! Layout: `<root>/<mesh>/<secret>`, directories 0700, files 0600. Every write goes to a temporary
-//! file in the same directory, is fsynced, then moved into place (rename for `put`, hard link for
-//! `create_if_absent`, which fails if the name exists), and the directory is fsynced. A crash at
-//! any point leaves either the old value or the new one, never a torn file; leftover temporary
-//! files start with `.tmp-` (no secret name can) and are ignored.
+//! Layout: `<root>/<mesh>/<secret>`, directories 0700, files 0600. Writes go through
+//! [`fsutil`](crate::fsutil): `put` is [`fsutil::write_atomic`], `create_if_absent` is
+//! [`fsutil::create_if_absent`], so a crash at any point leaves either the old value or the new
+//! one, never a torn file; leftover temporary files start with [`fsutil::TEMP_PREFIX`] (no secret
+//! name can) and are ignored.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
 use crate::datasource::{Created, SecretStore};
+use crate::fsutil::{self, Access, FileError};
 use crate::name::{MeshName, SecretName};
 use crate::secret::SecretBytes;
 use crate::Error;
@@ -25,8 +23,6 @@ pub struct DirectorySecretStore {
     root: PathBuf,
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl DirectorySecretStore {
     /// Opens (creating, mode 0700) the store rooted at `root`.
     ///
@@ -34,7 +30,7 @@ impl DirectorySecretStore {
     /// [`Error::Store`] when the directory cannot be created.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, Error> {
         let root = root.into();
-        create_private_dir(&root)?;
+        fsutil::create_private_dir(&root).map_err(store_err)?;
         Ok(Self { root })
     }
 
@@ -54,35 +50,17 @@ impl DirectorySecretStore {
         match crate::datasource::read_regular_file(path, crate::SourcePolicy::MAX_BYTES) {
             Ok(v) => Ok(Some(SecretBytes::new(v))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(store_err(path, "read", e)),
+            Err(e) => Err(Error::Store {
+                path: path.to_owned(),
+                reason: "cannot read".into(),
+                source: e,
+            }),
         }
     }
 
-    /// Writes `value` to a new, fsynced temporary file beside `target` and returns its path.
-    fn write_temp(&self, target: &Path, value: &[u8]) -> Result<PathBuf, Error> {
-        let dir = target.parent().unwrap_or(&self.root);
-        create_private_dir(dir)?;
-        let file_name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(
-            ".tmp-{file_name}-{}-{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| store_err(&tmp, "create temporary file", e))?;
-        let written = f.write_all(value).and_then(|()| f.sync_all());
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(store_err(&tmp, "write temporary file", e));
-        }
-        Ok(tmp)
+    /// The directory `target` goes in, created (0700) if missing.
+    fn make_dir_of(&self, target: &Path) -> Result<(), Error> {
+        fsutil::create_private_dir(target.parent().unwrap_or(&self.root)).map_err(store_err)
     }
 }
 
@@ -102,63 +80,31 @@ impl SecretStore for DirectorySecretStore {
         if let Some(existing) = self.read(&target)? {
             return Ok((existing, Created::Existing));
         }
-        let tmp = self.write_temp(&target, value)?;
-        // link(2) fails with EEXIST when the name exists: of racing creators exactly one wins, and
-        // the winner's file is complete before it becomes visible.
-        let linked = fs::hard_link(&tmp, &target);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                sync_dir(&target)?;
-                Ok((SecretBytes::new(value.to_vec()), Created::Ours))
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match self.read(&target)? {
+        self.make_dir_of(&target)?;
+        match fsutil::create_if_absent(&target, value, Access::OwnerOnly).map_err(store_err)? {
+            Created::Ours => Ok((SecretBytes::new(value.to_vec()), Created::Ours)),
+            Created::Existing => match self.read(&target)? {
                 Some(existing) => Ok((existing, Created::Existing)),
                 None => Err(Error::Inconsistent(format!(
                     "{} vanished while it was being created",
                     target.display()
                 ))),
             },
-            Err(e) => Err(store_err(&target, "create", e)),
         }
     }
 
     async fn put(&self, mesh: &MeshName, name: &SecretName, value: &[u8]) -> Result<(), Error> {
         let target = self.path_of(mesh, name);
-        let tmp = self.write_temp(&target, value)?;
-        if let Err(e) = fs::rename(&tmp, &target) {
-            let _ = fs::remove_file(&tmp);
-            return Err(store_err(&target, "replace", e));
-        }
-        sync_dir(&target)
+        self.make_dir_of(&target)?;
+        fsutil::write_atomic(&target, value, Access::OwnerOnly).map_err(store_err)
     }
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    match fs::create_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) => return Err(store_err(dir, "create directory", e)),
-    }
-    let meta = fs::metadata(dir).map_err(|e| store_err(dir, "stat directory", e))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| store_err(dir, "restrict directory to 0700", e))?;
-    }
-    Ok(())
-}
-
-fn sync_dir(file: &Path) -> Result<(), Error> {
-    let dir = file.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| store_err(dir, "fsync directory", e))
-}
-
-fn store_err(path: &Path, what: &str, source: io::Error) -> Error {
+fn store_err(e: FileError) -> Error {
     Error::Store {
-        path: path.to_owned(),
-        reason: format!("cannot {what}"),
-        source,
+        path: e.path().to_owned(),
+        reason: format!("cannot {}", e.doing()),
+        source: e.into_io(),
     }
 }
 
@@ -166,6 +112,8 @@ fn store_err(path: &Path, what: &str, source: io::Error) -> Error {
 mod tests {
     use super::*;
     use crate::test_util::block_on;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt as _;
     use std::sync::{Arc, Barrier};
 
     fn names() -> (MeshName, SecretName) {
@@ -223,14 +171,15 @@ mod tests {
         let target = store.path_of(&mesh, &name);
 
         // Crash before the first value ever became visible: nothing is there, a create works.
-        let orphan = store.write_temp(&target, b"lost").unwrap();
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let orphan = fsutil::write_temp(&target, b"lost", Access::OwnerOnly).unwrap();
         assert!(orphan.exists());
         assert!(block_on(store.get(&mesh, &name)).unwrap().is_none());
         let (v, c) = block_on(store.create_if_absent(&mesh, &name, b"v1")).unwrap();
         assert_eq!((v.expose(), c), (&b"v1"[..], Created::Ours));
 
         // Crash in the middle of a replace: the old value is intact.
-        let orphan2 = store.write_temp(&target, b"v2-half").unwrap();
+        let orphan2 = fsutil::write_temp(&target, b"v2-half", Access::OwnerOnly).unwrap();
         assert_eq!(
             block_on(store.get(&mesh, &name)).unwrap().unwrap().expose(),
             b"v1"
