@@ -158,20 +158,16 @@ impl KeyHome {
         match self {
             Self::File(p) => {
                 if let Some(dir) = p.parent() {
-                    crate::serve::bootstrap::create_private_dir(dir)?;
+                    crate::files::create_private_dir(dir)?;
                 }
-                // Written in full under a temporary name, then linked into place: the link fails
-                // if a key is already there, so a key once written is never replaced by this.
-                let tmp = crate::serve::bootstrap::write_temp(p, pem, 0o600)?;
-                let linked = std::fs::hard_link(&tmp, p);
-                let _ = std::fs::remove_file(&tmp);
-                match linked {
-                    Ok(()) => Ok(ca_core::SecretBytes::new(pem.to_vec())),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self
+                // A key once written is never replaced by this.
+                match ca_core::fsutil::create_if_absent(p, pem, ca_core::fsutil::Access::OwnerOnly)?
+                {
+                    Created::Ours => Ok(ca_core::SecretBytes::new(pem.to_vec())),
+                    Created::Existing => self
                         .read()
                         .await?
                         .ok_or_else(|| AppError(format!("{} appeared and vanished", p.display()))),
-                    Err(e) => Err(AppError(format!("cannot create {}: {e}", p.display()))),
                 }
             }
             Self::Kubernetes(s) => {
@@ -190,7 +186,7 @@ impl KeyHome {
     /// Replaces the stored key (rotation).
     async fn replace(&self, pem: &[u8]) -> Result<(), AppError> {
         match self {
-            Self::File(p) => crate::serve::bootstrap::write_private(p, pem),
+            Self::File(p) => crate::files::write_private(p, pem),
             Self::Kubernetes(s) => s
                 .put_global(&secret_name()?, pem)
                 .await

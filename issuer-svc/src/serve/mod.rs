@@ -19,7 +19,9 @@ use crate::api::authz::{AuthzSource, OperatorRoots, Policy, SharedPolicy};
 use crate::api::service::IssuerService;
 use crate::api::token::{KeyHome, Tokens};
 use crate::api::watches::WatchLimit;
+use crate::data_dir::{check_data_dir, warn_open_keys};
 use crate::error::{AppError, Context};
+use crate::files::create_private_dir;
 use crate::limits::{
     CERTIFIED_IDLE_TIMEOUT, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT,
     MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE,
@@ -27,9 +29,7 @@ use crate::limits::{
 use crate::proto::issuer_server::IssuerServer;
 use crate::reload::{ConfigSource, Reloader};
 use crate::serve::args::{ServeArgs, StoreKind};
-use crate::serve::bootstrap::{
-    check_data_dir, create_private_dir, keep_admin_fresh, warn_open_keys, BootstrapPaths, CaPem,
-};
+use crate::serve::bootstrap::{keep_admin_fresh, BootstrapPaths, CaPem};
 use crate::serve::conn::{ConnLayer, ConnLimits, Connections};
 use crate::serve::http::Metrics;
 use crate::serve::tls::{provider, read_certs, read_key};
