@@ -1,6 +1,8 @@
-//! The embedded default [`SecretStore`]: one file per mesh-scoped secret.
+//! The embedded default [`SecretStore`]: one file per secret.
 //!
-//! Layout: `<root>/<mesh>/<secret>`, directories 0700, files 0600. Writes go through
+//! Layout: `<root>/<mesh>/<secret>` for a mesh's secrets, `<root>/_global/<secret>` for global
+//! ones ([`GLOBAL_DIR`]: no mesh can be named so, as mesh names admit no `_`); directories 0700,
+//! files 0600. Writes go through
 //! [`fsutil`](crate::fsutil): `put` is [`fsutil::write_atomic`], `create_if_absent` is
 //! [`fsutil::create_if_absent`], so a crash at any point leaves either the old value or the new
 //! one, never a torn file; leftover temporary files start with [`fsutil::TEMP_PREFIX`] (no secret
@@ -11,11 +13,14 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::datasource::{Created, SecretStore};
+use crate::datasource::{Created, Scope, SecretStore};
 use crate::fsutil::{self, Access, FileError};
-use crate::name::{MeshName, SecretName};
+use crate::name::SecretName;
 use crate::secret::SecretBytes;
 use crate::Error;
+
+/// The directory under the root that holds [`Scope::Global`] secrets.
+pub const GLOBAL_DIR: &str = "_global";
 
 /// A [`SecretStore`] in a directory of the local file system.
 #[derive(Debug)]
@@ -40,9 +45,14 @@ impl DirectorySecretStore {
     }
 
     /// The file a secret lives in.
-    pub fn path_of(&self, mesh: &MeshName, name: &SecretName) -> PathBuf {
-        // MeshName and SecretName admit neither `/` nor a leading `.`, so this stays inside root.
-        self.root.join(mesh.as_str()).join(name.as_str())
+    pub fn path_of(&self, scope: Scope<'_>, name: &SecretName) -> PathBuf {
+        // MeshName and SecretName admit neither `/` nor a leading `.`, so this stays inside root;
+        // and no MeshName is GLOBAL_DIR (no `_`), so the scopes never share a directory.
+        let dir = match scope {
+            Scope::Mesh(mesh) => mesh.as_str(),
+            Scope::Global => GLOBAL_DIR,
+        };
+        self.root.join(dir).join(name.as_str())
     }
 
     fn read(&self, path: &Path) -> Result<Option<SecretBytes>, Error> {
@@ -66,17 +76,17 @@ impl DirectorySecretStore {
 
 #[async_trait]
 impl SecretStore for DirectorySecretStore {
-    async fn get(&self, mesh: &MeshName, name: &SecretName) -> Result<Option<SecretBytes>, Error> {
-        self.read(&self.path_of(mesh, name))
+    async fn get(&self, scope: Scope<'_>, name: &SecretName) -> Result<Option<SecretBytes>, Error> {
+        self.read(&self.path_of(scope, name))
     }
 
     async fn create_if_absent(
         &self,
-        mesh: &MeshName,
+        scope: Scope<'_>,
         name: &SecretName,
         value: &[u8],
     ) -> Result<(SecretBytes, Created), Error> {
-        let target = self.path_of(mesh, name);
+        let target = self.path_of(scope, name);
         if let Some(existing) = self.read(&target)? {
             return Ok((existing, Created::Existing));
         }
@@ -93,10 +103,14 @@ impl SecretStore for DirectorySecretStore {
         }
     }
 
-    async fn put(&self, mesh: &MeshName, name: &SecretName, value: &[u8]) -> Result<(), Error> {
-        let target = self.path_of(mesh, name);
+    async fn put(&self, scope: Scope<'_>, name: &SecretName, value: &[u8]) -> Result<(), Error> {
+        let target = self.path_of(scope, name);
         self.make_dir_of(&target)?;
         fsutil::write_atomic(&target, value, Access::OwnerOnly).map_err(store_err)
+    }
+
+    fn location(&self, scope: Scope<'_>, name: &SecretName) -> String {
+        self.path_of(scope, name).display().to_string()
     }
 }
 
@@ -111,6 +125,7 @@ fn store_err(e: FileError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::name::MeshName;
     use crate::test_util::block_on;
     use std::fs;
     use std::os::unix::fs::PermissionsExt as _;
@@ -128,14 +143,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DirectorySecretStore::new(dir.path().join("data")).unwrap();
         let (mesh, name) = names();
-        assert!(block_on(store.get(&mesh, &name)).unwrap().is_none());
-        block_on(store.put(&mesh, &name, b"one")).unwrap();
-        block_on(store.put(&mesh, &name, b"two")).unwrap();
+        assert!(block_on(store.get(Scope::Mesh(&mesh), &name))
+            .unwrap()
+            .is_none());
+        block_on(store.put(Scope::Mesh(&mesh), &name, b"one")).unwrap();
+        block_on(store.put(Scope::Mesh(&mesh), &name, b"two")).unwrap();
         assert_eq!(
-            block_on(store.get(&mesh, &name)).unwrap().unwrap().expose(),
+            block_on(store.get(Scope::Mesh(&mesh), &name))
+                .unwrap()
+                .unwrap()
+                .expose(),
             b"two"
         );
-        let path = store.path_of(&mesh, &name);
+        let path = store.path_of(Scope::Mesh(&mesh), &name);
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
@@ -157,9 +177,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DirectorySecretStore::new(dir.path()).unwrap();
         let (mesh, name) = names();
-        let (v, c) = block_on(store.create_if_absent(&mesh, &name, b"first")).unwrap();
+        let (v, c) = block_on(store.create_if_absent(Scope::Mesh(&mesh), &name, b"first")).unwrap();
         assert_eq!((v.expose(), c), (&b"first"[..], Created::Ours));
-        let (v, c) = block_on(store.create_if_absent(&mesh, &name, b"second")).unwrap();
+        let (v, c) =
+            block_on(store.create_if_absent(Scope::Mesh(&mesh), &name, b"second")).unwrap();
         assert_eq!((v.expose(), c), (&b"first"[..], Created::Existing));
     }
 
@@ -168,20 +189,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DirectorySecretStore::new(dir.path()).unwrap();
         let (mesh, name) = names();
-        let target = store.path_of(&mesh, &name);
+        let target = store.path_of(Scope::Mesh(&mesh), &name);
 
         // Crash before the first value ever became visible: nothing is there, a create works.
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         let orphan = fsutil::write_temp(&target, b"lost", Access::OwnerOnly).unwrap();
         assert!(orphan.exists());
-        assert!(block_on(store.get(&mesh, &name)).unwrap().is_none());
-        let (v, c) = block_on(store.create_if_absent(&mesh, &name, b"v1")).unwrap();
+        assert!(block_on(store.get(Scope::Mesh(&mesh), &name))
+            .unwrap()
+            .is_none());
+        let (v, c) = block_on(store.create_if_absent(Scope::Mesh(&mesh), &name, b"v1")).unwrap();
         assert_eq!((v.expose(), c), (&b"v1"[..], Created::Ours));
 
         // Crash in the middle of a replace: the old value is intact.
         let orphan2 = fsutil::write_temp(&target, b"v2-half", Access::OwnerOnly).unwrap();
         assert_eq!(
-            block_on(store.get(&mesh, &name)).unwrap().unwrap().expose(),
+            block_on(store.get(Scope::Mesh(&mesh), &name))
+                .unwrap()
+                .unwrap()
+                .expose(),
             b"v1"
         );
         assert!(orphan2
@@ -190,9 +216,12 @@ mod tests {
             .to_string_lossy()
             .starts_with(".tmp-"));
         // A later put succeeds despite the leftovers.
-        block_on(store.put(&mesh, &name, b"v2")).unwrap();
+        block_on(store.put(Scope::Mesh(&mesh), &name, b"v2")).unwrap();
         assert_eq!(
-            block_on(store.get(&mesh, &name)).unwrap().unwrap().expose(),
+            block_on(store.get(Scope::Mesh(&mesh), &name))
+                .unwrap()
+                .unwrap()
+                .expose(),
             b"v2"
         );
     }
@@ -214,7 +243,12 @@ mod tests {
                         let (mesh, name) = names();
                         barrier.wait();
                         let value = format!("creator-{i}");
-                        block_on(store.create_if_absent(&mesh, &name, value.as_bytes())).unwrap()
+                        block_on(store.create_if_absent(
+                            Scope::Mesh(&mesh),
+                            &name,
+                            value.as_bytes(),
+                        ))
+                        .unwrap()
                     })
                 })
                 .collect();
@@ -229,9 +263,69 @@ mod tests {
             let store = DirectorySecretStore::new(&root).unwrap();
             let (mesh, name) = names();
             assert_eq!(
-                block_on(store.get(&mesh, &name)).unwrap().unwrap().expose(),
+                block_on(store.get(Scope::Mesh(&mesh), &name))
+                    .unwrap()
+                    .unwrap()
+                    .expose(),
                 &first[..]
             );
         }
+    }
+
+    #[test]
+    fn global_and_mesh_secrets_of_one_name_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirectorySecretStore::new(dir.path()).unwrap();
+        let (mesh, name) = names();
+        // Even a mesh called "global" is not the global scope.
+        let global_mesh = MeshName::new("global").unwrap();
+        let scopes = [Scope::Mesh(&mesh), Scope::Mesh(&global_mesh), Scope::Global];
+        for scope in scopes {
+            let value = format!("value of {scope}");
+            let (v, c) = block_on(store.create_if_absent(scope, &name, value.as_bytes())).unwrap();
+            assert_eq!(
+                (v.expose(), c),
+                (value.as_bytes(), Created::Ours),
+                "{scope}"
+            );
+        }
+        for scope in scopes {
+            let v = block_on(store.get(scope, &name)).unwrap().unwrap();
+            assert_eq!(v.expose(), format!("value of {scope}").as_bytes());
+        }
+        block_on(store.put(Scope::Global, &name, b"replaced")).unwrap();
+        assert_eq!(
+            block_on(store.get(Scope::Mesh(&mesh), &name))
+                .unwrap()
+                .unwrap()
+                .expose(),
+            b"value of mesh `default`"
+        );
+
+        // Mesh secrets stay where they always were; global ones have a directory of their own,
+        // private like the others.
+        assert_eq!(
+            store.path_of(Scope::Mesh(&mesh), &name),
+            dir.path().join("default").join(name.as_str())
+        );
+        let global = store.path_of(Scope::Global, &name);
+        assert_eq!(global, dir.path().join("_global").join(name.as_str()));
+        assert_eq!(fs::read(&global).unwrap(), b"replaced");
+        assert_eq!(
+            fs::metadata(&global).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(global.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        assert_eq!(
+            store.location(Scope::Global, &name),
+            global.display().to_string()
+        );
     }
 }
