@@ -294,36 +294,6 @@ impl KubernetesSecretStore {
     }
 }
 
-impl KubernetesSecretStore {
-    /// Reads the global secret `name`: [`SecretStore::get`] of [`Scope::Global`].
-    ///
-    /// # Errors
-    /// As [`SecretStore::get`].
-    pub async fn get_global(&self, name: &SecretName) -> Result<Option<SecretBytes>, Error> {
-        self.get(Scope::Global, name).await
-    }
-
-    /// [`SecretStore::create_if_absent`] of [`Scope::Global`].
-    ///
-    /// # Errors
-    /// As [`SecretStore::create_if_absent`].
-    pub async fn create_global_if_absent(
-        &self,
-        name: &SecretName,
-        value: &[u8],
-    ) -> Result<(SecretBytes, Created), Error> {
-        self.create_if_absent(Scope::Global, name, value).await
-    }
-
-    /// [`SecretStore::put`] of [`Scope::Global`].
-    ///
-    /// # Errors
-    /// As [`SecretStore::put`].
-    pub async fn put_global(&self, name: &SecretName, value: &[u8]) -> Result<(), Error> {
-        self.put(Scope::Global, name, value).await
-    }
-}
-
 /// Whose a Secret is, as Kong Mesh marks it: a mesh's (type [`SECRET_TYPE`], label
 /// [`MESH_LABEL`]) or global (type [`GLOBAL_SECRET_TYPE`], no mesh label).
 #[derive(Clone, Copy)]
