@@ -582,7 +582,7 @@ impl<'a> Scope<'a> {
 }
 
 impl fmt::Display for Scope<'_> {
-    /// `mesh `default`` or `global`, for messages.
+    /// For messages: ``mesh `default` `` or `global`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Mesh(m) => write!(f, "mesh `{m}`"),

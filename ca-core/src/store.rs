@@ -2,11 +2,10 @@
 //!
 //! Layout: `<root>/<mesh>/<secret>` for a mesh's secrets, `<root>/_global/<secret>` for global
 //! ones ([`GLOBAL_DIR`]: no mesh can be named so, as mesh names admit no `_`); directories 0700,
-//! files 0600. Writes go through
-//! [`fsutil`](crate::fsutil): `put` is [`fsutil::write_atomic`], `create_if_absent` is
-//! [`fsutil::create_if_absent`], so a crash at any point leaves either the old value or the new
-//! one, never a torn file; leftover temporary files start with [`fsutil::TEMP_PREFIX`] (no secret
-//! name can) and are ignored.
+//! files 0600. Writes go through [`fsutil`]: `put` is [`fsutil::write_atomic`],
+//! `create_if_absent` is [`fsutil::create_if_absent`], so a crash at any point leaves either the
+//! old value or the new one, never a torn file; leftover temporary files start with
+//! [`fsutil::TEMP_PREFIX`] (no secret name can) and are ignored.
 
 use std::io;
 use std::path::{Path, PathBuf};
