@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use ca_core::x509::{certs_to_pem, parse_pem_certs, random_serial, BACKDATE};
 use ca_core::{
     BackendName, CertificateAuthority, Created, Error, IssueRequest, LocalCa, MeshName, PrivateKey,
-    SecretBytes, SecretName, SecretStore, TrustBundle, UncheckedCertificate,
+    Scope, SecretBytes, SecretName, SecretStore, TrustBundle, UncheckedCertificate,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -159,10 +159,11 @@ impl BuiltinCa {
     async fn load_once(&self) -> Result<Option<Loaded>, Error> {
         let (cert_name, key_name) = Self::secret_names(&self.mesh, &self.backend)?;
         let mesh = &self.mesh;
+        let scope = Scope::Mesh(mesh);
         let store = &*self.store;
 
-        let stored_cert = store.get(mesh, &cert_name).await?;
-        let key_pem = match (&stored_cert, store.get(mesh, &key_name).await?) {
+        let stored_cert = store.get(scope, &cert_name).await?;
+        let key_pem = match (&stored_cert, store.get(scope, &key_name).await?) {
             (_, Some(key)) => key,
             (Some(_), None) => {
                 return Err(Error::Inconsistent(format!(
@@ -174,7 +175,7 @@ impl BuiltinCa {
             (None, None) => {
                 let key = self.conf.ca_key.generate()?;
                 let (key, created) = store
-                    .create_if_absent(mesh, &key_name, key.to_pem().expose())
+                    .create_if_absent(scope, &key_name, key.to_pem().expose())
                     .await?;
                 // Said once, by the run that persisted it (not by dry runs over an overlay).
                 if created == Created::Ours && store.persists() {
@@ -208,7 +209,7 @@ impl BuiltinCa {
                 // both cases the certificate comes from the stored (winning) key.
                 let cert = self.build_ca_cert(&key_pem, &key_name)?;
                 let (cert, created) = store
-                    .create_if_absent(mesh, &cert_name, cert.as_bytes())
+                    .create_if_absent(scope, &cert_name, cert.as_bytes())
                     .await?;
                 if created == Created::Ours {
                     if store.persists() {
@@ -218,7 +219,7 @@ impl BuiltinCa {
                         );
                     }
                 } else if self.check_cert(&cert, &cert_name, &key_name, &key).is_err()
-                    && store.get(mesh, &key_name).await?.as_ref() != Some(&key_pem)
+                    && store.get(scope, &key_name).await?.as_ref() != Some(&key_pem)
                 {
                     // Another writer's certificate for another writer's key: read both again.
                     return Ok(None);

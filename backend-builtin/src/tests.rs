@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::BuiltinConf;
 use ca_core::{
     issue_certificate, BackendName, CertificateAuthority, DirectorySecretStore, Error, Identity,
-    IssueParams, IssuedCertificate, KeySource, KeyType, MeshName, SecretStore, SERVICE_TAG,
+    IssueParams, IssuedCertificate, KeySource, KeyType, MeshName, Scope, SecretStore, SERVICE_TAG,
 };
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -146,7 +146,10 @@ async fn ensure_is_idempotent_across_calls_and_restarts() {
     );
     // The stored certificate is what the bundle serves.
     let (cert_name, _) = BuiltinCa::secret_names(&mesh(), &backend()).unwrap();
-    let stored = store(dir.path()).get(&mesh(), &cert_name).await.unwrap();
+    let stored = store(dir.path())
+        .get(Scope::Mesh(&mesh()), &cert_name)
+        .await
+        .unwrap();
     assert_eq!(stored.unwrap().expose_str().unwrap(), first);
 }
 
@@ -158,18 +161,26 @@ async fn secrets_are_private_and_key_is_pkcs8() {
     let s = store(dir.path());
     let (cert_name, key_name) = BuiltinCa::secret_names(&mesh(), &backend()).unwrap();
     for name in [&cert_name, &key_name] {
-        let mode = std::fs::metadata(s.path_of(&mesh(), name))
+        let mode = std::fs::metadata(s.path_of(Scope::Mesh(&mesh()), name))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{name}");
     }
-    let key = s.get(&mesh(), &key_name).await.unwrap().unwrap();
+    let key = s
+        .get(Scope::Mesh(&mesh()), &key_name)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(key
         .expose_str()
         .unwrap()
         .starts_with("-----BEGIN PRIVATE KEY-----"));
-    let cert = s.get(&mesh(), &cert_name).await.unwrap().unwrap();
+    let cert = s
+        .get(Scope::Mesh(&mesh()), &cert_name)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(cert
         .expose_str()
         .unwrap()
@@ -300,7 +311,7 @@ async fn crash_after_key_completes_with_the_same_key() {
     let (_, key_name) = BuiltinCa::secret_names(&mesh(), &backend()).unwrap();
     // What a process that died right after storing the key leaves behind.
     let key = KeyType::EcdsaP256.generate().unwrap();
-    s.create_if_absent(&mesh(), &key_name, key.to_pem().expose())
+    s.create_if_absent(Scope::Mesh(&mesh()), &key_name, key.to_pem().expose())
         .await
         .unwrap();
 
@@ -309,7 +320,11 @@ async fn crash_after_key_completes_with_the_same_key() {
     let bundle = ca.trust_bundle().await.unwrap();
     let (_, cert) = X509Certificate::from_der(&bundle.certs()[0]).unwrap();
     assert_eq!(cert.public_key().raw, key.spki_der().as_slice());
-    let stored = s.get(&mesh(), &key_name).await.unwrap().unwrap();
+    let stored = s
+        .get(Scope::Mesh(&mesh()), &key_name)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.expose(), key.to_pem().expose(), "key kept");
 }
 
@@ -323,10 +338,14 @@ async fn mismatched_secrets_are_inconsistent_and_left_alone() {
     let s = store(dir.path());
     let (cert_name, key_name) = BuiltinCa::secret_names(&mesh(), &backend()).unwrap();
     let other = KeyType::EcdsaP256.generate().unwrap();
-    s.put(&mesh(), &key_name, other.to_pem().expose())
+    s.put(Scope::Mesh(&mesh()), &key_name, other.to_pem().expose())
         .await
         .unwrap();
-    let cert_before = s.get(&mesh(), &cert_name).await.unwrap().unwrap();
+    let cert_before = s
+        .get(Scope::Mesh(&mesh()), &cert_name)
+        .await
+        .unwrap()
+        .unwrap();
 
     let ca = builtin(dir.path(), BuiltinConf::default());
     for _ in 0..2 {
@@ -336,11 +355,18 @@ async fn mismatched_secrets_are_inconsistent_and_left_alone() {
         assert!(ca.trust_bundle().await.is_err());
     }
     assert_eq!(
-        s.get(&mesh(), &cert_name).await.unwrap().unwrap(),
+        s.get(Scope::Mesh(&mesh()), &cert_name)
+            .await
+            .unwrap()
+            .unwrap(),
         cert_before
     );
     assert_eq!(
-        s.get(&mesh(), &key_name).await.unwrap().unwrap().expose(),
+        s.get(Scope::Mesh(&mesh()), &key_name)
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
         other.to_pem().expose()
     );
 }
@@ -354,8 +380,12 @@ async fn cert_without_key_is_inconsistent() {
         .unwrap();
     let s = store(dir.path());
     let (cert_name, key_name) = BuiltinCa::secret_names(&mesh(), &backend()).unwrap();
-    std::fs::remove_file(s.path_of(&mesh(), &key_name)).unwrap();
-    let cert_before = s.get(&mesh(), &cert_name).await.unwrap().unwrap();
+    std::fs::remove_file(s.path_of(Scope::Mesh(&mesh()), &key_name)).unwrap();
+    let cert_before = s
+        .get(Scope::Mesh(&mesh()), &cert_name)
+        .await
+        .unwrap()
+        .unwrap();
 
     let err = builtin(dir.path(), BuiltinConf::default())
         .ensure()
@@ -363,9 +393,16 @@ async fn cert_without_key_is_inconsistent() {
         .unwrap_err();
     assert!(matches!(err, Error::Inconsistent(_)), "{err:?}");
     assert!(err.to_string().contains(key_name.as_str()), "{err}");
-    assert!(s.get(&mesh(), &key_name).await.unwrap().is_none());
+    assert!(s
+        .get(Scope::Mesh(&mesh()), &key_name)
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(
-        s.get(&mesh(), &cert_name).await.unwrap().unwrap(),
+        s.get(Scope::Mesh(&mesh()), &cert_name)
+            .await
+            .unwrap()
+            .unwrap(),
         cert_before
     );
 }
@@ -375,19 +412,27 @@ async fn garbage_in_secrets_is_inconsistent() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
     let (cert_name, key_name) = BuiltinCa::secret_names(&mesh(), &backend()).unwrap();
-    s.put(&mesh(), &key_name, b"not a key").await.unwrap();
+    s.put(Scope::Mesh(&mesh()), &key_name, b"not a key")
+        .await
+        .unwrap();
     let err = builtin(dir.path(), BuiltinConf::default())
         .ensure()
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Inconsistent(_)), "{err:?}");
-    assert!(s.get(&mesh(), &cert_name).await.unwrap().is_none());
+    assert!(s
+        .get(Scope::Mesh(&mesh()), &cert_name)
+        .await
+        .unwrap()
+        .is_none());
 
     let key = KeyType::EcdsaP256.generate().unwrap();
-    s.put(&mesh(), &key_name, key.to_pem().expose())
+    s.put(Scope::Mesh(&mesh()), &key_name, key.to_pem().expose())
         .await
         .unwrap();
-    s.put(&mesh(), &cert_name, b"not a cert").await.unwrap();
+    s.put(Scope::Mesh(&mesh()), &cert_name, b"not a cert")
+        .await
+        .unwrap();
     let err = builtin(dir.path(), BuiltinConf::default())
         .ensure()
         .await
@@ -405,7 +450,7 @@ async fn debug_does_not_show_the_key() {
     assert!(!debug.contains("PRIVATE"), "{debug}");
     let (_, key_name) = BuiltinCa::secret_names(&mesh(), &backend()).unwrap();
     let key = store(dir.path())
-        .get(&mesh(), &key_name)
+        .get(Scope::Mesh(&mesh()), &key_name)
         .await
         .unwrap()
         .unwrap();
@@ -540,7 +585,11 @@ async fn race_child(dir: &Path) {
         std::hint::spin_loop();
     }
     let (_, key_name) = BuiltinCa::secret_names(&mesh(), &backend()).unwrap();
-    let empty = store(dir).get(&mesh(), &key_name).await.unwrap().is_none();
+    let empty = store(dir)
+        .get(Scope::Mesh(&mesh()), &key_name)
+        .await
+        .unwrap()
+        .is_none();
     ca.ensure().await.unwrap();
     let pem = stored_cert_pem(&ca).await;
     if empty {
@@ -562,7 +611,7 @@ struct RacedStore {
 impl SecretStore for RacedStore {
     async fn get(
         &self,
-        mesh: &MeshName,
+        scope: Scope<'_>,
         name: &ca_core::SecretName,
     ) -> Result<Option<ca_core::SecretBytes>, Error> {
         if name.as_str().contains("-cert-")
@@ -573,23 +622,23 @@ impl SecretStore for RacedStore {
         {
             self.other.ensure().await?;
         }
-        self.lower.get(mesh, name).await
+        self.lower.get(scope, name).await
     }
     async fn create_if_absent(
         &self,
-        mesh: &MeshName,
+        scope: Scope<'_>,
         name: &ca_core::SecretName,
         value: &[u8],
     ) -> Result<(ca_core::SecretBytes, ca_core::Created), Error> {
-        self.lower.create_if_absent(mesh, name, value).await
+        self.lower.create_if_absent(scope, name, value).await
     }
     async fn put(
         &self,
-        mesh: &MeshName,
+        scope: Scope<'_>,
         name: &ca_core::SecretName,
         value: &[u8],
     ) -> Result<(), Error> {
-        self.lower.put(mesh, name, value).await
+        self.lower.put(scope, name, value).await
     }
 }
 

@@ -9,7 +9,7 @@ use crate::{ProvidedConf, ProvidedFactory};
 use ca_core::x509::certs_to_pem;
 use ca_core::{
     issue_certificate, BackendName, CertificateAuthority, DirectorySecretStore, Error, Identity,
-    IssueParams, IssuedCertificate, KeySource, KeyType, MeshName, SecretName, SecretStore,
+    IssueParams, IssuedCertificate, KeySource, KeyType, MeshName, Scope, SecretName, SecretStore,
     SourcePolicy, SERVICE_TAG,
 };
 use rcgen::{
@@ -107,7 +107,11 @@ async fn load_with(cert: &str, key: &str, lifetime: Duration) -> Result<Provided
     let store = DirectorySecretStore::new(dir.path()).unwrap();
     for (name, value) in [("ca-cert", cert), ("ca-key", key)] {
         store
-            .put(&mesh(), &SecretName::new(name).unwrap(), value.as_bytes())
+            .put(
+                Scope::Mesh(&mesh()),
+                &SecretName::new(name).unwrap(),
+                value.as_bytes(),
+            )
             .await
             .unwrap();
     }
@@ -361,7 +365,7 @@ async fn sources_other_than_secrets_work_and_only_secrets_are_used() {
     let store = DirectorySecretStore::new(dir.path().join("store")).unwrap();
     store
         .put(
-            &mesh(),
+            Scope::Mesh(&mesh()),
             &SecretName::new("ca-key").unwrap(),
             root.key_pem().as_bytes(),
         )
@@ -762,7 +766,7 @@ async fn missing_secret_is_named() {
     let store = DirectorySecretStore::new(dir.path()).unwrap();
     store
         .put(
-            &mesh(),
+            Scope::Mesh(&mesh()),
             &SecretName::new("ca-key").unwrap(),
             root.key_pem().as_bytes(),
         )

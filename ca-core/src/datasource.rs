@@ -1,5 +1,5 @@
 //! Data sources: where certificates, keys, tokens and credentials come from, and the
-//! [`SecretStore`] that holds mesh-scoped secrets.
+//! [`SecretStore`] that holds secrets, each in a [`Scope`]: one mesh's, or global.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -92,7 +92,7 @@ impl DataSource {
         let value = match self {
             Self::Secret(name) => {
                 store
-                    .get(mesh, name)
+                    .get(Scope::Mesh(mesh), name)
                     .await?
                     .ok_or_else(|| Error::SecretNotFound {
                         mesh: mesh.to_string(),
@@ -556,38 +556,80 @@ pub(crate) fn read_regular_file(path: &Path, max: usize) -> std::io::Result<Vec<
     Ok(buf)
 }
 
-/// Where mesh-scoped secrets live: a directory by default, Kubernetes Secrets when scaled out.
+/// Whose a secret is: one mesh's, or no mesh's (global).
+///
+/// A name is looked up within one scope only: the same name in two scopes is two secrets, and a
+/// mesh never sees another mesh's secrets nor the global ones. Global secrets hold what belongs
+/// to the control plane rather than to a mesh (the issuer's bootstrap TLS CA and token signing
+/// key), as Kong Mesh's global secrets (`system.kuma.io/global-secret`) do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope<'a> {
+    /// The secrets of this mesh: what its `secret:` data sources and its backends read and
+    /// write.
+    Mesh(&'a MeshName),
+    /// The secrets of no mesh.
+    Global,
+}
+
+impl<'a> Scope<'a> {
+    /// The mesh, for [`Scope::Mesh`].
+    pub fn mesh(self) -> Option<&'a MeshName> {
+        match self {
+            Self::Mesh(m) => Some(m),
+            Self::Global => None,
+        }
+    }
+}
+
+impl fmt::Display for Scope<'_> {
+    /// For messages: ``mesh `default` `` or `global`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Mesh(m) => write!(f, "mesh `{m}`"),
+            Self::Global => f.write_str("global"),
+        }
+    }
+}
+
+/// Where secrets live: a directory by default, Kubernetes Secrets when scaled out. Every secret
+/// is named within a [`Scope`].
 #[async_trait]
 pub trait SecretStore: fmt::Debug + Send + Sync {
-    /// Reads a secret; `Ok(None)` when it does not exist.
+    /// Reads secret `name` of `scope`; `Ok(None)` when it does not exist.
     ///
     /// # Errors
     /// [`Error::Store`] or a backend error when the store cannot be read.
-    async fn get(&self, mesh: &MeshName, name: &SecretName) -> Result<Option<SecretBytes>, Error>;
+    async fn get(&self, scope: Scope<'_>, name: &SecretName) -> Result<Option<SecretBytes>, Error>;
 
-    /// Creates a secret only if it does not exist yet, atomically: of several racing creators
-    /// exactly one value is stored. Returns the stored value (ours or the winner's) and whether it
-    /// was ours.
+    /// Creates secret `name` of `scope` only if it does not exist yet, atomically: of several
+    /// racing creators exactly one value is stored, and an existing value is never replaced.
+    /// Returns the stored value (ours or the winner's) and whether it was ours.
     ///
     /// # Errors
     /// [`Error::Store`] or a backend error when the store cannot be written.
     async fn create_if_absent(
         &self,
-        mesh: &MeshName,
+        scope: Scope<'_>,
         name: &SecretName,
         value: &[u8],
     ) -> Result<(SecretBytes, Created), Error>;
 
-    /// Writes a secret, replacing any previous value atomically.
+    /// Writes secret `name` of `scope`, replacing any previous value atomically.
     ///
     /// # Errors
     /// [`Error::Store`] or a backend error when the store cannot be written.
-    async fn put(&self, mesh: &MeshName, name: &SecretName, value: &[u8]) -> Result<(), Error>;
+    async fn put(&self, scope: Scope<'_>, name: &SecretName, value: &[u8]) -> Result<(), Error>;
 
     /// Whether what is written here is kept: `false` for an in-memory overlay (a dry run), so a
     /// backend says "created" only for what persisted.
     fn persists(&self) -> bool {
         true
+    }
+
+    /// Where secret `name` of `scope` lives, for messages and logs (a file, a Kubernetes
+    /// Secret); never its value.
+    fn location(&self, scope: Scope<'_>, name: &SecretName) -> String {
+        format!("secret `{name}` ({scope})")
     }
 }
 
@@ -623,7 +665,7 @@ mod tests {
             err.to_string(),
             "secret `sec-1` not found in mesh `default`"
         );
-        block_on(store.put(&mesh, &name, b"value")).unwrap();
+        block_on(store.put(Scope::Mesh(&mesh), &name, b"value")).unwrap();
         assert_eq!(
             resolve(&DataSource::Secret(name)).unwrap().expose(),
             b"value"

@@ -5,7 +5,8 @@
 //! ([`issue_certificate`]), Kuma-compatible SPIFFE identities ([`Identity`], [`SpiffeId`]), the
 //! refresh formula ([`refresh_at`]), common-name
 //! templates ([`CommonNameTemplate`]), the Kuma / Kong Mesh `mtls` config model ([`config`]), data
-//! sources and the [`SecretStore`] with its directory implementation, and the one [`Error`] enum.
+//! sources and the [`SecretStore`] (secrets per mesh or global, see [`Scope`]) with its directory
+//! implementation, and the one [`Error`] enum.
 //!
 //! ca-core is synchronous but for the trait's async methods: it has no runtime dependency.
 
@@ -19,6 +20,7 @@ pub mod config;
 pub mod datasource;
 pub mod duration;
 mod error;
+pub mod fsutil;
 pub mod identity;
 mod issue;
 mod local_ca;
@@ -41,7 +43,8 @@ pub(crate) mod test_util;
 pub use authority::CertificateAuthority;
 pub use bundle::{BundleCache, ChainUsage, TrustBundle};
 pub use datasource::{
-    AwsSecretRef, AwsSecretsManager, Created, DataSource, FetchError, SecretStore, SourcePolicy,
+    AwsSecretRef, AwsSecretsManager, Created, DataSource, FetchError, Scope, SecretStore,
+    SourcePolicy,
 };
 pub use duration::KumaDuration;
 pub use error::{

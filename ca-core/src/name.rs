@@ -94,7 +94,7 @@ name_type!(
 );
 
 name_type!(
-    /// A mesh-scoped secret name: a DNS-1123 subdomain of at most 253 characters, as Kuma's secret
+    /// A secret name (within a mesh, or global: see [`Scope`](crate::Scope)): a DNS-1123 subdomain of at most 253 characters, as Kuma's secret
     /// names (`default.ca-builtin-cert-ca-1`).
     SecretName,
     "secret",

@@ -1,31 +1,31 @@
-//! The embedded default [`SecretStore`]: one file per mesh-scoped secret.
+//! The embedded default [`SecretStore`]: one file per secret.
 //!
-//! Layout: `<root>/<mesh>/<secret>`, directories 0700, files 0600. Every write goes to a temporary
-//! file in the same directory, is fsynced, then moved into place (rename for `put`, hard link for
-//! `create_if_absent`, which fails if the name exists), and the directory is fsynced. A crash at
-//! any point leaves either the old value or the new one, never a torn file; leftover temporary
-//! files start with `.tmp-` (no secret name can) and are ignored.
+//! Layout: `<root>/<mesh>/<secret>` for a mesh's secrets, `<root>/_global/<secret>` for global
+//! ones ([`GLOBAL_DIR`]: no mesh can be named so, as mesh names admit no `_`); directories 0700,
+//! files 0600. Writes go through [`fsutil`]: `put` is [`fsutil::write_atomic`],
+//! `create_if_absent` is [`fsutil::create_if_absent`], so a crash at any point leaves either the
+//! old value or the new one, never a torn file; leftover temporary files start with
+//! [`fsutil::TEMP_PREFIX`] (no secret name can) and are ignored.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use crate::datasource::{Created, SecretStore};
-use crate::name::{MeshName, SecretName};
+use crate::datasource::{Created, Scope, SecretStore};
+use crate::fsutil::{self, Access, FileError};
+use crate::name::SecretName;
 use crate::secret::SecretBytes;
 use crate::Error;
+
+/// The directory under the root that holds [`Scope::Global`] secrets.
+pub const GLOBAL_DIR: &str = "_global";
 
 /// A [`SecretStore`] in a directory of the local file system.
 #[derive(Debug)]
 pub struct DirectorySecretStore {
     root: PathBuf,
 }
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl DirectorySecretStore {
     /// Opens (creating, mode 0700) the store rooted at `root`.
@@ -34,7 +34,7 @@ impl DirectorySecretStore {
     /// [`Error::Store`] when the directory cannot be created.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, Error> {
         let root = root.into();
-        create_private_dir(&root)?;
+        fsutil::create_private_dir(&root).map_err(store_err)?;
         Ok(Self { root })
     }
 
@@ -44,9 +44,14 @@ impl DirectorySecretStore {
     }
 
     /// The file a secret lives in.
-    pub fn path_of(&self, mesh: &MeshName, name: &SecretName) -> PathBuf {
-        // MeshName and SecretName admit neither `/` nor a leading `.`, so this stays inside root.
-        self.root.join(mesh.as_str()).join(name.as_str())
+    pub fn path_of(&self, scope: Scope<'_>, name: &SecretName) -> PathBuf {
+        // MeshName and SecretName admit neither `/` nor a leading `.`, so this stays inside root;
+        // and no MeshName is GLOBAL_DIR (no `_`), so the scopes never share a directory.
+        let dir = match scope {
+            Scope::Mesh(mesh) => mesh.as_str(),
+            Scope::Global => GLOBAL_DIR,
+        };
+        self.root.join(dir).join(name.as_str())
     }
 
     fn read(&self, path: &Path) -> Result<Option<SecretBytes>, Error> {
@@ -54,118 +59,75 @@ impl DirectorySecretStore {
         match crate::datasource::read_regular_file(path, crate::SourcePolicy::MAX_BYTES) {
             Ok(v) => Ok(Some(SecretBytes::new(v))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(store_err(path, "read", e)),
+            Err(e) => Err(Error::Store {
+                path: path.to_owned(),
+                reason: "cannot read".into(),
+                source: e,
+            }),
         }
     }
 
-    /// Writes `value` to a new, fsynced temporary file beside `target` and returns its path.
-    fn write_temp(&self, target: &Path, value: &[u8]) -> Result<PathBuf, Error> {
-        let dir = target.parent().unwrap_or(&self.root);
-        create_private_dir(dir)?;
-        let file_name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(
-            ".tmp-{file_name}-{}-{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| store_err(&tmp, "create temporary file", e))?;
-        let written = f.write_all(value).and_then(|()| f.sync_all());
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(store_err(&tmp, "write temporary file", e));
-        }
-        Ok(tmp)
+    /// The directory `target` goes in, created (0700) if missing.
+    fn make_dir_of(&self, target: &Path) -> Result<(), Error> {
+        fsutil::create_private_dir(target.parent().unwrap_or(&self.root)).map_err(store_err)
     }
 }
 
 #[async_trait]
 impl SecretStore for DirectorySecretStore {
-    async fn get(&self, mesh: &MeshName, name: &SecretName) -> Result<Option<SecretBytes>, Error> {
-        self.read(&self.path_of(mesh, name))
+    async fn get(&self, scope: Scope<'_>, name: &SecretName) -> Result<Option<SecretBytes>, Error> {
+        self.read(&self.path_of(scope, name))
     }
 
     async fn create_if_absent(
         &self,
-        mesh: &MeshName,
+        scope: Scope<'_>,
         name: &SecretName,
         value: &[u8],
     ) -> Result<(SecretBytes, Created), Error> {
-        let target = self.path_of(mesh, name);
+        let target = self.path_of(scope, name);
         if let Some(existing) = self.read(&target)? {
             return Ok((existing, Created::Existing));
         }
-        let tmp = self.write_temp(&target, value)?;
-        // link(2) fails with EEXIST when the name exists: of racing creators exactly one wins, and
-        // the winner's file is complete before it becomes visible.
-        let linked = fs::hard_link(&tmp, &target);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                sync_dir(&target)?;
-                Ok((SecretBytes::new(value.to_vec()), Created::Ours))
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match self.read(&target)? {
+        self.make_dir_of(&target)?;
+        match fsutil::create_if_absent(&target, value, Access::OwnerOnly).map_err(store_err)? {
+            Created::Ours => Ok((SecretBytes::new(value.to_vec()), Created::Ours)),
+            Created::Existing => match self.read(&target)? {
                 Some(existing) => Ok((existing, Created::Existing)),
                 None => Err(Error::Inconsistent(format!(
                     "{} vanished while it was being created",
                     target.display()
                 ))),
             },
-            Err(e) => Err(store_err(&target, "create", e)),
         }
     }
 
-    async fn put(&self, mesh: &MeshName, name: &SecretName, value: &[u8]) -> Result<(), Error> {
-        let target = self.path_of(mesh, name);
-        let tmp = self.write_temp(&target, value)?;
-        if let Err(e) = fs::rename(&tmp, &target) {
-            let _ = fs::remove_file(&tmp);
-            return Err(store_err(&target, "replace", e));
-        }
-        sync_dir(&target)
+    async fn put(&self, scope: Scope<'_>, name: &SecretName, value: &[u8]) -> Result<(), Error> {
+        let target = self.path_of(scope, name);
+        self.make_dir_of(&target)?;
+        fsutil::write_atomic(&target, value, Access::OwnerOnly).map_err(store_err)
+    }
+
+    fn location(&self, scope: Scope<'_>, name: &SecretName) -> String {
+        self.path_of(scope, name).display().to_string()
     }
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    match fs::create_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) => return Err(store_err(dir, "create directory", e)),
-    }
-    let meta = fs::metadata(dir).map_err(|e| store_err(dir, "stat directory", e))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| store_err(dir, "restrict directory to 0700", e))?;
-    }
-    Ok(())
-}
-
-fn sync_dir(file: &Path) -> Result<(), Error> {
-    let dir = file.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| store_err(dir, "fsync directory", e))
-}
-
-fn store_err(path: &Path, what: &str, source: io::Error) -> Error {
+fn store_err(e: FileError) -> Error {
     Error::Store {
-        path: path.to_owned(),
-        reason: format!("cannot {what}"),
-        source,
+        path: e.path().to_owned(),
+        reason: format!("cannot {}", e.doing()),
+        source: e.into_io(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::name::MeshName;
     use crate::test_util::block_on;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt as _;
     use std::sync::{Arc, Barrier};
 
     fn names() -> (MeshName, SecretName) {
@@ -180,14 +142,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DirectorySecretStore::new(dir.path().join("data")).unwrap();
         let (mesh, name) = names();
-        assert!(block_on(store.get(&mesh, &name)).unwrap().is_none());
-        block_on(store.put(&mesh, &name, b"one")).unwrap();
-        block_on(store.put(&mesh, &name, b"two")).unwrap();
+        assert!(block_on(store.get(Scope::Mesh(&mesh), &name))
+            .unwrap()
+            .is_none());
+        block_on(store.put(Scope::Mesh(&mesh), &name, b"one")).unwrap();
+        block_on(store.put(Scope::Mesh(&mesh), &name, b"two")).unwrap();
         assert_eq!(
-            block_on(store.get(&mesh, &name)).unwrap().unwrap().expose(),
+            block_on(store.get(Scope::Mesh(&mesh), &name))
+                .unwrap()
+                .unwrap()
+                .expose(),
             b"two"
         );
-        let path = store.path_of(&mesh, &name);
+        let path = store.path_of(Scope::Mesh(&mesh), &name);
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
@@ -209,9 +176,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DirectorySecretStore::new(dir.path()).unwrap();
         let (mesh, name) = names();
-        let (v, c) = block_on(store.create_if_absent(&mesh, &name, b"first")).unwrap();
+        let (v, c) = block_on(store.create_if_absent(Scope::Mesh(&mesh), &name, b"first")).unwrap();
         assert_eq!((v.expose(), c), (&b"first"[..], Created::Ours));
-        let (v, c) = block_on(store.create_if_absent(&mesh, &name, b"second")).unwrap();
+        let (v, c) =
+            block_on(store.create_if_absent(Scope::Mesh(&mesh), &name, b"second")).unwrap();
         assert_eq!((v.expose(), c), (&b"first"[..], Created::Existing));
     }
 
@@ -220,19 +188,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DirectorySecretStore::new(dir.path()).unwrap();
         let (mesh, name) = names();
-        let target = store.path_of(&mesh, &name);
+        let target = store.path_of(Scope::Mesh(&mesh), &name);
 
         // Crash before the first value ever became visible: nothing is there, a create works.
-        let orphan = store.write_temp(&target, b"lost").unwrap();
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let orphan = fsutil::write_temp(&target, b"lost", Access::OwnerOnly).unwrap();
         assert!(orphan.exists());
-        assert!(block_on(store.get(&mesh, &name)).unwrap().is_none());
-        let (v, c) = block_on(store.create_if_absent(&mesh, &name, b"v1")).unwrap();
+        assert!(block_on(store.get(Scope::Mesh(&mesh), &name))
+            .unwrap()
+            .is_none());
+        let (v, c) = block_on(store.create_if_absent(Scope::Mesh(&mesh), &name, b"v1")).unwrap();
         assert_eq!((v.expose(), c), (&b"v1"[..], Created::Ours));
 
         // Crash in the middle of a replace: the old value is intact.
-        let orphan2 = store.write_temp(&target, b"v2-half").unwrap();
+        let orphan2 = fsutil::write_temp(&target, b"v2-half", Access::OwnerOnly).unwrap();
         assert_eq!(
-            block_on(store.get(&mesh, &name)).unwrap().unwrap().expose(),
+            block_on(store.get(Scope::Mesh(&mesh), &name))
+                .unwrap()
+                .unwrap()
+                .expose(),
             b"v1"
         );
         assert!(orphan2
@@ -241,9 +215,12 @@ mod tests {
             .to_string_lossy()
             .starts_with(".tmp-"));
         // A later put succeeds despite the leftovers.
-        block_on(store.put(&mesh, &name, b"v2")).unwrap();
+        block_on(store.put(Scope::Mesh(&mesh), &name, b"v2")).unwrap();
         assert_eq!(
-            block_on(store.get(&mesh, &name)).unwrap().unwrap().expose(),
+            block_on(store.get(Scope::Mesh(&mesh), &name))
+                .unwrap()
+                .unwrap()
+                .expose(),
             b"v2"
         );
     }
@@ -265,7 +242,12 @@ mod tests {
                         let (mesh, name) = names();
                         barrier.wait();
                         let value = format!("creator-{i}");
-                        block_on(store.create_if_absent(&mesh, &name, value.as_bytes())).unwrap()
+                        block_on(store.create_if_absent(
+                            Scope::Mesh(&mesh),
+                            &name,
+                            value.as_bytes(),
+                        ))
+                        .unwrap()
                     })
                 })
                 .collect();
@@ -280,9 +262,69 @@ mod tests {
             let store = DirectorySecretStore::new(&root).unwrap();
             let (mesh, name) = names();
             assert_eq!(
-                block_on(store.get(&mesh, &name)).unwrap().unwrap().expose(),
+                block_on(store.get(Scope::Mesh(&mesh), &name))
+                    .unwrap()
+                    .unwrap()
+                    .expose(),
                 &first[..]
             );
         }
+    }
+
+    #[test]
+    fn global_and_mesh_secrets_of_one_name_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirectorySecretStore::new(dir.path()).unwrap();
+        let (mesh, name) = names();
+        // Even a mesh called "global" is not the global scope.
+        let global_mesh = MeshName::new("global").unwrap();
+        let scopes = [Scope::Mesh(&mesh), Scope::Mesh(&global_mesh), Scope::Global];
+        for scope in scopes {
+            let value = format!("value of {scope}");
+            let (v, c) = block_on(store.create_if_absent(scope, &name, value.as_bytes())).unwrap();
+            assert_eq!(
+                (v.expose(), c),
+                (value.as_bytes(), Created::Ours),
+                "{scope}"
+            );
+        }
+        for scope in scopes {
+            let v = block_on(store.get(scope, &name)).unwrap().unwrap();
+            assert_eq!(v.expose(), format!("value of {scope}").as_bytes());
+        }
+        block_on(store.put(Scope::Global, &name, b"replaced")).unwrap();
+        assert_eq!(
+            block_on(store.get(Scope::Mesh(&mesh), &name))
+                .unwrap()
+                .unwrap()
+                .expose(),
+            b"value of mesh `default`"
+        );
+
+        // Mesh secrets stay where they always were; global ones have a directory of their own,
+        // private like the others.
+        assert_eq!(
+            store.path_of(Scope::Mesh(&mesh), &name),
+            dir.path().join("default").join(name.as_str())
+        );
+        let global = store.path_of(Scope::Global, &name);
+        assert_eq!(global, dir.path().join("_global").join(name.as_str()));
+        assert_eq!(fs::read(&global).unwrap(), b"replaced");
+        assert_eq!(
+            fs::metadata(&global).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(global.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        assert_eq!(
+            store.location(Scope::Global, &name),
+            global.display().to_string()
+        );
     }
 }

@@ -32,6 +32,13 @@ impl From<ca_core::Error> for AppError {
     }
 }
 
+impl From<ca_core::fsutil::FileError> for AppError {
+    fn from(e: ca_core::fsutil::FileError) -> Self {
+        let what = e.to_string();
+        Self(format!("{what}: {}", e.into_io()))
+    }
+}
+
 /// Adds context to any displayable error.
 pub(crate) trait Context<T> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T, AppError>;

@@ -11,6 +11,7 @@
 
 mod api;
 mod cli;
+mod data_dir;
 mod error;
 mod files;
 mod flags;

@@ -199,7 +199,7 @@ async fn the_kubernetes_sink_writes_a_tls_secret_and_updates_it() {
     let mesh = ca_core::MeshName::new("default").unwrap();
     let taken = ca_core::SecretName::new("db-creds").unwrap();
     store
-        .create_if_absent(&mesh, &taken, b"keep me")
+        .create_if_absent(ca_core::Scope::Mesh(&mesh), &taken, b"keep me")
         .await
         .unwrap();
     let o = Command::new(BIN)
@@ -218,7 +218,12 @@ async fn the_kubernetes_sink_writes_a_tls_secret_and_updates_it() {
         "{err}"
     );
     assert_eq!(
-        store.get(&mesh, &taken).await.unwrap().unwrap().expose(),
+        store
+            .get(ca_core::Scope::Mesh(&mesh), &taken)
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
         b"keep me"
     );
 }

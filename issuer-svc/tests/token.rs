@@ -174,7 +174,12 @@ async fn a_token_gets_exactly_its_identity_and_misuse_is_refused() {
         );
         assert!(msg.contains("signature"), "{msg}");
         // Expired (signed with the real key, so only the expiry is wrong).
-        let key = std::fs::read(server.data_dir.join("tokens/signing-key.pem")).unwrap();
+        let key = std::fs::read(
+            server
+                .data_dir
+                .join("secrets/_global/meshca-token-signing-key"),
+        )
+        .unwrap();
         let kid = kid_of(&web);
         let expired = forge(&key, &kid, |c| {
             c["iat"] = (unix_now() - 7200).into();

@@ -1,19 +1,19 @@
 //! # store-kubernetes
 //!
-//! A [`SecretStore`] on Kubernetes Secrets, laid out as Kong Mesh stores mesh-scoped secrets: one
-//! Secret per secret in the system namespace, `type: system.kuma.io/secret`, label
-//! `kuma.io/mesh: <mesh>`, the value under `data.value`.
+//! A [`SecretStore`] on Kubernetes Secrets, laid out as Kong Mesh stores secrets: one Secret per
+//! secret in the system namespace, the value under `data.value`; a mesh's secrets
+//! ([`Scope::Mesh`]) have `type: system.kuma.io/secret` and label `kuma.io/mesh: <mesh>`, global
+//! ones ([`Scope::Global`]) `type: system.kuma.io/global-secret` and no mesh label.
 //!
 //! - `create_if_absent` is an API `create`: of replicas racing to create the same secret exactly
 //!   one gets `201`, the others `409 AlreadyExists` and read the winner's value. Two or more
 //!   issuers starting at once therefore end up with one builtin CA, and all serve it.
 //! - `put` replaces with optimistic concurrency (`resourceVersion`; a `409 Conflict` is retried
 //!   with the newer object, a bounded number of times).
-//! - A Secret of the same name that belongs to another mesh (its label says so) is not this
-//!   mesh's: `get` does not see it and writing it is refused.
-//! - Global secrets ([`KubernetesSecretStore::create_global_if_absent`]: type
-//!   `system.kuma.io/global-secret`, no mesh label) hold what belongs to no mesh, such as the
-//!   issuer's bootstrap TLS CA, with the same create-if-absent discipline.
+//! - A Secret of the same name that belongs to another scope (another mesh, by its label; global
+//!   or mesh, by its type) is not this scope's: `get` does not see it and writing it is refused.
+//!   Global secrets hold what belongs to no mesh, such as the issuer's bootstrap TLS CA and token
+//!   signing key.
 //! - It needs `get`, `create` and `update` on `secrets` in its namespace; it never lists or
 //!   watches (every read is by name).
 //! - Values are capped at [`ca_core::SourcePolicy::MAX_BYTES`] (Kubernetes' own limit is 1 MiB).
@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
-use ca_core::{Created, Error, MeshName, SecretBytes, SecretName, SecretStore};
+use ca_core::{Created, Error, Scope, SecretBytes, SecretName, SecretStore};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
@@ -66,7 +66,7 @@ pub async fn default_client() -> Result<kube::Client, Error> {
 /// How many times `put` retries a `409 Conflict`.
 const PUT_ATTEMPTS: usize = 5;
 
-/// Mesh-scoped secrets in Kubernetes Secrets of one namespace.
+/// Mesh and global secrets in Kubernetes Secrets of one namespace.
 #[derive(Clone)]
 pub struct KubernetesSecretStore {
     api: Api<Secret>,
@@ -249,29 +249,6 @@ impl KubernetesSecretStore {
         }
     }
 
-    /// Reads the global (mesh-less) secret `name`: type [`GLOBAL_SECRET_TYPE`], no mesh label, as
-    /// Kong Mesh stores global secrets. The issuer keeps its bootstrap TLS CA there.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] when the API server cannot be read (403 names the RBAC rule).
-    pub async fn get_global(&self, name: &SecretName) -> Result<Option<SecretBytes>, Error> {
-        self.get_as(Owner::Global, name).await
-    }
-
-    /// Creates the global secret `name` unless it exists, with the same discipline as
-    /// [`SecretStore::create_if_absent`]: of racing creators one wins, the others read its value.
-    ///
-    /// # Errors
-    /// As [`get_global`](Self::get_global); [`Error::Inconsistent`] when a Secret of that name
-    /// exists and is not a global secret.
-    pub async fn create_global_if_absent(
-        &self,
-        name: &SecretName,
-        value: &[u8],
-    ) -> Result<(SecretBytes, Created), Error> {
-        self.create_as(Owner::Global, name, value).await
-    }
-
     /// Replaces (or creates) `owner`'s Secret `name` with optimistic concurrency: read, then
     /// replace with the `resourceVersion` read, again if someone changed it in between.
     async fn put_as(&self, owner: Owner<'_>, name: &SecretName, value: &[u8]) -> Result<(), Error> {
@@ -315,38 +292,25 @@ impl KubernetesSecretStore {
             .into(),
         })
     }
-
-    /// Replaces (or creates) the global secret `name`; refuses a Secret of that name that is not
-    /// a global secret. For values meant to change (the token signing key on rotation).
-    ///
-    /// # Errors
-    /// As [`get_global`](Self::get_global); [`Error::Inconsistent`] when a Secret of that name
-    /// exists and is not a global secret.
-    pub async fn put_global(&self, name: &SecretName, value: &[u8]) -> Result<(), Error> {
-        self.put_as(Owner::Global, name, value).await
-    }
 }
 
-/// Whose a Secret is: a mesh's (type [`SECRET_TYPE`], label [`MESH_LABEL`]) or global (type
-/// [`GLOBAL_SECRET_TYPE`], no mesh label).
+/// Whose a Secret is, as Kong Mesh marks it: a mesh's (type [`SECRET_TYPE`], label
+/// [`MESH_LABEL`]) or global (type [`GLOBAL_SECRET_TYPE`], no mesh label).
 #[derive(Clone, Copy)]
-enum Owner<'a> {
-    Mesh(&'a MeshName),
-    Global,
-}
+struct Owner<'a>(Scope<'a>);
 
 impl Owner<'_> {
     fn labels(self) -> Option<BTreeMap<String, String>> {
-        match self {
-            Owner::Mesh(m) => Some(BTreeMap::from([(MESH_LABEL.to_owned(), m.to_string())])),
-            Owner::Global => None,
+        match self.0 {
+            Scope::Mesh(m) => Some(BTreeMap::from([(MESH_LABEL.to_owned(), m.to_string())])),
+            Scope::Global => None,
         }
     }
 
     fn secret_type(self) -> &'static str {
-        match self {
-            Owner::Mesh(_) => SECRET_TYPE,
-            Owner::Global => GLOBAL_SECRET_TYPE,
+        match self.0 {
+            Scope::Mesh(_) => SECRET_TYPE,
+            Scope::Global => GLOBAL_SECRET_TYPE,
         }
     }
 
@@ -358,18 +322,18 @@ impl Owner<'_> {
             .and_then(|l| l.get(MESH_LABEL))
             .map(String::as_str);
         let type_ = secret.type_.as_deref();
-        match self {
-            Owner::Mesh(m) => type_ == Some(SECRET_TYPE) && label == Some(m.as_str()),
-            Owner::Global => type_ == Some(GLOBAL_SECRET_TYPE) && label.is_none(),
+        match self.0 {
+            Scope::Mesh(m) => type_ == Some(SECRET_TYPE) && label == Some(m.as_str()),
+            Scope::Global => type_ == Some(GLOBAL_SECRET_TYPE) && label.is_none(),
         }
     }
 }
 
 impl fmt::Display for Owner<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Owner::Mesh(m) => write!(f, "mesh `{m}`"),
-            Owner::Global => f.write_str("a global secret"),
+        match self.0 {
+            Scope::Mesh(m) => write!(f, "mesh `{m}`"),
+            Scope::Global => f.write_str("a global secret"),
         }
     }
 }
@@ -380,21 +344,25 @@ fn is_code(e: &kube::Error, code: u16) -> bool {
 
 #[async_trait]
 impl SecretStore for KubernetesSecretStore {
-    async fn get(&self, mesh: &MeshName, name: &SecretName) -> Result<Option<SecretBytes>, Error> {
-        self.get_as(Owner::Mesh(mesh), name).await
+    async fn get(&self, scope: Scope<'_>, name: &SecretName) -> Result<Option<SecretBytes>, Error> {
+        self.get_as(Owner(scope), name).await
     }
 
     async fn create_if_absent(
         &self,
-        mesh: &MeshName,
+        scope: Scope<'_>,
         name: &SecretName,
         value: &[u8],
     ) -> Result<(SecretBytes, Created), Error> {
-        self.create_as(Owner::Mesh(mesh), name, value).await
+        self.create_as(Owner(scope), name, value).await
     }
 
-    async fn put(&self, mesh: &MeshName, name: &SecretName, value: &[u8]) -> Result<(), Error> {
-        self.put_as(Owner::Mesh(mesh), name, value).await
+    async fn put(&self, scope: Scope<'_>, name: &SecretName, value: &[u8]) -> Result<(), Error> {
+        self.put_as(Owner(scope), name, value).await
+    }
+
+    fn location(&self, _scope: Scope<'_>, name: &SecretName) -> String {
+        format!("Secret {}/{name}", self.namespace)
     }
 }
 

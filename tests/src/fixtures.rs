@@ -12,7 +12,8 @@ use backend_provided::ProvidedCa;
 use ca_core::config::Mesh;
 use ca_core::x509::random_serial;
 use ca_core::{
-    BackendName, CertificateAuthority, DirectorySecretStore, Error, KeyType, MeshName, SecretStore,
+    BackendName, CertificateAuthority, DirectorySecretStore, Error, KeyType, MeshName, Scope,
+    SecretStore,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -85,10 +86,13 @@ impl Fixture for Builtin {
         let (cert_a, _) = self_signed_ca("a", Duration::from_secs(3600), SystemTime::now());
         let (_, key_b) = self_signed_ca("b", Duration::from_secs(3600), SystemTime::now());
         store
-            .put(mesh, &cert_name, cert_a.as_bytes())
+            .put(Scope::Mesh(mesh), &cert_name, cert_a.as_bytes())
             .await
             .unwrap();
-        store.put(mesh, &key_name, key_b.as_bytes()).await.unwrap();
+        store
+            .put(Scope::Mesh(mesh), &key_name, key_b.as_bytes())
+            .await
+            .unwrap();
         let store: Arc<dyn SecretStore> = store;
         let ca: Arc<dyn CertificateAuthority> = Arc::new(BuiltinCa::new(
             mesh.clone(),

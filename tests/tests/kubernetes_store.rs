@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use backend_builtin::BuiltinCa;
 use ca_core::config::Mesh;
-use ca_core::{BackendName, CertificateAuthority, Created, SecretName, SecretStore};
+use ca_core::{BackendName, CertificateAuthority, Created, Scope, SecretName, SecretStore};
 use meshca_peers::kube::KubeApiServer;
 use meshca_tests::certmanager::client_of;
 use meshca_tests::checks::mesh;
@@ -24,10 +24,16 @@ async fn secrets_in_kong_meshs_layout_created_once() {
     let (m, other) = (mesh("default"), mesh("other"));
     let name = SecretName::new("token-1").unwrap();
 
-    assert!(store.get(&m, &name).await.unwrap().is_none());
-    let (v, c) = store.create_if_absent(&m, &name, b"first").await.unwrap();
+    assert!(store.get(Scope::Mesh(&m), &name).await.unwrap().is_none());
+    let (v, c) = store
+        .create_if_absent(Scope::Mesh(&m), &name, b"first")
+        .await
+        .unwrap();
     assert_eq!((v.expose(), c), (&b"first"[..], Created::Ours));
-    let (v, c) = store.create_if_absent(&m, &name, b"second").await.unwrap();
+    let (v, c) = store
+        .create_if_absent(Scope::Mesh(&m), &name, b"second")
+        .await
+        .unwrap();
     assert_eq!((v.expose(), c), (&b"first"[..], Created::Existing));
 
     let obj = api.object("secrets", NS, "token-1").unwrap();
@@ -35,23 +41,40 @@ async fn secrets_in_kong_meshs_layout_created_once() {
     assert_eq!(obj["metadata"]["labels"][MESH_LABEL], "default");
     assert_eq!(obj["data"]["value"], "Zmlyc3Q=");
 
-    store.put(&m, &name, b"third").await.unwrap();
+    store.put(Scope::Mesh(&m), &name, b"third").await.unwrap();
     assert_eq!(
-        store.get(&m, &name).await.unwrap().unwrap().expose(),
+        store
+            .get(Scope::Mesh(&m), &name)
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
         b"third"
     );
 
     // Another mesh's secret of the same name is not this mesh's, and is never overwritten.
-    assert!(store.get(&other, &name).await.unwrap().is_none());
+    assert!(store
+        .get(Scope::Mesh(&other), &name)
+        .await
+        .unwrap()
+        .is_none());
     let e = store
-        .create_if_absent(&other, &name, b"x")
+        .create_if_absent(Scope::Mesh(&other), &name, b"x")
         .await
         .unwrap_err();
     assert!(e.to_string().contains("is not mesh `other`'s"), "{e}");
-    let e = store.put(&other, &name, b"x").await.unwrap_err();
+    let e = store
+        .put(Scope::Mesh(&other), &name, b"x")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("does not overwrite it"), "{e}");
     assert_eq!(
-        store.get(&m, &name).await.unwrap().unwrap().expose(),
+        store
+            .get(Scope::Mesh(&m), &name)
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
         b"third"
     );
 
@@ -69,9 +92,12 @@ async fn secrets_in_kong_meshs_layout_created_once() {
         api.allow_all();
         api.forbid_on("secrets", verb);
         let e = match verb {
-            "get" => store.get(&m, &token2).await.unwrap_err(),
-            "create" => store.create_if_absent(&m, &token2, b"v").await.unwrap_err(),
-            _ => store.put(&m, &name, b"v").await.unwrap_err(),
+            "get" => store.get(Scope::Mesh(&m), &token2).await.unwrap_err(),
+            "create" => store
+                .create_if_absent(Scope::Mesh(&m), &token2, b"v")
+                .await
+                .unwrap_err(),
+            _ => store.put(Scope::Mesh(&m), &name, b"v").await.unwrap_err(),
         };
         let chain = ca_core::error_chain(&e);
         assert!(
@@ -83,7 +109,10 @@ async fn secrets_in_kong_meshs_layout_created_once() {
     api.allow_all();
     // A value above the limit is refused before it is sent.
     let big = vec![b'x'; ca_core::SourcePolicy::MAX_BYTES + 1];
-    let e = store.create_if_absent(&m, &token2, &big).await.unwrap_err();
+    let e = store
+        .create_if_absent(Scope::Mesh(&m), &token2, &big)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("larger than"), "{e}");
     assert!(api.object("secrets", NS, "token-2").is_none());
 }
@@ -91,32 +120,71 @@ async fn secrets_in_kong_meshs_layout_created_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_secrets_are_typed_and_not_any_meshs() {
     let api = KubeApiServer::start().await;
-    let store = KubernetesSecretStore::new(client_of(&api.url()), NS);
+    // Through the trait, as the issuer uses it for its bootstrap CA and token signing key.
+    let store: Arc<dyn SecretStore> =
+        Arc::new(KubernetesSecretStore::new(client_of(&api.url()), NS));
     let name = SecretName::new("meshca-bootstrap-tls").unwrap();
-    assert!(store.get_global(&name).await.unwrap().is_none());
-    let (v, c) = store.create_global_if_absent(&name, b"pem").await.unwrap();
+    assert!(store.get(Scope::Global, &name).await.unwrap().is_none());
+    let (v, c) = store
+        .create_if_absent(Scope::Global, &name, b"pem")
+        .await
+        .unwrap();
     assert_eq!((v.expose(), c), (&b"pem"[..], Created::Ours));
     let (v, c) = store
-        .create_global_if_absent(&name, b"other")
+        .create_if_absent(Scope::Global, &name, b"other")
         .await
         .unwrap();
     assert_eq!((v.expose(), c), (&b"pem"[..], Created::Existing));
+    // Kong Mesh's global-secret layout: its type, no mesh label, the value under data.value.
     let obj = api.object("secrets", NS, name.as_str()).unwrap();
     assert_eq!(obj["type"], GLOBAL_SECRET_TYPE);
     assert!(obj["metadata"]["labels"].get(MESH_LABEL).is_none());
+    assert_eq!(obj["data"]["value"], "cGVt");
+    assert_eq!(
+        store.location(Scope::Global, &name),
+        "Secret kuma-system/meshca-bootstrap-tls"
+    );
+    // Replaced in place (rotation), still a global secret.
+    store.put(Scope::Global, &name, b"pem2").await.unwrap();
+    assert_eq!(
+        store
+            .get(Scope::Global, &name)
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"pem2"
+    );
+    let obj = api.object("secrets", NS, name.as_str()).unwrap();
+    assert_eq!(obj["type"], GLOBAL_SECRET_TYPE);
     // Not a mesh's secret, even though the name is free for the mesh store to ask about.
-    assert!(store.get(&mesh("default"), &name).await.unwrap().is_none());
-    let e = store.put(&mesh("default"), &name, b"x").await.unwrap_err();
+    let default = mesh("default");
+    assert!(store
+        .get(Scope::Mesh(&default), &name)
+        .await
+        .unwrap()
+        .is_none());
+    let e = store
+        .put(Scope::Mesh(&default), &name, b"x")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("is not mesh `default`'s"), "{e}");
     // A mesh's secret is not a global one.
     let sec = SecretName::new("default.token").unwrap();
     store
-        .create_if_absent(&mesh("default"), &sec, b"t")
+        .create_if_absent(Scope::Mesh(&default), &sec, b"t")
         .await
         .unwrap();
-    assert!(store.get_global(&sec).await.unwrap().is_none());
-    let e = store.create_global_if_absent(&sec, b"x").await.unwrap_err();
+    assert!(store.get(Scope::Global, &sec).await.unwrap().is_none());
+    let e = store
+        .create_if_absent(Scope::Global, &sec, b"x")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("is not a global secret's"), "{e}");
+    let e = store.put(Scope::Global, &sec, b"x").await.unwrap_err();
+    assert!(e.to_string().contains("does not overwrite it"), "{e}");
+    let writes = api.writes();
+    assert!(writes.iter().all(|w| w.problems.is_empty()), "{writes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,14 +197,16 @@ async fn concurrent_puts_all_land_through_conflicts() {
         let store = KubernetesSecretStore::new(client_of(&api.url()), NS);
         let (m, name) = (m.clone(), name.clone());
         tasks.push(tokio::spawn(async move {
-            store.put(&m, &name, format!("v{i}").as_bytes()).await
+            store
+                .put(Scope::Mesh(&m), &name, format!("v{i}").as_bytes())
+                .await
         }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
     }
     let store = KubernetesSecretStore::new(client_of(&api.url()), NS);
-    let v = store.get(&m, &name).await.unwrap().unwrap();
+    let v = store.get(Scope::Mesh(&m), &name).await.unwrap().unwrap();
     assert!(["v0", "v1", "v2", "v3"].contains(&std::str::from_utf8(v.expose()).unwrap()));
     // One create; every other write was a replace carrying the version it read.
     let writes = api.writes();

@@ -7,9 +7,12 @@
 //! renews with that mesh certificate.
 //!
 //! - Signed ES256 (P-256, via `jsonwebtoken` on aws-lc-rs) with the issuer's token signing key:
-//!   `DATA_DIR/tokens/signing-key.pem` (0600) or, with `--store kubernetes`, the global Secret
-//!   `meshca-token-signing-key` shared by all replicas. Created once if absent (the first writer
-//!   wins, as with the builtin CA); the `kid` header names it by the SHA-256 of its public key.
+//!   the global secret `meshca-token-signing-key` of its secret store
+//!   (`DATA_DIR/secrets/_global/meshca-token-signing-key`, 0600; with `--store kubernetes` a
+//!   global Secret shared by all replicas). Created once if absent (the first writer wins, as
+//!   with the builtin CA); the `kid` header names it by the SHA-256 of its public key. A key kept
+//!   where earlier versions kept it, `DATA_DIR/tokens/signing-key.pem`, is moved into the store
+//!   at the first start that finds none there, so the tokens it signed stay good.
 //! - Verified by signature (ES256 only, `kid` must be the current key), issuer, audience and
 //!   expiry; at most [`MAX_TOKEN_BYTES`]; valid for at most [`MAX_VALID_FOR`].
 //! - Bound to one identity: mesh and tags in the claims must equal the requested identity (the
@@ -22,14 +25,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use ca_core::{Created, Identity, KeyType, MeshName, PrivateKey, SecretName};
+use ca_core::{
+    Created, Identity, KeyType, MeshName, PrivateKey, Scope, SecretBytes, SecretName, SecretStore,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use store_kubernetes::KubernetesSecretStore;
 
 use crate::error::{AppError, Context};
 
@@ -45,8 +49,10 @@ const ISSUER: &str = "meshca";
 const AUDIENCE: &str = "meshca-bootstrap";
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 30;
-/// The global Secret holding the signing key with `--store kubernetes`.
+/// The global secret holding the signing key.
 pub(crate) const KEY_SECRET: &str = "meshca-token-signing-key";
+/// Where earlier versions kept the signing key on a file store, under the data directory.
+pub(crate) const LEGACY_KEY_FILE: &str = "tokens/signing-key.pem";
 
 /// The claims of a bootstrap token.
 #[derive(Debug, Serialize, Deserialize)]
@@ -118,85 +124,46 @@ impl SigningKey {
     }
 }
 
-/// Where the signing key lives.
-#[derive(Debug)]
-pub(crate) enum KeyHome {
-    /// A PEM file (0600) in a private directory.
-    File(PathBuf),
-    /// The global Secret [`KEY_SECRET`].
-    Kubernetes(KubernetesSecretStore),
-}
-
-impl KeyHome {
-    fn describe(&self) -> String {
-        match self {
-            Self::File(p) => p.display().to_string(),
-            Self::Kubernetes(s) => format!("Secret {}/{KEY_SECRET}", s.namespace()),
-        }
+/// Moves a signing key from where earlier versions kept it (`legacy`, a PEM file) into `store`,
+/// unless there is no such file; the stored key. The store's key wins a race; either way the
+/// file is removed once the store holds a key, so that a key rotated away later can never come
+/// back from it.
+async fn adopt_legacy(
+    store: &dyn SecretStore,
+    name: &SecretName,
+    legacy: &Path,
+) -> Result<Option<SecretBytes>, AppError> {
+    if !legacy.exists() {
+        return Ok(None);
     }
-
-    /// The stored key, if any.
-    async fn read(&self) -> Result<Option<ca_core::SecretBytes>, AppError> {
-        match self {
-            Self::File(p) => match std::fs::metadata(p) {
-                Ok(_) => Ok(Some(ca_core::SecretBytes::new(crate::files::read_file(
-                    p,
-                    "token signing key",
-                )?))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(AppError(format!("cannot read {}: {e}", p.display()))),
-            },
-            Self::Kubernetes(s) => s
-                .get_global(&secret_name()?)
-                .await
-                .map_err(|e| AppError(ca_core::error_chain(&e))),
-        }
+    let pem = match crate::files::read_file(legacy, "token signing key") {
+        Ok(pem) => pem,
+        // Another issuer on this data directory moved it in the meantime.
+        Err(_) if !legacy.exists() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // A damaged key file is the operator's to look at, never replaced by a new key.
+    SigningKey::from_pem(&pem, &legacy.display().to_string())?;
+    let (stored, created) = store.create_if_absent(Scope::Global, name, &pem).await?;
+    let at = store.location(Scope::Global, name);
+    if created == Created::Ours {
+        tracing::info!(from = %legacy.display(), to = %at, "moved the token signing key into the secret store");
     }
-
-    /// Stores `pem` unless a key is there already; the stored key either way.
-    async fn create_if_absent(&self, pem: &[u8]) -> Result<ca_core::SecretBytes, AppError> {
-        match self {
-            Self::File(p) => {
-                if let Some(dir) = p.parent() {
-                    crate::serve::bootstrap::create_private_dir(dir)?;
-                }
-                // Written in full under a temporary name, then linked into place: the link fails
-                // if a key is already there, so a key once written is never replaced by this.
-                let tmp = crate::serve::bootstrap::write_temp(p, pem, 0o600)?;
-                let linked = std::fs::hard_link(&tmp, p);
-                let _ = std::fs::remove_file(&tmp);
-                match linked {
-                    Ok(()) => Ok(ca_core::SecretBytes::new(pem.to_vec())),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self
-                        .read()
-                        .await?
-                        .ok_or_else(|| AppError(format!("{} appeared and vanished", p.display()))),
-                    Err(e) => Err(AppError(format!("cannot create {}: {e}", p.display()))),
-                }
-            }
-            Self::Kubernetes(s) => {
-                let (v, created) = s
-                    .create_global_if_absent(&secret_name()?, pem)
-                    .await
-                    .map_err(|e| AppError(ca_core::error_chain(&e)))?;
-                if created == Created::Ours {
-                    tracing::info!(secret = %self.describe(), "created the token signing key");
-                }
-                Ok(v)
+    match std::fs::remove_file(legacy) {
+        Ok(()) => {
+            if let Some(dir) = legacy.parent() {
+                ca_core::fsutil::sync_dir(dir)?;
             }
         }
-    }
-
-    /// Replaces the stored key (rotation).
-    async fn replace(&self, pem: &[u8]) -> Result<(), AppError> {
-        match self {
-            Self::File(p) => crate::serve::bootstrap::write_private(p, pem),
-            Self::Kubernetes(s) => s
-                .put_global(&secret_name()?, pem)
-                .await
-                .map_err(|e| AppError(ca_core::error_chain(&e))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(AppError(format!(
+                "the token signing key is in {at} now, but {} cannot be removed ({e}); remove it",
+                legacy.display()
+            )))
         }
     }
+    Ok(Some(stored))
 }
 
 fn secret_name() -> Result<SecretName, AppError> {
@@ -209,7 +176,9 @@ pub(crate) struct Tokens {
     current: RwLock<Arc<SigningKey>>,
     /// The current key's id, for streams opened with a token to end when it changes.
     key_ids: tokio::sync::watch::Sender<String>,
-    home: KeyHome,
+    /// Holds the key as the global secret [`KEY_SECRET`].
+    store: Arc<dyn SecretStore>,
+    name: SecretName,
     /// Serializes rotations and refreshes.
     writing: tokio::sync::Mutex<()>,
 }
@@ -233,26 +202,49 @@ pub(crate) struct Refused {
 }
 
 impl Tokens {
-    /// Loads the signing key from `home`, creating it if there is none.
-    pub(crate) async fn open(home: KeyHome) -> Result<Self, AppError> {
+    /// Loads the signing key, the global secret [`KEY_SECRET`] of `store`, creating it if there
+    /// is none: from `legacy` (where earlier versions kept it on a file store) when that file
+    /// exists, else a new one.
+    pub(crate) async fn open(
+        store: Arc<dyn SecretStore>,
+        legacy: Option<PathBuf>,
+    ) -> Result<Self, AppError> {
         // One provider, chosen here: the build enables only aws_lc_rs, this makes it explicit.
         let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
-        let stored = match home.read().await? {
+        let name = secret_name()?;
+        let mut stored = store.get(Scope::Global, &name).await?;
+        if let (None, Some(legacy)) = (&stored, &legacy) {
+            stored = adopt_legacy(&*store, &name, legacy).await?;
+        }
+        let stored = match stored {
             Some(v) => v,
             None => {
                 let (_, pem) = SigningKey::generate()?;
-                home.create_if_absent(pem.expose()).await?
+                let (v, created) = store
+                    .create_if_absent(Scope::Global, &name, pem.expose())
+                    .await?;
+                if created == Created::Ours {
+                    tracing::info!(secret = %store.location(Scope::Global, &name), "created the token signing key");
+                }
+                v
             }
         };
-        let key = SigningKey::from_pem(stored.expose(), &home.describe())?;
-        tracing::info!(key_id = %key.id, at = %home.describe(), "token signing key loaded");
+        let at = store.location(Scope::Global, &name);
+        let key = SigningKey::from_pem(stored.expose(), &at)?;
+        tracing::info!(key_id = %key.id, %at, "token signing key loaded");
         let (key_ids, _) = tokio::sync::watch::channel(key.id.clone());
         Ok(Self {
             key_ids,
             current: RwLock::new(Arc::new(key)),
-            home,
+            store,
+            name,
             writing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Where the key is kept, for messages.
+    fn location(&self) -> String {
+        self.store.location(Scope::Global, &self.name)
     }
 
     fn key(&self) -> Arc<SigningKey> {
@@ -380,24 +372,26 @@ impl Tokens {
     pub(crate) async fn rotate(&self) -> Result<String, AppError> {
         let _w = self.writing.lock().await;
         let (key, pem) = SigningKey::generate()?;
-        self.home.replace(pem.expose()).await?;
+        self.store
+            .put(Scope::Global, &self.name, pem.expose())
+            .await?;
         let id = key.id.clone();
         *self
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(key);
         self.key_ids.send_replace(id.clone());
-        tracing::warn!(key_id = %id, at = %self.home.describe(), "token signing key rotated; every earlier token is revoked");
+        tracing::warn!(key_id = %id, at = %self.location(), "token signing key rotated; every earlier token is revoked");
         Ok(id)
     }
 
     /// Reads the stored key again and takes it if another replica rotated it.
     pub(crate) async fn refresh(&self) -> Result<(), AppError> {
         let _w = self.writing.lock().await;
-        let Some(stored) = self.home.read().await? else {
+        let Some(stored) = self.store.get(Scope::Global, &self.name).await? else {
             return Ok(());
         };
-        let key = SigningKey::from_pem(stored.expose(), &self.home.describe())?;
+        let key = SigningKey::from_pem(stored.expose(), &self.location())?;
         if key.id != self.key().id {
             tracing::warn!(key_id = %key.id, "token signing key changed in the store; earlier tokens are revoked");
             self.key_ids.send_replace(key.id.clone());
@@ -483,8 +477,12 @@ mod tests {
         .unwrap()
     }
 
-    async fn tokens(dir: &std::path::Path) -> Tokens {
-        Tokens::open(KeyHome::File(dir.join("tokens/signing-key.pem")))
+    fn store(dir: &Path) -> Arc<dyn SecretStore> {
+        Arc::new(ca_core::DirectorySecretStore::new(dir.join("secrets")).unwrap())
+    }
+
+    async fn tokens(dir: &Path) -> Tokens {
+        Tokens::open(store(dir), Some(dir.join(LEGACY_KEY_FILE)))
             .await
             .unwrap()
     }
@@ -521,7 +519,7 @@ mod tests {
         assert!(t.verify("not a jwt").is_err());
         // The key file is private.
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(dir.path().join("tokens/signing-key.pem"))
+        let mode = std::fs::metadata(dir.path().join("secrets/_global").join(KEY_SECRET))
             .unwrap()
             .permissions()
             .mode();
@@ -529,5 +527,49 @@ mod tests {
         // Debug never shows the key.
         let shown = format!("{t:?}");
         assert!(!shown.contains("PRIVATE"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn a_key_where_earlier_versions_kept_it_is_moved_into_the_store() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join(LEGACY_KEY_FILE);
+        std::fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+        let (_, pem) = SigningKey::generate().unwrap();
+        std::fs::write(&legacy, pem.expose()).unwrap();
+        std::fs::set_permissions(&legacy, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let old = SigningKey::from_pem(pem.expose(), "test").unwrap().id;
+
+        // Adopted: tokens it signed stay good, and it is the store's secret now.
+        let t = tokens(dir.path()).await;
+        assert_eq!(t.key_id(), old);
+        let name = secret_name().unwrap();
+        let stored = store(dir.path())
+            .get(Scope::Global, &name)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.expose(), pem.expose());
+        assert!(
+            !legacy.exists(),
+            "the old file is gone once the store holds the key"
+        );
+
+        // Rotated away, it never comes back: a later start reads the store.
+        let new = t.rotate().await.unwrap();
+        assert_eq!(tokens(dir.path()).await.key_id(), new);
+
+        // A damaged key file is refused, not replaced by a new key.
+        let other = tempfile::tempdir().unwrap();
+        let legacy = other.path().join(LEGACY_KEY_FILE);
+        std::fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+        std::fs::write(&legacy, b"not a key").unwrap();
+        let err = Tokens::open(store(other.path()), Some(legacy.clone()))
+            .await
+            .unwrap_err();
+        assert!(err.0.contains("token signing key"), "{err}");
+        assert!(legacy.exists());
+        let none = store(other.path()).get(Scope::Global, &name).await.unwrap();
+        assert!(none.is_none());
     }
 }

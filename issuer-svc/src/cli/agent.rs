@@ -32,8 +32,8 @@ use super::client::{
 };
 use super::trust::{read_held_bundle, Expected, Refusal, Verified};
 use crate::error::AppError;
+use crate::files::{create_private_dir, write_private, write_public};
 use crate::proto::{IssueCertificateRequest, IssuedCertificate};
-use crate::serve::bootstrap::{create_private_dir, write_private, write_public};
 
 /// The longest pause between reconnects.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

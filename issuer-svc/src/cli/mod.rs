@@ -16,8 +16,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use self::client::issue_remote;
 use self::local::{issue_local, validate};
 use crate::error::{AppError, Context};
+use crate::files::{write_private, write_public};
 use crate::serve::args::ServeArgs;
-use crate::serve::bootstrap::{write_private, write_public};
 
 const EXAMPLES: &str = "\
 Examples:

@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 
 use super::client::{connect, refused, ConnArgs};
 use crate::error::AppError;
+use crate::files::write_private;
 use crate::proto::{CreateTokenRequest, RotateTokenKeyRequest};
-use crate::serve::bootstrap::write_private;
 
 #[derive(Debug, Args)]
 pub(crate) struct TokenArgs {

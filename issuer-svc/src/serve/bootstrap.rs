@@ -17,9 +17,8 @@
 //! every other's admin and presents a certificate clients verify with the same `ca.pem`.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -30,6 +29,7 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 
 use crate::error::{AppError, Context};
+use crate::files::{create_private_dir, write_private, write_public};
 
 /// The common name of the bootstrap admin client certificate; it may do everything.
 pub(crate) const ADMIN_CN: &str = "meshca-admin";
@@ -230,11 +230,9 @@ impl BootstrapPaths {
             write_private(&staged.ca_key, ca.key.as_bytes())?;
             write_public(&staged.ca, ca.cert.as_bytes())?;
             staged.renew_leaves(Renew::AtStart)?;
-            fs::File::open(&tmp)
-                .and_then(|d| d.sync_all())
-                .ctx(|| format!("cannot sync {}", tmp.display()))?;
+            ca_core::fsutil::sync_dir(&tmp)?;
             fs::rename(&tmp, &self.dir).ctx(|| format!("cannot create {}", self.dir.display()))?;
-            sync_dir(parent);
+            ca_core::fsutil::sync_dir(parent)?;
         }
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
             .ctx(|| format!("cannot restrict {}", self.dir.display()))?;
@@ -490,141 +488,6 @@ fn lacks_names(cert: &Path, wanted: &[String]) -> Option<&'static str> {
         .then_some("lacks a --server-name")
 }
 
-/// Refuses a data directory someone else could have filled before meshca first ran: `dir`, or
-/// its `tls/`, `secrets/` or `tokens/`, writable by group or others or owned by another user,
-/// with anything in it. A CA found there would be adopted as meshca's own, and whoever planted
-/// it could sign admin certificates. An empty open directory of ours is made 0700 and used.
-/// `adopt` (`--adopt-open-data-dir`) takes such a directory as it is, with a warning.
-pub(crate) fn check_data_dir(dir: &Path, adopt: bool) -> Result<(), AppError> {
-    let me = rustix::process::geteuid().as_raw();
-    for d in [
-        dir.to_owned(),
-        dir.join("tls"),
-        dir.join("secrets"),
-        dir.join("tokens"),
-    ] {
-        let Ok(meta) = fs::metadata(&d) else {
-            continue;
-        };
-        let mode = meta.permissions().mode() & 0o7777;
-        let open = mode & 0o022 != 0;
-        let foreign = meta.uid() != me;
-        if !open && !foreign {
-            continue;
-        }
-        let why = if foreign {
-            format!("is owned by uid {}, not meshca's uid {me}", meta.uid())
-        } else {
-            format!("is writable by group or others (mode {:o})", mode & 0o777)
-        };
-        let is_empty = |d: &Path| fs::read_dir(d).is_ok_and(|mut e| e.next().is_none());
-        if !foreign && is_empty(&d) {
-            // Ours and empty: close it, then look again, so nothing slips in between.
-            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
-                .ctx(|| format!("cannot restrict {}", d.display()))?;
-            if is_empty(&d) {
-                tracing::warn!(dir = %d.display(), "directory {why} but empty; made it 0700");
-                continue;
-            }
-        }
-        if adopt {
-            tracing::warn!(dir = %d.display(), "directory {why} and holds files; using it as it is because of --adopt-open-data-dir");
-            if !foreign {
-                fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
-                    .ctx(|| format!("cannot restrict {}", d.display()))?;
-            }
-            continue;
-        }
-        return Err(AppError(format!(
-            "data directory {} {why} and already holds files: someone else may have put a CA or keys there, and meshca would adopt them as its own. Check what is in it (tls/ca.pem, secrets/), then make it yours and private (chown to uid {me}, chmod 700), remove it to start afresh, or pass --adopt-open-data-dir to use it as it is",
-            d.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Creates `dir` (and its parents) readable by the owner only; an existing directory that others
-/// can read is reported.
-pub(crate) fn create_private_dir(dir: &Path) -> Result<(), AppError> {
-    if dir.is_dir() {
-        if let Ok(meta) = fs::metadata(dir) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(dir = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "directory holding keys is open to other users; chmod 700 it");
-            }
-        }
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .ctx(|| format!("cannot create {}", dir.display()))
-}
-
-/// Warns about key files under `dir` (two levels deep) that other users can read.
-pub(crate) fn warn_open_keys(dir: &Path) {
-    let mut stack = vec![(dir.to_owned(), 0)];
-    while let Some((d, depth)) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(meta) = e.metadata() else { continue };
-            let path = e.path();
-            if meta.is_dir() && depth < 2 {
-                stack.push((path, depth + 1));
-            } else if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
-                let name = path.to_string_lossy();
-                if name.ends_with("-key.pem") || name.contains("/secrets/") {
-                    tracing::warn!(file = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "key file is readable by other users; chmod 600 it");
-                }
-            }
-        }
-    }
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Writes a key file readable by the owner only (created 0600, never widened), atomically.
-pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), AppError> {
-    write_atomic(path, data, 0o600)
-}
-
-/// Writes a certificate file (0644), atomically.
-pub(crate) fn write_public(path: &Path, data: &[u8]) -> Result<(), AppError> {
-    write_atomic(path, data, 0o644)
-}
-
-/// Temporary file created with `mode`, written, fsynced, renamed over `path`; then the directory
-/// is fsynced. A reader sees the old file or the new one, never half of one.
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), AppError> {
-    let tmp = write_temp(path, data, mode)?;
-    fs::rename(&tmp, path).ctx(|| format!("cannot write {}", path.display()))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")));
-    Ok(())
-}
-
-/// Writes `data` in full (fsynced, created with `mode`) to a temporary file next to `path`, named
-/// for this process so that two processes writing the same path never share one; returns it.
-pub(crate) fn write_temp(path: &Path, data: &[u8], mode: u32) -> Result<PathBuf, AppError> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .ctx(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .ctx(|| format!("cannot write {}", tmp.display()))?;
-    Ok(tmp)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,50 +594,6 @@ mod tests {
         let (life, renewed) = admin_life(&paths);
         assert_ne!(renewed, short);
         assert_eq!(life, 24 * 3600 + 60);
-    }
-
-    #[test]
-    fn an_open_data_dir_with_files_is_refused_unless_adopted() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        // Someone made it 0777 and planted a CA in it.
-        fs::create_dir(&data).unwrap();
-        fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).unwrap();
-        BootstrapPaths::new(&data).ensure().unwrap();
-        fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).unwrap();
-        let err = check_data_dir(&data, false).unwrap_err().0;
-        assert!(
-            err.contains("writable by group or others (mode 777)"),
-            "{err}"
-        );
-        assert!(err.contains("--adopt-open-data-dir"), "{err}");
-        assert_eq!(
-            fs::metadata(&data).unwrap().permissions().mode() & 0o777,
-            0o777
-        );
-        // tls/ open inside a private data directory: refused too.
-        fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
-        fs::set_permissions(data.join("tls"), fs::Permissions::from_mode(0o775)).unwrap();
-        let err = check_data_dir(&data, false).unwrap_err().0;
-        assert!(err.contains("tls"), "{err}");
-        // The explicit flag adopts it, and closes it.
-        check_data_dir(&data, true).unwrap();
-        assert_eq!(
-            fs::metadata(data.join("tls")).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-        check_data_dir(&data, false).unwrap();
-        // An empty open directory is just closed.
-        let empty = dir.path().join("empty");
-        fs::create_dir(&empty).unwrap();
-        fs::set_permissions(&empty, fs::Permissions::from_mode(0o777)).unwrap();
-        check_data_dir(&empty, false).unwrap();
-        assert_eq!(
-            fs::metadata(&empty).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-        // Nothing there yet: fine.
-        check_data_dir(&dir.path().join("absent"), false).unwrap();
     }
 
     #[test]

@@ -10,16 +10,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ca_core::{Created, DirectorySecretStore, SecretName, SecretStore, SourcePolicy};
+use ca_core::{Created, DirectorySecretStore, Scope, SecretName, SecretStore, SourcePolicy};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use store_kubernetes::KubernetesSecretStore;
 use tokio::net::TcpListener;
 
 use crate::api::authz::{AuthzSource, OperatorRoots, Policy, SharedPolicy};
 use crate::api::service::IssuerService;
-use crate::api::token::{KeyHome, Tokens};
+use crate::api::token::{Tokens, LEGACY_KEY_FILE};
 use crate::api::watches::WatchLimit;
+use crate::data_dir::{check_data_dir, warn_open_keys};
 use crate::error::{AppError, Context};
+use crate::files::create_private_dir;
 use crate::limits::{
     CERTIFIED_IDLE_TIMEOUT, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT,
     MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE,
@@ -27,9 +29,7 @@ use crate::limits::{
 use crate::proto::issuer_server::IssuerServer;
 use crate::reload::{ConfigSource, Reloader};
 use crate::serve::args::{ServeArgs, StoreKind};
-use crate::serve::bootstrap::{
-    check_data_dir, create_private_dir, keep_admin_fresh, warn_open_keys, BootstrapPaths, CaPem,
-};
+use crate::serve::bootstrap::{keep_admin_fresh, BootstrapPaths, CaPem};
 use crate::serve::conn::{ConnLayer, ConnLimits, Connections};
 use crate::serve::http::Metrics;
 use crate::serve::tls::{provider, read_certs, read_key};
@@ -38,7 +38,7 @@ use meshca::{Limits, Manager, RotationPolicy, DEFAULT_BUNDLE_REFRESH};
 /// At most this many `--server-name`s.
 const MAX_SERVER_NAMES: usize = 16;
 
-/// The global Secret holding the bootstrap TLS CA with `--store kubernetes`.
+/// The global secret holding the bootstrap TLS CA with `--store kubernetes`.
 const BOOTSTRAP_SECRET: &str = "meshca-bootstrap-tls";
 
 /// A certificate chain and its key.
@@ -54,7 +54,7 @@ struct Checked {
 
 pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     let checked = check(&a)?;
-    let (store, kubernetes) = open_store(&a).await?;
+    let (store, own) = open_store(&a).await?;
 
     let metrics = Arc::new(Metrics::default());
     // The library, started: it owns the rotation scheduler and the background work (bundle
@@ -90,9 +90,10 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         );
         (None, Policy::default(), None)
     } else {
-        let seed = match &kubernetes {
-            Some(store) => Some(shared_bootstrap_ca(store).await?),
-            None => None,
+        // Replicas on Kubernetes share one bootstrap CA; on a VM it is the data directory's own.
+        let seed = match a.store {
+            StoreKind::Kubernetes => Some(shared_bootstrap_ca(&*own).await?),
+            StoreKind::File => None,
         };
         let (roots, policy, chain_key) = operators_and_server_cert(
             &a,
@@ -112,13 +113,8 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     tokio::spawn(reloader.run(a.reload_interval));
     let scheduler = running.scheduler().clone();
 
-    let tokens = Arc::new(
-        Tokens::open(match &kubernetes {
-            Some(store) => KeyHome::Kubernetes(KubernetesSecretStore::clone(store)),
-            None => KeyHome::File(a.data_dir.join("tokens").join("signing-key.pem")),
-        })
-        .await?,
-    );
+    let legacy_key = (a.store == StoreKind::File).then(|| a.data_dir.join(LEGACY_KEY_FILE));
+    let tokens = Arc::new(Tokens::open(own, legacy_key).await?);
     tokio::spawn(tokens.clone().follow(a.reload_interval));
 
     let tls = match (server_tls, &operator_roots) {
@@ -205,19 +201,20 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
     Ok(())
 }
 
-/// The secret store `--store` names. Kubernetes is reached once (a read) before the data
-/// directory is created, so a missing API or Role is reported as such and nothing is written.
+/// The secret store `--store` names, for the meshes' secrets, and the one for meshca's own
+/// global secrets (bootstrap TLS CA, token signing key): the same store, or with
+/// `--own-namespace` the Kubernetes store of that namespace. Kubernetes is reached once (a read)
+/// before the data directory is created, so a missing API or Role is reported as such and
+/// nothing is written.
 async fn open_store(
     a: &ServeArgs,
-) -> Result<(Arc<dyn SecretStore>, Option<Arc<KubernetesSecretStore>>), AppError> {
+) -> Result<(Arc<dyn SecretStore>, Arc<dyn SecretStore>), AppError> {
     check_data_dir(&a.data_dir, a.adopt_open_data_dir)?;
-    let opened: (Arc<dyn SecretStore>, _) = match a.store {
+    let opened: (Arc<dyn SecretStore>, Arc<dyn SecretStore>) = match a.store {
         StoreKind::File => {
             create_private_dir(&a.data_dir)?;
-            (
-                Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?),
-                None,
-            )
+            let store = Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
+            (store.clone(), store)
         }
         StoreKind::Kubernetes => {
             let ns = a
@@ -233,12 +230,12 @@ async fn open_store(
                 Some(own) => Arc::new(KubernetesSecretStore::connect(own).await.map_err(failed)?),
                 None => store.clone(),
             };
-            own.get_global(&bootstrap_secret_name()?)
+            own.get(Scope::Global, &bootstrap_secret_name()?)
                 .await
                 .map_err(failed)?;
             tracing::info!(namespace = %ns, own_namespace = %own.namespace(), "secrets in Kubernetes");
             create_private_dir(&a.data_dir)?;
-            (store as Arc<dyn SecretStore>, Some(own))
+            (store, own)
         }
     };
     warn_open_keys(&a.data_dir);
@@ -345,23 +342,19 @@ fn bootstrap_secret_name() -> Result<SecretName, AppError> {
     SecretName::new(BOOTSTRAP_SECRET).ctx(|| "secret name".into())
 }
 
-/// The bootstrap TLS CA every replica shares: read from the Kubernetes store, or made here and
-/// created there if absent (of replicas starting at once, one wins and all use its CA).
-async fn shared_bootstrap_ca(store: &KubernetesSecretStore) -> Result<CaPem, AppError> {
+/// The bootstrap TLS CA every replica shares: the global secret [`BOOTSTRAP_SECRET`] of `store`,
+/// or made here and created there if absent (of replicas starting at once, one wins and all use
+/// its CA).
+async fn shared_bootstrap_ca(store: &dyn SecretStore) -> Result<CaPem, AppError> {
     let name = bootstrap_secret_name()?;
-    let what = format!("Secret {}/{BOOTSTRAP_SECRET}", store.namespace());
-    let existing = store
-        .get_global(&name)
-        .await
-        .map_err(|e| AppError(ca_core::error_chain(&e)))?;
-    let value = match existing {
+    let what = store.location(Scope::Global, &name);
+    let value = match store.get(Scope::Global, &name).await? {
         Some(v) => v,
         None => {
             let fresh = CaPem::generate()?;
             let (v, created) = store
-                .create_global_if_absent(&name, fresh.to_bundle().as_bytes())
-                .await
-                .map_err(|e| AppError(ca_core::error_chain(&e)))?;
+                .create_if_absent(Scope::Global, &name, fresh.to_bundle().as_bytes())
+                .await?;
             if created == Created::Ours {
                 tracing::info!(secret = %what, "created the shared bootstrap TLS CA");
             }

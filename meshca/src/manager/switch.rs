@@ -62,7 +62,12 @@ impl Manager {
         enabled: Option<&Arc<ActiveBackend>>,
     ) -> Option<Previous> {
         let name = switch_record_name(&mesh.name)?;
-        let record = self.ctx.store.get(&mesh.name, &name).await.ok()??;
+        let record = self
+            .ctx
+            .store
+            .get(ca_core::Scope::Mesh(&mesh.name), &name)
+            .await
+            .ok()??;
         let (backend_name, keep_until) = parse_switch_record(record.expose_str()?)?;
         if keep_until <= SystemTime::now()
             || enabled.is_some_and(|e| e.name.as_str() == backend_name)
@@ -127,7 +132,10 @@ impl Manager {
             ),
             None => "none\n".to_owned(),
         };
-        self.ctx.store.put(&new.name, &name, value.as_bytes()).await
+        self.ctx
+            .store
+            .put(ca_core::Scope::Mesh(&new.name), &name, value.as_bytes())
+            .await
     }
 
     /// Ends switches whose old backend is no longer needed: every watched identity moved to the
