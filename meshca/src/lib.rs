@@ -54,9 +54,9 @@ mod running;
 // The Mesh model and what issuing, storing and validating speak in.
 pub use ca_core::{
     config, AllowedUpstreams, BackendName, Created, DataSource, DirectorySecretStore, Error,
-    ErrorKind, Identity, IssuedCertificate, KeyType, MeshName, OverlaySecretStore, SecretBytes,
-    SecretName, SecretStore, SourcePolicy, TestCertificate, TrustBundle, Upstream, Violation,
-    Violations,
+    ErrorKind, Identity, IssuedCertificate, KeyType, MeshName, OverlaySecretStore, Scope,
+    SecretBytes, SecretName, SecretStore, SourcePolicy, TestCertificate, TrustBundle, Upstream,
+    Violation, Violations,
 };
 // What a backend of the control plane's own is written with (README: "Write your own backend").
 pub use ca_core::{
