@@ -243,8 +243,14 @@ fn rotations_under_traffic(ka: u16, kb: u16, agents: [&Agent; 2], a_certs: &Path
         "rotations: serials a: {:?}, b: {:?}",
         serials[0], serials[1]
     );
+    // The agent logs a write after its files are in place (each synced), so the newest serial
+    // can be on disk a moment before its log line is read: wait for the lines.
     for (agent, before) in agents.iter().zip(writes_before) {
-        assert!(agent.writes() >= before + ROTATIONS, "{:?}", agent.lines());
+        wait_until(
+            "the agents to report every rotation they wrote",
+            Duration::from_secs(5),
+            || agent.writes() >= before + ROTATIONS,
+        );
     }
     // nginx KB reloaded: it presents the certificate its agent wrote last.
     wait_until(
