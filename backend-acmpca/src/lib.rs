@@ -14,7 +14,8 @@
 //!   The region is the ARN's; the endpoint the SDKs' `AWS_ENDPOINT_URL_ACM_PCA` /
 //!   `AWS_ENDPOINT_URL`.
 //! - The trust bundle is `caCert`, or, without it, the root of
-//!   `GetCertificateAuthorityCertificate` (cached for [`BUNDLE_TTL`]).
+//!   `GetCertificateAuthorityCertificate`, fetched on every call: whoever holds the backend keeps
+//!   it ([`ca_core::CachedBundle`]; the meshca manager does).
 //! - AWS errors become messages that say what to fix (the IAM action a policy lacks, a CA that is
 //!   not `ACTIVE`, an ARN of another region).
 
@@ -38,8 +39,8 @@ use aws_sdk_acmpca::primitives::Blob;
 use aws_sdk_acmpca::types::{SigningAlgorithm, Validity, ValidityPeriodType};
 use ca_core::x509::{anchors_of, is_self_issued, parse_pem_certs};
 use ca_core::{
-    BackendName, BundleCache, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore,
-    SourcePolicy, TrustBundle, UncheckedCertificate, Violations,
+    BackendName, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore, SourcePolicy,
+    TrustBundle, UncheckedCertificate, Violations,
 };
 use meshca_aws::behavior_version;
 use rustls_pki_types::CertificateDer;
@@ -61,9 +62,6 @@ pub const END_ENTITY_TEMPLATE: &str = "arn:aws:acm-pca:::template/EndEntityCerti
 
 /// How long `DescribeCertificateAuthority` (the CA's key algorithm and status) is reused.
 pub const DESCRIBE_TTL: Duration = Duration::from_secs(300);
-
-/// How long a trust bundle fetched with `GetCertificateAuthorityCertificate` is reused.
-pub const BUNDLE_TTL: Duration = Duration::from_secs(300);
 
 /// ACM PCA's longest `IdempotencyToken`.
 const MAX_IDEMPOTENCY_TOKEN: usize = 36;
@@ -116,7 +114,6 @@ pub struct AcmpcaCa {
     /// `caCert`, when configured.
     configured: Option<TrustBundle>,
     /// Else the CA's chain as fetched.
-    fetched: BundleCache,
     credentials: Option<Credentials>,
     sdk: Option<SdkConfig>,
     client: tokio::sync::OnceCell<aws_sdk_acmpca::Client>,
@@ -222,7 +219,6 @@ impl AcmpcaCa {
             name: name.to_string(),
             arn,
             configured,
-            fetched: BundleCache::new(BUNDLE_TTL),
             credentials,
             sdk: None,
             client: tokio::sync::OnceCell::new(),
@@ -527,16 +523,8 @@ impl CertificateAuthority for AcmpcaCa {
         &self.name
     }
 
+    /// `caCert`, else fetched every time: the caller keeps it ([`ca_core::CachedBundle`]).
     async fn trust_bundle(&self) -> Result<TrustBundle, Error> {
-        if let Some(b) = &self.configured {
-            return Ok(b.clone());
-        }
-        self.fetched
-            .get_or_refresh(|| self.refresh_trust_bundle())
-            .await
-    }
-
-    async fn refresh_trust_bundle(&self) -> Result<TrustBundle, Error> {
         if let Some(b) = &self.configured {
             return Ok(b.clone());
         }
@@ -546,7 +534,6 @@ impl CertificateAuthority for AcmpcaCa {
                 self.arn.text
             ))
         })?;
-        self.fetched.store(&bundle);
         Ok(bundle)
     }
 
@@ -577,7 +564,7 @@ impl CertificateAuthority for AcmpcaCa {
         .await?;
         match &self.configured {
             Some(b) => self.check_ca_cert(b).await,
-            None => self.refresh_trust_bundle().await.map(|_| ()),
+            None => self.trust_bundle().await.map(|_| ()),
         }
     }
 }

@@ -10,8 +10,9 @@
 //!   of its TTL), a client certificate (`auth/cert/login`), AWS IAM (`auth/aws/login`, a SigV4
 //!   signed `sts:GetCallerIdentity` with credentials from the default AWS chain), or not at all
 //!   behind a Vault agent (`agentAddress`).
-//! - The trust bundle comes from the mount (`ca/pem` and `ca_chain`), cached for
-//!   [`BUNDLE_TTL`]; one Vault request per certificate.
+//! - The trust bundle comes from the mount (`ca/pem` and `ca_chain`), fetched on every call:
+//!   whoever holds the backend keeps it ([`ca_core::CachedBundle`]; the meshca manager does), so
+//!   there is one Vault request per certificate.
 //! - Vault's `{"errors": [...]}` becomes a message that says what to fix (the policy, the role's
 //!   `allowed_uri_sans`, `require_cn`, a sealed Vault, a TLS failure).
 //!
@@ -38,8 +39,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use ca_core::{
-    BackendName, BundleCache, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore,
-    SourcePolicy, TrustBundle, UncheckedCertificate, Violations,
+    BackendName, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore, SourcePolicy,
+    TrustBundle, UncheckedCertificate, Violations,
 };
 use reqwest::Method;
 use serde_json::Value;
@@ -50,9 +51,6 @@ use crate::secret::Token;
 
 pub use conf::{AwsAuthType, VaultAuth, VaultConf, VaultMode};
 pub use factory::VaultFactory;
-
-/// How long a fetched trust bundle is used before it is fetched again.
-pub const BUNDLE_TTL: Duration = Duration::from_secs(300);
 
 /// Timeouts and lifetime of one backend (a token that cannot live `lifetime` is a
 /// [`health`](CertificateAuthority::health) problem).
@@ -65,7 +63,6 @@ pub struct VaultCa {
     client: Client,
     auth: Arc<Auth>,
     timing: Timing,
-    bundle: BundleCache,
     warnings: Vec<String>,
 }
 
@@ -232,7 +229,6 @@ impl VaultCa {
             client,
             auth,
             timing,
-            bundle: BundleCache::new(BUNDLE_TTL),
             warnings,
         })
     }
@@ -321,16 +317,9 @@ impl CertificateAuthority for VaultCa {
         &self.name
     }
 
+    /// Fetched from the mount every time: the caller keeps it ([`ca_core::CachedBundle`]).
     async fn trust_bundle(&self) -> Result<TrustBundle, Error> {
-        self.bundle
-            .get_or_refresh(|| self.refresh_trust_bundle())
-            .await
-    }
-
-    async fn refresh_trust_bundle(&self) -> Result<TrustBundle, Error> {
-        let bundle = self.fetch_bundle().await?;
-        self.bundle.store(&bundle);
-        Ok(bundle)
+        self.fetch_bundle().await
     }
 
     async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {

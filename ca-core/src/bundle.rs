@@ -1,9 +1,8 @@
 //! [`TrustBundle`]: the certificates data planes trust, and chain verification against them.
 
 use std::fmt;
-use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 
@@ -23,72 +22,6 @@ pub struct TrustBundle {
     anchors: Arc<[rustls_pki_types::TrustAnchor<'static>]>,
     /// `pathLenConstraint` of each anchor, same order (`None`: unconstrained).
     path_lens: Arc<[Option<usize>]>,
-}
-
-/// A trust bundle fetched from an upstream, reused for a while: what a remote backend's
-/// `trust_bundle` answers from, and `refresh_trust_bundle` fills. Callers that find it expired
-/// together wait for one fetch instead of each asking the upstream.
-pub struct BundleCache {
-    ttl: Duration,
-    slot: Mutex<Option<(TrustBundle, Instant)>>,
-    gate: tokio::sync::Mutex<()>,
-}
-
-impl fmt::Debug for BundleCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BundleCache")
-            .field("ttl", &self.ttl)
-            .field("fresh", &self.fresh().is_some())
-            .finish()
-    }
-}
-
-impl BundleCache {
-    /// An empty cache whose bundles are reused for `ttl`.
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            slot: Mutex::new(None),
-            gate: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// The bundle stored less than the TTL ago.
-    pub fn fresh(&self) -> Option<TrustBundle> {
-        self.slot
-            .lock()
-            .ok()?
-            .as_ref()
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(b, _)| b.clone())
-    }
-
-    /// Stores `bundle` as fetched now.
-    pub fn store(&self, bundle: &TrustBundle) {
-        if let Ok(mut slot) = self.slot.lock() {
-            *slot = Some((bundle.clone(), Instant::now()));
-        }
-    }
-
-    /// The fresh bundle, else the one `refresh` fetches (and stores), fetched once however many
-    /// callers wait for it.
-    ///
-    /// # Errors
-    /// `refresh`'s.
-    pub async fn get_or_refresh<F, Fut>(&self, refresh: F) -> Result<TrustBundle, Error>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<TrustBundle, Error>>,
-    {
-        if let Some(b) = self.fresh() {
-            return Ok(b);
-        }
-        let _gate = self.gate.lock().await;
-        if let Some(b) = self.fresh() {
-            return Ok(b);
-        }
-        refresh().await
-    }
 }
 
 /// The extended key usage a chain is verified for.
@@ -282,52 +215,5 @@ impl webpki::ExtendedKeyUsageValidator for ClientAndServerAuth {
             #[allow(deprecated)]
             Err(webpki::Error::RequiredEkuNotFound)
         }
-    }
-}
-
-#[cfg(test)]
-mod cache_tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-
-    fn bundle() -> TrustBundle {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        TrustBundle::new(vec![cert.der().clone()]).unwrap()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn waiting_callers_share_one_fetch_until_the_ttl_ends() {
-        let cache = Arc::new(BundleCache::new(Duration::from_secs(3600)));
-        let fetches = Arc::new(AtomicUsize::new(0));
-        let b = bundle();
-        let mut tasks = Vec::new();
-        for _ in 0..16 {
-            let (cache, fetches, b) = (cache.clone(), fetches.clone(), b.clone());
-            tasks.push(tokio::spawn(async move {
-                let c = cache.clone();
-                cache
-                    .get_or_refresh(|| async move {
-                        fetches.fetch_add(1, Ordering::SeqCst);
-                        tokio::task::yield_now().await;
-                        c.store(&b);
-                        Ok(b)
-                    })
-                    .await
-                    .unwrap()
-            }));
-        }
-        for t in tasks {
-            assert_eq!(t.await.unwrap().certs(), b.certs());
-        }
-        assert_eq!(fetches.load(Ordering::SeqCst), 1);
-
-        let expired = BundleCache::new(Duration::ZERO);
-        expired.store(&b);
-        assert!(expired.fresh().is_none());
-        assert!(cache.fresh().is_some());
     }
 }

@@ -16,6 +16,7 @@
 mod authority;
 mod bundle;
 pub mod ca;
+mod cached;
 pub mod config;
 pub mod datasource;
 pub mod duration;
@@ -41,7 +42,8 @@ pub mod x509;
 pub(crate) mod test_util;
 
 pub use authority::CertificateAuthority;
-pub use bundle::{BundleCache, ChainUsage, TrustBundle};
+pub use bundle::{ChainUsage, TrustBundle};
+pub use cached::CachedBundle;
 pub use datasource::{
     AwsSecretRef, AwsSecretsManager, Created, DataSource, FetchError, Scope, SecretStore,
     SourcePolicy,

@@ -7,14 +7,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_trait::async_trait;
 use ca_core::{
-    issue_certificate, BackendName, CertificateAuthority, CommonNameTemplate, Error,
-    IdempotencyKey, Identity, IssueParams, IssueRequest, IssuedCertificate, KeySource, KeyType,
-    SecretName, TrustBundle, UncheckedCertificate,
+    issue_certificate, BackendName, CachedBundle, CommonNameTemplate, Error, IdempotencyKey,
+    Identity, IssueParams, IssuedCertificate, KeySource, KeyType, TrustBundle,
 };
 use tokio::sync::Semaphore;
 
@@ -396,90 +394,6 @@ impl Guard {
                 timeout: backend.request_timeout,
             }),
         }
-    }
-}
-
-/// A backend whose trust bundle is kept, not fetched for every certificate: for a remote backend
-/// (Vault, ACM PCA) `trust_bundle()` is an upstream call. The first call fills the cache;
-/// [`refresh`](Self::refresh) fetches it again — the manager calls it periodically, and core
-/// (through `refresh_trust_bundle`) when an issued certificate does not chain to the cached one.
-#[derive(Debug)]
-pub(crate) struct CachedBundle {
-    inner: Arc<dyn CertificateAuthority>,
-    cache: RwLock<Option<TrustBundle>>,
-}
-
-impl CachedBundle {
-    /// Wraps `inner`.
-    pub(crate) fn new(inner: Arc<dyn CertificateAuthority>) -> Self {
-        Self {
-            inner,
-            cache: RwLock::new(None),
-        }
-    }
-
-    /// Fetches the bundle from the backend and keeps it.
-    ///
-    /// # Errors
-    /// The backend's error; the cached bundle stays.
-    pub(crate) async fn refresh(&self) -> Result<TrustBundle, Error> {
-        let fresh = self.inner.refresh_trust_bundle().await?;
-        *self
-            .cache
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fresh.clone());
-        Ok(fresh)
-    }
-
-    fn cached(&self) -> Option<TrustBundle> {
-        self.cache
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-}
-
-#[async_trait]
-impl CertificateAuthority for CachedBundle {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    async fn ensure(&self) -> Result<(), Error> {
-        self.inner.ensure().await
-    }
-
-    async fn trust_bundle(&self) -> Result<TrustBundle, Error> {
-        match self.cached() {
-            Some(b) => Ok(b),
-            None => self.refresh().await,
-        }
-    }
-
-    /// Core calls this when a certificate does not chain to the cached bundle (the upstream CA
-    /// rotated): fetch it again.
-    async fn refresh_trust_bundle(&self) -> Result<TrustBundle, Error> {
-        self.refresh().await
-    }
-
-    async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
-        self.inner.issue(request).await
-    }
-
-    fn used_secrets(&self) -> Vec<SecretName> {
-        self.inner.used_secrets()
-    }
-
-    fn needs_csr(&self) -> bool {
-        self.inner.needs_csr()
-    }
-
-    fn generates_keys(&self) -> bool {
-        self.inner.generates_keys()
-    }
-
-    async fn health(&self) -> Result<(), Error> {
-        self.inner.health().await
     }
 }
 

@@ -60,8 +60,8 @@ pub use ca_core::{
 };
 // What a backend of the control plane's own is written with (README: "Write your own backend").
 pub use ca_core::{
-    BackendFactory, BuildContext, BuildFuture, Built, CertificateAuthority, CommonNameTemplate,
-    IssueRequest, LocalCa, PrivateKey, Registry, UncheckedCertificate,
+    BackendFactory, BuildContext, BuildFuture, Built, CachedBundle, CertificateAuthority,
+    CommonNameTemplate, IssueRequest, LocalCa, PrivateKey, Registry, UncheckedCertificate,
 };
 pub use guard::{
     ActiveBackend, BackendKey, CircuitState, Guard, HealthReport, Limits, NoObserver, Observer,

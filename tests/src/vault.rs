@@ -239,6 +239,20 @@ impl Peer {
         Some(crate::acmpca::moto_sdk(moto, Some(key), "us-east-1"))
     }
 
+    /// The backend of `yaml` as a control plane holds it: built as the registry does, its trust
+    /// bundle kept by [`ca_core::CachedBundle`] (what the meshca manager wraps every backend in).
+    pub async fn held(
+        &self,
+        yaml: &str,
+        lifetime: Duration,
+    ) -> Result<ca_core::CachedBundle, Error> {
+        let ca = self.build(yaml, lifetime).await?;
+        Ok(ca_core::CachedBundle::new(
+            Arc::new(ca),
+            Duration::from_secs(300),
+        ))
+    }
+
     /// Builds the backend from `yaml` as the registry does.
     pub async fn build(&self, yaml: &str, lifetime: Duration) -> Result<VaultCa, Error> {
         let mesh = Mesh::from_yaml(yaml, &crate::all_backends())?;

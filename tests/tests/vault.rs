@@ -62,7 +62,7 @@ async fn one_vault_request_per_certificate_and_no_extra_logins() {
     let peer = Peer::start(Auth::Cert).await;
     peer.mount("default", ISSUE).await;
     let yaml = peer.mesh_yaml("default", "issue", &peer.auth_yaml(Auth::Cert).await, "");
-    let ca = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
     // Not a single request while building.
     assert!(peer.vault.requests().is_empty());
     issue(&ca, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
@@ -102,7 +102,7 @@ async fn renewable_tokens_are_renewed_before_they_end() {
     for ttl in [3u64, 5] {
         let token = peer.token(&format!("{ttl}s"), true, "60s").await;
         let yaml = peer.mesh_yaml("default", "issue", &token_yaml(&token), "");
-        let ca = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+        let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
         peer.vault.clear_requests();
         issue(&ca, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
         let start = Instant::now();
@@ -134,7 +134,7 @@ async fn tokens_that_cannot_live_on_are_reported_before_they_end() {
     // Not renewable: validate says so while the token still works.
     let token = peer.token("3s", false, "").await;
     let yaml = peer.mesh_yaml("default", "issue", &token_yaml(&token), "");
-    let ca = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
     let err = check(&ca).await.unwrap_err();
     assert!(matches!(err, Error::UpstreamRefused { .. }), "{err}");
     assert!(err.to_string().contains("not renewable"), "{err}");
@@ -157,7 +157,7 @@ async fn tokens_that_cannot_live_on_are_reported_before_they_end() {
     // Renewable, but its explicit max TTL stops renewals: reported once a renewal falls short.
     let token = peer.token("3s", true, "4s").await;
     let yaml = peer.mesh_yaml("default", "issue", &token_yaml(&token), "");
-    let ca = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
     issue(&ca, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
     eventually(Duration::from_secs(8), || async {
         match ca.health().await {
@@ -182,7 +182,7 @@ async fn role_and_policy_mistakes_say_what_to_fix() {
         async move {
             let yaml = peer.mesh_yaml("default", "issue", &token_yaml(&token), "");
             let yaml = yaml.replace(&format!("role: {ROLE}\n"), extra);
-            peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap()
+            peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap()
         }
     };
 
@@ -277,7 +277,7 @@ async fn role_and_policy_mistakes_say_what_to_fix() {
     let yaml = peer
         .mesh_yaml("default", "issue", &token_yaml(&token), "")
         .replace("pki: pki-default\n", "pki: pki-brief\n");
-    let ca = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
     let err = check(&ca).await.unwrap_err();
     assert!(
         err.to_string().contains("dpCert.rotation.expiration"),
@@ -291,7 +291,7 @@ async fn sealed_down_and_flaky_vaults() {
     peer.mount("default", ISSUE).await;
     let token = peer.token("1h", true, "").await;
     let yaml = peer.mesh_yaml("default", "issue", &token_yaml(&token), "");
-    let ca = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
     issue(&ca, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
 
     peer.vault.set_sealed(true);
@@ -344,7 +344,7 @@ async fn sealed_down_and_flaky_vaults() {
     // Connections closed before the TLS handshake (a fresh client: no pooled connection) are
     // retried too.
     peer.vault.reset_next(2);
-    let fresh = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let fresh = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
     issue(&fresh, DEFAULT_DP_CERT_EXPIRATION)
         .await
         .unwrap_or_else(|e| panic!("resets: {}", chain(&e)));
@@ -394,7 +394,7 @@ async fn namespaces_route_every_request() {
         &token_yaml(&token),
         "        namespace: team-a\n",
     );
-    let ca = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
     check(&ca).await.unwrap();
     let log = v.requests();
     assert!(!log.is_empty());
@@ -405,7 +405,7 @@ async fn namespaces_route_every_request() {
 
     // Without the namespace the token and the mount are unknown.
     let yaml = peer.mesh_yaml("default", "issue", &token_yaml(&token), "");
-    let ca = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
     let err = check(&ca).await.unwrap_err();
     assert!(matches!(err, Error::UpstreamRefused { .. }), "{err}");
 }
@@ -485,7 +485,7 @@ async fn a_badly_signed_aws_login_fails_at_sts() {
     peer.mount("default", ISSUE).await;
     let yaml = peer.mesh_yaml("default", "issue", &peer.auth_yaml(Auth::Aws).await, "");
     // The right key logs in (moto checks the signature Vault replays) ...
-    let ca = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
     check(&ca).await.unwrap();
     // ... a wrong secret is refused by STS, and the message says where to look.
     let mut bad = peer.aws_key.clone().unwrap();
@@ -630,7 +630,7 @@ async fn behind_a_vault_agent_meshca_sends_no_token() {
         &format!("address: {}\n", peer.vault.address()),
         &format!("agentAddress: {agent_addr}\n"),
     );
-    let ca = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
     check(&ca).await.unwrap_or_else(|e| panic!("{}", chain(&e)));
     // Every request went through the agent; no login, no lookup.
     let paths: Vec<String> = peer

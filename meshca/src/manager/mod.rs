@@ -20,12 +20,13 @@ use std::time::{Duration, SystemTime};
 
 use ca_core::config::{Backend, Mesh};
 use ca_core::{
-    BackendName, CertificateAuthority, Error, IdempotencyKey, Identity, IssuedCertificate,
-    MeshName, SecretStore, SourcePolicy, TestCertificate, TrustBundle, Violations,
+    BackendName, CachedBundle, CertificateAuthority, Error, IdempotencyKey, Identity,
+    IssuedCertificate, MeshName, SecretStore, SourcePolicy, TestCertificate, TrustBundle,
+    Violations,
 };
 use tokio::sync::watch;
 
-use crate::guard::{lock, ActiveBackend, CachedBundle, Guard, Limits, NoObserver, Observer};
+use crate::guard::{lock, ActiveBackend, Guard, Limits, NoObserver, Observer};
 use crate::rotation::policy::RotationPolicy;
 use ca_core::{BuildContext, Registry};
 
@@ -250,6 +251,7 @@ impl ManagerBuilder {
             watched_on: Mutex::default(),
             next_generation: Mutex::new(1),
             apply_lock: tokio::sync::Mutex::new(()),
+            bundle_ttl: self.bundle_refresh,
         }
     }
 }
@@ -271,6 +273,8 @@ pub struct Manager {
     next_generation: Mutex<u64>,
     /// Serializes config changes.
     apply_lock: tokio::sync::Mutex<()>,
+    /// How long each backend's trust bundle is kept (the bundle refresh interval).
+    bundle_ttl: Duration,
 }
 
 // === impl Manager ===
@@ -532,7 +536,7 @@ impl Manager {
         for w in &built.warnings {
             tracing::warn!(mesh = %mesh.name, backend = %backend.name, warning = %w, "backend warning");
         }
-        let ca = Arc::new(CachedBundle::new(built.ca));
+        let ca = Arc::new(CachedBundle::new(built.ca, self.bundle_ttl));
         ca.ensure().await?;
         if !mesh.mtls.as_ref().is_some_and(|m| m.skip_validation) {
             ca_core::validate(
