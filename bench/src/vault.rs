@@ -133,8 +133,9 @@ pub(crate) fn run(args: VaultArgs) -> Result<(), BoxError> {
             let yaml = peer
                 .mesh_yaml(&name, mode, &peer.auth_yaml(Auth::Token).await, "")
                 .replace(&format!("name: {name}\n"), "name: default\n");
+            // Held as the manager holds every backend: its trust bundle kept.
             let ca: Arc<dyn CertificateAuthority> =
-                Arc::new(peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await?);
+                Arc::new(peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await?);
             vault.push((mode, ca));
         }
         println!("meshca-bench vault: {}s per figure, P-256 keys, Vault API test server on 127.0.0.1 (TLS)", args.seconds);

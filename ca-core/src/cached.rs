@@ -1,7 +1,7 @@
 //! [`CachedBundle`]: the one trust-bundle cache, a wrapper around any backend.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -24,7 +24,8 @@ use crate::Error;
 pub struct CachedBundle {
     inner: Arc<dyn CertificateAuthority>,
     ttl: Duration,
-    slot: Mutex<Option<(TrustBundle, Instant)>>,
+    /// Read on every issue, written once per TTL: readers do not wait for each other.
+    slot: RwLock<Option<(TrustBundle, Instant)>>,
     gate: tokio::sync::Mutex<()>,
 }
 
@@ -44,7 +45,7 @@ impl CachedBundle {
         Self {
             inner,
             ttl,
-            slot: Mutex::new(None),
+            slot: RwLock::new(None),
             gate: tokio::sync::Mutex::new(()),
         }
     }
@@ -55,7 +56,7 @@ impl CachedBundle {
     /// The backend's error; the kept bundle stays.
     pub async fn refresh(&self) -> Result<TrustBundle, Error> {
         let fresh = self.inner.refresh_trust_bundle().await?;
-        if let Ok(mut slot) = self.slot.lock() {
+        if let Ok(mut slot) = self.slot.write() {
             *slot = Some((fresh.clone(), Instant::now()));
         }
         Ok(fresh)
@@ -64,7 +65,7 @@ impl CachedBundle {
     /// The bundle kept less than the TTL ago.
     fn fresh(&self) -> Option<TrustBundle> {
         self.slot
-            .lock()
+            .read()
             .ok()?
             .as_ref()
             .filter(|(_, at)| at.elapsed() < self.ttl)
