@@ -104,9 +104,12 @@ impl Built {
 }
 
 /// The backend types a build knows, each with its [`BackendFactory`].
+///
+/// Cheap to clone (the table is shared), so an edge can hand it to every parse it runs off the
+/// async runtime.
 #[derive(Clone, Default)]
 pub struct Registry {
-    factories: BTreeMap<String, Arc<dyn BackendFactory>>,
+    factories: Arc<BTreeMap<String, Arc<dyn BackendFactory>>>,
 }
 
 impl fmt::Debug for Registry {
@@ -132,15 +135,14 @@ impl Registry {
 
     /// Uses `factory` for backends of its type, replacing any other.
     pub fn register(&mut self, factory: Arc<dyn BackendFactory>) {
-        self.factories
-            .insert(factory.backend_type().to_owned(), factory);
+        Arc::make_mut(&mut self.factories).insert(factory.backend_type().to_owned(), factory);
     }
 
     /// Without a factory for `backend_type`: Meshes that use it are told it is not available
     /// (tests of that refusal, builds that must not use a type).
     #[must_use]
     pub fn without(mut self, backend_type: &str) -> Self {
-        self.factories.remove(backend_type);
+        Arc::make_mut(&mut self.factories).remove(backend_type);
         self
     }
 

@@ -18,7 +18,9 @@ pub(super) async fn issue_local(
     csr: Option<&[u8]>,
 ) -> Result<(String, Option<String>, String, String), AppError> {
     let text = crate::files::read_config_file(config, "mesh config")?;
-    let meshes = crate::meshfile::parse_off_runtime(text, &meshca::registry()).await?;
+    // One registry decodes the Mesh and builds its backend.
+    let backends = meshca::registry();
+    let meshes = crate::meshfile::parse_off_runtime(text, &backends).await?;
     let mesh = meshes
         .iter()
         .find(|m| m.name.as_str() == a.mesh)
@@ -37,7 +39,7 @@ pub(super) async fn issue_local(
     };
     let store: Arc<dyn SecretStore> =
         Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
-    let built = meshca::registry()
+    let built = backends
         .build(
             &BuildContext::new(store, meshca::local_sources()),
             &mesh.name,
@@ -96,7 +98,8 @@ pub(super) async fn validate(a: ValidateArgs) -> Result<(), AppError> {
         None => None,
     };
     // The same acceptance path as `serve` (start and reload) uses for a file.
-    let meshes = match crate::meshfile::parse_off_runtime(text, &meshca::registry()).await {
+    let backends = meshca::registry();
+    let meshes = match crate::meshfile::parse_off_runtime(text, &backends).await {
         Ok(m) => m,
         Err(ca_core::Error::InvalidConfig(v)) => {
             println!("{}: INVALID", a.config.display());
@@ -116,7 +119,7 @@ pub(super) async fn validate(a: ValidateArgs) -> Result<(), AppError> {
         None => Arc::new(ca_core::OverlaySecretStore::new(None)),
     };
     // Validation builds over an in-memory overlay of the store: nothing is persisted.
-    let manager = Manager::builder(meshca::registry(), store).build();
+    let manager = Manager::builder(backends, store).build();
     let mut bad = 0;
     for mesh in &meshes {
         let r = crate::api::wire::validation(
