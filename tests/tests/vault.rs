@@ -349,9 +349,16 @@ async fn sealed_down_and_flaky_vaults() {
         .await
         .unwrap_or_else(|e| panic!("resets: {}", chain(&e)));
 
-    // A Vault that is gone.
+    // A Vault that is gone. Dropping the server aborts its task, which the runtime completes
+    // on its own time: wait until it no longer accepts (its connections go with it).
     let address = peer.vault.address();
     drop(peer);
+    let host_port = address.trim_start_matches("https://").trim_end_matches('/');
+    let gone_by = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(host_port).await.is_ok() {
+        assert!(Instant::now() < gone_by, "the test server did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let err = issue(&ca, DEFAULT_DP_CERT_EXPIRATION).await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err}");
     assert!(
