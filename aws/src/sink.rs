@@ -2,6 +2,7 @@
 //! Kong data planes read: one secret `{"cert": "<PEM>"}`, one `{"key": "<PEM>"}` (names and JSON
 //! fields configurable), referenced as `{vault://aws/<name>/<field>}`.
 
+use ca_core::UpstreamError;
 use std::fmt;
 
 use ca_core::Error;
@@ -77,20 +78,22 @@ impl SecretsManagerSink {
     /// Writes the key first (a reader of the cert then finds its key), then the chain.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] naming the secret, the action and AWS's answer.
+    /// [`UpstreamKind::Unavailable`](ca_core::UpstreamKind::Unavailable) naming the secret, the
+    /// action and AWS's answer.
     pub async fn write(&self, chain_pem: &str, key_pem: &str) -> Result<(), Error> {
         self.put(&self.key, key_pem).await?;
         self.put(&self.cert, chain_pem).await
     }
 
     async fn put(&self, target: &SecretTarget, pem: &str) -> Result<(), Error> {
-        let fail = |action: &str, why: String| Error::Unavailable {
-            backend: "aws secrets manager".into(),
-            source: format!(
-                "secretsmanager:{action} on secret `{}`: {why}",
-                target.secret_id
-            )
-            .into(),
+        let fail = |action: &str, why: String| {
+            Error::from(UpstreamError::unavailable(
+                "aws secrets manager",
+                format!(
+                    "secretsmanager:{action} on secret `{}`: {why}",
+                    target.secret_id
+                ),
+            ))
         };
         let region = self
             .client

@@ -1,10 +1,12 @@
 //! ACM PCA's answers turned into errors that say what to fix: the IAM action a policy lacks, a CA
 //! that is not `ACTIVE`, an ARN of another region or account, credentials AWS does not accept.
-//! Misconfiguration is [`Error::UpstreamRefused`]; throttling, 5xx and an unreachable endpoint
-//! (after the retries) are [`Error::Unavailable`].
+//! Misconfiguration is [`UpstreamKind::Refused`](ca_core::UpstreamKind::Refused); throttling, 5xx
+//! and an unreachable endpoint
+//! (after the retries) are [`UpstreamKind::Unavailable`](ca_core::UpstreamKind::Unavailable).
 
 use aws_sdk_acmpca::error::{ProvideErrorMetadata, SdkError};
 use ca_core::Error;
+use ca_core::UpstreamError;
 use meshca_aws::answer::Answer;
 
 use crate::limit::MAX_ATTEMPTS;
@@ -81,47 +83,53 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     pub(crate) fn refused(&self, reason: String) -> Error {
-        Error::UpstreamRefused {
-            backend: self.backend.to_owned(),
-            reason,
-        }
+        Error::from(UpstreamError::refused(self.backend.to_owned(), reason))
     }
 
     pub(crate) fn unavailable(&self, reason: String) -> Error {
-        Error::Unavailable {
-            backend: self.backend.to_owned(),
-            source: reason.into(),
-        }
+        Error::from(UpstreamError::unavailable(self.backend.to_owned(), reason))
     }
 }
 
-/// The error of `op` that failed with `e` (after any retries).
-pub(crate) fn to_error<E>(ctx: &Ctx<'_>, op: Op, e: &SdkError<E>) -> Error
+/// The error of `op` that failed with `e` (after any retries). When no answer came, `e` stays
+/// the error's `source()`.
+pub(crate) fn to_error<E>(ctx: &Ctx<'_>, op: Op, e: SdkError<E>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    SdkError<E>: std::error::Error + Send + Sync + 'static,
 {
     let doing = format!("ACM PCA {} in {}", op.name(), ctx.region);
-    let chain = ca_core::error_chain(e);
-    match e {
+    let unavailable = |what: String, e: SdkError<E>| -> Error {
+        UpstreamError::unavailable(ctx.backend, what)
+            .with_source(e)
+            .into()
+    };
+    match &e {
         SdkError::ServiceError(_) | SdkError::ResponseError(_) => {}
-        SdkError::TimeoutError(_) => {
-            return ctx.unavailable(format!("{doing}: timed out ({chain})"));
-        }
+        SdkError::TimeoutError(_) => return unavailable(format!("{doing}: timed out"), e),
         SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
-            return ctx.unavailable(format!(
-                "{doing}: the endpoint cannot be reached (check the network, a VPC endpoint, \
-                 or AWS_ENDPOINT_URL_ACM_PCA / AWS_ENDPOINT_URL) ({chain})"
-            ));
+            return unavailable(
+                format!(
+                    "{doing}: the endpoint cannot be reached (check the network, a VPC \
+                     endpoint, or AWS_ENDPOINT_URL_ACM_PCA / AWS_ENDPOINT_URL)"
+                ),
+                e,
+            );
         }
-        SdkError::DispatchFailure(_) if chain.to_ascii_lowercase().contains("credential") => {
+        SdkError::DispatchFailure(_)
+            if ca_core::error_chain(&e)
+                .to_ascii_lowercase()
+                .contains("credential") =>
+        {
             return ctx.refused(format!(
-                "{doing}: no AWS credentials from {}: {chain}",
-                ctx.credentials
+                "{doing}: no AWS credentials from {}: {}",
+                ctx.credentials,
+                ca_core::error_chain(&e)
             ));
         }
-        _ => return ctx.unavailable(format!("{doing}: {chain}")),
+        _ => return unavailable(doing, e),
     }
-    let a = Answer::of(e);
+    let a = Answer::of(&e);
     let says = a.says();
     let arn = ctx.arn;
     match a.code.as_str() {

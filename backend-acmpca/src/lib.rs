@@ -25,6 +25,7 @@
 mod errors;
 mod limit;
 
+use ca_core::UpstreamError;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -340,7 +341,7 @@ impl AcmpcaCa {
                     );
                     tokio::time::sleep(delay).await;
                 }
-                _ => return Err(errors::to_error(&self.ctx(), op, &e)),
+                _ => return Err(errors::to_error(&self.ctx(), op, e)),
             }
         }
     }
@@ -446,11 +447,11 @@ impl AcmpcaCa {
             })
             .await?;
         let chain = issued_chain(got.certificate(), got.certificate_chain()).map_err(|e| {
-            Error::Backend {
-                backend: self.name.clone(),
-                context: format!("reading GetCertificate of {cert_arn}"),
-                source: e.into(),
-            }
+            Error::from(UpstreamError::bad_answer(
+                self.name.clone(),
+                format!("reading GetCertificate of {cert_arn}"),
+                e,
+            ))
         })?;
         Ok(UncheckedCertificate::new(chain))
     }
@@ -487,17 +488,13 @@ impl AcmpcaCa {
         timeout: Duration,
         work: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| Error::DeadlineExceeded {
-                operation: format!(
-                    "backend `{}`: {} of {}",
-                    self.name,
-                    op.name(),
-                    self.arn.text
-                ),
+        tokio::time::timeout(timeout, work).await.map_err(|_| {
+            Error::from(UpstreamError::timeout(
+                &self.name,
+                format!("{} of {}", op.name(), self.arn.text),
                 timeout,
-            })?
+            ))
+        })?
     }
 
     /// `caCert` must be the root of the CA's chain.
@@ -541,15 +538,17 @@ impl CertificateAuthority for AcmpcaCa {
         let timeout = self.timing.request_timeout;
         tokio::time::timeout(timeout, self.issue_inner(request))
             .await
-            .map_err(|_| Error::DeadlineExceeded {
-                operation: format!(
-                    "backend `{}`: issuing with ACM PCA {} (rate limit {}/s, retries and \
-                     GetCertificate polls included)",
-                    self.name,
-                    self.arn.text,
-                    self.bucket.limit().per_second
-                ),
-                timeout,
+            .map_err(|_| {
+                Error::from(UpstreamError::timeout(
+                    &self.name,
+                    format!(
+                        "issuing with ACM PCA {} (rate limit {}/s, retries and GetCertificate \
+                         polls included)",
+                        self.arn.text,
+                        self.bucket.limit().per_second
+                    ),
+                    timeout,
+                ))
             })?
     }
 

@@ -13,7 +13,7 @@
 //!   `spec.usages` = digital signature, key encipherment, server auth, client auth.
 //! - The backend then WATCHes the request (bounded by `dpCert.requestTimeout`) until cert-manager
 //!   says `Ready=True` (the certificate), or `Denied`, `InvalidRequest` or `Ready=False/Failed`
-//!   ([`Error::UpstreamRefused`] with cert-manager's reason and message). It does not approve its
+//!   ([`UpstreamKind::Refused`] with cert-manager's reason and message). It does not approve its
 //!   own requests (an approver, cert-manager's default one or approver-policy, must) unless
 //!   `autoApprove: true`: then it sets `Approved=True` itself, which needs `update` on
 //!   `certificaterequests/status` and `approve` on the issuer's `signers` resource. The request
@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use ca_core::{UpstreamError, UpstreamKind};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Mutex;
@@ -290,24 +291,17 @@ impl CertmanagerCa {
     }
 
     fn refused(&self, reason: String) -> Error {
-        Error::UpstreamRefused {
-            backend: self.name.clone(),
-            reason,
-        }
+        Error::from(UpstreamError::refused(self.name.clone(), reason))
     }
 
     fn unavailable(&self, reason: String) -> Error {
-        Error::Unavailable {
-            backend: self.name.clone(),
-            source: reason.into(),
-        }
+        Error::from(UpstreamError::unavailable(self.name.clone(), reason))
     }
 
     /// `doing` failed with `e`: a 403 names the RBAC rule, 5xx / 429 and transport failures are
-    /// [`Error::Unavailable`], other API answers [`Error::UpstreamRefused`].
-    fn kube_error(&self, doing: &str, e: &kube::Error) -> Error {
-        let chain = ca_core::error_chain(e);
-        match e {
+    /// [`UpstreamKind::Unavailable`], other API answers [`UpstreamKind::Refused`].
+    fn kube_error(&self, doing: &str, e: kube::Error) -> Error {
+        match &e {
             kube::Error::Api(s) if s.code == 403 => self.refused(format!(
                 "Kubernetes forbids {doing}: meshca's service account needs a Role in namespace \
                  {} with {RBAC_RULE} (and a RoleBinding to it) ({})",
@@ -331,9 +325,12 @@ impl CertmanagerCa {
                 "the Kubernetes API refused {doing}: {} ({}, {})",
                 s.message, s.reason, s.code
             )),
-            _ => self.unavailable(format!(
-                "{doing}: the Kubernetes API server cannot be reached ({chain})"
-            )),
+            _ => UpstreamError::unavailable(
+                &self.name,
+                format!("{doing}: the Kubernetes API server cannot be reached"),
+            )
+            .with_source(e)
+            .into(),
         }
     }
 
@@ -341,11 +338,14 @@ impl CertmanagerCa {
         self.client
             .get_or_try_init(|| async {
                 kube::Client::try_default().await.map_err(|e| {
-                    self.unavailable(format!(
-                        "no Kubernetes client: neither an in-cluster service account nor a \
-                         kubeconfig is usable ({})",
-                        ca_core::error_chain(&e)
-                    ))
+                    Error::from(
+                        UpstreamError::unavailable(
+                            &self.name,
+                            "no Kubernetes client: neither an in-cluster service account nor a \
+                             kubeconfig is usable",
+                        )
+                        .with_source(e),
+                    )
                 })
             })
             .await
@@ -370,7 +370,7 @@ impl CertmanagerCa {
                 let list = api.list(&lp).await.map_err(|e| {
                     self.kube_error(
                         &format!("list certificaterequests in namespace {}", self.namespace),
-                        &e,
+                        e,
                     )
                 })?;
                 for cr in list.items {
@@ -442,7 +442,7 @@ impl CertmanagerCa {
                         "create a certificaterequest in namespace {}",
                         self.namespace
                     ),
-                    &e,
+                    e,
                 )
             })?;
         let Some(name) = cr.metadata.name.clone() else {
@@ -466,9 +466,12 @@ impl CertmanagerCa {
                 },
             )
             .await;
-            match waited.map_err(|e| self.watch_error(&name, &e)) {
+            match waited.map_err(|e| self.watch_error(&name, e)) {
                 Ok(done) => break done,
-                Err(e @ Error::Unavailable { .. }) if attempt + 1 < WATCH_ATTEMPTS => {
+                Err(e)
+                    if e.upstream_kind() == Some(UpstreamKind::Unavailable)
+                        && attempt + 1 < WATCH_ATTEMPTS =>
+                {
                     attempt += 1;
                     tracing::warn!(backend = %self.name, request = %name,
                         "watching the CertificateRequest failed, watching again: {}", ca_core::error_chain(&e));
@@ -494,10 +497,12 @@ impl CertmanagerCa {
         }
         let chain = decode_pem_field(status.certificate.as_deref())
             .and_then(|pem| issued_chain(&pem))
-            .map_err(|e| Error::Backend {
-                backend: self.name.clone(),
-                context: format!("reading status.certificate of CertificateRequest {name}"),
-                source: e.into(),
+            .map_err(|e| {
+                Error::from(UpstreamError::bad_answer(
+                    self.name.clone(),
+                    format!("reading status.certificate of CertificateRequest {name}"),
+                    e,
+                ))
             })?;
         if self.configured.is_none() {
             if let Some(ca) = status.ca.as_deref().filter(|c| !c.is_empty()) {
@@ -518,7 +523,7 @@ impl CertmanagerCa {
         Ok(UncheckedCertificate::new(chain))
     }
 
-    fn watch_error(&self, name: &str, e: &kube::runtime::wait::Error) -> Error {
+    fn watch_error(&self, name: &str, e: kube::runtime::wait::Error) -> Error {
         let doing = format!(
             "watch certificaterequest {name} in namespace {}",
             self.namespace
@@ -528,7 +533,9 @@ impl CertmanagerCa {
                 kube::runtime::watcher::Error::InitialListFailed(k)
                 | kube::runtime::watcher::Error::WatchStartFailed(k)
                 | kube::runtime::watcher::Error::WatchFailed(k) => self.kube_error(&doing, k),
-                _ => self.unavailable(format!("{doing}: {}", ca_core::error_chain(e))),
+                w => UpstreamError::unavailable(&self.name, doing)
+                    .with_source(w)
+                    .into(),
             },
         }
     }
@@ -558,7 +565,7 @@ impl CertmanagerCa {
             let mut cr = api
                 .get_status(name)
                 .await
-                .map_err(|e| self.approve_error(&doing, &e))?;
+                .map_err(|e| self.approve_error(&doing, e))?;
             let status = cr.status.get_or_insert_with(RequestStatus::default);
             if status
                 .conditions
@@ -580,7 +587,7 @@ impl CertmanagerCa {
             match api.replace_status(name, &PostParams::default(), &cr).await {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(self.approve_error(&doing, &e)),
+                Err(e) => return Err(self.approve_error(&doing, e)),
             }
         }
         Err(self.unavailable(format!(
@@ -588,8 +595,8 @@ impl CertmanagerCa {
         )))
     }
 
-    fn approve_error(&self, doing: &str, e: &kube::Error) -> Error {
-        match e {
+    fn approve_error(&self, doing: &str, e: kube::Error) -> Error {
+        match &e {
             kube::Error::Api(s) if s.code == 403 => self.refused(format!(
                 "Kubernetes forbids meshca to {doing} (autoApprove): its service account needs \
                  update on certificaterequests/status in namespace {} and a ClusterRole with \
@@ -661,7 +668,7 @@ impl CertmanagerCa {
                 },
                 s.message
             ))),
-            Err(e) => Err(self.kube_error(&format!("get the {what}"), &e)),
+            Err(e) => Err(self.kube_error(&format!("get the {what}"), e)),
         }
     }
 }
@@ -698,18 +705,20 @@ impl CertificateAuthority for CertmanagerCa {
                 let _ = tokio::time::timeout(timeout, self.delete(&api, name)).await;
             }
         }
-        out.map_err(|_| Error::DeadlineExceeded {
-            operation: format!(
-                "backend `{}`: CertificateRequest {}/{} was not approved/issued by cert-manager \
-                 in time (is an approver running — cert-manager's default approver or \
-                 approver-policy — and does {} {} exist and is it Ready?)",
-                self.name,
-                self.namespace,
-                name.as_deref().unwrap_or("meshca-…"),
-                self.issuer.kind.as_deref().unwrap_or("Issuer"),
-                self.issuer.name,
-            ),
-            timeout,
+        out.map_err(|_| {
+            Error::from(UpstreamError::timeout(
+                &self.name,
+                format!(
+                    "approving and issuing CertificateRequest {}/{} (is an approver running — \
+                     cert-manager's default approver or approver-policy — and does {} {} exist \
+                     and is it Ready?)",
+                    self.namespace,
+                    name.as_deref().unwrap_or("meshca-…"),
+                    self.issuer.kind.as_deref().unwrap_or("Issuer"),
+                    self.issuer.name,
+                ),
+                timeout,
+            ))
         })?
     }
 
@@ -719,12 +728,12 @@ impl CertificateAuthority for CertmanagerCa {
         let timeout = self.timing.root_chain_timeout;
         tokio::time::timeout(timeout, self.check_issuer())
             .await
-            .map_err(|_| Error::DeadlineExceeded {
-                operation: format!(
-                    "backend `{}`: reading issuer {}",
-                    self.name, self.issuer.name
-                ),
-                timeout,
+            .map_err(|_| {
+                Error::from(UpstreamError::timeout(
+                    &self.name,
+                    format!("reading issuer {}", self.issuer.name),
+                    timeout,
+                ))
             })?
     }
 }

@@ -1,6 +1,7 @@
 //! Vault's answers turned into errors that say what to fix.
 
 use crate::conf::VaultMode;
+use ca_core::UpstreamError;
 use ca_core::{Error, IssueRequest};
 use reqwest::{Method, StatusCode};
 use x509_parser::extensions::GeneralName;
@@ -40,22 +41,21 @@ fn common(
         CallError::Status { status, .. }
             if *status == StatusCode::SERVICE_UNAVAILABLE && e.text().contains("sealed") =>
         {
-            Ok(Error::Unavailable {
-                backend: backend.to_owned(),
-                source: format!(
+            Ok(UpstreamError::unavailable(
+                backend,
+                format!(
                     "Vault at {} is sealed: unseal it (vault operator unseal) ({doing})",
                     conf.address
-                )
-                .into(),
-            })
+                ),
+            )
+            .into())
         }
         CallError::Status { status, .. }
             if status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS =>
         {
-            Ok(Error::Unavailable {
-                backend: backend.to_owned(),
-                source: format!("{doing}: {}", vault_says(&e)).into(),
-            })
+            Ok(UpstreamError::unavailable(backend, doing)
+                .with_source(e)
+                .into())
         }
         CallError::Transport(t) => {
             let hint = if t.contains("certificate") || t.contains("Certificate") {
@@ -63,20 +63,14 @@ fn common(
             } else {
                 ""
             };
-            Ok(Error::Unavailable {
-                backend: backend.to_owned(),
-                source: format!("{doing}: {t}{hint}").into(),
-            })
+            Ok(
+                UpstreamError::unavailable(backend, format!("{doing}{hint}"))
+                    .with_source(e)
+                    .into(),
+            )
         }
-        CallError::Timeout(_) => Ok(Error::DeadlineExceeded {
-            operation: format!("backend `{backend}`: {doing}"),
-            timeout,
-        }),
-        CallError::Decode(d) => Ok(Error::Backend {
-            backend: backend.to_owned(),
-            context: doing.to_owned(),
-            source: d.clone().into(),
-        }),
+        CallError::Timeout(_) => Ok(UpstreamError::timeout(backend, doing, timeout).into()),
+        CallError::Decode(_) => Ok(UpstreamError::bad_answer(backend, doing, e).into()),
         CallError::Status { .. } => Err(e),
     }
 }
@@ -98,10 +92,7 @@ pub(crate) fn call_error(
     let text = e.text();
     let says = vault_says(&e);
     let (pki, role) = (&conf.pki, &conf.role);
-    let refused = |reason: String| Error::UpstreamRefused {
-        backend: backend.to_owned(),
-        reason,
-    };
+    let refused = |reason: String| Error::from(UpstreamError::refused(backend.to_owned(), reason));
     let CallError::Status { status, .. } = &e else {
         return refused(format!("{doing}: {says}"));
     };
@@ -186,10 +177,10 @@ pub(crate) fn auth_error(backend: &str, conf: &Settings, auth: &str, e: AuthErro
     } else {
         format!("check {auth}")
     };
-    Error::UpstreamRefused {
-        backend: backend.to_owned(),
-        reason: format!("{doing} failed: {hint} ({says})"),
-    }
+    Error::from(UpstreamError::refused(
+        backend.to_owned(),
+        format!("{doing} failed: {hint} ({says})"),
+    ))
 }
 
 /// The leaf Vault made has every URI SAN asked for (a role whose `allowed_uri_sans` does not
@@ -225,9 +216,9 @@ pub(crate) fn check_sans(
         .collect();
     if let Some(first) = missing.first() {
         let mesh = request.identity().mesh();
-        return Err(Error::UpstreamRefused {
-            backend: backend.to_owned(),
-            reason: format!(
+        return Err(Error::from(UpstreamError::refused(
+            backend.to_owned(),
+            format!(
                 "Vault's certificate lacks the requested URI SAN {first}{}: role `{role}` must \
                  allow them: vault write {pki}/roles/{role} \
                  allowed_uri_sans=\"spiffe://{mesh}/*,kuma://*\"",
@@ -237,7 +228,7 @@ pub(crate) fn check_sans(
                     String::new()
                 }
             ),
-        });
+        )));
     }
     if conf.mode == VaultMode::Sign {
         let extra_uri = uris
@@ -246,14 +237,14 @@ pub(crate) fn check_sans(
         let extra_dns = others > request.identity().dns_sans().len();
         let cn = cert.subject().iter_common_name().next().is_some();
         if extra_uri || extra_dns || (cn && request.common_name().is_none()) {
-            return Err(Error::UpstreamRefused {
-                backend: backend.to_owned(),
-                reason: format!(
+            return Err(Error::from(UpstreamError::refused(
+                backend.to_owned(),
+                format!(
                     "Vault copied names from the data plane's CSR into the certificate: set \
                      use_csr_common_name=false use_csr_sans=false on role `{role}` (vault write \
                      {pki}/roles/{role} ...)"
                 ),
-            });
+            )));
         }
     }
     Ok(())

@@ -33,6 +33,7 @@ mod pki;
 mod secret;
 mod tls;
 
+use ca_core::UpstreamError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -206,11 +207,10 @@ impl VaultCa {
         };
         let client =
             Client::new(tls, &address, conf.namespace.clone(), Retry::default()).map_err(|e| {
-                Error::Backend {
-                    backend: name.to_string(),
-                    context: "building the Vault client".into(),
-                    source: e.into(),
-                }
+                Error::from(
+                    UpstreamError::unavailable(name.to_string(), "building the Vault client")
+                        .with_source(e),
+                )
             })?;
         let auth = Arc::new(Auth::new(
             name.to_string(),
@@ -296,9 +296,11 @@ impl VaultCa {
         let t = self.timing.root_chain_timeout;
         let ca = self.raw(&format!("{}/ca/pem", self.conf.pki), t).await?;
         let chain = self.raw(&format!("{}/ca_chain", self.conf.pki), t).await?;
-        let anchors = pki::anchors(&ca, &chain).map_err(|reason| Error::UpstreamRefused {
-            backend: self.name.clone(),
-            reason: format!("PKI mount `{}`: {reason}", self.conf.pki),
+        let anchors = pki::anchors(&ca, &chain).map_err(|reason| {
+            Error::from(UpstreamError::refused(
+                self.name.clone(),
+                format!("PKI mount `{}`: {reason}", self.conf.pki),
+            ))
         })?;
         TrustBundle::new(anchors)
     }
@@ -347,10 +349,12 @@ impl CertificateAuthority for VaultCa {
             Answer::Json(v) => v,
             Answer::Raw(_) => Value::Null,
         };
-        let issued = pki::parse_issued(&answer).map_err(|e| Error::Backend {
-            backend: self.name.clone(),
-            context: format!("reading the answer of POST {path}"),
-            source: e.into(),
+        let issued = pki::parse_issued(&answer).map_err(|e| {
+            Error::from(UpstreamError::bad_answer(
+                self.name.clone(),
+                format!("reading the answer of POST {path}"),
+                e,
+            ))
         })?;
         for w in &issued.warnings {
             tracing::warn!(backend = %self.name, path, "Vault: {w}");
@@ -360,11 +364,11 @@ impl CertificateAuthority for VaultCa {
             (VaultMode::Issue, Some(key)) => {
                 UncheckedCertificate::with_upstream_key(issued.chain, key.as_bytes())
             }
-            (VaultMode::Issue, None) => Err(Error::Backend {
-                backend: self.name.clone(),
-                context: format!("reading the answer of POST {path}"),
-                source: "no data.private_key".into(),
-            }),
+            (VaultMode::Issue, None) => Err(Error::from(UpstreamError::bad_answer(
+                self.name.clone(),
+                format!("reading the answer of POST {path}"),
+                "no data.private_key",
+            ))),
             (VaultMode::Sign, _) => Ok(UncheckedCertificate::new(issued.chain)),
         }
     }
@@ -385,14 +389,14 @@ impl CertificateAuthority for VaultCa {
             .expires
             .is_none_or(|e| e <= SystemTime::now() + self.timing.lifetime);
         if soon {
-            Err(Error::UpstreamRefused {
-                backend: self.name.clone(),
-                reason: format!(
+            Err(Error::from(UpstreamError::refused(
+                self.name.clone(),
+                format!(
                     "{} (certificates of this backend live {}s)",
                     problem.message,
                     self.timing.lifetime.as_secs()
                 ),
-            })
+            )))
         } else {
             Ok(())
         }

@@ -39,7 +39,8 @@ pub trait CertificateAuthority: fmt::Debug + Send + Sync {
     /// [`refresh_trust_bundle`](CertificateAuthority::refresh_trust_bundle).
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when an upstream cannot be reached; backend-specific errors.
+    /// [`UpstreamKind::Unavailable`](crate::UpstreamKind::Unavailable) when an upstream cannot be
+    /// reached; backend-specific errors.
     async fn trust_bundle(&self) -> Result<TrustBundle, Error>;
 
     /// The trust bundle fetched from upstream now, bypassing any cache (and refreshing it).
@@ -62,7 +63,8 @@ pub trait CertificateAuthority: fmt::Debug + Send + Sync {
     /// checks the result.
     ///
     /// # Errors
-    /// Backend-specific errors; [`Error::Unavailable`] for an upstream outage.
+    /// Backend-specific errors; [`UpstreamKind::Unavailable`](crate::UpstreamKind::Unavailable) for
+    /// an upstream outage.
     ///
     /// [`issue_certificate`]: crate::issue_certificate
     async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error>;

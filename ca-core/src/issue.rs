@@ -128,7 +128,7 @@ impl IssuedCertificate {
 /// The request carries `params.idempotency_key`, or a fresh [`IdempotencyKey`] per call.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a lifetime under 1 s, [`Error::InvalidCsr`] /
+/// [`Error::InvalidArgument`] for a lifetime under 1 s, [`Error::Csr`] /
 /// [`Error::UnsupportedKey`] for a bad CSR, [`Error::InvalidTemplate`] when the CN cannot be
 /// rendered, the backend's error, or [`Error::InvalidIssued`] when the backend's certificate is
 /// not what was asked for.

@@ -50,7 +50,8 @@ pub use datasource::{
 };
 pub use duration::KumaDuration;
 pub use error::{
-    echo, error_chain, BoxError, Error, ErrorKind, IssuedProblem, Violation, Violations, ECHO_LIMIT,
+    echo, error_chain, BoxError, CsrError, Error, ErrorKind, IssuedProblem, ManagerError,
+    UpstreamError, UpstreamKind, Violation, Violations, ECHO_LIMIT,
 };
 pub use identity::Identity;
 pub use issue::{

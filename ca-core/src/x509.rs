@@ -13,7 +13,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
 use crate::secret::SecretBytes;
-use crate::Error;
+use crate::{CsrError, Error};
 
 /// How far back `notBefore` is set, to tolerate clock skew between peers.
 pub const BACKDATE: Duration = Duration::from_secs(10);
@@ -311,7 +311,7 @@ impl PublicKeyData for RcgenSubjectKey<'_> {
 /// common name comes only from the template). Returns the CSR's public key.
 ///
 /// # Errors
-/// [`Error::InvalidCsr`] when it is not a DER CSR, its signature does not verify, or it asks for a
+/// [`Error::Csr`] when it is not a DER CSR, its signature does not verify, or it asks for a
 /// SAN the identity does not have; [`Error::UnsupportedKey`] for a key meshca does not accept.
 pub fn verify_csr(der: &[u8], allowed_sans: &[String]) -> Result<SubjectKey, Error> {
     verify_csr_with_dns(der, allowed_sans, &[])
@@ -332,20 +332,17 @@ pub fn verify_csr_with_dns(
     use x509_parser::certification_request::X509CertificationRequest;
     use x509_parser::extensions::{GeneralName, ParsedExtension};
 
-    let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| Error::InvalidCsr {
-        reason: "not a DER-encoded PKCS#10 certification request".into(),
-        source: Some(Box::new(e)),
+    let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| CsrError::Encoding {
+        expected: "not a DER-encoded PKCS#10 certification request",
+        source: Box::new(e),
     })?;
     if !rest.is_empty() {
-        return Err(Error::invalid_csr("trailing bytes after the request"));
+        return Err(CsrError::TrailingBytes.into());
     }
     let info = &csr.certification_request_info;
     let key_type = KeyType::of_parsed_spki(&info.subject_pki)?;
-    csr.verify_signature().map_err(|e| Error::InvalidCsr {
-        reason: "signature does not verify with the request's own key (no proof of possession)"
-            .into(),
-        source: Some(Box::new(e)),
-    })?;
+    csr.verify_signature()
+        .map_err(|e| CsrError::Signature(Box::new(e)))?;
     if let Some(exts) = csr.requested_extensions() {
         for ext in exts {
             if let ParsedExtension::SubjectAlternativeName(san) = ext {
@@ -356,10 +353,7 @@ pub fn verify_csr_with_dns(
                         _ => false,
                     };
                     if !ok {
-                        return Err(Error::invalid_csr(format!(
-                            "asks for SAN {} which the identity does not have; SANs come only from the identity",
-                            describe_general_name(name)
-                        )));
+                        return Err(CsrError::ForeignSan(describe_general_name(name)).into());
                     }
                 }
             }

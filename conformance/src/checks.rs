@@ -1,6 +1,7 @@
 //! The checks of the conformance suite. Each takes a [`Fixture`] and panics with a message that
 //! names the backend when the backend does not conform.
 
+use ca_core::CsrError;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -426,7 +427,7 @@ pub async fn bad_csrs_are_rejected(f: &dyn Fixture) {
 
     let err = run(b"\x30\x03\x02\x01\x00".to_vec()).await.unwrap_err();
     assert!(
-        matches!(err, Error::InvalidCsr { .. }),
+        matches!(err, Error::Csr(CsrError::Encoding { .. })),
         "{}: malformed: {err}",
         f.name()
     );

@@ -5,6 +5,7 @@
 //! This wraps [`issue_certificate`] instead of living in any backend, so every backend gets the
 //! same limits (linkerd's `WithCertMetrics<C>` in spirit).
 
+use ca_core::{ManagerError, UpstreamError};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -156,7 +157,7 @@ impl Limits {
 pub enum CircuitState {
     /// Calls go through.
     Closed,
-    /// Calls fail fast with [`Error::CircuitOpen`].
+    /// Calls fail fast with [`ManagerError::CircuitOpen`].
     Open,
     /// The cooldown is over: one call (the probe) tests the backend while the others still fail
     /// fast; its success closes the circuit, an upstream failure opens it again.
@@ -260,7 +261,8 @@ impl Guard {
     /// `key` identifies the logical request: the same across its retries.
     ///
     /// # Errors
-    /// [`Error::CircuitOpen`] while the backend's circuit is open; [`Error::DeadlineExceeded`]
+    /// [`ManagerError::CircuitOpen`] while the backend's circuit is open;
+    /// [`UpstreamKind::Timeout`](ca_core::UpstreamKind::Timeout)
     /// after the backend's request timeout; the backend's or core's error otherwise.
     pub(crate) async fn issue(
         &self,
@@ -277,9 +279,9 @@ impl Guard {
         let probe = match self.admit(&guard) {
             Ok(probe) => probe,
             Err(()) => {
-                let e = Error::CircuitOpen {
+                let e = Error::from(ManagerError::CircuitOpen {
                     backend: backend_key.1.clone(),
-                };
+                });
                 self.observer.failed(&mesh, e.kind().label());
                 return Err(e);
             }
@@ -365,16 +367,12 @@ impl Guard {
             identity.with_dns_names(backend.dns_names.iter().cloned())?
         };
         let guard = self.backend_guard(key);
-        let _permit =
-            guard
-                .semaphore
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Error::Unavailable {
-                    backend: key.1.clone(),
-                    source: "the issuer is shutting down".into(),
-                })?;
+        let _permit = guard
+            .semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::from(ManagerError::Stopped { what: "the issuer" }))?;
         let key_source = match csr {
             Some(der) => KeySource::Csr(der),
             None => KeySource::Generate(KeyType::EcdsaP256),
@@ -389,10 +387,11 @@ impl Guard {
         .await
         {
             Ok(r) => r,
-            Err(_) => Err(Error::DeadlineExceeded {
-                operation: format!("issuing from backend `{}`", key.1),
-                timeout: backend.request_timeout,
-            }),
+            Err(_) => Err(Error::from(UpstreamError::timeout(
+                &key.1,
+                "issuing",
+                backend.request_timeout,
+            ))),
         }
     }
 }

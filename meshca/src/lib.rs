@@ -30,7 +30,8 @@
 //! let running = Manager::builder(meshca::registry(), Arc::new(OverlaySecretStore::new(None)))
 //!     .start();
 //! let mesh = Mesh::from_yaml(
-//!     "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n",
+//! "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n
+//! type: builtin\n",
 //!     &meshca::registry(),
 //! )?;
 //! running.manager().apply("example", vec![mesh]).await?;
@@ -53,10 +54,10 @@ mod running;
 
 // The Mesh model and what issuing, storing and validating speak in.
 pub use ca_core::{
-    config, AllowedUpstreams, BackendName, Created, DataSource, DirectorySecretStore, Error,
-    ErrorKind, Identity, IssuedCertificate, KeyType, MeshName, OverlaySecretStore, Scope,
-    SecretBytes, SecretName, SecretStore, SourcePolicy, TestCertificate, TrustBundle, Upstream,
-    Violation, Violations,
+    config, AllowedUpstreams, BackendName, Created, CsrError, DataSource, DirectorySecretStore,
+    Error, ErrorKind, Identity, IssuedCertificate, IssuedProblem, KeyType, ManagerError, MeshName,
+    OverlaySecretStore, Scope, SecretBytes, SecretName, SecretStore, SourcePolicy, TestCertificate,
+    TrustBundle, Upstream, UpstreamError, UpstreamKind, Violation, Violations,
 };
 // What a backend of the control plane's own is written with (README: "Write your own backend").
 pub use ca_core::{

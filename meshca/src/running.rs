@@ -54,7 +54,8 @@ impl Running {
     /// and whenever the mesh's CA changes. Dropping the receiver ends the watch.
     ///
     /// # Errors
-    /// What [`Manager::issue`] returns for the first certificate; [`Error::Unavailable`] when
+    /// What [`Manager::issue`] returns for the first certificate;
+    /// [`ManagerError::Stopped`](ca_core::ManagerError::Stopped) when
     /// the scheduler has stopped.
     pub async fn watch(
         &self,

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use meshca::config::Mesh;
 use meshca::rotation::{self, RotationPolicy, RotationReason, WATCH_BUFFER};
-use meshca::{CircuitState, Error, Identity, Limits, Manager, MeshName, OverlaySecretStore};
+use meshca::{
+    CircuitState, Error, Identity, Limits, Manager, ManagerError, MeshName, OverlaySecretStore,
+};
 
 fn manager(limits: Limits) -> (Arc<Manager>, common::Faults) {
     let faults = common::Faults::default();
@@ -68,7 +70,13 @@ async fn watches_of_a_removed_mesh_end_with_not_found() {
     let end = tokio::time::timeout(Duration::from_secs(10), watch.recv())
         .await
         .expect("the watch ends promptly");
-    assert!(matches!(end, Some(Err(Error::MeshNotFound(_)))), "{end:?}");
+    assert!(
+        matches!(
+            end,
+            Some(Err(Error::Manager(ManagerError::MeshNotFound(_))))
+        ),
+        "{end:?}"
+    );
     assert!(watch.recv().await.is_none());
 }
 
@@ -108,7 +116,7 @@ async fn a_half_open_circuit_lets_one_probe_through() {
     );
     let fast = results
         .iter()
-        .filter(|r| matches!(r, Err(Error::CircuitOpen { .. })))
+        .filter(|r| matches!(r, Err(Error::Manager(ManagerError::CircuitOpen { .. }))))
         .count();
     assert_eq!(fast, 19);
     // The probe failed: open again. After the next cooldown a successful probe closes it.

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use ca_core::UpstreamError;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -48,19 +49,19 @@ pub const DEFAULT_NAMESPACE: &str = ca_core::DEFAULT_SYSTEM_NAMESPACE;
 /// (`KUBECONFIG`, `~/.kube/config`).
 ///
 /// # Errors
-/// [`Error::Unavailable`] when there is no usable configuration.
+/// [`UpstreamKind::Unavailable`](ca_core::UpstreamKind::Unavailable) when there is no usable
+/// configuration.
 pub async fn default_client() -> Result<kube::Client, Error> {
-    kube::Client::try_default()
-        .await
-        .map_err(|e| Error::Unavailable {
-            backend: "kubernetes".into(),
-            source: format!(
+    kube::Client::try_default().await.map_err(|e| {
+        Error::from(UpstreamError::unavailable(
+            "kubernetes",
+            format!(
                 "no Kubernetes client configuration (in-cluster service account or \
                  kubeconfig): {}",
                 ca_core::error_chain(&e)
-            )
-            .into(),
-        })
+            ),
+        ))
+    })
 }
 
 /// How many times `put` retries a `409 Conflict`.
@@ -94,7 +95,8 @@ impl KubernetesSecretStore {
     /// in a cluster, else the kubeconfig (`KUBECONFIG`, `~/.kube/config`).
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when there is no usable configuration.
+    /// [`UpstreamKind::Unavailable`](ca_core::UpstreamKind::Unavailable) when there is no usable
+    /// configuration.
     pub async fn connect(namespace: &str) -> Result<Self, Error> {
         Ok(Self::new(default_client().await?, namespace))
     }
@@ -119,10 +121,10 @@ impl KubernetesSecretStore {
             kube::Error::Api(s) => format!("{what}: {} ({}, {})", s.message, s.reason, s.code),
             other => format!("{what}: {}", ca_core::error_chain(other)),
         };
-        Error::Unavailable {
-            backend: "kubernetes secret store".into(),
-            source: reason.into(),
-        }
+        Error::from(UpstreamError::unavailable(
+            "kubernetes secret store",
+            reason,
+        ))
     }
 
     async fn read(&self, name: &SecretName) -> Result<Option<Secret>, Error> {
@@ -283,14 +285,13 @@ impl KubernetesSecretStore {
                 }
             }
         }
-        Err(Error::Unavailable {
-            backend: "kubernetes secret store".into(),
-            source: format!(
+        Err(Error::from(UpstreamError::unavailable(
+            "kubernetes secret store",
+            format!(
                 "Secret {}/{name} kept changing under {PUT_ATTEMPTS} attempts to replace it",
                 self.namespace
-            )
-            .into(),
-        })
+            ),
+        )))
     }
 }
 
@@ -399,7 +400,8 @@ impl TlsSecretSink {
     /// overwritten.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when the API refuses or cannot be reached (403 names the RBAC
+    /// [`UpstreamKind::Unavailable`](ca_core::UpstreamKind::Unavailable) when the API refuses or
+    /// cannot be reached (403 names the RBAC
     /// rule); [`Error::Inconsistent`] for a Secret of another type.
     pub async fn write(
         &self,
@@ -426,10 +428,7 @@ impl TlsSecretSink {
                 kube::Error::Api(s) => format!("{what}: {} ({}, {})", s.message, s.reason, s.code),
                 other => format!("{what}: {}", ca_core::error_chain(other)),
             };
-            Error::Unavailable {
-                backend: "kubernetes tls secret".into(),
-                source: reason.into(),
-            }
+            Error::from(UpstreamError::unavailable("kubernetes tls secret", reason))
         };
         for _ in 0..PUT_ATTEMPTS {
             let current = self
@@ -476,13 +475,12 @@ impl TlsSecretSink {
                 Err(e) => return Err(fail("writing", e)),
             }
         }
-        Err(Error::Unavailable {
-            backend: "kubernetes tls secret".into(),
-            source: format!(
+        Err(Error::from(UpstreamError::unavailable(
+            "kubernetes tls secret",
+            format!(
                 "Secret {}/{} kept changing under {PUT_ATTEMPTS} attempts to write it",
                 self.namespace, self.name
-            )
-            .into(),
-        })
+            ),
+        )))
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ca_core::config::Mesh;
-use ca_core::{Error, Identity, MeshName, SourcePolicy};
+use ca_core::{CsrError, Error, Identity, MeshName, SourcePolicy};
 use meshca::{Issued, Manager, Scheduler};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
@@ -120,9 +120,11 @@ fn decode_csr(bytes: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         return Ok(None);
     }
     if bytes.starts_with(b"-----BEGIN") {
-        let p = pem::parse(bytes).map_err(|e| Error::InvalidCsr {
-            reason: "is neither DER nor PEM".into(),
-            source: Some(Box::new(e)),
+        let p = pem::parse(bytes).map_err(|e| {
+            Error::from(CsrError::Encoding {
+                expected: "neither DER nor PEM",
+                source: Box::new(e),
+            })
         })?;
         return Ok(Some(p.into_contents()));
     }

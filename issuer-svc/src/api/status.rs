@@ -44,26 +44,34 @@ pub(crate) fn message(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ca_core::{CsrError, ManagerError, UpstreamError};
 
     #[test]
     fn codes() {
-        let s: Status = ApiError::from(Error::invalid_csr("bad")).into();
+        let s: Status = ApiError::from(Error::from(CsrError::TrailingBytes)).into();
         assert_eq!(s.code(), Code::InvalidArgument);
-        assert_eq!(s.message(), "invalid CSR: bad");
-        let s: Status = ApiError::Core(Error::Unavailable {
-            backend: "v".into(),
-            source: "connection refused".into(),
-        })
+        assert_eq!(s.message(), "invalid CSR: trailing bytes after the request");
+        let s: Status = ApiError::Core(Error::from(UpstreamError::timeout(
+            "v",
+            "issuing",
+            std::time::Duration::from_secs(2),
+        )))
+        .into();
+        assert_eq!(s.code(), Code::DeadlineExceeded);
+        let s: Status = ApiError::Core(Error::from(UpstreamError::unavailable(
+            "v",
+            "connection refused",
+        )))
         .into();
         assert_eq!(s.code(), Code::Unavailable);
         assert_eq!(s.message(), "backend `v` unavailable: connection refused");
         let s: Status = ApiError::Denied("no".into()).into();
         assert_eq!(s.code(), Code::PermissionDenied);
-        let s: Status = ApiError::from(Error::MeshNotFound("x".into())).into();
+        let s: Status = ApiError::from(Error::from(ManagerError::MeshNotFound("x".into()))).into();
         assert_eq!(s.code(), Code::NotFound);
-        let s: Status = ApiError::from(Error::CircuitOpen {
+        let s: Status = ApiError::from(Error::from(ManagerError::CircuitOpen {
             backend: "b".into(),
-        })
+        }))
         .into();
         assert_eq!(s.code(), Code::Unavailable);
         assert!(s.message().contains("circuit open"));

@@ -14,6 +14,7 @@
 //! flight (the old backend still listed in `mtls.backends`) builds the old backend again and keeps
 //! both roots in the bundle until the switch completes.
 
+use ca_core::ManagerError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -327,15 +328,15 @@ impl Manager {
     /// The mesh and its enabled backend.
     ///
     /// # Errors
-    /// [`Error::MeshNotFound`], [`Error::MtlsDisabled`].
+    /// [`ManagerError::MeshNotFound`], [`ManagerError::MtlsDisabled`].
     pub fn enabled(&self, mesh: &str) -> Result<(Arc<MeshState>, Arc<ActiveBackend>), Error> {
         let state = self
             .mesh(mesh)
-            .ok_or_else(|| Error::MeshNotFound(ca_core::echo(mesh)))?;
+            .ok_or_else(|| Error::from(ManagerError::MeshNotFound(ca_core::echo(mesh))))?;
         let active = state
             .enabled
             .clone()
-            .ok_or_else(|| Error::MtlsDisabled(mesh.to_owned()))?;
+            .ok_or_else(|| Error::from(ManagerError::MtlsDisabled(mesh.to_owned())))?;
         Ok((state, active))
     }
 
@@ -343,7 +344,8 @@ impl Manager {
     /// from the caller's CSR (DER) when given, else with a generated P-256 key.
     ///
     /// # Errors
-    /// [`Error::MeshNotFound`], [`Error::MtlsDisabled`], the guard's and the backend's errors.
+    /// [`ManagerError::MeshNotFound`], [`ManagerError::MtlsDisabled`], the guard's and the
+    /// backend's errors.
     pub async fn issue(&self, identity: Identity, csr: Option<&[u8]>) -> Result<Issued, Error> {
         self.issue_with_key(identity, csr, IdempotencyKey::new())
             .await

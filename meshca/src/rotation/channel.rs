@@ -67,7 +67,8 @@ pub(super) fn watch_channel() -> (WatchSender, WatchReceiver) {
 
 /// What a watcher reads: the first certificate, then one per rotation and CA change (the newest
 /// ones, if it reads slowly: see [`WATCH_BUFFER`]). A watch of a mesh that is removed ends with
-/// [`Error::MeshNotFound`]; `None` after that, or when the scheduler stops.
+/// [`ManagerError::MeshNotFound`](ca_core::ManagerError::MeshNotFound); `None` after that, or when
+/// the scheduler stops.
 #[derive(Debug)]
 pub struct WatchReceiver {
     queue: Arc<std::sync::Mutex<VecDeque<WatchItem>>>,

@@ -2,6 +2,7 @@
 //! pushed to the watcher before each expiry and whenever the mesh's CA changes, backoff on failure
 //! while the watcher keeps its current certificate.
 
+use ca_core::ManagerError;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ impl Scheduler {
     /// mesh's CA changes. Dropping the receiver ends the watch.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when the scheduler has stopped.
+    /// [`ManagerError::Stopped`](ca_core::ManagerError::Stopped) when the scheduler has stopped.
     pub fn watch(
         &self,
         identity: Identity,
@@ -87,9 +88,10 @@ impl Scheduler {
         };
         // The receiver is right here: this cannot fail.
         let _ = watch.out.push(Ok(Box::new(initial)));
-        self.tx.send(watch).map_err(|_| Error::Unavailable {
-            backend: String::new(),
-            source: "the rotation scheduler stopped".into(),
+        self.tx.send(watch).map_err(|_| {
+            Error::from(ManagerError::Stopped {
+                what: "the rotation scheduler",
+            })
         })?;
         Ok(rx)
     }
@@ -201,7 +203,8 @@ struct Lane {
 }
 
 /// Starts the scheduler task (on the current tokio runtime) for the meshes of `manager`. The task
-/// ends when every [`Scheduler`] handle is dropped. [`ManagerBuilder::start`](crate::ManagerBuilder::start)
+/// ends when every [`Scheduler`] handle is dropped.
+/// [`ManagerBuilder::start`](crate::ManagerBuilder::start)
 /// starts it with the manager's other background work and owns all of it.
 pub fn spawn(manager: Arc<Manager>, policy: RotationPolicy) -> Scheduler {
     spawn_task(manager, policy).0
@@ -518,9 +521,9 @@ impl Loop {
     fn end_removed(&mut self, id: u64) {
         if let Some(e) = self.entries.get(&id) {
             tracing::info!(identity = %e.identity, "mesh removed; ending the watch");
-            let _ = e
-                .out
-                .push(Err(Error::MeshNotFound(e.identity.mesh().to_owned())));
+            let _ = e.out.push(Err(Error::from(ManagerError::MeshNotFound(
+                e.identity.mesh().to_owned(),
+            ))));
         }
         self.remove(id);
     }

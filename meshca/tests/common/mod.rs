@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+use meshca::UpstreamError;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -135,10 +136,10 @@ impl CertificateAuthority for Faulty {
     async fn health(&self) -> Result<(), Error> {
         let problem = self.faults.state().problems.get(&self.mesh).cloned();
         match problem {
-            Some(reason) => Err(Error::UpstreamRefused {
-                backend: self.name().to_owned(),
+            Some(reason) => Err(Error::from(UpstreamError::refused(
+                self.name().to_owned(),
                 reason,
-            }),
+            ))),
             None => Ok(()),
         }
     }
@@ -169,10 +170,10 @@ impl CertificateAuthority for Faulty {
         if down {
             // As slow as a connection attempt that times out, so concurrent callers overlap.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            return Err(Error::Unavailable {
-                backend: self.name().to_owned(),
-                source: "connection refused (injected)".into(),
-            });
+            return Err(Error::from(UpstreamError::unavailable(
+                self.name().to_owned(),
+                "connection refused (injected)",
+            )));
         }
         self.inner.issue(request).await
     }

@@ -1,12 +1,17 @@
-//! The one error type of meshca, with what it carries: [`IssuedProblem`] (why core refused a
-//! backend's certificate), the [`Violations`] of a Mesh configuration, and [`echo`] for the
-//! caller's input it repeats.
+//! meshca's error: one [`Error`] that nests an error per concern — [`CsrError`],
+//! [`IssuedProblem`] (why core refused a backend's certificate), [`UpstreamError`] (an upstream CA
+//! failed or refused, with its [`UpstreamKind`]), [`ManagerError`], the [`Violations`] of a Mesh
+//! configuration — and one classifier, [`Error::kind`]. [`echo`] cuts the caller's input an
+//! error repeats.
 
 use std::fmt;
 use std::path::PathBuf;
 
-/// A boxed error from a client library, kept as the `source()` of [`Error`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+mod concerns;
+mod issued;
+
+pub use concerns::{BoxError, CsrError, ManagerError, UpstreamError, UpstreamKind};
+pub use issued::IssuedProblem;
 
 /// Everything that can go wrong in meshca.
 ///
@@ -36,15 +41,9 @@ pub enum Error {
         reason: String,
     },
 
-    /// A certificate signing request was malformed, badly signed, or asked for something refused.
-    #[error("invalid CSR: {reason}")]
-    InvalidCsr {
-        /// Why the CSR is refused.
-        reason: String,
-        /// The parser's or verifier's error, when there is one.
-        #[source]
-        source: Option<BoxError>,
-    },
+    /// A certificate signing request is malformed, badly signed, or asks for something refused.
+    #[error(transparent)]
+    Csr(#[from] CsrError),
 
     /// A key (in a CSR, a provided CA or a config) has a type or size meshca does not support.
     #[error("unsupported key: {0}")]
@@ -106,69 +105,19 @@ pub enum Error {
     #[error("inconsistent state: {0}")]
     Inconsistent(String),
 
-    /// A required upstream (Vault, AWS, Kubernetes, ...) cannot be reached or refused to serve.
-    #[error("backend `{backend}` unavailable")]
-    Unavailable {
-        /// The backend's name.
-        backend: String,
-        /// The client library's error.
-        #[source]
-        source: BoxError,
-    },
-
-    /// An operation did not finish in its configured time.
-    #[error("{operation} did not finish within {timeout:?}")]
-    DeadlineExceeded {
-        /// What timed out.
-        operation: String,
-        /// The configured limit.
-        timeout: std::time::Duration,
-    },
-
     /// Certificate generation or signing failed inside the crypto library. The library's error
     /// is the `source()`; its type is not part of ca-core's API.
     #[error("certificate generation failed")]
     Crypto(#[source] BoxError),
 
-    /// The upstream CA refused the request because of how it or the backend is set up: a policy
-    /// that denies the path, an unknown role, a role that forbids a SAN or the requested TTL, a
-    /// token that expired. Retrying does not help; `reason` says what to fix. Not an outage: it
-    /// does not open the guard's circuit.
-    #[error("backend `{backend}`: {reason}")]
-    UpstreamRefused {
-        /// The backend's name.
-        backend: String,
-        /// What the upstream said, and how to fix it.
-        reason: String,
-    },
+    /// An upstream CA (Vault, AWS, cert-manager, a Kubernetes API) failed or refused.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
 
-    /// Any other error from a backend's client library.
-    #[error("backend `{backend}`: {context}")]
-    Backend {
-        /// The backend's name.
-        backend: String,
-        /// What the backend was doing.
-        context: String,
-        /// The client library's error.
-        #[source]
-        source: BoxError,
-    },
-
-    /// The mesh is not served (no config defines it).
-    #[error("mesh `{0}` is not served by this issuer (check its Mesh configuration)")]
-    MeshNotFound(String),
-
-    /// The mesh has mTLS disabled: no backend is enabled.
-    #[error("mesh `{0}` has mTLS disabled (mtls.enabledBackend is not set)")]
-    MtlsDisabled(String),
-
-    /// The backend failed for several identities in a row; calls fail fast for a while (the
-    /// guard's circuit is open).
-    #[error("backend `{backend}` is failing; not calling it for a while (circuit open)")]
-    CircuitOpen {
-        /// The backend's name.
-        backend: String,
-    },
+    /// The manager does not hand the request to a backend: the mesh is not served, its mTLS is
+    /// off, the backend's circuit is open, or it is shutting down.
+    #[error(transparent)]
+    Manager(#[from] ManagerError),
 }
 
 /// What kind of failure an [`Error`] is: the one classification metrics, the guard's circuit,
@@ -239,22 +188,40 @@ impl Error {
             Self::InvalidConfig(_)
             | Self::InvalidArgument { .. }
             | Self::InvalidTemplate { .. }
-            | Self::InvalidCsr { .. }
+            | Self::Csr(_)
             | Self::UnsupportedKey(_) => ErrorKind::InvalidArgument,
             Self::InvalidCa { .. }
             | Self::SecretNotFound { .. }
             | Self::DataSource { .. }
-            | Self::UpstreamRefused { .. }
             | Self::Inconsistent(_) => ErrorKind::FailedPrecondition,
-            Self::Unavailable { .. } | Self::Backend { .. } => ErrorKind::Unavailable,
-            Self::DeadlineExceeded { .. } => ErrorKind::DeadlineExceeded,
-            Self::MeshNotFound(_) => ErrorKind::MeshNotFound,
-            Self::MtlsDisabled(_) => ErrorKind::MtlsDisabled,
-            Self::CircuitOpen { .. } => ErrorKind::CircuitOpen,
+            Self::Upstream(e) => match e.kind() {
+                UpstreamKind::Unavailable | UpstreamKind::BadAnswer => ErrorKind::Unavailable,
+                UpstreamKind::Timeout(_) => ErrorKind::DeadlineExceeded,
+                UpstreamKind::Refused => ErrorKind::FailedPrecondition,
+            },
+            Self::Manager(e) => match e {
+                ManagerError::MeshNotFound(_) => ErrorKind::MeshNotFound,
+                ManagerError::MtlsDisabled(_) => ErrorKind::MtlsDisabled,
+                ManagerError::CircuitOpen { .. } => ErrorKind::CircuitOpen,
+                ManagerError::Stopped { .. } => ErrorKind::Unavailable,
+            },
             Self::InvalidIssued { .. } | Self::Crypto(_) | Self::Store { .. } => {
                 ErrorKind::Internal
             }
         }
+    }
+
+    /// The [`UpstreamError`] inside, if this is one.
+    pub fn as_upstream(&self) -> Option<&UpstreamError> {
+        match self {
+            Self::Upstream(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The kind of the [`UpstreamError`] inside, if this is one.
+    pub fn upstream_kind(&self) -> Option<UpstreamKind> {
+        self.as_upstream().map(UpstreamError::kind)
     }
 
     /// An [`Error::InvalidArgument`] for `field`.
@@ -262,14 +229,6 @@ impl Error {
         Self::InvalidArgument {
             field: field.into(),
             reason: reason.into(),
-        }
-    }
-
-    /// An [`Error::InvalidCsr`] without a source.
-    pub fn invalid_csr(reason: impl Into<String>) -> Self {
-        Self::InvalidCsr {
-            reason: reason.into(),
-            source: None,
         }
     }
 
@@ -285,109 +244,6 @@ impl Error {
             field: field.into(),
             reason: reason.into(),
         }
-    }
-}
-
-/// What core found wrong with a backend's certificate ([`Error::InvalidIssued`]). `Display` gives
-/// the message an operator reads.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IssuedProblem {
-    /// The backend returned an empty chain.
-    Empty,
-    /// The leaf cannot be parsed as X.509.
-    Unparseable(String),
-    /// The leaf is a CA certificate.
-    NotALeaf,
-    /// The leaf certifies another key than the requested one.
-    WrongKey,
-    /// The leaf carries a SAN of a kind core never requests (IP, email, ...), as openssl prints it.
-    UnexpectedSan(String),
-    /// The leaf's URI SANs are not exactly the identity's.
-    WrongUriSans {
-        /// The identity's URI SANs the leaf lacks.
-        missing: Vec<String>,
-        /// URI SANs of the leaf the identity does not have.
-        extra: Vec<String>,
-    },
-    /// The leaf's DNS SANs are not exactly the identity's.
-    WrongDnsSans {
-        /// The identity's DNS SANs the leaf lacks.
-        missing: Vec<String>,
-        /// DNS SANs of the leaf the identity does not have.
-        extra: Vec<String>,
-    },
-    /// The leaf's subject common name is not the rendered template (or is there when none was
-    /// asked for).
-    CommonName {
-        /// The rendered template, if the backend has one.
-        expected: Option<String>,
-        /// The leaf's common names.
-        got: Vec<String>,
-    },
-    /// The leaf's not-before is more than a minute in the future.
-    NotYetValid,
-    /// The leaf's not-after has passed.
-    Expired,
-    /// The leaf does not verify to the trust bundle (the verifier's message).
-    DoesNotChain(String),
-    /// Anything else.
-    Other(String),
-}
-
-impl fmt::Display for IssuedProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Empty => f.write_str("no certificate"),
-            Self::Unparseable(e) => write!(f, "leaf cannot be parsed: {e}"),
-            Self::NotALeaf => f.write_str("leaf is a CA certificate"),
-            Self::WrongKey => f.write_str("leaf certifies a different key than the one requested"),
-            Self::UnexpectedSan(san) => write!(f, "leaf has SAN {san} that was not requested"),
-            Self::WrongUriSans { missing, extra } => sans_message(f, "", missing, extra),
-            Self::WrongDnsSans { missing, extra } => sans_message(f, "DNS:", missing, extra),
-            Self::CommonName { expected, got } => write!(
-                f,
-                "leaf common name is {got:?}, expected {}",
-                expected
-                    .as_ref()
-                    .map_or("none".to_string(), |w| format!("{w:?}"))
-            ),
-            Self::NotYetValid => f.write_str("leaf is not valid yet"),
-            Self::Expired => f.write_str("leaf has already expired"),
-            Self::DoesNotChain(e) => write!(f, "leaf {e}"),
-            Self::Other(e) => f.write_str(e),
-        }
-    }
-}
-
-/// One SAN at fault, as the message has always named it: an extra one first, else a missing one.
-fn sans_message(
-    f: &mut fmt::Formatter<'_>,
-    prefix: &str,
-    missing: &[String],
-    extra: &[String],
-) -> fmt::Result {
-    let more = |n: usize| {
-        if n > 1 {
-            format!(" (and {} more)", n - 1)
-        } else {
-            String::new()
-        }
-    };
-    if let Some(e) = extra.first() {
-        write!(
-            f,
-            "leaf has SAN {prefix}{e} that was not requested{}",
-            more(extra.len())
-        )?;
-        if let Some(m) = missing.first() {
-            write!(f, "; leaf lacks SAN {prefix}{m}{}", more(missing.len()))?;
-        }
-        Ok(())
-    } else if let Some(m) = missing.first() {
-        write!(f, "leaf lacks SAN {prefix}{m}{}", more(missing.len()))
-    } else {
-        f.write_str("leaf SANs differ from the identity's")
     }
 }
 
@@ -496,27 +352,51 @@ mod kind_tests {
 
     #[test]
     fn one_classification_for_metrics_the_circuit_and_status() {
-        let down = Error::Unavailable {
-            backend: "v".into(),
-            source: "connection refused".into(),
-        };
+        let down = Error::from(
+            UpstreamError::unavailable("v", "POST pki/sign/r")
+                .with_source(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        );
         assert_eq!(down.kind(), ErrorKind::Unavailable);
         assert!(down.kind().is_upstream_failure() && down.kind().is_retryable());
+        assert!(
+            std::error::Error::source(&down).is_some(),
+            "the client's error stays the source"
+        );
+        assert_eq!(
+            error_chain(&down),
+            "backend `v` unavailable: POST pki/sign/r: connection refused"
+        );
         // A policy that refuses is the operator's to fix: it must not open the circuit.
-        let refused = Error::UpstreamRefused {
-            backend: "v".into(),
-            reason: "permission denied on pki/issue/r".into(),
-        };
+        let refused = Error::from(UpstreamError::refused(
+            "v",
+            "permission denied on pki/issue/r",
+        ));
         assert_eq!(refused.kind(), ErrorKind::FailedPrecondition);
         assert!(!refused.kind().is_upstream_failure() && !refused.kind().is_retryable());
-        let caller = Error::invalid_csr("bad signature");
+        let slow = Error::from(UpstreamError::timeout(
+            "v",
+            "issuing",
+            std::time::Duration::from_secs(5),
+        ));
+        assert_eq!(slow.kind(), ErrorKind::DeadlineExceeded);
+        assert_eq!(
+            slow.to_string(),
+            "backend `v`: issuing did not finish within 5s"
+        );
+        let caller = Error::from(CsrError::TrailingBytes);
         assert_eq!(caller.kind().label(), "invalid_argument");
-        let open = Error::CircuitOpen {
+        assert_eq!(
+            caller.to_string(),
+            "invalid CSR: trailing bytes after the request"
+        );
+        let open = Error::from(ManagerError::CircuitOpen {
             backend: "v".into(),
-        };
+        });
         assert!(open.kind().is_retryable() && !open.kind().is_upstream_failure());
         assert_eq!(
-            Error::MeshNotFound("m".into()).kind().to_string(),
+            Error::from(ManagerError::MeshNotFound("m".into()))
+                .kind()
+                .to_string(),
             "mesh_not_found"
         );
     }
