@@ -1,8 +1,8 @@
 //! ACM PCA's answers turned into errors that say what to fix: the IAM action a policy lacks, a CA
 //! that is not `ACTIVE`, an ARN of another region or account, credentials AWS does not accept.
-//! Misconfiguration is [`UpstreamKind::Refused`](ca_core::UpstreamKind::Refused); throttling, 5xx
-//! and an unreachable endpoint
-//! (after the retries) are [`UpstreamKind::Unavailable`](ca_core::UpstreamKind::Unavailable).
+//! Misconfiguration is [`UpstreamKind::Refused`](ca_core::UpstreamKind::Refused); throttling,
+//! 5xx and an unreachable endpoint (after the retries) are
+//! [`UpstreamKind::Unavailable`](ca_core::UpstreamKind::Unavailable).
 
 use aws_sdk_acmpca::error::{ProvideErrorMetadata, SdkError};
 use ca_core::Error;

@@ -30,8 +30,7 @@
 //! let running = Manager::builder(meshca::registry(), Arc::new(OverlaySecretStore::new(None)))
 //!     .start();
 //! let mesh = Mesh::from_yaml(
-//! "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n
-//! type: builtin\n",
+//!     "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n",
 //!     &meshca::registry(),
 //! )?;
 //! running.manager().apply("example", vec![mesh]).await?;

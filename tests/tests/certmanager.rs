@@ -150,7 +150,8 @@ async fn never_approved_requests_time_out_and_are_deleted() {
         "{text}"
     );
     assert!(
-        text.contains("was not approved/issued by cert-manager in time"),
+        text.contains("approving and issuing CertificateRequest")
+            && text.contains("did not finish"),
         "{text}"
     );
     assert!(text.contains("approver"), "{text}");
