@@ -3,16 +3,63 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::error::{AppError, Context};
+use crate::files::IoError;
+
+/// Why the data directory is not used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum DataDirError {
+    /// Someone else may have filled it before meshca first ran.
+    #[error(
+        "data directory {} {why} and already holds files: someone else may have put a CA or keys \
+         there, and meshca would adopt them as its own. Check what is in it (tls/ca.pem, \
+         secrets/), then make it yours and private (chown to uid {me}, chmod 700), remove it to \
+         start afresh, or pass --adopt-open-data-dir to use it as it is",
+        dir.display()
+    )]
+    Open {
+        dir: PathBuf,
+        why: Openness,
+        /// meshca's uid.
+        me: u32,
+    },
+    /// It could not be made private.
+    #[error(transparent)]
+    Restrict(#[from] IoError),
+}
+
+/// What makes a directory open to others.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Openness {
+    /// Owned by another user.
+    Foreign { uid: u32, me: u32 },
+    /// Writable by group or others (permission bits).
+    Writable { mode: u32 },
+}
+
+impl std::fmt::Display for Openness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Foreign { uid, me } => write!(f, "is owned by uid {uid}, not meshca's uid {me}"),
+            Self::Writable { mode } => {
+                write!(
+                    f,
+                    "is writable by group or others (mode {:o})",
+                    mode & 0o777
+                )
+            }
+        }
+    }
+}
 
 /// Refuses a data directory someone else could have filled before meshca first ran: `dir`, or
 /// its `tls/`, `secrets/` or `tokens/`, writable by group or others or owned by another user,
 /// with anything in it. A CA found there would be adopted as meshca's own, and whoever planted
 /// it could sign admin certificates. An empty open directory of ours is made 0700 and used.
 /// `adopt` (`--adopt-open-data-dir`) takes such a directory as it is, with a warning.
-pub(crate) fn check_data_dir(dir: &Path, adopt: bool) -> Result<(), AppError> {
+pub(crate) fn check_data_dir(dir: &Path, adopt: bool) -> Result<(), DataDirError> {
     let me = rustix::process::geteuid().as_raw();
     for d in [
         dir.to_owned(),
@@ -30,15 +77,18 @@ pub(crate) fn check_data_dir(dir: &Path, adopt: bool) -> Result<(), AppError> {
             continue;
         }
         let why = if foreign {
-            format!("is owned by uid {}, not meshca's uid {me}", meta.uid())
+            Openness::Foreign {
+                uid: meta.uid(),
+                me,
+            }
         } else {
-            format!("is writable by group or others (mode {:o})", mode & 0o777)
+            Openness::Writable { mode }
         };
         let is_empty = |d: &Path| fs::read_dir(d).is_ok_and(|mut e| e.next().is_none());
         if !foreign && is_empty(&d) {
             // Ours and empty: close it, then look again, so nothing slips in between.
             fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
-                .ctx(|| format!("cannot restrict {}", d.display()))?;
+                .map_err(IoError::at("restrict", &d))?;
             if is_empty(&d) {
                 tracing::warn!(dir = %d.display(), "directory {why} but empty; made it 0700");
                 continue;
@@ -48,14 +98,11 @@ pub(crate) fn check_data_dir(dir: &Path, adopt: bool) -> Result<(), AppError> {
             tracing::warn!(dir = %d.display(), "directory {why} and holds files; using it as it is because of --adopt-open-data-dir");
             if !foreign {
                 fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
-                    .ctx(|| format!("cannot restrict {}", d.display()))?;
+                    .map_err(IoError::at("restrict", &d))?;
             }
             continue;
         }
-        return Err(AppError(format!(
-            "data directory {} {why} and already holds files: someone else may have put a CA or keys there, and meshca would adopt them as its own. Check what is in it (tls/ca.pem, secrets/), then make it yours and private (chown to uid {me}, chmod 700), remove it to start afresh, or pass --adopt-open-data-dir to use it as it is",
-            d.display()
-        )));
+        return Err(DataDirError::Open { dir: d, why, me });
     }
     Ok(())
 }
@@ -97,7 +144,7 @@ mod tests {
         fs::write(data.join("tls/ca.pem"), b"planted").unwrap();
         fs::write(data.join("tls/ca-key.pem"), b"planted").unwrap();
         fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).unwrap();
-        let err = check_data_dir(&data, false).unwrap_err().0;
+        let err = check_data_dir(&data, false).unwrap_err().to_string();
         assert!(
             err.contains("writable by group or others (mode 777)"),
             "{err}"
@@ -110,7 +157,7 @@ mod tests {
         // tls/ open inside a private data directory: refused too.
         fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
         fs::set_permissions(data.join("tls"), fs::Permissions::from_mode(0o775)).unwrap();
-        let err = check_data_dir(&data, false).unwrap_err().0;
+        let err = check_data_dir(&data, false).unwrap_err().to_string();
         assert!(err.contains("tls"), "{err}");
         // The explicit flag adopts it, and closes it.
         check_data_dir(&data, true).unwrap();

@@ -1,8 +1,32 @@
 //! The one acceptance path for a file of Mesh YAML, shared by `meshca serve` (start and every
 //! reload) and `meshca validate`, so the two never disagree about a file.
 
+use std::path::PathBuf;
+
 use ca_core::config::Mesh;
 use ca_core::{Error, Registry, Violations};
+
+/// Why a Mesh file cannot be used as the command asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum MeshFileError {
+    /// The file's Meshes break rules; every violation, with its field path, is in `violations`
+    /// (printed one per line before this error).
+    #[error("{} has {} violation(s)", path.display(), violations.iter().count())]
+    Violations {
+        path: PathBuf,
+        violations: Violations,
+    },
+    /// `--mesh` names no Mesh of the file.
+    #[error("{} defines no mesh `{mesh}` (use --mesh)", path.display())]
+    NoSuchMesh { path: PathBuf, mesh: String },
+    /// The Mesh has no enabled backend to issue from.
+    #[error("mesh `{mesh}` has mTLS disabled: set mtls.enabledBackend")]
+    MtlsDisabled { mesh: String },
+    /// Some Meshes failed validation (each is reported above).
+    #[error("{failed} mesh(es) in {} failed validation", path.display())]
+    Failed { path: PathBuf, failed: usize },
+}
 
 /// Parses every Mesh of `text` (each backend's `conf` by `backends`) (size and nesting capped by ca-core) and refuses a file that holds
 /// no Mesh or defines one mesh twice.

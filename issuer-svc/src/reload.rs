@@ -9,6 +9,7 @@ use std::time::Duration;
 use ca_core::Error;
 use meshca::Manager;
 
+use crate::files::ReadError;
 use crate::hash::sha256_hex;
 use crate::serve::http::Metrics;
 
@@ -33,8 +34,22 @@ pub(crate) enum ConfigSource {
     Dir(PathBuf),
 }
 
-/// Config files by path: their text, or why they cannot be used.
-type ConfigFiles = Vec<(String, Result<String, String>)>;
+/// Config files by path: their text, or why they cannot be read.
+type ConfigFiles = Vec<(String, Result<String, ReadError>)>;
+
+/// Why one config file was refused; the meshes it defined before stay.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    /// The file cannot be read.
+    #[error(transparent)]
+    Unreadable(#[from] ReadError),
+    /// Its Meshes are invalid, or the manager refused them.
+    #[error(transparent)]
+    Config(#[from] Error),
+    /// A mesh another file already defines (a dry run sees every file at once).
+    #[error("mesh `{mesh}` is already defined in {other}")]
+    Duplicate { mesh: String, other: String },
+}
 
 /// Applies config files to the manager when they change.
 #[derive(Debug)]
@@ -81,7 +96,7 @@ impl Reloader {
         let mut refused = 0;
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for (file, text) in files {
-            let result = match text {
+            let result: Result<(), Refused> = match text {
                 Ok(text) => {
                     match crate::meshfile::parse_off_runtime(text, self.manager.registry()).await {
                         Ok(meshes) => {
@@ -90,17 +105,18 @@ impl Reloader {
                                     .map(|other| (m.name.to_string(), other))
                             });
                             match dup {
-                                Some((m, other)) => Err(Error::invalid_argument(
-                                    "name",
-                                    format!("mesh `{m}` is already defined in {other}"),
-                                )),
-                                None => self.manager.check(&file, &meshes).await,
+                                Some((mesh, other)) => Err(Refused::Duplicate { mesh, other }),
+                                None => self
+                                    .manager
+                                    .check(&file, &meshes)
+                                    .await
+                                    .map_err(Refused::from),
                             }
                         }
-                        Err(e) => Err(e),
+                        Err(e) => Err(e.into()),
                     }
                 }
-                Err(reason) => Err(Error::invalid_argument("(file)", reason)),
+                Err(unreadable) => Err(unreadable.into()),
             };
             if let Err(e) = result {
                 refused += 1;
@@ -131,29 +147,34 @@ impl Reloader {
         }
         let mut refused = 0;
         for (file, text) in files {
-            let hash = sha256_hex(
-                text.as_ref()
-                    .map_or_else(|e| e.as_bytes(), |t| t.as_bytes()),
-            );
+            let hash = match &text {
+                Ok(t) => sha256_hex(t.as_bytes()),
+                Err(e) => sha256_hex(crate::api::status::message(e).as_bytes()),
+            };
             if lock(&self.seen).get(&file).is_some_and(|h| *h == hash) {
                 continue;
             }
             // Remember the hash either way, so the same bad content is not re-tried every poll;
             // the meshes a refused file defined before stay.
             lock(&self.seen).insert(file.clone(), hash);
-            let result = match text {
+            let result: Result<(), Refused> = match text {
                 Ok(text) => {
                     match crate::meshfile::parse_off_runtime(text, self.manager.registry()).await {
-                        Ok(meshes) => self.manager.apply(&file, meshes).await.map(|_| ()),
+                        Ok(meshes) => self
+                            .manager
+                            .apply(&file, meshes)
+                            .await
+                            .map(|_| ())
+                            .map_err(Refused::from),
                         Err(e) => {
                             self.metrics.config_reload("refused");
-                            Err(e)
+                            Err(e.into())
                         }
                     }
                 }
-                Err(reason) => {
+                Err(unreadable) => {
                     self.metrics.config_reload("refused");
-                    Err(Error::invalid_argument("(file)", reason))
+                    Err(unreadable.into())
                 }
             };
             if let Err(e) = result {
@@ -199,7 +220,7 @@ fn read_dir_yaml(dir: &Path) -> std::io::Result<ConfigFiles> {
         if !is_yaml || !path.is_file() {
             continue;
         }
-        let text = crate::files::read_config_file(&path, "mesh config").map_err(|e| e.0);
+        let text = crate::files::read_config_file(&path, "mesh config");
         out.push((path.display().to_string(), text));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -332,7 +332,10 @@ impl issuer_server::Issuer for IssuerService {
         let caller = self.caller(&request)?;
         authorize(&self.policy.current(), &caller, &Action::RotateTokenKey)?;
         let key_id = self.tokens.rotate().await.map_err(|e| {
-            Status::unavailable(format!("cannot rotate the token signing key: {e}"))
+            Status::unavailable(format!(
+                "cannot rotate the token signing key: {}",
+                crate::api::status::message(&e)
+            ))
         })?;
         tracing::warn!(caller = %caller.describe(), key_id = %key_id, "token signing key rotated by request");
         Ok(Response::new(RotateTokenKeyResponse { key_id }))

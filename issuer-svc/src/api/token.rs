@@ -35,7 +35,72 @@ use ca_core::{
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{AppError, Context};
+use ca_core::fsutil::FileError;
+
+use crate::files::ReadError;
+
+/// Why the token signing key cannot be loaded, made, moved or rotated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum TokenError {
+    /// The stored key (or the legacy key file) is not a usable private key.
+    #[error("token signing key {at}")]
+    Unusable {
+        /// Where the key is kept (a secret's location or a file).
+        at: String,
+        #[source]
+        source: ca_core::Error,
+    },
+    /// The key is of another type.
+    #[error("token signing key {at} is not an ECDSA P-256 key")]
+    NotP256 { at: String },
+    /// The JWT library refused the key.
+    #[error("token signing key {at}")]
+    Rejected {
+        at: String,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// A new key could not be generated.
+    #[error("cannot generate a token signing key")]
+    Generate(#[source] ca_core::Error),
+    /// The legacy key file cannot be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The secret store failed (its error names the secret).
+    #[error(transparent)]
+    Store(#[from] ca_core::Error),
+    /// The legacy key's directory could not be synced.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The key was moved into the store but the legacy file stays.
+    #[error("the token signing key is in {at} now, but {} cannot be removed; remove it", path.display())]
+    LegacyNotRemoved {
+        at: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum TokenFileError {
+    /// It cannot be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Longer than any token.
+    #[error("token file {} is longer than {MAX_TOKEN_BYTES} bytes", path.display())]
+    TooLong { path: PathBuf },
+    /// Not text.
+    #[error("token file {}", path.display())]
+    NotText {
+        path: PathBuf,
+        #[source]
+        source: std::string::FromUtf8Error,
+    },
+}
 
 /// The gRPC metadata key carrying `Bearer <token>`.
 pub(crate) const METADATA_KEY: &str = "authorization";
@@ -89,20 +154,24 @@ impl fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// From a PKCS#8 PEM P-256 key.
-    fn from_pem(pem: &[u8], what: &str) -> Result<Self, AppError> {
-        let key = PrivateKey::from_pem(pem)
-            .map_err(|e| AppError(format!("token signing key {what}: {e}")))?;
+    fn from_pem(pem: &[u8], what: &str) -> Result<Self, TokenError> {
+        let key = PrivateKey::from_pem(pem).map_err(|source| TokenError::Unusable {
+            at: what.to_owned(),
+            source,
+        })?;
         if key.key_type() != KeyType::EcdsaP256 {
-            return Err(AppError(format!(
-                "token signing key {what} is not an ECDSA P-256 key"
-            )));
+            return Err(TokenError::NotP256 {
+                at: what.to_owned(),
+            });
         }
+        let rejected = |source| TokenError::Rejected {
+            at: what.to_owned(),
+            source,
+        };
         let spki = key.spki_der();
         let public_pem = pem::encode(&pem::Pem::new("PUBLIC KEY", spki.clone()));
-        let encoding = EncodingKey::from_ec_pem(key.to_pem().expose())
-            .map_err(|e| AppError(format!("token signing key {what}: {e}")))?;
-        let decoding = DecodingKey::from_ec_pem(public_pem.as_bytes())
-            .map_err(|e| AppError(format!("token signing key {what}: {e}")))?;
+        let encoding = EncodingKey::from_ec_pem(key.to_pem().expose()).map_err(rejected)?;
+        let decoding = DecodingKey::from_ec_pem(public_pem.as_bytes()).map_err(rejected)?;
         let id = crate::hash::sha256_hex(&spki)
             .get(..16)
             .unwrap_or_default()
@@ -115,10 +184,10 @@ impl SigningKey {
     }
 
     /// A fresh key and its PEM.
-    fn generate() -> Result<(Self, ca_core::SecretBytes), AppError> {
+    fn generate() -> Result<(Self, ca_core::SecretBytes), TokenError> {
         let key = KeyType::EcdsaP256
             .generate()
-            .map_err(|e| AppError(format!("cannot generate a token signing key: {e}")))?;
+            .map_err(TokenError::Generate)?;
         let pem = key.to_pem();
         Ok((Self::from_pem(pem.expose(), "(new)")?, pem))
     }
@@ -132,7 +201,7 @@ async fn adopt_legacy(
     store: &dyn SecretStore,
     name: &SecretName,
     legacy: &Path,
-) -> Result<Option<SecretBytes>, AppError> {
+) -> Result<Option<SecretBytes>, TokenError> {
     if !legacy.exists() {
         return Ok(None);
     }
@@ -140,7 +209,7 @@ async fn adopt_legacy(
         Ok(pem) => pem,
         // Another issuer on this data directory moved it in the meantime.
         Err(_) if !legacy.exists() => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     // A damaged key file is the operator's to look at, never replaced by a new key.
     SigningKey::from_pem(&pem, &legacy.display().to_string())?;
@@ -156,18 +225,19 @@ async fn adopt_legacy(
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(AppError(format!(
-                "the token signing key is in {at} now, but {} cannot be removed ({e}); remove it",
-                legacy.display()
-            )))
+        Err(source) => {
+            return Err(TokenError::LegacyNotRemoved {
+                at,
+                path: legacy.to_owned(),
+                source,
+            })
         }
     }
     Ok(Some(stored))
 }
 
-fn secret_name() -> Result<SecretName, AppError> {
-    SecretName::new(KEY_SECRET).map_err(|e| AppError(format!("{KEY_SECRET}: {e}")))
+fn secret_name() -> Result<SecretName, TokenError> {
+    Ok(SecretName::new(KEY_SECRET)?)
 }
 
 /// Mints and verifies bootstrap tokens with the current signing key.
@@ -208,7 +278,7 @@ impl Tokens {
     pub(crate) async fn open(
         store: Arc<dyn SecretStore>,
         legacy: Option<PathBuf>,
-    ) -> Result<Self, AppError> {
+    ) -> Result<Self, TokenError> {
         // One provider, chosen here: the build enables only aws_lc_rs, this makes it explicit.
         let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
         let name = secret_name()?;
@@ -369,7 +439,7 @@ impl Tokens {
 
     /// Replaces the signing key: every token minted before stops verifying, here at once and on
     /// other replicas at their next [`refresh`](Self::refresh). The new key's id.
-    pub(crate) async fn rotate(&self) -> Result<String, AppError> {
+    pub(crate) async fn rotate(&self) -> Result<String, TokenError> {
         let _w = self.writing.lock().await;
         let (key, pem) = SigningKey::generate()?;
         self.store
@@ -386,7 +456,7 @@ impl Tokens {
     }
 
     /// Reads the stored key again and takes it if another replica rotated it.
-    pub(crate) async fn refresh(&self) -> Result<(), AppError> {
+    pub(crate) async fn refresh(&self) -> Result<(), TokenError> {
         let _w = self.writing.lock().await;
         let Some(stored) = self.store.get(Scope::Global, &self.name).await? else {
             return Ok(());
@@ -410,7 +480,7 @@ impl Tokens {
         loop {
             tick.tick().await;
             if let Err(e) = self.refresh().await {
-                tracing::warn!(error = %e, "cannot re-read the token signing key; keeping the current one");
+                tracing::warn!(error = %crate::api::status::message(&e), "cannot re-read the token signing key; keeping the current one");
             }
         }
     }
@@ -446,7 +516,7 @@ fn unix_now() -> u64 {
 
 /// Reads a token file: trimmed, at most [`MAX_TOKEN_BYTES`]. A file that other users may read
 /// (group or other permission bits) is reported: the token is a secret.
-pub(crate) fn read_token_file(path: &std::path::Path) -> Result<String, AppError> {
+pub(crate) fn read_token_file(path: &std::path::Path) -> Result<String, TokenFileError> {
     use std::os::unix::fs::PermissionsExt as _;
     let bytes = crate::files::read_file(path, "token file")?;
     if let Ok(meta) = std::fs::metadata(path) {
@@ -456,12 +526,14 @@ pub(crate) fn read_token_file(path: &std::path::Path) -> Result<String, AppError
         }
     }
     if bytes.len() > MAX_TOKEN_BYTES + 2 {
-        return Err(AppError(format!(
-            "token file {} is longer than {MAX_TOKEN_BYTES} bytes",
-            path.display()
-        )));
+        return Err(TokenFileError::TooLong {
+            path: path.to_owned(),
+        });
     }
-    let text = String::from_utf8(bytes).ctx(|| format!("token file {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|source| TokenFileError::NotText {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(text.trim().to_owned())
 }
 
@@ -567,7 +639,8 @@ mod tests {
         let err = Tokens::open(store(other.path()), Some(legacy.clone()))
             .await
             .unwrap_err();
-        assert!(err.0.contains("token signing key"), "{err}");
+        assert!(matches!(err, TokenError::Unusable { .. }), "{err}");
+        assert!(err.to_string().contains("token signing key"), "{err}");
         assert!(legacy.exists());
         let none = store(other.path()).get(Scope::Global, &name).await.unwrap();
         assert!(none.is_none());

@@ -27,13 +27,75 @@ use ca_core::{ChainUsage, Identity, IssuedProblem, KeyType, MeshName, PrivateKey
 use clap::Args;
 use tonic::Code;
 
+use ca_core::fsutil::FileError;
+
 use super::client::{
-    connect, refused, server_endpoint, with_token, ClientIdentity, ClientTls, ConnArgs,
+    connect, refused, server_endpoint, with_token, ClientError, ClientIdentity, ClientTls,
+    ConnArgs, Rpc,
 };
 use super::trust::{read_held_bundle, Expected, Refusal, Verified};
-use crate::error::AppError;
-use crate::files::{create_private_dir, write_private, write_public};
+use crate::api::token::TokenFileError;
+use crate::files::{create_private_dir, write_private, write_public, ReadError};
+use crate::flags::{parse_tags, Flag, UsageError};
 use crate::proto::{IssueCertificateRequest, IssuedCertificate};
+
+/// Why `meshca agent` stopped, or why one delivery failed (the agent then keeps the current
+/// certificate and tries again).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum AgentError {
+    /// A flag cannot be used as given.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// The issuer cannot be reached, or refused.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// `--token-file` cannot be used.
+    #[error(transparent)]
+    TokenFile(#[from] TokenFileError),
+    /// `--signal-pid-file` cannot be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A file of the files sink cannot be written.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The agent's key could not be generated.
+    #[error("cannot generate a key")]
+    Key(#[source] ca_core::Error),
+    /// The CSR could not be made.
+    #[error("cannot make a CSR")]
+    Csr(#[source] ca_core::Error),
+    /// The key's PEM is not text (it always is: PEM is ASCII).
+    #[error("the key PEM is not text")]
+    KeyNotText(#[source] std::str::Utf8Error),
+    /// The issuer's answer failed a check; nothing was written and `--on-change` did not run.
+    #[error("refused the issuer's answer, nothing written{hint}")]
+    Refused {
+        /// What to do about it, when the agent can tell (` (...)`, or empty).
+        hint: &'static str,
+        #[source]
+        source: Refusal,
+    },
+    /// A sink other than files (Kubernetes, AWS Secrets Manager) failed; named by its flag.
+    #[error("{sink}")]
+    Sink {
+        sink: &'static str,
+        #[source]
+        source: ca_core::Error,
+    },
+    /// The pid file holds no process id.
+    #[error("{} does not hold a process id", path.display())]
+    NoPid { path: PathBuf },
+    /// The process could not be signalled.
+    #[error("cannot send {signal:?} to pid {pid} (from {})", path.display())]
+    Signal {
+        signal: ReloadSignal,
+        pid: i32,
+        path: PathBuf,
+        #[source]
+        source: rustix::io::Errno,
+    },
+}
 
 /// The longest pause between reconnects.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -98,7 +160,7 @@ pub(crate) struct AgentArgs {
 
 /// Signals a proxy reloads its certificates on.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum ReloadSignal {
+pub(crate) enum ReloadSignal {
     /// SIGHUP (nginx, Kong's nginx).
     Hup,
     /// SIGUSR1.
@@ -117,13 +179,13 @@ impl ReloadSignal {
     }
 }
 
-pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
+pub(crate) async fn agent(a: AgentArgs) -> Result<(), AgentError> {
     // Before anything touches a credential or the network.
     server_endpoint(&a.conn.server, !a.conn.plaintext)?;
-    let tags = super::parse_tags(&a.tags)?;
-    let mesh = MeshName::new(a.mesh.as_str()).map_err(|e| AppError(format!("--mesh: {e}")))?;
+    let tags = parse_tags(&a.tags)?;
+    let mesh = MeshName::new(a.mesh.as_str()).map_err(UsageError::invalid(Flag::new("--mesh")))?;
     let identity = Identity::new(mesh, tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .map_err(|e| AppError(format!("--tag: {e}")))?;
+        .map_err(UsageError::invalid(Flag::new("--tag")))?;
     // What a certificate must carry: the identity's URI SANs and the backend's DNS names (the
     // CSR asks for the URI SANs only; the issuer adds the DNS names itself).
     let expected_identity = if a.dns_names.is_empty() {
@@ -132,7 +194,7 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
         identity
             .clone()
             .with_dns_names(a.dns_names.iter().cloned())
-            .map_err(|e| AppError(format!("--dns-name: {e}")))?
+            .map_err(UsageError::invalid(Flag::new("--dns-name")))?
     };
     let token = match &a.token_file {
         Some(p) => Some(crate::api::token::read_token_file(p)?),
@@ -152,15 +214,13 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
     let (key, own) = match kept {
         Some((key, chain, not_after)) => (key, Some((chain, not_after))),
         None => (
-            KeyType::EcdsaP256
-                .generate()
-                .map_err(|e| AppError(format!("cannot generate a key: {e}")))?,
+            KeyType::EcdsaP256.generate().map_err(AgentError::Key)?,
             None,
         ),
     };
     let csr = key
         .csr_der_with_dns(identity.uri_sans(), identity.dns_sans())
-        .map_err(|e| AppError(format!("cannot make a CSR: {e}")))?;
+        .map_err(AgentError::Csr)?;
     let request = IssueCertificateRequest {
         mesh: a.mesh.clone(),
         tags: super::proto_tags(&tags),
@@ -179,19 +239,25 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
     let k8s = match &a.k8s_secret {
         Some(name) => {
             let name = ca_core::SecretName::new(name.as_str())
-                .map_err(|e| AppError(format!("--k8s-secret {name:?}: {e}")))?;
+                .map_err(UsageError::invalid(Flag::quoted("--k8s-secret", name)))?;
             let ns = a
                 .k8s_namespace
                 .clone()
                 .unwrap_or_else(ca_core::system_namespace);
             if !ca_core::is_namespace_name(&ns) {
-                return Err(AppError(format!(
-                    "--k8s-namespace {ns:?} is not a Kubernetes namespace name"
-                )));
+                return Err(UsageError::refused(
+                    Flag::quoted("--k8s-namespace", &ns),
+                    "is not a Kubernetes namespace name",
+                )
+                .into());
             }
-            let client = store_kubernetes::default_client()
-                .await
-                .map_err(|e| AppError(format!("--k8s-secret: {}", ca_core::error_chain(&e))))?;
+            let client =
+                store_kubernetes::default_client()
+                    .await
+                    .map_err(|source| AgentError::Sink {
+                        sink: "--k8s-secret",
+                        source,
+                    })?;
             Some(store_kubernetes::TlsSecretSink::new(client, &ns, &name))
         }
         None => None,
@@ -199,9 +265,9 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
     let aws = match (&a.aws_cert_secret, &a.aws_key_secret) {
         (Some(cert), Some(key)) => {
             let cert = meshca_aws::SecretTarget::parse(cert, "cert")
-                .map_err(|e| AppError(format!("--aws-cert-secret {e}")))?;
+                .map_err(|e| UsageError::refused(Flag::new("--aws-cert-secret"), e))?;
             let key = meshca_aws::SecretTarget::parse(key, "key")
-                .map_err(|e| AppError(format!("--aws-key-secret {e}")))?;
+                .map_err(|e| UsageError::refused(Flag::new("--aws-key-secret"), e))?;
             Some(meshca_aws::SecretsManagerSink::new(
                 meshca_aws::SecretsManager::new(),
                 cert,
@@ -230,10 +296,10 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
                 .await?
                 .issue_certificate(request)
                 .await
-                .map_err(|s| refused(&s))?
+                .map_err(refused)?
                 .into_inner()
                 .certificate
-                .ok_or_else(|| AppError("the issuer answered without a certificate".into()))?,
+                .ok_or(ClientError::NoCertificate)?,
         };
         let v = sink.deliver(&c).await?;
         println!("meshca agent: wrote {}", describe(&v));
@@ -251,7 +317,7 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AppError> {
         match result {
             Ok(()) => tracing::warn!("the issuer ended the watch; watching again"),
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "watch failed; the current certificate stays in place")
+                tracing::warn!(error = %ca_core::error_chain(&e), retry_in = ?backoff, "watch failed; the current certificate stays in place")
             }
         }
         let jitter = backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0);
@@ -276,7 +342,7 @@ async fn issue_with_token(
     ca: &Path,
     token: &str,
     request: &IssueCertificateRequest,
-) -> Result<IssuedCertificate, AppError> {
+) -> Result<IssuedCertificate, ClientError> {
     let tls = ClientTls {
         ca: ca.to_owned(),
         identity: ClientIdentity::None,
@@ -285,10 +351,10 @@ async fn issue_with_token(
         .await?
         .issue_certificate(with_token(request.clone(), token)?)
         .await
-        .map_err(|s| refused(&s))?
+        .map_err(refused)?
         .into_inner()
         .certificate
-        .ok_or_else(|| AppError("the issuer answered without a certificate".into()))
+        .ok_or(ClientError::NoCertificate)
 }
 
 /// One watch: every certificate it pushes is delivered. Returns when the stream ends.
@@ -298,7 +364,7 @@ async fn watch(
     request: &IssueCertificateRequest,
     sink: &Sinks,
     delivered: &mut bool,
-) -> Result<(), AppError> {
+) -> Result<(), AgentError> {
     let tls = match auth {
         Auth::Client(tls) => tls.clone(),
         Auth::Token { token, ca } => {
@@ -331,14 +397,14 @@ async fn watch(
                 // back to the token next time.
                 sink.forget_own();
             }
-            return Err(refused(&s));
+            return Err(refused(s).into());
         }
     };
     loop {
         let msg = stream
             .message()
             .await
-            .map_err(|s| AppError(format!("the watch broke: {:?}: {}", s.code(), s.message())))?;
+            .map_err(|s| ClientError::WatchBroke(Rpc(s)))?;
         let Some(msg) = msg else {
             return Ok(());
         };
@@ -400,7 +466,7 @@ impl Sinks {
 
     /// Checks `c` ([`Expected::check`]); then writes it, the key on first use, and runs
     /// `--on-change`. A refused answer is written nowhere and runs nothing.
-    async fn deliver(&self, c: &IssuedCertificate) -> Result<Verified, AppError> {
+    async fn deliver(&self, c: &IssuedCertificate) -> Result<Verified, AgentError> {
         let held = self
             .held
             .lock()
@@ -409,8 +475,8 @@ impl Sinks {
         let v = self
             .expected
             .check(c, held.as_ref(), SystemTime::now())
-            .map_err(|e| {
-                let hint = match &e {
+            .map_err(|source| {
+                let hint = match &source {
                     Refusal::Certificate(IssuedProblem::WrongDnsSans { extra, .. })
                         if !extra.is_empty() =>
                     {
@@ -418,9 +484,7 @@ impl Sinks {
                     }
                     _ => "",
                 };
-                AppError(format!(
-                    "refused the issuer's answer, nothing written: {e}{hint}"
-                ))
+                AgentError::Refused { hint, source }
             })?;
         self.write(&v).await?;
         *self
@@ -437,14 +501,14 @@ impl Sinks {
         }
         if let Some((pid_file, signal)) = &self.signal {
             if let Err(e) = send_signal(pid_file, *signal) {
-                tracing::warn!(error = %e, "--signal-pid-file: the proxy was not signalled; the files are in place");
+                tracing::warn!(error = %ca_core::error_chain(&e), "--signal-pid-file: the proxy was not signalled; the files are in place");
             }
         }
         Ok(v)
     }
 
     /// Writes a verified certificate to every sink.
-    async fn write(&self, c: &Verified) -> Result<(), AppError> {
+    async fn write(&self, c: &Verified) -> Result<(), AgentError> {
         if let Some(dir) = &self.dir {
             // Key first: a proxy reading cert.pem then finds the key that matches it.
             let key_path = dir.join("key.pem");
@@ -461,35 +525,42 @@ impl Sinks {
                 c.bundle_pem.as_bytes(),
             )
             .await
-            .map_err(|e| AppError(ca_core::error_chain(&e)))?;
+            .map_err(|source| AgentError::Sink {
+                sink: "--k8s-secret",
+                source,
+            })?;
         }
         if let Some(aws) = &self.aws {
             let key = std::str::from_utf8(self.key.to_pem().expose())
-                .map_err(|_| AppError("the key PEM is not text".into()))?
+                .map_err(AgentError::KeyNotText)?
                 .to_owned();
             aws.write(&c.chain_pem, &key)
                 .await
-                .map_err(|e| AppError(ca_core::error_chain(&e)))?;
+                .map_err(|source| AgentError::Sink {
+                    sink: "--aws-cert-secret",
+                    source,
+                })?;
         }
         Ok(())
     }
 }
 
 /// Sends `signal` to the process whose pid `pid_file` holds.
-fn send_signal(pid_file: &Path, signal: ReloadSignal) -> Result<(), AppError> {
+fn send_signal(pid_file: &Path, signal: ReloadSignal) -> Result<(), AgentError> {
     let text = crate::files::read_file(pid_file, "pid file")?;
     let pid = std::str::from_utf8(&text)
         .ok()
         .and_then(|t| t.trim().parse::<i32>().ok())
         .filter(|p| *p > 1)
         .and_then(rustix::process::Pid::from_raw)
-        .ok_or_else(|| AppError(format!("{} does not hold a process id", pid_file.display())))?;
-    rustix::process::kill_process(pid, signal.get()).map_err(|e| {
-        AppError(format!(
-            "cannot send {signal:?} to pid {} (from {}): {e}",
-            pid.as_raw_nonzero(),
-            pid_file.display()
-        ))
+        .ok_or_else(|| AgentError::NoPid {
+            path: pid_file.to_owned(),
+        })?;
+    rustix::process::kill_process(pid, signal.get()).map_err(|source| AgentError::Signal {
+        signal,
+        pid: pid.as_raw_nonzero().get(),
+        path: pid_file.to_owned(),
+        source,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The gRPC client of `meshca issue --server`, `meshca agent` and `meshca token`.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -7,10 +8,76 @@ use clap::Args;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::IssueArgs;
-use crate::error::{AppError, Context};
+use crate::flags::{Flag, UsageError};
 use crate::proto::issuer_client::IssuerClient;
 use crate::proto::IssueCertificateRequest;
 use crate::serve::bootstrap::BootstrapPaths;
+
+/// Why a call to the issuer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum ClientError {
+    /// `--server` and the TLS flags do not go together.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// `--server` is not an address.
+    #[error("`{server}` is not a server address (try 127.0.0.1:5680)")]
+    Address {
+        server: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A CA, certificate or key file for TLS cannot be read.
+    #[error(
+        "cannot read {} (run `meshca serve` once to create the bootstrap credentials, or pass \
+         --data-dir / --ca-cert / --client-cert / --client-key)",
+        path.display()
+    )]
+    Credentials {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// tonic refused the TLS configuration.
+    #[error("TLS setup")]
+    Tls(#[source] tonic::transport::Error),
+    /// No connection.
+    #[error("cannot reach the issuer at {url} (is `meshca serve` running there?)")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The issuer answered a call with an error status.
+    #[error("the issuer refused")]
+    Refused(#[source] Rpc),
+    /// A watch stream ended with an error status.
+    #[error("the watch broke")]
+    WatchBroke(#[source] Rpc),
+    /// A success without the certificate it should carry.
+    #[error("the issuer answered without a certificate")]
+    NoCertificate,
+    /// A bootstrap token that a gRPC header cannot carry.
+    #[error("the token holds characters a header cannot carry")]
+    TokenNotHeader(#[source] tonic::metadata::errors::InvalidMetadataValue),
+}
+
+/// A gRPC status from the issuer, shown as `Code: message` (`PermissionDenied: ...`); its
+/// `source()` is the status's own (a transport error on the client's side).
+#[derive(Debug)]
+pub(crate) struct Rpc(pub(crate) tonic::Status);
+
+impl fmt::Display for Rpc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.0.code(), self.0.message())
+    }
+}
+
+impl std::error::Error for Rpc {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
+    }
+}
 
 /// How to reach and authenticate to the issuer (the flags `meshca agent` and `meshca token`
 /// share).
@@ -89,17 +156,15 @@ pub(crate) enum ClientIdentity {
 pub(crate) async fn connect(
     server: &str,
     tls: Option<&ClientTls>,
-) -> Result<IssuerClient<Channel>, AppError> {
+) -> Result<IssuerClient<Channel>, ClientError> {
     let mut endpoint = server_endpoint(server, tls.is_some())?;
     let url = endpoint.uri().to_string();
     if let Some(t) = tls {
         let read = |p: &Path| {
-            std::fs::read(p).ctx(|| {
-            format!(
-                "cannot read {} (run `meshca serve` once to create the bootstrap credentials, or pass --data-dir / --ca-cert / --client-cert / --client-key)",
-                p.display()
-            )
-        })
+            std::fs::read(p).map_err(|source| ClientError::Credentials {
+                path: p.to_owned(),
+                source,
+            })
         };
         let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&t.ca)?));
         match &t.identity {
@@ -114,14 +179,12 @@ pub(crate) async fn connect(
             }
             ClientIdentity::None => {}
         }
-        endpoint = endpoint.tls_config(config).ctx(|| "TLS setup".into())?;
+        endpoint = endpoint.tls_config(config).map_err(ClientError::Tls)?;
     }
-    let channel = endpoint.connect().await.map_err(|e| {
-        AppError(format!(
-            "cannot reach the issuer at {url}: {} (is `meshca serve` running there?)",
-            crate::api::status::message(&e)
-        ))
-    })?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|source| ClientError::Unreachable { url, source })?;
     Ok(IssuerClient::new(channel))
 }
 
@@ -129,35 +192,43 @@ pub(crate) async fn connect(
 /// scheme) whenever TLS is used; `http://` only for plaintext, and plaintext only to a loopback
 /// address. An `http://` URL with TLS material or a token is refused: tonic would otherwise drop
 /// the TLS configuration and send the credentials in cleartext.
-pub(crate) fn server_endpoint(server: &str, tls: bool) -> Result<Endpoint, AppError> {
+pub(crate) fn server_endpoint(server: &str, tls: bool) -> Result<Endpoint, ClientError> {
+    let refused = |reason: String| UsageError::refused(Flag::with("--server", server), reason);
     let url = match server.split_once("://") {
         None => format!("{}://{server}", if tls { "https" } else { "http" }),
         Some((scheme, _)) => {
             match (scheme.to_ascii_lowercase().as_str(), tls) {
                 ("https", true) | ("http", false) => {}
                 ("http", true) => {
-                    return Err(AppError(format!(
-                        "--server {server}: refusing plaintext http:// with TLS credentials or a bootstrap token, \
+                    return Err(refused(
+                        "refusing plaintext http:// with TLS credentials or a bootstrap token, \
                          which would cross the network in cleartext; use https://HOST:PORT or HOST:PORT \
                          (an issuer started with --insecure-plaintext on loopback is reached with --plaintext)"
-                    )))
+                            .into(),
+                    )
+                    .into())
                 }
                 ("https", false) => {
-                    return Err(AppError(format!(
-                        "--server {server}: https:// and --plaintext contradict each other; drop one"
-                    )))
+                    return Err(refused(
+                        "https:// and --plaintext contradict each other; drop one".into(),
+                    )
+                    .into())
                 }
                 _ => {
-                    return Err(AppError(format!(
-                        "--server {server}: the scheme must be https:// (or http:// with --plaintext)"
-                    )))
+                    return Err(refused(
+                        "the scheme must be https:// (or http:// with --plaintext)".into(),
+                    )
+                    .into())
                 }
             }
             server.to_owned()
         }
     };
     let endpoint = Endpoint::from_shared(url)
-        .ctx(|| format!("`{server}` is not a server address (try 127.0.0.1:5680)"))?
+        .map_err(|source| ClientError::Address {
+            server: server.to_owned(),
+            source,
+        })?
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(60));
     if !tls {
@@ -168,10 +239,11 @@ pub(crate) fn server_endpoint(server: &str, tls: bool) -> Result<Endpoint, AppEr
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
         if !loopback {
-            return Err(AppError(format!(
-                "--server {server}: plaintext is allowed only to a loopback address \
-                 (127.0.0.1, ::1, localhost); use TLS for {host}"
-            )));
+            return Err(refused(format!(
+                "plaintext is allowed only to a loopback address (127.0.0.1, ::1, localhost); \
+                 use TLS for {host}"
+            ))
+            .into());
         }
     }
     Ok(endpoint)
@@ -181,7 +253,7 @@ pub(super) async fn issue_remote(
     a: &IssueArgs,
     tags: &[(String, String)],
     csr: Option<Vec<u8>>,
-) -> Result<(String, Option<String>, String, String), AppError> {
+) -> Result<(String, Option<String>, String, String), ClientError> {
     let paths = BootstrapPaths::new(&a.data_dir);
     let tls = (!a.plaintext).then(|| ClientTls {
         ca: a.ca_cert.clone().unwrap_or(paths.ca.clone()),
@@ -199,17 +271,9 @@ pub(super) async fn issue_remote(
     let resp = client
         .issue_certificate(req)
         .await
-        .map_err(|s| {
-            AppError(format!(
-                "the issuer refused: {:?}: {}",
-                s.code(),
-                s.message()
-            ))
-        })?
+        .map_err(refused)?
         .into_inner();
-    let c = resp
-        .certificate
-        .ok_or_else(|| AppError("the issuer answered without a certificate".into()))?;
+    let c = resp.certificate.ok_or(ClientError::NoCertificate)?;
     let summary = format!(
         "issued {} from backend `{}` of mesh `{}`, serial {}, valid until {}, rotate at {}",
         c.uri_sans.first().map_or("?", String::as_str),
@@ -224,23 +288,19 @@ pub(super) async fn issue_remote(
 }
 
 /// `req` carrying `authorization: Bearer <token>`.
-pub(crate) fn with_token<T>(req: T, token: &str) -> Result<tonic::Request<T>, AppError> {
+pub(crate) fn with_token<T>(req: T, token: &str) -> Result<tonic::Request<T>, ClientError> {
     let mut r = tonic::Request::new(req);
     let value = format!("Bearer {token}")
         .parse()
-        .map_err(|_| AppError("the token holds characters a header cannot carry".into()))?;
+        .map_err(ClientError::TokenNotHeader)?;
     r.metadata_mut()
         .insert(crate::api::token::METADATA_KEY, value);
     Ok(r)
 }
 
 /// An error for a call the issuer refused.
-pub(crate) fn refused(s: &tonic::Status) -> AppError {
-    AppError(format!(
-        "the issuer refused: {:?}: {}",
-        s.code(),
-        s.message()
-    ))
+pub(crate) fn refused(s: tonic::Status) -> ClientError {
+    ClientError::Refused(Rpc(s))
 }
 
 #[cfg(test)]
@@ -249,7 +309,7 @@ mod tests {
 
     #[test]
     fn http_is_refused_with_credentials_and_plaintext_is_loopback_only() {
-        let err = |server: &str, tls: bool| server_endpoint(server, tls).unwrap_err().0;
+        let err = |server: &str, tls: bool| server_endpoint(server, tls).unwrap_err().to_string();
         // TLS material or a token never goes over http://, whatever the host.
         for server in ["http://127.0.0.1:5680", "HTTP://issuer.example:5680"] {
             let e = err(server, true);

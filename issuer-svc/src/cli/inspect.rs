@@ -1,18 +1,40 @@
 //! `meshca inspect`: a readable summary of certificates.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use rustls_pki_types::{CertificateDer, UnixTime};
+use x509_parser::error::X509Error;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
 use crate::api::wire::unix;
-use crate::error::{AppError, Context};
+use crate::files::IoError;
 use crate::hash::sha256_hex;
 
+/// Why `meshca inspect` fails.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum InspectError {
+    /// The file cannot be read.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// Not PEM certificates (ca-core's reason).
+    #[error("{} {reason}", path.display())]
+    Certificates { path: PathBuf, reason: String },
+    /// No certificate to check against `--bundle`.
+    #[error("{} holds no certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    /// The first certificate does not chain to `--bundle`.
+    #[error("{} does not chain to {}", file.display(), bundle.display())]
+    NoChain { file: PathBuf, bundle: PathBuf },
+    /// A certificate that cannot be parsed.
+    #[error("not an X.509 certificate")]
+    NotX509(#[source] x509_parser::nom::Err<X509Error>),
+}
+
 /// Prints a summary of every certificate in `file`; with `bundle`, whether the first chains to it.
-pub(crate) fn inspect(file: &Path, bundle: Option<&Path>) -> Result<(), AppError> {
+pub(crate) fn inspect(file: &Path, bundle: Option<&Path>) -> Result<(), InspectError> {
     let certs = read_any(file)?;
     let n = certs.len();
     for (i, der) in certs.iter().enumerate() {
@@ -25,27 +47,31 @@ pub(crate) fn inspect(file: &Path, bundle: Option<&Path>) -> Result<(), AppError
         let roots = read_any(b)?;
         let (leaf, rest) = certs
             .split_first()
-            .ok_or_else(|| AppError(format!("{} holds no certificate", file.display())))?;
+            .ok_or_else(|| InspectError::NoCertificate {
+                path: file.to_owned(),
+            })?;
         let usages = chains_to(leaf, rest, &roots);
         if usages.is_empty() {
             println!("chains to {}: NO", b.display());
-            return Err(AppError(format!(
-                "{} does not chain to {}",
-                file.display(),
-                b.display()
-            )));
+            return Err(InspectError::NoChain {
+                file: file.to_owned(),
+                bundle: b.to_owned(),
+            });
         }
         println!("chains to {}: yes ({})", b.display(), usages.join(", "));
     }
     Ok(())
 }
 
-fn read_any(path: &Path) -> Result<Vec<CertificateDer<'static>>, AppError> {
-    let bytes = std::fs::read(path).ctx(|| format!("cannot read {}", path.display()))?;
+fn read_any(path: &Path) -> Result<Vec<CertificateDer<'static>>, InspectError> {
+    let bytes = std::fs::read(path).map_err(IoError::at("read", path))?;
     if bytes.first() == Some(&0x30) {
         return Ok(vec![CertificateDer::from(bytes)]);
     }
-    ca_core::x509::parse_pem_certs(&bytes).map_err(|e| AppError(format!("{} {e}", path.display())))
+    ca_core::x509::parse_pem_certs(&bytes).map_err(|reason| InspectError::Certificates {
+        path: path.to_owned(),
+        reason,
+    })
 }
 
 /// The usages (`client auth`, `server auth`) for which `leaf` chains to `roots` now.
@@ -89,8 +115,8 @@ pub(crate) fn chains_to(
     out
 }
 
-fn summarize(der: &CertificateDer<'_>) -> Result<String, AppError> {
-    let (_, c) = X509Certificate::from_der(der).ctx(|| "not an X.509 certificate".into())?;
+fn summarize(der: &CertificateDer<'_>) -> Result<String, InspectError> {
+    let (_, c) = X509Certificate::from_der(der).map_err(InspectError::NotX509)?;
     let sans = ca_core::x509::describe_sans(der).unwrap_or_default();
     let key = match c.public_key().parsed() {
         Ok(PublicKey::EC(p)) => format!("EC ({} bits)", p.key_size()),

@@ -9,14 +9,15 @@ use ca_core::{
 use meshca::{BuildContext, Manager};
 
 use super::{IssueArgs, ValidateArgs};
-use crate::error::{AppError, Context};
+use crate::error::CliError;
+use crate::meshfile::MeshFileError;
 
 pub(super) async fn issue_local(
     config: &Path,
     a: &IssueArgs,
     tags: &[(String, String)],
     csr: Option<&[u8]>,
-) -> Result<(String, Option<String>, String, String), AppError> {
+) -> Result<(String, Option<String>, String, String), CliError> {
     let text = crate::files::read_config_file(config, "mesh config")?;
     // One registry decodes the Mesh and builds its backend.
     let backends = meshca::registry();
@@ -24,18 +25,15 @@ pub(super) async fn issue_local(
     let mesh = meshes
         .iter()
         .find(|m| m.name.as_str() == a.mesh)
-        .ok_or_else(|| {
-            AppError(format!(
-                "{} defines no mesh `{}` (use --mesh)",
-                config.display(),
-                a.mesh
-            ))
+        .ok_or_else(|| MeshFileError::NoSuchMesh {
+            path: config.to_owned(),
+            mesh: a.mesh.clone(),
         })?;
     let Some((index, backend)) = mesh.enabled_backend_indexed() else {
-        return Err(AppError(format!(
-            "mesh `{}` has mTLS disabled: set mtls.enabledBackend",
-            a.mesh
-        )));
+        return Err(MeshFileError::MtlsDisabled {
+            mesh: a.mesh.clone(),
+        }
+        .into());
     };
     let store: Arc<dyn SecretStore> =
         Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
@@ -81,17 +79,17 @@ pub(super) async fn issue_local(
     ))
 }
 
-pub(super) fn csr_der(bytes: &[u8]) -> Result<Vec<u8>, AppError> {
+pub(super) fn csr_der(bytes: &[u8]) -> Result<Vec<u8>, CliError> {
     if bytes.starts_with(b"-----BEGIN") {
-        let p = pem::parse(bytes).ctx(|| "the CSR is not valid PEM".into())?;
+        let p = pem::parse(bytes).map_err(CliError::CsrPem)?;
         Ok(p.into_contents())
     } else {
         Ok(bytes.to_vec())
     }
 }
 
-/// TLS settings for talking to an issuer.
-pub(super) async fn validate(a: ValidateArgs) -> Result<(), AppError> {
+/// Checks every Mesh of a file: violations, then (unless `--no-test-cert`) a test certificate.
+pub(super) async fn validate(a: ValidateArgs) -> Result<(), CliError> {
     let text = crate::files::read_config_file(&a.config, "mesh config")?;
     let lower: Option<Arc<dyn SecretStore>> = match &a.data_dir {
         Some(d) => Some(Arc::new(DirectorySecretStore::new(d.join("secrets"))?)),
@@ -106,11 +104,11 @@ pub(super) async fn validate(a: ValidateArgs) -> Result<(), AppError> {
             for x in v.iter() {
                 println!("  {}: {}", x.field, x.message);
             }
-            return Err(AppError(format!(
-                "{} has {} violation(s)",
-                a.config.display(),
-                v.0.len()
-            )));
+            return Err(MeshFileError::Violations {
+                path: a.config.clone(),
+                violations: v,
+            }
+            .into());
         }
         Err(e) => return Err(e.into()),
     };
@@ -152,10 +150,11 @@ pub(super) async fn validate(a: ValidateArgs) -> Result<(), AppError> {
         }
     }
     if bad > 0 {
-        return Err(AppError(format!(
-            "{bad} mesh(es) in {} failed validation",
-            a.config.display()
-        )));
+        return Err(MeshFileError::Failed {
+            path: a.config.clone(),
+            failed: bad,
+        }
+        .into());
     }
     Ok(())
 }

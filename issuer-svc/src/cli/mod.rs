@@ -1,8 +1,8 @@
 //! The `meshca` command line: arguments and dispatch here; the gRPC client in [`client`], work
 //! on local files in [`local`], certificate summaries in [`inspect`].
 
-mod agent;
-mod client;
+pub(crate) mod agent;
+pub(crate) mod client;
 pub(crate) mod inspect;
 mod local;
 mod token;
@@ -15,8 +15,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use self::client::issue_remote;
 use self::local::{issue_local, validate};
-use crate::error::{AppError, Context};
-use crate::files::{write_private, write_public};
+use crate::error::CliError;
+use crate::files::{write_private, write_public, IoError};
+use crate::flags::parse_tags;
 use crate::serve::args::ServeArgs;
 
 const EXAMPLES: &str = "\
@@ -186,15 +187,17 @@ pub(crate) fn main() -> ExitCode {
             Command::Serve(a) => crate::serve::serve(a).await,
             Command::Issue(a) => issue(a).await,
             Command::Validate(a) => validate(a).await,
-            Command::Inspect(a) => crate::cli::inspect::inspect(&a.file, a.bundle.as_deref()),
-            Command::Agent(a) => agent::agent(a).await,
+            Command::Inspect(a) => {
+                crate::cli::inspect::inspect(&a.file, a.bundle.as_deref()).map_err(CliError::from)
+            }
+            Command::Agent(a) => agent::agent(a).await.map_err(CliError::from),
             Command::Token(a) => token::token(a).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("meshca: error: {e}");
+            eprintln!("meshca: error: {}", crate::error::chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -216,20 +219,6 @@ fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
-fn parse_tags(tags: &[String]) -> Result<Vec<(String, String)>, AppError> {
-    tags.iter()
-        .map(|t| {
-            t.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| {
-                    AppError(format!(
-                        "--tag {t}: expected KEY=VALUE, e.g. --tag kuma.io/service=web"
-                    ))
-                })
-        })
-        .collect()
-}
-
 /// Tags as the API spells them.
 fn proto_tags(tags: &[(String, String)]) -> Vec<crate::proto::Tag> {
     tags.iter()
@@ -240,17 +229,17 @@ fn proto_tags(tags: &[(String, String)]) -> Vec<crate::proto::Tag> {
         .collect()
 }
 
-async fn issue(a: IssueArgs) -> Result<(), AppError> {
+async fn issue(a: IssueArgs) -> Result<(), CliError> {
     let tags = parse_tags(&a.tags)?;
     let csr = match &a.csr {
-        Some(p) => Some(std::fs::read(p).ctx(|| format!("cannot read CSR {}", p.display()))?),
+        Some(p) => Some(std::fs::read(p).map_err(IoError::at("read CSR", p))?),
         None => None,
     };
     let (chain, key, bundle, summary) = match &a.config {
         Some(config) => issue_local(config, &a, &tags, csr.as_deref()).await?,
         None => issue_remote(&a, &tags, csr.clone()).await?,
     };
-    std::fs::create_dir_all(&a.out_dir).ctx(|| format!("cannot create {}", a.out_dir.display()))?;
+    std::fs::create_dir_all(&a.out_dir).map_err(IoError::at("create", &a.out_dir))?;
     write_public(&a.out_dir.join("cert.pem"), chain.as_bytes())?;
     write_public(&a.out_dir.join("bundle.pem"), bundle.as_bytes())?;
     if let Some(k) = key {

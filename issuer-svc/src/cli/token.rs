@@ -7,8 +7,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::client::{connect, refused, ConnArgs};
-use crate::error::AppError;
+use crate::error::CliError;
 use crate::files::write_private;
+use crate::flags::parse_tags;
 use crate::proto::{CreateTokenRequest, RotateTokenKeyRequest};
 
 #[derive(Debug, Args)]
@@ -48,7 +49,7 @@ struct CreateArgs {
     out: Option<PathBuf>,
 }
 
-pub(crate) async fn token(a: TokenArgs) -> Result<(), AppError> {
+pub(crate) async fn token(a: TokenArgs) -> Result<(), CliError> {
     match a.command {
         TokenCommand::Create(c) => create(c).await,
         TokenCommand::RotateKey(conn) => {
@@ -56,7 +57,7 @@ pub(crate) async fn token(a: TokenArgs) -> Result<(), AppError> {
             let r = client
                 .rotate_token_key(RotateTokenKeyRequest {})
                 .await
-                .map_err(|s| refused(&s))?
+                .map_err(refused)?
                 .into_inner();
             eprintln!(
                 "meshca: token signing key rotated (new key {}); every earlier token is revoked",
@@ -67,8 +68,8 @@ pub(crate) async fn token(a: TokenArgs) -> Result<(), AppError> {
     }
 }
 
-async fn create(a: CreateArgs) -> Result<(), AppError> {
-    let tags = super::parse_tags(&a.tags)?;
+async fn create(a: CreateArgs) -> Result<(), CliError> {
+    let tags = parse_tags(&a.tags)?;
     let mut client = connect(&a.conn.server, a.conn.client_tls().as_ref()).await?;
     let r = client
         .create_token(CreateTokenRequest {
@@ -77,7 +78,7 @@ async fn create(a: CreateArgs) -> Result<(), AppError> {
             valid_for_seconds: a.valid_for.as_secs().max(1),
         })
         .await
-        .map_err(|s| refused(&s))?
+        .map_err(refused)?
         .into_inner();
     let until = super::inspect::fmt_time(r.expires_at);
     match &a.out {

@@ -22,14 +22,118 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use ca_core::fsutil::FileError;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
 use rustls_pki_types::CertificateDer;
+use x509_parser::error::X509Error;
 
-use crate::error::{AppError, Context};
-use crate::files::{create_private_dir, write_private, write_public};
+use crate::files::{create_private_dir, write_private, write_public, IoError};
+
+/// Why the bootstrap TLS set cannot be made or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum BootstrapError {
+    /// A file of the set (or its directory) cannot be written.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// Creating, locking or restricting a directory failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// A file of the CA pair cannot be read.
+    #[error(
+        "{} cannot be read; the bootstrap CA is incomplete. Restore it, or remove {} to make a new \
+         bootstrap CA (every client certificate it signed stops working)",
+        path.display(),
+        dir.display()
+    )]
+    Incomplete {
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA pair does not belong together.
+    #[error(
+        "{} does not match {}: the bootstrap CA on disk is inconsistent; meshca will not replace a \
+         CA key. Restore the pair, or remove {} to make a new bootstrap CA",
+        ca.display(),
+        key.display(),
+        dir.display()
+    )]
+    PairMismatch {
+        ca: PathBuf,
+        key: PathBuf,
+        dir: PathBuf,
+    },
+    /// The data directory holds another CA than the shared store.
+    #[error(
+        "{} holds another bootstrap CA than the shared store; meshca will not replace a CA key. \
+         Remove {} (it is a per-replica copy) and start again",
+        ca.display(),
+        dir.display()
+    )]
+    OtherCa { ca: PathBuf, dir: PathBuf },
+    /// A CA kept in a store as one PEM text is not PEM.
+    #[error("{at} is not PEM")]
+    NotPem {
+        at: String,
+        #[source]
+        source: pem::PemError,
+    },
+    /// A CA kept in a store does not hold exactly one certificate and one key.
+    #[error("{at} must hold exactly one CERTIFICATE and one PRIVATE KEY block")]
+    BundleShape { at: String },
+    /// A CA kept in a store whose certificate is not for its key.
+    #[error("{at}: the certificate does not match the key; meshca will not replace a CA key")]
+    KeyMismatch { at: String },
+    /// A CA certificate file holds no usable PEM certificate (ca-core's reason).
+    #[error("{} {reason}", path.display())]
+    Certificates { path: PathBuf, reason: String },
+    /// A CA certificate file without a certificate.
+    #[error("{} holds no certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    /// A certificate that cannot be parsed.
+    #[error("{at} is not a certificate")]
+    NotACertificate {
+        at: String,
+        #[source]
+        source: x509_parser::nom::Err<X509Error>,
+    },
+    /// A key rcgen cannot use.
+    #[error("{at} is not a usable key")]
+    Key {
+        at: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A CA rcgen cannot sign with.
+    #[error("{} is not a usable CA", path.display())]
+    Ca {
+        path: PathBuf,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A name for the server certificate that is not a DNS name.
+    #[error("server certificate name {name:?} is not a DNS name (--server-name)")]
+    DnsName {
+        name: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// Generating a key failed.
+    #[error("cannot generate a key")]
+    KeyGen(#[source] rcgen::Error),
+    /// Signing a certificate failed.
+    #[error("cannot sign {what}")]
+    Sign {
+        what: String,
+        #[source]
+        source: rcgen::Error,
+    },
+}
 
 /// The common name of the bootstrap admin client certificate; it may do everything.
 pub(crate) const ADMIN_CN: &str = "meshca-admin";
@@ -84,8 +188,8 @@ impl std::fmt::Debug for CaPem {
 
 impl CaPem {
     /// A new bootstrap CA (P-256, ten years, path length 0).
-    pub(crate) fn generate() -> Result<Self, AppError> {
-        let key = KeyPair::generate().ctx(|| "cannot generate a key".into())?;
+    pub(crate) fn generate() -> Result<Self, BootstrapError> {
+        let key = KeyPair::generate().map_err(BootstrapError::KeyGen)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = dn("meshca bootstrap CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -96,7 +200,10 @@ impl CaPem {
         validity(&mut params, Duration::from_secs(10 * 365 * 86400));
         let cert = params
             .self_signed(&key)
-            .ctx(|| "cannot sign the bootstrap CA".into())?;
+            .map_err(|source| BootstrapError::Sign {
+                what: "the bootstrap CA".into(),
+                source,
+            })?;
         Ok(Self {
             cert: cert.pem(),
             key: key.serialize_pem(),
@@ -110,29 +217,38 @@ impl CaPem {
 
     /// Reads [`to_bundle`](Self::to_bundle)'s text: one certificate and one private key that
     /// belong together.
-    pub(crate) fn from_bundle(text: &[u8], what: &str) -> Result<Self, AppError> {
-        let blocks =
-            pem::parse_many(text).map_err(|e| AppError(format!("{what} is not PEM: {e}")))?;
+    pub(crate) fn from_bundle(text: &[u8], what: &str) -> Result<Self, BootstrapError> {
+        let blocks = pem::parse_many(text).map_err(|source| BootstrapError::NotPem {
+            at: what.to_owned(),
+            source,
+        })?;
         let mut certs = blocks.iter().filter(|b| b.tag() == "CERTIFICATE");
         let mut keys = blocks.iter().filter(|b| b.tag() == "PRIVATE KEY");
         let (Some(cert), None, Some(key), None) =
             (certs.next(), certs.next(), keys.next(), keys.next())
         else {
-            return Err(AppError(format!(
-                "{what} must hold exactly one CERTIFICATE and one PRIVATE KEY block"
-            )));
+            return Err(BootstrapError::BundleShape {
+                at: what.to_owned(),
+            });
         };
         let pair = Self {
             cert: pem::encode(cert),
             key: pem::encode(key),
         };
-        let key = KeyPair::from_pem(&pair.key).ctx(|| format!("{what}: the key is not usable"))?;
-        let (_, c) = x509_parser::parse_x509_certificate(cert.contents())
-            .ctx(|| format!("{what}: not a certificate"))?;
+        let key = KeyPair::from_pem(&pair.key).map_err(|source| BootstrapError::Key {
+            at: what.to_owned(),
+            source,
+        })?;
+        let (_, c) = x509_parser::parse_x509_certificate(cert.contents()).map_err(|source| {
+            BootstrapError::NotACertificate {
+                at: what.to_owned(),
+                source,
+            }
+        })?;
         if c.public_key().raw != key.subject_public_key_info().as_slice() {
-            return Err(AppError(format!(
-                "{what}: the certificate does not match the key; meshca will not replace a CA key"
-            )));
+            return Err(BootstrapError::KeyMismatch {
+                at: what.to_owned(),
+            });
         }
         Ok(pair)
     }
@@ -161,17 +277,23 @@ impl BootstrapPaths {
 
     /// Creates the set if there is none, checks it, and re-makes the server and admin
     /// certificates when needed. Returns the bootstrap CA certificate.
-    pub(crate) fn ensure(&self) -> Result<CertificateDer<'static>, AppError> {
+    pub(crate) fn ensure(&self) -> Result<CertificateDer<'static>, BootstrapError> {
         self.ensure_with(None)
     }
 
     /// [`ensure`](Self::ensure) with the CA pair given (from a shared store) instead of made
     /// here. A data directory holding another CA is refused, never overwritten.
-    pub(crate) fn ensure_seeded(&self, ca: &CaPem) -> Result<CertificateDer<'static>, AppError> {
+    pub(crate) fn ensure_seeded(
+        &self,
+        ca: &CaPem,
+    ) -> Result<CertificateDer<'static>, BootstrapError> {
         self.ensure_with(Some(Seed::Ca(ca)))
     }
 
-    fn ensure_with(&self, seed: Option<Seed<'_>>) -> Result<CertificateDer<'static>, AppError> {
+    fn ensure_with(
+        &self,
+        seed: Option<Seed<'_>>,
+    ) -> Result<CertificateDer<'static>, BootstrapError> {
         let parent = self.dir.parent().unwrap_or(Path::new("."));
         create_private_dir(parent)?;
         let lock_path = parent.join("tls.lock");
@@ -181,9 +303,8 @@ impl BootstrapPaths {
             .write(true)
             .mode(0o600)
             .open(&lock_path)
-            .ctx(|| format!("cannot open {}", lock_path.display()))?;
-        lock.lock()
-            .ctx(|| format!("cannot lock {}", lock_path.display()))?;
+            .map_err(IoError::at("open", &lock_path))?;
+        lock.lock().map_err(IoError::at("lock", &lock_path))?;
         let result = match seed {
             Some(Seed::Ca(ca)) => self.ensure_locked(parent, Some(ca)),
             None => self.ensure_locked(parent, None),
@@ -195,7 +316,7 @@ impl BootstrapPaths {
 
     /// Makes the admin certificate again if it is due (less than 16 of its 24 hours left,
     /// missing, or not matching the CA or its key), under the data directory's lock.
-    pub(crate) fn renew_admin(&self) -> Result<(), AppError> {
+    pub(crate) fn renew_admin(&self) -> Result<(), BootstrapError> {
         self.ensure_with(Some(Seed::AdminOnly)).map(|_| ())
     }
 
@@ -203,7 +324,7 @@ impl BootstrapPaths {
         &self,
         parent: &Path,
         seed: Option<&CaPem>,
-    ) -> Result<CertificateDer<'static>, AppError> {
+    ) -> Result<CertificateDer<'static>, BootstrapError> {
         // Leftovers of a start that died half-way: never seen as a set, safe to remove.
         if let Ok(entries) = fs::read_dir(parent) {
             for e in entries.flatten() {
@@ -231,20 +352,19 @@ impl BootstrapPaths {
             write_public(&staged.ca, ca.cert.as_bytes())?;
             staged.renew_leaves(Renew::AtStart)?;
             ca_core::fsutil::sync_dir(&tmp)?;
-            fs::rename(&tmp, &self.dir).ctx(|| format!("cannot create {}", self.dir.display()))?;
+            fs::rename(&tmp, &self.dir).map_err(IoError::at("create", &self.dir))?;
             ca_core::fsutil::sync_dir(parent)?;
         }
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
-            .ctx(|| format!("cannot restrict {}", self.dir.display()))?;
+            .map_err(IoError::at("restrict", &self.dir))?;
         if let Some(ca) = seed {
             let on_disk = fs::read(&self.ca).unwrap_or_default();
             let der = |pem: &[u8]| ca_core::x509::parse_pem_certs(pem).ok();
             if der(&on_disk) != der(ca.cert.as_bytes()) {
-                return Err(AppError(format!(
-                    "{} holds another bootstrap CA than the shared store; meshca will not replace a CA key. Remove {} (it is a per-replica copy) and start again",
-                    self.ca.display(),
-                    self.dir.display()
-                )));
+                return Err(BootstrapError::OtherCa {
+                    ca: self.ca.clone(),
+                    dir: self.dir.clone(),
+                });
             }
         }
         self.renew_leaves(Renew::AtStart)
@@ -266,40 +386,45 @@ impl BootstrapPaths {
     /// Checks the CA pair (refusing a mismatch) and re-makes the server certificate when it is
     /// missing, expires within a day, is not signed by the CA or does not match its key; the
     /// admin certificate always at a start, else when it is due.
-    fn renew_leaves(&self, what: Renew) -> Result<CertificateDer<'static>, AppError> {
-        let ca_pem = fs::read_to_string(&self.ca).ctx(|| {
-            format!(
-                "{} cannot be read; the bootstrap CA is incomplete. Restore it, or remove {} to make a new bootstrap CA (every client certificate it signed stops working)",
-                self.ca.display(),
-                self.dir.display()
-            )
+    fn renew_leaves(&self, what: Renew) -> Result<CertificateDer<'static>, BootstrapError> {
+        let incomplete = |path: &Path| {
+            let (path, dir) = (path.to_owned(), self.dir.clone());
+            move |source| BootstrapError::Incomplete { path, dir, source }
+        };
+        let ca_pem = fs::read_to_string(&self.ca).map_err(incomplete(&self.ca))?;
+        let ca_key_pem = fs::read_to_string(&self.ca_key).map_err(incomplete(&self.ca_key))?;
+        let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|source| BootstrapError::Key {
+            at: self.ca_key.display().to_string(),
+            source,
         })?;
-        let ca_key_pem = fs::read_to_string(&self.ca_key).ctx(|| {
-            format!(
-                "{} cannot be read; the bootstrap CA is incomplete. Restore it, or remove {} to make a new bootstrap CA (every client certificate it signed stops working)",
-                self.ca_key.display(),
-                self.dir.display()
-            )
-        })?;
-        let ca_key = KeyPair::from_pem(&ca_key_pem)
-            .ctx(|| format!("{} is not a usable key", self.ca_key.display()))?;
         let ca_der = ca_core::x509::parse_pem_certs(ca_pem.as_bytes())
-            .map_err(|e| AppError(format!("{} {e}", self.ca.display())))?
+            .map_err(|reason| BootstrapError::Certificates {
+                path: self.ca.clone(),
+                reason,
+            })?
             .into_iter()
             .next()
-            .ok_or_else(|| AppError(format!("{} holds no certificate", self.ca.display())))?;
-        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der)
-            .ctx(|| format!("{} is not a certificate", self.ca.display()))?;
+            .ok_or_else(|| BootstrapError::NoCertificate {
+                path: self.ca.clone(),
+            })?;
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).map_err(|source| {
+            BootstrapError::NotACertificate {
+                at: self.ca.display().to_string(),
+                source,
+            }
+        })?;
         if ca_cert.public_key().raw != ca_key.subject_public_key_info().as_slice() {
-            return Err(AppError(format!(
-                "{} does not match {}: the bootstrap CA on disk is inconsistent; meshca will not replace a CA key. Restore the pair, or remove {} to make a new bootstrap CA",
-                self.ca.display(),
-                self.ca_key.display(),
-                self.dir.display()
-            )));
+            return Err(BootstrapError::PairMismatch {
+                ca: self.ca.clone(),
+                key: self.ca_key.clone(),
+                dir: self.dir.clone(),
+            });
         }
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
-            .ctx(|| format!("{} is not a usable CA", self.ca.display()))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|source| BootstrapError::Ca {
+                path: self.ca.clone(),
+                source,
+            })?;
 
         let server_problem = match what {
             Renew::AtStart => leaf_problem(&self.server, &self.server_key, &ca_cert, DAY)
@@ -313,16 +438,14 @@ impl BootstrapPaths {
             let mut params = CertificateParams::default();
             params.distinguished_name = dn("meshca issuer");
             params.subject_alt_names = vec![
-                SanType::DnsName("localhost".try_into().ctx(|| "bad SAN".into())?),
+                SanType::DnsName(dns_name("localhost")?),
                 SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                 SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
             ];
             for name in &self.server_names {
-                params.subject_alt_names.push(SanType::DnsName(
-                    name.as_str()
-                        .try_into()
-                        .ctx(|| format!("--server-name {name} is not a DNS name"))?,
-                ));
+                params
+                    .subject_alt_names
+                    .push(SanType::DnsName(dns_name(name)?));
             }
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             self.leaf(
@@ -359,8 +482,8 @@ impl BootstrapPaths {
         issuer: &Issuer<'_, KeyPair>,
         (cert_path, key_path): (&Path, &Path),
         life: Duration,
-    ) -> Result<(), AppError> {
-        let key = KeyPair::generate().ctx(|| "cannot generate a key".into())?;
+    ) -> Result<(), BootstrapError> {
+        let key = KeyPair::generate().map_err(BootstrapError::KeyGen)?;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
@@ -370,9 +493,12 @@ impl BootstrapPaths {
         validity(&mut params, life);
         let cert = params
             .signed_by(&key, issuer)
-            .ctx(|| format!("cannot sign {}", cert_path.display()))?;
+            .map_err(|source| BootstrapError::Sign {
+                what: cert_path.display().to_string(),
+                source,
+            })?;
         write_private(key_path, key.serialize_pem().as_bytes())?;
-        write_public(cert_path, cert.pem().as_bytes())
+        Ok(write_public(cert_path, cert.pem().as_bytes())?)
     }
 }
 
@@ -401,11 +527,19 @@ pub(crate) async fn keep_admin_fresh(paths: BootstrapPaths) {
         match tokio::task::spawn_blocking(move || p.renew_admin()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e.0, "cannot renew the admin client certificate; will try again")
+                tracing::warn!(error = %ca_core::error_chain(&e), "cannot renew the admin client certificate; will try again")
             }
             Err(_) => tracing::warn!("the admin certificate renewal stopped; will try again"),
         }
     }
+}
+
+/// `name` as a DNS SAN of the server certificate.
+fn dns_name(name: &str) -> Result<rcgen::string::Ia5String, BootstrapError> {
+    name.try_into().map_err(|source| BootstrapError::DnsName {
+        name: name.to_owned(),
+        source,
+    })
 }
 
 fn dn(cn: &str) -> DistinguishedName {
@@ -541,12 +675,12 @@ mod tests {
         assert_eq!(fs::read(&paths.ca).unwrap(), ca, "CA is kept");
         // A CA key that does not match the CA certificate: refused, never replaced.
         fs::copy(&other_paths.ca_key, &paths.ca_key).unwrap();
-        let err = paths.ensure().unwrap_err().to_string();
+        let err = ca_core::error_chain(&paths.ensure().unwrap_err());
         assert!(err.contains("does not match"), "{err}");
         assert_eq!(fs::read(&paths.ca).unwrap(), ca);
         // A missing CA certificate: refused with what to do.
         fs::remove_file(&paths.ca).unwrap();
-        let err = paths.ensure().unwrap_err().to_string();
+        let err = ca_core::error_chain(&paths.ensure().unwrap_err());
         assert!(err.contains("the bootstrap CA is incomplete"), "{err}");
     }
 

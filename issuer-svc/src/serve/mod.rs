@@ -20,8 +20,9 @@ use crate::api::service::IssuerService;
 use crate::api::token::{Tokens, LEGACY_KEY_FILE};
 use crate::api::watches::WatchLimit;
 use crate::data_dir::{check_data_dir, warn_open_keys};
-use crate::error::{AppError, Context};
-use crate::files::create_private_dir;
+use crate::error::CliError;
+use crate::files::{create_private_dir, IoError};
+use crate::flags::{Flag, UsageError};
 use crate::limits::{
     CERTIFIED_IDLE_TIMEOUT, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT,
     MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE,
@@ -52,7 +53,7 @@ struct Checked {
     source: ConfigSource,
 }
 
-pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
+pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
     let checked = check(&a)?;
     let (store, own) = open_store(&a).await?;
 
@@ -77,9 +78,9 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         metrics.clone(),
     ));
     if reloader.dry_run().await > 0 {
-        return Err(AppError(
-            "the mesh configuration is invalid (see the log above); nothing was written; fix it and start again".into(),
-        ));
+        return Err(CliError::MeshConfig {
+            nothing_written: true,
+        });
     }
 
     // From here on, things are written: the bootstrap TLS set, then the meshes' CAs.
@@ -106,9 +107,9 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         (Some(roots), policy, Some(chain_key))
     };
     if reloader.reload().await > 0 {
-        return Err(AppError(
-            "the mesh configuration is invalid (see the log above); fix it and start again".into(),
-        ));
+        return Err(CliError::MeshConfig {
+            nothing_written: false,
+        });
     }
     tokio::spawn(reloader.run(a.reload_interval));
     let scheduler = running.scheduler().clone();
@@ -145,22 +146,22 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         watches: WatchLimit::new(a.max_watches_per_identity),
     };
 
-    let listener = TcpListener::bind(a.listen).await.ctx(|| {
-        format!(
-            "cannot listen on {} (is another meshca running? try --listen 127.0.0.1:0)",
-            a.listen
-        )
-    })?;
-    let grpc_addr = listener.local_addr().ctx(|| "local address".into())?;
-    let metrics_listener = TcpListener::bind(a.metrics_listen).await.ctx(|| {
-        format!(
-            "cannot listen on {} for metrics (try --metrics-listen 127.0.0.1:0)",
-            a.metrics_listen
-        )
-    })?;
-    let metrics_addr = metrics_listener
-        .local_addr()
-        .ctx(|| "local address".into())?;
+    let listener = TcpListener::bind(a.listen)
+        .await
+        .map_err(|source| CliError::Listen {
+            addr: a.listen,
+            hint: " (is another meshca running? try --listen 127.0.0.1:0)",
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().map_err(CliError::LocalAddr)?;
+    let metrics_listener = TcpListener::bind(a.metrics_listen)
+        .await
+        .map_err(|source| CliError::Listen {
+            addr: a.metrics_listen,
+            hint: " for metrics (try --metrics-listen 127.0.0.1:0)",
+            source,
+        })?;
+    let metrics_addr = metrics_listener.local_addr().map_err(CliError::LocalAddr)?;
     tokio::spawn(http::serve(
         metrics_listener,
         metrics.clone(),
@@ -196,7 +197,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
         .await;
     metrics.ready.store(false, Ordering::Relaxed);
     running.shutdown().await;
-    result.ctx(|| "gRPC server failed".into())?;
+    result.map_err(CliError::Grpc)?;
     tracing::info!("shut down");
     Ok(())
 }
@@ -208,7 +209,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), AppError> {
 /// nothing is written.
 async fn open_store(
     a: &ServeArgs,
-) -> Result<(Arc<dyn SecretStore>, Arc<dyn SecretStore>), AppError> {
+) -> Result<(Arc<dyn SecretStore>, Arc<dyn SecretStore>), CliError> {
     check_data_dir(&a.data_dir, a.adopt_open_data_dir)?;
     let opened: (Arc<dyn SecretStore>, Arc<dyn SecretStore>) = match a.store {
         StoreKind::File => {
@@ -221,8 +222,9 @@ async fn open_store(
                 .namespace
                 .clone()
                 .unwrap_or_else(ca_core::system_namespace);
-            let failed = |e: ca_core::Error| {
-                AppError(format!("--store kubernetes: {}", ca_core::error_chain(&e)))
+            let failed = |source| CliError::CoreIn {
+                context: "--store kubernetes",
+                source,
             };
             let store = Arc::new(KubernetesSecretStore::connect(&ns).await.map_err(failed)?);
             // meshca's own Secrets (bootstrap TLS CA, token signing key) may live apart.
@@ -244,16 +246,16 @@ async fn open_store(
 
 /// Checks every flag and reads every file the operator named, writing nothing: a bad flag, TLS
 /// file, client CA or authz file never leaves secrets behind.
-fn check(a: &ServeArgs) -> Result<Checked, AppError> {
-    if a.namespace.is_some() && a.store != StoreKind::Kubernetes {
-        return Err(AppError(
-            "--namespace applies to --store kubernetes only".into(),
-        ));
-    }
-    if a.own_namespace.is_some() && a.store != StoreKind::Kubernetes {
-        return Err(AppError(
-            "--own-namespace applies to --store kubernetes only".into(),
-        ));
+fn check(a: &ServeArgs) -> Result<Checked, CliError> {
+    for (flag, given) in [
+        ("--namespace", a.namespace.is_some()),
+        ("--own-namespace", a.own_namespace.is_some()),
+    ] {
+        if given && a.store != StoreKind::Kubernetes {
+            return Err(
+                UsageError::refused(Flag::new(flag), "applies to --store kubernetes only").into(),
+            );
+        }
     }
     if let Some((flag, ns)) = [
         ("--namespace", &a.namespace),
@@ -265,36 +267,49 @@ fn check(a: &ServeArgs) -> Result<Checked, AppError> {
             .filter(|n| !ca_core::is_namespace_name(n))
             .map(|n| (f, n))
     }) {
-        return Err(AppError(format!(
-            "{flag} {ns:?} is not a Kubernetes namespace name (a DNS-1123 label: at most 63 lower-case letters, digits and '-')"
-        )));
+        return Err(UsageError::refused(
+            Flag::quoted(flag, ns),
+            "is not a Kubernetes namespace name (a DNS-1123 label: at most 63 lower-case letters, \
+             digits and '-')",
+        )
+        .into());
     }
     if a.server_name.len() > MAX_SERVER_NAMES {
-        return Err(AppError(format!(
-            "--server-name is given {} times; at most {MAX_SERVER_NAMES}",
-            a.server_name.len()
-        )));
+        return Err(UsageError::refused(
+            Flag::new("--server-name"),
+            format!(
+                "is given {} times; at most {MAX_SERVER_NAMES}",
+                a.server_name.len()
+            ),
+        )
+        .into());
     }
     for name in &a.server_name {
-        if ca_core::SecretName::new(name.as_str()).is_err() {
-            return Err(AppError(format!(
-                "--server-name {name:?} is not a DNS name (lower-case letters, digits, '-' and '.')"
-            )));
+        if let Err(source) = ca_core::SecretName::new(name.as_str()) {
+            return Err(UsageError::invalid(Flag::quoted("--server-name", name))(source).into());
         }
     }
     if a.insecure_plaintext && !a.listen.ip().is_loopback() {
-        return Err(AppError(format!(
-            "--insecure-plaintext is allowed only on a loopback address, not {}; drop the flag to serve mTLS",
-            a.listen
-        )));
+        return Err(UsageError::refused(
+            Flag::new("--insecure-plaintext"),
+            format!(
+                "allowed only on a loopback address, not {}; drop the flag to serve mTLS",
+                a.listen
+            ),
+        )
+        .into());
     }
     if a.idle_timeout < Duration::from_millis(100) {
-        return Err(AppError("--idle-timeout must be at least 100ms".into()));
+        return Err(
+            UsageError::refused(Flag::new("--idle-timeout"), "must be at least 100ms").into(),
+        );
     }
     if !(0.1..=0.95).contains(&a.rotate_fraction) {
-        return Err(AppError(
-            "--rotate-fraction must be between 0.1 and 0.95".into(),
-        ));
+        return Err(UsageError::refused(
+            Flag::new("--rotate-fraction"),
+            "must be between 0.1 and 0.95",
+        )
+        .into());
     }
     let remote_sources = remote_source_policy(a)?;
     let client_cas = match &a.client_ca {
@@ -304,15 +319,12 @@ fn check(a: &ServeArgs) -> Result<Checked, AppError> {
     let own_tls = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => {
             let (chain, key) = (read_certs(c)?, read_key(k)?);
-            rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider()).ctx(
-                || {
-                    format!(
-                        "--tls-cert {} and --tls-key {} do not fit together",
-                        c.display(),
-                        k.display()
-                    )
-                },
-            )?;
+            rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider())
+                .map_err(|source| CliError::TlsPair {
+                    cert: c.clone(),
+                    key: k.clone(),
+                    source,
+                })?;
             Some((chain, key))
         }
         _ => None,
@@ -322,10 +334,11 @@ fn check(a: &ServeArgs) -> Result<Checked, AppError> {
     }
     let source = match &a.mesh_config {
         Some(d) if !d.is_dir() => {
-            return Err(AppError(format!(
-                "--mesh-config {} is not a directory of Mesh YAML files",
-                d.display()
-            )))
+            return Err(UsageError::refused(
+                Flag::with("--mesh-config", d.display()),
+                "is not a directory of Mesh YAML files",
+            )
+            .into())
         }
         Some(d) => ConfigSource::Dir(d.clone()),
         None => ConfigSource::Embedded,
@@ -338,14 +351,14 @@ fn check(a: &ServeArgs) -> Result<Checked, AppError> {
     })
 }
 
-fn bootstrap_secret_name() -> Result<SecretName, AppError> {
-    SecretName::new(BOOTSTRAP_SECRET).ctx(|| "secret name".into())
+fn bootstrap_secret_name() -> Result<SecretName, CliError> {
+    Ok(SecretName::new(BOOTSTRAP_SECRET)?)
 }
 
 /// The bootstrap TLS CA every replica shares: the global secret [`BOOTSTRAP_SECRET`] of `store`,
 /// or made here and created there if absent (of replicas starting at once, one wins and all use
 /// its CA).
-async fn shared_bootstrap_ca(store: &dyn SecretStore) -> Result<CaPem, AppError> {
+async fn shared_bootstrap_ca(store: &dyn SecretStore) -> Result<CaPem, CliError> {
     let name = bootstrap_secret_name()?;
     let what = store.location(Scope::Global, &name);
     let value = match store.get(Scope::Global, &name).await? {
@@ -361,7 +374,7 @@ async fn shared_bootstrap_ca(store: &dyn SecretStore) -> Result<CaPem, AppError>
             v
         }
     };
-    CaPem::from_bundle(value.expose(), &what)
+    Ok(CaPem::from_bundle(value.expose(), &what)?)
 }
 
 /// The bootstrap TLS set (made once, checked at every start), the operators' roots and authz
@@ -372,7 +385,7 @@ fn operators_and_server_cert(
     seed: Option<&CaPem>,
     client_cas: &[CertificateDer<'static>],
     own_tls: Option<ChainAndKey>,
-) -> Result<(OperatorRoots, Policy, ChainAndKey), AppError> {
+) -> Result<(OperatorRoots, Policy, ChainAndKey), CliError> {
     let bootstrap_ca = match seed {
         Some(ca) => paths.ensure_seeded(ca)?,
         None => paths.ensure()?,
@@ -421,7 +434,7 @@ async fn router(
     max_streams: usize,
 ) -> Result<
     tonic::transport::server::Router<tower_layer::Stack<ConnLayer, tower_layer::Identity>>,
-    AppError,
+    CliError,
 > {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -432,13 +445,9 @@ async fn router(
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .ctx(|| "reflection service".into())?;
+    let reflection_v1 = reflection().build_v1().map_err(CliError::Reflection)?;
     // v1alpha too: grpcurl and many other tools still ask for it.
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .ctx(|| "reflection service".into())?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(CliError::Reflection)?;
     Ok(tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
@@ -458,35 +467,39 @@ async fn router(
 /// unless the operator allowed a directory or variables, never the data directory (it holds every
 /// mesh's CA keys), and only the upstreams (Vault addresses, ACM PCA ARNs, cert-manager issuers)
 /// the operator allowed.
-fn remote_source_policy(a: &ServeArgs) -> Result<SourcePolicy, AppError> {
+fn remote_source_policy(a: &ServeArgs) -> Result<SourcePolicy, CliError> {
     let mut allowed = ca_core::AllowedUpstreams::none();
     for address in &a.allow_vault_address {
         allowed = allowed
             .allow_vault(address)
-            .map_err(|e| AppError(format!("--allow-vault-address {address:?} {e}")))?;
+            .map_err(|e| UsageError::refused(Flag::quoted("--allow-vault-address", address), e))?;
     }
     for arn in &a.allow_acmpca_arn {
         allowed = allowed
             .allow_acmpca(arn)
-            .map_err(|e| AppError(format!("--allow-acmpca-arn: {e}")))?;
+            .map_err(|e| UsageError::refused(Flag::new("--allow-acmpca-arn"), e))?;
     }
     for issuer in &a.allow_certmanager_issuer {
         allowed = allowed
             .allow_certmanager(issuer)
-            .map_err(|e| AppError(format!("--allow-certmanager-issuer: {e}")))?;
+            .map_err(|e| UsageError::refused(Flag::new("--allow-certmanager-issuer"), e))?;
     }
     let policy = SourcePolicy::remote(a.allow_file_sources.as_deref(), a.allow_env_source.clone())
-        .map_err(|e| AppError(format!("--allow-file-sources {e}")))?
+        .map_err(|e| UsageError::refused(Flag::new("--allow-file-sources"), e))?
         .with_allowed_upstreams(allowed);
     if let Some(dir) = policy.file_dir() {
-        let data = std::path::absolute(&a.data_dir).ctx(|| "data directory".into())?;
+        let data = std::path::absolute(&a.data_dir).map_err(IoError::at("resolve", &a.data_dir))?;
         let data = data.canonicalize().unwrap_or(data);
         if data.starts_with(dir) || dir.starts_with(&data) {
-            return Err(AppError(format!(
-                "--allow-file-sources {} overlaps the data directory {}, which holds every mesh's CA keys; allow a directory of its own",
-                dir.display(),
-                a.data_dir.display()
-            )));
+            return Err(UsageError::refused(
+                Flag::with("--allow-file-sources", dir.display()),
+                format!(
+                    "overlaps the data directory {}, which holds every mesh's CA keys; allow a \
+                     directory of its own",
+                    a.data_dir.display()
+                ),
+            )
+            .into());
         }
     }
     Ok(policy)

@@ -2,7 +2,7 @@
 //! the mesh states (operators' CAs plus every mesh's current trust bundle), so a data plane can
 //! present its mesh certificate.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use ca_core::{ChainUsage, TrustBundle};
@@ -18,9 +18,40 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::api::authz::OperatorRoots;
-use crate::error::{AppError, Context};
+use crate::files::ReadError;
 use crate::limits::TLS_HANDSHAKE_TIMEOUT;
 use crate::serve::conn::{unless_evicted, AcceptBackoff, Conn, Connections};
+
+/// Why TLS material cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum TlsError {
+    /// The file cannot be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A certificate file that is not PEM certificates (ca-core's reason).
+    #[error("{} {reason}", path.display())]
+    Certificates { path: PathBuf, reason: String },
+    /// A key file that is not PEM.
+    #[error("{} is not PEM", path.display())]
+    KeyNotPem {
+        path: PathBuf,
+        #[source]
+        source: pem::PemError,
+    },
+    /// A key file without a private key block.
+    #[error("{} holds no private key", path.display())]
+    NoKey { path: PathBuf },
+    /// A root that [`TrustBundle`] refuses.
+    #[error("a client CA cannot be used as a trust anchor")]
+    TrustAnchor(#[source] ca_core::Error),
+    /// rustls refused the protocol versions of the provider.
+    #[error("TLS setup")]
+    Setup(#[source] rustls::Error),
+    /// The certificate and key do not belong together.
+    #[error("the server certificate and key do not fit together")]
+    KeyMismatch(#[source] rustls::Error),
+}
 
 /// The aws-lc-rs provider (the workspace never uses ring).
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -37,7 +68,7 @@ pub(crate) struct DynamicClientVerifier {
 }
 
 impl DynamicClientVerifier {
-    pub(crate) fn new(roots: &[CertificateDer<'static>]) -> Result<Self, AppError> {
+    pub(crate) fn new(roots: &[CertificateDer<'static>]) -> Result<Self, TlsError> {
         Ok(Self {
             roots: RwLock::new(bundle(roots)?),
             algorithms: provider().signature_verification_algorithms,
@@ -45,7 +76,7 @@ impl DynamicClientVerifier {
     }
 
     /// Replaces the roots; handshakes in progress finish with the old ones.
-    pub(crate) fn set_roots(&self, roots: &[CertificateDer<'static>]) -> Result<(), AppError> {
+    pub(crate) fn set_roots(&self, roots: &[CertificateDer<'static>]) -> Result<(), TlsError> {
         let b = bundle(roots)?;
         *self
             .roots
@@ -62,9 +93,8 @@ impl DynamicClientVerifier {
     }
 }
 
-fn bundle(roots: &[CertificateDer<'static>]) -> Result<TrustBundle, AppError> {
-    TrustBundle::new(roots.to_vec())
-        .map_err(|e| AppError(format!("a client CA cannot be used as a trust anchor: {e}")))
+fn bundle(roots: &[CertificateDer<'static>]) -> Result<TrustBundle, TlsError> {
+    TrustBundle::new(roots.to_vec()).map_err(TlsError::TrustAnchor)
 }
 
 impl ClientCertVerifier for DynamicClientVerifier {
@@ -119,15 +149,21 @@ impl ClientCertVerifier for DynamicClientVerifier {
 }
 
 /// Reads PEM certificates from a file.
-pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, AppError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = crate::files::read_file(path, "certificate file")?;
-    ca_core::x509::parse_pem_certs(&pem).map_err(|e| AppError(format!("{} {e}", path.display())))
+    ca_core::x509::parse_pem_certs(&pem).map_err(|reason| TlsError::Certificates {
+        path: path.to_owned(),
+        reason,
+    })
 }
 
 /// Reads a PEM private key from a file.
-pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, AppError> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = crate::files::read_file(path, "key file")?;
-    let blocks = pem::parse_many(&pem).ctx(|| format!("{} is not PEM", path.display()))?;
+    let blocks = pem::parse_many(&pem).map_err(|source| TlsError::KeyNotPem {
+        path: path.to_owned(),
+        source,
+    })?;
     for b in blocks {
         let der = b.contents().to_vec();
         match b.tag() {
@@ -137,7 +173,9 @@ pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, AppError> 
             _ => {}
         }
     }
-    Err(AppError(format!("{} holds no private key", path.display())))
+    Err(TlsError::NoKey {
+        path: path.to_owned(),
+    })
 }
 
 /// The server's rustls config: its certificate, client certificates (optional: see
@@ -146,13 +184,13 @@ pub(crate) fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     verifier: Arc<DynamicClientVerifier>,
-) -> Result<rustls::ServerConfig, AppError> {
+) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .ctx(|| "TLS setup".into())?
+        .map_err(TlsError::Setup)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .ctx(|| "the server certificate and key do not fit together".into())?;
+        .map_err(TlsError::KeyMismatch)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
@@ -164,7 +202,7 @@ pub(crate) fn server(
     operators: &OperatorRoots,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-) -> Result<Arc<rustls::ServerConfig>, AppError> {
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let roots = operators.certs().to_vec();
     let verifier = Arc::new(DynamicClientVerifier::new(&client_roots(
         &roots,
@@ -202,7 +240,7 @@ async fn follow_roots(
     while rx.changed().await.is_ok() {
         let snap = rx.borrow_and_update().clone();
         if let Err(e) = verifier.set_roots(&client_roots(&operator_roots, &snap)) {
-            tracing::warn!(error = %e, "cannot update client certificate roots; keeping the old ones");
+            tracing::warn!(error = %crate::api::status::message(&e), "cannot update client certificate roots; keeping the old ones");
         }
     }
 }

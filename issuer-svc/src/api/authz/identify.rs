@@ -11,10 +11,33 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::policy::{anchor_id, AnchorId};
+use super::policy::{anchor_id, AnchorId, NotACertificate};
 use super::{Caller, OperatorId};
-use crate::error::AppError;
 use crate::serve::bootstrap::ADMIN_CN;
+
+/// Why the operators' roots cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum RootsError {
+    /// A root (the bootstrap CA or a `--client-ca`) cannot be parsed.
+    #[error("client CA")]
+    NotACertificate(#[source] NotACertificate),
+    /// A root the trust bundle refuses.
+    #[error("a client CA cannot be used as a trust anchor")]
+    TrustAnchor(#[source] ca_core::Error),
+}
+
+/// Why a data plane's certificate names no identity of the mesh.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum CertIdentityError {
+    /// The certificate cannot be parsed.
+    #[error("cannot parse the certificate")]
+    Parse(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// Its URI SANs spell no identity exactly.
+    #[error("the certificate's URI SANs")]
+    Sans(#[source] ca_core::Error),
+}
 
 /// Identifies the caller from its verified certificate chain (leaf first).
 /// Callers identified by their client certificate, so a chain is verified once per certificate and
@@ -82,15 +105,14 @@ impl OperatorRoots {
     pub(crate) fn new(
         bootstrap_ca: &CertificateDer<'static>,
         client_cas: &[CertificateDer<'static>],
-    ) -> Result<Self, AppError> {
+    ) -> Result<Self, RootsError> {
         let mut roots = vec![bootstrap_ca.clone()];
         roots.extend(client_cas.iter().cloned());
         let ids: Vec<AnchorId> = roots
             .iter()
-            .map(|r| anchor_id(r).map_err(|e| AppError(format!("client CA {e}"))))
+            .map(|r| anchor_id(r).map_err(RootsError::NotACertificate))
             .collect::<Result<_, _>>()?;
-        let roots = TrustBundle::new(roots)
-            .map_err(|e| AppError(format!("a client CA cannot be used as a trust anchor: {e}")))?;
+        let roots = TrustBundle::new(roots).map_err(RootsError::TrustAnchor)?;
         Ok(Self { roots, ids })
     }
 
@@ -184,9 +206,9 @@ pub(crate) fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {
 pub(crate) fn identity_from_cert(
     leaf: &CertificateDer<'_>,
     mesh: &MeshName,
-) -> Result<Identity, String> {
-    let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| format!("cannot parse: {e}"))?;
-    Identity::from_uri_sans(mesh, &uri_sans(&cert)).map_err(|e| e.to_string())
+) -> Result<Identity, CertIdentityError> {
+    let (_, cert) = X509Certificate::from_der(leaf).map_err(CertIdentityError::Parse)?;
+    Identity::from_uri_sans(mesh, &uri_sans(&cert)).map_err(CertIdentityError::Sans)
 }
 
 #[cfg(test)]

@@ -28,8 +28,8 @@
 mod identify;
 mod policy;
 
-pub(crate) use identify::{uri_sans, CallerCache, OperatorRoots};
-pub(crate) use policy::{AnchorId, AuthzSource, Policy, SharedPolicy};
+pub(crate) use identify::{uri_sans, CallerCache, OperatorRoots, RootsError};
+pub(crate) use policy::{AnchorId, AuthzError, AuthzSource, Policy, SharedPolicy};
 
 use ca_core::Identity;
 

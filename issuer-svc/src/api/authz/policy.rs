@@ -7,11 +7,60 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
+use x509_parser::error::X509Error;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::OperatorId;
-use crate::error::{AppError, Context};
+use crate::files::ReadError;
 use crate::hash::sha256_hex;
+use crate::serve::tls::TlsError;
+
+/// Why the `--authz` file cannot be used; the policy in force stays.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum AuthzError {
+    /// The file cannot be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Not YAML of the expected shape.
+    #[error(
+        "authz file {} is not valid (expected `callers: [{{id: NAME, ca: bootstrap|FILE|sha256:HEX, \
+         meshes: [MESH|\"*\"]}}]`)",
+        path.display()
+    )]
+    Syntax {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A `ca: sha256:...` pin that is not 64 hex digits.
+    #[error("authz file {}: caller `{caller}`: ca `{pin}` is not sha256:<64 hex digits>", path.display())]
+    BadPin {
+        path: PathBuf,
+        caller: String,
+        pin: String,
+    },
+    /// A `ca: FILE` that cannot be read.
+    #[error("authz file {}: caller `{caller}`", path.display())]
+    CaFile {
+        path: PathBuf,
+        caller: String,
+        #[source]
+        source: Box<TlsError>,
+    },
+    /// A certificate of a `ca: FILE` that cannot be parsed.
+    #[error("{}", path.display())]
+    CaCertificate {
+        path: PathBuf,
+        #[source]
+        source: NotACertificate,
+    },
+}
+
+/// A CA certificate that cannot be parsed, so it has no anchor id.
+#[derive(Debug, thiserror::Error)]
+#[error("is not a certificate")]
+pub(crate) struct NotACertificate(#[source] x509_parser::nom::Err<X509Error>);
 
 /// The `--authz` file.
 ///
@@ -43,9 +92,8 @@ struct CallerEntry {
 pub(crate) type AnchorId = String;
 
 /// The SHA-256 (hex) of a CA certificate's SubjectPublicKeyInfo.
-pub(crate) fn anchor_id(ca: &CertificateDer<'_>) -> Result<AnchorId, String> {
-    let (_, cert) =
-        X509Certificate::from_der(ca).map_err(|e| format!("is not a certificate: {e}"))?;
+pub(crate) fn anchor_id(ca: &CertificateDer<'_>) -> Result<AnchorId, NotACertificate> {
+    let (_, cert) = X509Certificate::from_der(ca).map_err(NotACertificate)?;
     Ok(sha256_hex(cert.public_key().raw))
 }
 
@@ -58,13 +106,11 @@ pub(crate) struct Policy {
 impl Policy {
     /// Reads the `--authz` file. Entries without `ca` mean `bootstrap_ca`; `ca` paths are
     /// relative to the file.
-    pub(crate) fn load(path: &Path, bootstrap_ca: Option<&AnchorId>) -> Result<Self, AppError> {
+    pub(crate) fn load(path: &Path, bootstrap_ca: Option<&AnchorId>) -> Result<Self, AuthzError> {
         let text = crate::files::read_config_file(path, "authz file")?;
-        let file: AuthzFile = serde_yaml::from_str(&text).ctx(|| {
-            format!(
-                "authz file {} is not valid (expected `callers: [{{id: NAME, ca: bootstrap|FILE|sha256:HEX, meshes: [MESH|\"*\"]}}]`)",
-                path.display()
-            )
+        let file: AuthzFile = serde_yaml::from_str(&text).map_err(|source| AuthzError::Syntax {
+            path: path.to_owned(),
+            source,
         })?;
         let mut allowed: BTreeMap<(AnchorId, String), Vec<String>> = BTreeMap::new();
         for c in file.callers {
@@ -73,22 +119,30 @@ impl Policy {
                 Some(pin) if pin.starts_with("sha256:") => {
                     let hex = pin.trim_start_matches("sha256:").to_ascii_lowercase();
                     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(AppError(format!(
-                            "authz file {}: caller `{}`: ca `{pin}` is not sha256:<64 hex digits>",
-                            path.display(),
-                            c.id
-                        )));
+                        return Err(AuthzError::BadPin {
+                            path: path.to_owned(),
+                            caller: c.id,
+                            pin: pin.to_owned(),
+                        });
                     }
                     vec![hex]
                 }
                 Some(file) => {
                     let ca_path = path.parent().unwrap_or(Path::new(".")).join(file);
-                    let certs = crate::serve::tls::read_certs(&ca_path)?;
+                    let certs = crate::serve::tls::read_certs(&ca_path).map_err(|source| {
+                        AuthzError::CaFile {
+                            path: path.to_owned(),
+                            caller: c.id.clone(),
+                            source: Box::new(source),
+                        }
+                    })?;
                     certs
                         .iter()
-                        .map(|c| {
-                            anchor_id(c)
-                                .map_err(|e| AppError(format!("{}: {e}", ca_path.display())))
+                        .map(|cert| {
+                            anchor_id(cert).map_err(|source| AuthzError::CaCertificate {
+                                path: ca_path.clone(),
+                                source,
+                            })
                         })
                         .collect::<Result<_, _>>()?
                 }
@@ -173,10 +227,14 @@ impl SharedPolicy {
                 self.replace(policy);
                 Some("applied")
             }
-            Err(e) if last_error.as_deref() == Some(e.0.as_str()) => None,
             Err(e) => {
-                tracing::warn!(file = %source.path.display(), error = %e.0, "authz file refused; the previous policy stays in effect");
-                *last_error = Some(e.0);
+                // The whole chain is what the operator reads; one log line per distinct refusal.
+                let message = crate::api::status::message(&e);
+                if last_error.as_deref() == Some(message.as_str()) {
+                    return None;
+                }
+                tracing::warn!(file = %source.path.display(), error = %message, "authz file refused; the previous policy stays in effect");
+                *last_error = Some(message);
                 Some("refused")
             }
         }
