@@ -534,22 +534,18 @@ impl CertificateAuthority for AcmpcaCa {
         Ok(bundle)
     }
 
+    /// Not bounded here: the holder's request timeout (meshca's `Deadline`) cancels it; the
+    /// rate limiter gives a cancelled caller's turn back.
     async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
-        let timeout = self.timing.request_timeout;
-        tokio::time::timeout(timeout, self.issue_inner(request))
-            .await
-            .map_err(|_| {
-                Error::from(UpstreamError::timeout(
-                    &self.name,
-                    format!(
-                        "issuing with ACM PCA {} (rate limit {}/s, retries and GetCertificate \
-                         polls included)",
-                        self.arn.text,
-                        self.bucket.limit().per_second
-                    ),
-                    timeout,
-                ))
-            })?
+        self.issue_inner(request).await
+    }
+
+    fn timeout_hint(&self) -> Option<String> {
+        Some(format!(
+            "with ACM PCA {} at a rate limit of {}/s, retries and GetCertificate polls included",
+            self.arn.text,
+            self.bucket.limit().per_second
+        ))
     }
 
     /// The CA is `ACTIVE` now and `caCert` is its root (or, without `caCert`, its chain can be

@@ -36,6 +36,7 @@ use ca_core::{UpstreamError, UpstreamKind};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Mutex;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,16 +46,19 @@ use ca_core::{
     BackendName, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore, SourcePolicy,
     TrustBundle, UncheckedCertificate, Violations,
 };
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, Object, ObjectMeta};
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 mod conf;
+mod created;
 mod factory;
 
 pub use conf::CertmanagerConf;
 pub use factory::CertmanagerFactory;
+
+use created::Created;
 
 /// The namespace requests are created in unless [`CertmanagerCa::with_namespace`] says another
 /// (Kuma's system namespace).
@@ -290,6 +294,18 @@ impl CertmanagerCa {
         )
     }
 
+    /// What an issue that runs out of time was waiting for, and what to check.
+    fn waiting_for(&self) -> String {
+        format!(
+            "waiting for cert-manager to approve and issue a CertificateRequest in namespace {}: \
+             is an approver running — cert-manager's default approver or approver-policy — and \
+             does {} {} exist and is it Ready?",
+            self.namespace,
+            self.issuer.kind.as_deref().unwrap_or("Issuer"),
+            self.issuer.name,
+        )
+    }
+
     fn refused(&self, reason: String) -> Error {
         Error::from(UpstreamError::refused(self.name.clone(), reason))
     }
@@ -387,14 +403,14 @@ impl CertmanagerCa {
     }
 
     async fn delete(&self, api: &Api<CertificateRequest>, name: &str) {
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => tracing::warn!(
-                backend = %self.name, request = name, namespace = %self.namespace,
-                "could not delete CertificateRequest: {}", ca_core::error_chain(&e)
-            ),
-        }
+        created::delete(
+            api,
+            name,
+            &self.name,
+            &self.namespace,
+            self.timing.request_timeout,
+        )
+        .await;
     }
 
     fn new_request(&self, request: &IssueRequest, csr_pem: &str) -> CertificateRequest {
@@ -425,7 +441,7 @@ impl CertmanagerCa {
     async fn issue_inner(
         &self,
         request: &IssueRequest,
-        created: &Mutex<Option<String>>,
+        created: &mut Option<Created<CertificateRequest>>,
     ) -> Result<UncheckedCertificate, Error> {
         let csr = request.csr_pem().ok_or_else(|| {
             Error::Inconsistent("the certmanager backend needs the data plane's CSR".into())
@@ -448,9 +464,14 @@ impl CertmanagerCa {
         let Some(name) = cr.metadata.name.clone() else {
             return Err(self.refused("the created CertificateRequest has no name".into()));
         };
-        if let Ok(mut c) = created.lock() {
-            *c = Some(name.clone());
-        }
+        *created = Some(Created::new(
+            api.clone(),
+            name.clone(),
+            &self.name,
+            &self.namespace,
+            self.timing.request_timeout,
+            self.waiting_for(),
+        ));
         if self.auto_approve {
             self.approve(&api, &name).await?;
         }
@@ -694,32 +715,19 @@ impl CertificateAuthority for CertmanagerCa {
         ))
     }
 
+    /// Not bounded here: the holder's request timeout cancels it, and the created request is
+    /// deleted whether the issue finished, failed or was cancelled ([`Created`]).
     async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
-        let timeout = self.timing.request_timeout;
-        let created = Mutex::new(None);
-        let out = tokio::time::timeout(timeout, self.issue_inner(request, &created)).await;
-        let name = created.lock().ok().and_then(|mut c| c.take());
-        if let Some(name) = &name {
-            // Whatever happened: a request outlives its use only as clutter.
-            if let Ok(api) = self.api().await {
-                let _ = tokio::time::timeout(timeout, self.delete(&api, name)).await;
-            }
+        let mut created = None;
+        let out = self.issue_inner(request, &mut created).await;
+        if let Some(created) = created {
+            created.delete().await;
         }
-        out.map_err(|_| {
-            Error::from(UpstreamError::timeout(
-                &self.name,
-                format!(
-                    "approving and issuing CertificateRequest {}/{} (is an approver running — \
-                     cert-manager's default approver or approver-policy — and does {} {} exist \
-                     and is it Ready?)",
-                    self.namespace,
-                    name.as_deref().unwrap_or("meshca-…"),
-                    self.issuer.kind.as_deref().unwrap_or("Issuer"),
-                    self.issuer.name,
-                ),
-                timeout,
-            ))
-        })?
+        out
+    }
+
+    fn timeout_hint(&self) -> Option<String> {
+        Some(self.waiting_for())
     }
 
     /// The referenced issuer exists (for cert-manager.io issuers; external issuers are not

@@ -100,4 +100,13 @@ pub trait CertificateAuthority: fmt::Debug + Send + Sync {
     fn generates_keys(&self) -> bool {
         false
     }
+
+    /// What to check when [`issue`](CertificateAuthority::issue) runs out of time, for the
+    /// timeout's message (`is an approver running?`). Backends do not bound `issue` themselves:
+    /// whoever holds them does, once (meshca's `Deadline` wrapper, with the backend's
+    /// `dpCert.requestTimeout`), and cancels the call; a backend that leaves something behind
+    /// when cancelled cleans it up on drop.
+    fn timeout_hint(&self) -> Option<String> {
+        None
+    }
 }

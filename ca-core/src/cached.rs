@@ -118,6 +118,10 @@ impl CertificateAuthority for CachedBundle {
     fn generates_keys(&self) -> bool {
         self.inner.generates_keys()
     }
+
+    fn timeout_hint(&self) -> Option<String> {
+        self.inner.timeout_hint()
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! The guarded issuance path every request and every rotation goes through: the per-backend
-//! circuit, a per-backend concurrency limit, the backend's request timeout, and an [`Observer`]
-//! for metrics.
+//! circuit, a per-backend concurrency limit and an [`Observer`] for metrics. The request timeout
+//! is the backend's [`Deadline`](crate::Deadline) wrapper, which every built backend has.
 //!
 //! This wraps [`issue_certificate`] instead of living in any backend, so every backend gets the
 //! same limits (linkerd's `WithCertMetrics<C>` in spirit).
 
-use ca_core::{ManagerError, UpstreamError};
+use ca_core::ManagerError;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -29,8 +29,6 @@ pub struct ActiveBackend {
     pub(crate) ca: Arc<CachedBundle>,
     /// `dpCert.rotation.expiration`.
     pub(crate) lifetime: Duration,
-    /// `dpCert.requestTimeout`.
-    pub(crate) request_timeout: Duration,
     /// The common-name template, if any.
     pub(crate) common_name: Option<CommonNameTemplate>,
     /// DNS names every certificate of this backend carries (certmanager `dnsNames`).
@@ -262,8 +260,8 @@ impl Guard {
     ///
     /// # Errors
     /// [`ManagerError::CircuitOpen`] while the backend's circuit is open;
-    /// [`UpstreamKind::Timeout`](ca_core::UpstreamKind::Timeout)
-    /// after the backend's request timeout; the backend's or core's error otherwise.
+    /// [`UpstreamKind::Timeout`](ca_core::UpstreamKind::Timeout) after the backend's request
+    /// timeout; the backend's or core's error otherwise.
     pub(crate) async fn issue(
         &self,
         backend: &ActiveBackend,
@@ -380,19 +378,8 @@ impl Guard {
         let params = IssueParams::new(identity, key_source, backend.lifetime)
             .with_common_name(backend.common_name.as_ref())
             .with_idempotency_key(idempotency_key);
-        match tokio::time::timeout(
-            backend.request_timeout,
-            issue_certificate(backend.ca.as_ref(), params),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(Error::from(UpstreamError::timeout(
-                &key.1,
-                "issuing",
-                backend.request_timeout,
-            ))),
-        }
+        // The backend's `issue` is bounded by its `Deadline` wrapper: the one request timeout.
+        issue_certificate(backend.ca.as_ref(), params).await
     }
 }
 

@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod deadline;
 mod guard;
 mod manager;
 mod registry;
@@ -63,6 +64,7 @@ pub use ca_core::{
     BackendFactory, BuildContext, BuildFuture, Built, CachedBundle, CertificateAuthority,
     CommonNameTemplate, IssueRequest, LocalCa, PrivateKey, Registry, UncheckedCertificate,
 };
+pub use deadline::Deadline;
 pub use guard::{
     ActiveBackend, BackendKey, CircuitState, Guard, HealthReport, Limits, NoObserver, Observer,
 };

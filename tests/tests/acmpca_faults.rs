@@ -7,12 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ca_core::UpstreamKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_acmpca::{AcmpcaCa, RateLimit, MAX_ATTEMPTS};
-use ca_core::{issue_certificate, Error, IssueParams, IssuedCertificate, KeySource, KeyType};
+use backend_acmpca::{RateLimit, MAX_ATTEMPTS};
+use ca_core::{
+    issue_certificate, Error, IssueParams, IssuedCertificate, KeySource, KeyType, UpstreamKind,
+};
+use meshca::Deadline;
 use meshca_peers::fault_proxy::{GET_CERTIFICATE, ISSUE_CERTIFICATE};
 use meshca_peers::{Fault, FaultProxy};
 use meshca_tests::acmpca::{Ca, Peer, REGION};
@@ -36,21 +38,24 @@ async fn setup() -> Setup {
 impl Setup {
     /// The backend of mesh `default` on the CA, through the proxy, with `dpCert.requestTimeout`
     /// `timeout` (e.g. `"10s"`) and `limit` (else the default).
-    async fn backend(&self, timeout: &str, limit: Option<RateLimit>) -> AcmpcaCa {
+    /// The backend with `requestTimeout: {secs}s`, held in meshca's `Deadline` as the manager
+    /// holds it: backends do not time out `issue` themselves.
+    async fn backend(&self, secs: u64, limit: Option<RateLimit>) -> Deadline {
         let yaml = Peer::mesh_yaml("default", &self.ca.arn, &self.ca.root_pem, "")
-            .replace("requestTimeout: 10s", &format!("requestTimeout: {timeout}"));
+            .replace("requestTimeout: 10s", &format!("requestTimeout: {secs}s"));
         let sdk = Peer::sdk_at(&self.proxy.endpoint(), Some(&self.peer.user), REGION);
         let ca = Peer::build(&yaml, Duration::from_secs(24 * 3600), sdk)
             .await
             .unwrap();
-        match limit {
+        let ca = match limit {
             Some(l) => ca.with_rate_limit(l),
             None => ca,
-        }
+        };
+        Deadline::new(Arc::new(ca), Duration::from_secs(secs))
     }
 }
 
-async fn issue(ca: &AcmpcaCa, service: &str) -> Result<IssuedCertificate, Error> {
+async fn issue(ca: &Deadline, service: &str) -> Result<IssuedCertificate, Error> {
     issue_certificate(
         ca,
         IssueParams::new(
@@ -69,7 +74,7 @@ fn max_attempts() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_passes_signed_requests_through() {
     let s = setup().await;
-    let ca = s.backend("10s", None).await;
+    let ca = s.backend(10, None).await;
     let cert = issue(&ca, "web")
         .await
         .unwrap_or_else(|e| panic!("{}", chain(&e)));
@@ -82,7 +87,7 @@ async fn the_proxy_passes_signed_requests_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_certificate_throttled_twice_then_issued() {
     let s = setup().await;
-    let ca = s.backend("10s", None).await;
+    let ca = s.backend(10, None).await;
     s.proxy.fail_next(ISSUE_CERTIFICATE, 2, Fault::Throttling);
     let cert = issue(&ca, "web")
         .await
@@ -101,7 +106,7 @@ async fn issue_certificate_throttled_twice_then_issued() {
 async fn throttled_beyond_max_attempts_fails_clearly_and_soon() {
     let s = setup().await;
     // A long requestTimeout: the retries must give up long before it.
-    let ca = s.backend("60s", None).await;
+    let ca = s.backend(60, None).await;
     // DescribeCertificateAuthority first, so that only IssueCertificate is throttled.
     issue(&ca, "warm").await.unwrap();
     s.proxy.reset_counts();
@@ -134,7 +139,7 @@ async fn throttled_beyond_max_attempts_fails_clearly_and_soon() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_certificate_in_progress_three_times_then_issued() {
     let s = setup().await;
-    let ca = s.backend("10s", None).await;
+    let ca = s.backend(10, None).await;
     s.proxy
         .fail_next(GET_CERTIFICATE, 3, Fault::RequestInProgress);
     let cert = issue(&ca, "web")
@@ -151,7 +156,7 @@ async fn get_certificate_in_progress_three_times_then_issued() {
 async fn in_progress_forever_or_a_slow_endpoint_hit_the_request_timeout() {
     let s = setup().await;
     let timeout = Duration::from_secs(3);
-    let ca = s.backend("3s", None).await;
+    let ca = s.backend(3, None).await;
     issue(&ca, "warm").await.unwrap();
     s.proxy.reset_counts();
 
@@ -196,7 +201,7 @@ async fn many_concurrent_issues_are_paced_and_retried_without_a_storm() {
     const CERTS: usize = 40;
     const THROTTLES: usize = 6;
     let s = setup().await;
-    let ca = Arc::new(s.backend("30s", Some(RateLimit::new(20.0, 4))).await);
+    let ca = Arc::new(s.backend(30, Some(RateLimit::new(20.0, 4))).await);
     issue(&ca, "warm").await.unwrap();
     s.proxy.reset_counts();
     s.proxy
@@ -231,7 +236,7 @@ async fn callers_that_time_out_waiting_for_the_rate_limit_do_not_starve_later_on
     // waits for the limit, not for the turns of callers that are gone.
     const CALLERS: usize = 16;
     let s = setup().await;
-    let ca = Arc::new(s.backend("4s", Some(RateLimit::new(1.0, 1))).await);
+    let ca = Arc::new(s.backend(4, Some(RateLimit::new(1.0, 1))).await);
     issue(&ca, "warm").await.unwrap();
     let tasks: Vec<_> = (0..CALLERS)
         .map(|i| {

@@ -6,14 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ca_core::UpstreamKind;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backend_certmanager::{
     certificate_request_resource, CertificateRequest, DEFAULT_NAMESPACE, LABEL_BACKEND, LABEL_MESH,
 };
 use ca_core::config::DEFAULT_DP_CERT_EXPIRATION;
-use ca_core::{validate, CertificateAuthority, Error, MeshName};
+use ca_core::{validate, CertificateAuthority, Error, MeshName, UpstreamKind};
+use meshca::Deadline;
 use meshca_peers::Behaviour;
 use meshca_tests::certmanager::{build_with, client_of, Certmanager, Peer};
 use meshca_tests::vault::chain;
@@ -142,6 +143,8 @@ async fn never_approved_requests_time_out_and_are_deleted() {
     peer.server.set_behaviour(Behaviour::NeverApprove);
     let yaml = Peer::mesh_yaml("default", "1s", Some(&peer.server.ca_pem()), "");
     let backend = peer.build(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    // Held as the manager holds it: the backend does not time out `issue` itself.
+    let backend = Deadline::new(Arc::new(backend), Duration::from_secs(1));
     let started = SystemTime::now();
     let e = validate_err(&backend).await;
     let text = chain(&e);
@@ -150,12 +153,19 @@ async fn never_approved_requests_time_out_and_are_deleted() {
         "{text}"
     );
     assert!(
-        text.contains("approving and issuing CertificateRequest")
-            && text.contains("did not finish"),
+        text.contains("waiting for cert-manager to approve and issue a CertificateRequest")
+            && text.contains("did not finish within 1s"),
         "{text}"
     );
-    assert!(text.contains("approver"), "{text}");
+    assert!(text.contains("is an approver running"), "{text}");
     assert!(started.elapsed().unwrap() < Duration::from_secs(30));
+    // The cancelled issue's request is deleted in the background.
+    for _ in 0..200 {
+        if !peer.server.deleted().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(peer.server.requests(DEFAULT_NAMESPACE).is_empty());
     assert_eq!(peer.server.deleted().len(), 1);
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ca_core::{
     DirectorySecretStore, Identity, IssueParams, KeySource, KeyType, MeshName, SecretStore,
 };
-use meshca::{BuildContext, Manager};
+use meshca::{BuildContext, CertificateAuthority, Manager};
 
 use super::{IssueArgs, ValidateArgs};
 use crate::error::CliError;
@@ -48,7 +48,9 @@ pub(super) async fn issue_local(
     for w in &built.warnings {
         eprintln!("meshca: warning: {w}");
     }
-    built.ca.ensure().await?;
+    // Bounded as the manager bounds every backend: `dpCert.requestTimeout`.
+    let ca = meshca::Deadline::new(built.ca, backend.dp_cert_request_timeout);
+    ca.ensure().await?;
     let identity = Identity::new(
         MeshName::new(a.mesh.as_str())?,
         tags.iter().map(|(k, v)| (k, v)),
@@ -60,7 +62,7 @@ pub(super) async fn issue_local(
     };
     let params = IssueParams::new(identity, key, backend.dp_cert_expiration)
         .with_common_name(backend.common_name());
-    let cert = ca_core::issue_certificate(built.ca.as_ref(), params).await?;
+    let cert = ca_core::issue_certificate(&ca, params).await?;
     let summary = format!(
         "issued {} from backend `{}` of mesh `{}`, serial {}, valid until {}",
         cert.identity(),

@@ -27,6 +27,7 @@ use ca_core::{
 };
 use tokio::sync::watch;
 
+use crate::deadline::Deadline;
 use crate::guard::{lock, ActiveBackend, Guard, Limits, NoObserver, Observer};
 use crate::rotation::policy::RotationPolicy;
 use ca_core::{BuildContext, Registry};
@@ -538,7 +539,8 @@ impl Manager {
         for w in &built.warnings {
             tracing::warn!(mesh = %mesh.name, backend = %backend.name, warning = %w, "backend warning");
         }
-        let ca = Arc::new(CachedBundle::new(built.ca, self.bundle_ttl));
+        let timed = Arc::new(Deadline::new(built.ca, backend.dp_cert_request_timeout));
+        let ca = Arc::new(CachedBundle::new(timed, self.bundle_ttl));
         ca.ensure().await?;
         if !mesh.mtls.as_ref().is_some_and(|m| m.skip_validation) {
             ca_core::validate(
@@ -555,7 +557,6 @@ impl Manager {
             backend_type: backend.backend_type().to_owned(),
             ca,
             lifetime: backend.dp_cert_expiration,
-            request_timeout: backend.dp_cert_request_timeout,
             common_name: backend.common_name().cloned(),
             dns_names: backend.conf().dns_names().to_vec(),
             bundle,
@@ -628,7 +629,6 @@ impl Manager {
                 backend_type: active.backend_type.clone(),
                 ca: active.ca.clone(),
                 lifetime: active.lifetime,
-                request_timeout: active.request_timeout,
                 common_name: active.common_name.clone(),
                 dns_names: active.dns_names.clone(),
                 bundle,
