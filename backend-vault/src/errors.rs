@@ -209,7 +209,6 @@ pub(crate) fn check_sans(
     }
     let (pki, role) = (&conf.pki, &conf.role);
     let missing: Vec<&String> = request
-        .identity()
         .uri_sans()
         .iter()
         .filter(|u| !uris.contains(&u.as_str()))
@@ -233,7 +232,7 @@ pub(crate) fn check_sans(
     if conf.mode == VaultMode::Sign {
         let extra_uri = uris
             .iter()
-            .any(|u| !request.identity().uri_sans().iter().any(|w| w == u));
+            .any(|u| !request.uri_sans().iter().any(|w| w == u));
         let extra_dns = others > request.identity().dns_sans().len();
         let cn = cert.subject().iter_common_name().next().is_some();
         if extra_uri || extra_dns || (cn && request.common_name().is_none()) {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 pub(crate) fn request_body(request: &IssueRequest, csr_pem: Option<String>) -> Value {
     let identity = request.identity();
     let mut body = json!({
-        "uri_sans": identity.uri_sans().join(","),
+        "uri_sans": request.uri_sans().join(","),
         "ttl": format!("{}s", request.lifetime().as_secs().max(1)),
         "format": "pem",
         "exclude_cn_from_sans": true,

@@ -27,13 +27,17 @@ pub const MAX_DNS_NAMES: usize = 100;
 /// set, so the SANs of a certificate derive from nothing but a validated identity. A Mesh that
 /// asks for DNS SANs adds them with [`Identity::with_dns_names`]; an identity without them has
 /// URI SANs only.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// It is kept compact — the mesh, the tags as one `name=value` text and the DNS SANs, about a
+/// hundred bytes — because a manager keeps one per watched data plane; the services, SANs and
+/// SPIFFE IDs are derived from it when asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Identity {
     mesh: MeshName,
-    tags: BTreeMap<TagName, BTreeSet<TagValue>>,
-    services: Vec<ServiceName>,
-    uri_sans: Vec<String>,
-    dns_sans: Vec<String>,
+    /// Every tag value as `name=value`, `\n`-separated, sorted by name then value, without
+    /// duplicates. Tag names and values never contain `=` or `\n` (see [`crate::name`]).
+    tags: Box<str>,
+    dns_sans: Box<[String]>,
 }
 
 impl Identity {
@@ -111,21 +115,21 @@ impl Identity {
                 format!("the identity would have {total} URI SANs; at most {MAX_SANS} are allowed"),
             ));
         }
-        let mut uri_sans = Vec::with_capacity(total);
-        for service in &services {
-            uri_sans.push(format!("spiffe://{mesh}/{service}"));
-        }
+        let mut tags = String::new();
         for (name, values) in &map {
             for value in values {
-                uri_sans.push(format!("{KUMA_SCHEME}{name}/{value}"));
+                if !tags.is_empty() {
+                    tags.push('\n');
+                }
+                tags.push_str(name.as_str());
+                tags.push('=');
+                tags.push_str(value.as_str());
             }
         }
         Ok(Self {
             mesh,
-            tags: map,
-            services,
-            uri_sans,
-            dns_sans: Vec::new(),
+            tags: tags.into_boxed_str(),
+            dns_sans: Box::default(),
         })
     }
 
@@ -168,13 +172,14 @@ impl Identity {
         let identity = Self::new(mesh.clone(), tags)?;
         if let Some(id) = spiffe_ids
             .iter()
-            .find(|id| !identity.services.contains(id.service()))
+            .find(|id| !identity.services().any(|s| s == id.service().as_str()))
         {
             return Err(bad(format!(
                 "`{id}` names a service that is not among the kuma.io/service tags"
             )));
         }
-        let mut want: Vec<&str> = identity.uri_sans.iter().map(String::as_str).collect();
+        let sans_of_identity = identity.uri_sans();
+        let mut want: Vec<&str> = sans_of_identity.iter().map(String::as_str).collect();
         let mut got: Vec<&str> = sans.iter().map(String::as_str).collect();
         want.sort_unstable();
         got.sort_unstable();
@@ -228,27 +233,33 @@ impl Identity {
     }
 
     /// The services (values of `kuma.io/service`), sorted.
-    pub fn services(&self) -> &[ServiceName] {
-        &self.services
+    pub fn services(&self) -> impl Iterator<Item = &str> + '_ {
+        self.tag(SERVICE_TAG)
     }
 
-    /// All tags and their values, sorted by name then value.
-    pub fn tags(&self) -> &BTreeMap<TagName, BTreeSet<TagValue>> {
-        &self.tags
-    }
-
-    /// The values of one tag, if the identity has it.
-    pub fn tag(&self, name: &str) -> Option<&BTreeSet<TagValue>> {
+    /// All tags and their values as `(name, value)` pairs, sorted by name then value.
+    pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         self.tags
-            .iter()
-            .find(|(k, _)| k.as_str() == name)
-            .map(|(_, v)| v)
+            .split('\n')
+            .filter_map(|pair| pair.split_once('='))
+    }
+
+    /// The values of one tag, sorted; none if the identity does not have it.
+    pub fn tag<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.tags().filter(move |(k, _)| *k == name).map(|(_, v)| v)
     }
 
     /// The URI SANs, in Kuma's order: `spiffe://<mesh>/<service>` for each service, then
     /// `kuma://<tag>/<value>` for every tag and value, sorted by tag name then value.
-    pub fn uri_sans(&self) -> &[String] {
-        &self.uri_sans
+    pub fn uri_sans(&self) -> Vec<String> {
+        let mesh = &self.mesh;
+        self.services()
+            .map(|s| format!("{SPIFFE_SCHEME}{mesh}/{s}"))
+            .chain(
+                self.tags()
+                    .map(|(name, value)| format!("{KUMA_SCHEME}{name}/{value}")),
+            )
+            .collect()
     }
 
     /// The DNS SANs, sorted; empty unless [`with_dns_names`](Identity::with_dns_names) added
@@ -260,28 +271,59 @@ impl Identity {
     /// The SPIFFE IDs, one per service, in the order of [`services`](Identity::services) (the
     /// same as the `spiffe://` entries of [`uri_sans`](Identity::uri_sans)).
     pub fn spiffe_ids(&self) -> Vec<SpiffeId> {
-        self.services
-            .iter()
-            .map(|s| SpiffeId::from_parts(self.mesh.clone(), s.clone()))
+        self.services()
+            .filter_map(|s| SpiffeId::new(self.mesh.as_str(), s).ok())
             .collect()
     }
 
-    /// The SPIFFE ID of the first service, the identity's primary name.
-    pub fn spiffe_id(&self) -> &str {
-        // Invariant: `new` refuses identities without a service, and pushes SPIFFE IDs first.
-        &self.uri_sans[0]
+    /// The SPIFFE ID of the first service, the identity's primary name
+    /// (`spiffe://<mesh>/<service>`).
+    pub fn spiffe_id(&self) -> String {
+        self.to_string()
+    }
+
+    /// The first service (`new` refuses identities without one).
+    fn primary_service(&self) -> &str {
+        self.services().next().unwrap_or_default()
     }
 }
 
+/// The primary SPIFFE ID, `spiffe://<mesh>/<first service>`.
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.spiffe_id())
+        write!(f, "{SPIFFE_SCHEME}{}/{}", self.mesh, self.primary_service())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_identity_is_compact() {
+        // A manager keeps one per watched data plane: three pointers' worth plus its text.
+        assert!(std::mem::size_of::<Identity>() <= 64);
+        let id = Identity::new(
+            mesh(),
+            [
+                ("kuma.io/service", "web"),
+                ("kuma.io/service", "api"),
+                ("version", "v1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            id.tags().collect::<Vec<_>>(),
+            [
+                ("kuma.io/service", "api"),
+                ("kuma.io/service", "web"),
+                ("version", "v1")
+            ]
+        );
+        assert_eq!(id.services().collect::<Vec<_>>(), ["api", "web"]);
+        assert_eq!(id.tag("version").collect::<Vec<_>>(), ["v1"]);
+        assert_eq!(id.tag("zone").count(), 0);
+    }
 
     #[test]
     fn identities_are_bounded() {
@@ -416,7 +458,7 @@ mod tests {
         let want = Identity::new(mesh(), [("kuma.io/service", "web"), ("version", "v1")]).unwrap();
         assert_eq!(id, want);
         // Order does not matter; tag names with '/' split at the last '/'.
-        let mut shuffled = want.uri_sans().to_vec();
+        let mut shuffled = want.uri_sans();
         shuffled.reverse();
         assert_eq!(Identity::from_uri_sans(&mesh(), &shuffled).unwrap(), want);
         let k8s = Identity::new(
@@ -428,7 +470,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            Identity::from_uri_sans(&mesh(), k8s.uri_sans()).unwrap(),
+            Identity::from_uri_sans(&mesh(), &k8s.uri_sans()).unwrap(),
             k8s
         );
         // Another mesh's SPIFFE ID, a SPIFFE ID without its kuma:// tag, a foreign SAN, a missing

@@ -143,10 +143,10 @@ pub async fn issue_certificate(
         .common_name
         .map(|t| t.render(&params.identity))
         .transpose()?;
+    let uri_sans = params.identity.uri_sans();
     let (request_key, csr_der, key) = match params.key {
         KeySource::Csr(der) => {
-            let subject_key =
-                verify_csr_with_dns(der, params.identity.uri_sans(), params.identity.dns_sans())?;
+            let subject_key = verify_csr_with_dns(der, &uri_sans, params.identity.dns_sans())?;
             if ca.generates_keys() {
                 return Err(Error::invalid_argument(
                     "csr",
@@ -167,7 +167,7 @@ pub async fn issue_certificate(
             let key = key_type.generate()?;
             let csr = if ca.needs_csr() {
                 Some(key.csr_der_with_names(
-                    params.identity.uri_sans(),
+                    &uri_sans,
                     params.identity.dns_sans(),
                     common_name.as_deref(),
                 )?)
@@ -191,6 +191,7 @@ pub async fn issue_certificate(
         );
     let request = IssueRequest {
         identity: params.identity,
+        uri_sans,
         key: request_key,
         csr_der,
         not_before: now - BACKDATE,
@@ -312,12 +313,7 @@ fn check(
         Ok(Some(san)) => san.value.general_names.as_slice(),
         _ => &[],
     };
-    sans_match(
-        names,
-        request.identity.uri_sans(),
-        request.identity.dns_sans(),
-    )
-    .map_err(bad)?;
+    sans_match(names, &request.uri_sans, request.identity.dns_sans()).map_err(bad)?;
 
     let cns: Vec<&str> = leaf
         .subject()

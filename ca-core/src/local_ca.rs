@@ -123,8 +123,7 @@ impl LocalCa {
         if let Some(cn) = request.common_name() {
             params.distinguished_name.push(DnType::CommonName, cn);
         }
-        params.subject_alt_names =
-            san_types(request.identity().uri_sans(), request.identity().dns_sans())?;
+        params.subject_alt_names = san_types(request.uri_sans(), request.identity().dns_sans())?;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,

@@ -89,6 +89,8 @@ pub(crate) enum RequestKey {
 #[derive(Debug)]
 pub struct IssueRequest {
     pub(crate) identity: Identity,
+    /// The identity's URI SANs, derived once per request.
+    pub(crate) uri_sans: Vec<String>,
     pub(crate) key: RequestKey,
     pub(crate) csr_der: Option<Vec<u8>>,
     pub(crate) not_before: SystemTime,
@@ -132,8 +134,8 @@ impl IssueRequest {
         }
         let identity = self.identity();
         let mut problems = Vec::new();
-        let missing: Vec<&str> = identity
-            .uri_sans()
+        let missing: Vec<&str> = self
+            .uri_sans
             .iter()
             .chain(identity.dns_sans())
             .map(String::as_str)
@@ -170,6 +172,12 @@ impl IssueRequest {
     /// The identity.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The identity's URI SANs ([`Identity::uri_sans`]), derived once for the request: what the
+    /// certificate must carry, no more and no fewer.
+    pub fn uri_sans(&self) -> &[String] {
+        &self.uri_sans
     }
 
     /// The public key to certify; `None` when the backend's upstream makes the key

@@ -152,20 +152,20 @@ impl CommonNameTemplate {
         };
         let mut values = BTreeMap::new();
         for tag in &self.tags {
-            let Some(set) = identity.tag(tag) else {
-                return Err(err(format!(
-                    "tag `{tag}` is not set on identity {identity}"
-                )));
-            };
-            let mut iter = set.iter();
+            let mut iter = identity.tag(tag.as_str());
             match (iter.next(), iter.next()) {
+                (None, _) => {
+                    return Err(err(format!(
+                        "tag `{tag}` is not set on identity {identity}"
+                    )));
+                }
                 (Some(v), None) => {
-                    values.insert(tag.as_str(), v.as_str());
+                    values.insert(tag.as_str(), v);
                 }
                 _ => {
                     return Err(err(format!(
                         "tag `{tag}` has {} values on identity {identity}; a common name needs exactly one",
-                        set.len()
+                        identity.tag(tag.as_str()).count()
                     )))
                 }
             }

@@ -85,7 +85,7 @@ impl TestCa {
         let now = SystemTime::now();
         p.not_before = (now - Duration::from_secs(10)).into();
         p.not_after = req.not_after().into();
-        let mut sans: Vec<String> = req.identity().uri_sans().to_vec();
+        let mut sans: Vec<String> = req.identity().uri_sans();
         match fault {
             Fault::ExtraSan => sans.push("spiffe://default/admin".into()),
             Fault::MissingSan => {
@@ -151,7 +151,7 @@ impl CertificateAuthority for TestCa {
         // This backend keeps the default `needs_csr() == true`: it always gets a valid CSR for the
         // very key it is asked to certify, also when core generated the key.
         let csr = req.csr_der().expect("a CSR for a backend that needs one");
-        let key = ca_core::x509::verify_csr(csr, req.identity().uri_sans()).unwrap();
+        let key = ca_core::x509::verify_csr(csr, req.uri_sans()).unwrap();
         assert_eq!(key.spki_der(), req.subject_key().unwrap().spki_der());
         match fault {
             Fault::None | Fault::LocalButForeignBundle => self.root.sign(req),

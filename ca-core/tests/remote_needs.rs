@@ -270,8 +270,8 @@ async fn dns_sans_are_signed_and_checked_exactly() {
         ]
     );
     let csr = ca.csrs.lock().unwrap().last().cloned().unwrap();
-    ca_core::x509::verify_csr_with_dns(&csr, with_dns.uri_sans(), with_dns.dns_sans()).unwrap();
-    assert!(ca_core::x509::verify_csr(&csr, with_dns.uri_sans()).is_err());
+    ca_core::x509::verify_csr_with_dns(&csr, &with_dns.uri_sans(), with_dns.dns_sans()).unwrap();
+    assert!(ca_core::x509::verify_csr(&csr, &with_dns.uri_sans()).is_err());
 
     // A CSR may ask for DNS names the identity has, and only those.
     let key = KeyPair::generate().unwrap();

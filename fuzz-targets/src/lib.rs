@@ -190,7 +190,7 @@ pub fn csr(data: &[u8]) {
     let f = csr_fixture();
     let uri = f.identity.uri_sans();
     let dns = f.identity.dns_sans();
-    let checked = verify_csr_with_dns(&der, uri, dns);
+    let checked = verify_csr_with_dns(&der, &uri, dns);
     match &checked {
         Ok(key) => {
             // The key a CSR proves is one meshca accepts, classified the same from its DER.
@@ -201,7 +201,7 @@ pub fn csr(data: &[u8]) {
             say(e);
         }
     }
-    if let Err(e) = verify_csr(&der, uri) {
+    if let Err(e) = verify_csr(&der, &uri) {
         say(&e);
     }
     match issue_csr(&der) {

@@ -272,7 +272,7 @@ impl Guard {
         let mesh = identity.mesh().to_string();
         let backend_key = (mesh.clone(), backend.name.to_string());
         let started = Instant::now();
-        let spiffe = identity.spiffe_id().to_owned();
+        let spiffe = identity.spiffe_id();
         let guard = self.backend_guard(&backend_key);
         let probe = match self.admit(&guard) {
             Ok(probe) => probe,

@@ -346,13 +346,14 @@ impl Tokens {
         let claims = Claims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
-            sub: identity.spiffe_id().to_owned(),
+            sub: identity.spiffe_id(),
             mesh: identity.mesh().to_string(),
-            tags: identity
-                .tags()
-                .iter()
-                .map(|(k, vs)| (k.to_string(), vs.iter().map(ToString::to_string).collect()))
-                .collect(),
+            tags: identity.tags().fold(BTreeMap::new(), |mut tags, (k, v)| {
+                tags.entry(k.to_owned())
+                    .or_insert_with(Vec::new)
+                    .push(v.to_owned());
+                tags
+            }),
             iat: now,
             nbf: now,
             exp: now + valid_for.as_secs(),

@@ -36,7 +36,7 @@ pub(crate) fn certificate(
         rotate_at: unix(rotate_at),
         backend: backend.to_owned(),
         serial: cert.serial_hex().to_owned(),
-        uri_sans: cert.identity().uri_sans().to_vec(),
+        uri_sans: cert.identity().uri_sans(),
         shortened: cert.shortened(),
     }
 }
@@ -219,7 +219,7 @@ pub(crate) fn validation(
                 backend_type: backend
                     .map(|b| b.backend_type().to_string())
                     .unwrap_or_default(),
-                uri_sans: c.identity().uri_sans().to_vec(),
+                uri_sans: c.identity().uri_sans(),
                 subject,
                 issuer,
                 serial: c.serial_hex().to_owned(),

@@ -219,7 +219,7 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AgentError> {
         ),
     };
     let csr = key
-        .csr_der_with_dns(identity.uri_sans(), identity.dns_sans())
+        .csr_der_with_dns(&identity.uri_sans(), identity.dns_sans())
         .map_err(AgentError::Csr)?;
     let request = IssueCertificateRequest {
         mesh: a.mesh.clone(),

@@ -83,7 +83,7 @@ impl Expected {
     /// is `spki`.
     pub(crate) fn new(identity: &Identity, spki: Vec<u8>) -> Self {
         Self {
-            uri_sans: identity.uri_sans().to_vec(),
+            uri_sans: identity.uri_sans(),
             dns_sans: identity.dns_sans().to_vec(),
             spki,
         }

@@ -2,13 +2,11 @@
 //! pushed to the watcher before each expiry and whenever the mesh's CA changes, backoff on failure
 //! while the watcher keeps its current certificate.
 
-use ca_core::ManagerError;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ca_core::{Error, IdempotencyKey, Identity, MeshName};
+use ca_core::{Error, IdempotencyKey, Identity, ManagerError};
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
@@ -104,7 +102,8 @@ impl Scheduler {
 
 #[derive(Debug)]
 struct Entry {
-    identity: Compact,
+    /// Compact (about a hundred bytes): kept for as long as the watch lives.
+    identity: Identity,
     /// Shared with the issue task instead of copied for every rotation.
     csr: Option<Arc<[u8]>>,
     out: WatchSender,
@@ -120,58 +119,6 @@ struct Entry {
     in_flight: bool,
     /// Due, waiting in its backend's lane for an issue slot.
     waiting: bool,
-}
-
-/// A watched identity as the scheduler keeps it: mesh and tags in one string
-/// (`mesh\nname=value\n...`), a few dozen bytes instead of the ~1.1 KB of a validated
-/// [`Identity`] (its tag map and sets, services and SANs). The identity is rebuilt for each
-/// re-issue, which costs little next to the signature.
-#[derive(Debug)]
-struct Compact(Box<str>);
-
-impl Compact {
-    fn new(identity: &Identity) -> Self {
-        // Mesh, tag names and tag values never contain `\n` or `=` (see ca_core::name).
-        let mut s = identity.mesh().as_str().to_owned();
-        for (name, values) in identity.tags() {
-            for value in values {
-                s.push('\n');
-                s.push_str(name.as_str());
-                s.push('=');
-                s.push_str(value.as_str());
-            }
-        }
-        Self(s.into_boxed_str())
-    }
-
-    fn mesh(&self) -> &str {
-        self.0.split('\n').next().unwrap_or_default()
-    }
-
-    fn identity(&self) -> Result<Identity, ca_core::Error> {
-        let mut lines = self.0.split('\n');
-        let mesh = MeshName::new(lines.next().unwrap_or_default())?;
-        Identity::new(mesh, lines.filter_map(|l| l.split_once('=')))
-    }
-}
-
-/// The SPIFFE ID, as [`Identity`] shows it: tags are stored sorted, so the first service is
-/// the identity's primary one.
-impl fmt::Display for Compact {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let service = self
-            .0
-            .split('\n')
-            .skip(1)
-            .filter_map(|l| l.split_once('='))
-            .find(|(k, _)| *k == ca_core::SERVICE_TAG)
-            .map_or("", |(_, v)| v);
-        match ca_core::SpiffeId::new(self.mesh(), service) {
-            Ok(id) => id.fmt(f),
-            // Cannot happen: the text was made from a valid identity.
-            Err(_) => write!(f, "{} (invalid)", self.mesh()),
-        }
-    }
 }
 
 /// A re-issue that went through.
@@ -283,7 +230,7 @@ impl Loop {
             id,
             Entry {
                 not_after: w.first_not_after,
-                identity: Compact::new(&w.identity),
+                identity: w.identity.clone(),
                 csr: w.csr.map(Arc::from),
                 out: w.out,
                 backend: w.backend,
@@ -314,7 +261,7 @@ impl Loop {
             if let Some(k) = e.key {
                 self.queue.try_remove(&k);
             }
-            self.count(e.identity.mesh(), &e.backend, -1);
+            self.count(e.identity.mesh().as_str(), &e.backend, -1);
             tracing::debug!(identity = %e.identity, "watch ended");
         }
     }
@@ -331,7 +278,7 @@ impl Loop {
         if e.in_flight || e.waiting {
             return;
         }
-        let Some(state) = self.manager.mesh(e.identity.mesh()) else {
+        let Some(state) = self.manager.mesh(e.identity.mesh().as_str()) else {
             self.end_removed(id);
             return;
         };
@@ -340,7 +287,10 @@ impl Loop {
             self.retry(id);
             return;
         };
-        let lane_key = (e.identity.mesh().to_owned(), active.name.to_string());
+        let lane_key = (
+            e.identity.mesh().as_str().to_owned(),
+            active.name.to_string(),
+        );
         let lane = self.lanes.entry(lane_key.clone()).or_default();
         // Twice the issuer's limit: the extra tasks wait on its semaphore, so a slot freed
         // there is taken at once, not only after this loop has handled the `Done`.
@@ -349,15 +299,7 @@ impl Loop {
             lane.waiting.push_back(id);
             return;
         }
-        let identity = match e.identity.identity() {
-            Ok(i) => i,
-            Err(err) => {
-                // Cannot happen: the text was made from a valid identity.
-                tracing::error!(identity = %e.identity, error = %err, "cannot rebuild a watched identity; dropping the watch");
-                self.remove(id);
-                return;
-            }
-        };
+        let identity = e.identity.clone();
         lane.in_flight += 1;
         e.in_flight = true;
         let generation = state.generation;
@@ -491,12 +433,12 @@ impl Loop {
                 // A CA change while this issue was in flight: re-issue from the new CA now.
                 let stale = self
                     .manager
-                    .mesh(e.identity.mesh())
+                    .mesh(e.identity.mesh().as_str())
                     .is_some_and(|s| s.enabled.is_some() && s.generation != p.generation);
                 let delay = if stale { Duration::ZERO } else { until(p.at) };
                 e.key = Some(self.queue.insert(id, delay));
                 if moved {
-                    let mesh = e.identity.mesh().to_owned();
+                    let mesh = e.identity.mesh().as_str().to_owned();
                     let backend = e.backend.clone();
                     self.count(&mesh, &old_backend, -1);
                     self.count(&mesh, &backend, 1);
@@ -522,7 +464,7 @@ impl Loop {
         if let Some(e) = self.entries.get(&id) {
             tracing::info!(identity = %e.identity, "mesh removed; ending the watch");
             let _ = e.out.push(Err(Error::from(ManagerError::MeshNotFound(
-                e.identity.mesh().to_owned(),
+                e.identity.mesh().as_str().to_owned(),
             ))));
         }
         self.remove(id);
@@ -532,7 +474,7 @@ impl Loop {
         let gone: Vec<u64> = self
             .entries
             .iter()
-            .filter(|(_, e)| !e.in_flight && !snap.contains_key(e.identity.mesh()))
+            .filter(|(_, e)| !e.in_flight && !snap.contains_key(e.identity.mesh().as_str()))
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
@@ -540,7 +482,7 @@ impl Loop {
         }
         let mut due = Vec::new();
         for (id, e) in &self.entries {
-            if let Some(state) = snap.get(e.identity.mesh()) {
+            if let Some(state) = snap.get(e.identity.mesh().as_str()) {
                 if state.enabled.is_some()
                     && state.generation != e.generation
                     && !e.in_flight
@@ -582,7 +524,9 @@ impl Loop {
         }
         let mut earliest: BTreeMap<&str, SystemTime> = BTreeMap::new();
         for e in self.entries.values() {
-            let v = earliest.entry(e.identity.mesh()).or_insert(e.not_after);
+            let v = earliest
+                .entry(e.identity.mesh().as_str())
+                .or_insert(e.not_after);
             *v = (*v).min(e.not_after);
         }
         let earliest = earliest
@@ -596,27 +540,4 @@ impl Loop {
 
 fn until(at: SystemTime) -> Duration {
     at.duration_since(SystemTime::now()).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compact_identity_round_trips() {
-        let id = Identity::new(
-            MeshName::new("payments").unwrap(),
-            [
-                ("kuma.io/service", "web"),
-                ("kuma.io/service", "api"),
-                ("version", "v1"),
-                ("kuma.io/zone", "eu-1"),
-            ],
-        )
-        .unwrap();
-        let c = Compact::new(&id);
-        assert_eq!(c.mesh(), "payments");
-        assert_eq!(c.to_string(), id.to_string());
-        assert_eq!(c.identity().unwrap(), id);
-    }
 }
