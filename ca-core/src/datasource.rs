@@ -151,6 +151,27 @@ impl DataSource {
     }
 }
 
+/// Why the directory a remote [`SourcePolicy`] lets `file:` sources read is not usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceDirError {
+    /// It cannot be resolved (it does not exist, or a component cannot be read).
+    #[error("{}", .dir.display())]
+    Unreadable {
+        /// The directory as given.
+        dir: PathBuf,
+        /// Why it cannot be resolved.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not a directory.
+    #[error("{} is not a directory", .dir.display())]
+    NotADirectory {
+        /// The path as given.
+        dir: PathBuf,
+    },
+}
+
 /// The one message for a file or variable that cannot be read, whatever the reason.
 const CANNOT_BE_USED: &str =
     "cannot be used (it must exist, be readable, be a regular file and be at most the size limit)";
@@ -211,15 +232,18 @@ impl SourcePolicy {
     /// environment variables only those named in `env_vars`.
     ///
     /// # Errors
-    /// A message when `file_dir` does not exist or is not a directory.
-    pub fn remote(file_dir: Option<&Path>, env_vars: Vec<String>) -> Result<Self, String> {
+    /// [`SourceDirError`] when `file_dir` cannot be resolved or is not a directory.
+    pub fn remote(file_dir: Option<&Path>, env_vars: Vec<String>) -> Result<Self, SourceDirError> {
         let dir = match file_dir {
             Some(d) => {
                 let canonical = d
                     .canonicalize()
-                    .map_err(|e| format!("{}: {e}", d.display()))?;
+                    .map_err(|source| SourceDirError::Unreadable {
+                        dir: d.to_owned(),
+                        source,
+                    })?;
                 if !canonical.is_dir() {
-                    return Err(format!("{} is not a directory", d.display()));
+                    return Err(SourceDirError::NotADirectory { dir: d.to_owned() });
                 }
                 Some(canonical)
             }

@@ -46,7 +46,7 @@ pub use bundle::{ChainUsage, TrustBundle};
 pub use cached::CachedBundle;
 pub use datasource::{
     AwsSecretRef, AwsSecretsManager, Created, DataSource, FetchError, Scope, SecretStore,
-    SourcePolicy,
+    SourceDirError, SourcePolicy,
 };
 pub use duration::KumaDuration;
 pub use error::{
@@ -74,5 +74,5 @@ pub use system_namespace::{
     SYSTEM_NAMESPACE_ENV,
 };
 pub use template::CommonNameTemplate;
-pub use upstream::{AllowedUpstreams, IssuerRef, Upstream};
+pub use upstream::{AllowedUpstreams, IssuerRef, Upstream, UpstreamSpecError};
 pub use x509::{KeyType, PrivateKey};

@@ -60,16 +60,15 @@ impl IssuerRef {
     /// [`Self::DEFAULT_GROUP`].
     ///
     /// # Errors
-    /// A message naming what is missing.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (kind_group, name) = text
-            .split_once('/')
-            .ok_or_else(|| format!("{text:?} is not KIND/NAME or KIND.GROUP/NAME"))?;
+    /// [`UpstreamSpecError::IssuerRef`] when `text` is not of that form.
+    pub fn parse(text: &str) -> Result<Self, UpstreamSpecError> {
+        let bad = || UpstreamSpecError::IssuerRef(crate::echo(text));
+        let (kind_group, name) = text.split_once('/').ok_or_else(bad)?;
         let (kind, group) = kind_group
             .split_once('.')
             .unwrap_or((kind_group, Self::DEFAULT_GROUP));
         if kind.is_empty() || group.is_empty() || name.is_empty() || name.contains('/') {
-            return Err(format!("{text:?} is not KIND/NAME or KIND.GROUP/NAME"));
+            return Err(bad());
         }
         Ok(Self {
             kind: kind.to_owned(),
@@ -91,6 +90,34 @@ impl fmt::Display for IssuerRef {
     }
 }
 
+/// Why a text is not an upstream meshca can name: an operator's `--allow-*` flag, or a URL in a
+/// Mesh.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamSpecError {
+    /// Not a URL at all; the URL parser's error is the source.
+    #[error("is not a URL")]
+    Url(#[source] crate::BoxError),
+    /// Not `http://` or `https://`.
+    #[error("must be an http:// or https:// URL")]
+    Scheme,
+    /// `user@` or `user:password@` in the URL.
+    #[error("must not carry user information")]
+    UserInfo,
+    /// No host, or no port and no default one.
+    #[error("has no host or port")]
+    NoHostOrPort,
+    /// A path, query or fragment where only an origin is allowed.
+    #[error("must be scheme://host:port, without a path, query or fragment")]
+    NotAnOrigin,
+    /// Not an ACM PCA certificate authority ARN (the text, echoed).
+    #[error("\"{0}\" is not an ACM PCA certificate authority ARN")]
+    Arn(String),
+    /// Not `KIND/NAME` or `KIND.GROUP/NAME` (the text, echoed).
+    #[error("\"{0}\" is not KIND/NAME or KIND.GROUP/NAME")]
+    IssuerRef(String),
+}
+
 /// A URL's origin: scheme, host and port (the default port when none is written).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
@@ -105,17 +132,22 @@ impl Origin {
     /// `https://allowed@elsewhere` must never look like `allowed`.
     ///
     /// # Errors
-    /// A message saying why `text` is not such a URL.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let url = url::Url::parse(text.trim()).map_err(|e| format!("is not a URL: {e}"))?;
+    /// [`UpstreamSpecError`] saying why `text` is not such a URL.
+    pub fn parse(text: &str) -> Result<Self, UpstreamSpecError> {
+        let url = url::Url::parse(text.trim()).map_err(|e| UpstreamSpecError::Url(Box::new(e)))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err("must be an http:// or https:// URL".into());
+            return Err(UpstreamSpecError::Scheme);
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("must not carry user information".into());
+            return Err(UpstreamSpecError::UserInfo);
         }
-        let host = url.host_str().ok_or("has no host")?.to_owned();
-        let port = url.port_or_known_default().ok_or("has no port")?;
+        let host = url
+            .host_str()
+            .ok_or(UpstreamSpecError::NoHostOrPort)?
+            .to_owned();
+        let port = url
+            .port_or_known_default()
+            .ok_or(UpstreamSpecError::NoHostOrPort)?;
         Ok(Self {
             scheme: url.scheme().to_owned(),
             host,
@@ -153,11 +185,12 @@ impl AllowedUpstreams {
     /// (a path, query or fragment is refused, so the entry says exactly what it allows).
     ///
     /// # Errors
-    /// A message when `address` is not an origin-only http(s) URL.
-    pub fn allow_vault(mut self, address: &str) -> Result<Self, String> {
-        let url = url::Url::parse(address.trim()).map_err(|e| format!("is not a URL: {e}"))?;
+    /// [`UpstreamSpecError`] when `address` is not an origin-only http(s) URL.
+    pub fn allow_vault(mut self, address: &str) -> Result<Self, UpstreamSpecError> {
+        let url =
+            url::Url::parse(address.trim()).map_err(|e| UpstreamSpecError::Url(Box::new(e)))?;
         if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-            return Err("must be scheme://host:port, without a path, query or fragment".into());
+            return Err(UpstreamSpecError::NotAnOrigin);
         }
         self.vault.push(Origin::parse(address)?);
         Ok(self)
@@ -166,8 +199,8 @@ impl AllowedUpstreams {
     /// Also allows the ACM PCA CA with this ARN (compared exactly).
     ///
     /// # Errors
-    /// A message when `arn` is not an ACM PCA certificate authority ARN.
-    pub fn allow_acmpca(mut self, arn: &str) -> Result<Self, String> {
+    /// [`UpstreamSpecError::Arn`] when `arn` is not an ACM PCA certificate authority ARN.
+    pub fn allow_acmpca(mut self, arn: &str) -> Result<Self, UpstreamSpecError> {
         let arn = arn.trim();
         let parts: Vec<&str> = arn.splitn(6, ':').collect();
         let ok = parts.len() == 6
@@ -175,9 +208,7 @@ impl AllowedUpstreams {
             && parts[2] == "acm-pca"
             && parts[5].starts_with("certificate-authority/");
         if !ok {
-            return Err(format!(
-                "{arn:?} is not an ACM PCA certificate authority ARN"
-            ));
+            return Err(UpstreamSpecError::Arn(crate::echo(arn)));
         }
         self.acmpca.push(arn.to_owned());
         Ok(self)
@@ -186,8 +217,8 @@ impl AllowedUpstreams {
     /// Also allows the cert-manager issuer `reference` (see [`IssuerRef::parse`]).
     ///
     /// # Errors
-    /// A message when `reference` cannot be parsed.
-    pub fn allow_certmanager(mut self, reference: &str) -> Result<Self, String> {
+    /// [`UpstreamSpecError::IssuerRef`] when `reference` cannot be parsed.
+    pub fn allow_certmanager(mut self, reference: &str) -> Result<Self, UpstreamSpecError> {
         self.certmanager.push(IssuerRef::parse(reference.trim())?);
         Ok(self)
     }

@@ -71,6 +71,20 @@ pub(crate) enum UsageError {
         #[source]
         source: Box<ca_core::Error>,
     },
+    /// `--allow-file-sources` names no usable directory.
+    #[error("{flag}")]
+    SourceDir {
+        flag: Flag,
+        #[source]
+        source: ca_core::SourceDirError,
+    },
+    /// An `--allow-*` flag does not name an upstream.
+    #[error("{flag}")]
+    Upstream {
+        flag: Flag,
+        #[source]
+        source: ca_core::UpstreamSpecError,
+    },
 }
 
 impl UsageError {
@@ -80,6 +94,11 @@ impl UsageError {
             flag,
             reason: reason.into(),
         }
+    }
+
+    /// A `map_err` adapter for [`UsageError::Upstream`].
+    pub(crate) fn upstream(flag: Flag) -> impl FnOnce(ca_core::UpstreamSpecError) -> Self {
+        move |source| Self::Upstream { flag, source }
     }
 
     /// A `map_err` adapter for [`UsageError::Invalid`].

@@ -472,20 +472,28 @@ fn remote_source_policy(a: &ServeArgs) -> Result<SourcePolicy, CliError> {
     for address in &a.allow_vault_address {
         allowed = allowed
             .allow_vault(address)
-            .map_err(|e| UsageError::refused(Flag::quoted("--allow-vault-address", address), e))?;
+            .map_err(UsageError::upstream(Flag::quoted(
+                "--allow-vault-address",
+                address,
+            )))?;
     }
     for arn in &a.allow_acmpca_arn {
         allowed = allowed
             .allow_acmpca(arn)
-            .map_err(|e| UsageError::refused(Flag::new("--allow-acmpca-arn"), e))?;
+            .map_err(UsageError::upstream(Flag::new("--allow-acmpca-arn")))?;
     }
     for issuer in &a.allow_certmanager_issuer {
         allowed = allowed
             .allow_certmanager(issuer)
-            .map_err(|e| UsageError::refused(Flag::new("--allow-certmanager-issuer"), e))?;
+            .map_err(UsageError::upstream(Flag::new(
+                "--allow-certmanager-issuer",
+            )))?;
     }
     let policy = SourcePolicy::remote(a.allow_file_sources.as_deref(), a.allow_env_source.clone())
-        .map_err(|e| UsageError::refused(Flag::new("--allow-file-sources"), e))?
+        .map_err(|source| UsageError::SourceDir {
+            flag: Flag::new("--allow-file-sources"),
+            source,
+        })?
         .with_allowed_upstreams(allowed);
     if let Some(dir) = policy.file_dir() {
         let data = std::path::absolute(&a.data_dir).map_err(IoError::at("resolve", &a.data_dir))?;
