@@ -709,7 +709,7 @@ impl CertificateAuthority for CertmanagerCa {
     }
 
     /// Not bounded here: the holder's request timeout cancels it, and the created request is
-    /// deleted whether the issue finished, failed or was cancelled ([`Created`]).
+    /// deleted whether the issue finished, failed or was cancelled (its `Created` guard).
     async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
         let mut created = None;
         let out = self.issue_inner(request, &mut created).await;
