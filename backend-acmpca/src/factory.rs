@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use ca_core::config::{backend_path, Backend, BackendConfig, Fields, Timing};
-use ca_core::{BackendFactory, BuildContext, BuildFuture, Built, MeshName, Violations};
+use ca_core::config::Fields;
+use ca_core::{BuildSpec, Built, Error, TypedFactory, Violations};
 
 use crate::conf::AcmpcaConf;
 use crate::limit::RateLimit;
@@ -41,41 +41,22 @@ impl AcmpcaFactory {
     }
 }
 
-impl BackendFactory for AcmpcaFactory {
-    fn backend_type(&self) -> &str {
-        "acmpca"
+impl TypedFactory for AcmpcaFactory {
+    const TYPE: &'static str = "acmpca";
+    type Conf = AcmpcaConf;
+
+    fn decode_conf(&self, conf: Fields<'_>, v: &mut Violations) -> Option<Arc<AcmpcaConf>> {
+        AcmpcaConf::decode(conf, v)
     }
 
-    fn decode(&self, conf: Fields<'_>, v: &mut Violations) -> Option<Arc<dyn BackendConfig>> {
-        AcmpcaConf::decode(conf, v).map(|c| c as Arc<dyn BackendConfig>)
-    }
-
-    fn build<'a>(
-        &'a self,
-        ctx: &'a BuildContext,
-        mesh: &'a MeshName,
-        index: usize,
-        backend: &'a Backend,
-    ) -> BuildFuture<'a> {
-        Box::pin(async move {
-            let conf: &AcmpcaConf = backend.conf_as()?;
-            let mut ca = AcmpcaCa::load_at(
-                &format!("{}.conf", backend_path(index)),
-                mesh,
-                backend.name.clone(),
-                conf,
-                Timing::of(backend),
-                ctx.store.as_ref(),
-                &ctx.sources,
-            )
-            .await?;
-            if let Some(sdk) = &self.aws_sdk {
-                ca = ca.with_aws_sdk_config(sdk.clone());
-            }
-            if let Some(limit) = self.rate_limit {
-                ca = ca.with_rate_limit(limit);
-            }
-            Ok(Built::new(Arc::new(ca), Vec::new()))
-        })
+    async fn build_backend(&self, spec: BuildSpec<'_>, conf: &AcmpcaConf) -> Result<Built, Error> {
+        let mut ca = AcmpcaCa::load_at(&spec, conf).await?;
+        if let Some(sdk) = &self.aws_sdk {
+            ca = ca.with_aws_sdk_config(sdk.clone());
+        }
+        if let Some(limit) = self.rate_limit {
+            ca = ca.with_rate_limit(limit);
+        }
+        Ok(Built::of(ca))
     }
 }

@@ -40,8 +40,8 @@ use aws_sdk_acmpca::primitives::Blob;
 use aws_sdk_acmpca::types::{SigningAlgorithm, Validity, ValidityPeriodType};
 use ca_core::x509::{anchors_of, is_self_issued, parse_pem_certs};
 use ca_core::{
-    BackendName, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore, SourcePolicy,
-    TrustBundle, UncheckedCertificate, Violations,
+    BuildSpec, CertificateAuthority, Error, IssueRequest, TrustBundle, UncheckedCertificate,
+    Violations,
 };
 use meshca_aws::behavior_version;
 use rustls_pki_types::CertificateDer;
@@ -143,23 +143,15 @@ impl fmt::Debug for AcmpcaCa {
 }
 
 impl AcmpcaCa {
-    /// Builds the backend `name` of `mesh` from its `conf`; `at` is the path of `conf` in the
-    /// Mesh (violations are reported under it). `caCert` and `auth.awsCredentials` are read once
-    /// here, as `sources` allows. ACM PCA is not contacted: the first request is.
+    /// Builds the backend `spec` describes from its `conf`; violations are reported under
+    /// [`BuildSpec::conf_path`]. `caCert` and `auth.awsCredentials` are read once here, as the
+    /// spec's sources allow. ACM PCA is not contacted: the first request is.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming each unusable field; data source errors.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn load_at(
-        at: &str,
-        mesh: &MeshName,
-        name: BackendName,
-        conf: &AcmpcaConf,
-        timing: Timing,
-        store: &dyn SecretStore,
-        sources: &SourcePolicy,
-    ) -> Result<Self, Error> {
-        let field = |f: &str| format!("{at}.{f}");
+    pub async fn load_at(spec: &BuildSpec<'_>, conf: &AcmpcaConf) -> Result<Self, Error> {
+        let (mesh, store, sources) = (spec.mesh(), spec.store(), spec.sources());
+        let field = |f: &str| spec.field(f);
         let mut v = Violations::default();
         let arn = match Arn::parse(&conf.arn) {
             Ok(a) => Some(a),
@@ -217,14 +209,14 @@ impl AcmpcaCa {
         };
         let bucket = limit::shared_bucket(&arn.text, DEFAULT_RATE_LIMIT);
         Ok(Self {
-            name: name.to_string(),
+            name: spec.name().to_string(),
             arn,
             configured,
             credentials,
             sdk: None,
             client: tokio::sync::OnceCell::new(),
             bucket,
-            timing,
+            timing: spec.timing(),
             info: Mutex::new(None),
         })
     }

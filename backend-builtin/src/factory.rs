@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use ca_core::config::{Backend, BackendConfig, Fields};
-use ca_core::{BackendFactory, BuildContext, BuildFuture, Built, MeshName, Violations};
+use ca_core::config::Fields;
+use ca_core::{BuildSpec, Built, Error, TypedFactory, Violations};
 
 use crate::conf::BuiltinConf;
 use crate::BuiltinCa;
@@ -20,31 +20,20 @@ impl BuiltinFactory {
     }
 }
 
-impl BackendFactory for BuiltinFactory {
-    fn backend_type(&self) -> &str {
-        "builtin"
+impl TypedFactory for BuiltinFactory {
+    const TYPE: &'static str = "builtin";
+    type Conf = BuiltinConf;
+
+    fn decode_conf(&self, conf: Fields<'_>, v: &mut Violations) -> Option<Arc<BuiltinConf>> {
+        BuiltinConf::decode(conf, v)
     }
 
-    fn decode(&self, conf: Fields<'_>, v: &mut Violations) -> Option<Arc<dyn BackendConfig>> {
-        BuiltinConf::decode(conf, v).map(|c| c as Arc<dyn BackendConfig>)
-    }
-
-    fn build<'a>(
-        &'a self,
-        ctx: &'a BuildContext,
-        mesh: &'a MeshName,
-        _index: usize,
-        backend: &'a Backend,
-    ) -> BuildFuture<'a> {
-        Box::pin(async move {
-            let conf: &BuiltinConf = backend.conf_as()?;
-            let ca = BuiltinCa::new(
-                mesh.clone(),
-                backend.name.clone(),
-                conf.clone(),
-                ctx.store.clone(),
-            );
-            Ok(Built::new(Arc::new(ca), Vec::new()))
-        })
+    async fn build_backend(&self, spec: BuildSpec<'_>, conf: &BuiltinConf) -> Result<Built, Error> {
+        Ok(Built::of(BuiltinCa::new(
+            spec.mesh().clone(),
+            spec.name().clone(),
+            conf.clone(),
+            spec.shared_store(),
+        )))
     }
 }

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use ca_core::config::{backend_path, Backend, BackendConfig, Fields, Timing};
-use ca_core::{BackendFactory, BuildContext, BuildFuture, Built, MeshName, Violations};
+use ca_core::config::Fields;
+use ca_core::{BuildSpec, Built, Error, TypedFactory, Violations};
 
 use crate::conf::CertmanagerConf;
 use crate::{CertmanagerCa, DEFAULT_NAMESPACE};
@@ -52,39 +52,25 @@ impl CertmanagerFactory {
     }
 }
 
-impl BackendFactory for CertmanagerFactory {
-    fn backend_type(&self) -> &str {
-        "certmanager"
+impl TypedFactory for CertmanagerFactory {
+    const TYPE: &'static str = "certmanager";
+    type Conf = CertmanagerConf;
+
+    fn decode_conf(&self, conf: Fields<'_>, v: &mut Violations) -> Option<Arc<CertmanagerConf>> {
+        CertmanagerConf::decode(conf, v)
     }
 
-    fn decode(&self, conf: Fields<'_>, v: &mut Violations) -> Option<Arc<dyn BackendConfig>> {
-        CertmanagerConf::decode(conf, v).map(|c| c as Arc<dyn BackendConfig>)
-    }
-
-    fn build<'a>(
-        &'a self,
-        ctx: &'a BuildContext,
-        mesh: &'a MeshName,
-        index: usize,
-        backend: &'a Backend,
-    ) -> BuildFuture<'a> {
-        Box::pin(async move {
-            let conf: &CertmanagerConf = backend.conf_as()?;
-            let mut ca = CertmanagerCa::load_at(
-                &format!("{}.conf", backend_path(index)),
-                mesh,
-                backend.name.clone(),
-                conf,
-                Timing::of(backend),
-                ctx.store.as_ref(),
-                &ctx.sources,
-            )
+    async fn build_backend(
+        &self,
+        spec: BuildSpec<'_>,
+        conf: &CertmanagerConf,
+    ) -> Result<Built, Error> {
+        let mut ca = CertmanagerCa::load_at(&spec, conf)
             .await?
             .with_namespace(self.namespace());
-            if let Some(client) = &self.client {
-                ca = ca.with_client(client.clone());
-            }
-            Ok(Built::new(Arc::new(ca), Vec::new()))
-        })
+        if let Some(client) = &self.client {
+            ca = ca.with_client(client.clone());
+        }
+        Ok(Built::of(ca))
     }
 }

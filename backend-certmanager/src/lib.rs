@@ -43,8 +43,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use ca_core::x509::{anchors_of, is_self_issued, parse_pem_certs};
 use ca_core::{
-    BackendName, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore, SourcePolicy,
-    TrustBundle, UncheckedCertificate, Violations,
+    BuildSpec, CertificateAuthority, Error, IssueRequest, TrustBundle, UncheckedCertificate,
+    Violations,
 };
 use kube::api::{Api, ListParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, Object, ObjectMeta};
@@ -217,37 +217,30 @@ enum Outcome {
 }
 
 impl CertmanagerCa {
-    /// Builds the backend `name` of `mesh` from its `conf`; `at` is the path of `conf` in the
-    /// Mesh (violations are reported under it). `caCert` is read once here, as `sources` allows.
+    /// Builds the backend `spec` describes from its `conf`; violations are reported under
+    /// [`BuildSpec::conf_path`]. `caCert` is read once here, as the spec's sources allow.
     /// Kubernetes is not contacted: the first request is.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming each unusable field; data source errors.
-    pub async fn load_at(
-        at: &str,
-        mesh: &MeshName,
-        name: BackendName,
-        conf: &CertmanagerConf,
-        timing: Timing,
-        store: &dyn SecretStore,
-        sources: &SourcePolicy,
-    ) -> Result<Self, Error> {
+    pub async fn load_at(spec: &BuildSpec<'_>, conf: &CertmanagerConf) -> Result<Self, Error> {
+        let (mesh, sources) = (spec.mesh(), spec.sources());
         let mut v = Violations::default();
         let mut configured = None;
         if let Some(source) = &conf.ca_cert {
-            let ca_pem = source.resolve(mesh, store, sources).await?;
+            let ca_pem = source.resolve(mesh, spec.store(), sources).await?;
             match anchors_of(ca_pem.expose())
                 .and_then(|a| TrustBundle::new(a).map_err(|e| e.to_string()))
             {
                 Ok(b) => configured = Some(b),
-                Err(e) => v.add(format!("{at}.caCert"), format!("{} {e}", source.describe())),
+                Err(e) => v.add(spec.field("caCert"), format!("{} {e}", source.describe())),
             }
         }
         if !v.is_empty() {
             return Err(Error::InvalidConfig(v));
         }
         Ok(Self {
-            name: name.to_string(),
+            name: spec.name().to_string(),
             mesh: mesh.to_string(),
             namespace: DEFAULT_NAMESPACE.to_owned(),
             issuer: IssuerRef {
@@ -259,7 +252,7 @@ impl CertmanagerCa {
             last_ca: Mutex::new(None),
             client: tokio::sync::OnceCell::new(),
             cleaned: tokio::sync::OnceCell::new(),
-            timing,
+            timing: spec.timing(),
             // A Mesh from the network never gets its requests approved by meshca: approval is
             // the operator's (or cert-manager's approver's) to give.
             auto_approve: conf.auto_approve && !sources.is_remote(),
@@ -716,7 +709,7 @@ impl CertificateAuthority for CertmanagerCa {
     }
 
     /// Not bounded here: the holder's request timeout cancels it, and the created request is
-    /// deleted whether the issue finished, failed or was cancelled ([`Created`]).
+    /// deleted whether the issue finished, failed or was cancelled (its `Created` guard).
     async fn issue(&self, request: &IssueRequest) -> Result<UncheckedCertificate, Error> {
         let mut created = None;
         let out = self.issue_inner(request, &mut created).await;

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use ca_core::config::{backend_path, Backend, BackendConfig, Fields};
-use ca_core::{BackendFactory, BuildContext, BuildFuture, Built, MeshName, Violations};
+use ca_core::config::Fields;
+use ca_core::{BuildSpec, Built, Error, TypedFactory, Violations};
 
 use crate::conf::ProvidedConf;
 use crate::ProvidedCa;
@@ -20,36 +20,21 @@ impl ProvidedFactory {
     }
 }
 
-impl BackendFactory for ProvidedFactory {
-    fn backend_type(&self) -> &str {
-        "provided"
+impl TypedFactory for ProvidedFactory {
+    const TYPE: &'static str = "provided";
+    type Conf = ProvidedConf;
+
+    fn decode_conf(&self, conf: Fields<'_>, v: &mut Violations) -> Option<Arc<ProvidedConf>> {
+        ProvidedConf::decode(conf, v)
     }
 
-    fn decode(&self, conf: Fields<'_>, v: &mut Violations) -> Option<Arc<dyn BackendConfig>> {
-        ProvidedConf::decode(conf, v).map(|c| c as Arc<dyn BackendConfig>)
-    }
-
-    fn build<'a>(
-        &'a self,
-        ctx: &'a BuildContext,
-        mesh: &'a MeshName,
-        index: usize,
-        backend: &'a Backend,
-    ) -> BuildFuture<'a> {
-        Box::pin(async move {
-            let conf: &ProvidedConf = backend.conf_as()?;
-            let ca = ProvidedCa::load_at(
-                &format!("{}.conf", backend_path(index)),
-                mesh,
-                backend.name.clone(),
-                conf,
-                backend.dp_cert_expiration,
-                ctx.store.as_ref(),
-                &ctx.sources,
-            )
-            .await?;
-            let warnings = ca.warnings().to_vec();
-            Ok(Built::new(Arc::new(ca), warnings))
-        })
+    async fn build_backend(
+        &self,
+        spec: BuildSpec<'_>,
+        conf: &ProvidedConf,
+    ) -> Result<Built, Error> {
+        let ca = ProvidedCa::load_at(&spec, conf).await?;
+        let warnings = ca.warnings().to_vec();
+        Ok(Built::new(Arc::new(ca), warnings))
     }
 }

@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use ca_core::x509::parse_pem_certs;
 use ca_core::{
-    BackendName, CertificateAuthority, Error, IssueRequest, KeyType, KumaDuration, LocalCa,
-    MeshName, PrivateKey, SecretBytes, SecretName, SecretStore, SourcePolicy, TrustBundle,
+    BackendName, BuildSpec, CertificateAuthority, Error, IssueRequest, KeyType, KumaDuration,
+    LocalCa, MeshName, PrivateKey, SecretBytes, SecretName, SecretStore, SourcePolicy, TrustBundle,
     UncheckedCertificate, Violations,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -72,19 +72,22 @@ impl ProvidedCa {
         store: &dyn SecretStore,
         sources: &SourcePolicy,
     ) -> Result<Self, Error> {
-        Self::load_at("", mesh, backend, conf, dp_cert_lifetime, store, sources).await
+        Self::load_in("", mesh, backend, conf, dp_cert_lifetime, store, sources).await
     }
 
-    /// Resolves the `cert` and `key` data sources of `conf` (mesh-scoped secrets from `store`,
-    /// files and variables as `sources` allows), validates them, and builds the signer once.
+    /// Resolves the `cert` and `key` data sources of `conf` (mesh-scoped secrets from the spec's
+    /// store, files and variables as its sources allow), validates them, and builds the signer
+    /// once.
     ///
-    /// `conf_path` is where `conf` sits in the Mesh (`mtls.backends[0].conf`); every violation is
-    /// reported under it, at the field Kuma uses: `conf.cert` / `conf.key` for a source that
-    /// cannot be read, `conf.cert` for a pair that is not a valid TLS key pair, `conf.cert[i]` for
-    /// each problem of the `i`-th certificate of the chain (all of them, not just the first).
+    /// [`BuildSpec::conf_path`] is where `conf` sits in the Mesh (`mtls.backends[0].conf`); every
+    /// violation is reported under it, at the field Kuma uses: `conf.cert` / `conf.key` for a
+    /// source that cannot be read, `conf.cert` for a pair that is not a valid TLS key pair,
+    /// `conf.cert[i]` for each problem of the `i`-th certificate of the chain (all of them, not
+    /// just the first).
     ///
-    /// `dp_cert_lifetime` is the data plane certificate lifetime (`dpCert.rotation.expiration`):
-    /// a CA that expires sooner is accepted with a warning, see [`warnings`](Self::warnings).
+    /// [`BuildSpec::dp_cert_lifetime`] is the data plane certificate lifetime
+    /// (`dpCert.rotation.expiration`): a CA that expires sooner is accepted with a warning, see
+    /// [`warnings`](Self::warnings).
     ///
     /// # Errors
     /// - [`Error::InvalidConfig`] with every violation found: a `cert` or `key` that cannot be read
@@ -93,7 +96,23 @@ impl ProvidedCa {
     ///   `CA=true`, without `keyCertSign` or with `keyAgreement`, expired or not valid yet, an
     ///   unsupported key type, or out of order (each certificate must be issued by the next one);
     /// - [`Error::Store`] and other errors of `store` that are not about the config.
-    pub async fn load_at(
+    pub async fn load_at(spec: &BuildSpec<'_>, conf: &ProvidedConf) -> Result<Self, Error> {
+        Self::load_in(
+            spec.conf_path(),
+            spec.mesh(),
+            spec.name().clone(),
+            conf,
+            spec.dp_cert_lifetime(),
+            spec.store(),
+            spec.sources(),
+        )
+        .await
+    }
+
+    /// [`load_at`](Self::load_at) from its parts: [`load`](Self::load) borrows a store, which a
+    /// [`BuildSpec`] (it shares its store) cannot hold.
+    #[allow(clippy::too_many_arguments)]
+    async fn load_in(
         conf_path: &str,
         mesh: &MeshName,
         backend: BackendName,

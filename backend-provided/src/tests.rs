@@ -923,18 +923,16 @@ async fn kuma_paths_under_the_backend_conf_and_unreadable_files() {
         "file: /tmp/non-existing-file-meshca",
         "file: /tmp/non-existing-file-meshca",
     );
-    let store = ca_core::OverlaySecretStore::new(None);
-    let err = ProvidedCa::load_at(
-        "mtls.backends[0].conf",
-        &mesh(),
-        backend(),
-        &missing,
-        DAY,
-        &store,
-        &SourcePolicy::local(),
-    )
-    .await
-    .unwrap_err();
+    let (mesh, name, sources) = (mesh(), backend(), SourcePolicy::local());
+    let store: std::sync::Arc<dyn ca_core::SecretStore> =
+        std::sync::Arc::new(ca_core::OverlaySecretStore::new(None));
+    let timing = ca_core::config::Timing::new(DAY, DAY, DAY);
+    let spec = |at: &str| {
+        ca_core::BuildSpec::from_parts(at, &mesh, &name, timing, store.clone(), &sources)
+    };
+    let err = ProvidedCa::load_at(&spec("mtls.backends[0].conf"), &missing)
+        .await
+        .unwrap_err();
     let Error::InvalidConfig(v) = err else {
         panic!("expected InvalidConfig, got {err:?}")
     };
@@ -960,17 +958,9 @@ async fn kuma_paths_under_the_backend_conf_and_unreadable_files() {
         &format!("file: {}", dir.path().join("c.pem").display()),
         &format!("file: {}", dir.path().join("k.pem").display()),
     );
-    let err = ProvidedCa::load_at(
-        "mtls.backends[2].conf",
-        &mesh(),
-        backend(),
-        &files,
-        DAY,
-        &store,
-        &SourcePolicy::local(),
-    )
-    .await
-    .unwrap_err();
+    let err = ProvidedCa::load_at(&spec("mtls.backends[2].conf"), &files)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("invalid mesh configuration: mtls.backends[2].conf.cert[0]: {NO_CERT_SIGN}")

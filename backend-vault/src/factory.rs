@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use ca_core::config::{backend_path, Backend, BackendConfig, Fields, Timing};
-use ca_core::{BackendFactory, BuildContext, BuildFuture, Built, MeshName, Violations};
+use ca_core::config::Fields;
+use ca_core::{BuildSpec, Built, Error, TypedFactory, Violations};
 
 use crate::conf::VaultConf;
 use crate::VaultCa;
@@ -30,39 +30,20 @@ impl VaultFactory {
     }
 }
 
-impl BackendFactory for VaultFactory {
-    fn backend_type(&self) -> &str {
-        "vault"
+impl TypedFactory for VaultFactory {
+    const TYPE: &'static str = "vault";
+    type Conf = VaultConf;
+
+    fn decode_conf(&self, conf: Fields<'_>, v: &mut Violations) -> Option<Arc<VaultConf>> {
+        VaultConf::decode(conf, v)
     }
 
-    fn decode(&self, conf: Fields<'_>, v: &mut Violations) -> Option<Arc<dyn BackendConfig>> {
-        VaultConf::decode(conf, v).map(|c| c as Arc<dyn BackendConfig>)
-    }
-
-    fn build<'a>(
-        &'a self,
-        ctx: &'a BuildContext,
-        mesh: &'a MeshName,
-        index: usize,
-        backend: &'a Backend,
-    ) -> BuildFuture<'a> {
-        Box::pin(async move {
-            let conf: &VaultConf = backend.conf_as()?;
-            let mut ca = VaultCa::load_at(
-                &format!("{}.conf", backend_path(index)),
-                mesh,
-                backend.name.clone(),
-                conf,
-                Timing::of(backend),
-                ctx.store.as_ref(),
-                &ctx.sources,
-            )
-            .await?;
-            if let Some(sdk) = &self.aws_sdk {
-                ca = ca.with_aws_sdk_config(sdk.clone());
-            }
-            let warnings = ca.warnings().to_vec();
-            Ok(Built::new(Arc::new(ca), warnings))
-        })
+    async fn build_backend(&self, spec: BuildSpec<'_>, conf: &VaultConf) -> Result<Built, Error> {
+        let mut ca = VaultCa::load_at(&spec, conf).await?;
+        if let Some(sdk) = &self.aws_sdk {
+            ca = ca.with_aws_sdk_config(sdk.clone());
+        }
+        let warnings = ca.warnings().to_vec();
+        Ok(Built::new(Arc::new(ca), warnings))
     }
 }

@@ -40,8 +40,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use ca_core::{
-    BackendName, CertificateAuthority, Error, IssueRequest, MeshName, SecretStore, SourcePolicy,
-    TrustBundle, UncheckedCertificate, Violations,
+    BuildSpec, CertificateAuthority, Error, IssueRequest, TrustBundle, UncheckedCertificate,
+    Violations,
 };
 use reqwest::Method;
 use serde_json::Value;
@@ -90,24 +90,17 @@ impl fmt::Debug for VaultCa {
 }
 
 impl VaultCa {
-    /// Builds the backend `name` of `mesh` from its `conf.fromCp`; `at` is the path of `conf`
-    /// in the Mesh (violations are reported under it). Data sources (`tls.caCert`,
-    /// `auth.token`, `auth.tls.*`) are read once here, as `sources` allows. Vault is not
-    /// contacted: the first request logs in.
+    /// Builds the backend `spec` describes from its `conf.fromCp`; violations are reported under
+    /// [`BuildSpec::conf_path`]. Data sources (`tls.caCert`, `auth.token`, `auth.tls.*`) are
+    /// read once here, as the spec's sources allow. Vault is not contacted: the first request
+    /// logs in.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming each unusable field; data source errors.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn load_at(
-        at: &str,
-        mesh: &MeshName,
-        name: BackendName,
-        conf: &VaultConf,
-        timing: Timing,
-        store: &dyn SecretStore,
-        sources: &SourcePolicy,
-    ) -> Result<Self, Error> {
-        let field = |f: &str| format!("{at}.fromCp.{f}");
+    pub async fn load_at(spec: &BuildSpec<'_>, conf: &VaultConf) -> Result<Self, Error> {
+        let (mesh, name, store, sources) = (spec.mesh(), spec.name(), spec.store(), spec.sources());
+        let timing = spec.timing();
+        let field = |f: &str| spec.field(&format!("fromCp.{f}"));
         let mut v = Violations::default();
         let mut settings = tls::TlsSettings {
             server_name: conf.tls_server_name.clone(),

@@ -30,6 +30,7 @@ pub mod refresh;
 mod registry;
 mod request;
 pub mod secret;
+mod spec;
 pub mod spiffe;
 pub mod store;
 mod store_overlay;
@@ -66,6 +67,7 @@ pub use registry::{
 };
 pub use request::{IdempotencyKey, IssueParams, IssueRequest, KeySource, UncheckedCertificate};
 pub use secret::SecretBytes;
+pub use spec::{BuildSpec, TypedFactory};
 pub use spiffe::SpiffeId;
 pub use store::DirectorySecretStore;
 pub use store_overlay::OverlaySecretStore;

@@ -34,7 +34,8 @@ pub const KUMA_BACKEND_TYPES: [&str; 5] = ["builtin", "provided", "vault", "acmp
 /// Makes backends of one type: decodes their `conf` and builds them.
 ///
 /// Object safe; a factory may carry settings (an AWS SDK config, a Kubernetes client, test
-/// faults) that every backend it builds shares.
+/// faults) that every backend it builds shares. A factory for one config type is shortest
+/// written as a [`TypedFactory`](crate::TypedFactory), which is a `BackendFactory`.
 pub trait BackendFactory: fmt::Debug + Send + Sync {
     /// The `type` this factory builds, as written in YAML (`builtin`, `vault`, ...).
     fn backend_type(&self) -> &str;
@@ -100,6 +101,11 @@ impl Built {
     /// A backend and its warnings.
     pub fn new(ca: Arc<dyn CertificateAuthority>, warnings: Vec<String>) -> Self {
         Self { ca, warnings }
+    }
+
+    /// A backend with nothing to say about it.
+    pub fn of(ca: impl CertificateAuthority + 'static) -> Self {
+        Self::new(Arc::new(ca), Vec::new())
     }
 }
 

@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use meshca::config::{Backend, BackendConfig, Fields, Mesh};
+use meshca::config::{BackendConfig, Fields, Mesh};
 use meshca::{
-    BackendFactory, BuildContext, BuildFuture, Built, CertificateAuthority, CommonNameTemplate,
-    Error, IssueRequest, KeyType, LocalCa, MeshName, OverlaySecretStore, PrivateKey, Registry,
-    SourcePolicy, TrustBundle, UncheckedCertificate, Violations,
+    BuildContext, BuildSpec, Built, CertificateAuthority, CommonNameTemplate, Error, IssueRequest,
+    KeyType, LocalCa, MeshName, OverlaySecretStore, PrivateKey, Registry, SourcePolicy,
+    TrustBundle, TypedFactory, UncheckedCertificate, Violations,
 };
 use meshca_conformance::Fixture;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
@@ -62,12 +62,12 @@ struct MemoryFactory {
     calls: Arc<Calls>,
 }
 
-impl BackendFactory for MemoryFactory {
-    fn backend_type(&self) -> &str {
-        "memory"
-    }
+// A `TypedFactory` is a `BackendFactory` for one config type: meshca does the type erasure.
+impl TypedFactory for MemoryFactory {
+    const TYPE: &'static str = "memory";
+    type Conf = MemoryConf;
 
-    fn decode(&self, mut conf: Fields<'_>, v: &mut Violations) -> Option<Arc<dyn BackendConfig>> {
+    fn decode_conf(&self, mut conf: Fields<'_>, v: &mut Violations) -> Option<Arc<MemoryConf>> {
         let common_name = conf.common_name(v);
         let key_at = conf.at("keyType");
         let key = match conf.str("keyType", v).as_deref() {
@@ -88,35 +88,28 @@ impl BackendFactory for MemoryFactory {
         }))
     }
 
-    fn build<'a>(
-        &'a self,
-        _ctx: &'a BuildContext,
-        mesh: &'a MeshName,
-        _index: usize,
-        backend: &'a Backend,
-    ) -> BuildFuture<'a> {
-        Box::pin(async move {
-            let conf: &MemoryConf = backend.conf_as()?;
-            let key = (mesh.to_string(), backend.name.to_string());
-            let mut cas = self
-                .cas
-                .lock()
-                .map_err(|_| Error::Inconsistent("CA table poisoned".into()))?;
-            let ca = match cas.get(&key) {
-                Some(ca) => ca.clone(),
-                None => {
-                    let ca = Arc::new(MemoryCa::new(
-                        mesh,
-                        backend.name.as_str(),
-                        conf.key,
-                        self.calls.clone(),
-                    )?);
-                    cas.insert(key, ca.clone());
-                    ca
-                }
-            };
-            Ok(Built::new(ca, Vec::new()))
-        })
+    // `spec` says which mesh and backend, where its `conf` sits (`spec.field("keyType")` is
+    // `mtls.backends[i].conf.keyType`), its timing, the store and the data-source policy.
+    async fn build_backend(&self, spec: BuildSpec<'_>, conf: &MemoryConf) -> Result<Built, Error> {
+        let key = (spec.mesh().to_string(), spec.name().to_string());
+        let mut cas = self
+            .cas
+            .lock()
+            .map_err(|_| Error::Inconsistent("CA table poisoned".into()))?;
+        let ca = match cas.get(&key) {
+            Some(ca) => ca.clone(),
+            None => {
+                let ca = Arc::new(MemoryCa::new(
+                    spec.mesh(),
+                    spec.name().as_str(),
+                    conf.key,
+                    self.calls.clone(),
+                )?);
+                cas.insert(key, ca.clone());
+                ca
+            }
+        };
+        Ok(Built::new(ca, Vec::new()))
     }
 }
 

@@ -61,8 +61,9 @@ pub use ca_core::{
 };
 // What a backend of the control plane's own is written with (README: "Write your own backend").
 pub use ca_core::{
-    BackendFactory, BuildContext, BuildFuture, Built, CachedBundle, CertificateAuthority,
-    CommonNameTemplate, IssueRequest, LocalCa, PrivateKey, Registry, UncheckedCertificate,
+    BackendFactory, BuildContext, BuildFuture, BuildSpec, Built, CachedBundle,
+    CertificateAuthority, CommonNameTemplate, IssueRequest, LocalCa, PrivateKey, Registry,
+    TypedFactory, UncheckedCertificate,
 };
 pub use deadline::Deadline;
 pub use guard::{

@@ -18,7 +18,7 @@ use aws_sdk_acmpca::types::{
 };
 use backend_acmpca::{AcmpcaCa, Timing};
 use ca_core::config::Mesh;
-use ca_core::{CertificateAuthority, Error, MeshName, OverlaySecretStore, SourcePolicy};
+use ca_core::{BuildSpec, CertificateAuthority, Error, MeshName, OverlaySecretStore, SourcePolicy};
 use meshca_peers::{AwsKey, Moto};
 
 use crate::vault::indent;
@@ -239,21 +239,19 @@ impl Peer {
         let mesh = Mesh::from_yaml(yaml, &crate::all_backends())?;
         let backend = mesh.enabled_backend().expect("enabled backend");
         let conf: &backend_acmpca::AcmpcaConf = backend.conf_as()?;
-        let store = OverlaySecretStore::new(None);
-        let ca = AcmpcaCa::load_at(
+        let spec = BuildSpec::from_parts(
             "mtls.backends[0].conf",
             &mesh.name,
-            backend.name.clone(),
-            conf,
+            &backend.name,
             Timing::new(
                 backend.dp_cert_request_timeout,
                 Duration::from_secs(10),
                 lifetime,
             ),
-            &store,
+            Arc::new(OverlaySecretStore::new(None)),
             sources,
-        )
-        .await?;
+        );
+        let ca = AcmpcaCa::load_at(&spec, conf).await?;
         Ok(match sdk {
             Some(sdk) => ca.with_aws_sdk_config(sdk),
             None => ca,

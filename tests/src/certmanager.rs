@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use backend_certmanager::{CertmanagerCa, Timing, DEFAULT_NAMESPACE};
 use ca_core::config::Mesh;
-use ca_core::{CertificateAuthority, Error, MeshName, OverlaySecretStore, SourcePolicy};
+use ca_core::{BuildSpec, CertificateAuthority, Error, MeshName, OverlaySecretStore, SourcePolicy};
 use meshca_peers::KubeApiServer;
 
 use crate::vault::indent;
@@ -75,21 +75,20 @@ pub async fn build_with(
     let mesh = Mesh::from_yaml(yaml, &crate::all_backends())?;
     let backend = mesh.enabled_backend().expect("enabled backend");
     let conf: &backend_certmanager::CertmanagerConf = backend.conf_as()?;
-    let store = OverlaySecretStore::new(None);
-    let ca = CertmanagerCa::load_at(
+    let sources = SourcePolicy::local();
+    let spec = BuildSpec::from_parts(
         "mtls.backends[0].conf",
         &mesh.name,
-        backend.name.clone(),
-        conf,
+        &backend.name,
         Timing::new(
             backend.dp_cert_request_timeout,
             Duration::from_secs(10),
             lifetime,
         ),
-        &store,
-        &SourcePolicy::local(),
-    )
-    .await?;
+        Arc::new(OverlaySecretStore::new(None)),
+        &sources,
+    );
+    let ca = CertmanagerCa::load_at(&spec, conf).await?;
     Ok(ca.with_client(client))
 }
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use backend_vault::{Timing, VaultCa};
 use ca_core::config::Mesh;
-use ca_core::{CertificateAuthority, Error, MeshName, OverlaySecretStore, SourcePolicy};
+use ca_core::{BuildSpec, CertificateAuthority, Error, MeshName, OverlaySecretStore, SourcePolicy};
 use meshca_peers::{AwsKey, Moto, VaultOptions, VaultServer};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -258,21 +258,20 @@ impl Peer {
         let mesh = Mesh::from_yaml(yaml, &crate::all_backends())?;
         let backend = mesh.enabled_backend().expect("enabled backend");
         let conf: &backend_vault::VaultConf = backend.conf_as()?;
-        let store = OverlaySecretStore::new(None);
-        let ca = VaultCa::load_at(
+        let sources = SourcePolicy::local();
+        let spec = BuildSpec::from_parts(
             "mtls.backends[0].conf",
             &mesh.name,
-            backend.name.clone(),
-            conf,
+            &backend.name,
             Timing::new(
                 backend.dp_cert_request_timeout,
                 Duration::from_secs(10),
                 lifetime,
             ),
-            &store,
-            &SourcePolicy::local(),
-        )
-        .await?;
+            Arc::new(OverlaySecretStore::new(None)),
+            &sources,
+        );
+        let ca = VaultCa::load_at(&spec, conf).await?;
         Ok(match self.aws_sdk() {
             Some(sdk) => ca.with_aws_sdk_config(sdk),
             None => ca,

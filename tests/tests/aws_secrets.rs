@@ -10,9 +10,10 @@ use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
 use backend_provided::ProvidedCa;
-use ca_core::config::{Mesh, DEFAULT_DP_CERT_EXPIRATION};
+use ca_core::config::{Mesh, Timing, DEFAULT_DP_CERT_EXPIRATION, DEFAULT_REQUEST_TIMEOUT};
 use ca_core::{
-    issue_certificate, DataSource, Error, IssueParams, KeySource, OverlaySecretStore, SourcePolicy,
+    issue_certificate, BuildSpec, DataSource, Error, IssueParams, KeySource, OverlaySecretStore,
+    SourcePolicy,
 };
 use meshca_aws::SecretsManager;
 use meshca_peers::{AwsKey, Moto};
@@ -60,16 +61,19 @@ async fn load_provided(yaml: &str, sources: &SourcePolicy) -> Result<ProvidedCa,
     let mesh = Mesh::from_yaml(yaml, &meshca_tests::all_backends())?;
     let backend = mesh.enabled_backend().unwrap();
     let conf: &backend_provided::ProvidedConf = backend.conf_as().unwrap();
-    ProvidedCa::load_at(
+    let spec = BuildSpec::from_parts(
         "mtls.backends[0].conf",
         &mesh.name,
-        backend.name.clone(),
-        conf,
-        DEFAULT_DP_CERT_EXPIRATION,
-        &OverlaySecretStore::new(None),
+        &backend.name,
+        Timing::new(
+            DEFAULT_REQUEST_TIMEOUT,
+            DEFAULT_REQUEST_TIMEOUT,
+            DEFAULT_DP_CERT_EXPIRATION,
+        ),
+        Arc::new(OverlaySecretStore::new(None)),
         sources,
-    )
-    .await
+    );
+    ProvidedCa::load_at(&spec, conf).await
 }
 
 fn provided_yaml(cert_id: &str, key_id: &str) -> String {

@@ -143,17 +143,17 @@ async fn no_key_token_or_secret_key_in_logs_debug_or_errors() {
     texts.push(format!("{m:?}"));
     let backend_conf = m.enabled_backend().unwrap();
     let conf: &backend_vault::VaultConf = backend_conf.conf_as().unwrap();
-    let backend = backend_vault::VaultCa::load_at(
+    let spec = ca_core::BuildSpec::from_parts(
         "mtls.backends[0].conf",
         &m.name,
-        backend_conf.name.clone(),
-        conf,
+        &backend_conf.name,
         ca_core::config::Timing::of(backend_conf),
-        &OverlaySecretStore::new(None),
+        Arc::new(OverlaySecretStore::new(None)),
         &sources,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    );
+    let backend = backend_vault::VaultCa::load_at(&spec, conf)
+        .await
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
     texts.push(format!("{backend:?}"));
     validate(&backend, &mesh("default"), day, None)
         .await

@@ -526,22 +526,23 @@ async fn a_badly_signed_aws_login_fails_at_sts() {
     let mesh_ = ca_core::config::Mesh::from_yaml(&yaml, &meshca_tests::all_backends()).unwrap();
     let backend = mesh_.enabled_backend().unwrap();
     let conf: &backend_vault::VaultConf = backend.conf_as().unwrap();
-    let ca = backend_vault::VaultCa::load_at(
+    let sources = ca_core::SourcePolicy::local();
+    let spec = ca_core::BuildSpec::from_parts(
         "mtls.backends[0].conf",
         &mesh_.name,
-        backend.name.clone(),
-        conf,
+        &backend.name,
         backend_vault::Timing::new(
             Duration::from_secs(10),
             Duration::from_secs(10),
             DEFAULT_DP_CERT_EXPIRATION,
         ),
-        &ca_core::OverlaySecretStore::new(None),
-        &ca_core::SourcePolicy::local(),
-    )
-    .await
-    .unwrap()
-    .with_aws_sdk_config(sdk);
+        std::sync::Arc::new(ca_core::OverlaySecretStore::new(None)),
+        &sources,
+    );
+    let ca = backend_vault::VaultCa::load_at(&spec, conf)
+        .await
+        .unwrap()
+        .with_aws_sdk_config(sdk);
     let err = check(&ca).await.unwrap_err();
     let text = err.to_string();
     assert!(

@@ -7,11 +7,12 @@
 //! One test in its own binary: it sets the process environment the chain reads.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backend_vault::{Timing, VaultCa};
 use ca_core::config::{Mesh, DEFAULT_DP_CERT_EXPIRATION};
-use ca_core::{validate, OverlaySecretStore, SourcePolicy};
+use ca_core::{validate, BuildSpec, OverlaySecretStore, SourcePolicy};
 use meshca_peers::{isolate_aws_env, PodIdentityEndpoint};
 use meshca_tests::checks::mesh;
 use meshca_tests::vault::{chain, Auth, Peer, Role};
@@ -22,21 +23,20 @@ async fn build(yaml: &str) -> VaultCa {
     let mesh = Mesh::from_yaml(yaml, &meshca_tests::all_backends()).unwrap();
     let backend = mesh.enabled_backend().unwrap();
     let conf: &backend_vault::VaultConf = backend.conf_as().unwrap();
-    VaultCa::load_at(
+    let sources = SourcePolicy::local();
+    let spec = BuildSpec::from_parts(
         "mtls.backends[0].conf",
         &mesh.name,
-        backend.name.clone(),
-        conf,
+        &backend.name,
         Timing::new(
             Duration::from_secs(15),
             Duration::from_secs(15),
             DEFAULT_DP_CERT_EXPIRATION,
         ),
-        &OverlaySecretStore::new(None),
-        &SourcePolicy::local(),
-    )
-    .await
-    .unwrap()
+        Arc::new(OverlaySecretStore::new(None)),
+        &sources,
+    );
+    VaultCa::load_at(&spec, conf).await.unwrap()
 }
 
 fn clear_aws_env() {
