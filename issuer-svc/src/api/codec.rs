@@ -4,6 +4,8 @@
 
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};
+
+use crate::api::status::ApiError;
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// [`ProstCodec`] with decode errors reported as `InvalidArgument`.
@@ -40,14 +42,16 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|s| {
             if s.code() == Code::Internal {
-                Status::invalid_argument(format!(
-                    "the message cannot be decoded as {}: {}",
-                    std::any::type_name::<U>()
-                        .rsplit("::")
-                        .next()
-                        .unwrap_or("protobuf"),
-                    ca_core::echo(s.message())
-                ))
+                Status::from(ApiError::Undecodable {
+                    what: format!(
+                        "the message cannot be decoded as {}: {}",
+                        std::any::type_name::<U>()
+                            .rsplit("::")
+                            .next()
+                            .unwrap_or("protobuf"),
+                        ca_core::echo(s.message())
+                    ),
+                })
             } else {
                 s
             }

@@ -169,10 +169,12 @@ impl issuer_server::Issuer for IssuerService {
         authorize(&self.policy.current(), &caller, &Action::Issue(&wanted)).inspect_err(refused)?;
         let slot = self.watches.acquire(wanted.to_string()).ok_or_else(|| {
             tracing::info!(caller = %caller.describe(), identity = %wanted, "watch refused: too many watches of this identity");
-            Status::resource_exhausted(format!(
-                "{} WatchCertificate streams are open for this identity already, the most allowed (--max-watches-per-identity); close one first",
-                self.watches.max()
-            ))
+            Status::from(ApiError::Busy {
+                what: format!(
+                    "{} WatchCertificate streams are open for this identity already, the most allowed (--max-watches-per-identity); close one first",
+                    self.watches.max()
+                ),
+            })
         })?;
         let (identity, csr, issued) = self.issue(&caller, &req).await.inspect_err(refused)?;
         let (policy, who, what) = (self.policy.clone(), caller, identity.clone());
@@ -231,12 +233,12 @@ impl issuer_server::Issuer for IssuerService {
             self.validations.clone().acquire_owned(),
         )
         .await
-        .map_err(|_| {
-            Status::resource_exhausted(format!(
+        .map_err(|_| ApiError::Busy {
+            what: format!(
                 "{MAX_CONCURRENT_VALIDATIONS} validations are in progress; try again later"
-            ))
+            ),
         })?
-        .map_err(|_| Status::unavailable("shutting down"))?;
+        .map_err(|_| ApiError::ShuttingDown)?;
         // The slot travels with the work, not with the call: a caller who gives up does not free
         // it while a parse or a build it started still runs, so the cap bounds work.
         // Parse off the runtime: issuance goes on while a large Mesh is parsed (linear in its
@@ -246,7 +248,7 @@ impl issuer_server::Issuer for IssuerService {
         let (slot, parsed) =
             tokio::task::spawn_blocking(move || (slot, Mesh::from_yaml(&yaml, &backends)))
                 .await
-                .map_err(|_| Status::internal("the config parser stopped"))?;
+                .map_err(|_| ApiError::Stopped("the config parser"))?;
         let mesh = match parsed {
             Ok(m) => m,
             Err(e) => {
@@ -279,14 +281,10 @@ impl issuer_server::Issuer for IssuerService {
             (mesh, result)
         })
         .await
-        .map_err(|_| Status::internal("the validation stopped"))?;
+        .map_err(|_| ApiError::Stopped("the validation"))?;
         let result = result
-            .ok_or_else(|| Status::cancelled("the validation was cancelled"))?
-            .map_err(|_| {
-                Status::deadline_exceeded(format!(
-                    "validation did not finish within {VALIDATE_TIMEOUT:?}"
-                ))
-            })?;
+            .ok_or(ApiError::Cancelled)?
+            .map_err(|_| ApiError::ValidationTimeout(VALIDATE_TIMEOUT))?;
         let resp = crate::api::wire::validation(&mesh, result);
         tracing::info!(caller = %caller.describe(), mesh = %mesh.name, ok = resp.ok, "mesh validated");
         Ok(Response::new(resp))
@@ -331,12 +329,11 @@ impl issuer_server::Issuer for IssuerService {
     ) -> Result<Response<RotateTokenKeyResponse>, Status> {
         let caller = self.caller(&request)?;
         authorize(&self.policy.current(), &caller, &Action::RotateTokenKey)?;
-        let key_id = self.tokens.rotate().await.map_err(|e| {
-            Status::unavailable(format!(
-                "cannot rotate the token signing key: {}",
-                crate::api::status::message(&e)
-            ))
-        })?;
+        let key_id = self
+            .tokens
+            .rotate()
+            .await
+            .map_err(|e| ApiError::TokenKey(Box::new(e)))?;
         tracing::warn!(caller = %caller.describe(), key_id = %key_id, "token signing key rotated by request");
         Ok(Response::new(RotateTokenKeyResponse { key_id }))
     }

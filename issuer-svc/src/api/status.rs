@@ -5,6 +5,7 @@ use tonic::{Code, Status};
 
 /// An error the API returns: a core or library error, or a refusal of the edge's own.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub(crate) enum ApiError {
     /// Anything from ca-core, a backend or the library.
     #[error(transparent)]
@@ -12,6 +13,35 @@ pub(crate) enum ApiError {
     /// The caller is not allowed.
     #[error("permission denied: {0}")]
     Denied(String),
+    /// A bound is reached (streams of a connection, watches of an identity, validations in
+    /// progress); `what` says which, and what to do.
+    #[error("{what}")]
+    Busy {
+        /// The bound reached, and what to do.
+        what: String,
+    },
+    /// The request cannot be decoded.
+    #[error("{what}")]
+    Undecodable {
+        /// What could not be decoded, and the decoder's message (echoed).
+        what: String,
+    },
+    /// The server is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// Work the request started on a blocking thread stopped without an answer.
+    #[error("{0} stopped")]
+    Stopped(&'static str),
+    /// The caller went away while its validation ran.
+    #[error("the validation was cancelled")]
+    Cancelled,
+    /// A validation ran out of its time.
+    #[error("validation did not finish within {0:?}")]
+    ValidationTimeout(std::time::Duration),
+    /// The token signing key could not be rotated; the store's or the key's error is the
+    /// source.
+    #[error("cannot rotate the token signing key")]
+    TokenKey(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<ApiError> for Status {
@@ -19,6 +49,12 @@ impl From<ApiError> for Status {
         let code = match &e {
             ApiError::Core(core) => core_code(core),
             ApiError::Denied(_) => Code::PermissionDenied,
+            ApiError::Busy { .. } => Code::ResourceExhausted,
+            ApiError::Undecodable { .. } => Code::InvalidArgument,
+            ApiError::ShuttingDown | ApiError::TokenKey(_) => Code::Unavailable,
+            ApiError::Stopped(_) => Code::Internal,
+            ApiError::Cancelled => Code::Cancelled,
+            ApiError::ValidationTimeout(_) => Code::DeadlineExceeded,
         };
         Status::new(code, crate::limits::cut_message(message(&e)))
     }
@@ -75,5 +111,14 @@ mod tests {
         .into();
         assert_eq!(s.code(), Code::Unavailable);
         assert!(s.message().contains("circuit open"));
+        let s: Status = ApiError::ValidationTimeout(std::time::Duration::from_secs(30)).into();
+        assert_eq!(s.code(), Code::DeadlineExceeded);
+        let io = std::io::Error::other("disk full");
+        let s: Status = ApiError::TokenKey(Box::new(io)).into();
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(
+            s.message(),
+            "cannot rotate the token signing key: disk full"
+        );
     }
 }

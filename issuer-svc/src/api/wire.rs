@@ -107,7 +107,9 @@ impl tokio_stream::Stream for WatchStream {
         if let Some(ends) = this.ends.as_mut() {
             if let std::task::Poll::Ready(reason) = ends.as_mut().poll(cx) {
                 this.done = true;
-                return std::task::Poll::Ready(Some(Err(Status::permission_denied(reason))));
+                return std::task::Poll::Ready(Some(Err(Status::from(
+                    crate::api::status::ApiError::Denied(reason.to_owned()),
+                ))));
             }
         }
         let next = std::task::ready!(this.rx.poll_recv(cx));

@@ -580,10 +580,12 @@ where
             return Box::pin(self.inner.call(req));
         };
         let Some(active) = info.state.begin(self.max_streams) else {
-            let status = tonic::Status::resource_exhausted(format!(
-                "this connection has {} requests or streams open, the most allowed (--max-streams-per-connection); use another connection or close some",
-                self.max_streams
-            ));
+            let status = tonic::Status::from(crate::api::status::ApiError::Busy {
+                what: format!(
+                    "this connection has {} requests or streams open, the most allowed (--max-streams-per-connection); use another connection or close some",
+                    self.max_streams
+                ),
+            });
             return Box::pin(std::future::ready(Ok(status.into_http())));
         };
         // The connection's TLS (or TCP) details where tonic's `peer_certs` and `remote_addr`
