@@ -136,7 +136,7 @@ fn parse_doc(doc: &Value, m: &mut Manifests) -> Result<String, String> {
 
 /// The non-empty documents of a YAML stream.
 fn documents(text: &str) -> Result<Vec<Value>, String> {
-    let docs = serde_yaml::Deserializer::from_str(text)
+    let docs = yaml_serde::Deserializer::from_str(text)
         .map(Value::deserialize)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("is not YAML: {e}"))?;
@@ -472,7 +472,7 @@ fn the_base_owns_only_its_namespace() {
 #[test]
 fn kustomization_lists_every_manifest_but_the_optional_one() {
     let text = fs::read_to_string(dir().join("kustomization.yaml")).unwrap();
-    let k: Value = serde_yaml::from_str(&text).unwrap();
+    let k: Value = yaml_serde::from_str(&text).unwrap();
     assert_eq!(k["kind"], "Kustomization");
     let listed: Vec<&str> = k["resources"]
         .as_array()
@@ -1024,7 +1024,7 @@ spec:
         readynessProbe:
           httpGet: {path: /readyz, port: 5681}
 ";
-    let doc: Value = serde_yaml::from_str(yaml).unwrap();
+    let doc: Value = yaml_serde::from_str(yaml).unwrap();
     // serde alone accepts it, dropping the probe.
     let d: Deployment = serde_json::from_value(doc.clone()).unwrap();
     assert!(container(&d).readiness_probe.is_none());
@@ -1033,7 +1033,7 @@ spec:
         err.contains("spec.template.spec.containers[0].readynessProbe: unknown field"),
         "{err}"
     );
-    let fixed: Value = serde_yaml::from_str(&yaml.replace("readyness", "readiness")).unwrap();
+    let fixed: Value = yaml_serde::from_str(&yaml.replace("readyness", "readiness")).unwrap();
     strict::<Deployment>(&fixed).unwrap();
 
     let err = parse_doc(

@@ -2,7 +2,7 @@
 //! `conf` is decoded by the [`BackendFactory`](crate::registry::BackendFactory) registered for
 //! its type.
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use super::fields::{error_reason, Fields};
 use super::limits::check_yaml_limits;
@@ -23,7 +23,7 @@ impl Mesh {
     /// [`Error::InvalidConfig`] with every violation found (a type `backends` lacks among them).
     pub fn from_yaml(text: &str, backends: &Registry) -> Result<Self, Error> {
         check_yaml_limits(text)?;
-        let value: Value = serde_yaml::from_str(text).map_err(|e| {
+        let value: Value = yaml_serde::from_str(text).map_err(|e| {
             let mut v = Violations::default();
             v.add("(yaml)", format!("cannot be parsed: {e}"));
             Error::InvalidConfig(v)
@@ -41,7 +41,7 @@ impl Mesh {
         use serde::Deserialize as _;
         check_yaml_limits(text)?;
         let mut meshes = Vec::new();
-        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(text)
+        let docs: Vec<Value> = yaml_serde::Deserializer::from_str(text)
             .map(Value::deserialize)
             .collect::<Result<_, _>>()
             .map_err(|e| {
@@ -278,7 +278,7 @@ fn decode_backend(
     }
     let conf_at = f.at("conf");
     let conf_value = f.get("conf");
-    let empty = Value::Mapping(serde_yaml::Mapping::new());
+    let empty = Value::Mapping(yaml_serde::Mapping::new());
     let conf = ty.as_deref().and_then(|ty| {
         let value = conf_value.unwrap_or(&empty);
         let cf = Fields::of(value, &conf_at, v)?;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 use crate::datasource::{AwsSecretRef, DataSource};
 use crate::duration::KumaDuration;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use super::conf::BackendConfig;
 use crate::datasource::DataSource;
@@ -134,9 +134,9 @@ impl Fingerprint {
     /// serialized, so formatting and key order do not count.
     pub(crate) fn of_value(value: &Value) -> Self {
         let canonical = canonical(value);
-        // Serializing a `Value` cannot fail (no non-string-keyed maps are refused by serde_yaml
+        // Serializing a `Value` cannot fail (no non-string-keyed maps are refused by yaml_serde
         // for `Value`); an error would hash as the empty string, still deterministic.
-        let text = serde_yaml::to_string(&canonical).unwrap_or_default();
+        let text = yaml_serde::to_string(&canonical).unwrap_or_default();
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
         let mut hex = String::with_capacity(64);
         for b in digest.as_ref() {
@@ -170,7 +170,7 @@ fn canonical(value: &Value) -> Value {
             let mut entries: Vec<(String, Value, Value)> = map
                 .iter()
                 .map(|(k, v)| {
-                    let key = serde_yaml::to_string(k).unwrap_or_default();
+                    let key = yaml_serde::to_string(k).unwrap_or_default();
                     (key, canonical(k), canonical(v))
                 })
                 .collect();
@@ -178,7 +178,7 @@ fn canonical(value: &Value) -> Value {
             Value::Mapping(entries.into_iter().map(|(_, k, v)| (k, v)).collect())
         }
         Value::Sequence(items) => Value::Sequence(items.iter().map(canonical).collect()),
-        Value::Tagged(t) => Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+        Value::Tagged(t) => Value::Tagged(Box::new(yaml_serde::value::TaggedValue {
             tag: t.tag.clone(),
             value: canonical(&t.value),
         })),

@@ -31,7 +31,7 @@ pub(crate) enum AuthzError {
     Syntax {
         path: PathBuf,
         #[source]
-        source: serde_yaml::Error,
+        source: yaml_serde::Error,
     },
     /// A `ca: sha256:...` pin that is not 64 hex digits.
     #[error("authz file {}: caller `{caller}`: ca `{pin}` is not sha256:<64 hex digits>", path.display())]
@@ -108,7 +108,7 @@ impl Policy {
     /// relative to the file.
     pub(crate) fn load(path: &Path, bootstrap_ca: Option<&AnchorId>) -> Result<Self, AuthzError> {
         let text = crate::files::read_config_file(path, "authz file")?;
-        let file: AuthzFile = serde_yaml::from_str(&text).map_err(|source| AuthzError::Syntax {
+        let file: AuthzFile = yaml_serde::from_str(&text).map_err(|source| AuthzError::Syntax {
             path: path.to_owned(),
             source,
         })?;

@@ -16,7 +16,7 @@ pub const CERTIFICATE_REQUEST_CRD: &str =
 
 /// `openAPIV3Schema` of version `v1` of the CertificateRequest CRD.
 pub fn certificate_request_schema() -> Value {
-    let crd: Value = serde_yaml::from_str(CERTIFICATE_REQUEST_CRD).expect("CRD is YAML");
+    let crd: Value = yaml_serde::from_str(CERTIFICATE_REQUEST_CRD).expect("CRD is YAML");
     crd["spec"]["versions"]
         .as_array()
         .expect("versions")
