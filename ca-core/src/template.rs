@@ -6,11 +6,13 @@
 //! << tag "kuma.io/service" | replace "_" "-" | lower >>.mesh
 //! ```
 //!
-//! A template is parsed once, at config load, into a tera template; rendering it for a request only
-//! looks up the tags it needs and runs tera.
+//! A template is parsed once, at config load, into literal text and pipelines; rendering it for a
+//! request looks up the tags it needs and runs each pipeline's stages on the tag's value. No
+//! template engine is involved.
 //!
-//! Supported pipeline functions: `tag "NAME"` (must come first), `replace "OLD" "NEW"`, `lower`,
-//! `upper`, `trimPrefix "P"`, `trimSuffix "S"`.
+//! Supported pipeline functions, with the meaning of Go's text/template and Sprig that Kong Mesh
+//! uses: `tag "NAME"` (must come first), `replace "OLD" "NEW"` (every occurrence), `lower`,
+//! `upper`, `trimPrefix "P"` and `trimSuffix "S"` (once, as Go's `strings.TrimPrefix`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,8 +23,6 @@ use crate::Error;
 /// The longest common name X.509 allows (RFC 5280 `ub-common-name`).
 pub const MAX_COMMON_NAME_LEN: usize = 64;
 
-const TEMPLATE_NAME: &str = "cn";
-
 /// The most bytes a tag value can have (253 characters of at most 4 bytes each).
 const MAX_VALUE_BYTES: usize = 253 * 4;
 
@@ -32,10 +32,47 @@ const MAX_VALUE_BYTES: usize = 253 * 4;
 pub const MAX_STAGE_BYTES: usize = 16 * 1024;
 
 /// A parsed common-name template.
+#[derive(Clone)]
 pub struct CommonNameTemplate {
     source: String,
+    /// The tags the pipelines read, sorted, without duplicates.
     tags: Vec<String>,
-    tera: tera::Tera,
+    segments: Vec<Segment>,
+}
+
+/// Literal text, or one `{{ }}` pipeline.
+#[derive(Clone, Debug, PartialEq)]
+enum Segment {
+    Text(String),
+    Pipeline { tag: String, stages: Vec<Stage> },
+}
+
+/// One stage after `tag "NAME"`.
+#[derive(Clone, Debug, PartialEq)]
+enum Stage {
+    Replace(String, String),
+    Lower,
+    Upper,
+    TrimPrefix(String),
+    TrimSuffix(String),
+}
+
+impl Stage {
+    fn apply(&self, value: String) -> String {
+        match self {
+            Self::Replace(from, to) => value.replace(from.as_str(), to),
+            Self::Lower => value.to_lowercase(),
+            Self::Upper => value.to_uppercase(),
+            Self::TrimPrefix(p) => match value.strip_prefix(p.as_str()) {
+                Some(rest) => rest.to_owned(),
+                None => value,
+            },
+            Self::TrimSuffix(p) => match value.strip_suffix(p.as_str()) {
+                Some(rest) => rest.to_owned(),
+                None => value,
+            },
+        }
+    }
 }
 
 impl fmt::Debug for CommonNameTemplate {
@@ -43,17 +80,6 @@ impl fmt::Debug for CommonNameTemplate {
         f.debug_tuple("CommonNameTemplate")
             .field(&self.source)
             .finish()
-    }
-}
-
-impl Clone for CommonNameTemplate {
-    fn clone(&self) -> Self {
-        // Invariant: `source` parsed before, so it parses again.
-        Self::parse(&self.source).unwrap_or_else(|_| Self {
-            source: self.source.clone(),
-            tags: self.tags.clone(),
-            tera: tera::Tera::default(),
-        })
     }
 }
 
@@ -78,7 +104,7 @@ impl CommonNameTemplate {
         if source.trim().is_empty() {
             return Err(err("must not be empty".into()));
         }
-        let mut out = String::new();
+        let mut segments = Vec::new();
         let mut tags = Vec::new();
         let mut rest = source;
         while !rest.is_empty() {
@@ -96,9 +122,7 @@ impl CommonNameTemplate {
                 }
             }
             if !text.is_empty() {
-                out.push_str("{{ ");
-                out.push_str(&tera_string(text).map_err(err)?);
-                out.push_str(" }}");
+                segments.push(Segment::Text(text.to_owned()));
             }
             let Some((i, o, c)) = open else { break };
             let after = &rest[i + o.len()..];
@@ -115,23 +139,17 @@ impl CommonNameTemplate {
                     )));
                 }
             }
-            let (tag, expr) = translate_pipeline(action).map_err(err)?;
-            tags.push(tag);
-            out.push_str("{{ ");
-            out.push_str(&expr);
-            out.push_str(" }}");
+            let (tag, stages) = parse_pipeline(action).map_err(err)?;
+            tags.push(tag.clone());
+            segments.push(Segment::Pipeline { tag, stages });
             rest = &after[close + c.len()..];
         }
-        let mut tera = tera::Tera::default();
-        tera.autoescape_on(vec![]);
-        tera.add_raw_template(TEMPLATE_NAME, &out)
-            .map_err(|e| err(format!("not a valid template: {e}")))?;
         tags.sort();
         tags.dedup();
         Ok(Self {
             source: source.to_owned(),
             tags,
-            tera,
+            segments,
         })
     }
 
@@ -170,12 +188,20 @@ impl CommonNameTemplate {
                 }
             }
         }
-        let mut ctx = tera::Context::new();
-        ctx.insert("t", &values);
-        let cn = self
-            .tera
-            .render(TEMPLATE_NAME, &ctx)
-            .map_err(|e| err(format!("rendering failed: {e}")))?;
+        let mut cn = String::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Text(text) => cn.push_str(text),
+                Segment::Pipeline { tag, stages } => {
+                    // Invariant: every pipeline's tag is in `self.tags`, looked up above.
+                    let value = values.get(tag.as_str()).copied().unwrap_or_default();
+                    let value = stages
+                        .iter()
+                        .fold(value.to_owned(), |value, stage| stage.apply(value));
+                    cn.push_str(&value);
+                }
+            }
+        }
         if cn.is_empty() {
             return Err(err("renders to an empty common name".into()));
         }
@@ -283,8 +309,8 @@ fn tokenize(action: &str) -> Result<Vec<Token>, String> {
     Ok(tokens)
 }
 
-/// Translates one `tag "x" | f ...` pipeline into a tera expression; returns the tag it reads.
-fn translate_pipeline(action: &str) -> Result<(String, String), String> {
+/// Parses one `tag "x" | f ...` pipeline: the tag it reads and the stages to run on its value.
+fn parse_pipeline(action: &str) -> Result<(String, Vec<Stage>), String> {
     let tokens = tokenize(action)?;
     let mut commands: Vec<Vec<Token>> = vec![Vec::new()];
     for t in tokens {
@@ -296,7 +322,7 @@ fn translate_pipeline(action: &str) -> Result<(String, String), String> {
     if commands.iter().any(Vec::is_empty) {
         return Err("empty command in pipeline (`{{ }}` or a stray `|`)".into());
     }
-    let mut expr = String::new();
+    let mut stages = Vec::new();
     let mut tag = String::new();
     // The longest the value can be after each stage, worst case.
     let mut bound = MAX_VALUE_BYTES;
@@ -336,7 +362,6 @@ fn translate_pipeline(action: &str) -> Result<(String, String), String> {
             if tag.is_empty() {
                 return Err("`tag` needs a non-empty tag name".into());
             }
-            expr = format!("t[{}]", tera_string(&tag)?);
             continue;
         }
         match func.as_str() {
@@ -352,25 +377,25 @@ fn translate_pipeline(action: &str) -> Result<(String, String), String> {
                 }
                 // At most bound / from occurrences, each growing by to - from.
                 bound = bound.saturating_add((bound / from).saturating_mul(to.saturating_sub(from)));
-                expr = format!(
-                    "{expr} | replace(from={}, to={})",
-                    tera_string(args[0])?,
-                    tera_string(args[1])?
-                );
+                stages.push(Stage::Replace(args[0].to_owned(), args[1].to_owned()));
             }
             "lower" | "upper" => {
                 want(0)?;
                 // Unicode case mapping grows a character to at most three times its bytes.
                 bound = bound.saturating_mul(3);
-                expr = format!("{expr} | {func}");
+                stages.push(if func == "lower" {
+                    Stage::Lower
+                } else {
+                    Stage::Upper
+                });
             }
             "trimPrefix" => {
                 want(1)?;
-                expr = format!("{expr} | trim_start_matches(pat={})", tera_string(args[0])?);
+                stages.push(Stage::TrimPrefix(args[0].to_owned()));
             }
             "trimSuffix" => {
                 want(1)?;
-                expr = format!("{expr} | trim_end_matches(pat={})", tera_string(args[0])?);
+                stages.push(Stage::TrimSuffix(args[0].to_owned()));
             }
             "tag" => return Err("`tag` may only start a pipeline".into()),
             other => {
@@ -386,16 +411,7 @@ fn translate_pipeline(action: &str) -> Result<(String, String), String> {
             ));
         }
     }
-    Ok((tag, expr))
-}
-
-/// A tera string literal for `s`, using a quote character that `s` does not contain.
-fn tera_string(s: &str) -> Result<String, String> {
-    ['"', '\'', '`']
-        .into_iter()
-        .find(|q| !s.contains(*q))
-        .map(|q| format!("{q}{s}{q}"))
-        .ok_or_else(|| "text may not contain all of \", ' and ` at once".to_string())
+    Ok((tag, stages))
 }
 
 #[cfg(test)]
@@ -456,6 +472,29 @@ mod tests {
             )
             .unwrap(),
             "web.eu"
+        );
+    }
+
+    #[test]
+    fn trims_happen_once_as_in_go() {
+        // Go's strings.TrimPrefix / TrimSuffix (Sprig's trimPrefix / trimSuffix) remove one
+        // occurrence, not a run of them.
+        assert_eq!(
+            render(
+                r#"{{ tag "kuma.io/service" | trimPrefix "a" | trimSuffix "z" }}"#,
+                &[("kuma.io/service", "aabzz")]
+            )
+            .unwrap(),
+            "abz"
+        );
+        // Literal text may hold every quote character.
+        assert_eq!(
+            render(
+                r#"'q`"{{ tag "kuma.io/service" }}"#,
+                &[("kuma.io/service", "web")]
+            )
+            .unwrap(),
+            "'q`\"web"
         );
     }
 
