@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::RngExt;
 
 /// How many `IssueCertificate` calls per second a backend makes at most, and how many at once
 /// after a quiet spell.
@@ -159,7 +159,7 @@ pub(crate) fn poll_delay(poll: u32) -> Duration {
 fn jittered(base_ms: u64, n: u32, cap_ms: u64) -> Duration {
     let full = base_ms.saturating_mul(1u64 << n.min(16)).min(cap_ms);
     let half = full / 2;
-    Duration::from_millis(half + rand::thread_rng().gen_range(0..=half))
+    Duration::from_millis(half + rand::rng().random_range(0..=half))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use ca_core::{IssuedCertificate, RefreshPolicy};
-use rand::Rng as _;
+use rand::RngExt as _;
 
 /// When to rotate: Kuma's 4/5 of the effective lifetime by default, less up to a tenth of that at
 /// random, between 1 s and a year after issuance.
@@ -40,6 +40,6 @@ impl RotationPolicy {
 
     /// When a holder of `cert` should rotate (counted from its issuance), jittered.
     pub fn rotate_at(&self, cert: &IssuedCertificate) -> SystemTime {
-        cert.refresh_at(&self.0, rand::thread_rng().gen_range(0.0..1.0))
+        cert.refresh_at(&self.0, rand::rng().random_range(0.0..1.0))
     }
 }

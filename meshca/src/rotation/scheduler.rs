@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ca_core::{Error, IdempotencyKey, Identity, ManagerError};
-use rand::Rng as _;
+use rand::RngExt as _;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_util::time::{delay_queue, DelayQueue};
@@ -390,9 +390,7 @@ impl Loop {
         // Exponential from 500 ms, capped at a tenth of the lifetime (between 1 s and 30 s).
         let cap = (e.lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
         let base = Duration::from_millis(500).saturating_mul(1u32 << e.attempt.min(16));
-        let delay = base
-            .min(cap)
-            .mul_f64(rand::thread_rng().gen_range(0.75..1.0));
+        let delay = base.min(cap).mul_f64(rand::rng().random_range(0.75..1.0));
         if let Some(k) = e.key.take() {
             self.queue.try_remove(&k);
         }
@@ -502,7 +500,7 @@ impl Loop {
         let spread =
             Duration::from_millis(10).saturating_mul(u32::try_from(due.len()).unwrap_or(u32::MAX));
         for id in due {
-            let delay = spread.mul_f64(rand::thread_rng().gen_range(0.0..1.0));
+            let delay = spread.mul_f64(rand::rng().random_range(0.0..1.0));
             if let Some(e) = self.entries.get_mut(&id) {
                 if let Some(k) = e.key.take() {
                     self.queue.try_remove(&k);

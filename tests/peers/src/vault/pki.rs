@@ -160,8 +160,8 @@ fn colon_hex(bytes: &[u8]) -> String {
 }
 
 fn random_serial() -> Vec<u8> {
-    use rand::Rng;
-    let mut s: [u8; 20] = rand::thread_rng().gen();
+    use rand::RngExt;
+    let mut s: [u8; 20] = rand::rng().random();
     s[0] &= 0x7f;
     if s[0] == 0 {
         s[0] = 0x01;

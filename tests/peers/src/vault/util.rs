@@ -1,7 +1,7 @@
 //! Shared helpers of the Vault test server: Vault's duration syntax, Go's duration
 //! rendering, random identifiers, list/string fields and a tiny DER reader.
 
-use rand::Rng;
+use rand::RngExt;
 use serde_json::Value;
 
 /// Vault's system default/max lease TTL (`768h`, 32 days) used for mounts and tokens.
@@ -147,15 +147,15 @@ pub(crate) fn duration_alias(body: &Value, keys: &[&str]) -> Result<u64, String>
 /// Random alphanumeric string, the shape of Vault's token/accessor bodies.
 pub(crate) fn random_id(len: usize) -> String {
     const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     (0..len)
-        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
         .collect()
 }
 
 /// A random UUID-formatted string (request ids, issuer ids).
 pub(crate) fn uuid() -> String {
-    let b: [u8; 16] = rand::thread_rng().gen();
+    let b: [u8; 16] = rand::rng().random();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",
