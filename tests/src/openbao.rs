@@ -248,6 +248,20 @@ impl OpenBao {
         Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
     }
 
+    /// `bao operator seal`: OpenBao answers 503 until unsealed (these tests never unseal).
+    pub async fn seal(&self) {
+        let out = self
+            .command(None, &["operator", "seal"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bao operator seal: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `https://127.0.0.1:<port>`.
     pub fn address(&self) -> String {
         self.address.clone()
@@ -368,13 +382,13 @@ impl Peer {
     }
 
     /// A token of the `meshca` policy: `bao token create -policy=meshca -ttl=<ttl>`.
-    pub async fn token(&self, ttl: &str, renewable: bool) -> String {
+    pub async fn token(&self, ttl: &str, renewable: bool, explicit_max_ttl: &str) -> String {
         let a = self
             .bao
             .write(
                 None,
                 "auth/token/create",
-                json!({ "policies": ["meshca"], "ttl": ttl, "renewable": renewable }),
+                json!({ "policies": ["meshca"], "ttl": ttl, "renewable": renewable, "explicit_max_ttl": explicit_max_ttl }),
             )
             .await;
         self.bao.clear_requests();
@@ -384,7 +398,7 @@ impl Peer {
     /// The `auth:` block (YAML, at 8 spaces) for `auth`, with a fresh token for `Auth::Token`.
     pub async fn auth_yaml(&self, auth: Auth) -> String {
         match auth {
-            Auth::Token => vault::token_auth_yaml(&self.token("1h", true).await),
+            Auth::Token => vault::token_auth_yaml(&self.token("1h", true, "").await),
             Auth::Cert => {
                 let (cert, key) = self.client.as_ref().unwrap();
                 vault::cert_auth_yaml(cert, key)

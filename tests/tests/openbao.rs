@@ -60,7 +60,7 @@ async fn check(ca: &dyn CertificateAuthority) -> Result<(), Error> {
 async fn token_auth_over_tls_trusts_only_the_ca_cert() {
     let peer = Peer::start(Auth::Token).await;
     peer.mount("default", ISSUE).await;
-    let token = peer.token("1h", true).await;
+    let token = peer.token("1h", true, "").await;
     let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
     assert!(yaml.contains("address: https://127.0.0.1:"), "{yaml}");
 
@@ -109,7 +109,7 @@ async fn token_auth_over_tls_trusts_only_the_ca_cert() {
 async fn sign_mode_sends_the_callers_csr_to_the_sign_endpoint() {
     let peer = Peer::start(Auth::Token).await;
     peer.mount("default", SIGN).await;
-    let token = peer.token("1h", true).await;
+    let token = peer.token("1h", true, "").await;
     let yaml = peer.mesh_yaml("default", "sign", &token_auth_yaml(&token), "");
     let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
 
@@ -158,7 +158,7 @@ async fn a_role_that_forbids_the_spiffe_id_is_refused_with_the_fix() {
         },
     )
     .await;
-    let token = peer.token("1h", true).await;
+    let token = peer.token("1h", true, "").await;
     let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
     let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
     let err = issue(&ca, generated()).await.unwrap_err();
@@ -228,4 +228,190 @@ async fn one_openbao_request_per_certificate_and_no_extra_logins() {
         "{paths:?}"
     );
     assert!(!paths.iter().any(|p| p.contains("login")), "{paths:?}");
+}
+
+/// Polls `f` every 100 ms until it holds, for at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = std::time::Instant::now() + limit;
+    while !f().await {
+        assert!(std::time::Instant::now() < end, "not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewable_tokens_are_renewed_and_short_ones_reported() {
+    let peer = Peer::start(Auth::Token).await;
+    peer.mount("default", ISSUE).await;
+    let token = peer.token("3s", true, "60s").await;
+    let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    issue(&ca, generated()).await.unwrap();
+    let start = std::time::Instant::now();
+    eventually(Duration::from_secs(12), || async {
+        start.elapsed() >= Duration::from_secs(6)
+    })
+    .await;
+    let renewals = peer
+        .bao
+        .request_paths()
+        .into_iter()
+        .filter(|p| p == "auth/token/renew-self")
+        .count();
+    assert!(renewals >= 2, "{:?}", peer.bao.request_paths());
+    issue(&ca, generated())
+        .await
+        .unwrap_or_else(|e| panic!("token lapsed: {}", chain(&e)));
+
+    // Not renewable: validate says so while the token still works.
+    let token = peer.token("1h", false, "").await;
+    let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let err = check(&ca).await.unwrap_err();
+    assert!(err.upstream_kind() == Some(UpstreamKind::Refused), "{err}");
+    assert!(err.to_string().contains("not renewable"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_roles_and_narrow_policies_say_what_to_fix() {
+    let peer = Peer::start(Auth::Token).await;
+    peer.mount("default", ISSUE).await;
+    let token = peer.token("1h", true, "").await;
+    let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
+
+    // An unknown role (a policy allowing any role of the mount).
+    peer.bao
+        .write(
+            None,
+            "sys/policies/acl/meshca",
+            serde_json::json!({ "policy": "path \"pki-default/issue/*\" { capabilities = [\"update\"] }" }),
+        )
+        .await;
+    let nope = yaml.replace("role: dataplane-proxies\n", "role: nope\n");
+    let ca = peer.held(&nope, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let err = check(&ca).await.unwrap_err();
+    assert!(err.to_string().contains("no role `nope`"), "{err}");
+
+    // A policy that does not allow the path.
+    peer.bao
+        .write(
+            None,
+            "sys/policies/acl/meshca",
+            serde_json::json!({ "policy": "path \"secret/*\" { capabilities = [\"read\"] }" }),
+        )
+        .await;
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let err = check(&ca).await.unwrap_err();
+    assert!(err.upstream_kind() == Some(UpstreamKind::Refused), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("permission denied")
+            && text.contains("path \"pki-default/issue/dataplane-proxies\""),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_route_every_request() {
+    let peer = Peer::start(Auth::Token).await;
+    let b = &peer.bao;
+    b.write(None, "sys/namespaces/team-a", serde_json::json!({}))
+        .await;
+    let ns = Some("team-a");
+    b.write(ns, "sys/mounts/pki-default", serde_json::json!({ "type": "pki" }))
+        .await;
+    b.write(
+        ns,
+        "pki-default/root/generate/internal",
+        serde_json::json!({ "common_name": "team-a root", "ttl": "87600h", "key_type": "ec" }),
+    )
+    .await;
+    b.write(
+        ns,
+        "pki-default/roles/dataplane-proxies",
+        meshca_tests::vault::role_body("default", ISSUE),
+    )
+    .await;
+    b.write(
+        ns,
+        "sys/policies/acl/meshca",
+        serde_json::json!({ "policy": "path \"pki-default/issue/dataplane-proxies\" { capabilities = [\"create\", \"update\"] }" }),
+    )
+    .await;
+    let t = b
+        .write(
+            ns,
+            "auth/token/create",
+            serde_json::json!({ "policies": ["meshca"], "ttl": "1h" }),
+        )
+        .await;
+    let token = t["auth"]["client_token"].as_str().unwrap().to_owned();
+
+    let yaml = peer.mesh_yaml(
+        "default",
+        "issue",
+        &token_auth_yaml(&token),
+        "        namespace: team-a\n",
+    );
+    b.clear_requests();
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    check(&ca)
+        .await
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let log = b.requests();
+    assert!(
+        log.iter()
+            .any(|r| r.path == "pki-default/issue/dataplane-proxies"),
+        "{log:?}"
+    );
+    assert!(log.iter().all(|r| r.namespace == "team-a/"), "{log:?}");
+
+    // Without the namespace the token and the mount are unknown.
+    let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let err = check(&ca).await.unwrap_err();
+    assert!(err.upstream_kind() == Some(UpstreamKind::Refused), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_and_stopped_openbao_is_unavailable() {
+    let peer = Peer::start(Auth::Token).await;
+    peer.mount("default", ISSUE).await;
+    let token = peer.token("1h", true, "").await;
+    let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    issue(&ca, generated()).await.unwrap();
+
+    peer.bao.seal().await;
+    let err = issue(&ca, generated()).await.unwrap_err();
+    assert!(
+        err.upstream_kind() == Some(UpstreamKind::Unavailable),
+        "{}",
+        chain(&err)
+    );
+    assert!(chain(&err).contains("sealed"), "{}", chain(&err));
+
+    // Stopped: nothing listens any more.
+    let address = peer.bao.address();
+    drop(peer);
+    let host_port = address.trim_start_matches("https://").to_owned();
+    eventually(Duration::from_secs(5), || {
+        let host_port = host_port.clone();
+        async move { tokio::net::TcpStream::connect(host_port).await.is_err() }
+    })
+    .await;
+    let err = issue(&ca, generated()).await.unwrap_err();
+    assert!(
+        err.upstream_kind() == Some(UpstreamKind::Unavailable),
+        "{err}"
+    );
+    assert!(
+        chain(&err).contains(&format!("cannot connect to {address}")),
+        "{}",
+        chain(&err)
+    );
 }
