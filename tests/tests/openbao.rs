@@ -322,8 +322,12 @@ async fn namespaces_route_every_request() {
     b.write(None, "sys/namespaces/team-a", serde_json::json!({}))
         .await;
     let ns = Some("team-a");
-    b.write(ns, "sys/mounts/pki-default", serde_json::json!({ "type": "pki" }))
-        .await;
+    b.write(
+        ns,
+        "sys/mounts/pki-default",
+        serde_json::json!({ "type": "pki" }),
+    )
+    .await;
     b.write(
         ns,
         "pki-default/root/generate/internal",
@@ -359,9 +363,7 @@ async fn namespaces_route_every_request() {
     );
     b.clear_requests();
     let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
-    check(&ca)
-        .await
-        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    check(&ca).await.unwrap_or_else(|e| panic!("{}", chain(&e)));
     let log = b.requests();
     assert!(
         log.iter()
