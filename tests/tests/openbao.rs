@@ -1,0 +1,419 @@
+//! The vault backend against a real OpenBao dev server (`bao server -dev -dev-tls`, started by
+//! each test): the conformance suite, token auth over TLS, `mode: sign`, a role's refusal, and
+//! what a certificate costs, counted from OpenBao's audit log.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::time::Duration;
+
+use ca_core::config::DEFAULT_DP_CERT_EXPIRATION;
+use ca_core::{
+    issue_certificate, validate, CertificateAuthority, Error, IssueParams, KeySource, KeyType,
+    UpstreamKind,
+};
+use meshca_tests::checks::{caller_csr, identity, mesh};
+use meshca_tests::openbao::{OpenBaoFixture, Peer};
+use meshca_tests::vault::{chain, client_cert, indent, token_auth_yaml, Auth, Role};
+use rcgen::PublicKeyData;
+
+meshca_tests::conformance_suite!(
+    openbao_token_issue,
+    OpenBaoFixture::issue(Auth::Token, "ec")
+);
+meshca_tests::conformance_suite!(openbao_token_sign, OpenBaoFixture::sign(Auth::Token));
+meshca_tests::conformance_suite!(openbao_cert_issue, OpenBaoFixture::issue(Auth::Cert, "rsa"));
+meshca_tests::conformance_suite!(openbao_cert_sign, OpenBaoFixture::sign(Auth::Cert));
+
+const ISSUE: Role = Role {
+    mode: "issue",
+    key_type: "ec",
+    allowed_uri_sans: None,
+};
+
+const SIGN: Role = Role {
+    mode: "sign",
+    key_type: "any",
+    allowed_uri_sans: None,
+};
+
+async fn issue(
+    ca: &dyn CertificateAuthority,
+    key: KeySource<'_>,
+) -> Result<ca_core::IssuedCertificate, Error> {
+    issue_certificate(
+        ca,
+        IssueParams::new(identity("default", "web"), key, DEFAULT_DP_CERT_EXPIRATION),
+    )
+    .await
+}
+
+fn generated() -> KeySource<'static> {
+    KeySource::Generate(KeyType::EcdsaP256)
+}
+
+async fn check(ca: &dyn CertificateAuthority) -> Result<(), Error> {
+    validate(ca, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth_over_tls_trusts_only_the_ca_cert() {
+    let peer = Peer::start(Auth::Token).await;
+    peer.mount("default", ISSUE).await;
+    let token = peer.token("1h", true, "").await;
+    let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
+    assert!(yaml.contains("address: https://127.0.0.1:"), "{yaml}");
+
+    // tls.caCert is OpenBao's dev CA: validates, and issues a leaf of the mount's root.
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    check(&ca).await.unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let issued = issue(&ca, generated()).await.unwrap();
+    assert_eq!(issued.chain().len(), 1, "a leaf of the root");
+    let paths = peer.bao.request_paths();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == "pki-default/issue/dataplane-proxies"),
+        "{paths:?}"
+    );
+
+    // Another CA in tls.caCert: the TLS handshake fails, nothing reaches OpenBao.
+    let (other_ca, _, _) = client_cert();
+    let wrong = yaml.replace(&indent(&peer.bao.tls_ca_pem(), 14), &indent(&other_ca, 14));
+    assert_ne!(wrong, yaml);
+    let ca = peer
+        .build(&wrong, DEFAULT_DP_CERT_EXPIRATION)
+        .await
+        .unwrap();
+    peer.bao.clear_requests();
+    let err = check(&ca).await.unwrap_err();
+    assert!(
+        err.upstream_kind() == Some(UpstreamKind::Unavailable),
+        "{err}"
+    );
+    assert!(
+        chain(&err).contains("UnknownIssuer") || chain(&err).contains("unknown issuer"),
+        "{}",
+        chain(&err)
+    );
+    assert!(peer.bao.requests().is_empty(), "{:?}", peer.bao.requests());
+
+    // A token OpenBao does not know: refused, by OpenBao.
+    let bad = yaml.replace(&token, "s.not-a-token");
+    let ca = peer.build(&bad, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let err = check(&ca).await.unwrap_err();
+    assert!(err.upstream_kind() == Some(UpstreamKind::Refused), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_mode_sends_the_callers_csr_to_the_sign_endpoint() {
+    let peer = Peer::start(Auth::Token).await;
+    peer.mount("default", SIGN).await;
+    let token = peer.token("1h", true, "").await;
+    let yaml = peer.mesh_yaml("default", "sign", &token_auth_yaml(&token), "");
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+
+    let f = OpenBaoFixture::sign(Auth::Token);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = caller_csr(&f, &key, "default", "web");
+    peer.bao.clear_requests();
+    let issued = issue(&ca, KeySource::Csr(&csr))
+        .await
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    assert!(issued.key_pem().is_none(), "the key stays with the caller");
+    let (_, leaf) = x509_parser::parse_x509_certificate(issued.chain()[0].as_ref()).unwrap();
+    assert_eq!(
+        leaf.public_key().raw,
+        key.subject_public_key_info().as_slice(),
+        "the leaf certifies the caller's key"
+    );
+    let paths = peer.bao.request_paths();
+    assert!(
+        paths.contains(&"pki-default/sign/dataplane-proxies".to_owned()),
+        "{paths:?}"
+    );
+    assert!(
+        !paths.iter().any(|p| p.contains("/issue/")),
+        "sign mode never asks OpenBao for a key: {paths:?}"
+    );
+
+    // A generated key goes the same way: meshca makes it, OpenBao signs its CSR.
+    peer.bao.clear_requests();
+    let issued = issue(&ca, generated()).await.unwrap();
+    assert!(issued.key_pem().is_some());
+    assert_eq!(
+        peer.bao.request_paths(),
+        ["pki-default/sign/dataplane-proxies"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_forbids_the_spiffe_id_is_refused_with_the_fix() {
+    let peer = Peer::start(Auth::Token).await;
+    peer.mount(
+        "default",
+        Role {
+            allowed_uri_sans: Some("spiffe://elsewhere/*,kuma://*"),
+            ..ISSUE
+        },
+    )
+    .await;
+    let token = peer.token("1h", true, "").await;
+    let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let err = issue(&ca, generated()).await.unwrap_err();
+    assert!(err.upstream_kind() == Some(UpstreamKind::Refused), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("allowed_uri_sans")
+            && text.contains("vault write pki-default/roles/dataplane-proxies")
+            // OpenBao's own words (Vault's too), passed on.
+            && text.contains("not valid for this role"),
+        "{}",
+        chain(&err)
+    );
+    // Refusals are not retried: OpenBao saw the request once.
+    let issues = peer
+        .bao
+        .request_paths()
+        .into_iter()
+        .filter(|p| p == "pki-default/issue/dataplane-proxies")
+        .count();
+    assert_eq!(issues, 1, "{:?}", peer.bao.request_paths());
+    // validate says the same.
+    let err = check(&ca).await.unwrap_err();
+    assert!(err.to_string().contains("allowed_uri_sans"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_openbao_request_per_certificate_and_no_extra_logins() {
+    let peer = Peer::start(Auth::Cert).await;
+    peer.mount("default", ISSUE).await;
+    let yaml = peer.mesh_yaml("default", "issue", &peer.auth_yaml(Auth::Cert).await, "");
+    peer.bao.clear_requests();
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    // Not a single request while building.
+    assert!(peer.bao.requests().is_empty(), "{:?}", peer.bao.requests());
+    issue(&ca, generated())
+        .await
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    assert_eq!(
+        peer.bao.request_paths(),
+        [
+            "auth/cert/login",
+            "pki-default/issue/dataplane-proxies",
+            "pki-default/ca/pem",
+            "pki-default/ca_chain"
+        ]
+    );
+    peer.bao.clear_requests();
+    for _ in 0..5 {
+        issue(&ca, generated()).await.unwrap();
+    }
+    assert_eq!(
+        peer.bao.request_paths(),
+        vec!["pki-default/issue/dataplane-proxies"; 5]
+    );
+    // The bundle is held: validating asks for one test certificate, nothing else.
+    peer.bao.clear_requests();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    check(&ca).await.unwrap();
+    let paths = peer.bao.request_paths();
+    assert_eq!(
+        paths
+            .iter()
+            .filter(|p| *p == "pki-default/issue/dataplane-proxies")
+            .count(),
+        1,
+        "{paths:?}"
+    );
+    assert!(!paths.iter().any(|p| p.contains("login")), "{paths:?}");
+}
+
+/// Polls `f` every 100 ms until it holds, for at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = std::time::Instant::now() + limit;
+    while !f().await {
+        assert!(std::time::Instant::now() < end, "not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewable_tokens_are_renewed_and_short_ones_reported() {
+    let peer = Peer::start(Auth::Token).await;
+    peer.mount("default", ISSUE).await;
+    let token = peer.token("3s", true, "60s").await;
+    let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    issue(&ca, generated()).await.unwrap();
+    let start = std::time::Instant::now();
+    eventually(Duration::from_secs(12), || async {
+        start.elapsed() >= Duration::from_secs(6)
+    })
+    .await;
+    let renewals = peer
+        .bao
+        .request_paths()
+        .into_iter()
+        .filter(|p| p == "auth/token/renew-self")
+        .count();
+    assert!(renewals >= 2, "{:?}", peer.bao.request_paths());
+    issue(&ca, generated())
+        .await
+        .unwrap_or_else(|e| panic!("token lapsed: {}", chain(&e)));
+
+    // Not renewable: validate says so while the token still works.
+    let token = peer.token("1h", false, "").await;
+    let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let err = check(&ca).await.unwrap_err();
+    assert!(err.upstream_kind() == Some(UpstreamKind::Refused), "{err}");
+    assert!(err.to_string().contains("not renewable"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_roles_and_narrow_policies_say_what_to_fix() {
+    let peer = Peer::start(Auth::Token).await;
+    peer.mount("default", ISSUE).await;
+    let token = peer.token("1h", true, "").await;
+    let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
+
+    // An unknown role (a policy allowing any role of the mount).
+    peer.bao
+        .write(
+            None,
+            "sys/policies/acl/meshca",
+            serde_json::json!({ "policy": "path \"pki-default/issue/*\" { capabilities = [\"update\"] }" }),
+        )
+        .await;
+    let nope = yaml.replace("role: dataplane-proxies\n", "role: nope\n");
+    let ca = peer.held(&nope, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let err = check(&ca).await.unwrap_err();
+    assert!(err.to_string().contains("no role `nope`"), "{err}");
+
+    // A policy that does not allow the path.
+    peer.bao
+        .write(
+            None,
+            "sys/policies/acl/meshca",
+            serde_json::json!({ "policy": "path \"secret/*\" { capabilities = [\"read\"] }" }),
+        )
+        .await;
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let err = check(&ca).await.unwrap_err();
+    assert!(err.upstream_kind() == Some(UpstreamKind::Refused), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("permission denied")
+            && text.contains("path \"pki-default/issue/dataplane-proxies\""),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_route_every_request() {
+    let peer = Peer::start(Auth::Token).await;
+    let b = &peer.bao;
+    b.write(None, "sys/namespaces/team-a", serde_json::json!({}))
+        .await;
+    let ns = Some("team-a");
+    b.write(
+        ns,
+        "sys/mounts/pki-default",
+        serde_json::json!({ "type": "pki" }),
+    )
+    .await;
+    b.write(
+        ns,
+        "pki-default/root/generate/internal",
+        serde_json::json!({ "common_name": "team-a root", "ttl": "87600h", "key_type": "ec" }),
+    )
+    .await;
+    b.write(
+        ns,
+        "pki-default/roles/dataplane-proxies",
+        meshca_tests::vault::role_body("default", ISSUE),
+    )
+    .await;
+    b.write(
+        ns,
+        "sys/policies/acl/meshca",
+        serde_json::json!({ "policy": "path \"pki-default/issue/dataplane-proxies\" { capabilities = [\"create\", \"update\"] }" }),
+    )
+    .await;
+    let t = b
+        .write(
+            ns,
+            "auth/token/create",
+            serde_json::json!({ "policies": ["meshca"], "ttl": "1h" }),
+        )
+        .await;
+    let token = t["auth"]["client_token"].as_str().unwrap().to_owned();
+
+    let yaml = peer.mesh_yaml(
+        "default",
+        "issue",
+        &token_auth_yaml(&token),
+        "        namespace: team-a\n",
+    );
+    b.clear_requests();
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    check(&ca).await.unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let log = b.requests();
+    assert!(
+        log.iter()
+            .any(|r| r.path == "pki-default/issue/dataplane-proxies"),
+        "{log:?}"
+    );
+    assert!(log.iter().all(|r| r.namespace == "team-a/"), "{log:?}");
+
+    // Without the namespace the token and the mount are unknown.
+    let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    let err = check(&ca).await.unwrap_err();
+    assert!(err.upstream_kind() == Some(UpstreamKind::Refused), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_and_stopped_openbao_is_unavailable() {
+    let peer = Peer::start(Auth::Token).await;
+    peer.mount("default", ISSUE).await;
+    let token = peer.token("1h", true, "").await;
+    let yaml = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
+    let ca = peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await.unwrap();
+    issue(&ca, generated()).await.unwrap();
+
+    peer.bao.seal().await;
+    let err = issue(&ca, generated()).await.unwrap_err();
+    assert!(
+        err.upstream_kind() == Some(UpstreamKind::Unavailable),
+        "{}",
+        chain(&err)
+    );
+    assert!(chain(&err).contains("sealed"), "{}", chain(&err));
+
+    // Stopped: nothing listens any more.
+    let address = peer.bao.address();
+    drop(peer);
+    let host_port = address.trim_start_matches("https://").to_owned();
+    eventually(Duration::from_secs(5), || {
+        let host_port = host_port.clone();
+        async move { tokio::net::TcpStream::connect(host_port).await.is_err() }
+    })
+    .await;
+    let err = issue(&ca, generated()).await.unwrap_err();
+    assert!(
+        err.upstream_kind() == Some(UpstreamKind::Unavailable),
+        "{err}"
+    );
+    assert!(
+        chain(&err).contains(&format!("cannot connect to {address}")),
+        "{}",
+        chain(&err)
+    );
+}
