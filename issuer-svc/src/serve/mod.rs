@@ -4,6 +4,8 @@ pub(crate) mod args;
 pub(crate) mod bootstrap;
 pub(crate) mod conn;
 pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod process;
 pub(crate) mod tls;
 
 use std::sync::atomic::Ordering;
@@ -32,7 +34,7 @@ use crate::reload::{ConfigSource, Reloader};
 use crate::serve::args::{ServeArgs, StoreKind};
 use crate::serve::bootstrap::{keep_admin_fresh, BootstrapPaths, CaPem};
 use crate::serve::conn::{ConnLayer, ConnLimits, Connections};
-use crate::serve::http::Metrics;
+use crate::serve::metrics::Metrics;
 use crate::serve::tls::{provider, read_certs, read_key};
 use meshca::{Limits, Manager, RotationPolicy, DEFAULT_BUNDLE_REFRESH};
 
@@ -104,6 +106,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
             checked.own_tls,
         )?;
         tokio::spawn(keep_admin_fresh(paths.clone()));
+        metrics.set_server_chain(&chain_key.0);
         (Some(roots), policy, Some(chain_key))
     };
     if reloader.reload().await > 0 {
@@ -165,7 +168,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
     tokio::spawn(http::serve(
         metrics_listener,
         metrics.clone(),
-        manager.guard().clone(),
+        manager.clone(),
     ));
     let (registry, max_streams) = connection_limits(&a);
     let router = router(service, max_streams).await?;
