@@ -28,7 +28,9 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// What the handlers read.
 #[derive(Debug)]
 struct Exposed {
+    /// Everything `/metrics` writes.
     registry: Registry,
+    /// For `/readyz`'s flag.
     metrics: Arc<Metrics>,
 }
 

@@ -37,27 +37,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// `{mesh, backend}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MeshBackend {
+    /// The mesh.
     mesh: String,
+    /// The backend's name in `mtls.backends`.
     backend: String,
 }
 
 /// `{mesh, reason}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MeshReason {
+    /// The mesh.
     mesh: String,
+    /// Why the issuance failed (the library's reason).
     reason: String,
 }
 
 /// `{result}` of a reload: `applied` or `refused`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadResult {
+    /// `applied` or `refused`.
     result: &'static str,
 }
 
 /// `{version, commit}` of `meshca_build_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
+    /// `CARGO_PKG_VERSION`.
     version: &'static str,
+    /// [`BUILD_COMMIT`].
     commit: &'static str,
 }
 
@@ -70,18 +77,25 @@ fn issue_histogram() -> Histogram {
 /// scrape time.
 #[derive(Debug)]
 pub(crate) struct Metrics {
+    /// `meshca_issue_duration_seconds{mesh,backend}`; its `_count` is the number issued.
     issue_duration: Family<MeshBackend, Histogram, fn() -> Histogram>,
+    /// `meshca_issue_failures_total{mesh,reason}`.
     failures: Family<MeshReason, Counter>,
+    /// `meshca_watched_identities`.
     watched: Gauge,
+    /// `meshca_config_reloads_total{result}`.
     config_reloads: Family<ReloadResult, Counter>,
+    /// `meshca_authz_reloads_total{result}`.
     authz_reloads: Family<ReloadResult, Counter>,
-    /// Replaced as a whole by the library's reports, so kept as maps and read by
-    /// [`StateCollector`] (a family would have to be cleared and refilled, and a scrape in
-    /// between would miss series).
+    /// `meshca_earliest_expiry_timestamp_seconds{mesh}`. Replaced as a whole by the library's
+    /// reports, so kept as a map and read by [`StateCollector`] (a family would have to be
+    /// cleared and refilled, and a scrape in between would miss series).
     earliest_expiry: Mutex<BTreeMap<String, i64>>,
+    /// `meshca_backend_healthy{mesh,backend}`, replaced as a whole like `earliest_expiry`.
     health: Mutex<BTreeMap<(String, String), bool>>,
     /// Earliest not-after of the gRPC server's TLS chain (bootstrap or `--tls-cert`), once known.
     server_cert_expiry: AtomicI64,
+    /// Whether [`Self::server_cert_expiry`] is set (not with `--insecure-plaintext`).
     has_server_cert: AtomicBool,
     /// Set once the first config is loaded and the gRPC server listens.
     pub(crate) ready: AtomicBool,
@@ -253,7 +267,9 @@ const STATES: [CircuitState; 3] = [
 /// the server certificate's expiry.
 #[derive(Debug)]
 struct StateCollector {
+    /// The maps the library replaces and the server certificate's expiry.
     metrics: Arc<Metrics>,
+    /// Circuit states (its guard) and the meshes' backends.
     manager: Arc<Manager>,
 }
 

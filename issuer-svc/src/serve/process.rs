@@ -12,11 +12,17 @@ use prometheus_client::registry::Unit;
 /// The process figures of one scrape; `None` where the source could not be read.
 #[derive(Debug, Default, PartialEq)]
 struct Figures {
+    /// `utime + stime` of `/proc/self/stat`, in seconds.
     cpu_seconds: Option<f64>,
+    /// Boot time (`/proc/stat`) plus `starttime` of `/proc/self/stat`.
     start_time_seconds: Option<f64>,
+    /// Resident pages of `/proc/self/statm`, in bytes.
     resident_bytes: Option<u64>,
+    /// Total pages of `/proc/self/statm`, in bytes.
     virtual_bytes: Option<u64>,
+    /// Entries of `/proc/self/fd`.
     open_fds: Option<u64>,
+    /// The soft `RLIMIT_NOFILE`.
     max_fds: Option<u64>,
 }
 
