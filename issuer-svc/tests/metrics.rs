@@ -112,6 +112,8 @@ async fn the_exposition_passes_promtool_and_has_the_documented_metrics() {
         );
         assert!(m("meshca_issue_duration_seconds_count{mesh=\"default\",backend=\"ca-1\"}")
             .is_some_and(|n| n >= 1.0));
+        assert!(m("meshca_grpc_server_handling_seconds_count{service=\"meshca.v1.Issuer\",method=\"IssueCertificate\",code=\"Ok\"}")
+            .is_some_and(|n| n >= 1.0), "{body}");
         // The histogram's _count is the issued count: no separate counter duplicates it.
         assert!(!body.contains("meshca_certificates_issued_total"), "{body}");
         for (state, want) in [("closed", 1.0), ("open", 0.0), ("half_open", 0.0)] {

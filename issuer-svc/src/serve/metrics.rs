@@ -20,6 +20,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use rustls_pki_types::CertificateDer;
 
+use crate::serve::grpc_metrics::{Calls, GrpcMetricsLayer};
 use crate::serve::process::ProcessCollector;
 
 /// Upper bounds of the issue-duration histogram's buckets, in seconds.
@@ -68,7 +69,7 @@ struct BuildLabels {
     commit: &'static str,
 }
 
-/// A new histogram with [`BUCKETS`] (the constructor of the issue-duration family).
+/// A new histogram with [`BUCKETS`] (the constructor of the issue-duration and gRPC families).
 fn issue_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
@@ -79,6 +80,9 @@ fn issue_histogram() -> Histogram {
 pub(crate) struct Metrics {
     /// `meshca_issue_duration_seconds{mesh,backend}`; its `_count` is the number issued.
     issue_duration: Family<MeshBackend, Histogram, fn() -> Histogram>,
+    /// `meshca_grpc_server_handling_seconds{service,method,code}`, fed by
+    /// [`GrpcMetricsLayer`].
+    grpc_calls: Calls,
     /// `meshca_issue_failures_total{mesh,reason}`.
     failures: Family<MeshReason, Counter>,
     /// `meshca_watched_identities`.
@@ -105,6 +109,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             issue_duration: Family::new_with_constructor(issue_histogram),
+            grpc_calls: Family::new_with_constructor(issue_histogram),
             failures: Family::default(),
             watched: Gauge::default(),
             config_reloads: Family::default(),
@@ -134,6 +139,13 @@ impl Metrics {
             .inc();
     }
 
+    /// The layer that records each gRPC call into `meshca_grpc_server_handling_seconds`.
+    pub(crate) fn grpc_layer(&self) -> GrpcMetricsLayer {
+        GrpcMetricsLayer {
+            calls: self.grpc_calls.clone(),
+        }
+    }
+
     /// Records the gRPC server's certificate chain: its earliest not-after is exported. A chain
     /// that does not parse (it was checked when loaded) exports nothing.
     pub(crate) fn set_server_chain(&self, chain: &[CertificateDer<'_>]) {
@@ -152,6 +164,12 @@ impl Metrics {
             "Time to issue one certificate, by mesh and backend (its _count is the number issued)",
             Unit::Seconds,
             self.issue_duration.clone(),
+        );
+        r.register_with_unit(
+            "meshca_grpc_server_handling",
+            "gRPC calls from request to the end of the response (a stream's whole life), by service, method and status code",
+            Unit::Seconds,
+            self.grpc_calls.clone(),
         );
         r.register(
             "meshca_issue_failures",
