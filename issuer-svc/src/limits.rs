@@ -51,6 +51,12 @@ pub(crate) const FD_RESERVE: u64 = 64;
 pub(crate) const MAX_METRICS_CONNECTIONS: usize = 16;
 /// How long the metrics listener waits for a request.
 pub(crate) const METRICS_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head (request line and headers) the metrics listener reads; a larger one is
+/// answered 431. Also hyper's smallest allowed read buffer.
+pub(crate) const MAX_METRICS_HEAD_BYTES: usize = 8192;
+/// How long one metrics connection may last in all, answer written included (a client that
+/// does not read its answer is cut off).
+pub(crate) const METRICS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// First wait after a failed `accept` (EMFILE...), doubling up to [`ACCEPT_BACKOFF_MAX`].
 pub(crate) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest wait after a failed `accept`.

@@ -11,7 +11,7 @@ use meshca::Manager;
 
 use crate::files::ReadError;
 use crate::hash::sha256_hex;
-use crate::serve::http::Metrics;
+use crate::serve::metrics::Metrics;
 
 /// The config used when no `--mesh-config` is given.
 pub(crate) const DEFAULT_MESH_YAML: &str = "\

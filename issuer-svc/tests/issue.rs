@@ -149,7 +149,7 @@ async fn zero_config_issue_verifies_with_openssl() {
         assert_eq!(server.http_get("/readyz").0, "HTTP/1.1 200 OK");
         assert_eq!(server.http_get("/healthz").0, "HTTP/1.1 200 OK");
         let issued = server
-            .metric("meshca_certificates_issued_total{mesh=\"default\",backend=\"ca-1\"}")
+            .metric("meshca_issue_duration_seconds_count{mesh=\"default\",backend=\"ca-1\"}")
             .unwrap();
         assert!(issued >= 2.0, "{issued}");
         let failures = server

@@ -28,8 +28,14 @@ const ISSUE: Role = Role {
     allowed_uri_sans: None,
 };
 
-const CIRCUIT: &str = "meshca_backend_circuit_state{mesh=\"default\",backend=\"vault-1\"}";
-const ISSUED: &str = "meshca_certificates_issued_total{mesh=\"default\",backend=\"vault-1\"}";
+const ISSUED: &str = "meshca_issue_duration_seconds_count{mesh=\"default\",backend=\"vault-1\"}";
+
+/// The series of `backend`'s circuit in `state` (1 while it is in that state, else 0).
+fn circuit(backend: &str, state: &str) -> String {
+    format!(
+        "meshca_backend_circuit_state{{mesh=\"default\",backend=\"{backend}\",state=\"{state}\"}}"
+    )
+}
 
 fn failures(server: &Server, reason: &str) -> f64 {
     server
@@ -108,7 +114,7 @@ async fn vault_outages_keep_serving_open_the_circuit_and_show_in_metrics() {
 
         // Healthy: a certificate, a watch holding it, metrics at rest.
         let (mut watch, current) = healthy_watch(&mut client).await;
-        metric_becomes(&server, CIRCUIT, 0.0).await;
+        metric_becomes(&server, &circuit("vault-1", "closed"), 1.0).await;
         let issued_before = server.metric(ISSUED).unwrap();
         assert_eq!(issued_before, 2.0);
 
@@ -123,7 +129,7 @@ async fn vault_outages_keep_serving_open_the_circuit_and_show_in_metrics() {
             assert_eq!(e.code(), Code::Unavailable, "{svc}: {e:?}");
             assert!(e.message().contains("vault-1"), "{}", e.message());
         }
-        metric_becomes(&server, CIRCUIT, 1.0).await;
+        metric_becomes(&server, &circuit("vault-1", "open"), 1.0).await;
         assert!(failures(&server, "unavailable") >= 2.0);
         let requests_before = peer.vault.requests().len();
         let e = client
@@ -166,7 +172,7 @@ async fn vault_outages_keep_serving_open_the_circuit_and_show_in_metrics() {
         // circuit; issuing works again.
         peer.vault.start_again().await;
         recovers(&mut client, "api").await;
-        metric_becomes(&server, CIRCUIT, 0.0).await;
+        metric_becomes(&server, &circuit("vault-1", "closed"), 1.0).await;
         assert!(server.metric(ISSUED).unwrap() > issued_before);
 
         // A 5xx is retried with backoff: two failed answers cost two more attempts, not an
@@ -199,10 +205,10 @@ async fn vault_outages_keep_serving_open_the_circuit_and_show_in_metrics() {
             .unwrap_err();
         assert_eq!(e.code(), Code::Unavailable, "{e:?}");
         assert!(e.message().contains("sealed"), "{}", e.message());
-        metric_becomes(&server, CIRCUIT, 1.0).await;
+        metric_becomes(&server, &circuit("vault-1", "open"), 1.0).await;
         peer.vault.set_sealed(false);
         recovers(&mut client, "mail").await;
-        metric_becomes(&server, CIRCUIT, 0.0).await;
+        metric_becomes(&server, &circuit("vault-1", "closed"), 1.0).await;
 
         // Through all of it the watch never received anything but its first certificate.
         let pushed = tokio::time::timeout(Duration::from_millis(200), watch.message()).await;
@@ -235,7 +241,7 @@ async fn certmanager_refusals_and_a_dead_api_server_show_in_metrics() {
         .await
         .unwrap();
         let _kubeconfig_dir = tmp;
-        let circuit = "meshca_backend_circuit_state{mesh=\"default\",backend=\"cm-1\"}";
+        let backend = "cm-1";
         let mut client = server.admin().await;
         let (mut watch, _) = healthy_watch(&mut client).await;
 
@@ -251,7 +257,7 @@ async fn certmanager_refusals_and_a_dead_api_server_show_in_metrics() {
             assert!(e.message().contains("denied"), "{}", e.message());
         }
         assert!(failures(&server, "failed_precondition") >= 3.0);
-        metric_becomes(&server, circuit, 0.0).await;
+        metric_becomes(&server, &circuit(backend, "closed"), 1.0).await;
         api.set_behaviour(meshca_peers::Behaviour::Issue);
 
         // The API server killed: Unavailable, the circuit opens, the watch holds its certificate.
@@ -263,7 +269,7 @@ async fn certmanager_refusals_and_a_dead_api_server_show_in_metrics() {
                 .unwrap_err();
             assert_eq!(e.code(), Code::Unavailable, "{svc}: {e:?}");
         }
-        metric_becomes(&server, circuit, 1.0).await;
+        metric_becomes(&server, &circuit(backend, "open"), 1.0).await;
         assert!(failures(&server, "unavailable") >= 2.0);
         let pushed = tokio::time::timeout(Duration::from_millis(1000), watch.message()).await;
         assert!(
@@ -274,7 +280,7 @@ async fn certmanager_refusals_and_a_dead_api_server_show_in_metrics() {
         // Back with its objects: after the cooldown a probe closes the circuit.
         api.start_again().await;
         recovers(&mut client, "api").await;
-        metric_becomes(&server, circuit, 0.0).await;
+        metric_becomes(&server, &circuit(backend, "closed"), 1.0).await;
         // Requests of failed and finished issues are all deleted.
         let mut left = api.requests("kuma-system");
         for _ in 0..40 {
@@ -321,7 +327,7 @@ async fn acmpca_throttling_and_slowness_through_a_proxy_show_in_metrics() {
         })
         .await
         .unwrap();
-        let circuit = "meshca_backend_circuit_state{mesh=\"default\",backend=\"acmpca-1\"}";
+        let backend = "acmpca-1";
         let mut client = server.admin().await;
         let (mut watch, _) = healthy_watch(&mut client).await;
 
@@ -353,7 +359,7 @@ async fn acmpca_throttling_and_slowness_through_a_proxy_show_in_metrics() {
             let attempts = proxy.counts(ISSUE_CERTIFICATE).total() - before;
             assert!((1..=5).contains(&attempts), "{svc}: {attempts} attempts");
         }
-        metric_becomes(&server, circuit, 1.0).await;
+        metric_becomes(&server, &circuit(backend, "open"), 1.0).await;
         proxy.clear(ISSUE_CERTIFICATE);
 
         // Slower than requestTimeout (3 s): DeadlineExceeded in bounded time.
@@ -376,7 +382,7 @@ async fn acmpca_throttling_and_slowness_through_a_proxy_show_in_metrics() {
         // Back to normal: recovery, circuit closed, the watch never saw any of it.
         proxy.set_delay(Duration::ZERO);
         recovers(&mut client, "db").await;
-        metric_becomes(&server, circuit, 0.0).await;
+        metric_becomes(&server, &circuit(backend, "closed"), 1.0).await;
         let pushed = tokio::time::timeout(Duration::from_millis(200), watch.message()).await;
         assert!(pushed.is_err(), "the watch got {pushed:?}");
     })

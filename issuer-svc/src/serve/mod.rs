@@ -3,7 +3,10 @@
 pub(crate) mod args;
 pub(crate) mod bootstrap;
 pub(crate) mod conn;
+pub(crate) mod grpc_metrics;
 pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod process;
 pub(crate) mod tls;
 
 use std::sync::atomic::Ordering;
@@ -32,7 +35,8 @@ use crate::reload::{ConfigSource, Reloader};
 use crate::serve::args::{ServeArgs, StoreKind};
 use crate::serve::bootstrap::{keep_admin_fresh, BootstrapPaths, CaPem};
 use crate::serve::conn::{ConnLayer, ConnLimits, Connections};
-use crate::serve::http::Metrics;
+use crate::serve::grpc_metrics::GrpcMetricsLayer;
+use crate::serve::metrics::Metrics;
 use crate::serve::tls::{provider, read_certs, read_key};
 use meshca::{Limits, Manager, RotationPolicy, DEFAULT_BUNDLE_REFRESH};
 
@@ -104,6 +108,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
             checked.own_tls,
         )?;
         tokio::spawn(keep_admin_fresh(paths.clone()));
+        metrics.set_server_chain(&chain_key.0);
         (Some(roots), policy, Some(chain_key))
     };
     if reloader.reload().await > 0 {
@@ -165,10 +170,10 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
     tokio::spawn(http::serve(
         metrics_listener,
         metrics.clone(),
-        manager.guard().clone(),
+        manager.clone(),
     ));
     let (registry, max_streams) = connection_limits(&a);
-    let router = router(service, max_streams).await?;
+    let router = router(service, max_streams, metrics.grpc_layer()).await?;
 
     let mode = if tls.is_some() { "mTLS" } else { "plaintext" };
     println!("meshca: grpc listening on {grpc_addr} ({mode})");
@@ -432,8 +437,11 @@ fn connection_limits(a: &ServeArgs) -> (Arc<Connections>, usize) {
 async fn router(
     service: IssuerService,
     max_streams: usize,
+    calls: GrpcMetricsLayer,
 ) -> Result<
-    tonic::transport::server::Router<tower_layer::Stack<ConnLayer, tower_layer::Identity>>,
+    tonic::transport::server::Router<
+        tower_layer::Stack<GrpcMetricsLayer, tower_layer::Stack<ConnLayer, tower_layer::Identity>>,
+    >,
     CliError,
 > {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -453,6 +461,7 @@ async fn router(
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(u32::try_from(max_streams.saturating_mul(2)).unwrap_or(u32::MAX))
         .layer(ConnLayer { max_streams })
+        .layer(calls)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
