@@ -477,7 +477,8 @@ async fn role_cn_max_ttl_and_ca_end_say_what_to_fix() {
             serde_json::json!({ "policy": "path \"pki-default/issue/*\" { capabilities = [\"update\"] }\npath \"pki-brief/issue/*\" { capabilities = [\"update\"] }" }),
         )
         .await;
-    let with_role = |role: &str| yaml.replace("role: dataplane-proxies\n", &format!("role: {role}\n"));
+    let with_role =
+        |role: &str| yaml.replace("role: dataplane-proxies\n", &format!("role: {role}\n"));
 
     // A role that requires a CN (OpenBao's default, as Vault's) and a backend without
     // commonName.
@@ -492,7 +493,11 @@ async fn role_cn_max_ttl_and_ca_end_say_what_to_fix() {
         .unwrap();
     let err = check(&ca).await.unwrap_err();
     assert!(err.upstream_kind() == Some(UpstreamKind::Refused), "{err}");
-    assert!(err.to_string().contains("require_cn=false"), "{}", chain(&err));
+    assert!(
+        err.to_string().contains("require_cn=false"),
+        "{}",
+        chain(&err)
+    );
 
     // A lifetime over the role's max_ttl: OpenBao clamps, core tells the caller.
     let mut short = meshca_tests::vault::role_body("default", ISSUE);
@@ -550,8 +555,12 @@ async fn tls_server_name_skip_verify_and_a_bad_ca_cert() {
     // The address is https://127.0.0.1:<port>; the dev certificate names localhost and
     // 127.0.0.1.
     let base = peer.mesh_yaml("default", "issue", &token_auth_yaml(&token), "");
-    let server_name =
-        |name: &str| base.replace("        tls:\n", &format!("        tls:\n          serverName: {name}\n"));
+    let server_name = |name: &str| {
+        base.replace(
+            "        tls:\n",
+            &format!("        tls:\n          serverName: {name}\n"),
+        )
+    };
 
     // A name the certificate does not have: the handshake fails, and the message says where
     // to look.
