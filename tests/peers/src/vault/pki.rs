@@ -16,7 +16,7 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
-use super::policy::Op;
+use super::server::Op;
 use super::server::{envelope, Reply};
 use super::util::{self, go_duration, now_unix, SYSTEM_MAX_TTL};
 use super::{bad, VaultError};

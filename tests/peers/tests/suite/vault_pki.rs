@@ -12,7 +12,6 @@ async fn issue_follows_role_rules() {
     let vault = vault_with_pki("2h").await;
     vault
         .write(
-            None,
             "pki/roles/kuma-dp",
             json!({ "allowed_uri_sans": "spiffe://default/*,kuma://*", "require_cn": false,
                     "key_type": "ec", "ttl": "10m", "max_ttl": "1h" }),
@@ -133,7 +132,6 @@ async fn issue_follows_role_rules() {
     // No URI SANs allowed at all.
     vault
         .write(
-            None,
             "pki/roles/plain",
             json!({ "allowed_domains": "mesh.local", "allow_subdomains": true, "key_type": "rsa" }),
         )
@@ -233,7 +231,6 @@ async fn issue_follows_role_rules() {
     // Beyond the CA's notAfter (leaf_not_after_behavior=err).
     vault
         .write(
-            None,
             "pki/roles/long",
             json!({ "allow_any_name": true, "max_ttl": "10h", "key_type": "ec" }),
         )
@@ -272,7 +269,7 @@ async fn issue_follows_role_rules() {
 async fn sign_uses_the_csr_key_and_checks_it() {
     let vault = vault_with_pki("2h").await;
     vault
-        .write(None, "pki/roles/kuma-dp", json!({ "allowed_uri_sans": ["spiffe://default/*"], "require_cn": false, "key_type": "ec", "max_ttl": "1h" }))
+        .write("pki/roles/kuma-dp", json!({ "allowed_uri_sans": ["spiffe://default/*"], "require_cn": false, "key_type": "ec", "max_ttl": "1h" }))
         .await;
     let c = Client::new(&vault, None);
     let root = vault.root_token();
