@@ -130,7 +130,7 @@ async fn sealed_faults_and_request_log() {
     assert_eq!((s, v["sealed"].as_bool()), (503, Some(true)));
     let (s, v) = c.call("GET", "sys/seal-status", None, None, None).await;
     assert_eq!((s, v["sealed"].as_bool()), (200, Some(true)));
-    let (s, v) = c.call("GET", "pki/cert/ca", Some(&root), None, None).await;
+    let (s, v) = c.call("GET", "pki/ca_chain", Some(&root), None, None).await;
     assert_eq!((s, err(&v).as_str()), (503, "Vault is sealed"));
     vault.set_sealed(false);
     let (s, v) = c.call("GET", "sys/health", None, None, None).await;
@@ -138,10 +138,10 @@ async fn sealed_faults_and_request_log() {
 
     vault.fail_next(2, 500);
     for _ in 0..2 {
-        let (s, v) = c.call("GET", "pki/cert/ca", Some(&root), None, None).await;
+        let (s, v) = c.call("GET", "pki/ca_chain", Some(&root), None, None).await;
         assert_eq!((s, err(&v).as_str()), (500, "injected"));
     }
-    let (s, _) = c.call("GET", "pki/cert/ca", Some(&root), None, None).await;
+    let (s, _) = c.call("GET", "pki/ca_chain", Some(&root), None, None).await;
     assert_eq!(s, 200);
 
     vault.clear_requests();
@@ -151,7 +151,9 @@ async fn sealed_faults_and_request_log() {
     assert!(r, "the reset connection fails");
     let (s, _) = fresh.call("GET", "sys/health", None, None, None).await;
     assert_eq!(s, 200);
-    let (s, _) = c.call("LIST", "pki/roles", Some(&root), None, None).await;
+    let (s, _) = c
+        .call("GET", "auth/token/lookup-self", Some(&root), None, None)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(
         vault.requests(),
@@ -161,8 +163,8 @@ async fn sealed_faults_and_request_log() {
                 path: "sys/health".into(),
             },
             RequestLog {
-                method: "LIST".into(),
-                path: "pki/roles".into(),
+                method: "GET".into(),
+                path: "auth/token/lookup-self".into(),
             },
         ]
     );
