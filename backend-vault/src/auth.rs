@@ -233,7 +233,13 @@ impl Auth {
                         error,
                     })?;
                 let data = answer.get("data").unwrap_or(&Value::Null);
-                let lease = Lease::new(token.clone(), secs(data, "ttl"), renewable(data, false));
+                let mut lease =
+                    Lease::new(token.clone(), secs(data, "ttl"), renewable(data, false));
+                if lease.ttl.is_none() && secs(data, "creation_ttl") > 0 {
+                    // TTL 0 of a token made with one: under a second left (Vault and OpenBao
+                    // round down), not a token that never expires. Look it up again next time.
+                    lease.ttl = Some(Duration::ZERO);
+                }
                 self.note_lease(&lease, false);
                 Ok(lease)
             }

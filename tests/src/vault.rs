@@ -1,6 +1,9 @@
-//! The vault backend against the Vault API test server (`meshca-peers`), set up with the commands
-//! of the README (Kong Mesh's docs): a PKI mount per mesh with a root, the `dataplane-proxies`
-//! role, a policy allowing exactly the issue (or sign) path, and one auth method.
+//! The vault backend against the hand-written Vault API test server (`meshca-peers`), for what
+//! OpenBao cannot do here: aws (IAM) auth and injected faults. Set up with the commands of the
+//! README (Kong Mesh's docs) that server has: a PKI mount per mesh with a root, the
+//! `dataplane-proxies` role, and token or aws auth (no ACL policies, no cert auth: those run
+//! against OpenBao, `crate::openbao`). Also the setup shared with `crate::openbao`: role body,
+//! policy, mesh YAML, client certificate.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -44,8 +47,6 @@ pub struct Peer {
     pub moto: Option<Moto>,
     /// The IAM user whose key signs the aws login.
     pub aws_key: Option<AwsKey>,
-    /// Client certificate and key (PEM) for `Auth::Cert`.
-    pub client: Option<(String, String)>,
     meshes: Mutex<HashSet<String>>,
 }
 
@@ -87,39 +88,21 @@ impl Peer {
             sts_endpoint: moto.as_ref().map(Moto::endpoint),
         })
         .await;
-        let mut client = None;
         match auth {
             Auth::Token => {}
-            Auth::Cert => {
-                let (ca_pem, cert_pem, key_pem) = client_cert();
-                vault
-                    .write(None, "sys/auth/cert", json!({ "type": "cert" }))
-                    .await;
-                vault
-                    .write(
-                        None,
-                        "auth/cert/certs/meshca",
-                        json!({ "certificate": ca_pem, "token_policies": "meshca", "token_ttl": "1h" }),
-                    )
-                    .await;
-                client = Some((cert_pem, key_pem));
-            }
+            Auth::Cert => panic!("cert auth runs against OpenBao (meshca_tests::openbao)"),
             Auth::Aws => {
                 let moto = moto.as_ref().expect("moto");
                 let key = aws_key.as_ref().expect("key");
-                vault
-                    .write(None, "sys/auth/aws", json!({ "type": "aws" }))
-                    .await;
+                vault.write("sys/auth/aws", json!({ "type": "aws" })).await;
                 vault
                     .write(
-                        None,
                         "auth/aws/config/client",
                         json!({ "sts_endpoint": moto.endpoint(), "sts_region": "us-east-1", "iam_server_id_header_value": SERVER_ID }),
                     )
                     .await;
                 vault
                     .write(
-                        None,
                         "auth/aws/role/meshca",
                         json!({ "auth_type": "iam", "bound_iam_principal_arn": [key.arn], "token_policies": "meshca", "token_ttl": "1h" }),
                     )
@@ -130,7 +113,6 @@ impl Peer {
             vault,
             moto,
             aws_key,
-            client,
             meshes: Mutex::new(HashSet::new()),
         })
     }
@@ -143,19 +125,16 @@ impl Peer {
         }
         let pki = format!("pki-{mesh}");
         let v = &self.vault;
-        v.write(None, &format!("sys/mounts/{pki}"), json!({ "type": "pki" }))
+        v.write(&format!("sys/mounts/{pki}"), json!({ "type": "pki" }))
             .await;
         v.write(
-            None,
             &format!("{pki}/root/generate/internal"),
             json!({ "common_name": format!("{mesh} mesh root"), "ttl": "87600h", "key_type": "ec" }),
         )
         .await;
         let r = role_body(mesh, role);
-        v.write(None, &format!("{pki}/roles/{ROLE}"), r).await;
-        let paths = policy_hcl(self.meshes.lock().unwrap().iter());
-        v.write(None, "sys/policies/acl/meshca", json!({ "policy": paths }))
-            .await;
+        v.write(&format!("{pki}/roles/{ROLE}"), r).await;
+        // No `meshca` policy: this server has no ACLs (OpenBao's are tested in openbao.rs).
     }
 
     /// A token of the `meshca` policy: `vault token create -policy=meshca -ttl=<ttl>`.
@@ -163,7 +142,6 @@ impl Peer {
         let a = self
             .vault
             .write(
-                None,
                 "auth/token/create",
                 json!({ "policies": ["meshca"], "ttl": ttl, "renewable": renewable, "explicit_max_ttl": explicit_max_ttl }),
             )
@@ -177,10 +155,7 @@ impl Peer {
             Auth::Token => {
                 token_auth_yaml(&self.token("1h", true, "").await)
             }
-            Auth::Cert => {
-                let (cert, key) = self.client.as_ref().unwrap();
-                cert_auth_yaml(cert, key)
-            }
+            Auth::Cert => panic!("cert auth runs against OpenBao (meshca_tests::openbao)"),
             Auth::Aws => format!(
                 "        auth:\n          aws:\n            role: meshca\n            iamServerIdHeader: {SERVER_ID}\n"
             ),

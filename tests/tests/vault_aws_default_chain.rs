@@ -65,7 +65,6 @@ async fn aws_login_with_the_default_credential_chain() {
     let agent = PodIdentityEndpoint::start_with_session(temp, Some(session), "pod-sa-token").await;
     peer.vault
         .write(
-            None,
             "auth/aws/role/meshca-pod",
             json!({ "auth_type": "iam", "bound_iam_principal_arn": [role_arn], "token_policies": "meshca", "token_ttl": "1h" }),
         )

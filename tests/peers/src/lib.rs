@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Test peers for meshca's backend suites, all on 127.0.0.1:
 //!
-//! - [`vault::VaultServer`]: a Vault HTTP API test server (PKI, tokens, policies,
-//!   namespaces, `cert` and `aws` auth) over real TLS;
+//! - [`vault::VaultServer`]: a Vault HTTP API test server over real TLS for what OpenBao cannot
+//!   do in the tests: `aws` (IAM) auth and injected faults (with the PKI and tokens they need);
 //! - [`moto::Moto`]: moto, a real AWS emulator, with IAM authentication enforced;
 //! - [`pod_identity::PodIdentityEndpoint`]: an EKS Pod Identity / ECS container
 //!   credentials endpoint;

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
-use super::policy::Op;
+use super::server::Op;
 use super::server::{envelope, Reply};
 use super::util;
 use super::{bad, VaultError};

@@ -1,12 +1,14 @@
-//! A Vault HTTP API test server (`/v1/…`) following the HashiCorp Vault API field by
-//! field for what meshca's Vault backend uses: PKI (`issue`, `sign`, CA reads), tokens,
-//! ACL policies, namespaces, `cert` and `aws` (IAM) auth, seal state and fault
-//! injection. It serves real TLS (rustls on aws-lc-rs) with its own test CA.
+//! A Vault HTTP API test server (`/v1/…`) for what real OpenBao cannot do in the tests: `aws`
+//! (IAM) auth, which is not among OpenBao's built-in auth methods, and injected faults (sealed,
+//! 5xx/429 answers, connection resets, a stopped server). Everything else (token and cert
+//! auth, ACL policies, namespaces, PKI role rules) is tested against OpenBao itself
+//! (`meshca-tests`' `openbao` module). It follows the Vault API field by field for what meshca
+//! uses: PKI (`issue`, `sign`, CA reads), token create/lookup-self/renew-self, aws login, seal
+//! state; every valid token may call every path (no ACL). It serves real TLS (rustls on
+//! aws-lc-rs) with its own test CA.
 
 mod auth_aws;
-mod auth_cert;
 mod pki;
-mod policy;
 mod server;
 mod tokens;
 mod util;
@@ -53,10 +55,6 @@ impl VaultError {
     pub(crate) fn permission_denied() -> Self {
         Self::new(403, "permission denied")
     }
-    /// 403 for an ACL denial, worded like Vault's multierror.
-    pub(crate) fn acl_denied() -> Self {
-        Self::new(403, "1 error occurred:\n\t* permission denied\n\n")
-    }
     /// 404 for unknown routes (`no handler for route`).
     pub(crate) fn no_route(path: &str) -> Self {
         Self::new(
@@ -75,33 +73,15 @@ pub(crate) fn bad<S: Into<String>>(msg: S) -> VaultError {
     VaultError::bad_request(msg)
 }
 
-/// One namespace's state (the root namespace is `""`).
-#[derive(Debug, Default)]
-pub(crate) struct Namespace {
-    /// Secret mounts by path (only `pki`).
-    pub(crate) mounts: HashMap<String, pki::Pki>,
-    /// Auth mounts by path (`token` is implicit).
-    pub(crate) auth: HashMap<String, AuthMount>,
-    /// ACL policies by name.
-    pub(crate) policies: HashMap<String, policy::Policy>,
-    /// Tokens by id.
-    pub(crate) tokens: HashMap<String, tokens::Token>,
-}
-
-/// An enabled auth method.
-#[derive(Debug)]
-pub(crate) enum AuthMount {
-    /// `cert` (TLS certificates).
-    Cert(auth_cert::CertMount),
-    /// `aws` (IAM).
-    Aws(auth_aws::AwsMount),
-}
-
-/// All namespaces.
+/// The server's state.
 #[derive(Debug, Default)]
 pub(crate) struct Core {
-    /// By path without slashes (`""` = root).
-    pub(crate) namespaces: HashMap<String, Namespace>,
+    /// Secret mounts by path (only `pki`).
+    pub(crate) mounts: HashMap<String, pki::Pki>,
+    /// `aws` auth mounts by path (`token` is implicit).
+    pub(crate) auth: HashMap<String, auth_aws::AwsMount>,
+    /// Tokens by id.
+    pub(crate) tokens: HashMap<String, tokens::Token>,
 }
 
 /// State shared by the server task and the test-side handle.
@@ -146,8 +126,7 @@ impl VaultServer {
     pub async fn start(opts: VaultOptions) -> VaultServer {
         let root_token = format!("hvs.{}", util::random_id(24));
         let mut core = Core::default();
-        let mut root_ns = Namespace::default();
-        root_ns.tokens.insert(
+        core.tokens.insert(
             root_token.clone(),
             tokens::Token {
                 id: root_token.clone(),
@@ -166,7 +145,6 @@ impl VaultServer {
                 orphan: true,
             },
         );
-        core.namespaces.insert(String::new(), root_ns);
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             sealed: AtomicBool::new(false),
@@ -230,15 +208,13 @@ impl VaultServer {
 
     /// Like `vault write` with the root token (in-process, not logged, no faults
     /// injected): returns the response JSON and panics on non-2xx with Vault's errors.
-    pub async fn write(&self, namespace: Option<&str>, path: &str, body: Value) -> Value {
+    pub async fn write(&self, path: &str, body: Value) -> Value {
         let req = server::Req {
             method: http::Method::POST,
             path: path.trim_matches('/').to_string(),
-            namespace: namespace.unwrap_or("").trim_matches('/').to_string(),
             token: Some(self.shared.root_token.clone()),
             body,
             list: false,
-            peer_chain: Arc::new(Vec::new()),
         };
         match server::handle(&self.shared, req).await {
             Ok(server::Reply::Json(_, v)) => v,
@@ -247,7 +223,7 @@ impl VaultServer {
                 Value::String(String::from_utf8_lossy(&bytes).into_owned())
             }
             Err(e) => panic!(
-                "vault write {path} (namespace {namespace:?}) failed with {}: {:?}",
+                "vault write {path} failed with {}: {:?}",
                 e.status, e.errors
             ),
         }

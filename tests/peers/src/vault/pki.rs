@@ -1,9 +1,9 @@
-//! The `pki` secrets engine: root generation, roles, `issue`/`sign` with Vault's name,
-//! URI SAN and TTL checks (`builtin/logical/pki/issuing/issue_common.go`,
-//! `path_issue_sign.go`, `path_roles.go`), and the CA read endpoints.
+//! The `pki` secrets engine as far as meshca's requests go: an internal root, roles,
+//! `issue`/`sign` (PEM, PKCS#8 keys; DNS and URI SANs) with Vault's name, URI SAN and TTL checks
+//! (`builtin/logical/pki/issuing/issue_common.go`, `path_issue_sign.go`, `path_roles.go`), and
+//! `ca/pem` / `ca_chain`. The rest of the engine is exercised against real OpenBao.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use ::time::OffsetDateTime;
 use rcgen::{
@@ -16,7 +16,7 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
-use super::policy::Op;
+use super::server::Op;
 use super::server::{envelope, Reply};
 use super::util::{self, go_duration, now_unix, SYSTEM_MAX_TTL};
 use super::{bad, VaultError};
@@ -25,7 +25,6 @@ use super::{bad, VaultError};
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
-    der: Vec<u8>,
     not_after: u64,
     serial: String,
     issuer_id: String,
@@ -50,7 +49,6 @@ struct Role {
     allow_glob_domains: bool,
     allow_any_name: bool,
     enforce_hostnames: bool,
-    allow_ip_sans: bool,
     allowed_uri_sans: Vec<String>,
     server_flag: bool,
     client_flag: bool,
@@ -60,7 +58,6 @@ struct Role {
     not_before_duration: u64,
     use_csr_common_name: bool,
     use_csr_sans: bool,
-    no_store: bool,
 }
 
 impl Role {
@@ -106,7 +103,6 @@ impl Role {
             allow_glob_domains: b("allow_glob_domains", false)?,
             allow_any_name: b("allow_any_name", false)?,
             enforce_hostnames: b("enforce_hostnames", true)?,
-            allow_ip_sans: b("allow_ip_sans", true)?,
             allowed_uri_sans: util::string_list(body.get("allowed_uri_sans")),
             server_flag: b("server_flag", true)?,
             client_flag: b("client_flag", true)?,
@@ -116,7 +112,6 @@ impl Role {
             not_before_duration,
             use_csr_common_name: b("use_csr_common_name", true)?,
             use_csr_sans: b("use_csr_sans", true)?,
-            no_store: b("no_store", false)?,
         };
         if role.max_ttl > 0 && role.ttl > role.max_ttl {
             return Err(bad(
@@ -132,12 +127,12 @@ impl Role {
             "allow_localhost": self.allow_localhost, "allowed_domains": self.allowed_domains,
             "allow_bare_domains": self.allow_bare_domains, "allow_subdomains": self.allow_subdomains,
             "allow_glob_domains": self.allow_glob_domains, "allow_any_name": self.allow_any_name,
-            "enforce_hostnames": self.enforce_hostnames, "allow_ip_sans": self.allow_ip_sans,
+            "enforce_hostnames": self.enforce_hostnames,
             "allowed_uri_sans": self.allowed_uri_sans, "server_flag": self.server_flag,
             "client_flag": self.client_flag, "key_type": self.key_type, "key_bits": self.key_bits,
             "require_cn": self.require_cn, "not_before_duration": self.not_before_duration,
             "use_csr_common_name": self.use_csr_common_name, "use_csr_sans": self.use_csr_sans,
-            "no_store": self.no_store, "issuer_ref": "default",
+            "issuer_ref": "default",
             "key_usage": ["DigitalSignature", "KeyAgreement", "KeyEncipherment"],
         })
     }
@@ -148,7 +143,6 @@ impl Role {
 pub(crate) struct Pki {
     ca: Option<Ca>,
     roles: HashMap<String, Role>,
-    certs: HashMap<String, String>,
 }
 
 fn colon_hex(bytes: &[u8]) -> String {
@@ -188,123 +182,27 @@ fn new_key(key_type: &str, bits: u32) -> Result<KeyPair, VaultError> {
     r.map_err(|e| VaultError::new(500, format!("error generating private key: {e}")))
 }
 
-/// PKCS#8 → Vault's default private key encodings: SEC1 `EC PRIVATE KEY` (with the
-/// curve parameters) or PKCS#1 `RSA PRIVATE KEY`.
-fn legacy_key_pem(pkcs8: &[u8], key_type: &str) -> Option<String> {
-    let (_, _, outer, _) = util::der_next(pkcs8)?;
-    let (_, _, _, rest) = util::der_next(outer)?; // version
-    let (_, _, algid, rest) = util::der_next(rest)?;
-    let (_, _, inner, _) = util::der_next(rest)?; // OCTET STRING
-    if key_type == "rsa" {
-        return Some(pem::encode(&pem::Pem::new(
-            "RSA PRIVATE KEY",
-            inner.to_vec(),
-        )));
-    }
-    let (_, _, _, params) = util::der_next(algid)?; // algorithm OID
-    let (_, curve_oid, _, _) = util::der_next(params)?;
-    let (_, _, ec_content, _) = util::der_next(inner)?;
-    let mut items = Vec::new();
-    let mut rest = ec_content;
-    let mut has_params = false;
-    while !rest.is_empty() {
-        let (tag, full, _, r) = util::der_next(rest)?;
-        has_params |= tag == 0xa0;
-        items.push((tag, full));
-        rest = r;
-    }
-    let mut content = Vec::new();
-    for (tag, full) in &items {
-        if *tag == 0xa1 && !has_params {
-            content.extend(util::der_tlv(0xa0, curve_oid));
-            has_params = true;
-        }
-        content.extend_from_slice(full);
-    }
-    if !has_params {
-        content.extend(util::der_tlv(0xa0, curve_oid));
-    }
-    Some(pem::encode(&pem::Pem::new(
-        "EC PRIVATE KEY",
-        util::der_tlv(0x30, &content),
-    )))
-}
-
 /// Routes `<mount>/<sub>`.
 pub(crate) fn route(pki: &mut Pki, sub: &str, op: Op, body: &Value) -> Result<Reply, VaultError> {
     let no_route = || VaultError::new(404, "");
     match (sub, op) {
-        ("root/generate/internal" | "root/generate/exported", Op::Write) => {
-            generate_root(pki, body, sub.ends_with("exported"))
-        }
-        ("ca/pem", Op::Read) => ca(pki).map(|c| {
+        ("root/generate/internal", Op::Write) => generate_root(pki, body),
+        ("ca/pem" | "ca_chain", Op::Read) => ca(pki).map(|c| {
             Reply::Raw(
                 200,
                 "application/pem-certificate-chain",
                 c.pem.clone().into_bytes(),
             )
         }),
-        ("ca", Op::Read) => {
-            ca(pki).map(|c| Reply::Raw(200, "application/pkix-cert", c.der.clone()))
-        }
-        ("ca_chain", Op::Read) => ca(pki).map(|c| {
-            Reply::Raw(
-                200,
-                "application/pem-certificate-chain",
-                c.pem.clone().into_bytes(),
-            )
-        }),
-        ("cert/ca" | "cert/ca_chain", Op::Read) => ca(pki).map(|c| {
-            envelope(
-                json!({ "certificate": c.pem, "ca_chain": [c.pem], "issuer_id": c.issuer_id,
-                        "revocation_time": 0, "revocation_time_rfc3339": "" }),
-                vec![],
-            )
-        }),
-        ("roles", Op::List) => {
-            let mut keys: Vec<&String> = pki.roles.keys().collect();
-            keys.sort();
-            Ok(envelope(json!({ "keys": keys }), vec![]))
-        }
         _ => {
             if let Some(name) = sub.strip_prefix("roles/") {
-                return match op {
-                    Op::Write => {
-                        let role = Role::from_body(body)?;
-                        let data = role.to_json();
-                        pki.roles.insert(name.to_string(), role);
-                        Ok(envelope(data, vec![]))
-                    }
-                    Op::Read => pki
-                        .roles
-                        .get(name)
-                        .map(|r| envelope(r.to_json(), vec![]))
-                        .ok_or_else(|| VaultError {
-                            status: 404,
-                            errors: vec![],
-                        }),
-                    Op::Delete => {
-                        pki.roles.remove(name);
-                        Ok(Reply::Empty)
-                    }
-                    Op::List => Err(VaultError::unsupported()),
-                };
-            }
-            if let Some(serial) = sub.strip_prefix("cert/") {
-                if op != Op::Read {
+                if op != Op::Write {
                     return Err(VaultError::unsupported());
                 }
-                let serial = serial.replace('-', ":").to_ascii_lowercase();
-                return pki
-                    .certs
-                    .get(&serial)
-                    .map(|pem| {
-                        envelope(json!({ "certificate": pem, "revocation_time": 0 }), vec![])
-                    })
-                    .ok_or_else(|| VaultError {
-                        status: 404,
-                        errors: vec![],
-                    });
+                let role = Role::from_body(body)?;
+                let data = role.to_json();
+                pki.roles.insert(name.to_string(), role);
+                return Ok(envelope(data, vec![]));
             }
             let (is_sign, role_name) = if let Some(r) = sub.strip_prefix("issue/") {
                 (false, r)
@@ -332,7 +230,7 @@ fn ca(pki: &Pki) -> Result<&Ca, VaultError> {
         .ok_or_else(|| VaultError::bad_request("no default issuer currently configured"))
 }
 
-fn generate_root(pki: &mut Pki, body: &Value, exported: bool) -> Result<Reply, VaultError> {
+fn generate_root(pki: &mut Pki, body: &Value) -> Result<Reply, VaultError> {
     let cn = util::string_field(body, "common_name");
     if cn.is_empty() {
         return Err(bad("the common_name field is required"));
@@ -348,7 +246,6 @@ fn generate_root(pki: &mut Pki, body: &Value, exported: bool) -> Result<Reply, V
     };
     let bits = body.get("key_bits").and_then(Value::as_u64).unwrap_or(0) as u32;
     let key = new_key(key_type, bits)?;
-    let key_pem = key.serialize_pem();
     let now = now_unix();
     let serial = random_serial();
     let mut params = CertificateParams::default();
@@ -367,21 +264,16 @@ fn generate_root(pki: &mut Pki, body: &Value, exported: bool) -> Result<Reply, V
     let ca = Ca {
         issuer: Issuer::new(params, key),
         pem: cert.pem(),
-        der: cert.der().to_vec(),
         not_after: now + ttl,
         serial: colon_hex(&serial),
         issuer_id: util::uuid(),
         key_id: util::uuid(),
     };
-    let mut data = json!({
+    let data = json!({
         "certificate": ca.pem, "issuing_ca": ca.pem, "serial_number": ca.serial,
         "expiration": ca.not_after, "issuer_id": ca.issuer_id, "issuer_name": "",
         "key_id": ca.key_id, "key_name": "",
     });
-    if exported {
-        data["private_key"] = json!(key_pem);
-        data["private_key_type"] = json!(key_type);
-    }
     pki.ca = Some(ca);
     Ok(envelope(data, vec![]))
 }
@@ -465,7 +357,6 @@ struct CsrInfo {
     cn: String,
     dns: Vec<String>,
     uris: Vec<String>,
-    ips: Vec<IpAddr>,
     key_type: &'static str,
 }
 
@@ -487,7 +378,7 @@ fn parse_csr(pem_text: &str) -> Result<CsrInfo, VaultError> {
         .and_then(|c| c.as_str().ok())
         .unwrap_or("")
         .to_string();
-    let (mut dns, mut uris, mut ips) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut dns, mut uris) = (Vec::new(), Vec::new());
     if let Some(exts) = csr.requested_extensions() {
         for ext in exts {
             if let ParsedExtension::SubjectAlternativeName(san) = ext {
@@ -495,15 +386,6 @@ fn parse_csr(pem_text: &str) -> Result<CsrInfo, VaultError> {
                     match gn {
                         GeneralName::DNSName(d) => dns.push(d.to_string()),
                         GeneralName::URI(u) => uris.push(u.to_string()),
-                        GeneralName::IPAddress(b) => match b.len() {
-                            4 => {
-                                ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default()))
-                            }
-                            16 => {
-                                ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default()))
-                            }
-                            _ => {}
-                        },
                         _ => {}
                     }
                 }
@@ -526,7 +408,6 @@ fn parse_csr(pem_text: &str) -> Result<CsrInfo, VaultError> {
         cn,
         dns,
         uris,
-        ips,
         key_type,
     })
 }
@@ -537,16 +418,12 @@ fn issue(pki: &mut Pki, role: &Role, body: &Value, is_sign: bool) -> Result<Repl
             "role key type \"any\" not allowed for issuing certificates, only signing",
         ));
     }
-    let format = match util::string_field(body, "format").as_str() {
-        "" | "pem" => "pem",
-        "der" => "der",
-        "pem_bundle" => "pem_bundle",
-        _ => {
-            return Err(bad(
-                "the \"format\" path parameter must be \"pem\", \"der\", or \"pem_bundle\"",
-            ))
-        }
-    };
+    // What meshca asks for; Vault's other encodings are not served here.
+    if !matches!(util::string_field(body, "format").as_str(), "" | "pem") {
+        return Err(bad("this test server answers format=pem only"));
+    }
+    // Generated keys come as PKCS#8 (meshca asks for `private_key_format=pkcs8`), whatever
+    // was asked.
     let ca_not_after = pki
         .ca
         .as_ref()
@@ -600,27 +477,6 @@ fn issue(pki: &mut Pki, role: &Role, body: &Value, is_sign: bool) -> Result<Repl
         return Err(bad(format!(
             "subject alternate name {badname} not allowed by this role"
         )));
-    }
-    let mut ips: Vec<IpAddr> = Vec::new();
-    if let Some(c) = from_csr {
-        if !c.ips.is_empty() && !role.allow_ip_sans {
-            return Err(bad("IP Subject Alternative Names are not allowed in this role, but was provided some via CSR"));
-        }
-        ips = c.ips.clone();
-    } else {
-        let ip_alt = util::string_list(body.get("ip_sans"));
-        if !ip_alt.is_empty() && !role.allow_ip_sans {
-            return Err(bad(format!(
-                "IP Subject Alternative Names are not allowed in this role, but was provided [{}]",
-                ip_alt.join(" ")
-            )));
-        }
-        for v in ip_alt {
-            ips.push(
-                v.parse()
-                    .map_err(|_| bad(format!("the value {v:?} is not a valid IP address")))?,
-            );
-        }
     }
     let mut uris: Vec<String> = Vec::new();
     if let Some(c) = from_csr {
@@ -713,9 +569,6 @@ fn issue(pki: &mut Pki, role: &Role, body: &Value, is_sign: bool) -> Result<Repl
                 .map_err(|_| bad(format!("invalid DNS name {d}")))?,
         ));
     }
-    for ip in &ips {
-        params.subject_alt_names.push(SanType::IpAddress(*ip));
-    }
     for u in &uris {
         params
             .subject_alt_names
@@ -758,74 +611,17 @@ fn issue(pki: &mut Pki, role: &Role, body: &Value, is_sign: bool) -> Result<Repl
             (params.signed_by(&key, &ca.issuer).map_err(fail)?, Some(key))
         }
     };
-    let (ca_pem, ca_der) = (ca.pem.clone(), ca.der.clone());
-    let serial_hex = colon_hex(&serial);
-    if !role.no_store {
-        pki.certs.insert(serial_hex.clone(), cert.pem());
-    }
-    let b64 = |d: &[u8]| {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(d)
-    };
+    let ca_pem = ca.pem.clone();
     let mut data = json!({
         "expiration": not_after,
-        "serial_number": serial_hex,
+        "serial_number": colon_hex(&serial),
+        "certificate": cert.pem().trim_end(),
+        "issuing_ca": ca_pem.trim_end(),
+        "ca_chain": [ca_pem.trim_end()],
     });
-    match format {
-        "der" => {
-            data["certificate"] = json!(b64(cert.der()));
-            data["issuing_ca"] = json!(b64(&ca_der));
-            data["ca_chain"] = json!([b64(&ca_der)]);
-        }
-        _ => {
-            let leaf = cert.pem();
-            data["certificate"] = if format == "pem_bundle" {
-                json!(format!("{}\n{}", leaf.trim_end(), ca_pem.trim_end()))
-            } else {
-                json!(leaf.trim_end())
-            };
-            data["issuing_ca"] = json!(ca_pem.trim_end());
-            data["ca_chain"] = json!([ca_pem.trim_end()]);
-        }
-    }
     if let Some(key) = key {
-        let pkcs8 = key.serialize_der();
-        let pkf = util::string_field(body, "private_key_format");
-        data["private_key"] = match (format, pkf.as_str()) {
-            ("der", "pkcs8") => json!(b64(&pkcs8)),
-            ("der", _) => json!(legacy_key_pem(&pkcs8, &role.key_type)
-                .and_then(|p| pem::parse(p).ok())
-                .map(|p| b64(p.contents()))
-                .unwrap_or_default()),
-            (_, "pkcs8") => json!(key.serialize_pem().trim_end()),
-            _ => json!(legacy_key_pem(&pkcs8, &role.key_type)
-                .unwrap_or_default()
-                .trim_end()),
-        };
+        data["private_key"] = json!(key.serialize_pem().trim_end());
         data["private_key_type"] = json!(role.key_type);
     }
     Ok(envelope(data, warnings))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn legacy_private_keys_parse_as_sec1_and_pkcs1() {
-        let ec = new_key("ec", 256).unwrap();
-        let sec1 = legacy_key_pem(&ec.serialize_der(), "ec").unwrap();
-        assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
-        let der = pem::parse(&sec1).unwrap();
-        aws_lc_rs::signature::EcdsaKeyPair::from_private_key_der(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            der.contents(),
-        )
-        .unwrap();
-        let rsa = new_key("rsa", 2048).unwrap();
-        let pkcs1 = legacy_key_pem(&rsa.serialize_der(), "rsa").unwrap();
-        assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
-        let der = pem::parse(&pkcs1).unwrap();
-        aws_lc_rs::rsa::KeyPair::from_der(der.contents()).unwrap();
-    }
 }

@@ -1,5 +1,5 @@
-//! The HTTPS listener (rustls, optional client certificates recorded per connection),
-//! fault injection, request log, token/ACL checks and routing of `/v1/…` paths.
+//! The HTTPS listener (rustls), fault injection, request log, token checks and routing of
+//! `/v1/…` paths.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,14 +12,23 @@ use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
 
-use super::policy::{self, Op};
-use super::{auth_aws, auth_cert, pki, tokens, util, AuthMount, Namespace, Shared, VaultError};
+use super::{auth_aws, pki, tokens, util, Core, Shared, VaultError};
+
+/// A request's operation (Vault's `logical.Operation`, `create` and `update` as one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// GET.
+    Read,
+    /// POST/PUT/PATCH.
+    Write,
+    /// DELETE.
+    Delete,
+    /// LIST, or GET with `list=true`.
+    List,
+}
 
 /// The DNS name in the server certificate.
 pub(crate) const SERVER_NAME: &str = "vault.test";
@@ -31,10 +40,6 @@ pub struct RequestLog {
     pub method: String,
     /// Path without the leading `/v1/` (`pki/issue/kuma-dp`).
     pub path: String,
-    /// `X-Vault-Namespace` (without slashes), `None` for the root namespace.
-    pub namespace: Option<String>,
-    /// Whether the TLS connection presented a client certificate.
-    pub client_cert: bool,
 }
 
 /// A request after parsing.
@@ -42,11 +47,9 @@ pub struct RequestLog {
 pub(crate) struct Req {
     pub(crate) method: Method,
     pub(crate) path: String,
-    pub(crate) namespace: String,
     pub(crate) token: Option<String>,
     pub(crate) body: Value,
     pub(crate) list: bool,
-    pub(crate) peer_chain: Arc<Vec<CertificateDer<'static>>>,
 }
 
 /// A successful answer.
@@ -96,61 +99,6 @@ pub(crate) fn auth_envelope(auth: Value, warnings: Vec<String>) -> Reply {
     )
 }
 
-/// Accepts every client certificate (Go's `tls.RequestClientCert`): the chain is only
-/// recorded for `auth/cert/login`, which does the trust decisions itself. Handshake
-/// signatures are still verified, so the client proves it holds the key.
-#[derive(Debug)]
-struct AnyClientCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ClientCertVerifier for AnyClientCert {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// Test CA + server certificate (SAN DNS `vault.test`, IP 127.0.0.1) and the rustls config.
 fn tls_config() -> (rustls::ServerConfig, String) {
     let ca_key = rcgen::KeyPair::generate().expect("ca key");
@@ -181,10 +129,10 @@ fn tls_config() -> (rustls::ServerConfig, String) {
     let cert = params.signed_by(&key, &issuer).expect("server cert");
 
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
-        .with_client_cert_verifier(Arc::new(AnyClientCert(provider)))
+        .with_no_client_auth()
         .with_single_cert(
             vec![cert.der().clone(), ca_cert.der().clone()],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
@@ -227,17 +175,9 @@ pub(crate) fn spawn(
             else {
                 return;
             };
-            let chain: Vec<CertificateDer<'static>> = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                .unwrap_or_default();
-            let chain = Arc::new(chain);
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                let chain = chain.clone();
-                async move { Ok::<_, Infallible>(serve(shared, chain, req).await) }
+                async move { Ok::<_, Infallible>(serve(shared, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)
@@ -260,11 +200,7 @@ fn json_response(status: u16, v: &Value) -> Response<Full<Bytes>> {
         .expect("response")
 }
 
-async fn serve(
-    shared: Arc<Shared>,
-    chain: Arc<Vec<CertificateDer<'static>>>,
-    req: http::Request<Incoming>,
-) -> Response<Full<Bytes>> {
+async fn serve(shared: Arc<Shared>, req: http::Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let uri = req.uri().clone();
     let header = |name: &str| {
@@ -273,10 +209,6 @@ async fn serve(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let namespace = header("x-vault-namespace")
-        .unwrap_or_default()
-        .trim_matches('/')
-        .to_string();
     let token = header("x-vault-token").or_else(|| {
         header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
     });
@@ -291,8 +223,6 @@ async fn serve(
         .push(RequestLog {
             method: method.to_string(),
             path: path.clone(),
-            namespace: (!namespace.is_empty()).then(|| namespace.clone()),
-            client_cert: !chain.is_empty(),
         });
     {
         let mut fail = shared.fail.lock().unwrap_or_else(|e| e.into_inner());
@@ -324,11 +254,9 @@ async fn serve(
     let req = Req {
         method,
         path,
-        namespace,
         token,
         body,
         list,
-        peer_chain: chain,
     };
     match handle(&shared, req).await {
         Ok(Reply::Json(status, v)) => json_response(status, &v),
@@ -378,69 +306,20 @@ fn is_login(path: &str) -> bool {
     path.starts_with("auth/") && path.ends_with("/login") && !path.starts_with("auth/token/")
 }
 
-/// The authenticated caller of a request.
-#[derive(Debug, Clone)]
-pub(crate) struct Caller {
-    pub(crate) token: tokens::Token,
-    /// Namespace the token lives in.
-    pub(crate) token_ns: String,
-}
-
-fn authenticate(shared: &Shared, req: &Req, op: Op) -> Result<Caller, VaultError> {
-    let core = shared.core();
+/// The token of a request: known and not expired (every token may call every path).
+fn authenticate(shared: &Shared, req: &Req) -> Result<tokens::Token, VaultError> {
     let token_id = req
         .token
         .as_deref()
         .filter(|t| !t.is_empty())
         .ok_or_else(VaultError::permission_denied)?;
-    // A token lives in one namespace; root-policy tokens of a parent also reach children.
-    let mut ns = req.namespace.clone();
-    loop {
-        if let Some(tok) = core
-            .namespaces
-            .get(&ns)
-            .and_then(|n| n.tokens.get(token_id))
-        {
-            let is_root = tok.policies.iter().any(|p| p == "root");
-            if ns != req.namespace && !is_root {
-                return Err(VaultError::permission_denied());
-            }
-            if tok.expired() {
-                return Err(VaultError::permission_denied());
-            }
-            let caller = Caller {
-                token: tok.clone(),
-                token_ns: ns.clone(),
-            };
-            if is_root {
-                return Ok(caller);
-            }
-            let nsd = core
-                .namespaces
-                .get(&ns)
-                .ok_or_else(VaultError::permission_denied)?;
-            let default = policy::default_policy();
-            let mut pols: Vec<&policy::Policy> = Vec::new();
-            for p in &tok.policies {
-                if p == "default" {
-                    pols.push(&default);
-                } else if let Some(pol) = nsd.policies.get(p) {
-                    pols.push(pol);
-                }
-            }
-            if !policy::allowed(&pols, &req.path, op) {
-                return Err(VaultError::acl_denied());
-            }
-            return Ok(caller);
-        }
-        if ns.is_empty() {
-            return Err(VaultError::permission_denied());
-        }
-        ns = match ns.rfind('/') {
-            Some(i) => ns[..i].to_string(),
-            None => String::new(),
-        };
-    }
+    shared
+        .core()
+        .tokens
+        .get(token_id)
+        .filter(|t| !t.expired())
+        .cloned()
+        .ok_or_else(VaultError::permission_denied)
 }
 
 /// Handles one request (over the wire or from [`super::VaultServer::write`]).
@@ -469,9 +348,6 @@ pub(crate) async fn handle(shared: &Shared, req: Req) -> Result<Reply, VaultErro
     if shared.sealed.load(Ordering::SeqCst) {
         return Err(VaultError::new(503, "Vault is sealed"));
     }
-    if !shared.core().namespaces.contains_key(&req.namespace) {
-        return Err(VaultError::no_route(path));
-    }
     let op = op_of(&req)?;
     if is_login(path) {
         return login(shared, &req).await;
@@ -479,39 +355,17 @@ pub(crate) async fn handle(shared: &Shared, req: Req) -> Result<Reply, VaultErro
     let caller = if op == Op::Read && unauthenticated_pki(shared, &req) {
         None
     } else {
-        Some(authenticate(shared, &req, op)?)
+        Some(authenticate(shared, &req)?)
     };
     let mut core = shared.core();
-    if let Some(name) = path.strip_prefix("sys/namespaces/") {
-        if op != Op::Write {
-            return Err(VaultError::unsupported());
-        }
-        let full = if req.namespace.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}/{name}", req.namespace)
-        };
-        core.namespaces.entry(full.clone()).or_default();
-        return Ok(envelope(
-            json!({ "id": util::random_id(5), "path": format!("{full}/"), "custom_metadata": {} }),
-            vec![],
-        ));
-    }
-    let ns = core
-        .namespaces
-        .get_mut(&req.namespace)
-        .ok_or_else(|| VaultError::no_route(path))?;
-    route(ns, &req, op, caller.as_ref())
+    route(&mut core, &req, op, caller.as_ref())
 }
 
 /// PKI paths Vault serves without a token (`PathsSpecial.Unauthenticated` of the pki
 /// backend): the CA and chain reads and `cert/<serial>`.
 fn unauthenticated_pki(shared: &Shared, req: &Req) -> bool {
     let core = shared.core();
-    let Some(ns) = core.namespaces.get(&req.namespace) else {
-        return false;
-    };
-    let Some((_, sub)) = split_mount(&req.path, ns.mounts.keys().map(String::as_str)) else {
+    let Some((_, sub)) = split_mount(&req.path, core.mounts.keys().map(String::as_str)) else {
         return false;
     };
     matches!(
@@ -521,10 +375,10 @@ fn unauthenticated_pki(shared: &Shared, req: &Req) -> bool {
 }
 
 fn route(
-    ns: &mut Namespace,
+    ns: &mut Core,
     req: &Req,
     op: Op,
-    caller: Option<&Caller>,
+    caller: Option<&tokens::Token>,
 ) -> Result<Reply, VaultError> {
     let path = req.path.as_str();
     let body = &req.body;
@@ -556,21 +410,18 @@ fn route(
         return match op {
             Op::Write => {
                 let kind = util::string_field(body, "type");
-                let m = match kind.as_str() {
-                    "cert" => AuthMount::Cert(auth_cert::CertMount::default()),
-                    "aws" => AuthMount::Aws(auth_aws::AwsMount::default()),
-                    other => {
-                        return Err(VaultError::bad_request(format!(
-                            "plugin not found in the catalog: {other}"
-                        )))
-                    }
-                };
+                if kind != "aws" {
+                    return Err(VaultError::bad_request(format!(
+                        "plugin not found in the catalog: {kind}"
+                    )));
+                }
                 if ns.auth.contains_key(mount) || mount == "token" {
                     return Err(VaultError::bad_request(format!(
                         "path is already in use at auth/{mount}/"
                     )));
                 }
-                ns.auth.insert(mount.to_string(), m);
+                ns.auth
+                    .insert(mount.to_string(), auth_aws::AwsMount::default());
                 Ok(Reply::Empty)
             }
             Op::Delete => {
@@ -580,50 +431,15 @@ fn route(
             _ => Err(VaultError::unsupported()),
         };
     }
-    if let Some(name) = path
-        .strip_prefix("sys/policies/acl/")
-        .or_else(|| path.strip_prefix("sys/policy/"))
-    {
-        return match op {
-            Op::Write => {
-                if name == "root" {
-                    return Err(VaultError::bad_request("cannot update \"root\" policy"));
-                }
-                let mut src = util::string_field(body, "policy");
-                if src.is_empty() {
-                    src = util::string_field(body, "rules");
-                }
-                let parsed = policy::parse(&src).map_err(VaultError::bad_request)?;
-                ns.policies.insert(name.to_string(), parsed);
-                Ok(Reply::Empty)
-            }
-            Op::Read => ns
-                .policies
-                .get(name)
-                .map(|p| {
-                    envelope(
-                        json!({ "name": name, "policy": p.raw, "rules": p.raw }),
-                        vec![],
-                    )
-                })
-                .ok_or_else(|| VaultError::new(404, format!("No policy named: {name}"))),
-            Op::Delete => {
-                ns.policies.remove(name);
-                Ok(Reply::Empty)
-            }
-            Op::List => Err(VaultError::unsupported()),
-        };
-    }
     if let Some(rest) = path.strip_prefix("auth/token/") {
         let caller = caller.ok_or_else(VaultError::permission_denied)?;
-        return token_route(ns, rest, op, body, caller, &req.namespace);
+        return token_route(ns, rest, op, body, caller);
     }
     if let Some(rest) = path.strip_prefix("auth/") {
         let (mount, sub) = split_mount(rest, ns.auth.keys().map(String::as_str))
             .ok_or_else(|| VaultError::no_route(path))?;
         return match ns.auth.get_mut(&mount) {
-            Some(AuthMount::Cert(m)) => auth_cert::admin(m, &sub, op, body),
-            Some(AuthMount::Aws(m)) => auth_aws::admin(m, &sub, op, body),
+            Some(m) => auth_aws::admin(m, &sub, op, body),
             None => Err(VaultError::no_route(path)),
         };
     }
@@ -656,54 +472,30 @@ fn split_mount<'a>(path: &str, mounts: impl Iterator<Item = &'a str>) -> Option<
 }
 
 fn token_route(
-    ns: &mut Namespace,
+    ns: &mut Core,
     rest: &str,
     op: Op,
     body: &Value,
-    caller: &Caller,
-    namespace: &str,
+    caller: &tokens::Token,
 ) -> Result<Reply, VaultError> {
     match (rest, op) {
-        ("create" | "create-orphan", Op::Write) => {
-            let mut body = body.clone();
-            if rest == "create-orphan" {
-                body["no_parent"] = json!(true);
-            }
-            let v = tokens::create(ns, &caller.token, &body)?;
+        ("create", Op::Write) => {
+            let v = tokens::create(ns, caller, body)?;
             Ok(auth_envelope(v["auth"].clone(), vec![]))
         }
         ("lookup-self", Op::Read | Op::Write) => {
-            let tok = ns
-                .tokens
-                .get(&caller.token.id)
-                .unwrap_or(&caller.token)
-                .clone();
-            Ok(envelope(tokens::lookup(&tok, &caller.token_ns), vec![]))
+            let tok = ns.tokens.get(&caller.id).unwrap_or(caller).clone();
+            Ok(envelope(tokens::lookup(&tok), vec![]))
         }
         ("renew-self", Op::Write) => {
             let tok = ns
                 .tokens
-                .get_mut(&caller.token.id)
+                .get_mut(&caller.id)
                 .ok_or_else(VaultError::permission_denied)?;
             let (ttl, warnings) = tokens::renew(tok, body)?;
             Ok(auth_envelope(tok.auth_block(ttl), warnings))
         }
-        ("revoke-self", Op::Write) => {
-            ns.tokens.remove(&caller.token.id);
-            Ok(Reply::Empty)
-        }
-        ("lookup", Op::Write) => {
-            let id = util::string_field(body, "token");
-            let tok = ns
-                .tokens
-                .get(&id)
-                .filter(|t| !t.expired())
-                .ok_or_else(|| VaultError::bad_request("bad token"))?;
-            Ok(envelope(tokens::lookup(tok, namespace), vec![]))
-        }
-        ("create" | "create-orphan" | "renew-self" | "revoke-self" | "lookup", _) => {
-            Err(VaultError::unsupported())
-        }
+        ("create" | "renew-self", _) => Err(VaultError::unsupported()),
         _ => Err(VaultError::no_route(&format!("auth/token/{rest}"))),
     }
 }
@@ -718,79 +510,32 @@ async fn login(shared: &Shared, req: &Req) -> Result<Reply, VaultError> {
         .and_then(|p| p.strip_suffix("/login"))
         .unwrap_or_default()
         .to_string();
-    enum Kind {
-        Cert,
-        Aws(auth_aws::Prepared),
-    }
-    let kind = {
+    let prepared = {
         let core = shared.core();
-        let ns = core
-            .namespaces
-            .get(&req.namespace)
-            .ok_or_else(|| VaultError::no_route(&req.path))?;
-        match ns.auth.get(&rest) {
-            Some(AuthMount::Cert(_)) => Kind::Cert,
-            Some(AuthMount::Aws(m)) => Kind::Aws(auth_aws::prepare(
-                m,
-                &req.body,
-                shared.sts_endpoint.as_deref(),
-            )?),
+        match core.auth.get(&rest) {
+            Some(m) => auth_aws::prepare(m, &req.body, shared.sts_endpoint.as_deref())?,
             None => return Err(VaultError::no_route(&req.path)),
         }
     };
-    match kind {
-        Kind::Cert => {
-            let mut core = shared.core();
-            let ns = core
-                .namespaces
-                .get_mut(&req.namespace)
-                .ok_or_else(|| VaultError::no_route(&req.path))?;
-            let (policies, ttl, max_ttl, meta, display) = match ns.auth.get(&rest) {
-                Some(AuthMount::Cert(m)) => auth_cert::login(m, &req.body, &req.peer_chain)?,
-                _ => return Err(VaultError::no_route(&req.path)),
-            };
-            let tok = tokens::mint(
-                ns,
-                tokens::NewToken {
-                    policies,
-                    ttl,
-                    max_ttl,
-                    renewable: true,
-                    path: req.path.clone(),
-                    display_name: display,
-                    meta: Some(meta),
-                    orphan: true,
-                    ..Default::default()
-                },
-            );
-            Ok(auth_envelope(tok.auth_block(tok.creation_ttl), vec![]))
-        }
-        Kind::Aws(prepared) => {
-            let identity = auth_aws::call_sts(&prepared).await?;
-            let mut core = shared.core();
-            let ns = core
-                .namespaces
-                .get_mut(&req.namespace)
-                .ok_or_else(|| VaultError::no_route(&req.path))?;
-            let (policies, ttl, max_ttl, meta, display) = match ns.auth.get(&rest) {
-                Some(AuthMount::Aws(m)) => auth_aws::finish(m, &prepared, &identity)?,
-                _ => return Err(VaultError::no_route(&req.path)),
-            };
-            let tok = tokens::mint(
-                ns,
-                tokens::NewToken {
-                    policies,
-                    ttl,
-                    max_ttl,
-                    renewable: true,
-                    path: req.path.clone(),
-                    display_name: display,
-                    meta: Some(meta),
-                    orphan: true,
-                    ..Default::default()
-                },
-            );
-            Ok(auth_envelope(tok.auth_block(tok.creation_ttl), vec![]))
-        }
-    }
+    let identity = auth_aws::call_sts(&prepared).await?;
+    let mut core = shared.core();
+    let (policies, ttl, max_ttl, meta, display) = match core.auth.get(&rest) {
+        Some(m) => auth_aws::finish(m, &prepared, &identity)?,
+        None => return Err(VaultError::no_route(&req.path)),
+    };
+    let tok = tokens::mint(
+        &mut core,
+        tokens::NewToken {
+            policies,
+            ttl,
+            max_ttl,
+            renewable: true,
+            path: req.path.clone(),
+            display_name: display,
+            meta: Some(meta),
+            orphan: true,
+            ..Default::default()
+        },
+    );
+    Ok(auth_envelope(tok.auth_block(tok.creation_ttl), vec![]))
 }

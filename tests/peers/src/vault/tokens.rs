@@ -1,11 +1,11 @@
-//! The token store: `auth/token/create`, `lookup-self`, `renew-self`, `revoke-self`,
+//! The token store: `auth/token/create`, `lookup-self` and `renew-self`,
 //! with TTLs counted in real time (Vault's `vault/token_store.go` and the expiration
 //! manager's renewal rules).
 
 use serde_json::{json, Value};
 
 use super::util::{self, go_duration, now_unix, SYSTEM_MAX_TTL};
-use super::{bad, Namespace, VaultError};
+use super::{bad, Core, VaultError};
 
 /// A service token.
 #[derive(Debug, Clone)]
@@ -102,7 +102,7 @@ pub(crate) struct NewToken {
 }
 
 /// Mints a token into the namespace and returns a copy.
-pub(crate) fn mint(ns: &mut Namespace, req: NewToken) -> Token {
+pub(crate) fn mint(ns: &mut Core, req: NewToken) -> Token {
     let mut policies: Vec<String> = req.policies;
     if !req.no_default_policy && !policies.iter().any(|p| p == "root" || p == "default") {
         policies.push("default".into());
@@ -143,11 +143,7 @@ pub(crate) fn mint(ns: &mut Namespace, req: NewToken) -> Token {
 
 /// `auth/token/create`: body fields `policies`, `ttl`, `renewable` (default true),
 /// `explicit_max_ttl`, `period`, `no_parent`, `no_default_policy`, `display_name`, `meta`.
-pub(crate) fn create(
-    ns: &mut Namespace,
-    parent: &Token,
-    body: &Value,
-) -> Result<Value, VaultError> {
+pub(crate) fn create(ns: &mut Core, parent: &Token, body: &Value) -> Result<Value, VaultError> {
     let mut policies = util::string_list(body.get("policies"));
     if policies.is_empty() {
         policies = parent
@@ -156,17 +152,6 @@ pub(crate) fn create(
             .filter(|p| *p != "default")
             .cloned()
             .collect();
-    }
-    let parent_root = parent.policies.iter().any(|p| p == "root");
-    if !parent_root {
-        for p in &policies {
-            if p != "default" && !parent.policies.contains(p) {
-                return Err(VaultError::new(
-                    400,
-                    "child policies must be subset of parent",
-                ));
-            }
-        }
     }
     let token = mint(
         ns,
@@ -195,7 +180,7 @@ pub(crate) fn create(
 }
 
 /// `auth/token/lookup-self` data.
-pub(crate) fn lookup(token: &Token, namespace: &str) -> Value {
+pub(crate) fn lookup(token: &Token) -> Value {
     let mut data = json!({
         "accessor": token.accessor,
         "creation_time": token.issue_time,
@@ -214,7 +199,7 @@ pub(crate) fn lookup(token: &Token, namespace: &str) -> Value {
         "renewable": token.renewable,
         "ttl": token.remaining(),
         "type": "service",
-        "namespace_path": if namespace.is_empty() { String::new() } else { format!("{namespace}/") },
+        "namespace_path": "",
     });
     if token.period > 0 {
         data["period"] = json!(token.period);

@@ -210,49 +210,6 @@ pub(crate) fn rfc3339(unix: u64) -> String {
         .unwrap_or_default()
 }
 
-/// One DER TLV: (tag byte, full encoding, content, bytes after it).
-pub(crate) type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
-
-/// Reads the next DER TLV of `buf`.
-pub(crate) fn der_next(buf: &[u8]) -> Option<Tlv<'_>> {
-    let tag = *buf.first()?;
-    let first = *buf.get(1)?;
-    let (len, hdr) = if first < 0x80 {
-        (first as usize, 2)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | *buf.get(2 + i)? as usize;
-        }
-        (len, 2 + n)
-    };
-    let end = hdr.checked_add(len)?;
-    if buf.len() < end {
-        return None;
-    }
-    Some((tag, &buf[..end], &buf[hdr..end], &buf[end..]))
-}
-
-/// DER encoding of a TLV with the given tag and content.
-pub(crate) fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

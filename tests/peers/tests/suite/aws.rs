@@ -70,21 +70,18 @@ async fn moto_enforces_iam_and_vault_aws_login_replays_to_it() {
         sts_endpoint: Some(moto.endpoint()),
     })
     .await;
-    vault
-        .write(None, "sys/auth/aws", json!({ "type": "aws" }))
-        .await;
+    vault.write("sys/auth/aws", json!({ "type": "aws" })).await;
     vault
         .write(
-            None,
             "auth/aws/config/client",
             json!({ "iam_server_id_header_value": "vault.test", "sts_region": "us-east-1" }),
         )
         .await;
     vault
-        .write(None, "auth/aws/role/cp", json!({ "auth_type": "iam", "bound_iam_principal_arn": [alice.arn], "token_policies": "issuer", "token_ttl": "15m" }))
+        .write("auth/aws/role/cp", json!({ "auth_type": "iam", "bound_iam_principal_arn": [alice.arn], "token_policies": "issuer", "token_ttl": "15m" }))
         .await;
     vault
-        .write(None, "auth/aws/role/any-user", json!({ "bound_iam_principal_arn": format!("arn:aws:iam::{ACCOUNT_ID}:user/*"), "token_policies": ["reader"] }))
+        .write("auth/aws/role/any-user", json!({ "bound_iam_principal_arn": format!("arn:aws:iam::{ACCOUNT_ID}:user/*"), "token_policies": ["reader"] }))
         .await;
     let c = Client::new(&vault, None);
     let server_id = [("x-vault-aws-iam-server-id", "vault.test")];

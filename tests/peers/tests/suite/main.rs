@@ -117,11 +117,10 @@ pub(crate) fn err(v: &Value) -> String {
 pub(crate) async fn vault_with_pki(ca_ttl: &str) -> VaultServer {
     let vault = VaultServer::start(VaultOptions::default()).await;
     vault
-        .write(None, "sys/mounts/pki", json!({ "type": "pki" }))
+        .write("sys/mounts/pki", json!({ "type": "pki" }))
         .await;
     vault
         .write(
-            None,
             "pki/root/generate/internal",
             json!({ "common_name": "meshca test root", "ttl": ca_ttl, "key_type": "ec" }),
         )
