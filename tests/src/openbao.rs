@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use backend_vault::VaultCa;
-use ca_core::{CertificateAuthority, Error, MeshName};
+use ca_core::Error;
 use serde_json::{json, Value};
 
-use crate::vault::{self, Auth, Role, ROLE};
-use crate::Fixture;
+use crate::vault::{self, Auth, Role, VaultApiPeer, VaultFixture, ROLE};
 
 /// The root token of every dev server.
 pub const ROOT_TOKEN: &str = "meshca-root";
@@ -438,50 +437,10 @@ impl Peer {
     }
 }
 
-/// The vault backend against OpenBao in the conformance suite.
-#[derive(Debug)]
-pub struct OpenBaoFixture {
-    auth: Auth,
-    role: Role,
-    peer: tokio::sync::OnceCell<Arc<Peer>>,
-}
-
-impl OpenBaoFixture {
-    /// `auth` with the `issue` endpoint and a role of `key_type`.
-    pub fn issue(auth: Auth, key_type: &'static str) -> Self {
-        Self {
-            auth,
-            role: Role {
-                mode: "issue",
-                key_type,
-                allowed_uri_sans: None,
-            },
-            peer: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    /// `auth` with `fromCp.mode: sign` (a role with `key_type=any`).
-    pub fn sign(auth: Auth) -> Self {
-        Self {
-            auth,
-            role: Role {
-                mode: "sign",
-                key_type: "any",
-                allowed_uri_sans: None,
-            },
-            peer: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    async fn peer(&self) -> &Arc<Peer> {
-        self.peer.get_or_init(|| Peer::start(self.auth)).await
-    }
-}
-
 #[async_trait]
-impl Fixture for OpenBaoFixture {
-    fn name(&self) -> &'static str {
-        match (self.auth, self.role.mode) {
+impl VaultApiPeer for Peer {
+    fn fixture_name(auth: Auth, mode: &str) -> &'static str {
+        match (auth, mode) {
             (Auth::Token, "issue") => "openbao (token, issue)",
             (Auth::Token, _) => "openbao (token, sign)",
             (Auth::Cert, "issue") => "openbao (cert, issue)",
@@ -489,49 +448,22 @@ impl Fixture for OpenBaoFixture {
             (Auth::Aws, _) => "openbao (aws)",
         }
     }
-
-    async fn backend(&self, mesh: &MeshName, lifetime: Duration) -> Arc<dyn CertificateAuthority> {
-        let peer = self.peer().await;
-        peer.mount(mesh.as_str(), self.role).await;
-        let auth = peer.auth_yaml(self.auth).await;
-        let yaml = peer.mesh_yaml(mesh.as_str(), self.role.mode, &auth, "");
-        Arc::new(peer.build(&yaml, lifetime).await.unwrap())
+    async fn start(auth: Auth) -> Arc<Self> {
+        Peer::start(auth).await
     }
-
-    async fn broken(
-        &self,
-        mesh: &MeshName,
-    ) -> (Result<Arc<dyn CertificateAuthority>, Error>, &'static str) {
-        // A role that does not allow this mesh's SPIFFE IDs: OpenBao refuses, and the message
-        // says how to fix the role.
-        let peer = self.peer().await;
-        let broken = format!("broken-{}", mesh.as_str());
-        peer.mount(
-            &broken,
-            Role {
-                allowed_uri_sans: Some("spiffe://elsewhere/*"),
-                ..self.role
-            },
-        )
-        .await;
-        let auth = peer.auth_yaml(self.auth).await;
-        let yaml = peer.mesh_yaml(&broken, self.role.mode, &auth, "").replace(
-            &format!("name: {broken}\n"),
-            &format!("name: {}\n", mesh.as_str()),
-        );
-        let ca = peer
-            .build(&yaml, Duration::from_secs(3600))
-            .await
-            .map(|c| Arc::new(c) as Arc<dyn CertificateAuthority>);
-        (ca, "allowed_uri_sans")
+    async fn mount(&self, mesh: &str, role: Role) {
+        Peer::mount(self, mesh, role).await;
     }
-
-    fn accepts_csrs(&self) -> bool {
-        self.role.mode == "sign"
+    async fn auth_yaml(&self, auth: Auth) -> String {
+        Peer::auth_yaml(self, auth).await
     }
-
-    fn backdate(&self) -> Duration {
-        // The role's not_before_duration (30 s by default, as Vault's).
-        Duration::from_secs(30)
+    fn mesh_yaml(&self, mesh: &str, mode: &str, auth_yaml: &str, extra: &str) -> String {
+        Peer::mesh_yaml(self, mesh, mode, auth_yaml, extra)
+    }
+    async fn build(&self, yaml: &str, lifetime: Duration) -> Result<VaultCa, Error> {
+        Peer::build(self, yaml, lifetime).await
     }
 }
+
+/// The vault backend against OpenBao in the conformance suite.
+pub type OpenBaoFixture = VaultFixture<Peer>;

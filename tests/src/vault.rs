@@ -324,15 +324,66 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     ca_core::error_chain(e)
 }
 
-/// The vault backend in the conformance suite.
-#[derive(Debug)]
-pub struct Vault {
-    auth: Auth,
-    role: Role,
-    peer: tokio::sync::OnceCell<Arc<Peer>>,
+/// A server that speaks Vault's API to the conformance fixture: the hand-written test server
+/// ([`Peer`]) or real OpenBao ([`crate::openbao::Peer`]). Both set up the same mounts, roles, auth
+/// blocks and Mesh YAML, so one fixture serves both.
+#[async_trait]
+pub trait VaultApiPeer: std::fmt::Debug + Send + Sync + 'static {
+    /// The fixture's name for `auth` and the role's `mode`.
+    fn fixture_name(auth: Auth, mode: &str) -> &'static str;
+    /// A server with `auth` set up.
+    async fn start(auth: Auth) -> Arc<Self>;
+    /// A PKI mount named after `mesh` with `role`.
+    async fn mount(&self, mesh: &str, role: Role);
+    /// The `fromCp.auth` block of `auth`.
+    async fn auth_yaml(&self, auth: Auth) -> String;
+    /// A Mesh whose enabled backend is this server's mount for `mesh`.
+    fn mesh_yaml(&self, mesh: &str, mode: &str, auth_yaml: &str, extra: &str) -> String;
+    /// The backend of `yaml`'s enabled backend.
+    async fn build(&self, yaml: &str, lifetime: Duration) -> Result<VaultCa, Error>;
 }
 
-impl Vault {
+#[async_trait]
+impl VaultApiPeer for Peer {
+    fn fixture_name(auth: Auth, mode: &str) -> &'static str {
+        match (auth, mode) {
+            (Auth::Token, "issue") => "vault (token, issue)",
+            (Auth::Token, _) => "vault (token, sign)",
+            (Auth::Cert, "issue") => "vault (cert, issue)",
+            (Auth::Cert, _) => "vault (cert, sign)",
+            (Auth::Aws, "issue") => "vault (aws, issue)",
+            (Auth::Aws, _) => "vault (aws, sign)",
+        }
+    }
+    async fn start(auth: Auth) -> Arc<Self> {
+        Peer::start(auth).await
+    }
+    async fn mount(&self, mesh: &str, role: Role) {
+        Peer::mount(self, mesh, role).await;
+    }
+    async fn auth_yaml(&self, auth: Auth) -> String {
+        Peer::auth_yaml(self, auth).await
+    }
+    fn mesh_yaml(&self, mesh: &str, mode: &str, auth_yaml: &str, extra: &str) -> String {
+        Peer::mesh_yaml(self, mesh, mode, auth_yaml, extra)
+    }
+    async fn build(&self, yaml: &str, lifetime: Duration) -> Result<VaultCa, Error> {
+        Peer::build(self, yaml, lifetime).await
+    }
+}
+
+/// The vault backend in the conformance suite, against the peer `P`.
+#[derive(Debug)]
+pub struct VaultFixture<P> {
+    auth: Auth,
+    role: Role,
+    peer: tokio::sync::OnceCell<Arc<P>>,
+}
+
+/// The vault backend against the hand-written Vault API test server.
+pub type Vault = VaultFixture<Peer>;
+
+impl<P: VaultApiPeer> VaultFixture<P> {
     /// `auth` with Vault's `issue` endpoint and a role of `key_type`.
     pub fn issue(auth: Auth, key_type: &'static str) -> Self {
         Self {
@@ -359,22 +410,15 @@ impl Vault {
         }
     }
 
-    async fn peer(&self) -> &Arc<Peer> {
-        self.peer.get_or_init(|| Peer::start(self.auth)).await
+    async fn peer(&self) -> &Arc<P> {
+        self.peer.get_or_init(|| P::start(self.auth)).await
     }
 }
 
 #[async_trait]
-impl Fixture for Vault {
+impl<P: VaultApiPeer> Fixture for VaultFixture<P> {
     fn name(&self) -> &'static str {
-        match (self.auth, self.role.mode) {
-            (Auth::Token, "issue") => "vault (token, issue)",
-            (Auth::Token, _) => "vault (token, sign)",
-            (Auth::Cert, "issue") => "vault (cert, issue)",
-            (Auth::Cert, _) => "vault (cert, sign)",
-            (Auth::Aws, "issue") => "vault (aws, issue)",
-            (Auth::Aws, _) => "vault (aws, sign)",
-        }
+        P::fixture_name(self.auth, self.role.mode)
     }
 
     async fn backend(&self, mesh: &MeshName, lifetime: Duration) -> Arc<dyn CertificateAuthority> {
@@ -389,8 +433,8 @@ impl Fixture for Vault {
         &self,
         mesh: &MeshName,
     ) -> (Result<Arc<dyn CertificateAuthority>, Error>, &'static str) {
-        // A role that does not allow this mesh's SPIFFE IDs: Vault refuses, and the message
-        // says how to fix the role.
+        // A role that does not allow this mesh's SPIFFE IDs: the server refuses, and the
+        // message says how to fix the role.
         let peer = self.peer().await;
         let broken = format!("broken-{}", mesh.as_str());
         peer.mount(
@@ -418,7 +462,7 @@ impl Fixture for Vault {
     }
 
     fn backdate(&self) -> Duration {
-        // Vault's default not_before_duration.
+        // The role's not_before_duration (30 s by default, as Vault's and OpenBao's).
         Duration::from_secs(30)
     }
 }
