@@ -175,19 +175,19 @@ impl Auth {
         Ok(Some(token))
     }
 
-    /// Drops the current token (Vault refused it): the next call logs in again. A configured
-    /// token is kept: there is nothing else to use.
+    /// Drops the current lease (Vault refused its token): the next call logs in again, or, for
+    /// a configured token, looks it up again, which tells a token that has ended from a policy
+    /// that refuses the path.
     pub(crate) fn forget(&self) {
-        if !matches!(self.login, Login::Token(_)) {
-            if let Ok(mut c) = self.current.lock() {
-                *c = None;
-            }
+        if let Ok(mut c) = self.current.lock() {
+            *c = None;
         }
     }
 
-    /// Whether a refused token can be replaced by logging in again.
-    pub(crate) fn relogin_possible(&self) -> bool {
-        matches!(self.login, Login::Cert | Login::Aws(_))
+    /// Whether a refused call is worth one more try after [`forget`](Self::forget): a new
+    /// login, or a configured token looked up again (an agent's token is not ours to check).
+    pub(crate) fn retry_after_refusal(&self) -> bool {
+        !matches!(self.login, Login::Agent)
     }
 
     /// Whether the token will stop working, and when.

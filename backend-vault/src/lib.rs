@@ -266,7 +266,11 @@ impl VaultCa {
                 .call(method.clone(), path, token.as_ref(), body, timeout, raw)
                 .await
             {
-                Err(e) if errors::is_forbidden(&e) && !relogged && self.auth.relogin_possible() => {
+                // Refused: log in again, or look a configured token up again (a token that
+                // ended is then reported as such, not as a policy that denies the path).
+                Err(e)
+                    if errors::is_forbidden(&e) && !relogged && self.auth.retry_after_refusal() =>
+                {
                     self.auth.forget();
                     relogged = true;
                 }
