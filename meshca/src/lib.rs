@@ -94,7 +94,11 @@ pub fn local_sources() -> SourcePolicy {
 #[cfg(feature = "aws-secrets-manager")]
 pub use meshca_aws;
 
-/// The README's Rust code runs as doc tests, so its library example cannot drift from the API.
+/// The README's Rust code runs as doc tests, so an example added there cannot drift from the API.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The book's chapters with Rust code (`docs/src`), run as doc tests in the same way.
+#[cfg(doctest)]
+mod book;
