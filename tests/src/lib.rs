@@ -9,6 +9,7 @@ pub mod certmanager;
 pub mod fixtures;
 pub mod openbao;
 pub mod vault;
+pub mod vault_api;
 
 pub use meshca_conformance::{checks, conformance_suite, tls, Fixture};
 

@@ -1,6 +1,6 @@
 //! The conformance suite, once per backend. A new backend adds one line here (acmpca's is in
 //! `acmpca.rs`, next to its other moto tests; vault's token and cert suites run against real
-//! OpenBao in `openbao.rs`, only aws auth, which OpenBao lacks, against the hand-written server).
+//! OpenBao in `openbao.rs`, only aws auth, which OpenBao lacks, against OpenBao behind the front).
 
 use meshca_tests::fixtures::{Builtin, Provided};
 use meshca_tests::vault::{Auth, Vault};

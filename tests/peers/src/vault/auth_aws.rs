@@ -2,7 +2,8 @@
 //! checks the signed `sts:GetCallerIdentity` request, replays it to the configured STS
 //! endpoint (moto in tests) and binds the returned ARN to the role
 //! (`builtin/credential/aws/path_login.go`: `pathLoginUpdateIam`,
-//! `validateVaultHeaderValue`, `submitCallerIdentityRequest`, `parseIamArn`).
+//! `validateVaultHeaderValue`, `submitCallerIdentityRequest`, `parseIamArn`). The token is
+//! the upstream's: [`Grant`] says what to mint.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -59,19 +60,18 @@ pub(crate) fn admin(
                 if body.get("iam_server_id_header_value").is_some() {
                     m.server_id = util::string_field(body, "iam_server_id_header_value");
                 }
-                Ok(Reply::Empty)
+                Ok(Reply::empty())
             }
             Op::Read => Ok(envelope(
                 json!({ "sts_endpoint": m.sts_endpoint, "sts_region": m.sts_region,
                         "iam_server_id_header_value": m.server_id }),
-                vec![],
             )),
             Op::Delete => {
                 *m = AwsMount {
                     roles: std::mem::take(&mut m.roles),
                     ..Default::default()
                 };
-                Ok(Reply::Empty)
+                Ok(Reply::empty())
             }
             Op::List => Err(VaultError::unsupported()),
         };
@@ -79,10 +79,10 @@ pub(crate) fn admin(
     if (sub == "roles" || sub == "role") && op == Op::List {
         let mut keys: Vec<&String> = m.roles.keys().collect();
         keys.sort();
-        return Ok(envelope(json!({ "keys": keys }), vec![]));
+        return Ok(envelope(json!({ "keys": keys })));
     }
     let Some(name) = sub.strip_prefix("role/") else {
-        return Err(VaultError::new(404, ""));
+        return Err(VaultError::no_route(sub));
     };
     let name = name.to_lowercase();
     match op {
@@ -114,7 +114,7 @@ pub(crate) fn admin(
                     role_id: util::uuid(),
                 },
             );
-            Ok(Reply::Empty)
+            Ok(Reply::empty())
         }
         Op::Read => m
             .roles
@@ -125,7 +125,6 @@ pub(crate) fn admin(
                             "token_policies": r.policies, "policies": r.policies,
                             "token_ttl": r.ttl, "token_max_ttl": r.max_ttl, "role_id": r.role_id,
                             "resolve_aws_unique_ids": false }),
-                    vec![],
                 )
             })
             .ok_or_else(|| VaultError {
@@ -134,7 +133,7 @@ pub(crate) fn admin(
             }),
         Op::Delete => {
             m.roles.remove(&name);
-            Ok(Reply::Empty)
+            Ok(Reply::empty())
         }
         Op::List => Err(VaultError::unsupported()),
     }
@@ -430,12 +429,23 @@ fn parse_arn(arn: &str) -> Result<(String, String, String, String), String> {
     ))
 }
 
-/// Binds the STS identity to the role: returns (policies, ttl, max_ttl, metadata, display).
-pub(crate) fn finish(
-    m: &AwsMount,
-    p: &Prepared,
-    id: &Identity,
-) -> Result<(Vec<String>, u64, u64, Value, String), VaultError> {
+/// What a successful login grants: the token to mint upstream.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    /// The role's policies.
+    pub(crate) policies: Vec<String>,
+    /// The role's `token_ttl` in seconds (0: the upstream's default).
+    pub(crate) ttl: u64,
+    /// The role's `token_max_ttl` in seconds (0: none).
+    pub(crate) max_ttl: u64,
+    /// Vault's login metadata (`client_arn`, `account_id`…), all strings.
+    pub(crate) meta: Value,
+    /// The principal's friendly name.
+    pub(crate) display: String,
+}
+
+/// Binds the STS identity to the role.
+pub(crate) fn finish(m: &AwsMount, p: &Prepared, id: &Identity) -> Result<Grant, VaultError> {
     let (partition, account, kind, friendly) =
         parse_arn(&id.arn).map_err(|e| bad(format!("error parsing arn {:?}: {e}", id.arn)))?;
     let role_name = if p.role.is_empty() {
@@ -481,13 +491,13 @@ pub(crate) fn finish(
         "account_id": if account.is_empty() { id.account.clone() } else { account },
         "role_id": role.role_id,
     });
-    Ok((
-        role.policies.clone(),
-        role.ttl,
-        role.max_ttl,
+    Ok(Grant {
+        policies: role.policies.clone(),
+        ttl: role.ttl,
+        max_ttl: role.max_ttl,
         meta,
-        friendly,
-    ))
+        display: friendly,
+    })
 }
 
 #[cfg(test)]

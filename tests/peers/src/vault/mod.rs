@@ -1,16 +1,21 @@
-//! A Vault HTTP API test server (`/v1/…`) for what real OpenBao cannot do in the tests: `aws`
-//! (IAM) auth, which is not among OpenBao's built-in auth methods, and injected faults (sealed,
-//! 5xx/429 answers, connection resets, a stopped server). Everything else (token and cert
-//! auth, ACL policies, namespaces, PKI role rules) is tested against OpenBao itself
-//! (`meshca-tests`' `openbao` module). It follows the Vault API field by field for what meshca
-//! uses: PKI (`issue`, `sign`, CA reads), token create/lookup-self/renew-self, aws login, seal
-//! state; every valid token may call every path (no ACL). It serves real TLS (rustls on
-//! aws-lc-rs) with its own test CA.
+//! [`VaultFront`]: a hand-written front for a real Vault API server (OpenBao in the suites,
+//! [`crate::openbao::OpenBao`]) that adds only what OpenBao cannot do here:
+//!
+//! - `aws` (IAM) auth, which is not among OpenBao's built-in auth methods: `sys/auth/<path>`
+//!   with `type: aws`, its `config/client` and `role/<name>`, and `login`, which checks the
+//!   signed `sts:GetCallerIdentity` request as Vault does, replays it to STS (moto) and mints
+//!   an OpenBao token of the role's policies (`auth/token/create` with the root token);
+//! - injected faults: sealed answers, the next n requests failing with a status, connections
+//!   reset before the handshake, and the server stopped and started again;
+//! - a log of every request that reached it.
+//!
+//! Every other request (PKI, tokens, ACL policies, namespaces) is forwarded to the upstream
+//! as it came, and its answer returned as it went: the front has no PKI or tokens of its own.
+//! It serves TLS (rustls on aws-lc-rs) with its own test CA.
 
 mod auth_aws;
-mod pki;
+mod forward;
 mod server;
-mod tokens;
 mod util;
 
 use std::collections::HashMap;
@@ -18,13 +23,24 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub use server::RequestLog;
 
-/// Options for [`VaultServer::start`].
+/// The Vault API server behind a [`VaultFront`].
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `https://127.0.0.1:PORT`.
+    pub address: String,
+    /// PEM of the CA of its TLS certificate.
+    pub ca_pem: String,
+    /// A root token (the front's own writes and the tokens aws logins mint).
+    pub root_token: String,
+}
+
+/// Options for [`VaultFront::start`].
 #[derive(Debug, Default, Clone)]
-pub struct VaultOptions {
+pub struct FrontOptions {
     /// STS endpoint (a [`crate::moto::Moto`] endpoint) that `auth/aws/login` replays
     /// signed `GetCallerIdentity` requests to, unless `auth/aws/config/client` sets one.
     pub sts_endpoint: Option<String>,
@@ -51,10 +67,6 @@ impl VaultError {
     pub(crate) fn bad_request(msg: impl Into<String>) -> Self {
         Self::new(400, msg)
     }
-    /// 403 for missing/invalid/expired tokens (`logical.ErrPermissionDenied`).
-    pub(crate) fn permission_denied() -> Self {
-        Self::new(403, "permission denied")
-    }
     /// 404 for unknown routes (`no handler for route`).
     pub(crate) fn no_route(path: &str) -> Self {
         Self::new(
@@ -73,39 +85,29 @@ pub(crate) fn bad<S: Into<String>>(msg: S) -> VaultError {
     VaultError::bad_request(msg)
 }
 
-/// The server's state.
-#[derive(Debug, Default)]
-pub(crate) struct Core {
-    /// Secret mounts by path (only `pki`).
-    pub(crate) mounts: HashMap<String, pki::Pki>,
-    /// `aws` auth mounts by path (`token` is implicit).
-    pub(crate) auth: HashMap<String, auth_aws::AwsMount>,
-    /// Tokens by id.
-    pub(crate) tokens: HashMap<String, tokens::Token>,
-}
-
 /// State shared by the server task and the test-side handle.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    core: Mutex<Core>,
+    /// `aws` auth mounts by path.
+    aws: Mutex<HashMap<String, auth_aws::AwsMount>>,
+    upstream: forward::Upstream,
     sealed: AtomicBool,
     fail: Mutex<(usize, u16)>,
     resets: AtomicUsize,
     log: Mutex<Vec<RequestLog>>,
-    root_token: String,
     sts_endpoint: Option<String>,
 }
 
 impl Shared {
-    /// Locks the core state (a poisoned lock is recovered: tests panic elsewhere).
-    pub(crate) fn core(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    /// Locks the aws mounts (a poisoned lock is recovered: tests panic elsewhere).
+    pub(crate) fn aws(&self) -> MutexGuard<'_, HashMap<String, auth_aws::AwsMount>> {
+        self.aws.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// A running Vault test server; the server task is aborted on drop.
+/// A running front; the server task is aborted on drop (the upstream is not the front's).
 #[derive(Debug)]
-pub struct VaultServer {
+pub struct VaultFront {
     shared: Arc<Shared>,
     addr: SocketAddr,
     ca_pem: String,
@@ -113,7 +115,7 @@ pub struct VaultServer {
     task: Mutex<Option<crate::ServerTask>>,
 }
 
-impl Drop for VaultServer {
+impl Drop for VaultFront {
     fn drop(&mut self) {
         if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
             t.abort();
@@ -121,37 +123,16 @@ impl Drop for VaultServer {
     }
 }
 
-impl VaultServer {
-    /// Starts the server on `127.0.0.1:<free port>` with a fresh TLS CA and a root token.
-    pub async fn start(opts: VaultOptions) -> VaultServer {
-        let root_token = format!("hvs.{}", util::random_id(24));
-        let mut core = Core::default();
-        core.tokens.insert(
-            root_token.clone(),
-            tokens::Token {
-                id: root_token.clone(),
-                accessor: util::random_id(24),
-                policies: vec!["root".into()],
-                creation_ttl: 0,
-                explicit_max_ttl: 0,
-                max_ttl: 0,
-                period: 0,
-                renewable: false,
-                issue_time: util::now_unix(),
-                expire_time: None,
-                path: "auth/token/root".into(),
-                display_name: "root".into(),
-                meta: None,
-                orphan: true,
-            },
-        );
+impl VaultFront {
+    /// Starts the front on `127.0.0.1:<free port>`, with a fresh TLS CA, before `upstream`.
+    pub async fn start(upstream: Upstream, opts: FrontOptions) -> VaultFront {
         let shared = Arc::new(Shared {
-            core: Mutex::new(core),
+            aws: Mutex::new(HashMap::new()),
+            upstream: forward::Upstream::new(upstream),
             sealed: AtomicBool::new(false),
             fail: Mutex::new((0, 500)),
             resets: AtomicUsize::new(0),
             log: Mutex::new(Vec::new()),
-            root_token,
             sts_endpoint: opts.sts_endpoint,
         });
         let (tls, ca_pem) = server::new_tls();
@@ -159,7 +140,7 @@ impl VaultServer {
             .await
             .expect("bind 127.0.0.1:0");
         let (addr, task) = server::spawn(shared.clone(), tls.clone(), listener);
-        VaultServer {
+        VaultFront {
             shared,
             addr,
             ca_pem,
@@ -169,7 +150,7 @@ impl VaultServer {
     }
 
     /// Stops serving, as if the process were killed: the listener and every open connection
-    /// close. The state (mounts, tokens, keys) is kept for [`start_again`](Self::start_again).
+    /// close. The upstream and the aws mounts are kept for [`start_again`](Self::start_again).
     pub async fn stop(&self) {
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(t) = task {
@@ -191,19 +172,20 @@ impl VaultServer {
         format!("https://{}", self.addr)
     }
 
-    /// The only DNS name in the server certificate (`vault.test`); its only IP SAN is 127.0.0.1.
+    /// The only DNS name in the front's certificate (`vault.test`); its only IP SAN is
+    /// 127.0.0.1.
     pub fn server_name(&self) -> &'static str {
         server::SERVER_NAME
     }
 
-    /// PEM of the CA that signed the server's TLS certificate.
+    /// PEM of the CA that signed the front's TLS certificate.
     pub fn tls_ca_pem(&self) -> String {
         self.ca_pem.clone()
     }
 
-    /// The root token (root namespace, policy `root`, never expires).
+    /// The upstream's root token.
     pub fn root_token(&self) -> String {
-        self.shared.root_token.clone()
+        self.shared.upstream.root_token().to_owned()
     }
 
     /// Like `vault write` with the root token (in-process, not logged, no faults
@@ -212,21 +194,19 @@ impl VaultServer {
         let req = server::Req {
             method: http::Method::POST,
             path: path.trim_matches('/').to_string(),
-            token: Some(self.shared.root_token.clone()),
-            body,
-            list: false,
+            query: None,
+            token: Some(self.root_token()),
+            namespace: None,
+            body: body.to_string().into_bytes(),
         };
-        match server::handle(&self.shared, req).await {
-            Ok(server::Reply::Json(_, v)) => v,
-            Ok(server::Reply::Empty) => json!({}),
-            Ok(server::Reply::Raw(_, _, bytes)) => {
-                Value::String(String::from_utf8_lossy(&bytes).into_owned())
-            }
-            Err(e) => panic!(
-                "vault write {path} failed with {}: {:?}",
-                e.status, e.errors
-            ),
-        }
+        let reply = server::handle(&self.shared, req).await;
+        assert!(
+            (200..300).contains(&reply.status),
+            "vault write {path} failed with {}: {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        );
+        serde_json::from_slice(&reply.body).unwrap_or(Value::Null)
     }
 
     /// Seals or unseals: sealed answers 503 `Vault is sealed` except `sys/health`

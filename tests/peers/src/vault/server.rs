@@ -1,5 +1,5 @@
-//! The HTTPS listener (rustls), fault injection, request log, token checks and routing of
-//! `/v1/…` paths.
+//! The front's HTTPS listener (rustls), fault injection, request log, and routing: `aws`
+//! auth paths are answered here, everything else is forwarded to the upstream.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
 
-use super::{auth_aws, pki, tokens, util, Core, Shared, VaultError};
+use super::{auth_aws, util, Shared, VaultError};
 
 /// A request's operation (Vault's `logical.Operation`, `create` and `update` as one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,10 +30,10 @@ pub(crate) enum Op {
     List,
 }
 
-/// The DNS name in the server certificate.
+/// The DNS name in the front's certificate.
 pub(crate) const SERVER_NAME: &str = "vault.test";
 
-/// One API request as the server saw it.
+/// One API request as the front saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestLog {
     /// HTTP method (`GET`, `POST`, `LIST`…).
@@ -46,54 +46,87 @@ pub struct RequestLog {
 #[derive(Debug)]
 pub(crate) struct Req {
     pub(crate) method: Method,
+    /// Without `/v1/` and trailing `/`.
     pub(crate) path: String,
+    pub(crate) query: Option<String>,
     pub(crate) token: Option<String>,
-    pub(crate) body: Value,
-    pub(crate) list: bool,
+    pub(crate) namespace: Option<String>,
+    pub(crate) body: Vec<u8>,
 }
 
-/// A successful answer.
+impl Req {
+    /// The operation (`list=true` on a GET is a list).
+    fn op(&self) -> Result<Op, VaultError> {
+        let list = self
+            .query
+            .as_deref()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "list=true"));
+        Ok(match self.method.as_str() {
+            "GET" | "HEAD" if list => Op::List,
+            "GET" | "HEAD" => Op::Read,
+            "LIST" => Op::List,
+            "POST" | "PUT" | "PATCH" => Op::Write,
+            "DELETE" => Op::Delete,
+            _ => return Err(VaultError::unsupported()),
+        })
+    }
+
+    /// The body as JSON (`{}` when empty).
+    fn json(&self) -> Result<Value, VaultError> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(json!({}));
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| VaultError::bad_request(format!("failed to parse JSON input: {e}")))
+    }
+}
+
+/// An answer: status, content type and body.
 #[derive(Debug)]
-pub(crate) enum Reply {
-    /// JSON with a status.
-    Json(u16, Value),
-    /// Raw bytes with a content type.
-    Raw(u16, &'static str, Vec<u8>),
-    /// 204.
-    Empty,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) content_type: Option<String>,
+    pub(crate) body: Vec<u8>,
 }
 
-/// Vault's response envelope around `data` (with optional warnings).
-pub(crate) fn envelope(data: Value, warnings: Vec<String>) -> Reply {
-    Reply::Json(
+impl Reply {
+    /// JSON with a status.
+    pub(crate) fn json(status: u16, v: &Value) -> Reply {
+        Reply {
+            status,
+            content_type: Some("application/json".into()),
+            body: v.to_string().into_bytes(),
+        }
+    }
+    /// 204.
+    pub(crate) fn empty() -> Reply {
+        Reply {
+            status: 204,
+            content_type: None,
+            body: Vec::new(),
+        }
+    }
+}
+
+impl From<VaultError> for Reply {
+    fn from(e: VaultError) -> Reply {
+        Reply::json(e.status, &json!({ "errors": e.errors }))
+    }
+}
+
+/// Vault's response envelope around `data`.
+pub(crate) fn envelope(data: Value) -> Reply {
+    Reply::json(
         200,
-        json!({
+        &json!({
             "request_id": util::uuid(),
             "lease_id": "",
             "renewable": false,
             "lease_duration": 0,
             "data": data,
             "wrap_info": null,
-            "warnings": if warnings.is_empty() { Value::Null } else { json!(warnings) },
+            "warnings": null,
             "auth": null,
-            "mount_type": "",
-        }),
-    )
-}
-
-/// Envelope for an `auth` block.
-pub(crate) fn auth_envelope(auth: Value, warnings: Vec<String>) -> Reply {
-    Reply::Json(
-        200,
-        json!({
-            "request_id": util::uuid(),
-            "lease_id": "",
-            "renewable": false,
-            "lease_duration": 0,
-            "data": null,
-            "wrap_info": null,
-            "warnings": if warnings.is_empty() { Value::Null } else { json!(warnings) },
-            "auth": auth,
             "mount_type": "",
         }),
     )
@@ -142,7 +175,6 @@ fn tls_config() -> (rustls::ServerConfig, String) {
     (config, ca_cert.pem())
 }
 
-/// Binds 127.0.0.1:0 and serves until aborted.
 /// The TLS configuration of a new server (its own CA) and the CA's PEM.
 pub(crate) fn new_tls() -> (Arc<rustls::ServerConfig>, String) {
     let (config, ca_pem) = tls_config();
@@ -187,22 +219,7 @@ pub(crate) fn spawn(
     (addr, task)
 }
 
-fn error_response(e: &VaultError) -> Response<Full<Bytes>> {
-    json_response(e.status, &json!({ "errors": e.errors }))
-}
-
-fn json_response(status: u16, v: &Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header("content-type", "application/json")
-        .header("cache-control", "no-store")
-        .body(Full::new(Bytes::from(v.to_string())))
-        .expect("response")
-}
-
 async fn serve(shared: Arc<Shared>, req: http::Request<Incoming>) -> Response<Full<Bytes>> {
-    let method = req.method().clone();
-    let uri = req.uri().clone();
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -212,330 +229,162 @@ async fn serve(shared: Arc<Shared>, req: http::Request<Incoming>) -> Response<Fu
     let token = header("x-vault-token").or_else(|| {
         header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
     });
-    let Some(path) = uri.path().strip_prefix("/v1/") else {
-        return error_response(&VaultError::new(404, "404 page not found"));
+    let namespace = header("x-vault-namespace");
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let reply = match uri.path().strip_prefix("/v1/") {
+        None => VaultError::new(404, "404 page not found").into(),
+        Some(path) => {
+            let path = path.trim_end_matches('/').to_string();
+            match Limited::new(req.into_body(), 4 << 20).collect().await {
+                Err(_) => VaultError::bad_request("failed to read request body").into(),
+                Ok(body) => {
+                    let req = Req {
+                        method,
+                        path,
+                        query: uri.query().map(str::to_string),
+                        token,
+                        namespace,
+                        body: body.to_bytes().to_vec(),
+                    };
+                    logged(&shared, req).await
+                }
+            }
+        }
     };
-    let path = path.trim_end_matches('/').to_string();
+    let mut resp = Response::builder()
+        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY))
+        .header("cache-control", "no-store");
+    if let Some(ct) = &reply.content_type {
+        resp = resp.header("content-type", ct.as_str());
+    }
+    resp.body(Full::new(Bytes::from(reply.body)))
+        .expect("response")
+}
+
+/// A request over the wire: logged, then failed if a failure was injected, then handled.
+async fn logged(shared: &Shared, req: Req) -> Reply {
     shared
         .log
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(RequestLog {
-            method: method.to_string(),
-            path: path.clone(),
+            method: req.method.to_string(),
+            path: req.path.clone(),
         });
     {
         let mut fail = shared.fail.lock().unwrap_or_else(|e| e.into_inner());
         if fail.0 > 0 {
             fail.0 -= 1;
-            return error_response(&VaultError::new(fail.1, "injected"));
+            return VaultError::new(fail.1, "injected").into();
         }
     }
-    let list = method.as_str() == "LIST"
-        || uri
-            .query()
-            .is_some_and(|q| q.split('&').any(|kv| kv == "list=true"));
-    let body = match Limited::new(req.into_body(), 4 << 20).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return error_response(&VaultError::bad_request("failed to read request body")),
-    };
-    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => {
-                return error_response(&VaultError::bad_request(format!(
-                    "failed to parse JSON input: {e}"
-                )))
-            }
-        }
-    };
-    let req = Req {
-        method,
-        path,
-        token,
-        body,
-        list,
-    };
-    match handle(&shared, req).await {
-        Ok(Reply::Json(status, v)) => json_response(status, &v),
-        Ok(Reply::Raw(status, ct, bytes)) => Response::builder()
-            .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
-            .header("content-type", ct)
-            .body(Full::new(Bytes::from(bytes)))
-            .expect("response"),
-        Ok(Reply::Empty) => Response::builder()
-            .status(StatusCode::NO_CONTENT)
-            .body(Full::new(Bytes::new()))
-            .expect("response"),
-        Err(e) => error_response(&e),
-    }
+    handle(shared, req).await
 }
 
-fn health(shared: &Shared) -> Value {
+/// Handles one request (over the wire or from [`super::VaultFront::write`]): the seal state,
+/// then `aws` auth here, everything else upstream.
+pub(crate) async fn handle(shared: &Shared, req: Req) -> Reply {
     let sealed = shared.sealed.load(Ordering::SeqCst);
-    json!({
-        "initialized": true,
-        "sealed": sealed,
-        "standby": false,
-        "performance_standby": false,
-        "replication_performance_mode": "disabled",
-        "replication_dr_mode": "disabled",
-        "server_time_utc": util::now_unix(),
-        "version": "1.17.0",
-        "enterprise": false,
-        "cluster_name": "vault-cluster-meshca-peers",
-        "cluster_id": "00000000-0000-0000-0000-000000000000",
-    })
-}
-
-fn op_of(req: &Req) -> Result<Op, VaultError> {
-    Ok(match req.method.as_str() {
-        "GET" | "HEAD" if req.list => Op::List,
-        "GET" | "HEAD" => Op::Read,
-        "LIST" => Op::List,
-        "POST" | "PUT" | "PATCH" => Op::Write,
-        "DELETE" => Op::Delete,
-        _ => return Err(VaultError::unsupported()),
-    })
-}
-
-/// Whether the path is a login endpoint (no token needed).
-fn is_login(path: &str) -> bool {
-    path.starts_with("auth/") && path.ends_with("/login") && !path.starts_with("auth/token/")
-}
-
-/// The token of a request: known and not expired (every token may call every path).
-fn authenticate(shared: &Shared, req: &Req) -> Result<tokens::Token, VaultError> {
-    let token_id = req
-        .token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(VaultError::permission_denied)?;
-    shared
-        .core()
-        .tokens
-        .get(token_id)
-        .filter(|t| !t.expired())
-        .cloned()
-        .ok_or_else(VaultError::permission_denied)
-}
-
-/// Handles one request (over the wire or from [`super::VaultServer::write`]).
-pub(crate) async fn handle(shared: &Shared, req: Req) -> Result<Reply, VaultError> {
-    let path = req.path.as_str();
-    if path == "sys/health" {
-        let body = health(shared);
-        let status = if shared.sealed.load(Ordering::SeqCst) {
-            503
-        } else {
-            200
-        };
-        return Ok(Reply::Json(status, body));
-    }
-    if path == "sys/seal-status" {
-        let sealed = shared.sealed.load(Ordering::SeqCst);
-        return Ok(Reply::Json(
-            200,
-            json!({
-                "type": "shamir", "initialized": true, "sealed": sealed, "t": 1, "n": 1,
-                "progress": 0, "nonce": "", "version": "1.17.0", "build_date": "2024-06-10T10:11:34Z",
-                "migration": false, "recovery_seal": false, "storage_type": "inmem",
-            }),
-        ));
-    }
-    if shared.sealed.load(Ordering::SeqCst) {
-        return Err(VaultError::new(503, "Vault is sealed"));
-    }
-    let op = op_of(&req)?;
-    if is_login(path) {
-        return login(shared, &req).await;
-    }
-    let caller = if op == Op::Read && unauthenticated_pki(shared, &req) {
-        None
-    } else {
-        Some(authenticate(shared, &req)?)
-    };
-    let mut core = shared.core();
-    route(&mut core, &req, op, caller.as_ref())
-}
-
-/// PKI paths Vault serves without a token (`PathsSpecial.Unauthenticated` of the pki
-/// backend): the CA and chain reads and `cert/<serial>`.
-fn unauthenticated_pki(shared: &Shared, req: &Req) -> bool {
-    let core = shared.core();
-    let Some((_, sub)) = split_mount(&req.path, core.mounts.keys().map(String::as_str)) else {
-        return false;
-    };
-    matches!(
-        sub.as_str(),
-        "ca" | "ca/pem" | "ca_chain" | "crl" | "crl/pem"
-    ) || sub.starts_with("cert/")
-}
-
-fn route(
-    ns: &mut Core,
-    req: &Req,
-    op: Op,
-    caller: Option<&tokens::Token>,
-) -> Result<Reply, VaultError> {
-    let path = req.path.as_str();
-    let body = &req.body;
-    if let Some(mount) = path.strip_prefix("sys/mounts/") {
-        return match op {
-            Op::Write => {
-                let kind = util::string_field(body, "type");
-                if kind != "pki" {
-                    return Err(VaultError::bad_request(format!(
-                        "plugin not found in the catalog: {kind}"
-                    )));
-                }
-                if ns.mounts.contains_key(mount) {
-                    return Err(VaultError::bad_request(format!(
-                        "path is already in use at {mount}/"
-                    )));
-                }
-                ns.mounts.insert(mount.to_string(), pki::Pki::default());
-                Ok(Reply::Empty)
-            }
-            Op::Delete => {
-                ns.mounts.remove(mount);
-                Ok(Reply::Empty)
-            }
-            _ => Err(VaultError::unsupported()),
-        };
-    }
-    if let Some(mount) = path.strip_prefix("sys/auth/") {
-        return match op {
-            Op::Write => {
-                let kind = util::string_field(body, "type");
-                if kind != "aws" {
-                    return Err(VaultError::bad_request(format!(
-                        "plugin not found in the catalog: {kind}"
-                    )));
-                }
-                if ns.auth.contains_key(mount) || mount == "token" {
-                    return Err(VaultError::bad_request(format!(
-                        "path is already in use at auth/{mount}/"
-                    )));
-                }
-                ns.auth
-                    .insert(mount.to_string(), auth_aws::AwsMount::default());
-                Ok(Reply::Empty)
-            }
-            Op::Delete => {
-                ns.auth.remove(mount);
-                Ok(Reply::Empty)
-            }
-            _ => Err(VaultError::unsupported()),
-        };
-    }
-    if let Some(rest) = path.strip_prefix("auth/token/") {
-        let caller = caller.ok_or_else(VaultError::permission_denied)?;
-        return token_route(ns, rest, op, body, caller);
-    }
-    if let Some(rest) = path.strip_prefix("auth/") {
-        let (mount, sub) = split_mount(rest, ns.auth.keys().map(String::as_str))
-            .ok_or_else(|| VaultError::no_route(path))?;
-        return match ns.auth.get_mut(&mount) {
-            Some(m) => auth_aws::admin(m, &sub, op, body),
-            None => Err(VaultError::no_route(path)),
-        };
-    }
-    let (mount, sub) = split_mount(path, ns.mounts.keys().map(String::as_str))
-        .ok_or_else(|| VaultError::no_route(path))?;
-    let pki = ns
-        .mounts
-        .get_mut(&mount)
-        .ok_or_else(|| VaultError::no_route(path))?;
-    pki::route(pki, &sub, op, body).map_err(|e| {
-        if e.status == 404 && e.errors.first().is_some_and(|m| m.is_empty()) {
-            VaultError::no_route(path)
-        } else {
-            e
-        }
-    })
-}
-
-/// Splits `path` into (longest mount that prefixes it, rest).
-fn split_mount<'a>(path: &str, mounts: impl Iterator<Item = &'a str>) -> Option<(String, String)> {
-    mounts
-        .filter(|m| path == *m || path.starts_with(&format!("{m}/")))
-        .max_by_key(|m| m.len())
-        .map(|m| {
-            (
-                m.to_string(),
-                path[m.len()..].trim_start_matches('/').to_string(),
+    match req.path.as_str() {
+        "sys/health" if sealed => {
+            return Reply::json(
+                503,
+                &json!({ "initialized": true, "sealed": true, "standby": false }),
             )
-        })
-}
-
-fn token_route(
-    ns: &mut Core,
-    rest: &str,
-    op: Op,
-    body: &Value,
-    caller: &tokens::Token,
-) -> Result<Reply, VaultError> {
-    match (rest, op) {
-        ("create", Op::Write) => {
-            let v = tokens::create(ns, caller, body)?;
-            Ok(auth_envelope(v["auth"].clone(), vec![]))
         }
-        ("lookup-self", Op::Read | Op::Write) => {
-            let tok = ns.tokens.get(&caller.id).unwrap_or(caller).clone();
-            Ok(envelope(tokens::lookup(&tok), vec![]))
+        "sys/seal-status" if sealed => {
+            return Reply::json(
+                200,
+                &json!({ "type": "shamir", "initialized": true, "sealed": true, "t": 1, "n": 1, "progress": 0 }),
+            )
         }
-        ("renew-self", Op::Write) => {
-            let tok = ns
-                .tokens
-                .get_mut(&caller.id)
-                .ok_or_else(VaultError::permission_denied)?;
-            let (ttl, warnings) = tokens::renew(tok, body)?;
-            Ok(auth_envelope(tok.auth_block(ttl), warnings))
-        }
-        ("create" | "renew-self", _) => Err(VaultError::unsupported()),
-        _ => Err(VaultError::no_route(&format!("auth/token/{rest}"))),
+        _ if sealed => return VaultError::new(503, "Vault is sealed").into(),
+        _ => {}
+    }
+    match aws_route(shared, &req).await {
+        Some(Ok(reply)) => reply,
+        Some(Err(e)) => e.into(),
+        None => shared.upstream.forward(&req).await,
     }
 }
 
-async fn login(shared: &Shared, req: &Req) -> Result<Reply, VaultError> {
-    if op_of(req)? != Op::Write {
+/// The `aws` auth paths (root namespace only), or `None` for the upstream's.
+async fn aws_route(shared: &Shared, req: &Req) -> Option<Result<Reply, VaultError>> {
+    if req.namespace.as_deref().is_some_and(|n| !n.is_empty()) {
+        return None;
+    }
+    if let Some(mount) = req.path.strip_prefix("sys/auth/") {
+        let aws = req.json().ok().is_some_and(|b| b["type"] == "aws");
+        let known = shared.aws().contains_key(mount);
+        if !aws && !known {
+            return None;
+        }
+        return Some(enable(shared, req, mount));
+    }
+    let rest = req.path.strip_prefix("auth/")?;
+    let (mount, sub) = {
+        let aws = shared.aws();
+        let mount = aws
+            .keys()
+            .filter(|m| rest.starts_with(&format!("{m}/")))
+            .max_by_key(|m| m.len())?
+            .clone();
+        let sub = rest[mount.len() + 1..].to_string();
+        (mount, sub)
+    };
+    Some(aws_call(shared, req, &mount, &sub).await)
+}
+
+/// `sys/auth/<mount>` with `type: aws`: enables (or disables) an aws mount here.
+fn enable(shared: &Shared, req: &Req, mount: &str) -> Result<Reply, VaultError> {
+    let mut aws = shared.aws();
+    match req.op()? {
+        Op::Write if aws.contains_key(mount) => Err(VaultError::bad_request(format!(
+            "path is already in use at auth/{mount}/"
+        ))),
+        Op::Write => {
+            aws.insert(mount.to_string(), auth_aws::AwsMount::default());
+            Ok(Reply::empty())
+        }
+        Op::Delete => {
+            aws.remove(mount);
+            Ok(Reply::empty())
+        }
+        _ => Err(VaultError::unsupported()),
+    }
+}
+
+/// A call on an aws mount: `login` (STS, then a token minted upstream) or an admin path.
+async fn aws_call(shared: &Shared, req: &Req, mount: &str, sub: &str) -> Result<Reply, VaultError> {
+    let op = req.op()?;
+    let body = req.json()?;
+    if sub != "login" {
+        // Admin paths need a token the upstream knows (the front asks it).
+        shared.upstream.check_token(req.token.as_deref()).await?;
+        let mut aws = shared.aws();
+        let m = aws
+            .get_mut(mount)
+            .ok_or_else(|| VaultError::no_route(&req.path))?;
+        return auth_aws::admin(m, sub, op, &body);
+    }
+    if op != Op::Write {
         return Err(VaultError::unsupported());
     }
-    let rest = req
-        .path
-        .strip_prefix("auth/")
-        .and_then(|p| p.strip_suffix("/login"))
-        .unwrap_or_default()
-        .to_string();
     let prepared = {
-        let core = shared.core();
-        match core.auth.get(&rest) {
-            Some(m) => auth_aws::prepare(m, &req.body, shared.sts_endpoint.as_deref())?,
-            None => return Err(VaultError::no_route(&req.path)),
-        }
+        let aws = shared.aws();
+        let m = aws
+            .get(mount)
+            .ok_or_else(|| VaultError::no_route(&req.path))?;
+        auth_aws::prepare(m, &body, shared.sts_endpoint.as_deref())?
     };
     let identity = auth_aws::call_sts(&prepared).await?;
-    let mut core = shared.core();
-    let (policies, ttl, max_ttl, meta, display) = match core.auth.get(&rest) {
-        Some(m) => auth_aws::finish(m, &prepared, &identity)?,
-        None => return Err(VaultError::no_route(&req.path)),
+    let grant = {
+        let aws = shared.aws();
+        let m = aws
+            .get(mount)
+            .ok_or_else(|| VaultError::no_route(&req.path))?;
+        auth_aws::finish(m, &prepared, &identity)?
     };
-    let tok = tokens::mint(
-        &mut core,
-        tokens::NewToken {
-            policies,
-            ttl,
-            max_ttl,
-            renewable: true,
-            path: req.path.clone(),
-            display_name: display,
-            meta: Some(meta),
-            orphan: true,
-            ..Default::default()
-        },
-    );
-    Ok(auth_envelope(tok.auth_block(tok.creation_ttl), vec![]))
+    shared.upstream.mint(&grant).await
 }

@@ -1,11 +1,8 @@
-//! Shared helpers of the Vault test server: Vault's duration syntax, Go's duration
-//! rendering, random identifiers, list/string fields and a tiny DER reader.
+//! Helpers of the front's aws auth: Vault's duration syntax, list/string fields, request ids
+//! and go-glob matching.
 
 use rand::RngExt;
 use serde_json::Value;
-
-/// Vault's system default/max lease TTL (`768h`, 32 days) used for mounts and tokens.
-pub(crate) const SYSTEM_MAX_TTL: u64 = 768 * 3600;
 
 /// Parses a Vault duration (`parseutil.ParseDurationSecond`): a number of seconds
 /// (JSON number or digit string) or a Go-style duration with `d` allowed (`72h`, `1h30m`, `10d`).
@@ -62,21 +59,6 @@ pub(crate) fn parse_duration_str(s: &str) -> Result<u64, String> {
     Ok(total as u64)
 }
 
-/// Renders seconds like Go's `time.Duration.String()` (`1h0m0s`, `30m0s`, `45s`, `0s`).
-pub(crate) fn go_duration(secs: u64) -> String {
-    if secs == 0 {
-        return "0s".into();
-    }
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
 /// A Vault field given as a list or a comma-separated string (`TypeCommaStringSlice`).
 pub(crate) fn string_list(v: Option<&Value>) -> Vec<String> {
     match v {
@@ -108,23 +90,6 @@ pub(crate) fn string_field(body: &Value, key: &str) -> String {
     }
 }
 
-/// A boolean field accepting JSON booleans and Vault's string forms.
-pub(crate) fn bool_field(body: &Value, key: &str, default: bool) -> Result<bool, String> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
-            "1" | "t" | "true" => Ok(true),
-            "0" | "f" | "false" => Ok(false),
-            _ => Err(format!("error converting input {s} for field \"{key}\"")),
-        },
-        Some(Value::Number(n)) => Ok(n.as_u64() != Some(0)),
-        Some(other) => Err(format!(
-            "error converting input {other} for field \"{key}\""
-        )),
-    }
-}
-
 /// A duration field (absent = 0).
 pub(crate) fn duration_field(body: &Value, key: &str) -> Result<u64, String> {
     body.get(key)
@@ -144,16 +109,7 @@ pub(crate) fn duration_alias(body: &Value, keys: &[&str]) -> Result<u64, String>
     Ok(0)
 }
 
-/// Random alphanumeric string, the shape of Vault's token/accessor bodies.
-pub(crate) fn random_id(len: usize) -> String {
-    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect()
-}
-
-/// A random UUID-formatted string (request ids, issuer ids).
+/// A random UUID-formatted string (request ids, role ids).
 pub(crate) fn uuid() -> String {
     let b: [u8; 16] = rand::rng().random();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -191,25 +147,6 @@ pub(crate) fn glob_match(pattern: &str, subject: &str) -> bool {
     rest.ends_with(last) && rest.len() >= last.len()
 }
 
-/// Unix seconds now.
-pub(crate) fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// RFC 3339 rendering of unix seconds (UTC).
-pub(crate) fn rfc3339(unix: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,8 +157,6 @@ mod tests {
         assert_eq!(parse_duration_str("1h30m").unwrap(), 5400);
         assert_eq!(parse_duration_str("10d").unwrap(), 864000);
         assert_eq!(parse_duration_str("300").unwrap(), 300);
-        assert_eq!(go_duration(3600), "1h0m0s");
-        assert_eq!(go_duration(90), "1m30s");
     }
 
     #[test]

@@ -3,10 +3,10 @@
 
 use base64::Engine;
 use meshca_peers::moto::{sign_query, xml_value, SignedRequest, ACCOUNT_ID};
-use meshca_peers::{AwsKey, Moto, PodIdentityEndpoint, VaultOptions, VaultServer};
+use meshca_peers::{AwsKey, FrontOptions, Moto, PodIdentityEndpoint};
 use serde_json::{json, Value};
 
-use crate::{err, Client};
+use crate::{err, fronted, Client};
 
 const GCI: &str = "Action=GetCallerIdentity&Version=2011-06-15";
 
@@ -65,8 +65,8 @@ async fn moto_enforces_iam_and_vault_aws_login_replays_to_it() {
     assert_eq!(s, 403, "{body}");
     assert_eq!(xml_value(&body, "Code").unwrap(), "AccessDenied");
 
-    // Vault aws auth pointed at moto.
-    let vault = VaultServer::start(VaultOptions {
+    // Vault aws auth (the front's, before OpenBao) pointed at moto.
+    let vault = fronted(FrontOptions {
         sts_endpoint: Some(moto.endpoint()),
     })
     .await;

@@ -1,18 +1,18 @@
-//! The peers' own suite: the Vault test server against Vault's documented behaviour,
-//! moto's IAM enforcement, aws IAM login through moto, and the Pod Identity endpoint.
+//! The peers' own suite: the Vault front (before real OpenBao) against Vault's documented
+//! behaviour, moto's IAM enforcement, aws IAM login through moto, and the Pod Identity
+//! endpoint.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod aws;
 mod vault_auth;
-mod vault_pki;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use meshca_peers::{VaultOptions, VaultServer};
-use serde_json::{json, Value};
+use meshca_peers::{FrontOptions, OpenBao, VaultFront};
+use serde_json::Value;
 
-/// An HTTPS client for the Vault test server (trusting its CA, optional client cert).
+/// An HTTPS client for the front (trusting its CA, optional client cert).
 pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
@@ -22,12 +22,12 @@ pub(crate) struct Client {
 pub(crate) type ClientCert = (Vec<Vec<u8>>, Vec<u8>);
 
 impl Client {
-    pub(crate) fn new(vault: &VaultServer, client_cert: Option<ClientCert>) -> Client {
+    pub(crate) fn new(vault: &VaultFront, client_cert: Option<ClientCert>) -> Client {
         Self::with_base(vault, client_cert, vault.address())
     }
 
     pub(crate) fn with_base(
-        vault: &VaultServer,
+        vault: &VaultFront,
         client_cert: Option<ClientCert>,
         base: String,
     ) -> Client {
@@ -113,38 +113,26 @@ pub(crate) fn err(v: &Value) -> String {
     v["errors"][0].as_str().unwrap_or_default().to_string()
 }
 
-/// Starts a Vault with a `pki` mount, an EC root (CA TTL `ca_ttl`) and returns it.
-pub(crate) async fn vault_with_pki(ca_ttl: &str) -> VaultServer {
-    let vault = VaultServer::start(VaultOptions::default()).await;
-    vault
-        .write("sys/mounts/pki", json!({ "type": "pki" }))
-        .await;
-    vault
-        .write(
-            "pki/root/generate/internal",
-            json!({ "common_name": "meshca test root", "ttl": ca_ttl, "key_type": "ec" }),
-        )
-        .await;
-    vault
+/// OpenBao and the front before it (dropped together).
+pub(crate) struct Fronted {
+    /// The front the tests call.
+    pub(crate) front: VaultFront,
+    /// The real server behind it.
+    pub(crate) bao: OpenBao,
 }
 
-/// Polls `f` until it returns true (bounded by `deadline`).
-pub(crate) async fn eventually<F, Fut>(deadline: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = Instant::now() + deadline;
-    loop {
-        if f().await {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "condition not met within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+impl std::ops::Deref for Fronted {
+    type Target = VaultFront;
+    fn deref(&self) -> &VaultFront {
+        &self.front
     }
+}
+
+/// Starts OpenBao and a front before it.
+pub(crate) async fn fronted(opts: FrontOptions) -> Fronted {
+    let bao = OpenBao::start().await;
+    let front = VaultFront::start(bao.upstream(), opts).await;
+    Fronted { front, bao }
 }
 
 impl Client {

@@ -1,128 +1,173 @@
-//! Tokens (expiry, renew-self, non-renewable), seal state, fault injection and the request
-//! log.
+//! The front: requests forwarded to OpenBao as they came (tokens, namespaces, errors), seal
+//! state, fault injection, the request log, and aws auth administration guarded by a token
+//! the upstream knows.
 
-use std::time::Duration;
-
-use meshca_peers::{RequestLog, VaultOptions, VaultServer};
+use meshca_peers::{FrontOptions, RequestLog};
 use serde_json::json;
 
-use crate::{err, eventually, vault_with_pki, Client};
+use crate::{err, fronted, Client};
 
 #[tokio::test]
-async fn tokens_expire_and_renew() {
-    let vault = VaultServer::start(VaultOptions::default()).await;
+async fn requests_reach_openbao_as_they_came() {
+    let vault = fronted(FrontOptions::default()).await;
     let c = Client::new(&vault, None);
-    let created = vault
+    let root = vault.root_token();
+
+    // A PKI mount made through the front is OpenBao's: its CA reads back, unauthenticated.
+    vault
+        .write("sys/mounts/pki", json!({ "type": "pki" }))
+        .await;
+    let root_ca = vault
         .write(
-            "auth/token/create",
-            json!({ "policies": ["issuer"], "ttl": "2s" }),
+            "pki/root/generate/internal",
+            json!({ "common_name": "front test root", "ttl": "2h", "key_type": "ec" }),
         )
         .await;
-    let tok = created["auth"]["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(created["auth"]["lease_duration"], 2);
-    assert_eq!(created["auth"]["renewable"], true);
-    assert_eq!(created["auth"]["policies"], json!(["default", "issuer"]));
-    let (s, v) = c
-        .call("GET", "auth/token/lookup-self", Some(&tok), None, None)
-        .await;
+    let (s, pem) = c.raw("GET", "pki/ca/pem", None, None, None).await;
     assert_eq!(s, 200);
-    assert!(v["data"]["ttl"].as_u64().unwrap() <= 2);
-    assert_eq!(v["data"]["creation_ttl"], 2);
-    eventually(Duration::from_secs(10), || async {
-        c.call("GET", "auth/token/lookup-self", Some(&tok), None, None)
-            .await
-            .0
-            == 403
-    })
-    .await;
+    assert_eq!(
+        pem.trim(),
+        root_ca["data"]["certificate"].as_str().unwrap().trim()
+    );
+
+    // Tokens are OpenBao's: a child token made with the root token looks itself up.
     let (s, v) = c
         .call(
             "POST",
-            "auth/token/renew-self",
-            Some(&tok),
+            "auth/token/create",
+            Some(&root),
+            None,
+            Some(json!({ "policies": ["issuer"], "ttl": "1h" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["auth"]["policies"], json!(["default", "issuer"]));
+    let tok = v["auth"]["client_token"].as_str().unwrap().to_owned();
+    let (s, v) = c
+        .call("GET", "auth/token/lookup-self", Some(&tok), None, None)
+        .await;
+    assert_eq!(
+        (s, v["data"]["policies"].clone()),
+        (200, json!(["default", "issuer"]))
+    );
+    // ... and OpenBao's ACLs hold: `issuer` grants nothing on pki/roles.
+    let (s, v) = c.call("LIST", "pki/roles", Some(&tok), None, None).await;
+    assert_eq!(
+        (s, err(&v).as_str()),
+        (403, "1 error occurred:\n\t* permission denied\n\n")
+    );
+
+    // Namespaces pass through (X-Vault-Namespace).
+    let (s, v) = c
+        .call(
+            "POST",
+            "sys/namespaces/team-a",
+            Some(&root),
             None,
             Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = c
+        .call(
+            "POST",
+            "sys/mounts/pki-ns",
+            Some(&root),
+            Some("team-a"),
+            Some(json!({ "type": "pki" })),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = c
+        .call("GET", "sys/mounts", Some(&root), Some("team-a"), None)
+        .await;
+    assert_eq!(s, 200);
+    assert!(v["data"].get("pki-ns/").is_some(), "{v}");
+    let (s, v) = c.call("GET", "sys/mounts", Some(&root), None, None).await;
+    assert_eq!(s, 200);
+    assert!(
+        v["data"].get("pki-ns/").is_none(),
+        "the root namespace has no pki-ns"
+    );
+
+    // The audit device of OpenBao saw what the front forwarded.
+    assert!(vault
+        .bao
+        .request_paths()
+        .iter()
+        .any(|p| p == "auth/token/lookup-self"));
+}
+
+#[tokio::test]
+async fn aws_auth_administration_needs_a_known_token() {
+    let vault = fronted(FrontOptions::default()).await;
+    let c = Client::new(&vault, None);
+    vault.write("sys/auth/aws", json!({ "type": "aws" })).await;
+    let role = json!({ "auth_type": "iam", "bound_iam_principal_arn": ["arn:aws:iam::123456789012:user/a"] });
+    let (s, _) = c
+        .call("POST", "auth/aws/role/r", None, None, Some(role.clone()))
+        .await;
+    assert_eq!(s, 403, "no token");
+    let (s, _) = c
+        .call(
+            "POST",
+            "auth/aws/role/r",
+            Some("hvs.unknown"),
+            None,
+            Some(role.clone()),
+        )
+        .await;
+    assert_eq!(s, 403, "a token OpenBao does not know");
+    let root = vault.root_token();
+    let (s, _) = c
+        .call("POST", "auth/aws/role/r", Some(&root), None, Some(role))
+        .await;
+    assert_eq!(s, 204);
+    let (s, v) = c
+        .call("GET", "auth/aws/role/r", Some(&root), None, None)
+        .await;
+    assert_eq!((s, v["data"]["auth_type"].as_str()), (200, Some("iam")));
+    // Mounting aws twice is refused, as Vault does; other auth types are OpenBao's.
+    let (s, v) = c
+        .call(
+            "POST",
+            "sys/auth/aws",
+            Some(&root),
+            None,
+            Some(json!({ "type": "aws" })),
         )
         .await;
     assert_eq!(
         (s, err(&v).as_str()),
-        (403, "permission denied"),
-        "expired tokens cannot renew"
+        (400, "path is already in use at auth/aws/")
     );
-
-    // Renewal extends from now; explicit_max_ttl caps it with a warning.
-    let created = vault
-        .write(
-            "auth/token/create",
-            json!({ "ttl": "60s", "explicit_max_ttl": "120s" }),
-        )
-        .await;
-    let tok = created["auth"]["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let (s, v) = c
         .call(
             "POST",
-            "auth/token/renew-self",
-            Some(&tok),
+            "sys/auth/cert",
+            Some(&root),
             None,
-            Some(json!({ "increment": "90s" })),
+            Some(json!({ "type": "cert" })),
         )
         .await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["auth"]["lease_duration"], 90);
-    assert_eq!(v["auth"]["renewable"], true);
-    let (s, v) = c
-        .call(
-            "POST",
-            "auth/token/renew-self",
-            Some(&tok),
-            None,
-            Some(json!({ "increment": "1h" })),
-        )
-        .await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = c.call("GET", "sys/auth", Some(&root), None, None).await;
     assert_eq!(s, 200);
-    assert!(v["auth"]["lease_duration"].as_u64().unwrap() <= 120);
-    assert!(v["warnings"][0]
-        .as_str()
-        .unwrap()
-        .contains("exceeded the effective max_ttl"));
-
-    // Non-renewable.
-    let created = vault
-        .write(
-            "auth/token/create",
-            json!({ "ttl": "1h", "renewable": false }),
-        )
-        .await;
-    let tok = created["auth"]["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (s, v) = c
-        .call(
-            "POST",
-            "auth/token/renew-self",
-            Some(&tok),
-            None,
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!((s, err(&v).as_str()), (400, "lease is not renewable"));
-
-    let (s, v) = c
-        .call("GET", "auth/token/lookup-self", None, None, None)
-        .await;
-    assert_eq!((s, err(&v).as_str()), (403, "permission denied"));
+    assert!(v["data"].get("cert/").is_some(), "{v}");
 }
 
 #[tokio::test]
 async fn sealed_faults_and_request_log() {
-    let vault = vault_with_pki("2h").await;
+    let vault = fronted(FrontOptions::default()).await;
+    vault
+        .write("sys/mounts/pki", json!({ "type": "pki" }))
+        .await;
+    vault
+        .write(
+            "pki/root/generate/internal",
+            json!({ "common_name": "front test root", "ttl": "2h", "key_type": "ec" }),
+        )
+        .await;
     let c = Client::new(&vault, None);
     let root = vault.root_token();
     vault.set_sealed(true);
@@ -168,6 +213,16 @@ async fn sealed_faults_and_request_log() {
             },
         ]
     );
+
+    // Stopped: nothing answers; started again: the same OpenBao state behind it.
+    vault.stop().await;
+    assert!(c.http_get_err("sys/health").await, "stopped");
+    vault.start_again().await;
+    let again = Client::new(&vault, None);
+    let (s, _) = again
+        .call("GET", "pki/ca_chain", Some(&root), None, None)
+        .await;
+    assert_eq!(s, 200);
 
     // The certificate names only vault.test and 127.0.0.1.
     let port = vault.address().rsplit(':').next().unwrap().to_string();
