@@ -6,7 +6,7 @@
 //!   duration or count. Prints requests/s, p50/p99/p999 latency, errors, and the server's CPU and
 //!   RSS (read from /proc for `--server-pid`), and appends the figures as one JSON line.
 //! - `rotation`: the library's rotation scheduler in-process with many watched identities.
-//! - `vault`: the vault backend against the Vault API test server, next to builtin.
+//! - `vault`: the vault backend against real OpenBao, next to builtin.
 //! - `acmpca`: the acmpca backend against moto (IAM enforced): throughput, and a CA switch of
 //!   many watched identities paced by the rate limit through a proxy emulating AWS's quota.
 //! - `replicas`: N issuer processes with the Kubernetes store started at once, several rounds:
@@ -44,7 +44,7 @@ enum Command {
     Rotation(rotation::RotationArgs),
     /// Write BENCHMARKS.md and the plot from recorded figures.
     Report(report::ReportArgs),
-    /// The vault backend against the Vault API test server, next to builtin, in-process.
+    /// The vault backend against real OpenBao, next to builtin, in-process.
     Vault(vault::VaultArgs),
     /// The acmpca backend against moto (AWS emulator, IAM enforced), in-process: throughput, and
     /// many identities switching to it at once, paced by the rate limit.

@@ -1,13 +1,14 @@
-//! `meshca-bench vault`: the vault backend against the Vault API test server on loopback, next
+//! `meshca-bench vault`: the vault backend against real OpenBao on loopback, next
 //! to the builtin backend, in-process through the library's issuance path (`issue_certificate`:
 //! the request, Vault's answer, core's checks). Prints certificates/s and latency for each, and
 //! the latency the Vault round trip adds over builtin. Then a burst: `--burst` issues for
 //! distinct identities at once through the library's `Manager` (the issuer's path, with its
 //! concurrency limit), zero errors required.
 //!
-//! The test server is not Vault: the figures say what meshca's client costs (HTTP/1.1 over
-//! rustls, JSON, PEM, core's checks) plus the test server's own signing, not what a production
-//! Vault sustains.
+//! OpenBao runs as a dev server (in-memory storage, one process on the same cores): the
+//! figures say what meshca's client costs (HTTP/1.1 over rustls, JSON, PEM, core's checks)
+//! plus OpenBao's own PKI engine, not what a production Vault cluster with durable storage
+//! sustains. Vault requests are counted from OpenBao's audit log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 use ca_core::config::DEFAULT_DP_CERT_EXPIRATION;
 use ca_core::{issue_certificate, CertificateAuthority, IssueParams, KeySource, KeyType};
 use meshca_tests::checks::{identity, mesh};
-use meshca_tests::vault::{Auth, Peer, Role};
+use meshca_tests::openbao::Peer;
+use meshca_tests::vault::{Auth, Role};
 use meshca_tests::Fixture;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -138,7 +140,7 @@ pub(crate) fn run(args: VaultArgs) -> Result<(), BoxError> {
                 Arc::new(peer.held(&yaml, DEFAULT_DP_CERT_EXPIRATION).await?);
             vault.push((mode, ca));
         }
-        println!("meshca-bench vault: {}s per figure, P-256 keys, Vault API test server on 127.0.0.1 (TLS)", args.seconds);
+        println!("meshca-bench vault: {}s per figure, P-256 keys, OpenBao dev server on 127.0.0.1 (TLS)", args.seconds);
         for &c in &levels {
             let b = measure(builtin.clone(), KeyType::EcdsaP256, c, args.seconds).await?;
             println!(
@@ -146,9 +148,9 @@ pub(crate) fn run(args: VaultArgs) -> Result<(), BoxError> {
                 b.per_second, b.p50_ms, b.p99_ms, b.count
             );
             for (mode, ca) in &vault {
-                peer.vault.clear_requests();
+                peer.bao.clear_requests();
                 let v = measure(ca.clone(), KeyType::EcdsaP256, c, args.seconds).await?;
-                let requests = peer.vault.requests().len();
+                let requests = peer.bao.requests().len();
                 println!(
                     "vault ({mode:<5}) {c:>3} callers  {:>8.0} certs/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} certs, {:.2} Vault requests each; +{:.2} ms p50 over builtin)",
                     v.per_second,
@@ -187,7 +189,7 @@ async fn burst(peer: &Peer, yaml: &str, n: usize, max: usize) -> Result<(), BoxE
             vec![ca_core::config::Mesh::from_yaml(yaml, &meshca::registry())?],
         )
         .await?;
-    peer.vault.clear_requests();
+    peer.bao.clear_requests();
     let started = Instant::now();
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..n {
@@ -218,7 +220,7 @@ async fn burst(peer: &Peer, yaml: &str, n: usize, max: usize) -> Result<(), BoxE
         pct(0.5),
         pct(0.99),
         lat.len(),
-        peer.vault.requests().len(),
+        peer.bao.requests().len(),
         if errors.is_empty() { "0".to_owned() } else { format!("{errors:?}") }
     );
     if !errors.is_empty() {

@@ -62,7 +62,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use meshca_tests::vault::{Auth, Peer, Role};
+use meshca_tests::openbao::Peer;
+use meshca_tests::vault::{Auth, Role};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{
@@ -484,7 +485,7 @@ impl Drop for Nginx {
 // ---------------------------------------------------------------------------------------------
 // meshca
 
-/// Vault API test server (on its own runtime: this test is synchronous) with mesh `default`'s
+/// Real OpenBao (on its own runtime: this test is synchronous) with mesh `default`'s
 /// PKI mount, and the Mesh YAML of a `mode: sign` vault backend with a CN template.
 struct Vault {
     mesh_yaml: String,

@@ -1,5 +1,5 @@
-//! Upstream faults through the real `meshca` binary and a real peer: the Vault API test server
-//! killed (listener and every connection gone) and started again with its state, answering 5xx
+//! Upstream faults through the real `meshca` binary and a real peer: OpenBao behind the Vault
+//! front, the front killed (listener and every connection gone) and started again with its state, answering 5xx
 //! (retried with backoff, a bounded number of times), sealed. Throughout, the issuer keeps the current certificate on an open watch (it never
 //! pushes an error or an expired certificate), refuses new issues with `Unavailable`, opens the
 //! vault backend's circuit after `--circuit-threshold` distinct failing identities, lets one

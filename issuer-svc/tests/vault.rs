@@ -1,11 +1,12 @@
 //! The vault backend through the real `meshca` binary: `meshca validate` (what the global control
-//! plane runs) and `meshca serve` issuing over gRPC, against the Vault API test server.
+//! plane runs) and `meshca serve` issuing over gRPC, against real OpenBao.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
 
 use common::*;
-use meshca_tests::vault::{Auth, Peer, Role};
+use meshca_tests::openbao::Peer;
+use meshca_tests::vault::{Auth, Role};
 
 const ISSUE: Role = Role {
     mode: "issue",
@@ -32,10 +33,10 @@ async fn validate_and_serve_a_vault_mesh() {
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("mesh default: OK"), "{stdout}");
     assert!(
-        peer.vault
-            .requests()
+        peer.bao
+            .request_paths()
             .iter()
-            .any(|r| r.path == "pki-default/issue/dataplane-proxies"),
+            .any(|p| p == "pki-default/issue/dataplane-proxies"),
         "the test certificate came from Vault"
     );
 
@@ -73,7 +74,7 @@ async fn validate_and_serve_a_vault_mesh() {
             .await
             .unwrap();
     let mut client = server.admin().await;
-    peer.vault.clear_requests();
+    peer.bao.clear_requests();
     let resp = bounded(
         30,
         client.issue_certificate(request("default", &[("kuma.io/service", "web")])),
@@ -89,10 +90,10 @@ async fn validate_and_serve_a_vault_mesh() {
     );
     assert_eq!(cert.backend, "vault-1");
     assert!(
-        peer.vault
-            .requests()
+        peer.bao
+            .request_paths()
             .iter()
-            .any(|r| r.path == "pki-default/issue/dataplane-proxies"),
+            .any(|p| p == "pki-default/issue/dataplane-proxies"),
         "issued by Vault"
     );
 }
