@@ -116,12 +116,17 @@ pub(crate) struct AgentArgs {
     /// The mesh.
     #[arg(long, default_value = "default")]
     mesh: String,
-    /// A tag of the identity, KEY=VALUE; repeat it. `kuma.io/service` is required.
-    #[arg(long = "tag", value_name = "KEY=VALUE", required = true)]
+    /// A tag of the identity, KEY=VALUE; repeat it or separate with commas. `kuma.io/service` is required.
+    #[arg(
+        long = "tag",
+        value_name = "KEY=VALUE",
+        required = true,
+        value_delimiter = ','
+    )]
     tags: Vec<String>,
-    /// A DNS SAN the mesh's backend adds to every certificate (its `dnsNames`); repeat it. A
+    /// A DNS SAN the mesh's backend adds to every certificate (its `dnsNames`); repeat it or separate with commas. A
     /// certificate whose DNS SANs are not exactly these is refused.
-    #[arg(long = "dns-name", value_name = "DNS")]
+    #[arg(long = "dns-name", value_name = "DNS", value_delimiter = ',')]
     dns_names: Vec<String>,
     /// Files sink: where cert.pem, key.pem (0600) and bundle.pem are kept (created 0700). The
     /// bundle.pem found there at start is the trust the next answer must keep a root of.
@@ -156,6 +161,14 @@ pub(crate) struct AgentArgs {
     /// Write one certificate and exit.
     #[arg(long)]
     once: bool,
+}
+
+#[cfg(test)]
+impl AgentArgs {
+    /// The `--tag` values as parsed.
+    pub(crate) fn tags_for_test(&self) -> &[String] {
+        &self.tags
+    }
 }
 
 /// Signals a proxy reloads its certificates on.

@@ -11,14 +11,14 @@ mod trust;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Arg, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 use self::client::issue_remote;
 use self::local::{issue_local, validate};
 use crate::error::CliError;
 use crate::files::{write_private, write_public, IoError};
 use crate::flags::parse_tags;
-use crate::serve::args::ServeArgs;
+use crate::serve::args::{ServeArgs, StoreKind};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -161,9 +161,56 @@ struct InspectArgs {
     bundle: Option<PathBuf>,
 }
 
+/// The commands whose every flag can also be set from a `MESHCA_*` environment variable.
+const ENV_COMMANDS: [&str; 2] = ["serve", "agent"];
+
+/// The `meshca` command line: the derived [`Cli`] with a `MESHCA_*` environment variable on every
+/// flag of [`ENV_COMMANDS`] and on the global flags, as Kuma has `KUMA_*` for its settings.
+/// Added here rather than one attribute per flag so that a new flag cannot forget it (a test
+/// walks the tree all the same).
+fn command() -> clap::Command {
+    let mut cmd = Cli::command().mut_args(with_env);
+    for name in ENV_COMMANDS {
+        cmd = cmd.mut_subcommand(name, |c| c.mut_args(with_env));
+    }
+    cmd
+}
+
+/// `MESHCA_` + the long flag upper-cased, `-` as `_` (`--data-dir`: `MESHCA_DATA_DIR`).
+fn env_name(long: &str) -> String {
+    format!("MESHCA_{}", long.to_uppercase().replace('-', "_"))
+}
+
+fn with_env(arg: Arg) -> Arg {
+    match arg.get_long() {
+        Some(long) if !arg.is_positional() => {
+            let name = env_name(long);
+            arg.env(name)
+        }
+        _ => arg,
+    }
+}
+
+/// Parses the command line (and the environment) as [`Cli`]; exits on a usage error.
+fn parse() -> Cli {
+    let matches = command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Serve(a), Some(("serve", m))) = (&mut cli.command, matches.subcommand()) {
+        // MESHCA_NAMESPACE also names the system namespace of the backends (cert-manager's
+        // CertificateRequests), so a Deployment may set it whatever the store: from the
+        // environment it is ignored with --store file instead of refused as the flag is.
+        if a.store == StoreKind::File
+            && m.value_source("namespace") == Some(clap::parser::ValueSource::EnvVariable)
+        {
+            a.namespace = None;
+        }
+    }
+    cli
+}
+
 /// Runs the CLI.
 pub(crate) fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let default_level = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
@@ -252,4 +299,107 @@ async fn issue(a: IssueArgs) -> Result<(), CliError> {
         if csr.is_none() { "key.pem, " } else { "" }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag of serve and agent, global ones included, has its `MESHCA_*` variable: a new
+    /// flag cannot forget it.
+    #[test]
+    fn every_serve_and_agent_flag_has_an_environment_variable() {
+        let mut cmd = command();
+        cmd.build();
+        for name in ENV_COMMANDS {
+            let sub = cmd
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"));
+            let mut seen = 0;
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_positional() || id == "help" || id == "version" {
+                    continue;
+                }
+                let long = arg
+                    .get_long()
+                    .unwrap_or_else(|| panic!("{name}: {id} has no long flag"));
+                let env = arg
+                    .get_env()
+                    .unwrap_or_else(|| panic!("{name} --{long} has no environment variable"));
+                assert_eq!(
+                    env.to_str(),
+                    Some(env_name(long).as_str()),
+                    "{name} --{long}"
+                );
+                assert!(env_name(long).starts_with("MESHCA_"));
+                seen += 1;
+            }
+            assert!(seen > 5, "{name}: only {seen} flags seen");
+        }
+        assert_eq!(env_name("data-dir"), "MESHCA_DATA_DIR");
+    }
+
+    /// The variables are shown in `--help`.
+    #[test]
+    fn help_names_the_variables() {
+        let mut cmd = command();
+        cmd.build();
+        let help = cmd
+            .find_subcommand_mut("serve")
+            .expect("serve")
+            .render_long_help()
+            .to_string();
+        for var in [
+            "MESHCA_DATA_DIR",
+            "MESHCA_LISTEN",
+            "MESHCA_TLS_CERT",
+            "MESHCA_LOG_FORMAT",
+        ] {
+            assert!(
+                help.contains(&format!("env: {var}")),
+                "{var} missing:\n{help}"
+            );
+        }
+    }
+
+    /// Repeated flags also take comma-separated values (the form an environment variable has).
+    #[test]
+    fn repeated_flags_split_on_commas() {
+        let m = command()
+            .try_get_matches_from([
+                "meshca",
+                "agent",
+                "--tag",
+                "kuma.io/service=web,version=v1",
+                "--dns-name",
+                "a.example,b.example",
+                "--out-dir",
+                "x",
+            ])
+            .expect("parses");
+        let cli = Cli::from_arg_matches(&m).expect("agent args");
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent")
+        };
+        assert_eq!(a.tags_for_test(), ["kuma.io/service=web", "version=v1"]);
+        let m = command()
+            .try_get_matches_from([
+                "meshca",
+                "serve",
+                "--server-name",
+                "a.example,b.example",
+                "--allow-vault-address",
+                "https://v1:8200,https://v2:8200",
+            ])
+            .expect("parses");
+        let Command::Serve(a) = Cli::from_arg_matches(&m).expect("serve").command else {
+            panic!("not serve")
+        };
+        assert_eq!(a.server_name, ["a.example", "b.example"]);
+        assert_eq!(
+            a.allow_vault_address,
+            ["https://v1:8200", "https://v2:8200"]
+        );
+    }
 }

@@ -1,0 +1,150 @@
+//! What an operator sees of the `meshca` binary itself: flags from `MESHCA_*` environment
+//! variables, JSON on every line with `--log-format json`, shell completions and the man page.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshca");
+const NO_KUBECONFIG: &str = "/nonexistent/meshca-tests/kubeconfig";
+
+/// `meshca` with no `MESHCA_*` variable of the caller's environment, no Kubernetes.
+fn meshca() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("MESHCA_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("KUBECONFIG", NO_KUBECONFIG)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("RUST_LOG");
+    c
+}
+
+/// A started process whose stdout lines arrive on a channel; stderr goes to `stderr`.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(mut c: Command, stderr: &Path) -> Running {
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Running { child, lines }
+}
+
+impl Running {
+    /// Stdout lines up to and including the first for which `last` holds (60 s at most: a
+    /// bound on a hang, not a timed assertion).
+    fn until(&self, stderr: &Path, last: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) => {
+                    let done = last(&l);
+                    seen.push(l);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!(
+                    "no such line; stdout {seen:?}; stderr:\n{}",
+                    std::fs::read_to_string(stderr).unwrap_or_default()
+                ),
+            }
+        }
+    }
+}
+
+/// A serve option set only through the environment takes effect: no flag at all, the data
+/// directory, both listen addresses and two server names (comma-separated) from `MESHCA_*`.
+/// `MESHCA_NAMESPACE`, which a Deployment sets for the backends too, does not stop a file store.
+#[test]
+fn serve_takes_its_flags_from_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("from-env");
+    let stderr = tmp.path().join("stderr.log");
+    let mut c = meshca();
+    c.arg("serve")
+        .current_dir(tmp.path())
+        .env("MESHCA_DATA_DIR", &data)
+        .env("MESHCA_LISTEN", "127.0.0.1:0")
+        .env("MESHCA_METRICS_LISTEN", "127.0.0.1:0")
+        .env("MESHCA_SERVER_NAME", "one.example,two.example")
+        // Also the backends' system namespace: ignored by --store file, not refused.
+        .env("MESHCA_NAMESPACE", "kuma-system");
+    let run = spawn(c, &stderr);
+    let out = run.until(&stderr, |l| l == "meshca: ready");
+    let grpc = out
+        .iter()
+        .find_map(|l| l.strip_prefix("meshca: grpc listening on "))
+        .unwrap();
+    assert!(!grpc.starts_with("127.0.0.1:5690 "), "{grpc}");
+    assert!(
+        out.iter()
+            .any(|l| l.contains(&format!("data directory {}", data.display()))),
+        "{out:?}"
+    );
+    assert!(!tmp.path().join("meshca-data").exists());
+    let pem = std::fs::read(data.join("tls/server.pem")).unwrap();
+    let der = pem::parse(pem).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(der.contents()).unwrap();
+    let sans = cert.subject_alternative_name().unwrap().unwrap();
+    let dns: Vec<String> = sans
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect();
+    for want in ["one.example", "two.example"] {
+        assert!(dns.iter().any(|d| d == want), "{want} not in {dns:?}");
+    }
+}
+
+/// An agent option set only through the environment takes effect: its required flags come
+/// from `MESHCA_TAG` and `MESHCA_OUT_DIR`, and `MESHCA_SERVER` is the address it refuses.
+#[test]
+fn agent_takes_its_flags_from_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = meshca()
+        .arg("agent")
+        .env("MESHCA_TAG", "kuma.io/service=web,version=v1")
+        .env("MESHCA_OUT_DIR", tmp.path().join("out"))
+        .env("MESHCA_SERVER", "ftp://127.0.0.1:1")
+        .env("MESHCA_ONCE", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ftp://127.0.0.1:1"), "{stderr}");
+    // Without the variables the same command is a usage error (exit 2): they were what counted.
+    let out = meshca().arg("agent").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
