@@ -148,3 +148,83 @@ fn agent_takes_its_flags_from_the_environment() {
     let out = meshca().arg("agent").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Every line of `text` as a JSON object; returns their `fields.message`s.
+fn json_messages(stream: &str, text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{stream}: not JSON ({e}): {l:?}\n{text}"));
+            assert!(v.is_object(), "{stream}: not an object: {l}");
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{stream}: no fields.message: {l}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// With `--log-format json` the startup lines on stdout and the logs on stderr are JSON, every
+/// one of them, until and after `ready`.
+#[test]
+fn json_logs_cover_the_startup_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stderr = tmp.path().join("stderr.log");
+    let mut c = meshca();
+    c.args(["serve", "--log-format", "json", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
+    let mut run = spawn(c, &stderr);
+    let out = run.until(&stderr, |l| l.contains(r#""message":"ready""#));
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+    let mut out = out.join("\n");
+    while let Ok(l) = run.lines.recv_timeout(Duration::from_secs(5)) {
+        out.push('\n');
+        out.push_str(&l);
+    }
+    let said = json_messages("stdout", &out);
+    assert!(
+        said[0].starts_with("grpc listening on 127.0.0.1:"),
+        "{said:?}"
+    );
+    assert!(
+        said[1].starts_with("metrics listening on 127.0.0.1:"),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|m| m.starts_with("try: meshca issue --server")),
+        "{said:?}"
+    );
+    assert_eq!(said.last().map(String::as_str), Some("ready"));
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    let logged = json_messages("stderr", &log);
+    assert!(!logged.is_empty());
+}
+
+/// A start that fails after the flags parsed ends with a JSON error line, and nothing else on
+/// either stream is anything but JSON.
+#[test]
+fn json_logs_cover_the_final_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = meshca()
+        .args(["serve", "--log-format", "json", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--mesh-config", "/nonexistent/meshca-meshes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    json_messages("stdout", &stdout);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let messages = json_messages("stderr", &stderr);
+    let last = messages.last().expect("an error line");
+    assert_eq!(
+        last,
+        "error: --mesh-config /nonexistent/meshca-meshes: is not a directory of Mesh YAML files"
+    );
+    let v: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(v["level"], "ERROR");
+}

@@ -315,7 +315,7 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AgentError> {
                 .ok_or(ClientError::NoCertificate)?,
         };
         let v = sink.deliver(&c).await?;
-        println!("meshca agent: wrote {}", describe(&v));
+        crate::output::say_as("meshca agent", &format!("wrote {}", describe(&v)));
         return Ok(());
     }
 
@@ -388,7 +388,10 @@ async fn watch(
                     let c = issue_with_token(server, ca, token, request).await?;
                     let v = sink.deliver(&c).await?;
                     *delivered = true;
-                    println!("meshca agent: wrote {} (bootstrap token)", describe(&v));
+                    crate::output::say_as(
+                        "meshca agent",
+                        &format!("wrote {} (bootstrap token)", describe(&v)),
+                    );
                     v.chain_pem
                 }
             };
@@ -426,7 +429,10 @@ async fn watch(
         };
         let v = sink.deliver(&c).await?;
         *delivered = true;
-        println!("meshca agent: wrote {} ({})", describe(&v), msg.reason);
+        crate::output::say_as(
+            "meshca agent",
+            &format!("wrote {} ({})", describe(&v), msg.reason),
+        );
     }
 }
 

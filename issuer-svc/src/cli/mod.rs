@@ -52,7 +52,8 @@ Exit status: 0 on success, 1 on any failure or violation, 2 on a usage error.";
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format (logs go to stderr).
+    /// Log format (logs go to stderr). With `json` every line meshca writes is a JSON object:
+    /// the logs, serve's startup lines on stdout and the final error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log level or filter (`info`, `debug`, `issuer_svc=debug`); RUST_LOG overrides it.
@@ -219,13 +220,14 @@ pub(crate) fn main() -> ExitCode {
         cli.log_format,
         cli.log_level.as_deref().unwrap_or(default_level),
     );
+    crate::output::set_json(matches!(cli.log_format, LogFormat::Json));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("meshca: cannot start the async runtime: {e}");
+            crate::output::fail(&format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -244,7 +246,7 @@ pub(crate) fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("meshca: error: {}", crate::error::chain(&e));
+            crate::output::fail(&format!("error: {}", crate::error::chain(&e)));
             ExitCode::FAILURE
         }
     }

@@ -176,25 +176,26 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
     let router = router(service, max_streams, metrics.grpc_layer()).await?;
 
     let mode = if tls.is_some() { "mTLS" } else { "plaintext" };
-    println!("meshca: grpc listening on {grpc_addr} ({mode})");
-    println!("meshca: metrics listening on {metrics_addr}");
+    let say = crate::output::say;
+    say(&format!("grpc listening on {grpc_addr} ({mode})"));
+    say(&format!("metrics listening on {metrics_addr}"));
     if tls.is_some() {
-        println!(
-            "meshca: data directory {}; admin client certificate {}",
+        say(&format!(
+            "data directory {}; admin client certificate {}",
             a.data_dir.display(),
             paths.admin.display()
-        );
-        println!(
-            "meshca: try: meshca issue --server {grpc_addr} --data-dir {} --mesh default --tag kuma.io/service=web --out-dir ./certs",
+        ));
+        say(&format!(
+            "try: meshca issue --server {grpc_addr} --data-dir {} --mesh default --tag kuma.io/service=web --out-dir ./certs",
             a.data_dir.display()
-        );
+        ));
     } else {
-        println!(
-            "meshca: try: meshca issue --server {grpc_addr} --plaintext --mesh default --tag kuma.io/service=web --out-dir ./certs"
-        );
+        say(&format!(
+            "try: meshca issue --server {grpc_addr} --plaintext --mesh default --tag kuma.io/service=web --out-dir ./certs"
+        ));
     }
     metrics.ready.store(true, Ordering::Relaxed);
-    println!("meshca: ready");
+    say("ready");
 
     let shutdown = shutdown_signal();
     let result = router
