@@ -228,3 +228,65 @@ fn json_logs_cover_the_final_error() {
     let v: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
     assert_eq!(v["level"], "ERROR");
 }
+
+const COMMANDS: [&str; 8] = [
+    "serve",
+    "issue",
+    "validate",
+    "inspect",
+    "agent",
+    "token",
+    "completions",
+    "man",
+];
+
+/// `meshca completions SHELL` prints a script that knows the commands, for every shell.
+#[test]
+fn completions_name_the_commands() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = meshca().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for c in COMMANDS {
+            assert!(script.contains(c), "{shell}: no {c} in\n{script}");
+        }
+        if shell == "bash" {
+            assert!(script.contains("complete -F _meshca"), "{script}");
+            assert!(script.contains("--tls-cert"), "{script}");
+        }
+    }
+    let out = meshca().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The first line of a page after clap_mangen's two-line preamble (which defines the
+/// apostrophe string for groff and other troffs alike).
+fn title(page: &str) -> &str {
+    let mut lines = page.lines();
+    assert_eq!(lines.next(), Some(r".ie \n(.g .ds Aq \(aq"), "{page}");
+    assert_eq!(lines.next(), Some(".el .ds Aq '"), "{page}");
+    lines.next().unwrap_or_default()
+}
+
+/// `meshca man` prints a roff page naming every command; `meshca man serve` the command's own.
+#[test]
+fn man_page_names_the_commands() {
+    let out = meshca().arg("man").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(title(&page).starts_with(".TH meshca 1 "), "{page}");
+    for c in COMMANDS {
+        assert!(
+            page.contains(&format!("meshca\\-{c}(1)")),
+            "no {c} in\n{page}"
+        );
+    }
+    let out = meshca().args(["man", "serve"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(title(&page).starts_with(".TH meshca-serve 1 "), "{page}");
+    assert!(page.contains("MESHCA_DATA_DIR"), "{page}");
+    let out = meshca().args(["man", "nosuch"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("serve"));
+}

@@ -99,6 +99,23 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Bootstrap tokens: one identity's first certificate without an operator key.
     Token(token::TokenArgs),
+    /// Print a shell completion script to stdout.
+    ///
+    /// bash: `source <(meshca completions bash)`, or save it as
+    /// /usr/share/bash-completion/completions/meshca; zsh: save it as `_meshca` in a directory
+    /// of $fpath; fish: save it as ~/.config/fish/completions/meshca.fish.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff) to stdout: meshca's, or one command's (`meshca man serve`).
+    ///
+    /// `meshca man | man -l -`, or `meshca man > /usr/share/man/man1/meshca.1`.
+    Man {
+        /// The command whose page to print (its page is `meshca-COMMAND(1)`).
+        command: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +229,11 @@ fn parse() -> Cli {
 /// Runs the CLI.
 pub(crate) fn main() -> ExitCode {
     let cli = parse();
+    match &cli.command {
+        Command::Completions { shell } => return completions(*shell),
+        Command::Man { command } => return man(command.as_deref()),
+        _ => {}
+    }
     let default_level = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
@@ -241,12 +263,66 @@ pub(crate) fn main() -> ExitCode {
             }
             Command::Agent(a) => agent::agent(a).await.map_err(CliError::from),
             Command::Token(a) => token::token(a).await,
+            // Answered above, before the runtime.
+            Command::Completions { .. } | Command::Man { .. } => Ok(()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             crate::output::fail(&format!("error: {}", crate::error::chain(&e)));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `meshca completions SHELL`. Generated at run time rather than at build time: the script
+/// then always matches the binary at hand (also in an image that has nothing but the binary),
+/// and the build needs no copy of the command tree.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut command(), "meshca", &mut out);
+    write_stdout(&out)
+}
+
+/// `meshca man [COMMAND]`: the page of meshca, or of one of its commands.
+fn man(name: Option<&str>) -> ExitCode {
+    let mut cmd = command();
+    cmd.build();
+    let page = match name {
+        None => cmd,
+        Some(n) => match cmd.find_subcommand(n) {
+            Some(sub) => sub
+                .clone()
+                .name(format!("meshca-{n}"))
+                .version(env!("CARGO_PKG_VERSION")),
+            None => {
+                crate::output::fail(&format!(
+                    "error: no command `{n}` (the commands: {})",
+                    cmd.get_subcommands()
+                        .map(|c| c.get_name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut out = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(page).render(&mut out) {
+        crate::output::fail(&format!("error: cannot render the man page: {e}"));
+        return ExitCode::FAILURE;
+    }
+    write_stdout(&out)
+}
+
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            crate::output::fail(&format!("error: cannot write to stdout: {e}"));
             ExitCode::FAILURE
         }
     }
