@@ -73,7 +73,7 @@ enum Command {
     /// Run the zone issuer.
     ///
     /// With no arguments: mesh `default` with a builtin CA `ca-1`, data in ./meshca-data, gRPC
-    /// (mTLS) on 127.0.0.1:5680, metrics on 127.0.0.1:5681. On first start it creates a bootstrap
+    /// (mTLS) on 127.0.0.1:5690, metrics on 127.0.0.1:5691. On first start it creates a bootstrap
     /// CA, a server certificate for localhost and an admin client certificate in
     /// DATA_DIR/tls/ (keys 0600). It prints `meshca: grpc listening on ADDR` and
     /// `meshca: metrics listening on ADDR` with the bound addresses, then `meshca: ready`.
@@ -120,8 +120,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct IssueArgs {
-    /// The issuer's gRPC address (`127.0.0.1:5680` or `https://host:port`).
-    #[arg(long, default_value = "127.0.0.1:5680", conflicts_with = "config")]
+    /// The issuer's gRPC address (`127.0.0.1:5690` or `https://host:port`).
+    #[arg(long, default_value = "127.0.0.1:5690", conflicts_with = "config")]
     server: String,
     /// Issue locally from this Mesh YAML instead of asking a server (builtin CAs persist in
     /// DATA_DIR/secrets, like the server's).
@@ -438,6 +438,23 @@ mod tests {
                 help.contains(&format!("env: {var}")),
                 "{var} missing:\n{help}"
             );
+        }
+    }
+
+    /// The default ports stay clear of kuma-cp's 5676-5685 (5680 diagnostics, 5681 API), so both
+    /// run on one host.
+    #[test]
+    fn default_ports_do_not_collide_with_kuma_cp() {
+        let m = command()
+            .try_get_matches_from(["meshca", "serve"])
+            .expect("parses");
+        let Command::Serve(a) = Cli::from_arg_matches(&m).expect("serve").command else {
+            panic!("not serve")
+        };
+        assert_eq!(a.listen.port(), 5690);
+        assert_eq!(a.metrics_listen.port(), 5691);
+        for port in [a.listen.port(), a.metrics_listen.port()] {
+            assert!(!(5676..=5685).contains(&port), "{port}");
         }
     }
 

@@ -25,10 +25,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "./meshca-data")]
     pub(crate) data_dir: PathBuf,
     /// gRPC address. Use 127.0.0.1:0 for a free port (the bound one is printed).
-    #[arg(long, default_value = "127.0.0.1:5680")]
+    #[arg(long, default_value = "127.0.0.1:5690")]
     pub(crate) listen: SocketAddr,
     /// Address of /metrics, /healthz and /readyz (plain HTTP).
-    #[arg(long, default_value = "127.0.0.1:5681")]
+    #[arg(long, default_value = "127.0.0.1:5691")]
     pub(crate) metrics_listen: SocketAddr,
     /// Directory of Mesh YAML files (*.yaml, *.yml; Universal or Kubernetes form, `---`
     /// separated documents allowed), re-read every --reload-interval. Default: mesh `default`
