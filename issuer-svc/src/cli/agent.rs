@@ -145,7 +145,7 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "NAME")]
     k8s_secret: Option<String>,
     /// Namespace of --k8s-secret. Default: $MESHCA_NAMESPACE, else the pod's namespace, else
-    /// `kuma-system`.
+    /// (outside a pod) the kubeconfig context's namespace, as kubectl.
     #[arg(long, value_name = "NS", requires = "k8s_secret")]
     k8s_namespace: Option<String>,
     /// Command run (`sh -c`) after every new certificate is in place, e.g. `nginx -s reload`.
@@ -253,13 +253,13 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AgentError> {
         Some(name) => {
             let name = ca_core::SecretName::new(name.as_str())
                 .map_err(UsageError::invalid(Flag::quoted("--k8s-secret", name)))?;
-            let ns = a
+            if let Some(ns) = a
                 .k8s_namespace
-                .clone()
-                .unwrap_or_else(ca_core::system_namespace);
-            if !ca_core::is_namespace_name(&ns) {
+                .as_ref()
+                .filter(|ns| !ca_core::is_namespace_name(ns))
+            {
                 return Err(UsageError::refused(
-                    Flag::quoted("--k8s-namespace", &ns),
+                    Flag::quoted("--k8s-namespace", ns),
                     "is not a Kubernetes namespace name",
                 )
                 .into());
@@ -271,6 +271,10 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AgentError> {
                         sink: "--k8s-secret",
                         source,
                     })?;
+            let ns = a
+                .k8s_namespace
+                .clone()
+                .unwrap_or_else(|| store_kubernetes::default_namespace(&client));
             Some(store_kubernetes::TlsSecretSink::new(client, &ns, &name))
         }
         None => None,

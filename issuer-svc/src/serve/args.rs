@@ -42,8 +42,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_enum, default_value_t = StoreKind::File)]
     pub(crate) store: StoreKind,
     /// Namespace of the Secrets with --store kubernetes. Default: the pod's own namespace, else
-    /// `kuma-system`. From the environment (MESHCA_NAMESPACE, which also names the backends'
-    /// system namespace) it is ignored with --store file.
+    /// (outside a pod) the kubeconfig context's namespace, as kubectl. From the environment
+    /// (MESHCA_NAMESPACE, which also names the backends' system namespace) it is ignored with
+    /// --store file.
     #[arg(long, value_name = "NS")]
     pub(crate) namespace: Option<String>,
     /// Namespace of meshca's own Secrets with --store kubernetes (`meshca-bootstrap-tls`,

@@ -224,18 +224,19 @@ async fn open_store(
             (store.clone(), store)
         }
         StoreKind::Kubernetes => {
-            let ns = a
-                .namespace
-                .clone()
-                .unwrap_or_else(ca_core::system_namespace);
             let failed = |source| CliError::CoreIn {
                 context: "--store kubernetes",
                 source,
             };
-            let store = Arc::new(KubernetesSecretStore::connect(&ns).await.map_err(failed)?);
+            let client = store_kubernetes::default_client().await.map_err(failed)?;
+            let ns = a
+                .namespace
+                .clone()
+                .unwrap_or_else(|| store_kubernetes::default_namespace(&client));
+            let store = Arc::new(KubernetesSecretStore::new(client.clone(), &ns));
             // meshca's own Secrets (bootstrap TLS CA, token signing key) may live apart.
             let own = match a.own_namespace.as_ref().filter(|o| **o != ns) {
-                Some(own) => Arc::new(KubernetesSecretStore::connect(own).await.map_err(failed)?),
+                Some(own) => Arc::new(KubernetesSecretStore::new(client, own)),
                 None => store.clone(),
             };
             own.get(Scope::Global, &bootstrap_secret_name()?)
