@@ -97,6 +97,11 @@ pub(crate) struct ServeArgs {
     /// Server key (PEM) for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// How often to check --tls-cert and --tls-key for new content (cert-manager rotates them in
+    /// place): a changed pair serves new handshakes at once; a pair that does not parse or fit
+    /// together is refused with a warning and the previous one keeps serving.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) tls_reload_interval: Duration,
     /// Serve gRPC without TLS. Only on a loopback address; every caller is then trusted as admin.
     #[arg(long)]
     pub(crate) insecure_plaintext: bool,

@@ -124,7 +124,23 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
     tokio::spawn(tokens.clone().follow(a.reload_interval));
 
     let tls = match (server_tls, &operator_roots) {
-        (Some((chain, key)), Some(roots)) => Some(tls::server(&manager, roots, chain, key)?),
+        (Some((chain, key)), Some(roots)) => {
+            let cert = tls::ServerCert::new(chain, key)?;
+            if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
+                let files = tls::CertFiles {
+                    cert: c.clone(),
+                    key: k.clone(),
+                };
+                let counted = metrics.clone();
+                tokio::spawn(tls::follow_cert_files(
+                    cert.clone(),
+                    files,
+                    a.tls_reload_interval,
+                    move |chain| counted.set_server_chain(chain),
+                ));
+            }
+            Some(tls::server(&manager, roots, cert)?)
+        }
         _ => None,
     };
     let policy = SharedPolicy::new(policy);
@@ -310,6 +326,13 @@ fn check(a: &ServeArgs) -> Result<Checked, CliError> {
         return Err(
             UsageError::refused(Flag::new("--idle-timeout"), "must be at least 100ms").into(),
         );
+    }
+    if a.tls_reload_interval < Duration::from_millis(100) {
+        return Err(UsageError::refused(
+            Flag::new("--tls-reload-interval"),
+            "must be at least 100ms",
+        )
+        .into());
     }
     if !(0.1..=0.95).contains(&a.rotate_fraction) {
         return Err(UsageError::refused(
