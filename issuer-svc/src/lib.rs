@@ -18,6 +18,7 @@ mod flags;
 mod hash;
 mod limits;
 mod meshfile;
+mod output;
 mod reload;
 mod serve;
 

@@ -623,7 +623,7 @@ async fn http_with_credentials_is_refused_before_any_connection() {
             "--once",
             "--plaintext",
             "--server",
-            "192.0.2.1:5680",
+            "192.0.2.1:5690",
         ])
         .args(["--tag", tag, "--out-dir", out])
         .output()

@@ -349,3 +349,66 @@ async fn own_secrets_live_apart_from_the_mesh_secrets() {
     })
     .await;
 }
+
+/// Outside a pod and without --namespace, the Secrets go to the namespace of the kubeconfig's
+/// context, as kubectl's would (not `kuma-system`); --namespace still wins over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_a_pod_the_kubeconfig_context_names_the_namespace() {
+    bounded(120, async {
+        let api = KubeApiServer::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let kubeconfig = tmp.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    \
+                 server: {}\ncontexts:\n- name: other\n  context:\n    cluster: test\n    \
+                 user: test\n    namespace: kuma-system\n- name: ops\n  context:\n    \
+                 cluster: test\n    user: test\n    namespace: mesh-ops\n\
+                 current-context: ops\nusers:\n- name: test\n  user:\n    token: test-token\n",
+                api.url()
+            ),
+        )
+        .unwrap();
+        let start = |extra: &'static [&'static str]| {
+            let kubeconfig = kubeconfig.clone();
+            tokio::task::spawn_blocking(move || {
+                let dir = tempfile::tempdir().unwrap();
+                let data = dir.path().join("data");
+                let mut args = vec!["--store", "kubernetes"];
+                args.extend_from_slice(extra);
+                Server::start_with_env(
+                    dir,
+                    data,
+                    &[("default.yaml", mesh_yaml().as_str())],
+                    &args,
+                    &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+                )
+            })
+        };
+        let server = start(&[]).await.unwrap();
+        let mut names = api.names("secrets", "mesh-ops");
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "default.ca-builtin-cert-ca-1",
+                "default.ca-builtin-key-ca-1",
+                "meshca-bootstrap-tls",
+                "meshca-token-signing-key",
+            ],
+        );
+        assert!(api.names("secrets", NS).is_empty());
+        assert!(
+            server.log().contains("mesh-ops"),
+            "the namespace is logged: {}",
+            server.log()
+        );
+        drop(server);
+
+        let _explicit = start(&["--namespace", "mesh-explicit"]).await.unwrap();
+        assert_eq!(api.names("secrets", "mesh-explicit").len(), 4);
+        assert!(api.names("secrets", NS).is_empty());
+    })
+    .await;
+}

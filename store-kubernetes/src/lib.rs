@@ -64,6 +64,22 @@ pub async fn default_client() -> Result<kube::Client, Error> {
     })
 }
 
+/// The namespace to use when none is named, as kubectl picks it: `$MESHCA_NAMESPACE` (a
+/// Deployment sets it from the downward API), else the pod's own namespace (its service
+/// account's namespace file), else `client`'s default namespace — outside a pod the kubeconfig
+/// context's, or `default` when the context names none. A value that is not a namespace name is
+/// skipped.
+pub fn default_namespace(client: &kube::Client) -> String {
+    let env = std::env::var(ca_core::SYSTEM_NAMESPACE_ENV).ok();
+    let file = std::fs::read_to_string(ca_core::SERVICE_ACCOUNT_NAMESPACE_FILE).ok();
+    [env, file]
+        .into_iter()
+        .flatten()
+        .map(|n| n.trim().to_owned())
+        .find(|n| ca_core::is_namespace_name(n))
+        .unwrap_or_else(|| client.default_namespace().to_owned())
+}
+
 /// How many times `put` retries a `409 Conflict`.
 const PUT_ATTEMPTS: usize = 5;
 

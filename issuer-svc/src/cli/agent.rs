@@ -116,12 +116,17 @@ pub(crate) struct AgentArgs {
     /// The mesh.
     #[arg(long, default_value = "default")]
     mesh: String,
-    /// A tag of the identity, KEY=VALUE; repeat it. `kuma.io/service` is required.
-    #[arg(long = "tag", value_name = "KEY=VALUE", required = true)]
+    /// A tag of the identity, KEY=VALUE; repeat it or separate with commas. `kuma.io/service` is required.
+    #[arg(
+        long = "tag",
+        value_name = "KEY=VALUE",
+        required = true,
+        value_delimiter = ','
+    )]
     tags: Vec<String>,
-    /// A DNS SAN the mesh's backend adds to every certificate (its `dnsNames`); repeat it. A
+    /// A DNS SAN the mesh's backend adds to every certificate (its `dnsNames`); repeat it or separate with commas. A
     /// certificate whose DNS SANs are not exactly these is refused.
-    #[arg(long = "dns-name", value_name = "DNS")]
+    #[arg(long = "dns-name", value_name = "DNS", value_delimiter = ',')]
     dns_names: Vec<String>,
     /// Files sink: where cert.pem, key.pem (0600) and bundle.pem are kept (created 0700). The
     /// bundle.pem found there at start is the trust the next answer must keep a root of.
@@ -140,7 +145,7 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "NAME")]
     k8s_secret: Option<String>,
     /// Namespace of --k8s-secret. Default: $MESHCA_NAMESPACE, else the pod's namespace, else
-    /// `kuma-system`.
+    /// (outside a pod) the kubeconfig context's namespace, as kubectl.
     #[arg(long, value_name = "NS", requires = "k8s_secret")]
     k8s_namespace: Option<String>,
     /// Command run (`sh -c`) after every new certificate is in place, e.g. `nginx -s reload`.
@@ -156,6 +161,14 @@ pub(crate) struct AgentArgs {
     /// Write one certificate and exit.
     #[arg(long)]
     once: bool,
+}
+
+#[cfg(test)]
+impl AgentArgs {
+    /// The `--tag` values as parsed.
+    pub(crate) fn tags_for_test(&self) -> &[String] {
+        &self.tags
+    }
 }
 
 /// Signals a proxy reloads its certificates on.
@@ -240,13 +253,13 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AgentError> {
         Some(name) => {
             let name = ca_core::SecretName::new(name.as_str())
                 .map_err(UsageError::invalid(Flag::quoted("--k8s-secret", name)))?;
-            let ns = a
+            if let Some(ns) = a
                 .k8s_namespace
-                .clone()
-                .unwrap_or_else(ca_core::system_namespace);
-            if !ca_core::is_namespace_name(&ns) {
+                .as_ref()
+                .filter(|ns| !ca_core::is_namespace_name(ns))
+            {
                 return Err(UsageError::refused(
-                    Flag::quoted("--k8s-namespace", &ns),
+                    Flag::quoted("--k8s-namespace", ns),
                     "is not a Kubernetes namespace name",
                 )
                 .into());
@@ -258,6 +271,10 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AgentError> {
                         sink: "--k8s-secret",
                         source,
                     })?;
+            let ns = a
+                .k8s_namespace
+                .clone()
+                .unwrap_or_else(|| store_kubernetes::default_namespace(&client));
             Some(store_kubernetes::TlsSecretSink::new(client, &ns, &name))
         }
         None => None,
@@ -302,7 +319,7 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AgentError> {
                 .ok_or(ClientError::NoCertificate)?,
         };
         let v = sink.deliver(&c).await?;
-        println!("meshca agent: wrote {}", describe(&v));
+        crate::output::say_as("meshca agent", &format!("wrote {}", describe(&v)));
         return Ok(());
     }
 
@@ -375,7 +392,10 @@ async fn watch(
                     let c = issue_with_token(server, ca, token, request).await?;
                     let v = sink.deliver(&c).await?;
                     *delivered = true;
-                    println!("meshca agent: wrote {} (bootstrap token)", describe(&v));
+                    crate::output::say_as(
+                        "meshca agent",
+                        &format!("wrote {} (bootstrap token)", describe(&v)),
+                    );
                     v.chain_pem
                 }
             };
@@ -413,7 +433,10 @@ async fn watch(
         };
         let v = sink.deliver(&c).await?;
         *delivered = true;
-        println!("meshca agent: wrote {} ({})", describe(&v), msg.reason);
+        crate::output::say_as(
+            "meshca agent",
+            &format!("wrote {} ({})", describe(&v), msg.reason),
+        );
     }
 }
 

@@ -21,7 +21,7 @@ pub(crate) enum ClientError {
     #[error(transparent)]
     Usage(#[from] UsageError),
     /// `--server` is not an address.
-    #[error("`{server}` is not a server address (try 127.0.0.1:5680)")]
+    #[error("`{server}` is not a server address (try 127.0.0.1:5690)")]
     Address {
         server: String,
         #[source]
@@ -83,8 +83,8 @@ impl std::error::Error for Rpc {
 /// share).
 #[derive(Debug, Args)]
 pub(crate) struct ConnArgs {
-    /// The issuer's gRPC address (`127.0.0.1:5680` or `https://host:port`).
-    #[arg(long, default_value = "127.0.0.1:5680")]
+    /// The issuer's gRPC address (`127.0.0.1:5690` or `https://host:port`).
+    #[arg(long, default_value = "127.0.0.1:5690")]
     pub(crate) server: String,
     /// Data directory holding client credentials (DATA_DIR/tls/), as `meshca issue`.
     #[arg(long, default_value = "./meshca-data")]
@@ -311,31 +311,31 @@ mod tests {
     fn http_is_refused_with_credentials_and_plaintext_is_loopback_only() {
         let err = |server: &str, tls: bool| server_endpoint(server, tls).unwrap_err().to_string();
         // TLS material or a token never goes over http://, whatever the host.
-        for server in ["http://127.0.0.1:5680", "HTTP://issuer.example:5680"] {
+        for server in ["http://127.0.0.1:5690", "HTTP://issuer.example:5690"] {
             let e = err(server, true);
             assert!(e.contains("refusing plaintext http://"), "{e}");
         }
         assert_eq!(
-            server_endpoint("127.0.0.1:5680", true)
+            server_endpoint("127.0.0.1:5690", true)
                 .unwrap()
                 .uri()
                 .scheme_str(),
             Some("https")
         );
-        assert!(server_endpoint("https://issuer.example:5680", true).is_ok());
+        assert!(server_endpoint("https://issuer.example:5690", true).is_ok());
         // Plaintext: loopback only, never https://.
         for server in [
-            "127.0.0.1:5680",
-            "http://[::1]:5680",
-            "http://localhost:5680",
+            "127.0.0.1:5690",
+            "http://[::1]:5690",
+            "http://localhost:5690",
         ] {
             assert!(server_endpoint(server, false).is_ok(), "{server}");
         }
-        for server in ["10.0.0.1:5680", "http://issuer.example:5680"] {
+        for server in ["10.0.0.1:5690", "http://issuer.example:5690"] {
             let e = err(server, false);
             assert!(e.contains("only to a loopback address"), "{e}");
         }
-        assert!(err("https://127.0.0.1:5680", false).contains("contradict"));
-        assert!(err("ftp://127.0.0.1:5680", true).contains("scheme"));
+        assert!(err("https://127.0.0.1:5690", false).contains("contradict"));
+        assert!(err("ftp://127.0.0.1:5690", true).contains("scheme"));
     }
 }

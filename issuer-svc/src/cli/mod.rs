@@ -11,14 +11,14 @@ mod trust;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Arg, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 use self::client::issue_remote;
 use self::local::{issue_local, validate};
 use crate::error::CliError;
 use crate::files::{write_private, write_public, IoError};
 use crate::flags::parse_tags;
-use crate::serve::args::ServeArgs;
+use crate::serve::args::{ServeArgs, StoreKind};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -52,7 +52,8 @@ Exit status: 0 on success, 1 on any failure or violation, 2 on a usage error.";
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format (logs go to stderr).
+    /// Log format (logs go to stderr). With `json` every line meshca writes is a JSON object:
+    /// the logs, serve's startup lines on stdout and the final error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log level or filter (`info`, `debug`, `issuer_svc=debug`); RUST_LOG overrides it.
@@ -72,7 +73,7 @@ enum Command {
     /// Run the zone issuer.
     ///
     /// With no arguments: mesh `default` with a builtin CA `ca-1`, data in ./meshca-data, gRPC
-    /// (mTLS) on 127.0.0.1:5680, metrics on 127.0.0.1:5681. On first start it creates a bootstrap
+    /// (mTLS) on 127.0.0.1:5690, metrics on 127.0.0.1:5691. On first start it creates a bootstrap
     /// CA, a server certificate for localhost and an admin client certificate in
     /// DATA_DIR/tls/ (keys 0600). It prints `meshca: grpc listening on ADDR` and
     /// `meshca: metrics listening on ADDR` with the bound addresses, then `meshca: ready`.
@@ -98,12 +99,29 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Bootstrap tokens: one identity's first certificate without an operator key.
     Token(token::TokenArgs),
+    /// Print a shell completion script to stdout.
+    ///
+    /// bash: `source <(meshca completions bash)`, or save it as
+    /// /usr/share/bash-completion/completions/meshca; zsh: save it as `_meshca` in a directory
+    /// of $fpath; fish: save it as ~/.config/fish/completions/meshca.fish.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff) to stdout: meshca's, or one command's (`meshca man serve`).
+    ///
+    /// `meshca man | man -l -`, or `meshca man > /usr/share/man/man1/meshca.1`.
+    Man {
+        /// The command whose page to print (its page is `meshca-COMMAND(1)`).
+        command: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
 struct IssueArgs {
-    /// The issuer's gRPC address (`127.0.0.1:5680` or `https://host:port`).
-    #[arg(long, default_value = "127.0.0.1:5680", conflicts_with = "config")]
+    /// The issuer's gRPC address (`127.0.0.1:5690` or `https://host:port`).
+    #[arg(long, default_value = "127.0.0.1:5690", conflicts_with = "config")]
     server: String,
     /// Issue locally from this Mesh YAML instead of asking a server (builtin CAs persist in
     /// DATA_DIR/secrets, like the server's).
@@ -161,9 +179,61 @@ struct InspectArgs {
     bundle: Option<PathBuf>,
 }
 
+/// The commands whose every flag can also be set from a `MESHCA_*` environment variable.
+const ENV_COMMANDS: [&str; 2] = ["serve", "agent"];
+
+/// The `meshca` command line: the derived [`Cli`] with a `MESHCA_*` environment variable on every
+/// flag of [`ENV_COMMANDS`] and on the global flags, as Kuma has `KUMA_*` for its settings.
+/// Added here rather than one attribute per flag so that a new flag cannot forget it (a test
+/// walks the tree all the same).
+fn command() -> clap::Command {
+    let mut cmd = Cli::command().mut_args(with_env);
+    for name in ENV_COMMANDS {
+        cmd = cmd.mut_subcommand(name, |c| c.mut_args(with_env));
+    }
+    cmd
+}
+
+/// `MESHCA_` + the long flag upper-cased, `-` as `_` (`--data-dir`: `MESHCA_DATA_DIR`).
+fn env_name(long: &str) -> String {
+    format!("MESHCA_{}", long.to_uppercase().replace('-', "_"))
+}
+
+fn with_env(arg: Arg) -> Arg {
+    match arg.get_long() {
+        Some(long) if !arg.is_positional() => {
+            let name = env_name(long);
+            arg.env(name)
+        }
+        _ => arg,
+    }
+}
+
+/// Parses the command line (and the environment) as [`Cli`]; exits on a usage error.
+fn parse() -> Cli {
+    let matches = command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Serve(a), Some(("serve", m))) = (&mut cli.command, matches.subcommand()) {
+        // MESHCA_NAMESPACE also names the system namespace of the backends (cert-manager's
+        // CertificateRequests), so a Deployment may set it whatever the store: from the
+        // environment it is ignored with --store file instead of refused as the flag is.
+        if a.store == StoreKind::File
+            && m.value_source("namespace") == Some(clap::parser::ValueSource::EnvVariable)
+        {
+            a.namespace = None;
+        }
+    }
+    cli
+}
+
 /// Runs the CLI.
 pub(crate) fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
+    match &cli.command {
+        Command::Completions { shell } => return completions(*shell),
+        Command::Man { command } => return man(command.as_deref()),
+        _ => {}
+    }
     let default_level = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
@@ -172,13 +242,14 @@ pub(crate) fn main() -> ExitCode {
         cli.log_format,
         cli.log_level.as_deref().unwrap_or(default_level),
     );
+    crate::output::set_json(matches!(cli.log_format, LogFormat::Json));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("meshca: cannot start the async runtime: {e}");
+            crate::output::fail(&format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -192,12 +263,66 @@ pub(crate) fn main() -> ExitCode {
             }
             Command::Agent(a) => agent::agent(a).await.map_err(CliError::from),
             Command::Token(a) => token::token(a).await,
+            // Answered above, before the runtime.
+            Command::Completions { .. } | Command::Man { .. } => Ok(()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("meshca: error: {}", crate::error::chain(&e));
+            crate::output::fail(&format!("error: {}", crate::error::chain(&e)));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `meshca completions SHELL`. Generated at run time rather than at build time: the script
+/// then always matches the binary at hand (also in an image that has nothing but the binary),
+/// and the build needs no copy of the command tree.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut command(), "meshca", &mut out);
+    write_stdout(&out)
+}
+
+/// `meshca man [COMMAND]`: the page of meshca, or of one of its commands.
+fn man(name: Option<&str>) -> ExitCode {
+    let mut cmd = command();
+    cmd.build();
+    let page = match name {
+        None => cmd,
+        Some(n) => match cmd.find_subcommand(n) {
+            Some(sub) => sub
+                .clone()
+                .name(format!("meshca-{n}"))
+                .version(env!("CARGO_PKG_VERSION")),
+            None => {
+                crate::output::fail(&format!(
+                    "error: no command `{n}` (the commands: {})",
+                    cmd.get_subcommands()
+                        .map(|c| c.get_name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut out = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(page).render(&mut out) {
+        crate::output::fail(&format!("error: cannot render the man page: {e}"));
+        return ExitCode::FAILURE;
+    }
+    write_stdout(&out)
+}
+
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            crate::output::fail(&format!("error: cannot write to stdout: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -252,4 +377,124 @@ async fn issue(a: IssueArgs) -> Result<(), CliError> {
         if csr.is_none() { "key.pem, " } else { "" }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag of serve and agent, global ones included, has its `MESHCA_*` variable: a new
+    /// flag cannot forget it.
+    #[test]
+    fn every_serve_and_agent_flag_has_an_environment_variable() {
+        let mut cmd = command();
+        cmd.build();
+        for name in ENV_COMMANDS {
+            let sub = cmd
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"));
+            let mut seen = 0;
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_positional() || id == "help" || id == "version" {
+                    continue;
+                }
+                let long = arg
+                    .get_long()
+                    .unwrap_or_else(|| panic!("{name}: {id} has no long flag"));
+                let env = arg
+                    .get_env()
+                    .unwrap_or_else(|| panic!("{name} --{long} has no environment variable"));
+                assert_eq!(
+                    env.to_str(),
+                    Some(env_name(long).as_str()),
+                    "{name} --{long}"
+                );
+                assert!(env_name(long).starts_with("MESHCA_"));
+                seen += 1;
+            }
+            assert!(seen > 5, "{name}: only {seen} flags seen");
+        }
+        assert_eq!(env_name("data-dir"), "MESHCA_DATA_DIR");
+    }
+
+    /// The variables are shown in `--help`.
+    #[test]
+    fn help_names_the_variables() {
+        let mut cmd = command();
+        cmd.build();
+        let help = cmd
+            .find_subcommand_mut("serve")
+            .expect("serve")
+            .render_long_help()
+            .to_string();
+        for var in [
+            "MESHCA_DATA_DIR",
+            "MESHCA_LISTEN",
+            "MESHCA_TLS_CERT",
+            "MESHCA_LOG_FORMAT",
+        ] {
+            assert!(
+                help.contains(&format!("env: {var}")),
+                "{var} missing:\n{help}"
+            );
+        }
+    }
+
+    /// The default ports stay clear of kuma-cp's 5676-5685 (5680 diagnostics, 5681 API), so both
+    /// run on one host.
+    #[test]
+    fn default_ports_do_not_collide_with_kuma_cp() {
+        let m = command()
+            .try_get_matches_from(["meshca", "serve"])
+            .expect("parses");
+        let Command::Serve(a) = Cli::from_arg_matches(&m).expect("serve").command else {
+            panic!("not serve")
+        };
+        assert_eq!(a.listen.port(), 5690);
+        assert_eq!(a.metrics_listen.port(), 5691);
+        for port in [a.listen.port(), a.metrics_listen.port()] {
+            assert!(!(5676..=5685).contains(&port), "{port}");
+        }
+    }
+
+    /// Repeated flags also take comma-separated values (the form an environment variable has).
+    #[test]
+    fn repeated_flags_split_on_commas() {
+        let m = command()
+            .try_get_matches_from([
+                "meshca",
+                "agent",
+                "--tag",
+                "kuma.io/service=web,version=v1",
+                "--dns-name",
+                "a.example,b.example",
+                "--out-dir",
+                "x",
+            ])
+            .expect("parses");
+        let cli = Cli::from_arg_matches(&m).expect("agent args");
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent")
+        };
+        assert_eq!(a.tags_for_test(), ["kuma.io/service=web", "version=v1"]);
+        let m = command()
+            .try_get_matches_from([
+                "meshca",
+                "serve",
+                "--server-name",
+                "a.example,b.example",
+                "--allow-vault-address",
+                "https://v1:8200,https://v2:8200",
+            ])
+            .expect("parses");
+        let Command::Serve(a) = Cli::from_arg_matches(&m).expect("serve").command else {
+            panic!("not serve")
+        };
+        assert_eq!(a.server_name, ["a.example", "b.example"]);
+        assert_eq!(
+            a.allow_vault_address,
+            ["https://v1:8200", "https://v2:8200"]
+        );
+    }
 }

@@ -25,10 +25,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "./meshca-data")]
     pub(crate) data_dir: PathBuf,
     /// gRPC address. Use 127.0.0.1:0 for a free port (the bound one is printed).
-    #[arg(long, default_value = "127.0.0.1:5680")]
+    #[arg(long, default_value = "127.0.0.1:5690")]
     pub(crate) listen: SocketAddr,
     /// Address of /metrics, /healthz and /readyz (plain HTTP).
-    #[arg(long, default_value = "127.0.0.1:5681")]
+    #[arg(long, default_value = "127.0.0.1:5691")]
     pub(crate) metrics_listen: SocketAddr,
     /// Directory of Mesh YAML files (*.yaml, *.yml; Universal or Kubernetes form, `---`
     /// separated documents allowed), re-read every --reload-interval. Default: mesh `default`
@@ -41,8 +41,10 @@ pub(crate) struct ServeArgs {
     /// Where mesh secrets live.
     #[arg(long, value_enum, default_value_t = StoreKind::File)]
     pub(crate) store: StoreKind,
-    /// Namespace of the Secrets with --store kubernetes. Default: $MESHCA_NAMESPACE, else the
-    /// pod's own namespace, else `kuma-system`.
+    /// Namespace of the Secrets with --store kubernetes. Default: the pod's own namespace, else
+    /// (outside a pod) the kubeconfig context's namespace, as kubectl. From the environment
+    /// (MESHCA_NAMESPACE, which also names the backends' system namespace) it is ignored with
+    /// --store file.
     #[arg(long, value_name = "NS")]
     pub(crate) namespace: Option<String>,
     /// Namespace of meshca's own Secrets with --store kubernetes (`meshca-bootstrap-tls`,
@@ -56,8 +58,8 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pub(crate) adopt_open_data_dir: bool,
     /// Extra DNS name on the bootstrap server certificate (besides localhost, 127.0.0.1, ::1),
-    /// e.g. the Service name `meshca.kuma-system.svc`; repeat it (at most 16).
-    #[arg(long, value_name = "DNS")]
+    /// e.g. the Service name `meshca.kuma-system.svc`; repeat it or separate with commas (at most 16).
+    #[arg(long, value_name = "DNS", value_delimiter = ',')]
     pub(crate) server_name: Vec<String>,
     /// Authorization file: which client identities (CA + CN or SPIFFE ID) may act on which
     /// meshes. The bootstrap admin may do everything; data planes may renew their own identity.
@@ -72,22 +74,22 @@ pub(crate) struct ServeArgs {
     /// such a Mesh may use only `secret:` (of its own mesh), `inline` and `inlineString`.
     #[arg(long, value_name = "DIR")]
     pub(crate) allow_file_sources: Option<PathBuf>,
-    /// Let a Mesh sent to ValidateBackend use the `env:` data source VAR; repeat it.
-    #[arg(long, value_name = "VAR")]
+    /// Let a Mesh sent to ValidateBackend use the `env:` data source VAR; repeat it or separate with commas.
+    #[arg(long, value_name = "VAR", value_delimiter = ',')]
     pub(crate) allow_env_source: Vec<String>,
     /// Let a Mesh sent to ValidateBackend contact the Vault at this origin
-    /// (`https://vault.example:8200`, no path); repeat it. Without any, such a Mesh's vault
+    /// (`https://vault.example:8200`, no path); repeat it or separate with commas. Without any, such a Mesh's vault
     /// backends are checked but not contacted.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
     pub(crate) allow_vault_address: Vec<String>,
     /// Let a Mesh sent to ValidateBackend use the AWS Private CA with this ARN (with the
-    /// server's AWS credentials if it names none); repeat it.
-    #[arg(long, value_name = "ARN")]
+    /// server's AWS credentials if it names none); repeat it or separate with commas.
+    #[arg(long, value_name = "ARN", value_delimiter = ',')]
     pub(crate) allow_acmpca_arn: Vec<String>,
     /// Let a Mesh sent to ValidateBackend request certificates from this cert-manager issuer,
-    /// `KIND/NAME` or `KIND.GROUP/NAME` (`ClusterIssuer/mesh-ca`); repeat it. meshca never
+    /// `KIND/NAME` or `KIND.GROUP/NAME` (`ClusterIssuer/mesh-ca`); repeat it or separate with commas. meshca never
     /// approves such requests itself.
-    #[arg(long, value_name = "KIND/NAME")]
+    #[arg(long, value_name = "KIND/NAME", value_delimiter = ',')]
     pub(crate) allow_certmanager_issuer: Vec<String>,
     /// Server certificate chain (PEM) instead of the bootstrap one; needs --tls-key.
     #[arg(long, requires = "tls_key")]
@@ -95,6 +97,11 @@ pub(crate) struct ServeArgs {
     /// Server key (PEM) for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// How often to check --tls-cert and --tls-key for new content (cert-manager rotates them in
+    /// place): a changed pair serves new handshakes at once; a pair that does not parse or fit
+    /// together is refused with a warning and the previous one keeps serving.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) tls_reload_interval: Duration,
     /// Serve gRPC without TLS. Only on a loopback address; every caller is then trusted as admin.
     #[arg(long)]
     pub(crate) insecure_plaintext: bool,

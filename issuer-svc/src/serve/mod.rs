@@ -124,7 +124,23 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
     tokio::spawn(tokens.clone().follow(a.reload_interval));
 
     let tls = match (server_tls, &operator_roots) {
-        (Some((chain, key)), Some(roots)) => Some(tls::server(&manager, roots, chain, key)?),
+        (Some((chain, key)), Some(roots)) => {
+            let cert = tls::ServerCert::new(chain, key)?;
+            if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
+                let files = tls::CertFiles {
+                    cert: c.clone(),
+                    key: k.clone(),
+                };
+                let counted = metrics.clone();
+                tokio::spawn(tls::follow_cert_files(
+                    cert.clone(),
+                    files,
+                    a.tls_reload_interval,
+                    move |chain| counted.set_server_chain(chain),
+                ));
+            }
+            Some(tls::server(&manager, roots, cert)?)
+        }
         _ => None,
     };
     let policy = SharedPolicy::new(policy);
@@ -176,25 +192,26 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
     let router = router(service, max_streams, metrics.grpc_layer()).await?;
 
     let mode = if tls.is_some() { "mTLS" } else { "plaintext" };
-    println!("meshca: grpc listening on {grpc_addr} ({mode})");
-    println!("meshca: metrics listening on {metrics_addr}");
+    let say = crate::output::say;
+    say(&format!("grpc listening on {grpc_addr} ({mode})"));
+    say(&format!("metrics listening on {metrics_addr}"));
     if tls.is_some() {
-        println!(
-            "meshca: data directory {}; admin client certificate {}",
+        say(&format!(
+            "data directory {}; admin client certificate {}",
             a.data_dir.display(),
             paths.admin.display()
-        );
-        println!(
-            "meshca: try: meshca issue --server {grpc_addr} --data-dir {} --mesh default --tag kuma.io/service=web --out-dir ./certs",
+        ));
+        say(&format!(
+            "try: meshca issue --server {grpc_addr} --data-dir {} --mesh default --tag kuma.io/service=web --out-dir ./certs",
             a.data_dir.display()
-        );
+        ));
     } else {
-        println!(
-            "meshca: try: meshca issue --server {grpc_addr} --plaintext --mesh default --tag kuma.io/service=web --out-dir ./certs"
-        );
+        say(&format!(
+            "try: meshca issue --server {grpc_addr} --plaintext --mesh default --tag kuma.io/service=web --out-dir ./certs"
+        ));
     }
     metrics.ready.store(true, Ordering::Relaxed);
-    println!("meshca: ready");
+    say("ready");
 
     let shutdown = shutdown_signal();
     let result = router
@@ -223,18 +240,19 @@ async fn open_store(
             (store.clone(), store)
         }
         StoreKind::Kubernetes => {
-            let ns = a
-                .namespace
-                .clone()
-                .unwrap_or_else(ca_core::system_namespace);
             let failed = |source| CliError::CoreIn {
                 context: "--store kubernetes",
                 source,
             };
-            let store = Arc::new(KubernetesSecretStore::connect(&ns).await.map_err(failed)?);
+            let client = store_kubernetes::default_client().await.map_err(failed)?;
+            let ns = a
+                .namespace
+                .clone()
+                .unwrap_or_else(|| store_kubernetes::default_namespace(&client));
+            let store = Arc::new(KubernetesSecretStore::new(client.clone(), &ns));
             // meshca's own Secrets (bootstrap TLS CA, token signing key) may live apart.
             let own = match a.own_namespace.as_ref().filter(|o| **o != ns) {
-                Some(own) => Arc::new(KubernetesSecretStore::connect(own).await.map_err(failed)?),
+                Some(own) => Arc::new(KubernetesSecretStore::new(client, own)),
                 None => store.clone(),
             };
             own.get(Scope::Global, &bootstrap_secret_name()?)
@@ -308,6 +326,13 @@ fn check(a: &ServeArgs) -> Result<Checked, CliError> {
         return Err(
             UsageError::refused(Flag::new("--idle-timeout"), "must be at least 100ms").into(),
         );
+    }
+    if a.tls_reload_interval < Duration::from_millis(100) {
+        return Err(UsageError::refused(
+            Flag::new("--tls-reload-interval"),
+            "must be at least 100ms",
+        )
+        .into());
     }
     if !(0.1..=0.95).contains(&a.rotate_fraction) {
         return Err(UsageError::refused(

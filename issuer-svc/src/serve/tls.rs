@@ -4,11 +4,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use ca_core::{ChainUsage, TrustBundle};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
@@ -159,8 +164,12 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
 
 /// Reads a PEM private key from a file.
 pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = crate::files::read_file(path, "key file")?;
-    let blocks = pem::parse_many(&pem).map_err(|source| TlsError::KeyNotPem {
+    parse_key(path, &crate::files::read_file(path, "key file")?)
+}
+
+/// The first PEM private key of `pem`, read from `path`.
+fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let blocks = pem::parse_many(pem).map_err(|source| TlsError::KeyNotPem {
         path: path.to_owned(),
         source,
     })?;
@@ -178,19 +187,128 @@ pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> 
     })
 }
 
-/// The server's rustls config: its certificate, client certificates (optional: see
-/// [`DynamicClientVerifier`]) checked by `verifier`, HTTP/2 by ALPN.
-pub(crate) fn server_config(
+/// The server's certificate and key, which every new handshake reads afresh: fixed for the
+/// bootstrap certificate, swapped in place by [`follow_cert_files`] for the operator's
+/// `--tls-cert`/`--tls-key`. Handshakes in progress finish with the pair they started with.
+#[derive(Debug)]
+pub(crate) struct ServerCert {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ServerCert {
+    /// The pair, checked to fit together.
+    pub(crate) fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self {
+            current: ArcSwap::from_pointee(certified(chain, key)?),
+        }))
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn certified(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, TlsError> {
+    CertifiedKey::from_der(chain, key, &provider()).map_err(TlsError::KeyMismatch)
+}
+
+/// The operator's certificate and key files (`--tls-cert`, `--tls-key`).
+#[derive(Debug, Clone)]
+pub(crate) struct CertFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+impl CertFiles {
+    /// Both files' bytes and a hash of them together.
+    fn read(&self) -> Result<(Vec<u8>, Vec<u8>, String), TlsError> {
+        let cert = crate::files::read_file(&self.cert, "certificate file")?;
+        let key = crate::files::read_file(&self.key, "key file")?;
+        let mut both = crate::hash::sha256_hex(&cert);
+        both.push_str(&crate::hash::sha256_hex(&key));
+        Ok((cert, key, both))
+    }
+
+    /// The pair in `cert` and `key`, checked to fit together.
+    fn parse(&self, cert: &[u8], key: &[u8]) -> Result<CertifiedKey, TlsError> {
+        let chain =
+            ca_core::x509::parse_pem_certs(cert).map_err(|reason| TlsError::Certificates {
+                path: self.cert.clone(),
+                reason,
+            })?;
+        certified(chain, parse_key(&self.key, key)?)
+    }
+}
+
+/// Reloads `--tls-cert`/`--tls-key` into `cert` when their content changes (cert-manager and
+/// other rotators replace them in place or swap a symlink). The files are read every `interval`
+/// and compared by content hash: unlike inotify this sees a Kubernetes Secret volume's
+/// `..data` symlink swap and works on every file system, and two small reads per interval cost
+/// nothing. A pair that cannot be read, parsed or does not fit together (a rotator half way
+/// through writing it, a mistake) is refused with a warning, once per content, and the
+/// previous pair keeps serving; `on_reload` gets every chain put into service.
+pub(crate) async fn follow_cert_files(
+    cert: Arc<ServerCert>,
+    files: CertFiles,
+    interval: Duration,
+    on_reload: impl Fn(&[CertificateDer<'static>]) + Send + 'static,
+) {
+    // The pair `serve` checked at start is the one in service.
+    let mut seen = files.read().ok().map(|(_, _, hash)| hash);
+    let mut unreadable: Option<String> = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        let (c, k, hash) = match files.read() {
+            Ok(read) => read,
+            Err(e) => {
+                let message = crate::api::status::message(&e);
+                if unreadable.as_ref() != Some(&message) {
+                    tracing::warn!(error = %message, cert = %files.cert.display(), "cannot read the server certificate files; the previous pair keeps serving");
+                    unreadable = Some(message);
+                }
+                continue;
+            }
+        };
+        unreadable = None;
+        if seen.as_ref() == Some(&hash) {
+            continue;
+        }
+        seen = Some(hash);
+        match files.parse(&c, &k) {
+            Ok(new) => {
+                on_reload(&new.cert);
+                cert.current.store(Arc::new(new));
+                tracing::info!(cert = %files.cert.display(), key = %files.key.display(), "reloaded the server certificate");
+            }
+            Err(e) => tracing::warn!(
+                error = %crate::api::status::message(&e),
+                cert = %files.cert.display(),
+                key = %files.key.display(),
+                "refused the changed server certificate files; the previous pair keeps serving"
+            ),
+        }
+    }
+}
+
+/// The server's rustls config: its certificate from `cert`, client certificates (optional: see
+/// [`DynamicClientVerifier`]) checked by `verifier`, HTTP/2 by ALPN.
+pub(crate) fn server_config(
+    cert: Arc<ServerCert>,
     verifier: Arc<DynamicClientVerifier>,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Setup)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(TlsError::KeyMismatch)?;
+        .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
@@ -200,15 +318,14 @@ pub(crate) fn server_config(
 pub(crate) fn server(
     manager: &Arc<Manager>,
     operators: &OperatorRoots,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    cert: Arc<ServerCert>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let roots = operators.certs().to_vec();
     let verifier = Arc::new(DynamicClientVerifier::new(&client_roots(
         &roots,
         &manager.snapshot(),
     ))?);
-    let config = server_config(chain, key, verifier.clone())?;
+    let config = server_config(cert, verifier.clone())?;
     tokio::spawn(follow_roots(manager.clone(), roots, verifier));
     Ok(Arc::new(config))
 }
