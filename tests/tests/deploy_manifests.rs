@@ -1160,6 +1160,29 @@ fn ports_stay_clear_of_kuma_cp() {
     }
 }
 
+#[test]
+fn image_is_pinned_by_tag_or_digest() {
+    // A release pins the image by digest (README.md); until then a fixed tag, never `latest`
+    // or none (which the kubelet would pull anew at every start).
+    let m = load();
+    let c = container(deployment(&m));
+    let image = c.image.as_deref().expect("image");
+    if let Some((_, digest)) = image.split_once("@sha256:") {
+        assert!(
+            digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{image}: a digest is sha256 and 64 hex digits"
+        );
+    } else {
+        let last = image.rsplit('/').next().unwrap();
+        let tag = last.split_once(':').map(|(_, t)| t);
+        assert!(
+            tag.is_some_and(|t| !t.is_empty() && t != "latest"),
+            "{image}: neither a digest nor a fixed tag"
+        );
+    }
+    assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+}
+
 // === kubernetes-validate ===
 
 /// `$MESHCA_PYTHON`: the venv scripts/test makes from scripts/requirements-test.txt, which has
