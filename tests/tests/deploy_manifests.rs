@@ -10,14 +10,23 @@
 //! Ownership: the base declares only meshca's own namespace and puts everything there, except
 //! the Role (and its binding) for the mesh Secrets in Kuma's namespace; every Secrets rule names
 //! its Secrets (resourceNames) but the documented `create` exception; a NetworkPolicy selects
-//! the pods and keeps the unauthenticated metrics port from everyone but the monitoring
-//! namespace.
+//! the pods, lets gRPC in from labelled clients only and the unauthenticated metrics port from
+//! the monitoring namespace only, lets out only DNS and the API server's ports, and documents
+//! what it assumes.
+//!
+//! Against the real schemas: every manifest validates with `kubernetes-validate --strict` (from
+//! `$MESHCA_PYTHON`'s venv) for every Kubernetes version meshca supports, 1.33 (the k8s-openapi
+//! feature) up to the newest the pinned kubernetes-validate knows; the optional ServiceMonitor
+//! (`optional/`, a kustomize Component outside the base) validates against prometheus-operator's
+//! CRD schema (vendored in `optional/upstream/`) and scrapes the Service's metrics port. The ports
+//! stay clear of kuma-cp's 5676-5685.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use ca_core::config::Mesh;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -42,6 +51,10 @@ const KUMA_ROLE: &str = "meshca-mesh-secrets";
 const KUMA_FILE: &str = "22-rbac-kuma-secrets.yaml";
 const MESH_CONFIGMAP: &str = "meshca-meshes";
 const OPTIONAL_FILE: &str = "21-rbac-clusterissuer.yaml";
+/// The label of namespaces and pods the NetworkPolicy lets reach gRPC.
+const CLIENT_LABEL: &str = "meshca.io/client";
+/// The kustomize Component with the optional ServiceMonitor.
+const OPTIONAL_DIR: &str = "optional";
 /// meshca's own Secrets (`serve::BOOTSTRAP_SECRET`, `api::token::KEY_SECRET`).
 const OWN_SECRETS: [&str; 2] = ["meshca-bootstrap-tls", "meshca-token-signing-key"];
 
@@ -143,11 +156,14 @@ fn documents(text: &str) -> Result<Vec<Value>, String> {
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
-/// The manifest files: every `*.yaml` but kustomization.yaml, sorted.
+/// The manifest files: every `*.yaml` of deploy/kubernetes/ but kustomization.yaml, sorted.
+/// Besides them the directory holds only its README.md and optional/ (checked by its own tests).
 fn manifest_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir())
         .expect("deploy/kubernetes/ exists")
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.is_dir() || file_name(p) != OPTIONAL_DIR)
+        .filter(|p| file_name(p) != "README.md")
         .collect();
     files.sort();
     for f in &files {
@@ -608,7 +624,7 @@ fn every_secrets_rule_names_its_secrets_or_is_the_documented_exception() {
 }
 
 #[test]
-fn network_policy_selects_the_pods_and_guards_metrics() {
+fn network_policy_selects_the_pods_and_guards_both_ports() {
     let m = load();
     let d = deployment(&m);
     let c = container(d);
@@ -625,9 +641,16 @@ fn network_policy_selects_the_pods_and_guards_metrics() {
         selects(&sel, &labels),
         "the NetworkPolicy must select the pods"
     );
-    assert!(
-        spec.policy_types.iter().flatten().any(|t| t == "Ingress"),
-        "the NetworkPolicy must restrict ingress"
+    let types: Vec<&str> = spec
+        .policy_types
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        types,
+        ["Ingress", "Egress"],
+        "both directions are restricted"
     );
     let args = c.args.as_deref().unwrap();
     let grpc = flag_port(args, "--listen");
@@ -649,17 +672,113 @@ fn network_policy_selects_the_pods_and_guards_metrics() {
     assert!(rules
         .iter()
         .all(|r| r.ports.as_ref().is_some_and(|p| !p.is_empty())));
-    assert!(!rules_for(grpc).is_empty(), "gRPC must be reachable");
-    let metrics_rules = rules_for(metrics);
-    assert!(
-        !metrics_rules.is_empty(),
-        "Prometheus must reach the metrics port"
-    );
-    for r in metrics_rules {
-        let from = r.from.as_deref().unwrap_or_default();
+    // Every port a rule opens is one of the two.
+    for r in rules {
+        for p in r.ports.iter().flatten() {
+            let port = container_port(c, p.port.as_ref().expect("a port"));
+            assert!(port == grpc || port == metrics, "ingress to port {port}");
+        }
+    }
+    for (port, what) in [(grpc, "gRPC"), (metrics, "metrics")] {
+        let port_rules = rules_for(port);
+        assert!(!port_rules.is_empty(), "{what} must be reachable");
+        for r in port_rules {
+            let from = r.from.as_deref().unwrap_or_default();
+            assert!(
+                !from.is_empty() && !from.iter().any(open_peer),
+                "{what} must not be open to every pod or address: {r:?}"
+            );
+        }
+    }
+    // Metrics only from the monitoring namespace.
+    for r in rules_for(metrics) {
+        for peer in r.from.iter().flatten() {
+            let ns = peer
+                .namespace_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone())
+                .unwrap_or_default();
+            assert_eq!(
+                ns.get("kubernetes.io/metadata.name").map(String::as_str),
+                Some("monitoring"),
+                "metrics from {peer:?}"
+            );
+        }
+    }
+    // gRPC from what carries the client label, namespaces or pods.
+    for r in rules_for(grpc) {
+        for peer in r.from.iter().flatten() {
+            let labelled =
+                |s: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>| {
+                    s.as_ref()
+                        .and_then(|s| s.match_labels.as_ref())
+                        .and_then(|l| l.get(CLIENT_LABEL))
+                        .is_some_and(|v| v == "true")
+                };
+            assert!(
+                labelled(&peer.namespace_selector) || labelled(&peer.pod_selector),
+                "gRPC from a peer without the {CLIENT_LABEL} label: {peer:?}"
+            );
+        }
+    }
+
+    // Egress: DNS to the cluster's resolver on 53, and the API server's ports; every rule names
+    // its ports (a rule without ports opens every port).
+    let egress = spec.egress.as_deref().unwrap_or_default();
+    let mut opened = BTreeSet::new();
+    for r in egress {
+        let ports = r.ports.as_deref().unwrap_or_default();
+        assert!(!ports.is_empty(), "an egress rule without ports: {r:?}");
+        for p in ports {
+            let Some(IntOrString::Int(n)) = p.port else {
+                panic!("egress ports are numbers: {p:?}");
+            };
+            opened.insert((p.protocol.clone().unwrap_or_else(|| "TCP".into()), n));
+            if n == 53 {
+                let to = r.to.as_deref().unwrap_or_default();
+                assert!(!to.is_empty(), "DNS to anyone: {r:?}");
+                for peer in to {
+                    let pods = peer
+                        .pod_selector
+                        .as_ref()
+                        .and_then(|s| s.match_labels.clone())
+                        .unwrap_or_default();
+                    assert_eq!(
+                        pods.get("k8s-app").map(String::as_str),
+                        Some("kube-dns"),
+                        "{peer:?}"
+                    );
+                }
+            }
+        }
+    }
+    let want: BTreeSet<(String, i32)> = [("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6443)]
+        .into_iter()
+        .map(|(p, n)| (p.to_owned(), n))
+        .collect();
+    assert_eq!(opened, want, "egress: DNS and the API server");
+
+    // Its assumptions are written down where an operator changes them.
+    let text = fs::read_to_string(dir().join("70-networkpolicy.yaml")).unwrap();
+    let comments: String = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix('#'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for word in [
+        "Assumptions",
+        CLIENT_LABEL,
+        "monitoring",
+        "kube-dns",
+        "API server",
+        "ipBlock",
+        "CNI",
+        "probes",
+        "Vault",
+    ] {
         assert!(
-            !from.is_empty() && !from.iter().any(open_peer),
-            "the unauthenticated metrics port must not be open to everyone: {r:?}"
+            comments.contains(word),
+            "70-networkpolicy.yaml: the comments do not mention {word}"
         );
     }
 }
@@ -935,6 +1054,16 @@ fn service_and_pdb_select_the_pods() {
     };
     assert_eq!(target("grpc"), (grpc, grpc));
     assert_eq!(target("metrics"), (metrics, metrics));
+    // What each port speaks, for meshes, gateways and load balancers in front: gRPC (HTTP/2 in
+    // TLS) and plain HTTP.
+    let app_protocol = |name: &str| {
+        ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| p.app_protocol.clone())
+    };
+    assert_eq!(app_protocol("grpc").as_deref(), Some("grpc"));
+    assert_eq!(app_protocol("metrics").as_deref(), Some("http"));
 
     let pdb = one(&m.pdbs, "PodDisruptionBudget");
     assert_eq!(pdb.metadata.namespace, d.metadata.namespace);
@@ -1003,6 +1132,347 @@ fn sample_mesh_is_valid() {
     assert_eq!(backends[1].backend_type(), "certmanager");
 }
 
+#[test]
+fn ports_stay_clear_of_kuma_cp() {
+    // kuma-cp listens on 5676-5685 (API server, diagnostics, DNS, ...): meshca beside it on one
+    // host must not collide. Its defaults are 5690 (gRPC) and 5691 (metrics).
+    let m = load();
+    let c = container(deployment(&m));
+    let args = c.args.as_deref().unwrap();
+    let grpc = flag_port(args, "--listen");
+    let metrics = flag_port(args, "--metrics-listen");
+    assert_eq!((grpc, metrics), (5690, 5691));
+    let svc = one(&m.services, "Service");
+    let ports = svc
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_deref()
+        .unwrap_or_default();
+    let mut all: Vec<i32> = ports.iter().map(|p| p.port).collect();
+    all.extend(c.ports.iter().flatten().map(|p| p.container_port));
+    for port in all {
+        assert!(
+            !(5676..=5685).contains(&port),
+            "port {port} is in kuma-cp's range 5676-5685"
+        );
+    }
+}
+
+#[test]
+fn image_is_pinned_by_tag_or_digest() {
+    // A release pins the image by digest (README.md); until then a fixed tag, never `latest`
+    // or none (which the kubelet would pull anew at every start).
+    let m = load();
+    let c = container(deployment(&m));
+    let image = c.image.as_deref().expect("image");
+    if let Some((_, digest)) = image.split_once("@sha256:") {
+        assert!(
+            digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{image}: a digest is sha256 and 64 hex digits"
+        );
+    } else {
+        let last = image.rsplit('/').next().unwrap();
+        let tag = last.split_once(':').map(|(_, t)| t);
+        assert!(
+            tag.is_some_and(|t| !t.is_empty() && t != "latest"),
+            "{image}: neither a digest nor a fixed tag"
+        );
+    }
+    assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+}
+
+// === kubernetes-validate ===
+
+/// `$MESHCA_PYTHON`: the venv scripts/test makes from scripts/requirements-test.txt, which has
+/// kubernetes-validate.
+fn python() -> PathBuf {
+    std::env::var_os("MESHCA_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "MESHCA_PYTHON is not set: these tests run kubernetes-validate from the venv \
+             scripts/test makes (python3 -m venv V && V/bin/pip install -r \
+             scripts/requirements-test.txt && export MESHCA_PYTHON=V/bin/python)"
+            )
+        })
+}
+
+/// (major, minor) of "1.33" or "1.33.0".
+fn major_minor(v: &str) -> (u32, u32) {
+    let mut it = v
+        .split('.')
+        .map(|n| n.parse::<u32>().unwrap_or_else(|_| panic!("version {v}")));
+    (
+        it.next().unwrap(),
+        it.next().unwrap_or_else(|| panic!("version {v}")),
+    )
+}
+
+/// The oldest Kubernetes version meshca supports: the one of the k8s-openapi feature
+/// (`v1_33`) its crates are built with.
+fn oldest_supported() -> (u32, u32) {
+    let text =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("k8s-openapi "))
+        .expect("k8s-openapi in tests/Cargo.toml");
+    let feature = line
+        .split('"')
+        .find(|w| w.starts_with("v1_"))
+        .expect("a v1_NN feature of k8s-openapi");
+    major_minor(&feature[1..].replace('_', "."))
+}
+
+/// Every Kubernetes version meshca supports, "1.33" ..: the oldest up to the newest that
+/// kubernetes-validate has schemas for.
+fn supported_versions() -> Vec<String> {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import kubernetes_validate.utils as u; print('\\n'.join(u.all_versions()))",
+        ])
+        .output()
+        .expect("run $MESHCA_PYTHON");
+    assert!(
+        out.status.success(),
+        "kubernetes_validate is not installed in $MESHCA_PYTHON: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let oldest = oldest_supported();
+    let mut versions: Vec<(u32, u32)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(major_minor)
+        .filter(|v| *v >= oldest)
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(
+        versions.first(),
+        Some(&oldest),
+        "kubernetes-validate has no schemas for {oldest:?}, the oldest version meshca supports"
+    );
+    versions
+        .into_iter()
+        .map(|(a, b)| format!("{a}.{b}"))
+        .collect()
+}
+
+/// Runs `python -m kubernetes_validate` on `files` (relative to `cwd`) for every version of
+/// `versions`: (exit status success, stdout and stderr).
+fn kubernetes_validate(
+    cwd: &Path,
+    files: &[String],
+    versions: &[String],
+    strict: bool,
+) -> (bool, String) {
+    let mut cmd = Command::new(python());
+    cmd.current_dir(cwd).args(["-m", "kubernetes_validate"]);
+    if strict {
+        cmd.arg("--strict");
+    }
+    for v in versions {
+        cmd.args(["-k", v]);
+    }
+    let out = cmd.args(files).output().expect("run kubernetes_validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn every_manifest_validates_strictly_for_every_supported_kubernetes_version() {
+    let versions = supported_versions();
+    let files: Vec<String> = manifest_files().iter().map(|p| file_name(p)).collect();
+    // One line per (file, object, version), as kubernetes-validate prints it. An object whose
+    // schema it does not know is only a WARN with exit status 0: hence every line is looked for.
+    let mut want = BTreeSet::new();
+    for f in &files {
+        let docs = documents(&fs::read_to_string(dir().join(f)).unwrap()).unwrap();
+        assert!(!docs.is_empty(), "{f}");
+        for doc in docs {
+            let kind = doc["kind"].as_str().unwrap().to_lowercase();
+            let name = doc["metadata"]["name"].as_str().unwrap();
+            for v in &versions {
+                want.insert(format!(
+                    "INFO {f} passed for resource {kind}/{name} against version {v}"
+                ));
+            }
+        }
+    }
+    let (ok, out) = kubernetes_validate(&dir(), &files, &versions, true);
+    assert!(ok, "kubernetes-validate --strict failed:\n{out}");
+    let got: BTreeSet<String> = out.lines().map(str::to_owned).collect();
+    assert_eq!(
+        got, want,
+        "every object passes for every version {versions:?}, without warnings:\n{out}"
+    );
+}
+
+#[test]
+fn kubernetes_validate_strict_refuses_an_unknown_field() {
+    let versions = &supported_versions()[..1];
+    let text = fs::read_to_string(dir().join("40-deployment.yaml")).unwrap();
+    let broken = text.replacen("        readinessProbe:", "        readynessProbe:", 1);
+    assert_ne!(broken, text);
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("broken.yaml"), &broken).unwrap();
+    let files = ["broken.yaml".to_owned()];
+    let (ok, out) = kubernetes_validate(tmp.path(), &files, versions, true);
+    assert!(!ok, "--strict accepted a misspelt field:\n{out}");
+    assert!(
+        out.contains("ERROR broken.yaml did not validate for resource deployment/meshca")
+            && out.contains("readynessProbe"),
+        "{out}"
+    );
+    // Without --strict the misspelt field is let through: --strict is what catches it.
+    let (ok, out) = kubernetes_validate(tmp.path(), &files, versions, false);
+    assert!(ok, "{out}");
+}
+
+// === the optional ServiceMonitor ===
+
+/// The one document of `optional/FILE`.
+fn optional_doc(file: &str) -> Value {
+    let text = fs::read_to_string(dir().join(OPTIONAL_DIR).join(file)).unwrap();
+    let mut docs = documents(&text).unwrap();
+    assert_eq!(docs.len(), 1, "{file}: one document");
+    docs.remove(0)
+}
+
+/// `openAPIV3Schema` of version v1 of prometheus-operator's ServiceMonitor CRD, vendored in
+/// optional/upstream/ (see its README.md).
+fn service_monitor_schema() -> Value {
+    let path = dir()
+        .join(OPTIONAL_DIR)
+        .join("upstream/monitoring.coreos.com_servicemonitors.yaml");
+    let crd = one(
+        &documents(&fs::read_to_string(path).unwrap()).unwrap(),
+        "CRD",
+    )
+    .clone();
+    assert_eq!(crd["kind"], "CustomResourceDefinition");
+    assert_eq!(crd["spec"]["group"], "monitoring.coreos.com");
+    assert_eq!(crd["spec"]["names"]["kind"], "ServiceMonitor");
+    crd["spec"]["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .find(|v| v["name"] == "v1")
+        .expect("version v1")["schema"]["openAPIV3Schema"]
+        .clone()
+}
+
+#[test]
+fn service_monitor_validates_against_the_crd_schema() {
+    let schema = service_monitor_schema();
+    let sm = optional_doc("servicemonitor.yaml");
+    assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(sm["kind"], "ServiceMonitor");
+    let problems = meshca_peers::kube::schema::validate(&sm, &schema);
+    assert!(problems.is_empty(), "{problems:?}");
+
+    // The check bites: a misspelt field, and a number where the schema wants a string.
+    let mut bad = sm.clone();
+    bad["spec"]["endpoints"][0]["prot"] = bad["spec"]["endpoints"][0]["port"].take();
+    bad["spec"]["endpoints"][0]["interval"] = Value::from(30);
+    let problems = meshca_peers::kube::schema::validate(&bad, &schema);
+    let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
+    for want in ["spec.endpoints[0].prot", "spec.endpoints[0].interval"] {
+        assert!(fields.contains(&want), "{want} not in {problems:?}");
+    }
+}
+
+#[test]
+fn service_monitor_scrapes_the_metrics_port_and_is_optional() {
+    let m = load();
+    let sm = optional_doc("servicemonitor.yaml");
+    let svc = one(&m.services, "Service");
+    assert_eq!(sm["metadata"]["namespace"], NAMESPACE);
+    // It selects the Service (by its labels), in meshca's namespace only.
+    let sel: BTreeMap<String, String> =
+        serde_json::from_value(sm["spec"]["selector"]["matchLabels"].clone()).unwrap();
+    let svc_labels = svc.metadata.labels.clone().unwrap_or_default();
+    assert!(
+        selects(&sel, &svc_labels),
+        "the ServiceMonitor must select the Service"
+    );
+    assert_eq!(
+        sm["spec"]["namespaceSelector"],
+        serde_json::json!({"matchNames": [NAMESPACE]})
+    );
+    // Its endpoint is the Service's metrics port, /metrics over plain HTTP.
+    let endpoints = sm["spec"]["endpoints"].as_array().expect("endpoints");
+    let ep = one(endpoints, "endpoint");
+    let port_name = ep["port"].as_str().expect("a port name");
+    let ports = svc
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_deref()
+        .unwrap_or_default();
+    let port = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some(port_name))
+        .unwrap_or_else(|| panic!("the Service has no port {port_name}"));
+    let c = container(deployment(&m));
+    let metrics = flag_port(c.args.as_deref().unwrap(), "--metrics-listen");
+    assert_eq!(port.port, metrics);
+    assert_eq!(ep["path"], "/metrics");
+    assert_eq!(ep["scheme"], "http");
+
+    // A kustomize Component with just it; the base neither lists it nor uses the Component (the
+    // CRD may be absent from the cluster).
+    let comp = optional_doc("kustomization.yaml");
+    assert_eq!(comp["apiVersion"], "kustomize.config.k8s.io/v1alpha1");
+    assert_eq!(comp["kind"], "Component");
+    assert_eq!(
+        comp["resources"],
+        serde_json::json!(["servicemonitor.yaml"])
+    );
+    let base: Value =
+        yaml_serde::from_str(&fs::read_to_string(dir().join("kustomization.yaml")).unwrap())
+            .unwrap();
+    assert!(
+        base.get("components").is_none(),
+        "the base enables no Component"
+    );
+    for r in base["resources"].as_array().unwrap() {
+        assert!(!r.as_str().unwrap().starts_with(OPTIONAL_DIR), "{r}");
+    }
+}
+
+#[test]
+fn readme_documents_the_layout_the_image_and_the_digest() {
+    let text = fs::read_to_string(dir().join("README.md")).unwrap();
+    let mut files: Vec<String> = manifest_files().iter().map(|p| file_name(p)).collect();
+    files.push(format!("{OPTIONAL_DIR}/"));
+    for f in files {
+        assert!(
+            text.contains(&format!("`{f}`")),
+            "README.md does not name {f}"
+        );
+    }
+    for phrase in [
+        "ServiceMonitor",
+        "components:",
+        "podman build -f Containerfile",
+        "docker build -f Containerfile",
+        "@sha256:",
+        "images:",
+        "digest:",
+    ] {
+        assert!(text.contains(phrase), "README.md does not say {phrase:?}");
+    }
+}
+
 /// The strict parse bites: a misspelt field is reported with its path.
 #[test]
 fn misspelt_field_is_reported() {
@@ -1022,7 +1492,7 @@ spec:
       - name: x
         image: x
         readynessProbe:
-          httpGet: {path: /readyz, port: 5681}
+          httpGet: {path: /readyz, port: 5691}
 ";
     let doc: Value = yaml_serde::from_str(yaml).unwrap();
     // serde alone accepts it, dropping the probe.
