@@ -6,7 +6,7 @@ use ca_core::config::Fields;
 use ca_core::{BuildSpec, Built, Error, TypedFactory, Violations};
 
 use crate::conf::CertmanagerConf;
-use crate::{CertmanagerCa, DEFAULT_NAMESPACE};
+use crate::CertmanagerCa;
 
 /// Builds `type: certmanager` backends.
 #[derive(Clone, Default)]
@@ -27,7 +27,8 @@ impl std::fmt::Debug for CertmanagerFactory {
 
 impl CertmanagerFactory {
     /// Backends that make their Kubernetes client (in-cluster, else kubeconfig) on first use
-    /// and create requests in [`DEFAULT_NAMESPACE`].
+    /// and create requests in the process's namespace, else the client's default one
+    /// ([`crate::DEFAULT_NAMESPACE`] says how).
     pub fn new() -> Self {
         Self::default()
     }
@@ -46,9 +47,9 @@ impl CertmanagerFactory {
         self
     }
 
-    /// The namespace requests are created in.
-    pub fn namespace(&self) -> &str {
-        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    /// The namespace requests are created in, when one is named.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
     }
 }
 
@@ -65,9 +66,10 @@ impl TypedFactory for CertmanagerFactory {
         spec: BuildSpec<'_>,
         conf: &CertmanagerConf,
     ) -> Result<Built, Error> {
-        let mut ca = CertmanagerCa::load_at(&spec, conf)
-            .await?
-            .with_namespace(self.namespace());
+        let mut ca = CertmanagerCa::load_at(&spec, conf).await?;
+        if let Some(namespace) = &self.namespace {
+            ca = ca.with_namespace(namespace.clone());
+        }
         if let Some(client) = &self.client {
             ca = ca.with_client(client.clone());
         }

@@ -5,7 +5,8 @@
 //! over rustls on aws-lc-rs.
 //!
 //! - One certificate is one `cert-manager.io/v1` `CertificateRequest` in the system namespace
-//!   ([`DEFAULT_NAMESPACE`] unless [`CertmanagerCa::with_namespace`]): `generateName: meshca-`,
+//!   (the one named, else `MESHCA_NAMESPACE` or the pod's, else the client's default — the
+//!   kubeconfig context's outside a pod; see [`DEFAULT_NAMESPACE`]): `generateName: meshca-`,
 //!   labels naming the mesh and the backend ([`LABEL_MESH`], [`LABEL_BACKEND`],
 //!   `app.kubernetes.io/managed-by: meshca`), `spec.request` = the data plane's PEM CSR (core
 //!   builds it with the identity's URI SANs, its DNS SANs — `dnsNames` included — and the
@@ -60,8 +61,11 @@ pub use factory::CertmanagerFactory;
 
 use created::Created;
 
-/// The namespace requests are created in unless [`CertmanagerCa::with_namespace`] says another
-/// (Kuma's system namespace).
+/// Kuma's system namespace, where the deploy manifests run meshca and cert-manager's Issuers
+/// for meshes usually live. Requests go to [`CertmanagerCa::with_namespace`]'s namespace, else
+/// the process's ([`ca_core::named_system_namespace`]: `MESHCA_NAMESPACE` or the pod's), else
+/// the Kubernetes client's default namespace (outside a pod, the kubeconfig context's, as
+/// kubectl picks it).
 pub const DEFAULT_NAMESPACE: &str = "kuma-system";
 
 /// Label carrying the mesh's name on every request.
@@ -177,7 +181,10 @@ pub fn certificate_request_resource() -> ApiResource {
 pub struct CertmanagerCa {
     name: String,
     mesh: String,
-    namespace: String,
+    /// Named by [`CertmanagerCa::with_namespace`].
+    namespace: Option<String>,
+    /// The namespace in use, fixed when the client is made.
+    resolved_namespace: std::sync::OnceLock<String>,
     issuer: IssuerRef,
     /// `caCert`, when configured.
     configured: Option<TrustBundle>,
@@ -194,7 +201,7 @@ impl fmt::Debug for CertmanagerCa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertmanagerCa")
             .field("name", &self.name)
-            .field("namespace", &self.namespace)
+            .field("namespace", &self.namespace())
             .field("issuer", &self.issuer)
             .field(
                 "trust_bundle",
@@ -242,7 +249,8 @@ impl CertmanagerCa {
         Ok(Self {
             name: spec.name().to_string(),
             mesh: mesh.to_string(),
-            namespace: DEFAULT_NAMESPACE.to_owned(),
+            namespace: None,
+            resolved_namespace: std::sync::OnceLock::new(),
             issuer: IssuerRef {
                 name: conf.issuer_name.clone(),
                 kind: Some(conf.issuer_kind.clone()),
@@ -267,16 +275,30 @@ impl CertmanagerCa {
         self
     }
 
-    /// Creates requests in `namespace` instead of [`DEFAULT_NAMESPACE`].
+    /// Creates requests in `namespace` instead of the process's or the client's default one.
     #[must_use]
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
+        self.namespace = Some(namespace.into());
         self
     }
 
-    /// The namespace requests are created in.
+    /// The namespace requests are created in: the one named, else the process's; else, once the
+    /// client is made, the client's default namespace (empty before).
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        self.resolved_namespace
+            .get()
+            .or(self.namespace.as_ref())
+            .map_or("", String::as_str)
+    }
+
+    /// Fixes the namespace in use for `client`: see [`DEFAULT_NAMESPACE`].
+    fn resolve_namespace(&self, client: &kube::Client) -> &str {
+        self.resolved_namespace.get_or_init(|| {
+            self.namespace
+                .clone()
+                .or_else(ca_core::named_system_namespace)
+                .unwrap_or_else(|| client.default_namespace().to_owned())
+        })
     }
 
     /// The label selector of this backend's requests.
@@ -293,7 +315,7 @@ impl CertmanagerCa {
             "waiting for cert-manager to approve and issue a CertificateRequest in namespace {}: \
              is an approver running — cert-manager's default approver or approver-policy — and \
              does {} {} exist and is it Ready?",
-            self.namespace,
+            self.namespace(),
             self.issuer.kind.as_deref().unwrap_or("Issuer"),
             self.issuer.name,
         )
@@ -314,7 +336,7 @@ impl CertmanagerCa {
             kube::Error::Api(s) if s.code == 403 => self.refused(format!(
                 "Kubernetes forbids {doing}: meshca's service account needs a Role in namespace \
                  {} with {RBAC_RULE} (and a RoleBinding to it) ({})",
-                self.namespace, s.message
+                self.namespace(), s.message
             )),
             kube::Error::Api(s) if s.code == 401 => self.refused(format!(
                 "Kubernetes rejected meshca's credentials for {doing}: check the service account \
@@ -324,7 +346,7 @@ impl CertmanagerCa {
             kube::Error::Api(s) if s.code == 404 && s.reason == "NotFound" && doing.contains("create") => {
                 self.refused(format!(
                     "{doing}: {} — is cert-manager installed (its CRDs) and does namespace {} exist?",
-                    s.message, self.namespace
+                    s.message, self.namespace()
                 ))
             }
             kube::Error::Api(s) if s.code >= 500 || s.code == 429 => {
@@ -343,8 +365,10 @@ impl CertmanagerCa {
         }
     }
 
+    /// The client (made on first use) with the namespace in use fixed.
     async fn client(&self) -> Result<kube::Client, Error> {
-        self.client
+        let client = self
+            .client
             .get_or_try_init(|| async {
                 kube::Client::try_default().await.map_err(|e| {
                     Error::from(
@@ -357,15 +381,17 @@ impl CertmanagerCa {
                     )
                 })
             })
-            .await
-            .cloned()
+            .await?
+            .clone();
+        self.resolve_namespace(&client);
+        Ok(client)
     }
 
     async fn api(&self) -> Result<Api<CertificateRequest>, Error> {
         let client = self.client().await?;
         Ok(Api::namespaced_with(
             client,
-            &self.namespace,
+            self.namespace(),
             &certificate_request_resource(),
         ))
     }
@@ -378,13 +404,13 @@ impl CertmanagerCa {
                 let lp = ListParams::default().labels(&self.label_selector());
                 let list = api.list(&lp).await.map_err(|e| {
                     self.kube_error(
-                        &format!("list certificaterequests in namespace {}", self.namespace),
+                        &format!("list certificaterequests in namespace {}", self.namespace()),
                         e,
                     )
                 })?;
                 for cr in list.items {
                     if let Some(n) = cr.metadata.name.as_deref() {
-                        tracing::info!(backend = %self.name, request = n, namespace = %self.namespace,
+                        tracing::info!(backend = %self.name, request = n, namespace = %self.namespace(),
                             "deleting a stale CertificateRequest of an earlier run");
                         self.delete(api, n).await;
                     }
@@ -400,7 +426,7 @@ impl CertmanagerCa {
             api,
             name,
             &self.name,
-            &self.namespace,
+            self.namespace(),
             self.timing.request_timeout,
         )
         .await;
@@ -411,7 +437,7 @@ impl CertmanagerCa {
         let mut cr = CertificateRequest::new("", &ar, RequestSpec::default());
         cr.metadata = ObjectMeta {
             generate_name: Some("meshca-".into()),
-            namespace: Some(self.namespace.clone()),
+            namespace: Some(self.namespace().to_owned()),
             labels: Some(BTreeMap::from([
                 (LABEL_MESH.to_owned(), self.mesh.clone()),
                 (LABEL_BACKEND.to_owned(), self.name.clone()),
@@ -449,7 +475,7 @@ impl CertmanagerCa {
                 self.kube_error(
                     &format!(
                         "create a certificaterequest in namespace {}",
-                        self.namespace
+                        self.namespace()
                     ),
                     e,
                 )
@@ -461,7 +487,7 @@ impl CertmanagerCa {
             api.clone(),
             name.clone(),
             &self.name,
-            &self.namespace,
+            self.namespace(),
             self.timing.request_timeout,
             self.waiting_for(),
         ));
@@ -497,14 +523,14 @@ impl CertmanagerCa {
         let Some(cr) = done else {
             return Err(self.refused(format!(
                 "CertificateRequest {}/{name} was deleted before cert-manager issued it",
-                self.namespace
+                self.namespace()
             )));
         };
         let status = cr.status.unwrap_or_default();
         if let Outcome::Refused(why) = outcome(Some(&status)) {
             return Err(self.refused(format!(
                 "cert-manager did not issue CertificateRequest {}/{name} (issuer {} {}): {why}",
-                self.namespace,
+                self.namespace(),
                 self.issuer.kind.as_deref().unwrap_or("Issuer"),
                 self.issuer.name
             )));
@@ -540,7 +566,7 @@ impl CertmanagerCa {
     fn watch_error(&self, name: &str, e: kube::runtime::wait::Error) -> Error {
         let doing = format!(
             "watch certificaterequest {name} in namespace {}",
-            self.namespace
+            self.namespace()
         );
         match e {
             kube::runtime::wait::Error::ProbeFailed(w) => match w {
@@ -562,7 +588,7 @@ impl CertmanagerCa {
         if kind == "ClusterIssuer" {
             format!("{plural}.{group}/{}", self.issuer.name)
         } else {
-            format!("{plural}.{group}/{}.{}", self.namespace, self.issuer.name)
+            format!("{plural}.{group}/{}.{}", self.namespace(), self.issuer.name)
         }
     }
 
@@ -573,7 +599,7 @@ impl CertmanagerCa {
     async fn approve(&self, api: &Api<CertificateRequest>, name: &str) -> Result<(), Error> {
         let doing = format!(
             "approve certificaterequest {name} in namespace {}",
-            self.namespace
+            self.namespace()
         );
         for _ in 0..APPROVE_ATTEMPTS {
             let mut cr = api
@@ -616,7 +642,7 @@ impl CertmanagerCa {
                  update on certificaterequests/status in namespace {} and a ClusterRole with \
                  verbs [approve] on resource signers (apiGroups [cert-manager.io]) named {} \
                  ({})",
-                self.namespace,
+                self.namespace(),
                 self.signer_name(),
                 s.message
             )),
@@ -653,14 +679,15 @@ impl CertmanagerCa {
         };
         let client = self.client().await?;
         let api: Api<DynamicObject> = if namespaced {
-            Api::namespaced_with(client, &self.namespace, &ar)
+            Api::namespaced_with(client, self.namespace(), &ar)
         } else {
             Api::all_with(client, &ar)
         };
         let what = if namespaced {
             format!(
                 "Issuer {} in namespace {}",
-                self.issuer.name, self.namespace
+                self.issuer.name,
+                self.namespace()
             )
         } else {
             format!("ClusterIssuer {}", self.issuer.name)
@@ -676,7 +703,7 @@ impl CertmanagerCa {
                  {} (apiGroups: [cert-manager.io]){} ({})",
                 ar.plural,
                 if namespaced {
-                    format!(" in namespace {}", self.namespace)
+                    format!(" in namespace {}", self.namespace())
                 } else {
                     " (a ClusterRole)".into()
                 },

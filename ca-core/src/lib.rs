@@ -72,8 +72,8 @@ pub use spiffe::SpiffeId;
 pub use store::DirectorySecretStore;
 pub use store_overlay::OverlaySecretStore;
 pub use system_namespace::{
-    is_namespace_name, system_namespace, DEFAULT_SYSTEM_NAMESPACE, SERVICE_ACCOUNT_NAMESPACE_FILE,
-    SYSTEM_NAMESPACE_ENV,
+    is_namespace_name, named_system_namespace, system_namespace, DEFAULT_SYSTEM_NAMESPACE,
+    SERVICE_ACCOUNT_NAMESPACE_FILE, SYSTEM_NAMESPACE_ENV,
 };
 pub use template::CommonNameTemplate;
 pub use upstream::{AllowedUpstreams, IssuerRef, Upstream, UpstreamSpecError};

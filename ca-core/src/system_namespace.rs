@@ -11,8 +11,16 @@ pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
 
 /// [`SYSTEM_NAMESPACE_ENV`], else the pod's own namespace ([`SERVICE_ACCOUNT_NAMESPACE_FILE`]),
 /// else [`DEFAULT_SYSTEM_NAMESPACE`]. A value that is not a namespace name (a DNS-1123 label)
-/// is skipped.
+/// is skipped. Where a Kubernetes client is at hand, prefer [`named_system_namespace`] and the
+/// client's default namespace (the kubeconfig context's, as kubectl picks it).
 pub fn system_namespace() -> String {
+    named_system_namespace().unwrap_or_else(|| DEFAULT_SYSTEM_NAMESPACE.to_owned())
+}
+
+/// The namespace the process is told or runs in: [`SYSTEM_NAMESPACE_ENV`], else the pod's own
+/// namespace ([`SERVICE_ACCOUNT_NAMESPACE_FILE`]); `None` outside a pod when nothing names one.
+/// A value that is not a namespace name (a DNS-1123 label) is skipped.
+pub fn named_system_namespace() -> Option<String> {
     let env = std::env::var(SYSTEM_NAMESPACE_ENV).ok();
     let file = std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE_FILE).ok();
     [env, file]
@@ -20,7 +28,6 @@ pub fn system_namespace() -> String {
         .flatten()
         .map(|n| n.trim().to_owned())
         .find(|n| is_namespace_name(n))
-        .unwrap_or_else(|| DEFAULT_SYSTEM_NAMESPACE.to_owned())
 }
 
 /// A Kubernetes namespace name: a DNS-1123 label (at most 63 lower-case letters, digits and

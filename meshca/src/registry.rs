@@ -18,25 +18,26 @@ pub fn registry() -> Registry {
     #[cfg(feature = "acmpca")]
     let registry = registry.with(backend_acmpca::AcmpcaFactory::new());
     #[cfg(feature = "certmanager")]
-    let registry = registry.with(
-        backend_certmanager::CertmanagerFactory::new().with_namespace(certmanager_namespace()),
-    );
+    let registry = registry.with(match certmanager_namespace() {
+        Some(ns) => backend_certmanager::CertmanagerFactory::new().with_namespace(ns),
+        None => backend_certmanager::CertmanagerFactory::new(),
+    });
     registry
 }
 
 /// Environment variable naming the namespace certmanager backends create CertificateRequests
-/// in; default [`ca_core::system_namespace`] (`MESHCA_NAMESPACE`, else the pod's namespace, else
-/// `kuma-system`).
+/// in; default `MESHCA_NAMESPACE`, else the pod's namespace, else the Kubernetes client's default
+/// namespace (outside a pod, the kubeconfig context's, as kubectl picks it).
 #[cfg(feature = "certmanager")]
 pub const CERTMANAGER_NAMESPACE_ENV: &str = "MESHCA_CERTMANAGER_NAMESPACE";
 
 #[cfg(feature = "certmanager")]
-fn certmanager_namespace() -> String {
+fn certmanager_namespace() -> Option<String> {
     std::env::var(CERTMANAGER_NAMESPACE_ENV)
         .ok()
         .map(|n| n.trim().to_owned())
         .filter(|n| ca_core::is_namespace_name(n))
-        .unwrap_or_else(ca_core::system_namespace)
+        .or_else(ca_core::named_system_namespace)
 }
 
 #[cfg(test)]

@@ -70,14 +70,7 @@ pub async fn default_client() -> Result<kube::Client, Error> {
 /// context's, or `default` when the context names none. A value that is not a namespace name is
 /// skipped.
 pub fn default_namespace(client: &kube::Client) -> String {
-    let env = std::env::var(ca_core::SYSTEM_NAMESPACE_ENV).ok();
-    let file = std::fs::read_to_string(ca_core::SERVICE_ACCOUNT_NAMESPACE_FILE).ok();
-    [env, file]
-        .into_iter()
-        .flatten()
-        .map(|n| n.trim().to_owned())
-        .find(|n| ca_core::is_namespace_name(n))
-        .unwrap_or_else(|| client.default_namespace().to_owned())
+    ca_core::named_system_namespace().unwrap_or_else(|| client.default_namespace().to_owned())
 }
 
 /// How many times `put` retries a `409 Conflict`.

@@ -62,7 +62,9 @@ impl Peer {
 
 /// A `kube` client of `url`.
 pub fn client_of(url: &str) -> kube::Client {
-    let config = kube::Config::new(url.parse().unwrap());
+    // As a kubeconfig whose context names Kuma's system namespace.
+    let mut config = kube::Config::new(url.parse().unwrap());
+    config.default_namespace = DEFAULT_NAMESPACE.to_owned();
     kube::Client::try_from(config).unwrap()
 }
 

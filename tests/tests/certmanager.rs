@@ -435,3 +435,37 @@ async fn an_unreachable_api_server_is_unavailable() {
     );
     assert!(text.contains("cannot be reached"), "{text}");
 }
+
+/// Outside a pod with nothing naming a namespace, requests go where the kubeconfig context
+/// points (kubectl's choice), not to Kuma's system namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_go_to_the_kubeconfig_contexts_namespace() {
+    if ca_core::named_system_namespace().is_some() {
+        panic!("MESHCA_NAMESPACE or a pod namespace is set: this test needs neither");
+    }
+    let peer = Peer::start().await;
+    peer.server
+        .add_issuer("mesh-ops", meshca_tests::certmanager::ISSUER);
+    let mut config = kube::Config::new(peer.server.url().parse().unwrap());
+    config.default_namespace = "mesh-ops".to_owned();
+    let client = kube::Client::try_from(config).unwrap();
+    let yaml = Peer::mesh_yaml("default", "10s", None, "");
+    let backend = build_with(&yaml, DEFAULT_DP_CERT_EXPIRATION, client)
+        .await
+        .unwrap();
+    validate(&backend, &mesh("default"), DEFAULT_DP_CERT_EXPIRATION, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    assert_eq!(backend.namespace(), "mesh-ops");
+    let posts: Vec<_> = peer
+        .server
+        .writes()
+        .into_iter()
+        .filter(|w| w.method == "POST")
+        .map(|w| w.path)
+        .collect();
+    assert!(
+        !posts.is_empty() && posts.iter().all(|p| p.contains("/namespaces/mesh-ops/")),
+        "{posts:?}"
+    );
+}
