@@ -1,5 +1,5 @@
-//! The limits of the issuer's edge, in one place (the README's "Limits" table lists them with
-//! those of ca-core).
+//! The limits of the issuer's edge, in one place (the book's "Limits" page, docs/src/limits.md,
+//! lists them with those of ca-core).
 
 use std::time::Duration;
 
