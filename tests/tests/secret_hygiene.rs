@@ -236,7 +236,7 @@ async fn no_key_token_or_secret_key_in_logs_debug_or_errors() {
     let bearer = "k8s-bearer-token-that-must-not-leak-0123456789abcdef";
     secrets.push(bearer.to_owned());
     let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: t\ncurrent-context: t\nusers:\n- name: t\n  user:\n    token: {bearer}\n",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: t\n    namespace: kuma-system\ncurrent-context: t\nusers:\n- name: t\n  user:\n    token: {bearer}\n",
         api.url()
     );
     let config = kube::Config::from_custom_kubeconfig(
