@@ -216,8 +216,9 @@ fn parse() -> Cli {
     if let (Command::Serve(a), Some(("serve", m))) = (&mut cli.command, matches.subcommand()) {
         // MESHCA_NAMESPACE also names the system namespace of the backends (cert-manager's
         // CertificateRequests), so a Deployment may set it whatever the store: from the
-        // environment it is ignored with --store file instead of refused as the flag is.
-        if a.store == StoreKind::File
+        // environment it is ignored with --store file or postgres instead of refused as the flag
+        // is.
+        if a.store != StoreKind::Kubernetes
             && m.value_source("namespace") == Some(clap::parser::ValueSource::EnvVariable)
         {
             a.namespace = None;

@@ -17,6 +17,27 @@ pub(crate) enum StoreKind {
     /// through the pod's service account or the kubeconfig. Replicas share one builtin CA per
     /// backend and one bootstrap TLS CA (Secret `meshca-bootstrap-tls`).
     Kubernetes,
+    /// PostgreSQL (--postgres-url or --postgres-url-file), in Kuma's `resources` table as
+    /// kuma-cp universal keeps it: replicas on VMs share one builtin CA per backend and one
+    /// bootstrap TLS CA, with each other and with kuma-cp.
+    Postgres,
+}
+
+/// A `postgres://` URL as given: it may hold a password, so `Debug` shows none of it.
+#[derive(Clone)]
+pub(crate) struct SecretUrl(pub(crate) String);
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretUrl(..)")
+    }
+}
+
+impl std::str::FromStr for SecretUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +73,21 @@ pub(crate) struct ServeArgs {
     /// --namespace (e.g. meshca's namespace beside Kuma's). Default: --namespace.
     #[arg(long, value_name = "NS")]
     pub(crate) own_namespace: Option<String>,
+    /// The database with --store postgres:
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=verify-full&sslrootcert=CA.pem`
+    /// (sslmode disable, require or verify-full; TLS always checks the server against
+    /// sslrootcert). A password on the command line is visible to local users: prefer
+    /// MESHCA_POSTGRES_URL or --postgres-url-file.
+    #[arg(
+        long,
+        value_name = "URL",
+        hide_env_values = true,
+        conflicts_with = "postgres_url_file"
+    )]
+    pub(crate) postgres_url: Option<SecretUrl>,
+    /// A file holding the --postgres-url (its first line; e.g. a mounted secret, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) postgres_url_file: Option<PathBuf>,
     /// Use a data directory that is writable by group or others, or owned by another user, even
     /// though it already holds files (a CA planted there would be adopted). Without it such a
     /// directory is refused.

@@ -97,7 +97,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
     } else {
         // Replicas on Kubernetes share one bootstrap CA; on a VM it is the data directory's own.
         let seed = match a.store {
-            StoreKind::Kubernetes => Some(shared_bootstrap_ca(&*own).await?),
+            StoreKind::Kubernetes | StoreKind::Postgres => Some(shared_bootstrap_ca(&*own).await?),
             StoreKind::File => None,
         };
         let (roots, policy, chain_key) = operators_and_server_cert(
@@ -262,14 +262,74 @@ async fn open_store(
             create_private_dir(&a.data_dir)?;
             (store, own)
         }
+        StoreKind::Postgres => {
+            let url = postgres_url(a)?;
+            let store = store_postgres::PostgresSecretStore::connect(&url, POSTGRES_TIMEOUT)
+                .await
+                .map_err(|source| CliError::CoreIn {
+                    context: "--store postgres",
+                    source,
+                })?;
+            let store = Arc::new(store);
+            store
+                .get(Scope::Global, &bootstrap_secret_name()?)
+                .await
+                .map_err(|source| CliError::CoreIn {
+                    context: "--store postgres",
+                    source,
+                })?;
+            tracing::info!(database = %store.url(), "secrets in PostgreSQL (Kuma's resources table)");
+            create_private_dir(&a.data_dir)?;
+            (store.clone(), store)
+        }
     };
     warn_open_keys(&a.data_dir);
     Ok(opened)
 }
 
+/// Every statement of the PostgreSQL store, retries of a lost connection included, ends within
+/// this (well inside a mesh's default `dpCert.requestTimeout`).
+const POSTGRES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `--postgres-url`, or the first line of `--postgres-url-file`, parsed.
+fn postgres_url(a: &ServeArgs) -> Result<store_postgres::PostgresUrl, CliError> {
+    let (flag, text) = match (&a.postgres_url, &a.postgres_url_file) {
+        (Some(u), _) => ("--postgres-url", u.0.clone()),
+        (None, Some(path)) => {
+            let text = crate::files::read_config_file(path, "--postgres-url-file")?;
+            (
+                "--postgres-url-file",
+                text.lines().next().unwrap_or_default().to_owned(),
+            )
+        }
+        (None, None) => {
+            return Err(UsageError::refused(
+                Flag::new("--store postgres"),
+                "needs --postgres-url, MESHCA_POSTGRES_URL or --postgres-url-file",
+            )
+            .into())
+        }
+    };
+    store_postgres::PostgresUrl::parse(&text)
+        .map_err(|e| UsageError::refused(Flag::new(flag), e.to_string()).into())
+}
+
 /// Checks every flag and reads every file the operator named, writing nothing: a bad flag, TLS
 /// file, client CA or authz file never leaves secrets behind.
 fn check(a: &ServeArgs) -> Result<Checked, CliError> {
+    for (flag, given) in [
+        ("--postgres-url", a.postgres_url.is_some()),
+        ("--postgres-url-file", a.postgres_url_file.is_some()),
+    ] {
+        if given && a.store != StoreKind::Postgres {
+            return Err(
+                UsageError::refused(Flag::new(flag), "applies to --store postgres only").into(),
+            );
+        }
+    }
+    if a.store == StoreKind::Postgres {
+        postgres_url(a)?;
+    }
     for (flag, given) in [
         ("--namespace", a.namespace.is_some()),
         ("--own-namespace", a.own_namespace.is_some()),
