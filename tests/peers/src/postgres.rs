@@ -185,10 +185,12 @@ impl Postgres {
     /// checkpoint is written) and waits until it is gone. Panics when it is not running.
     pub async fn stop(&mut self) {
         assert!(self.postmaster.is_some(), "PostgreSQL is not running");
-        let out = self
-            .pg_ctl(&["stop", "-m", "fast", "-w", "-t", "30", "-D"])
-            .arg(self.data_dir())
+        let mut pg_ctl = self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "30", "-D"]);
+        pg_ctl.arg(self.data_dir());
+        let out = tokio::process::Command::from(pg_ctl)
+            .kill_on_drop(true)
             .output()
+            .await
             .unwrap();
         assert!(
             out.status.success(),
