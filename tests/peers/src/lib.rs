@@ -11,6 +11,8 @@
 //! - [`fault_proxy::FaultProxy`]: a reverse proxy in front of moto that answers chosen AWS
 //!   JSON operations with the errors moto never gives (throttling, `RequestInProgressException`)
 //!   or slowly, and counts what reached moto;
+//! - [`postgres::Postgres`]: a real PostgreSQL server (Debian's `postgresql` binaries) with a
+//!   cluster of its own, optionally TLS only, that can be stopped, killed and started again;
 //! - [`kube::KubeApiServer`]: a Kubernetes API test server for cert-manager
 //!   `CertificateRequest`s, validated against cert-manager's CRD schema, with a signer.
 
@@ -19,6 +21,7 @@ pub mod kube;
 pub mod moto;
 pub mod openbao;
 pub mod pod_identity;
+pub mod postgres;
 pub mod vault;
 
 pub use fault_proxy::{Arrival, Counts, Fault, FaultProxy};
@@ -26,6 +29,7 @@ pub use kube::{Behaviour, KubeApiServer};
 pub use moto::{AwsKey, Moto};
 pub use openbao::OpenBao;
 pub use pod_identity::{isolate_aws_env, PodIdentityEndpoint};
+pub use postgres::{Postgres, PostgresOptions};
 pub use vault::{FrontOptions, RequestLog, Upstream, VaultFront};
 
 /// Listens on `addr` again after a test server there was stopped: the stopped task drops its

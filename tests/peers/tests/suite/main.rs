@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod aws;
+mod postgres;
 mod vault_auth;
 
 use std::sync::Arc;
