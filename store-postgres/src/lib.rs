@@ -10,8 +10,10 @@
 //!   CA names are Kuma's (`<mesh>.ca-builtin-cert-<backend>`), as every store's.
 //! - `create_if_absent` is `INSERT … ON CONFLICT DO NOTHING` on Kuma's primary key, then a read
 //!   of the winner: of replicas racing on an empty database exactly one CA is stored.
-//! - `put` is Kuma's optimistic update: `version = version + 1 … WHERE version = <read>`,
-//!   retried a bounded number of times when another writer came first.
+//! - `put` replaces the value and bumps Kuma's `version` in one `UPDATE` (under the row's lock),
+//!   so no concurrent write is lost and a kuma-cp that read the row before fails its own
+//!   optimistic `WHERE version = <read>` check, as Kuma's store expects; a missing row is
+//!   inserted.
 //! - A mesh secret is owned by the mesh's `Mesh` row when kuma-cp has one (as kuma-cp's own
 //!   secrets are), so deleting the Mesh in Kuma deletes them with it; without one it has no
 //!   owner.
@@ -47,7 +49,7 @@ pub const SECRET_TYPE: &str = "Secret";
 pub const GLOBAL_SECRET_TYPE: &str = "GlobalSecret";
 /// Connections per store.
 const POOL_SIZE: usize = 8;
-/// Attempts of `put` when another writer changed the row in between.
+/// Attempts of `put` when the row vanished and reappeared in between.
 const PUT_ATTEMPTS: usize = 5;
 /// The name errors and logs give the store.
 const STORE: &str = "postgres secret store";
@@ -291,34 +293,25 @@ impl PostgresSecretStore {
         Ok(n == 1)
     }
 
-    /// Kuma's optimistic update of an existing row: whether `version` still matched.
+    /// Replaces an existing row's value and bumps Kuma's `version` in one statement (under
+    /// the row's lock): whether there was a row.
     async fn try_update(
         &self,
         scope: Scope<'_>,
         name: &SecretName,
         value: &[u8],
-    ) -> Result<Option<bool>, Failure> {
+    ) -> Result<bool, Failure> {
         let (mesh, kind) = row_of(scope);
         let client = self.pool.get().await?;
-        let Some(row) = client
-            .query_opt(
-                "SELECT version FROM resources WHERE name = $1 AND mesh = $2 AND type = $3",
-                &[&name.as_str(), &mesh, &kind],
-            )
-            .await?
-        else {
-            return Ok(None);
-        };
-        let version: i32 = row.get(0);
         let n = client
             .execute(
                 "UPDATE resources SET spec = $1, version = version + 1, \
                         modification_time = now() AT TIME ZONE 'utc' \
-                 WHERE name = $2 AND mesh = $3 AND type = $4 AND version = $5",
-                &[&spec::encode(value), &name.as_str(), &mesh, &kind, &version],
+                 WHERE name = $2 AND mesh = $3 AND type = $4",
+                &[&spec::encode(value), &name.as_str(), &mesh, &kind],
             )
             .await?;
-        Ok(Some(n == 1))
+        Ok(n == 1)
     }
 
     fn check_size(value: &[u8]) -> Result<(), Error> {
@@ -375,25 +368,23 @@ impl SecretStore for PostgresSecretStore {
         self.ensure_schema().await?;
         let doing = format!("writing secret {name} ({scope})");
         for _ in 0..PUT_ATTEMPTS {
-            match self
+            if self
                 .retrying(&doing, || self.try_update(scope, name, value))
                 .await?
             {
-                Some(true) => return Ok(()),
-                Some(false) => {} // another writer came first: read again
-                None => {
-                    if self
-                        .retrying(&doing, || self.try_insert(scope, name, value))
-                        .await?
-                    {
-                        return Ok(());
-                    }
-                }
+                return Ok(());
+            }
+            // No row yet: create it, unless another writer just did (then update that).
+            if self
+                .retrying(&doing, || self.try_insert(scope, name, value))
+                .await?
+            {
+                return Ok(());
             }
         }
         Err(UpstreamError::unavailable(
             STORE,
-            format!("{doing}: other writers changed the row {PUT_ATTEMPTS} times in a row"),
+            format!("{doing}: the row was deleted and created again {PUT_ATTEMPTS} times in a row"),
         )
         .into())
     }
