@@ -103,9 +103,10 @@ async fn the_exposition_passes_promtool_and_has_the_documented_metrics() {
 
         let m = |s: &str| server.metric(s);
         let version = env!("CARGO_PKG_VERSION");
+        let commit = option_env!("MESHCA_COMMIT").unwrap_or("unknown");
         assert_eq!(
             m(&format!(
-                "meshca_build_info{{version=\"{version}\",commit=\"unknown\"}}"
+                "meshca_build_info{{version=\"{version}\",commit=\"{commit}\"}}"
             )),
             Some(1.0),
             "{body}"

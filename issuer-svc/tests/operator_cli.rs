@@ -229,6 +229,40 @@ fn json_logs_cover_the_final_error() {
     assert_eq!(v["level"], "ERROR");
 }
 
+/// A usage error (a flag clap refuses) is one JSON line too, when JSON was asked for on the
+/// command line or in the environment; it still exits 2, and without JSON it stays clap's text.
+#[test]
+fn json_logs_cover_usage_errors() {
+    for (args, env) in [
+        (
+            vec!["--log-format", "json", "serve", "--no-such-flag"],
+            None,
+        ),
+        (
+            vec!["serve", "--log-format=json", "--listen", "not-an-address"],
+            None,
+        ),
+        (vec!["serve", "--no-such-flag"], Some("json")),
+    ] {
+        let mut c = meshca();
+        c.args(&args);
+        if let Some(v) = env {
+            c.env("MESHCA_LOG_FORMAT", v);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let messages = json_messages("stderr", &stderr);
+        assert_eq!(messages.len(), 1, "{stderr}");
+        assert!(messages[0].starts_with("usage: error:"), "{messages:?}");
+    }
+    let out = meshca().args(["serve", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with("error: unexpected argument"), "{stderr}");
+}
+
 const COMMANDS: [&str; 8] = [
     "serve",
     "issue",

@@ -211,8 +211,10 @@ fn with_env(arg: Arg) -> Arg {
 
 /// Parses the command line (and the environment) as [`Cli`]; exits on a usage error.
 fn parse() -> Cli {
-    let matches = command().get_matches();
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let matches = command()
+        .try_get_matches()
+        .unwrap_or_else(|e| usage_exit(&e));
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| usage_exit(&e));
     if let (Command::Serve(a), Some(("serve", m))) = (&mut cli.command, matches.subcommand()) {
         // MESHCA_NAMESPACE also names the system namespace of the backends (cert-manager's
         // CertificateRequests), so a Deployment may set it whatever the store: from the
@@ -225,6 +227,32 @@ fn parse() -> Cli {
         }
     }
     cli
+}
+
+/// Ends the process on a usage error (exit status 2) or after `--help` / `--version` (0). With
+/// `--log-format json` asked for (on the command line or as `MESHCA_LOG_FORMAT`), the error is
+/// one JSON line like every other line meshca writes; help and version stay text.
+fn usage_exit(e: &clap::Error) -> ! {
+    if e.use_stderr() && json_asked() {
+        crate::output::set_json(true);
+        crate::output::fail(&format!("usage: {}", e.render().to_string().trim_end()));
+        std::process::exit(e.exit_code());
+    }
+    e.exit()
+}
+
+/// Whether `--log-format json` is on the command line or in the environment, read before clap
+/// could parse them.
+fn json_asked() -> bool {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let on_line = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    let in_env = std::env::var(env_name("log-format")).is_ok_and(|v| v == "json");
+    on_line || (in_env && !args.iter().any(|a| a.starts_with("--log-format")))
 }
 
 /// Runs the CLI.

@@ -28,8 +28,12 @@ const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The commit meshca was built from: the build script sets none, so this is "unknown".
-const BUILD_COMMIT: &str = "unknown";
+/// The commit meshca was built from: `MESHCA_COMMIT` in the build's environment (the
+/// Containerfile passes its build argument of that name), else "unknown".
+const BUILD_COMMIT: &str = match option_env!("MESHCA_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
