@@ -657,6 +657,21 @@ pub trait SecretStore: fmt::Debug + Send + Sync {
     }
 }
 
+/// Refuses a value no store may hold: above [`SourcePolicy::MAX_BYTES`] it could be written but
+/// never read back (every read is capped there). Stores call it before writing anything.
+///
+/// # Errors
+/// [`Error::InvalidArgument`](Error::invalid_argument) for `value`.
+pub fn check_secret_value(value: &[u8]) -> Result<(), Error> {
+    if value.len() > SourcePolicy::MAX_BYTES {
+        return Err(Error::invalid_argument(
+            "value",
+            format!("is larger than {} bytes", SourcePolicy::MAX_BYTES),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether [`SecretStore::create_if_absent`] stored the caller's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Created {

@@ -46,8 +46,8 @@ pub use authority::CertificateAuthority;
 pub use bundle::{ChainUsage, TrustBundle};
 pub use cached::CachedBundle;
 pub use datasource::{
-    AwsSecretRef, AwsSecretsManager, Created, DataSource, FetchError, Scope, SecretStore,
-    SourceDirError, SourcePolicy,
+    check_secret_value, AwsSecretRef, AwsSecretsManager, Created, DataSource, FetchError, Scope,
+    SecretStore, SourceDirError, SourcePolicy,
 };
 pub use duration::KumaDuration;
 pub use error::{

@@ -85,6 +85,7 @@ impl SecretStore for DirectorySecretStore {
         name: &SecretName,
         value: &[u8],
     ) -> Result<(SecretBytes, Created), Error> {
+        crate::check_secret_value(value)?;
         let target = self.path_of(scope, name);
         if let Some(existing) = self.read(&target)? {
             return Ok((existing, Created::Existing));
@@ -103,6 +104,7 @@ impl SecretStore for DirectorySecretStore {
     }
 
     async fn put(&self, scope: Scope<'_>, name: &SecretName, value: &[u8]) -> Result<(), Error> {
+        crate::check_secret_value(value)?;
         let target = self.path_of(scope, name);
         self.make_dir_of(&target)?;
         fsutil::write_atomic(&target, value, Access::OwnerOnly).map_err(store_err)

@@ -13,7 +13,7 @@ use std::path::Path;
 use base64::Engine as _;
 
 use common::*;
-use issuer_svc::proto::{CreateTokenRequest, GetTrustBundleRequest, RotateTokenKeyRequest, Tag};
+use issuer_svc::proto::{CreateTokenRequest, RotateTokenKeyRequest, Tag};
 use meshca_peers::KubeApiServer;
 use meshca_tests::certmanager::write_kubeconfig;
 
@@ -48,21 +48,6 @@ fn replicas(n: usize, kubeconfig: &Path) -> Vec<Server> {
         let started: Vec<_> = (0..n).map(|_| s.spawn(|| replica(kubeconfig))).collect();
         started.into_iter().map(|h| h.join().unwrap()).collect()
     })
-}
-
-async fn bundle_of(server: &Server, admin_of: &Server) -> String {
-    let tls = admin_of.tls_dir();
-    let mut client = server
-        .client_with(&tls.join("admin.pem"), &tls.join("admin-key.pem"))
-        .await;
-    client
-        .get_trust_bundle(GetTrustBundleRequest {
-            mesh: "default".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .trust_bundle_pem
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

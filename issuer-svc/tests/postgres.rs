@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use issuer_svc::proto::GetTrustBundleRequest;
 use meshca_peers::postgres::{Postgres, PostgresOptions};
 
 fn url(pg: &Postgres) -> String {
@@ -32,21 +31,6 @@ fn replica(url: &str) -> Server {
         ],
         &[("MESHCA_POSTGRES_URL", url)],
     )
-}
-
-async fn bundle_of(server: &Server, admin_of: &Server) -> String {
-    let tls = admin_of.tls_dir();
-    let mut client = server
-        .client_with(&tls.join("admin.pem"), &tls.join("admin-key.pem"))
-        .await;
-    client
-        .get_trust_bundle(GetTrustBundleRequest {
-            mesh: "default".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .trust_bundle_pem
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,16 +206,6 @@ impl KubernetesSecretStore {
         ))
     }
 
-    fn check_size(value: &[u8]) -> Result<(), Error> {
-        if value.len() > ca_core::SourcePolicy::MAX_BYTES {
-            return Err(Error::invalid_argument(
-                "value",
-                format!("is larger than {} bytes", ca_core::SourcePolicy::MAX_BYTES),
-            ));
-        }
-        Ok(())
-    }
-
     async fn get_as(
         &self,
         owner: Owner<'_>,
@@ -233,7 +223,7 @@ impl KubernetesSecretStore {
         name: &SecretName,
         value: &[u8],
     ) -> Result<(SecretBytes, Created), Error> {
-        Self::check_size(value)?;
+        ca_core::check_secret_value(value)?;
         match self
             .api
             .create(&PostParams::default(), &self.object(owner, name, value))
@@ -263,7 +253,7 @@ impl KubernetesSecretStore {
     /// Replaces (or creates) `owner`'s Secret `name` with optimistic concurrency: read, then
     /// replace with the `resourceVersion` read, again if someone changed it in between.
     async fn put_as(&self, owner: Owner<'_>, name: &SecretName, value: &[u8]) -> Result<(), Error> {
-        Self::check_size(value)?;
+        ca_core::check_secret_value(value)?;
         for _ in 0..PUT_ATTEMPTS {
             match self.read(name).await? {
                 None => match self

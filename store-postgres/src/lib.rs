@@ -313,16 +313,6 @@ impl PostgresSecretStore {
             .await?;
         Ok(n == 1)
     }
-
-    fn check_size(value: &[u8]) -> Result<(), Error> {
-        if value.len() > ca_core::SourcePolicy::MAX_BYTES {
-            return Err(Error::invalid_argument(
-                "value",
-                format!("is larger than {} bytes", ca_core::SourcePolicy::MAX_BYTES),
-            ));
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -342,7 +332,7 @@ impl SecretStore for PostgresSecretStore {
         name: &SecretName,
         value: &[u8],
     ) -> Result<(SecretBytes, Created), Error> {
-        Self::check_size(value)?;
+        ca_core::check_secret_value(value)?;
         self.ensure_schema().await?;
         let doing = format!("creating secret {name} ({scope})");
         if self
@@ -364,7 +354,7 @@ impl SecretStore for PostgresSecretStore {
     }
 
     async fn put(&self, scope: Scope<'_>, name: &SecretName, value: &[u8]) -> Result<(), Error> {
-        Self::check_size(value)?;
+        ca_core::check_secret_value(value)?;
         self.ensure_schema().await?;
         let doing = format!("writing secret {name} ({scope})");
         for _ in 0..PUT_ATTEMPTS {

@@ -8,6 +8,7 @@ pub mod acmpca;
 pub mod certmanager;
 pub mod fixtures;
 pub mod openbao;
+pub mod stores;
 pub mod vault;
 pub mod vault_api;
 

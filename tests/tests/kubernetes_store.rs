@@ -18,6 +18,15 @@ use store_kubernetes::{KubernetesSecretStore, GLOBAL_SECRET_TYPE, MESH_LABEL, SE
 const NS: &str = "kuma-system";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_suite_passes() {
+    let api = KubeApiServer::start().await;
+    let store = Arc::new(KubernetesSecretStore::new(client_of(&api.url()), NS));
+    meshca_tests::stores::conformance(store, &mesh("default")).await;
+    // Every write was a valid core/v1 Secret.
+    assert!(api.writes().iter().all(|w| w.problems.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_in_kong_meshs_layout_created_once() {
     let api = KubeApiServer::start().await;
     let store = KubernetesSecretStore::new(client_of(&api.url()), NS);

@@ -1,5 +1,6 @@
 //! The PostgreSQL SecretStore against a real PostgreSQL (Debian's, started by the test as an
-//! unprivileged user): Kuma's schema created once and never altered, Kuma's rows (`Secret`,
+//! unprivileged user): the store suite every SecretStore runs (`meshca_tests::stores`), Kuma's
+//! schema created once and never altered, Kuma's rows (`Secret`,
 //! `GlobalSecret`, `{"data":"<base64>"}`, Kuma's version column), create-if-absent under a
 //! race of ten replicas, a CA written by kuma-cp before meshca starts being the one served,
 //! the database stopped and started under a running store, and TLS with verify-full.
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use backend_builtin::BuiltinCa;
 use ca_core::config::Mesh;
-use ca_core::{BackendName, CertificateAuthority, Created, Scope, SecretName, SecretStore};
+use ca_core::{BackendName, CertificateAuthority, Scope, SecretName, SecretStore};
 use meshca_peers::postgres::{Postgres, PostgresOptions};
 use meshca_tests::checks::mesh;
 use store_postgres::{PostgresSecretStore, PostgresUrl};
@@ -52,59 +53,50 @@ async fn secrets_are_kuma_rows_created_once_and_updated_with_kumas_version() {
         .await;
     assert_eq!(rows.len(), 1, "Kuma's notify trigger");
 
+    // The store suite every SecretStore runs, then what it left, as Kuma's rows.
+    let store = Arc::new(store);
+    meshca_tests::stores::conformance(store.clone(), &mesh("default")).await;
+    let rows = pg
+        .execute("SELECT name, mesh, type, version::text, owner_name FROM resources ORDER BY name")
+        .await;
+    let row = |n: &str, m: &str, t: &str, v: &str| {
+        vec![
+            Some(n.into()),
+            Some(m.into()),
+            Some(t.into()),
+            Some(v.into()),
+            None,
+        ]
+    };
+    assert_eq!(
+        rows,
+        vec![
+            // created (0), put (1), eight concurrent puts: none lost.
+            row("default.conformance-1", "default", "Secret", "9"),
+            row("meshca-conformance-global", "", "GlobalSecret", "0"),
+        ]
+    );
+
+    // The spec is Kuma's jsonpb of a Secret, and another mesh's row is another row.
     let (m, other) = (mesh("default"), mesh("other"));
     let name = SecretName::new("default.token-1").unwrap();
-    assert!(store.get(Scope::Mesh(&m), &name).await.unwrap().is_none());
-    let (v, c) = store
+    store
         .create_if_absent(Scope::Mesh(&m), &name, b"first")
         .await
         .unwrap();
-    assert_eq!((v.expose(), c), (&b"first"[..], Created::Ours));
-    let (v, c) = store
-        .create_if_absent(Scope::Mesh(&m), &name, b"second")
-        .await
-        .unwrap();
-    assert_eq!((v.expose(), c), (&b"first"[..], Created::Existing));
     let rows = pg
-        .execute("SELECT name, mesh, type, version::text, spec, owner_name FROM resources")
+        .execute("SELECT spec FROM resources WHERE name = 'default.token-1'")
         .await;
-    assert_eq!(
-        rows,
-        vec![vec![
-            Some("default.token-1".into()),
-            Some("default".into()),
-            Some("Secret".into()),
-            Some("0".into()),
-            Some(r#"{"data":"Zmlyc3Q="}"#.into()),
-            None,
-        ]]
-    );
-    store.put(Scope::Mesh(&m), &name, b"third").await.unwrap();
-    assert_eq!(
-        store
-            .get(Scope::Mesh(&m), &name)
-            .await
-            .unwrap()
-            .unwrap()
-            .expose(),
-        b"third"
-    );
-    let rows = pg
-        .execute("SELECT version::text FROM resources WHERE name = 'default.token-1'")
-        .await;
-    assert_eq!(
-        rows,
-        vec![vec![Some("1".into())]],
-        "Kuma's optimistic version"
-    );
-
-    // Scopes are rows of their own: another mesh, and global secrets (type GlobalSecret).
+    assert_eq!(rows, vec![vec![Some(r#"{"data":"Zmlyc3Q="}"#.into())]]);
     assert!(store
         .get(Scope::Mesh(&other), &name)
         .await
         .unwrap()
         .is_none());
-    store.put(Scope::Global, &name, b"global").await.unwrap();
+    store
+        .create_if_absent(Scope::Mesh(&other), &name, b"other")
+        .await
+        .unwrap();
     assert_eq!(
         store
             .get(Scope::Mesh(&m), &name)
@@ -112,50 +104,7 @@ async fn secrets_are_kuma_rows_created_once_and_updated_with_kumas_version() {
             .unwrap()
             .unwrap()
             .expose(),
-        b"third"
-    );
-    let rows = pg
-        .execute("SELECT mesh, type FROM resources WHERE type = 'GlobalSecret'")
-        .await;
-    assert_eq!(
-        rows,
-        vec![vec![Some(String::new()), Some("GlobalSecret".into())]]
-    );
-
-    // A value above the limit is refused before it is sent.
-    let big = vec![b'x'; ca_core::SourcePolicy::MAX_BYTES + 1];
-    let e = store
-        .create_if_absent(Scope::Mesh(&m), &SecretName::new("big").unwrap(), &big)
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("larger than"), "{e}");
-
-    // Concurrent puts all land (Kuma's version check, retried).
-    let store = Arc::new(store);
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let store = store.clone();
-        let name = name.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .put(
-                    Scope::Mesh(&mesh("default")),
-                    &name,
-                    format!("v{i}").as_bytes(),
-                )
-                .await
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
-    let rows = pg
-        .execute("SELECT version::text FROM resources WHERE name = 'default.token-1' AND mesh = 'default'")
-        .await;
-    assert_eq!(
-        rows,
-        vec![vec![Some("9".into())]],
-        "eight more updates, none lost"
+        b"first"
     );
 
     // Debug and errors never show the password.

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use issuer_svc::proto::issuer_client::IssuerClient;
-use issuer_svc::proto::{IssueCertificateRequest, Tag};
+use issuer_svc::proto::{GetTrustBundleRequest, IssueCertificateRequest, Tag};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshca");
@@ -423,4 +423,21 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
     s.read_to_string(&mut out).unwrap();
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
     (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// Mesh `default`'s trust bundle from `server`, asked with `admin_of`'s admin certificate (of
+/// another replica: one bootstrap CA makes that work).
+pub async fn bundle_of(server: &Server, admin_of: &Server) -> String {
+    let tls = admin_of.tls_dir();
+    let mut client = server
+        .client_with(&tls.join("admin.pem"), &tls.join("admin-key.pem"))
+        .await;
+    client
+        .get_trust_bundle(GetTrustBundleRequest {
+            mesh: "default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .trust_bundle_pem
 }
