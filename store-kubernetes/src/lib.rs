@@ -73,8 +73,11 @@ pub fn default_namespace(client: &kube::Client) -> String {
     ca_core::named_system_namespace().unwrap_or_else(|| client.default_namespace().to_owned())
 }
 
-/// How many times `put` retries a `409 Conflict`.
-const PUT_ATTEMPTS: usize = 5;
+/// How many times `put` tries when another writer changed the Secret in between.
+const PUT_ATTEMPTS: u32 = 8;
+/// The most `put` waits before its next try, times the tries so far (the wait is random, so
+/// writers that collided do not collide again in step).
+const PUT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Mesh and global secrets in Kubernetes Secrets of one namespace.
 #[derive(Clone)]
@@ -254,7 +257,12 @@ impl KubernetesSecretStore {
     /// replace with the `resourceVersion` read, again if someone changed it in between.
     async fn put_as(&self, owner: Owner<'_>, name: &SecretName, value: &[u8]) -> Result<(), Error> {
         ca_core::check_secret_value(value)?;
-        for _ in 0..PUT_ATTEMPTS {
+        for attempt in 0..PUT_ATTEMPTS {
+            if attempt > 0 {
+                // Lost to another writer: wait a random while, longer each time, then read again.
+                let most = PUT_BACKOFF * attempt;
+                tokio::time::sleep(most.mul_f64(rand::random_range(0.2..1.0))).await;
+            }
             match self.read(name).await? {
                 None => match self
                     .api

@@ -71,8 +71,8 @@ async fn secrets_are_kuma_rows_created_once_and_updated_with_kumas_version() {
     assert_eq!(
         rows,
         vec![
-            // created (0), put (1), eight concurrent puts: none lost.
-            row("default.conformance-1", "default", "Secret", "9"),
+            // created (0), put (1), four concurrent puts: none lost.
+            row("default.conformance-1", "default", "Secret", "5"),
             row("meshca-conformance-global", "", "GlobalSecret", "0"),
         ]
     );
