@@ -108,17 +108,7 @@ async fn three_replicas_started_at_once_serve_one_ca() {
 
         // A certificate from replica 2, asked for with replica 0's admin certificate, verifies
         // against the bundle replica 1 gives (openssl, not only our code).
-        let tls = servers[0].tls_dir();
-        let issued = servers[2]
-            .client_with(&tls.join("admin.pem"), &tls.join("admin-key.pem"))
-            .await
-            .issue_certificate(request("default", &[("kuma.io/service", "web")]))
-            .await
-            .unwrap()
-            .into_inner()
-            .certificate
-            .unwrap();
-        openssl_verify(servers[2].dir.path(), &issued.cert_chain_pem, &bundles[1]);
+        issue_across_replicas(&servers, &bundles[1], servers[2].dir.path()).await;
 
         // The server certificates carry the Service name and chain to the shared ca.pem.
         for s in &servers {

@@ -107,18 +107,8 @@ async fn replicas_on_one_database_serve_one_ca_even_after_a_kill() {
         assert!(bundles.iter().all(|b| *b == bundles[0]), "{bundles:?}");
 
         // Issuance from one replica verifies against another's bundle (openssl).
-        let tls = servers[0].tls_dir();
-        let issued = servers[2]
-            .client_with(&tls.join("admin.pem"), &tls.join("admin-key.pem"))
-            .await
-            .issue_certificate(request("default", &[("kuma.io/service", "web")]))
-            .await
-            .unwrap()
-            .into_inner()
-            .certificate
-            .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        openssl_verify(dir.path(), &issued.cert_chain_pem, &bundles[1]);
+        issue_across_replicas(&servers, &bundles[1], dir.path()).await;
         for s in &servers {
             assert!(!s.log().contains(pg.password()), "the password in a log");
         }

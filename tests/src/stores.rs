@@ -3,7 +3,11 @@
 
 use std::sync::Arc;
 
-use ca_core::{Created, MeshName, Scope, SecretName, SecretStore};
+use backend_builtin::BuiltinCa;
+use ca_core::config::Mesh;
+use ca_core::{
+    BackendName, CertificateAuthority, Created, MeshName, Scope, SecretName, SecretStore,
+};
 
 /// Runs the store checks against `store`, with names of its own (`<mesh>.conformance-*`,
 /// `meshca-conformance-global`) so that it can share a store with other tests:
@@ -83,4 +87,36 @@ pub async fn conformance(store: Arc<dyn SecretStore>, mesh: &MeshName) {
         .unwrap_err();
     assert!(e.to_string().contains("larger than"), "{e}");
     assert!(store.get(scope, &big_name).await.unwrap().is_none());
+}
+
+/// Mesh `default`'s builtin backend `ca-1`, its CA kept in `store`.
+pub fn builtin_ca(store: Arc<dyn SecretStore>) -> BuiltinCa {
+    let yaml = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n";
+    let m = Mesh::from_yaml(yaml, &crate::all_backends()).unwrap();
+    let conf: &backend_builtin::BuiltinConf = m.enabled_backend().unwrap().conf_as().unwrap();
+    BuiltinCa::new(
+        MeshName::new("default").unwrap(),
+        BackendName::new("ca-1").unwrap(),
+        conf.clone(),
+        store,
+    )
+}
+
+/// One builtin CA per store in `stores` (each its own client, as replicas in separate
+/// processes have), all started at once: asserts they all serve one CA and returns its PEM.
+pub async fn replicas_share_one_ca(stores: Vec<Arc<dyn SecretStore>>) -> String {
+    let mut tasks = Vec::new();
+    for store in stores {
+        let ca = builtin_ca(store);
+        tasks.push(tokio::spawn(async move {
+            ca.ensure().await.unwrap();
+            ca.trust_bundle().await.unwrap().to_pem()
+        }));
+    }
+    let mut bundles = Vec::new();
+    for t in tasks {
+        bundles.push(t.await.unwrap());
+    }
+    assert!(bundles.iter().all(|b| *b == bundles[0]), "one CA for all");
+    bundles.swap_remove(0)
 }

@@ -7,9 +7,8 @@
 
 use std::sync::Arc;
 
-use backend_builtin::BuiltinCa;
 use ca_core::config::Mesh;
-use ca_core::{BackendName, CertificateAuthority, Created, Scope, SecretName, SecretStore};
+use ca_core::{CertificateAuthority, Created, Scope, SecretName, SecretStore};
 use meshca_peers::kube::KubeApiServer;
 use meshca_tests::certmanager::client_of;
 use meshca_tests::checks::mesh;
@@ -229,30 +228,13 @@ async fn concurrent_puts_all_land_through_conflicts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_starting_at_once_share_one_builtin_ca() {
     let api = KubeApiServer::start().await;
-    let yaml = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n";
-    let m = Mesh::from_yaml(yaml, &meshca_tests::all_backends()).unwrap();
-    let conf: &backend_builtin::BuiltinConf = m.enabled_backend().unwrap().conf_as().unwrap();
-    let mut tasks = Vec::new();
-    for _ in 0..3 {
-        // Each replica has its own client and store, as separate processes would.
-        let store: Arc<dyn SecretStore> =
-            Arc::new(KubernetesSecretStore::new(client_of(&api.url()), NS));
-        let ca = BuiltinCa::new(
-            mesh("default"),
-            BackendName::new("ca-1").unwrap(),
-            conf.clone(),
-            store,
-        );
-        tasks.push(tokio::spawn(async move {
-            ca.ensure().await.unwrap();
-            ca.trust_bundle().await.unwrap().to_pem()
-        }));
-    }
-    let mut bundles = Vec::new();
-    for t in tasks {
-        bundles.push(t.await.unwrap());
-    }
-    assert!(bundles.iter().all(|b| *b == bundles[0]), "one CA for all");
+    // Each replica has its own client and store, as separate processes would.
+    let stores = (0..3)
+        .map(|_| {
+            Arc::new(KubernetesSecretStore::new(client_of(&api.url()), NS)) as Arc<dyn SecretStore>
+        })
+        .collect();
+    meshca_tests::stores::replicas_share_one_ca(stores).await;
     let secrets = api.names("secrets", NS);
     assert_eq!(
         secrets

@@ -9,29 +9,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend_builtin::BuiltinCa;
-use ca_core::config::Mesh;
-use ca_core::{BackendName, CertificateAuthority, Scope, SecretName, SecretStore};
+use ca_core::{CertificateAuthority, Scope, SecretName, SecretStore};
 use meshca_peers::postgres::{Postgres, PostgresOptions};
 use meshca_tests::checks::mesh;
+use meshca_tests::stores::{builtin_ca, replicas_share_one_ca};
 use store_postgres::{PostgresSecretStore, PostgresUrl};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn plain(pg: &Postgres) -> PostgresUrl {
     PostgresUrl::parse(&format!("{}?sslmode=disable", pg.url())).unwrap()
-}
-
-fn builtin(store: Arc<dyn SecretStore>) -> BuiltinCa {
-    let yaml = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n";
-    let m = Mesh::from_yaml(yaml, &meshca_tests::all_backends()).unwrap();
-    let conf: &backend_builtin::BuiltinConf = m.enabled_backend().unwrap().conf_as().unwrap();
-    BuiltinCa::new(
-        mesh("default"),
-        BackendName::new("ca-1").unwrap(),
-        conf.clone(),
-        store,
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,22 +152,10 @@ async fn a_ca_kuma_cp_wrote_is_served_and_ten_replicas_make_one() {
     let pg = Postgres::start(PostgresOptions::default()).await;
     // Ten replicas at once on an empty database (no schema yet): one CA, all serve it.
     let url = plain(&pg);
-    let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let store: Arc<dyn SecretStore> =
-                Arc::new(PostgresSecretStore::new(&url, TIMEOUT).unwrap());
-            let ca = builtin(store);
-            ca.ensure().await.unwrap();
-            ca.trust_bundle().await.unwrap().to_pem()
-        }));
-    }
-    let mut bundles = Vec::new();
-    for t in tasks {
-        bundles.push(t.await.unwrap());
-    }
-    assert!(bundles.iter().all(|b| *b == bundles[0]), "one CA for all");
+    let stores = (0..10)
+        .map(|_| Arc::new(PostgresSecretStore::new(&url, TIMEOUT).unwrap()) as Arc<dyn SecretStore>)
+        .collect();
+    let served = replicas_share_one_ca(stores).await;
     let rows = pg
         .execute("SELECT name FROM resources WHERE name LIKE 'default.ca-builtin-%' ORDER BY name")
         .await;
@@ -196,10 +171,10 @@ async fn a_ca_kuma_cp_wrote_is_served_and_ten_replicas_make_one() {
     // CA made elsewhere, written as kuma-cp writes them (spec {"data":"<base64 PEM>"},
     // version 0), and a fresh store serves it.
     let made_store = Arc::new(ca_core::OverlaySecretStore::new(None));
-    let made = builtin(made_store.clone());
+    let made = builtin_ca(made_store.clone());
     made.ensure().await.unwrap();
     let kuma_pem = made.trust_bundle().await.unwrap().to_pem();
-    assert_ne!(kuma_pem, bundles[0]);
+    assert_ne!(kuma_pem, served);
     pg.execute("DELETE FROM resources WHERE name LIKE 'default.ca-builtin-%'")
         .await;
     for n in ["cert", "key"] {
@@ -216,9 +191,9 @@ async fn a_ca_kuma_cp_wrote_is_served_and_ten_replicas_make_one() {
         ))
         .await;
     }
-    let served = builtin(Arc::new(PostgresSecretStore::new(&url, TIMEOUT).unwrap()));
-    served.ensure().await.unwrap();
-    assert_eq!(served.trust_bundle().await.unwrap().to_pem(), kuma_pem);
+    let fresh = builtin_ca(Arc::new(PostgresSecretStore::new(&url, TIMEOUT).unwrap()));
+    fresh.ensure().await.unwrap();
+    assert_eq!(fresh.trust_bundle().await.unwrap().to_pem(), kuma_pem);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

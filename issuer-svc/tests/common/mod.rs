@@ -441,3 +441,19 @@ pub async fn bundle_of(server: &Server, admin_of: &Server) -> String {
         .into_inner()
         .trust_bundle_pem
 }
+
+/// A certificate from `servers[2]`, asked for with `servers[0]`'s admin certificate, verified by
+/// openssl against `bundle` (another replica's): replicas look like one service.
+pub async fn issue_across_replicas(servers: &[Server], bundle: &str, dir: &Path) {
+    let tls = servers[0].tls_dir();
+    let issued = servers[2]
+        .client_with(&tls.join("admin.pem"), &tls.join("admin-key.pem"))
+        .await
+        .issue_certificate(request("default", &[("kuma.io/service", "web")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate
+        .unwrap();
+    openssl_verify(dir, &issued.cert_chain_pem, bundle);
+}
