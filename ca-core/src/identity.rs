@@ -21,6 +21,24 @@ pub const MAX_SANS: usize = 1_000;
 /// Most DNS SANs an identity may carry (see [`Identity::with_dns_names`]).
 pub const MAX_DNS_NAMES: usize = 100;
 
+/// Which URI SANs a certificate of an identity carries.
+///
+/// The profile is part of the identity: two identities with the same tags but another profile are
+/// different certificates (and a watch of one never gets the other's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SanProfile {
+    /// Kuma's: `spiffe://<mesh>/<service>` for each service, then `kuma://<tag>/<value>` for
+    /// every tag value. What Kuma data planes expect.
+    #[default]
+    Kuma,
+    /// An X.509-SVID (the SPIFFE X509-SVID specification): exactly one URI SAN, the SPIFFE ID
+    /// `spiffe://<mesh>/<service>`. The identity must be exactly one `kuma.io/service` value and
+    /// no other tag, because the certificate could not prove another tag when it is presented to
+    /// renew itself.
+    Svid,
+}
+
 /// The identity of a data plane: its mesh and its (multi-valued) tags.
 ///
 /// Built once per request by [`Identity::new`], which validates every name and computes the SAN
@@ -38,6 +56,7 @@ pub struct Identity {
     /// duplicates. Tag names and values never contain `=` or `\n` (see [`crate::name`]).
     tags: Box<str>,
     dns_sans: Box<[String]>,
+    profile: SanProfile,
 }
 
 impl Identity {
@@ -130,7 +149,44 @@ impl Identity {
             mesh,
             tags: tags.into_boxed_str(),
             dns_sans: Box::default(),
+            profile: SanProfile::Kuma,
         })
+    }
+
+    /// The identity with another SAN profile.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (field `tags`) when [`SanProfile::Svid`] is asked for an
+    /// identity that is not exactly one `kuma.io/service` value: an SVID carries one SPIFFE ID and
+    /// nothing else.
+    pub fn with_profile(mut self, profile: SanProfile) -> Result<Self, Error> {
+        if profile == SanProfile::Svid {
+            let mut tags = self.tags();
+            let one_service = matches!((tags.next(), tags.next()), (Some((SERVICE_TAG, _)), None));
+            if !one_service {
+                return Err(Error::invalid_argument(
+                    "tags",
+                    format!(
+                        "an X.509-SVID carries exactly one SPIFFE ID: the identity must be one \
+                         `{SERVICE_TAG}` value and no other tag"
+                    ),
+                ));
+            }
+        }
+        self.profile = profile;
+        Ok(self)
+    }
+
+    /// The SAN profile of its certificates.
+    pub fn profile(&self) -> SanProfile {
+        self.profile
+    }
+
+    /// Whether `other` names the same data plane: the same mesh and the same tags, whatever the
+    /// SAN profile or DNS SANs. A data plane (or a bootstrap token) may get certificates of
+    /// either profile for the identity it proved.
+    pub fn same_data_plane(&self, other: &Self) -> bool {
+        self.mesh == other.mesh && self.tags == other.tags
     }
 
     /// Rebuilds an identity from a certificate's URI SANs: every `kuma://<tag>/<value>` becomes a
@@ -143,10 +199,26 @@ impl Identity {
     /// [`Error::InvalidArgument`] (field `uri sans`) for a SAN of another scheme, a malformed
     /// SAN, a SPIFFE ID of another mesh or of a service that is not among the tags, or SANs that
     /// are not exactly the rebuilt identity's; the errors of [`Identity::new`] for invalid tags.
+    ///
+    /// A lone `spiffe://<mesh>/<service>` SAN is an X.509-SVID: the identity of that one service
+    /// with the [`SanProfile::Svid`] profile.
     pub fn from_uri_sans(mesh: &MeshName, sans: &[String]) -> Result<Self, Error> {
         let bad = |reason: String| Error::invalid_argument("uri sans", reason);
         if sans.len() > MAX_SANS {
             return Err(bad(format!("more than {MAX_SANS} URI SANs")));
+        }
+        if let [only] = sans {
+            if only.starts_with(SPIFFE_SCHEME) {
+                let id: SpiffeId = only.parse()?;
+                if id.trust_domain() != mesh {
+                    return Err(bad(format!(
+                        "`{}` is not a SPIFFE ID of mesh `{mesh}`",
+                        echo(only)
+                    )));
+                }
+                return Self::new(mesh.clone(), [(SERVICE_TAG, id.service().as_str())])?
+                    .with_profile(SanProfile::Svid);
+            }
         }
         let mut tags: Vec<(&str, &str)> = Vec::new();
         let mut spiffe_ids: Vec<SpiffeId> = Vec::new();
@@ -249,17 +321,23 @@ impl Identity {
         self.tags().filter(move |(k, _)| *k == name).map(|(_, v)| v)
     }
 
-    /// The URI SANs, in Kuma's order: `spiffe://<mesh>/<service>` for each service, then
-    /// `kuma://<tag>/<value>` for every tag and value, sorted by tag name then value.
+    /// The URI SANs. With [`SanProfile::Kuma`], in Kuma's order: `spiffe://<mesh>/<service>`
+    /// for each service, then `kuma://<tag>/<value>` for every tag and value, sorted by tag name
+    /// then value. With [`SanProfile::Svid`], the one SPIFFE ID.
     pub fn uri_sans(&self) -> Vec<String> {
         let mesh = &self.mesh;
-        self.services()
-            .map(|s| format!("{SPIFFE_SCHEME}{mesh}/{s}"))
-            .chain(
-                self.tags()
-                    .map(|(name, value)| format!("{KUMA_SCHEME}{name}/{value}")),
-            )
-            .collect()
+        let spiffe = self
+            .services()
+            .map(|s| format!("{SPIFFE_SCHEME}{mesh}/{s}"));
+        match self.profile {
+            SanProfile::Kuma => spiffe
+                .chain(
+                    self.tags()
+                        .map(|(name, value)| format!("{KUMA_SCHEME}{name}/{value}")),
+                )
+                .collect(),
+            SanProfile::Svid => spiffe.collect(),
+        }
     }
 
     /// The DNS SANs, sorted; empty unless [`with_dns_names`](Identity::with_dns_names) added
@@ -371,6 +449,49 @@ mod tests {
 
     fn mesh() -> MeshName {
         MeshName::new("default").unwrap()
+    }
+
+    #[test]
+    fn an_svid_is_one_service_and_one_spiffe_id() {
+        let web = Identity::new(mesh(), [("kuma.io/service", "web")]).unwrap();
+        let svid = web.clone().with_profile(SanProfile::Svid).unwrap();
+        assert_eq!(svid.uri_sans(), ["spiffe://default/web"]);
+        assert_eq!(svid.profile(), SanProfile::Svid);
+        assert_ne!(svid, web, "another profile is another certificate");
+        assert!(svid.same_data_plane(&web) && web.same_data_plane(&svid));
+        // Rebuilt from its one SAN, it is the same identity.
+        let sans = svid.uri_sans();
+        assert_eq!(Identity::from_uri_sans(&mesh(), &sans).unwrap(), svid);
+        // The Kuma SANs of the same service rebuild the Kuma profile.
+        assert_eq!(
+            Identity::from_uri_sans(&mesh(), &web.uri_sans()).unwrap(),
+            web
+        );
+        // A lone SPIFFE ID of another mesh is refused.
+        let err = Identity::from_uri_sans(&mesh(), &["spiffe://other/web".to_owned()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is not a SPIFFE ID of mesh `default`"),
+            "{err}"
+        );
+        // Anything but exactly one service value cannot be an SVID.
+        for tags in [
+            vec![("kuma.io/service", "web"), ("kuma.io/service", "api")],
+            vec![("kuma.io/service", "web"), ("version", "v1")],
+        ] {
+            let err = Identity::new(mesh(), tags)
+                .unwrap()
+                .with_profile(SanProfile::Svid)
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "tags: an X.509-SVID carries exactly one SPIFFE ID: the identity must be one \
+                 `kuma.io/service` value and no other tag"
+            );
+        }
+        // Another data plane is not the same one.
+        let api = Identity::new(mesh(), [("kuma.io/service", "api")]).unwrap();
+        assert!(!svid.same_data_plane(&api));
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub use error::{
     echo, error_chain, BoxError, CsrError, Error, ErrorKind, IssuedProblem, ManagerError,
     UpstreamError, UpstreamKind, Violation, Violations, ECHO_LIMIT,
 };
-pub use identity::Identity;
+pub use identity::{Identity, SanProfile};
 pub use issue::{
     check_issued, check_leaf_sans, issue_certificate, validate, IssuedCertificate, TestCertificate,
     TEST_SERVICE,

@@ -204,6 +204,11 @@ impl PrivateKey {
         SecretBytes::new(self.key.serialize_pem().into_bytes())
     }
 
+    /// The PKCS#8 DER, as a secret (what the SPIFFE Workload API hands a workload).
+    pub fn to_pkcs8_der(&self) -> SecretBytes {
+        SecretBytes::new(self.key.serialize_der())
+    }
+
     /// Builds a CSR signed by this key that asks for `uri_sans` (so remote CAs that read SANs
     /// from the CSR see the identity).
     ///

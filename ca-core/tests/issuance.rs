@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use ca_core::x509::random_serial;
 use ca_core::{
     issue_certificate, validate, CertificateAuthority, CommonNameTemplate, Error, Identity,
-    IssueParams, IssueRequest, KeySource, KeyType, LocalCa, MeshName, PrivateKey, TrustBundle,
-    UncheckedCertificate,
+    IssueParams, IssueRequest, KeySource, KeyType, LocalCa, MeshName, PrivateKey, SanProfile,
+    TrustBundle, UncheckedCertificate,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -264,6 +264,77 @@ async fn leaf_profile_is_kuma_compatible() {
         .await
         .unwrap();
     assert_ne!(a.serial_hex(), b.serial_hex());
+}
+
+/// The SVID profile (the SPIFFE X509-SVID specification): one URI SAN, the SPIFFE ID; a leaf
+/// with a critical key usage of digitalSignature and no certificate signing; not a CA. Core holds
+/// a backend's answer to it as to any profile.
+#[tokio::test]
+async fn svid_profile_is_one_spiffe_id() {
+    use x509_parser::prelude::*;
+    let ca = TestCa::new();
+    let svid = Identity::new(
+        MeshName::new("default").unwrap(),
+        [("kuma.io/service", "web")],
+    )
+    .unwrap()
+    .with_profile(SanProfile::Svid)
+    .unwrap();
+    let issued = issue_certificate(
+        &ca,
+        IssueParams::new(
+            svid.clone(),
+            KeySource::Generate(KeyType::EcdsaP256),
+            Duration::from_secs(3600),
+        ),
+    )
+    .await
+    .unwrap();
+    let sans = ca_core::x509::describe_sans(&issued.chain()[0]).unwrap();
+    assert_eq!(sans, ["URI:spiffe://default/web"]);
+    let (_, leaf) = X509Certificate::from_der(&issued.chain()[0]).unwrap();
+    let ku = leaf.key_usage().unwrap().unwrap();
+    assert!(ku.critical);
+    assert!(ku.value.digital_signature());
+    assert!(!ku.value.key_cert_sign() && !ku.value.crl_sign());
+    assert!(!leaf.is_ca());
+    // A CSR that asks for the Kuma SANs of the same service asks for more than an SVID has.
+    let key = KeyPair::generate().unwrap();
+    let der = csr(
+        &key,
+        &["spiffe://default/web", "kuma://kuma.io/service/web"],
+    );
+    let err = issue_certificate(
+        &ca,
+        IssueParams::new(
+            svid.clone(),
+            KeySource::Csr(&der),
+            Duration::from_secs(3600),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("kuma://kuma.io/service/web"),
+        "{err}"
+    );
+    // A backend that adds a SAN to an SVID is refused, as for every profile.
+    ca.set(Fault::ExtraSan);
+    let err = issue_certificate(
+        &ca,
+        IssueParams::new(
+            svid,
+            KeySource::Generate(KeyType::EcdsaP256),
+            Duration::from_secs(3600),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("leaf has SAN spiffe://default/admin that was not requested"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
