@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use issuer_svc::proto::issuer_client::IssuerClient;
-use issuer_svc::proto::{IssueCertificateRequest, Tag};
+use issuer_svc::proto::{CertificateProfile, IssueCertificateRequest, Tag};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -109,6 +109,7 @@ impl Client {
                         value: format!("bench-{worker}"),
                     }],
                     csr: csr.der.clone(),
+                    profile: CertificateProfile::Kuma.into(),
                 };
                 let resp = c.issue_certificate(req).await?.into_inner();
                 if resp.certificate.is_none_or(|c| c.cert_chain_pem.is_empty()) {

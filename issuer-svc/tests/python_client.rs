@@ -57,27 +57,6 @@ print(json.dumps({
 }))
 "#;
 
-fn python() -> Option<PathBuf> {
-    let p = match std::env::var_os("MESHCA_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/py-venv/bin/python"),
-    };
-    if p.exists() {
-        Some(p)
-    } else if std::env::var_os("CI").is_some() {
-        panic!(
-            "Python interpreter {} is missing; run scripts/test (it creates target/py-venv) or set MESHCA_PYTHON",
-            p.display()
-        );
-    } else {
-        eprintln!(
-            "SKIPPED: Python interpreter {} is missing (set MESHCA_PYTHON or run scripts/test)",
-            p.display()
-        );
-        None
-    }
-}
-
 #[tokio::test]
 async fn python_grpcio_client_issues_and_checks_health() {
     let Some(py) = python() else { return };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ca_core::config::Mesh;
-use ca_core::{CsrError, Error, Identity, MeshName, SourcePolicy};
+use ca_core::{CsrError, Error, Identity, MeshName, SanProfile, SourcePolicy};
 use meshca::{Issued, Manager, Scheduler};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
@@ -21,9 +21,10 @@ use crate::api::wire::WatchStream;
 use crate::limits::{MAX_CONCURRENT_VALIDATIONS, VALIDATE_QUEUE_WAIT, VALIDATE_TIMEOUT};
 use crate::proto::issuer_server;
 use crate::proto::{
-    CreateTokenRequest, CreateTokenResponse, GetTrustBundleRequest, GetTrustBundleResponse,
-    IssueCertificateRequest, IssueCertificateResponse, RotateTokenKeyRequest,
-    RotateTokenKeyResponse, Tag, ValidateBackendRequest, ValidateBackendResponse,
+    CertificateProfile, CreateTokenRequest, CreateTokenResponse, GetTrustBundleRequest,
+    GetTrustBundleResponse, IssueCertificateRequest, IssueCertificateResponse,
+    RotateTokenKeyRequest, RotateTokenKeyResponse, Tag, ValidateBackendRequest,
+    ValidateBackendResponse,
 };
 
 /// Validity of a token when the request does not say.
@@ -91,7 +92,7 @@ impl IssuerService {
         caller: &Caller,
         req: &IssueCertificateRequest,
     ) -> Result<(Identity, Option<Vec<u8>>, Issued), ApiError> {
-        let identity = identity_of(&req.mesh, &req.tags)?;
+        let identity = requested_identity(req)?;
         authorize(&self.policy.current(), caller, &Action::Issue(&identity))?;
         let csr = decode_csr(&req.csr)?;
         let issued = self.manager.issue(identity.clone(), csr.as_deref()).await?;
@@ -112,6 +113,21 @@ fn identity_of(mesh: &str, tags: &[Tag]) -> Result<Identity, Error> {
         MeshName::new(mesh)?,
         tags.iter().map(|t| (t.name.as_str(), t.value.as_str())),
     )
+}
+
+/// The identity an issue request names, with the SAN profile it asks for.
+fn requested_identity(req: &IssueCertificateRequest) -> Result<Identity, Error> {
+    let profile = match CertificateProfile::try_from(req.profile) {
+        Ok(CertificateProfile::Kuma) => SanProfile::Kuma,
+        Ok(CertificateProfile::Svid) => SanProfile::Svid,
+        Err(_) => {
+            return Err(Error::invalid_argument(
+                "profile",
+                format!("{} is not a certificate profile", req.profile),
+            ))
+        }
+    };
+    identity_of(&req.mesh, &req.tags)?.with_profile(profile)
 }
 
 /// A CSR as DER, from DER or PEM bytes; `None` when empty.
@@ -165,7 +181,7 @@ impl issuer_server::Issuer for IssuerService {
             tracing::info!(caller = %caller.describe(), mesh = %ca_core::echo(&req.mesh), error = %crate::api::status::message(e), "watch refused");
         };
         // The per-identity cap, once the caller may watch the identity, before any issuing.
-        let wanted = identity_of(&req.mesh, &req.tags).map_err(ApiError::from)?;
+        let wanted = requested_identity(&req).map_err(ApiError::from)?;
         authorize(&self.policy.current(), &caller, &Action::Issue(&wanted)).inspect_err(refused)?;
         let slot = self.watches.acquire(wanted.to_string()).ok_or_else(|| {
             tracing::info!(caller = %caller.describe(), identity = %wanted, "watch refused: too many watches of this identity");

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use issuer_svc::proto::issuer_client::IssuerClient;
-use issuer_svc::proto::{GetTrustBundleRequest, IssueCertificateRequest, Tag};
+use issuer_svc::proto::{CertificateProfile, GetTrustBundleRequest, IssueCertificateRequest, Tag};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshca");
@@ -320,6 +320,7 @@ pub fn request(mesh: &str, tags: &[(&str, &str)]) -> IssueCertificateRequest {
             })
             .collect(),
         csr: Vec::new(),
+        profile: CertificateProfile::Kuma.into(),
     }
 }
 
@@ -456,4 +457,29 @@ pub async fn issue_across_replicas(servers: &[Server], bundle: &str, dir: &Path)
         .certificate
         .unwrap();
     openssl_verify(dir, &issued.cert_chain_pem, bundle);
+}
+
+/// The Python of the peer-backed suites: `$MESHCA_PYTHON`, default
+/// `<workspace>/target/py-venv/bin/python` (scripts/test creates it). Missing: a failure when `CI`
+/// is set, `None` (the test is skipped, saying so) otherwise.
+#[allow(dead_code)]
+pub fn python() -> Option<PathBuf> {
+    let p = match std::env::var_os("MESHCA_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/py-venv/bin/python"),
+    };
+    if p.exists() {
+        Some(p)
+    } else if std::env::var_os("CI").is_some() {
+        panic!(
+            "Python interpreter {} is missing; run scripts/test (it creates target/py-venv) or set MESHCA_PYTHON",
+            p.display()
+        );
+    } else {
+        eprintln!(
+            "SKIPPED: Python interpreter {} is missing (set MESHCA_PYTHON or run scripts/test)",
+            p.display()
+        );
+        None
+    }
 }

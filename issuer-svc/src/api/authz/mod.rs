@@ -151,7 +151,9 @@ pub(crate) fn authorize(
             deny("rotate the token signing key (the admin only)".into())
         }
         (Caller::DataPlane(own) | Caller::Bootstrap(own), Action::Issue(requested)) => {
-            if own.mesh() == requested.mesh() && own.uri_sans() == requested.uri_sans() {
+            // The same data plane, in either SAN profile: an SVID proves the one service it
+            // names, which is all an SVID of it asks for.
+            if own.same_data_plane(requested) {
                 Ok(())
             } else {
                 deny(format!(
