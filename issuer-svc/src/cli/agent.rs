@@ -11,6 +11,10 @@
 //! keep the current certificate and the agent reconnects with jittered backoff. `--once` writes
 //! one certificate and exits (init containers, cron).
 //!
+//! With `--workload-api-socket` the agent asks for an X.509-SVID (one URI SAN, its SPIFFE ID)
+//! and also serves it on the SPIFFE Workload API ([`super::workload`]), alone or besides the
+//! other sinks.
+//!
 //! The issuer is reached over TLS only (`--server http://…` is refused), unless `--plaintext`
 //! names a loopback issuer started with `--insecure-plaintext` (no token then).
 //!
@@ -20,10 +24,12 @@
 //! with a files sink picks up its key and still-valid certificate and needs no token again.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use ca_core::{ChainUsage, Identity, IssuedProblem, KeyType, MeshName, PrivateKey, TrustBundle};
+use ca_core::{
+    ChainUsage, Identity, IssuedProblem, KeyType, MeshName, PrivateKey, SanProfile, TrustBundle,
+};
 use clap::Args;
 use tonic::Code;
 
@@ -34,10 +40,11 @@ use super::client::{
     ConnArgs, Rpc,
 };
 use super::trust::{read_held_bundle, Expected, Refusal, Verified};
+use super::workload::{WorkloadApi, WorkloadSocket, WorkloadSocketError};
 use crate::api::token::TokenFileError;
 use crate::files::{create_private_dir, write_private, write_public, ReadError};
 use crate::flags::{parse_tags, Flag, UsageError};
-use crate::proto::{IssueCertificateRequest, IssuedCertificate};
+use crate::proto::{CertificateProfile, IssueCertificateRequest, IssuedCertificate};
 
 /// Why `meshca agent` stopped, or why one delivery failed (the agent then keeps the current
 /// certificate and tries again).
@@ -83,6 +90,12 @@ pub(crate) enum AgentError {
         #[source]
         source: ca_core::Error,
     },
+    /// The Workload API socket cannot be set up.
+    #[error(transparent)]
+    WorkloadSocket(#[from] WorkloadSocketError),
+    /// The SVID cannot be served on the Workload API.
+    #[error("--workload-api-socket: cannot serve the SVID: {0}")]
+    WorkloadApi(String),
     /// The pid file holds no process id.
     #[error("{} does not hold a process id", path.display())]
     NoPid { path: PathBuf },
@@ -130,8 +143,25 @@ pub(crate) struct AgentArgs {
     dns_names: Vec<String>,
     /// Files sink: where cert.pem, key.pem (0600) and bundle.pem are kept (created 0700). The
     /// bundle.pem found there at start is the trust the next answer must keep a root of.
-    #[arg(long, required_unless_present_any = ["k8s_secret", "aws_cert_secret"])]
+    #[arg(long, required_unless_present_any = ["k8s_secret", "aws_cert_secret", "workload_api_socket"])]
     out_dir: Option<PathBuf>,
+    /// SPIFFE Workload API sink: serve the agent's X.509-SVID (only the SPIFFE ID
+    /// `spiffe://<mesh>/<service>` as URI SAN; the tags must be one `kuma.io/service` value), its
+    /// key and the bundle on this Unix socket, for go-spiffe, py-spiffe, java-spiffe or
+    /// spiffe-helper (point their `SPIFFE_ENDPOINT_SOCKET` at `unix://PATH`). Its directory is
+    /// created 0755 when missing and the socket is 0777, as SPIRE's agent does; callers are
+    /// admitted by uid (the agent's own and --workload-api-allow-uid).
+    #[arg(long, value_name = "PATH", conflicts_with = "once")]
+    workload_api_socket: Option<PathBuf>,
+    /// A uid, besides the agent's own, whose processes may call --workload-api-socket (e.g. the
+    /// workload container's runAsUser); repeat it or separate with commas.
+    #[arg(
+        long = "workload-api-allow-uid",
+        value_name = "UID",
+        value_delimiter = ',',
+        requires = "workload_api_socket"
+    )]
+    workload_api_allow_uids: Vec<u32>,
     /// AWS Secrets Manager sink: the secret holding `{"cert": "<leaf + chain PEM>"}`, as Kong
     /// data planes read it (`{vault://aws/NAME/cert}`); NAME:FIELD for another field (an ARN:
     /// ARN#FIELD). Created the first time (CreateSecret), a new version after (PutSecretValue).
@@ -197,7 +227,13 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AgentError> {
     server_endpoint(&a.conn.server, !a.conn.plaintext)?;
     let tags = parse_tags(&a.tags)?;
     let mesh = MeshName::new(a.mesh.as_str()).map_err(UsageError::invalid(Flag::new("--mesh")))?;
+    let profile = if a.workload_api_socket.is_some() {
+        SanProfile::Svid
+    } else {
+        SanProfile::Kuma
+    };
     let identity = Identity::new(mesh, tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .and_then(|id| id.with_profile(profile))
         .map_err(UsageError::invalid(Flag::new("--tag")))?;
     // What a certificate must carry: the identity's URI SANs and the backend's DNS names (the
     // CSR asks for the URI SANs only; the issuer adds the DNS names itself).
@@ -238,6 +274,11 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AgentError> {
         mesh: a.mesh.clone(),
         tags: super::proto_tags(&tags),
         csr,
+        profile: match profile {
+            SanProfile::Svid => CertificateProfile::Svid,
+            _ => CertificateProfile::Kuma,
+        }
+        .into(),
     };
     let auth = match token {
         Some(token) => Auth::Token {
@@ -293,10 +334,24 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AgentError> {
         }
         _ => None,
     };
+    let workload = match &a.workload_api_socket {
+        Some(path) => {
+            let socket = WorkloadSocket::bind(path, &a.workload_api_allow_uids)?;
+            let api = WorkloadApi::new();
+            tokio::spawn(super::workload::serve(socket, Arc::clone(&api)));
+            crate::output::say_as(
+                "meshca agent",
+                &format!("Workload API listening on unix://{}", path.display()),
+            );
+            Some(api)
+        }
+        None => None,
+    };
     let sink = Sinks {
         dir: a.out_dir.clone(),
         k8s,
         aws,
+        workload,
         expected: Expected::new(&expected_identity, key.spki_der()),
         key,
         held: Mutex::new(held),
@@ -456,6 +511,8 @@ struct Sinks {
     dir: Option<PathBuf>,
     k8s: Option<store_kubernetes::TlsSecretSink>,
     aws: Option<meshca_aws::SecretsManagerSink>,
+    /// The SPIFFE Workload API's SVID holder.
+    workload: Option<Arc<WorkloadApi>>,
     /// What an answer must be to be written.
     expected: Expected,
     key: PrivateKey,
@@ -552,6 +609,9 @@ impl Sinks {
                 sink: "--k8s-secret",
                 source,
             })?;
+        }
+        if let Some(api) = &self.workload {
+            api.publish(c, &self.key).map_err(AgentError::WorkloadApi)?;
         }
         if let Some(aws) = &self.aws {
             let key = std::str::from_utf8(self.key.to_pem().expose())

@@ -7,6 +7,7 @@ pub(crate) mod inspect;
 mod local;
 mod token;
 mod trust;
+mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
