@@ -408,6 +408,29 @@ mod tests {
         assert!(matches!(feed(&frames), Err(FixError::BlockTooLarge)));
     }
 
+    /// Random frames (of the kinds that matter, with random flags and payloads) never panic and
+    /// never grow the buffers past their bounds.
+    #[test]
+    fn random_frames_never_panic() {
+        for _ in 0..2_000 {
+            let mut fix = AuthorityFix::new();
+            let mut out = Vec::new();
+            let mut input = PREFACE.to_vec();
+            for _ in 0..rand::random_range(1..6) {
+                let kind = [HEADERS, CONTINUATION, 0x0, 0x4][rand::random_range(0..4)];
+                let flags: u8 = rand::random();
+                let len = rand::random_range(0..64);
+                let payload: Vec<u8> = (0..len).map(|_| rand::random()).collect();
+                input.extend(frame(kind, flags, rand::random_range(0..4), &payload));
+            }
+            let cut = rand::random_range(0..=input.len());
+            if fix.feed(&input[..cut], &mut out).is_ok() {
+                let _ = fix.feed(&input[cut..], &mut out);
+            }
+            assert!(fix.input.len() <= FRAME_HEADER + MAX_FRAME);
+        }
+    }
+
     #[test]
     fn integers_follow_rfc_7541() {
         // RFC 7541, C.1.2: 1337 with a 5-bit prefix; here a 7-bit prefix as strings use.
