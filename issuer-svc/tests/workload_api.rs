@@ -179,6 +179,29 @@ impl Drop for Lines {
     }
 }
 
+/// Reads a `stream` script until three different SVIDs of `spiffe://default/web` have come (40 s
+/// at most): each with one URI SAN, for the key served with it, signed by a root of its bundle,
+/// and not expired when it arrived.
+fn three_svids_of_web(stream: &Lines) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut serials = BTreeSet::new();
+    while serials.len() < 3 {
+        let line = stream.next(deadline);
+        let Some(update) = line.get("update") else {
+            panic!("the stream failed: {line}");
+        };
+        assert_eq!(update["spiffe_id"], "spiffe://default/web");
+        assert_eq!(strings(&update["uris"]), ["spiffe://default/web"]);
+        assert_eq!(update["verified"], true);
+        assert_eq!(update["key_matches"], true);
+        assert!(
+            update["now"].as_f64().unwrap() < update["not_after"].as_f64().unwrap(),
+            "never an expired SVID: {update}"
+        );
+        serials.insert(update["serial"].as_str().unwrap().to_owned());
+    }
+}
+
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
@@ -270,23 +293,7 @@ async fn py_spiffe_gets_a_verified_svid_its_bundles_and_every_rotation() {
 
     // Rotations arrive on the stream, each for the same ID, verified, not expired on arrival.
     let stream = Lines::spawn(&py, &["stream", sock, "60"]);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut serials = BTreeSet::new();
-    while serials.len() < 3 {
-        let line = stream.next(deadline);
-        let Some(update) = line.get("update") else {
-            panic!("the stream failed: {line}");
-        };
-        assert_eq!(update["spiffe_id"], "spiffe://default/web");
-        assert_eq!(strings(&update["uris"]).len(), 1);
-        assert_eq!(update["verified"], true);
-        assert_eq!(update["key_matches"], true);
-        assert!(
-            update["now"].as_f64().unwrap() < update["not_after"].as_f64().unwrap(),
-            "never an expired SVID: {update}"
-        );
-        serials.insert(update["serial"].as_str().unwrap().to_owned());
-    }
+    three_svids_of_web(&stream);
     drop(stream);
 
     // A caller of another uid is disconnected before any gRPC (another uid needs root).
@@ -331,16 +338,7 @@ async fn a_token_bootstrapped_agent_renews_with_its_own_svid() {
         &["--token-file", token.to_str().unwrap()],
     );
     let stream = Lines::spawn(&py, &["stream", socket.to_str().unwrap(), "60"]);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut serials = BTreeSet::new();
-    while serials.len() < 3 {
-        let line = stream.next(deadline);
-        let update = line
-            .get("update")
-            .unwrap_or_else(|| panic!("the stream failed: {line}"));
-        assert_eq!(strings(&update["uris"]), ["spiffe://default/web"]);
-        serials.insert(update["serial"].as_str().unwrap().to_owned());
-    }
+    three_svids_of_web(&stream);
     // The issuer's log names who asked: the token holder first, then the data plane by its SVID.
     let log = server.log();
     assert!(

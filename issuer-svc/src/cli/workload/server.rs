@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, UdsConnectInfo};
 use tonic::{Request, Response, Status};
@@ -316,6 +316,55 @@ fn expiry(s: &Svid) -> tokio::time::Instant {
     tokio::time::Instant::now() + left
 }
 
+/// A stream of `render(svid)`: at once for `first`, then for every SVID `rx` brings whose
+/// message differs from the last one sent (a new SVID, new roots). With `expires` (SVIDs), an
+/// expired SVID is never sent: the stream ends with `Unavailable` when the last one sent
+/// expires. Ends when the client goes away.
+fn follow<T: Clone + PartialEq + Send + 'static>(
+    mut rx: watch::Receiver<Option<Arc<Svid>>>,
+    first: Arc<Svid>,
+    expires: bool,
+    render: fn(&Svid) -> T,
+) -> Stream<T> {
+    let (tx, out) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut sent = first;
+        let mut message = render(&sent);
+        if tx.send(Ok(message.clone())).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = tx.closed() => return,
+                () = tokio::time::sleep_until(expiry(&sent)), if expires => {
+                    // Never an expired SVID: the client drops it and calls again.
+                    let _ = tx.send(Err(not_yet())).await;
+                    return;
+                }
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let next = rx.borrow_and_update().clone();
+                    let Some(next) = next.filter(|s| !expires || s.valid_at(SystemTime::now()))
+                    else {
+                        continue;
+                    };
+                    let next_message = render(&next);
+                    if next_message != message {
+                        sent = next;
+                        message = next_message;
+                        if tx.send(Ok(message.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    ReceiverStream::new(out)
+}
+
 #[tonic::async_trait]
 impl SpiffeWorkloadApi for Service {
     type FetchX509SVIDStream = Stream<X509svidResponse>;
@@ -333,38 +382,7 @@ impl SpiffeWorkloadApi for Service {
             .clone()
             .filter(|s| s.valid_at(SystemTime::now()))
             .ok_or_else(not_yet)?;
-        let (tx, out) = mpsc::channel(1);
-        tokio::spawn(async move {
-            let mut sent = first;
-            if tx.send(Ok(svid_response(&sent))).await.is_err() {
-                return;
-            }
-            loop {
-                tokio::select! {
-                    () = tx.closed() => return,
-                    () = tokio::time::sleep_until(expiry(&sent)) => {
-                        // Never an expired SVID: the client drops it and calls again.
-                        let _ = tx.send(Err(not_yet())).await;
-                        return;
-                    }
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        let next = rx.borrow_and_update().clone();
-                        if let Some(next) = next.filter(|s| s.valid_at(SystemTime::now())) {
-                            if !Arc::ptr_eq(&next, &sent) {
-                                sent = next;
-                                if tx.send(Ok(svid_response(&sent))).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(out)))
+        Ok(Response::new(follow(rx, first, true, svid_response)))
     }
 
     async fn fetch_x509_bundles(
@@ -375,33 +393,7 @@ impl SpiffeWorkloadApi for Service {
         let mut rx = self.api.subscribe();
         // The roots stay trustworthy after the SVID expires: they are served while known.
         let first = rx.borrow_and_update().clone().ok_or_else(not_yet)?;
-        let (tx, out) = mpsc::channel(1);
-        tokio::spawn(async move {
-            let mut sent = first;
-            if tx.send(Ok(bundles_response(&sent))).await.is_err() {
-                return;
-            }
-            loop {
-                tokio::select! {
-                    () = tx.closed() => return,
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        let next = rx.borrow_and_update().clone();
-                        if let Some(next) = next {
-                            if next.bundle_der != sent.bundle_der {
-                                sent = next;
-                                if tx.send(Ok(bundles_response(&sent))).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(out)))
+        Ok(Response::new(follow(rx, first, false, bundles_response)))
     }
 
     async fn fetch_jwtsvid(
