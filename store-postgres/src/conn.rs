@@ -209,6 +209,83 @@ impl PostgresUrl {
     }
 }
 
+impl PostgresUrl {
+    /// One connection of its own (not pooled) that LISTENs on `channel`: the payloads of its
+    /// notifications arrive on the receiver (at most `buffered` waiting; more are dropped, a
+    /// reader that relists on any notification loses nothing). The receiver ends when the
+    /// connection does. The client must be kept: dropping it closes the connection.
+    pub(crate) async fn listen(
+        &self,
+        channel: &str,
+        buffered: usize,
+        timeout: Duration,
+    ) -> Result<(tokio_postgres::Client, tokio::sync::mpsc::Receiver<String>), String> {
+        let (tx, rx) = tokio::sync::mpsc::channel(buffered.max(1));
+        let connect = async {
+            match &self.root_cert {
+                Some(roots) => {
+                    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_config(
+                        roots,
+                        self.tls == Tls::VerifyFull,
+                    )?);
+                    let (client, conn) =
+                        self.config.connect(tls).await.map_err(|e| e.to_string())?;
+                    tokio::spawn(forward_notifications(conn, channel.to_owned(), tx));
+                    Ok::<_, String>(client)
+                }
+                None => {
+                    let (client, conn) = self
+                        .config
+                        .connect(tokio_postgres::NoTls)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tokio::spawn(forward_notifications(conn, channel.to_owned(), tx));
+                    Ok(client)
+                }
+            }
+        };
+        let client = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| format!("no connection within {timeout:?}"))??;
+        // A channel name is an identifier: quoted, so only this one is listened to.
+        let listen = format!("LISTEN \"{}\"", channel.replace('"', "\"\""));
+        tokio::time::timeout(timeout, client.batch_execute(&listen))
+            .await
+            .map_err(|_| format!("LISTEN took longer than {timeout:?}"))?
+            .map_err(|e| e.to_string())?;
+        Ok((client, rx))
+    }
+}
+
+/// Drives `conn`, sending the payloads of notifications on `channel` to `tx`, until the
+/// connection ends (or the receiver is gone).
+async fn forward_notifications<S, T>(
+    mut conn: tokio_postgres::Connection<S, T>,
+    channel: String,
+    tx: tokio::sync::mpsc::Sender<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    loop {
+        let message = std::future::poll_fn(|cx| conn.poll_message(cx)).await;
+        match message {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) if n.channel() == channel => {
+                match tx.try_send(n.payload().to_owned()) {
+                    Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "the LISTEN connection ended");
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
 fn read_roots(
     path: &std::path::Path,
 ) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, UrlError> {

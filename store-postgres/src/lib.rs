@@ -21,6 +21,10 @@
 //!   advisory lock, so replicas starting together create it once); an existing schema is never
 //!   altered. Every read goes to the database: a key another replica rotated is what the next
 //!   read returns.
+//! - Kuma's Meshes are read from the same table ([`PostgresSecretStore::mesh_rows`]: rows
+//!   `(name, '', 'Mesh')`, spec in protobuf JSON, bounded in number and size) and followed
+//!   through Kuma's `notify_event` trigger ([`PostgresSecretStore::listen_meshes`], LISTEN on
+//!   `resource_events` on a connection of its own).
 //! - Every statement is bounded (`statement_timeout`, `lock_timeout`, pool waits) by the
 //!   store's timeout; a lost connection is retried with backoff within it. Credentials never
 //!   appear in `Debug`, logs or errors.
@@ -29,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod conn;
+mod meshes;
 mod schema;
 mod spec;
 
@@ -42,6 +47,7 @@ use deadpool_postgres::{Pool, PoolError};
 use tokio_postgres::error::SqlState;
 
 pub use conn::{PostgresUrl, Tls, UrlError};
+pub use meshes::{MeshNotifications, MeshRow, MESH_TYPE, NOTIFY_CHANNEL};
 
 /// The `type` of a mesh secret's row.
 pub const SECRET_TYPE: &str = "Secret";
@@ -58,6 +64,8 @@ const STORE: &str = "postgres secret store";
 pub struct PostgresSecretStore {
     pool: Pool,
     url: String,
+    /// For connections of their own (LISTEN).
+    conn_url: PostgresUrl,
     timeout: Duration,
     schema: tokio::sync::OnceCell<()>,
 }
@@ -151,6 +159,7 @@ impl PostgresSecretStore {
         Ok(Self {
             pool,
             url: url.to_string(),
+            conn_url: url.clone(),
             timeout,
             schema: tokio::sync::OnceCell::new(),
         })

@@ -23,6 +23,19 @@ pub(crate) enum StoreKind {
     Postgres,
 }
 
+/// `--mesh-source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum MeshSourceKind {
+    /// --mesh-config (a directory of Mesh YAML files), else the embedded mesh `default`.
+    Files,
+    /// Kuma's cluster-scoped Mesh objects (meshes.kuma.io), watched; needs get, list and watch
+    /// on them (and create on events.k8s.io events in namespace default, for refusals).
+    Kubernetes,
+    /// Kuma's Mesh rows in the `resources` table of --store postgres (kuma-cp universal),
+    /// followed with LISTEN/NOTIFY and read every --reload-interval.
+    Postgres,
+}
+
 /// A `postgres://` URL as given: it may hold a password, so `Debug` shows none of it.
 #[derive(Clone)]
 pub(crate) struct SecretUrl(pub(crate) String);
@@ -56,7 +69,12 @@ pub(crate) struct ServeArgs {
     /// with a builtin backend `ca-1`.
     #[arg(long)]
     pub(crate) mesh_config: Option<PathBuf>,
-    /// How often to check --mesh-config for changes (Kuma duration: 5s, 500ms).
+    /// Where the Meshes come from: files (--mesh-config, or the embedded default), kubernetes
+    /// (Kuma's Mesh objects) or postgres (Kuma's Mesh rows, with --store postgres).
+    #[arg(long, value_enum, default_value_t = MeshSourceKind::Files)]
+    pub(crate) mesh_source: MeshSourceKind,
+    /// How often to check --mesh-config for changes, and to read the Mesh rows with
+    /// --mesh-source postgres besides LISTEN/NOTIFY (Kuma duration: 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub(crate) reload_interval: Duration,
     /// Where mesh secrets live.

@@ -64,6 +64,13 @@ struct ReloadResult {
     result: &'static str,
 }
 
+/// `{source}` of a mesh source's metrics: `files`, `kubernetes` or `postgres`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MeshSourceLabel {
+    /// The `--mesh-source`.
+    source: &'static str,
+}
+
 /// `{version, commit}` of `meshca_build_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -95,6 +102,10 @@ pub(crate) struct Metrics {
     config_reloads: Family<ReloadResult, Counter>,
     /// `meshca_authz_reloads_total{result}`.
     authz_reloads: Family<ReloadResult, Counter>,
+    /// `meshca_mesh_refused_total{source}`.
+    mesh_refused: Family<MeshSourceLabel, Counter>,
+    /// `meshca_mesh_source_errors_total{source}`.
+    mesh_source_errors: Family<MeshSourceLabel, Counter>,
     /// `meshca_earliest_expiry_timestamp_seconds{mesh}`. Replaced as a whole by the library's
     /// reports, so kept as a map and read by [`StateCollector`] (a family would have to be
     /// cleared and refilled, and a scrape in between would miss series).
@@ -118,6 +129,8 @@ impl Default for Metrics {
             watched: Gauge::default(),
             config_reloads: Family::default(),
             authz_reloads: Family::default(),
+            mesh_refused: Family::default(),
+            mesh_source_errors: Family::default(),
             earliest_expiry: Mutex::default(),
             health: Mutex::default(),
             server_cert_expiry: AtomicI64::new(0),
@@ -132,6 +145,20 @@ impl Metrics {
     pub(crate) fn config_reload(&self, result: &'static str) {
         self.config_reloads
             .get_or_create(&ReloadResult { result })
+            .inc();
+    }
+
+    /// A Mesh (file, object, row) of `source` was refused; the previous one stays.
+    pub(crate) fn mesh_refused(&self, source: &'static str) {
+        self.mesh_refused
+            .get_or_create(&MeshSourceLabel { source })
+            .inc();
+    }
+
+    /// Reading `source` failed (a watch or a query; it is retried).
+    pub(crate) fn mesh_source_error(&self, source: &'static str) {
+        self.mesh_source_errors
+            .get_or_create(&MeshSourceLabel { source })
             .inc();
     }
 
@@ -189,6 +216,16 @@ impl Metrics {
             "meshca_config_reloads",
             "Mesh config files applied or refused",
             self.config_reloads.clone(),
+        );
+        r.register(
+            "meshca_mesh_refused",
+            "Meshes refused (a file, a Kubernetes Mesh object, a PostgreSQL Mesh row), by mesh source; the previous one stays",
+            self.mesh_refused.clone(),
+        );
+        r.register(
+            "meshca_mesh_source_errors",
+            "Failed reads of the mesh source (a watch, a query), by mesh source; retried with backoff",
+            self.mesh_source_errors.clone(),
         );
         r.register(
             "meshca_authz_reloads",

@@ -31,8 +31,10 @@ use crate::limits::{
     MAX_CONCURRENT_VALIDATIONS, MAX_GRPC_MESSAGE,
 };
 use crate::proto::issuer_server::IssuerServer;
-use crate::reload::{ConfigSource, Reloader};
-use crate::serve::args::{ServeArgs, StoreKind};
+use crate::reload::kubernetes::KubeSource;
+use crate::reload::postgres::PgSource;
+use crate::reload::{ConfigSource, Doc, FileSource};
+use crate::serve::args::{MeshSourceKind, ServeArgs, StoreKind};
 use crate::serve::bootstrap::{keep_admin_fresh, BootstrapPaths, CaPem};
 use crate::serve::conn::{ConnLayer, ConnLimits, Connections};
 use crate::serve::grpc_metrics::GrpcMetricsLayer;
@@ -59,7 +61,7 @@ struct Checked {
 
 pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
     let checked = check(&a)?;
-    let (store, own) = open_store(&a).await?;
+    let (store, own, postgres) = open_store(&a).await?;
 
     let metrics = Arc::new(Metrics::default());
     // The library, started: it owns the rotation scheduler and the background work (bundle
@@ -76,16 +78,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
         .intervals(a.reload_interval, DEFAULT_BUNDLE_REFRESH)
         .start();
     let manager = running.manager().clone();
-    let reloader = Arc::new(Reloader::new(
-        manager.clone(),
-        checked.source,
-        metrics.clone(),
-    ));
-    if reloader.dry_run().await > 0 {
-        return Err(CliError::MeshConfig {
-            nothing_written: true,
-        });
-    }
+    let meshes = open_mesh_source(&a, checked.source, &manager, &metrics, postgres).await?;
 
     // From here on, things are written: the bootstrap TLS set, then the meshes' CAs.
     let paths = BootstrapPaths::new(&a.data_dir).with_server_names(a.server_name.clone());
@@ -111,12 +104,7 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
         metrics.set_server_chain(&chain_key.0);
         (Some(roots), policy, Some(chain_key))
     };
-    if reloader.reload().await > 0 {
-        return Err(CliError::MeshConfig {
-            nothing_written: false,
-        });
-    }
-    tokio::spawn(reloader.run(a.reload_interval));
+    follow_meshes(meshes, a.reload_interval).await?;
     let scheduler = running.scheduler().clone();
 
     let legacy_key = (a.store == StoreKind::File).then(|| a.data_dir.join(LEGACY_KEY_FILE));
@@ -229,15 +217,13 @@ pub(crate) async fn serve(a: ServeArgs) -> Result<(), CliError> {
 /// `--own-namespace` the Kubernetes store of that namespace. Kubernetes is reached once (a read)
 /// before the data directory is created, so a missing API or Role is reported as such and
 /// nothing is written.
-async fn open_store(
-    a: &ServeArgs,
-) -> Result<(Arc<dyn SecretStore>, Arc<dyn SecretStore>), CliError> {
+async fn open_store(a: &ServeArgs) -> Result<OpenedStore, CliError> {
     check_data_dir(&a.data_dir, a.adopt_open_data_dir)?;
-    let opened: (Arc<dyn SecretStore>, Arc<dyn SecretStore>) = match a.store {
+    let opened: OpenedStore = match a.store {
         StoreKind::File => {
             create_private_dir(&a.data_dir)?;
             let store = Arc::new(DirectorySecretStore::new(a.data_dir.join("secrets"))?);
-            (store.clone(), store)
+            (store.clone(), store, None)
         }
         StoreKind::Kubernetes => {
             let failed = |source| CliError::CoreIn {
@@ -260,7 +246,7 @@ async fn open_store(
                 .map_err(failed)?;
             tracing::info!(namespace = %ns, own_namespace = %own.namespace(), "secrets in Kubernetes");
             create_private_dir(&a.data_dir)?;
-            (store, own)
+            (store, own, None)
         }
         StoreKind::Postgres => {
             let url = postgres_url(a)?;
@@ -280,11 +266,109 @@ async fn open_store(
                 })?;
             tracing::info!(database = %store.url(), "secrets in PostgreSQL (Kuma's resources table)");
             create_private_dir(&a.data_dir)?;
-            (store.clone(), store)
+            (store.clone(), store.clone(), Some(store))
         }
     };
     warn_open_keys(&a.data_dir);
     Ok(opened)
+}
+
+/// The mesh secrets' store, meshca's own store, and the PostgreSQL store again when it is
+/// one (for `--mesh-source postgres`).
+type OpenedStore = (
+    Arc<dyn SecretStore>,
+    Arc<dyn SecretStore>,
+    Option<Arc<store_postgres::PostgresSecretStore>>,
+);
+
+/// The mesh source `--mesh-source` names, checked before anything is written: every file
+/// with a dry run (a refused one stops `serve`), Kuma's Mesh objects or rows listed once (an API
+/// or database that cannot be read stops `serve`; a refused Mesh of Kuma's does not: it is
+/// reported and not served, as it would be later).
+enum MeshSource {
+    Files(Arc<FileSource>),
+    Kubernetes(Box<KubeSource>, Vec<Doc>),
+    Postgres(Arc<PgSource>, Vec<Doc>),
+}
+
+async fn open_mesh_source(
+    a: &ServeArgs,
+    files: ConfigSource,
+    manager: &Arc<Manager>,
+    metrics: &Arc<Metrics>,
+    postgres: Option<Arc<store_postgres::PostgresSecretStore>>,
+) -> Result<MeshSource, CliError> {
+    Ok(match a.mesh_source {
+        MeshSourceKind::Files => {
+            let source = Arc::new(FileSource::new(manager.clone(), files, metrics.clone()));
+            if source.dry_run().await > 0 {
+                return Err(CliError::MeshConfig {
+                    nothing_written: true,
+                });
+            }
+            MeshSource::Files(source)
+        }
+        MeshSourceKind::Kubernetes => {
+            let failed = |source| CliError::CoreIn {
+                context: "--mesh-source kubernetes",
+                source,
+            };
+            let client = store_kubernetes::default_client().await.map_err(failed)?;
+            let (source, docs) = KubeSource::start(client, manager.clone(), metrics.clone())
+                .await
+                .map_err(failed)?;
+            tracing::info!(
+                meshes = docs.len(),
+                "Meshes from Kubernetes (meshes.kuma.io), watched"
+            );
+            MeshSource::Kubernetes(Box::new(source), docs)
+        }
+        MeshSourceKind::Postgres => {
+            let store = postgres.ok_or_else(|| {
+                CliError::from(UsageError::refused(
+                    Flag::new("--mesh-source postgres"),
+                    "needs --store postgres",
+                ))
+            })?;
+            let source = Arc::new(PgSource::new(store, manager.clone(), metrics.clone()));
+            let docs = source.list().await.map_err(|source| CliError::CoreIn {
+                context: "--mesh-source postgres",
+                source,
+            })?;
+            tracing::info!(
+                meshes = docs.len(),
+                "Meshes from PostgreSQL (Kuma's Mesh rows), followed"
+            );
+            MeshSource::Postgres(source, docs)
+        }
+    })
+}
+
+/// Applies the first config and follows the source from then on. Refused files stop `serve`
+/// (as at every start); refused Meshes of Kuma's are reported and not served.
+async fn follow_meshes(meshes: MeshSource, interval: Duration) -> Result<(), CliError> {
+    match meshes {
+        MeshSource::Files(source) => {
+            if source.reload().await > 0 {
+                return Err(CliError::MeshConfig {
+                    nothing_written: false,
+                });
+            }
+            tokio::spawn(source.run(interval));
+        }
+        MeshSource::Kubernetes(mut source, docs) => {
+            source.apply_first(docs).await;
+            tokio::spawn(source.run());
+        }
+        MeshSource::Postgres(source, docs) => {
+            source
+                .applier()
+                .apply_listing(docs, crate::reload::EmptyListing::Keep)
+                .await;
+            tokio::spawn(source.run(interval));
+        }
+    }
+    Ok(())
 }
 
 /// Every statement of the PostgreSQL store, retries of a lost connection included, ends within
@@ -329,6 +413,21 @@ fn check(a: &ServeArgs) -> Result<Checked, CliError> {
     }
     if a.store == StoreKind::Postgres {
         postgres_url(a)?;
+    }
+    if a.mesh_source == MeshSourceKind::Postgres && a.store != StoreKind::Postgres {
+        return Err(UsageError::refused(
+            Flag::new("--mesh-source postgres"),
+            "needs --store postgres: the Mesh rows are read from the same database as the \
+             secrets, so meshes and their CAs always come from one control plane",
+        )
+        .into());
+    }
+    if a.mesh_source != MeshSourceKind::Files && a.mesh_config.is_some() {
+        return Err(UsageError::refused(
+            Flag::new("--mesh-config"),
+            "applies to --mesh-source files only (the Meshes come from Kuma)",
+        )
+        .into());
     }
     for (flag, given) in [
         ("--namespace", a.namespace.is_some()),
