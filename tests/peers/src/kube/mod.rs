@@ -23,6 +23,7 @@
 //! is approved (or denied, or left unapproved, per [`Behaviour`]) and signed by a test CA
 //! (rcgen): the CSR's subject and SANs, `spec.duration`, `spec.usages`.
 
+mod meshes;
 pub mod schema;
 mod secrets;
 
@@ -107,9 +108,14 @@ struct State {
     /// By (plural, namespace, name); cluster-scoped objects have namespace "".
     objects: BTreeMap<(String, String, String), Stored>,
     history: Vec<WatchEvent>,
+    /// Events up to this resourceVersion are compacted away (etcd compaction): a watch from an
+    /// older version answers `410 Expired`.
+    compacted: u64,
     writes: Vec<Write>,
     forbidden: HashSet<String>,
     deletes: Vec<String>,
+    /// Whether Kuma's Mesh CRD is installed.
+    meshes_installed: bool,
 }
 
 #[derive(Debug)]
@@ -582,6 +588,9 @@ async fn serve(s: Arc<Shared>, req: Request<Incoming>) -> Resp {
     if let Some(resp) = secrets::route(&s, &method, &parts, &path, &body) {
         return resp;
     }
+    if let Some(resp) = meshes::route(&s, &method, &parts, &q, &path, &body) {
+        return resp;
+    }
     match parts.as_slice() {
         ["apis", "cert-manager.io", "v1", "namespaces", ns, plural] if *plural == CRS => {
             match method {
@@ -930,50 +939,85 @@ fn watch(s: &Arc<Shared>, ns: &str, q: &BTreeMap<String, String>) -> Resp {
             json!({}),
         );
     }
+    if s.state().forbidden.contains("watch") {
+        return forbidden("watch", ns);
+    }
+    watch_of(s, CRS, ns, q, (API_VERSION, "CertificateRequest"))
+}
+
+/// A WATCH of `plural` in `ns` (`""`: cluster-scoped) as the API server streams it: from
+/// `resourceVersion` (`0` or absent: the current objects as ADDED first), a `410 Expired` ERROR
+/// event when that version is compacted away, a BOOKMARK closing the initial events when
+/// `sendInitialEvents=true`, and periodic BOOKMARKs with `allowWatchBookmarks=true`; closed
+/// after `timeoutSeconds`.
+fn watch_of(
+    s: &Arc<Shared>,
+    plural: &'static str,
+    ns: &str,
+    q: &BTreeMap<String, String>,
+    (api_version, kind): (&'static str, &'static str),
+) -> Resp {
+    let rv: u64 = q
+        .get("resourceVersion")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
     let (initial, mut rx, since) = {
         let st = s.state();
-        if st.forbidden.contains("watch") {
-            return forbidden("watch", ns);
-        }
-        let rv: u64 = q
-            .get("resourceVersion")
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0);
         let initial: Vec<Bytes> = if rv == 0 {
             // "Any" / sendInitialEvents: the current objects as ADDED.
             st.objects
                 .values()
-                .filter(|o| o.plural == CRS && o.namespace == ns && selected(q, &o.object))
+                .filter(|o| o.plural == plural && o.namespace == ns && selected(q, &o.object))
                 .map(|o| event_line("ADDED", &o.object))
                 .collect()
+        } else if rv < st.compacted {
+            let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "reason": "Expired", "code": 410,
+                "message": format!("too old resource version: {rv} ({})", st.compacted)});
+            vec![event_line("ERROR", &gone)]
         } else {
             st.history
                 .iter()
                 .filter(|e| {
-                    e.rv > rv && e.plural == CRS && e.namespace == ns && selected(q, &e.object)
+                    e.rv > rv && e.plural == plural && e.namespace == ns && selected(q, &e.object)
                 })
                 .map(|e| event_line(e.kind, &e.object))
                 .collect()
         };
-        let since = if rv == 0 {
+        let expired = rv != 0 && rv < st.compacted;
+        let since = if rv == 0 || expired {
             s.rv.load(Ordering::SeqCst)
         } else {
             rv
         };
+        if expired {
+            // The API server closes such a watch after the error.
+            let (tx, body_rx) = tokio::sync::mpsc::channel(1);
+            let _ = tx.try_send(initial.into_iter().next().unwrap_or_default());
+            return Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(ChannelBody(body_rx).boxed())
+                .expect("response");
+        }
         (initial, s.events.subscribe(), since)
     };
     s.watches.send_modify(|c| *c += 1);
+    let bookmark_of = move |s: &Shared, initial_end: bool| {
+        let mut meta = json!({"resourceVersion": s.rv.load(Ordering::SeqCst).to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        event_line(
+            "BOOKMARK",
+            &json!({"apiVersion": api_version, "kind": kind, "metadata": meta}),
+        )
+    };
     let bookmark = q
         .get("sendInitialEvents")
         .is_some_and(|v| v == "true")
-        .then(|| {
-            event_line(
-                "BOOKMARK",
-                &json!({"apiVersion": API_VERSION, "kind": "CertificateRequest",
-                    "metadata": {"resourceVersion": s.rv.load(Ordering::SeqCst).to_string(),
-                    "annotations": {"k8s.io/initial-events-end": "true"}}}),
-            )
-        });
+        .then(|| bookmark_of(s, true));
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|t| t.parse().ok())
@@ -981,6 +1025,7 @@ fn watch(s: &Arc<Shared>, ns: &str, q: &BTreeMap<String, String>) -> Resp {
     let (tx, body_rx) = tokio::sync::mpsc::channel(64);
     let ns = ns.to_owned();
     let q = q.clone();
+    let shared = s.clone();
     tokio::spawn(async move {
         let run = async {
             for line in initial.into_iter().chain(bookmark) {
@@ -988,20 +1033,29 @@ fn watch(s: &Arc<Shared>, ns: &str, q: &BTreeMap<String, String>) -> Resp {
                     return;
                 }
             }
+            let mut tick = tokio::time::interval(BOOKMARK_INTERVAL);
+            tick.tick().await;
             loop {
-                match rx.recv().await {
-                    Ok(e) => {
-                        if e.rv > since
-                            && e.plural == CRS
-                            && e.namespace == ns
-                            && selected(&q, &e.object)
-                            && tx.send(event_line(e.kind, &e.object)).await.is_err()
-                        {
+                tokio::select! {
+                    got = rx.recv() => match got {
+                        Ok(e) => {
+                            if e.rv > since
+                                && e.plural == plural
+                                && e.namespace == ns
+                                && selected(&q, &e.object)
+                                && tx.send(event_line(e.kind, &e.object)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => return,
+                    },
+                    _ = tick.tick(), if bookmarks => {
+                        if tx.send(bookmark_of(&shared, false)).await.is_err() {
                             return;
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return,
                 }
             }
         };
@@ -1013,6 +1067,10 @@ fn watch(s: &Arc<Shared>, ns: &str, q: &BTreeMap<String, String>) -> Resp {
         .body(ChannelBody(body_rx).boxed())
         .expect("response")
 }
+
+/// How often a watch that allows bookmarks gets one (the API server: about every minute; here
+/// sooner, so a resumed watch starts from a recent version in tests too).
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(2);
 
 // === the signer (cert-manager's approver and CA issuer) ===
 
