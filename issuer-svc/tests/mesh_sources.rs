@@ -69,7 +69,7 @@ where
     let mut tries = 0u64;
     while !check().await {
         tries += 1;
-        if tries % 100 == 0 {
+        if tries.is_multiple_of(100) {
             eprintln!("still waiting: {what}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
