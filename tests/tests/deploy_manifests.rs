@@ -20,6 +20,13 @@
 //! (`optional/`, a kustomize Component outside the base) validates against prometheus-operator's
 //! CRD schema (vendored in `optional/upstream/`) and scrapes the Service's metrics port. The ports
 //! stay clear of kuma-cp's 5676-5685.
+//!
+//! The Kubernetes mesh source (`kuma-meshes/`, a kustomize Component): applied to the base as
+//! kustomize would (its strategic merge patches, here by a small merge of the same rules), the
+//! Deployment runs `--mesh-source kubernetes` with no `--mesh-config`, no ConfigMap volume and
+//! otherwise the base's args; the ConfigMap of Meshes is deleted; its RBAC grants exactly get,
+//! list, watch on `meshes.kuma.io` and create on `events.k8s.io` events in `default`; and every
+//! object validates with `kubernetes-validate --strict` for every supported version.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,6 +62,8 @@ const OPTIONAL_FILE: &str = "21-rbac-clusterissuer.yaml";
 const CLIENT_LABEL: &str = "meshca.io/client";
 /// The kustomize Component with the optional ServiceMonitor.
 const OPTIONAL_DIR: &str = "optional";
+/// The kustomize Component for `--mesh-source kubernetes` (Kuma's Mesh objects, no ConfigMap).
+const KUMA_MESHES_DIR: &str = "kuma-meshes";
 /// meshca's own Secrets (`serve::BOOTSTRAP_SECRET`, `api::token::KEY_SECRET`).
 const OWN_SECRETS: [&str; 2] = ["meshca-bootstrap-tls", "meshca-token-signing-key"];
 
@@ -162,7 +171,9 @@ fn manifest_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir())
         .expect("deploy/kubernetes/ exists")
         .map(|e| e.unwrap().path())
-        .filter(|p| !p.is_dir() || file_name(p) != OPTIONAL_DIR)
+        .filter(|p| {
+            !p.is_dir() || (file_name(p) != OPTIONAL_DIR && file_name(p) != KUMA_MESHES_DIR)
+        })
         .filter(|p| file_name(p) != "README.md")
         .collect();
     files.sort();
@@ -1454,6 +1465,7 @@ fn readme_documents_the_layout_the_image_and_the_digest() {
     let text = fs::read_to_string(dir().join("README.md")).unwrap();
     let mut files: Vec<String> = manifest_files().iter().map(|p| file_name(p)).collect();
     files.push(format!("{OPTIONAL_DIR}/"));
+    files.push(format!("{KUMA_MESHES_DIR}/"));
     for f in files {
         assert!(
             text.contains(&format!("`{f}`")),
@@ -1512,4 +1524,188 @@ spec:
     )
     .unwrap_err();
     assert!(err.contains("unknown kind \"Secret\""), "{err}");
+}
+
+// === kuma-meshes/: --mesh-source kubernetes ===
+
+/// The documents of `kuma-meshes/FILE`.
+fn kuma_meshes_docs(file: &str) -> Vec<Value> {
+    let text = fs::read_to_string(dir().join(KUMA_MESHES_DIR).join(file)).unwrap();
+    documents(&text).unwrap()
+}
+
+/// The merge key of a list item, as kustomize's strategic merge knows it for the lists the patch
+/// touches (containers, volumes: `name`; volumeMounts: `mountPath`).
+fn merge_key(item: &Value) -> Option<(&'static str, Value)> {
+    ["mountPath", "name"]
+        .into_iter()
+        .find_map(|k| item.get(k).map(|v| (k, v.clone())))
+}
+
+/// A strategic merge patch of `patch` into `base`, for the shapes the Component uses: objects
+/// merged field by field, lists of keyed items merged by key (`$patch: delete` removes the item),
+/// other lists (args) replaced whole.
+fn strategic_merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(k) {
+                    Some(existing) => strategic_merge(existing, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(p)) if p.iter().all(|i| merge_key(i).is_some()) => {
+            for item in p {
+                let (key, value) = merge_key(item).unwrap();
+                let at = b.iter().position(|x| x.get(key) == Some(&value));
+                let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+                match (at, delete) {
+                    (Some(i), true) => {
+                        b.remove(i);
+                    }
+                    (Some(i), false) => strategic_merge(&mut b[i], item),
+                    (None, true) => panic!("$patch: delete of {key}={value}: not in the base"),
+                    (None, false) => b.push(item.clone()),
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+/// The base Deployment with the Component's patch applied.
+fn kuma_meshes_deployment() -> Value {
+    let mut base = one(
+        &documents(&fs::read_to_string(dir().join("40-deployment.yaml")).unwrap()).unwrap(),
+        "Deployment",
+    )
+    .clone();
+    let patch = one(&kuma_meshes_docs("deployment-patch.yaml"), "patch").clone();
+    assert_eq!(patch["kind"], "Deployment");
+    assert_eq!(patch["metadata"]["name"], base["metadata"]["name"]);
+    assert_eq!(
+        patch["metadata"]["namespace"],
+        base["metadata"]["namespace"]
+    );
+    strategic_merge(&mut base, &patch);
+    base
+}
+
+#[test]
+fn kuma_meshes_component_follows_kumas_meshes_without_the_configmap() {
+    let comp = one(&kuma_meshes_docs("kustomization.yaml"), "kustomization").clone();
+    assert_eq!(comp["apiVersion"], "kustomize.config.k8s.io/v1alpha1");
+    assert_eq!(comp["kind"], "Component");
+    assert_eq!(
+        comp["resources"],
+        serde_json::json!(["rbac-kuma-meshes.yaml"])
+    );
+    let patches: Vec<&str> = comp["patches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(patches, ["deployment-patch.yaml", "configmap-delete.yaml"]);
+
+    // The Deployment: the base's args but for the mesh source; no ConfigMap anywhere.
+    let patched = kuma_meshes_deployment();
+    let d: Deployment = strict(&patched).unwrap();
+    let c = container(&d);
+    let args = c.args.clone().unwrap();
+    assert_eq!(single_flag(&args, "--mesh-source"), "kubernetes");
+    assert!(flag(&args, "--mesh-config").is_empty(), "{args:?}");
+    let base = load();
+    let mut base_args = container(deployment(&base)).args.clone().unwrap();
+    let at = base_args.iter().position(|a| a == "--mesh-config").unwrap();
+    base_args.splice(at..at + 2, ["--mesh-source".into(), "kubernetes".into()]);
+    assert_eq!(
+        args, base_args,
+        "the patch's args drifted from 40-deployment.yaml"
+    );
+    let pod = pod_spec(&d);
+    assert!(pod.volumes.iter().flatten().all(|v| v.config_map.is_none()));
+    assert!(c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .all(|m| m.mount_path != "/etc/meshca/meshes"));
+    // The rest of the pod is the base's.
+    assert_eq!(
+        c.readiness_probe,
+        container(deployment(&base)).readiness_probe
+    );
+    assert_eq!(pod.service_account_name.as_deref(), Some(NAME));
+
+    let cm = one(&kuma_meshes_docs("configmap-delete.yaml"), "ConfigMap").clone();
+    assert_eq!(cm["kind"], "ConfigMap");
+    assert_eq!(cm["metadata"]["name"], MESH_CONFIGMAP);
+    assert_eq!(cm["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(cm["$patch"], "delete");
+
+    // RBAC: exactly get, list, watch on meshes.kuma.io (cluster-wide) and create on Events in
+    // `default` (where the Events of cluster-scoped objects live), bound to meshca's account.
+    let mut m = Manifests::default();
+    for doc in kuma_meshes_docs("rbac-kuma-meshes.yaml") {
+        parse_doc(&doc, &mut m).unwrap();
+    }
+    let cr = one(&m.cluster_roles, "ClusterRole");
+    assert_eq!(
+        grants(cr.rules.as_deref().unwrap_or_default()),
+        expected(&[("kuma.io", "meshes", &["get", "list", "watch"], &[])])
+    );
+    let events = one(&m.roles, "Role");
+    assert_eq!(events.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(
+        grants(events.rules.as_deref().unwrap_or_default()),
+        expected(&[("events.k8s.io", "events", &["create"], &[])])
+    );
+    let crb = one(&m.cluster_role_bindings, "ClusterRoleBinding");
+    assert_eq!(Some(&crb.role_ref.name), cr.metadata.name.as_ref());
+    let rb = one(&m.role_bindings, "RoleBinding");
+    assert_eq!(rb.role_ref.kind, "Role");
+    assert_eq!(Some(&rb.role_ref.name), events.metadata.name.as_ref());
+    assert_eq!(rb.metadata.namespace, events.metadata.namespace);
+    for subjects in [&crb.subjects, &rb.subjects] {
+        let s = one(subjects.as_deref().unwrap_or_default(), "subject");
+        assert_eq!(
+            (s.kind.as_str(), s.name.as_str(), s.namespace.as_deref()),
+            ("ServiceAccount", NAME, Some(NAMESPACE))
+        );
+    }
+}
+
+#[test]
+fn kuma_meshes_component_validates_strictly_for_every_supported_kubernetes_version() {
+    let versions = supported_versions();
+    let tmp = tempfile::tempdir().unwrap();
+    fs::copy(
+        dir().join(KUMA_MESHES_DIR).join("rbac-kuma-meshes.yaml"),
+        tmp.path().join("rbac-kuma-meshes.yaml"),
+    )
+    .unwrap();
+    fs::write(
+        tmp.path().join("deployment.yaml"),
+        yaml_serde::to_string(&kuma_meshes_deployment()).unwrap(),
+    )
+    .unwrap();
+    let files = [
+        "rbac-kuma-meshes.yaml".to_owned(),
+        "deployment.yaml".to_owned(),
+    ];
+    let (ok, out) = kubernetes_validate(tmp.path(), &files, &versions, true);
+    assert!(ok, "kubernetes-validate --strict failed:\n{out}");
+    let passed = out
+        .lines()
+        .filter(|l| l.contains(" passed for resource "))
+        .count();
+    assert_eq!(
+        passed,
+        5 * versions.len(),
+        "every object, every version:\n{out}"
+    );
+    assert!(!out.contains("WARN"), "{out}");
 }

@@ -302,7 +302,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("yes"), "{err}");
+        assert!(
+            err.contains("enabledBackend: has to be set to one of the backends"),
+            "read as the string `yes`, not a boolean: {err}"
+        );
         assert!(kubernetes_form("m", Some(&serde_json::json!([1])))
             .unwrap_err()
             .contains("spec: must be an object"));
