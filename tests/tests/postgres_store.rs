@@ -283,3 +283,45 @@ fn pg_wrong_ca() -> String {
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     p.self_signed(&key).unwrap().pem()
 }
+
+/// Kuma's Mesh rows, as `--mesh-source postgres` reads them: by name, bounded in number and spec
+/// size, and announced by Kuma's trigger on `resource_events` (other types' notifications are
+/// skipped), with no polling involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_rows_are_read_bounded_and_announced_by_kumas_trigger() {
+    let pg = Postgres::start(PostgresOptions::default()).await;
+    let store = PostgresSecretStore::connect(&plain(&pg), TIMEOUT)
+        .await
+        .unwrap();
+    let mut notified = store.listen_meshes(TIMEOUT).await.unwrap();
+    let insert = |name: &str, spec: &str| {
+        format!(
+            "INSERT INTO resources (name, mesh, type, version, spec) \
+             VALUES ('{name}', '', 'Mesh', 0, '{spec}')"
+        )
+    };
+    // Another type's change is not a Mesh change.
+    pg.execute(
+        "INSERT INTO resources (name, mesh, type, version, spec) \
+         VALUES ('other', '', 'GlobalSecret', 0, '{}')",
+    )
+    .await;
+    pg.execute(&insert("b", r#"{"mtls":{"enabledBackend":"ca-1"}}"#))
+        .await;
+    tokio::time::timeout(Duration::from_secs(30), notified.next())
+        .await
+        .expect("Kuma's trigger announced the Mesh row")
+        .expect("the LISTEN connection is up");
+    let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(2000));
+    pg.execute(&insert("a", &big)).await;
+    pg.execute(&insert("c", "{}")).await;
+    let rows = store.mesh_rows(2, 1000).await.unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"], "the first by name, at most 2");
+    assert_eq!(rows[0].spec, Err(i64::try_from(big.len()).unwrap()));
+    assert_eq!(
+        rows[1].spec,
+        Ok(Some(r#"{"mtls":{"enabledBackend":"ca-1"}}"#.to_owned()))
+    );
+    assert_eq!(store.mesh_rows(10, 1000).await.unwrap().len(), 3);
+}
