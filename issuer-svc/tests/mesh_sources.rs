@@ -440,6 +440,20 @@ fn mesh_source_postgres_needs_the_postgres_store() {
     assert!(stderr.contains("needs --store postgres"), "{stderr}");
     let (ok, _, stderr) = run_cli(&[
         "serve",
+        "--store",
+        "postgres",
+        "--postgres-url",
+        "postgres://u:p@127.0.0.1:1/kuma?sslmode=disable",
+        "--mesh-source",
+        "postgres",
+        "--reload-interval",
+        "10ms",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("--reload-interval"), "{stderr}");
+    assert!(stderr.contains("at least 100ms"), "{stderr}");
+    let (ok, _, stderr) = run_cli(&[
+        "serve",
         "--mesh-source",
         "kubernetes",
         "--mesh-config",

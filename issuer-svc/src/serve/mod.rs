@@ -422,6 +422,13 @@ fn check(a: &ServeArgs) -> Result<Checked, CliError> {
         )
         .into());
     }
+    if a.mesh_source == MeshSourceKind::Postgres && a.reload_interval < Duration::from_millis(100) {
+        return Err(UsageError::refused(
+            Flag::new("--reload-interval"),
+            "must be at least 100ms with --mesh-source postgres (every Mesh row is read each time)",
+        )
+        .into());
+    }
     if a.mesh_source != MeshSourceKind::Files && a.mesh_config.is_some() {
         return Err(UsageError::refused(
             Flag::new("--mesh-config"),
