@@ -277,6 +277,77 @@ pub(crate) fn kubernetes_form(
 mod tests {
     use super::*;
 
+    fn doc(name: &str) -> Doc {
+        Doc {
+            key: format!("test Mesh {name}"),
+            text: kubernetes_form(name, None),
+        }
+    }
+
+    fn served(applier: &Applier) -> Vec<String> {
+        applier.manager.snapshot().keys().cloned().collect()
+    }
+
+    #[tokio::test]
+    async fn listings_remove_what_is_gone_but_nothing_never_drops_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ca_core::DirectorySecretStore::new(dir.path().join("s")).unwrap());
+        let manager = Arc::new(Manager::builder(meshca::registry(), store).build());
+        let applier = Applier::new(manager, Arc::new(Metrics::default()), "kubernetes");
+
+        let refused = applier
+            .apply_listing(vec![doc("a"), doc("b")], EmptyListing::Keep)
+            .await;
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(served(&applier), ["a", "b"]);
+        // A listing of nothing keeps every mesh of a Kuma source...
+        assert!(applier
+            .apply_listing(Vec::new(), EmptyListing::Keep)
+            .await
+            .is_empty());
+        assert_eq!(served(&applier), ["a", "b"]);
+        // ...a listing that still names one removes the other...
+        applier
+            .apply_listing(vec![doc("a")], EmptyListing::Keep)
+            .await;
+        assert_eq!(served(&applier), ["a"]);
+        // ...an explicit removal takes the last one...
+        applier.remove("test Mesh a").await;
+        assert!(served(&applier).is_empty());
+        // ...and for files an emptied directory is honoured.
+        applier
+            .apply_listing(vec![doc("c")], EmptyListing::Honour)
+            .await;
+        applier
+            .apply_listing(Vec::new(), EmptyListing::Honour)
+            .await;
+        assert!(served(&applier).is_empty());
+
+        // A broken document is refused once per content, the previous one kept.
+        applier.apply_changed(vec![doc("d")]).await;
+        let broken = Doc {
+            key: "test Mesh d".into(),
+            text: Ok("type: Mesh\nname: d\nmtls:\n  enabledBackend: nope\n".into()),
+        };
+        let refused = applier.apply_changed(vec![broken.clone()]).await;
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0].reason.contains("mtls.enabledBackend"),
+            "{refused:?}"
+        );
+        assert!(applier.apply_changed(vec![broken]).await.is_empty());
+        assert_eq!(served(&applier), ["d"]);
+
+        // At most MAX_MESHES documents: the next is refused, named.
+        let many: Vec<Doc> = (0..MAX_MESHES).map(|i| doc(&format!("m{i}"))).collect();
+        let refused = applier.apply_listing(many, EmptyListing::Keep).await;
+        assert!(refused.is_empty(), "{:?}", refused.first());
+        let refused = applier.apply_changed(vec![doc("one-more")]).await;
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].key, "test Mesh one-more");
+        assert!(refused[0].reason.contains("more than 1000 meshes"));
+    }
+
     #[test]
     fn a_spec_becomes_the_kubernetes_form() {
         let spec = serde_json::json!({"mtls": {"enabledBackend": "ca-1", "backends": [
