@@ -76,7 +76,8 @@ where
     }
 }
 
-/// `meshca serve --mesh-source kubernetes` against `kubeconfig`, file store.
+/// `meshca serve --mesh-source kubernetes` against `kubeconfig`, the CAs in Kuma's Secrets
+/// (`--store kubernetes`), as `deploy/kubernetes/kuma-meshes/` runs it.
 fn kube_server(kubeconfig: &std::path::Path) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -84,7 +85,14 @@ fn kube_server(kubeconfig: &std::path::Path) -> Server {
         dir,
         data,
         &[],
-        &["--mesh-source", "kubernetes"],
+        &[
+            "--mesh-source",
+            "kubernetes",
+            "--store",
+            "kubernetes",
+            "--namespace",
+            "kuma-system",
+        ],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     )
 }
@@ -195,6 +203,17 @@ async fn kumas_mesh_objects_are_followed_through_restarts() {
         .await;
         assert_eq!(issue(&server, "default").await, Ok(()));
         assert_eq!(issue(&server, "fourth").await, Ok(()));
+        // The CAs are in Kuma's Secrets, both of default's among them.
+        let secrets = api.names("secrets", "kuma-system");
+        for want in [
+            "default.ca-builtin-cert-ca-1",
+            "default.ca-builtin-cert-ca-2",
+        ] {
+            assert!(
+                secrets.iter().any(|s| s == want),
+                "{want} not in {secrets:?}"
+            );
+        }
 
         // One Event for the one broken content, through every relist; every Event written
         // was one the API server accepts.
