@@ -438,15 +438,36 @@ async fn kumas_mesh_rows_are_followed_through_a_database_restart() {
         .await;
         assert_eq!(issue(&server, "default").await, Ok(()));
 
-        // Every Mesh row gone at once (a database emptied): a listing of nothing drops nothing.
-        pg.execute("DELETE FROM resources WHERE type = 'Mesh'")
-            .await;
+        // Every Mesh row gone with no deletion announced (the trigger off, as a restore or a
+        // copy made behind Kuma's back would do): a listing of nothing drops nothing.
+        pg.execute(
+            "ALTER TABLE resources DISABLE TRIGGER products_notify_event; \
+             DELETE FROM resources WHERE type = 'Mesh'; \
+             ALTER TABLE resources ENABLE TRIGGER products_notify_event",
+        )
+        .await;
         until("the empty listing seen", || async {
             server.log().contains("lists no Mesh at all")
         })
         .await;
         assert_eq!(issue(&server, "default").await, Ok(()));
         assert_eq!(issue(&server, "third").await, Ok(()));
+
+        // A listing that names a Mesh again is the truth: `default`, no longer listed, goes.
+        pg.execute(&insert_mesh("third", &spec("ca-1", &["ca-1"])))
+            .await;
+        until("mesh default gone once third is listed again", || async {
+            issue(&server, "default").await == Err(Code::NotFound)
+        })
+        .await;
+        // The last Mesh row deleted as kuma-cp deletes it (the trigger announces the DELETE):
+        // honoured, though no Mesh is left, as a DELETED event on Kubernetes.
+        pg.execute("DELETE FROM resources WHERE name = 'third' AND mesh = '' AND type = 'Mesh'")
+            .await;
+        until("the last mesh gone", || async {
+            issue(&server, "third").await == Err(Code::NotFound)
+        })
+        .await;
     })
     .await;
 }

@@ -47,7 +47,7 @@ use deadpool_postgres::{Pool, PoolError};
 use tokio_postgres::error::SqlState;
 
 pub use conn::{PostgresUrl, Tls, UrlError};
-pub use meshes::{MeshNotifications, MeshRow, MESH_TYPE, NOTIFY_CHANNEL};
+pub use meshes::{MeshChange, MeshNotifications, MeshRow, MESH_TYPE, NOTIFY_CHANNEL};
 
 /// The `type` of a mesh secret's row.
 pub const SECRET_TYPE: &str = "Secret";

@@ -39,25 +39,44 @@ pub struct MeshNotifications {
     rx: tokio::sync::mpsc::Receiver<String>,
 }
 
+/// What a notification says about the Mesh rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MeshChange {
+    /// A Mesh row was inserted or updated, or a payload could not be read: read them again.
+    Changed,
+    /// The Mesh row of this name was deleted (`"action": "DELETE"`): an explicit deletion, which
+    /// a reader honours even when it leaves no Mesh at all.
+    Deleted(String),
+}
+
 impl MeshNotifications {
     /// Waits for the next change of a Mesh row (other types' notifications are skipped).
-    /// `None` when the connection is gone (listen again).
-    pub async fn next(&mut self) -> Option<()> {
+    /// `None` when the connection is gone (listen again). Notifications past the buffer are
+    /// dropped: a later one (or the reader's polling) relists, but a deletion dropped so is seen
+    /// only as a listing without that Mesh.
+    pub async fn next(&mut self) -> Option<MeshChange> {
         while let Some(payload) = self.rx.recv().await {
-            if is_mesh_event(&payload) {
-                return Some(());
+            if let Some(change) = mesh_change(&payload) {
+                return Some(change);
             }
         }
         None
     }
 }
 
-/// Whether a `resource_events` payload is about a Mesh row (an unreadable one counts: the
-/// reader relists, which is always safe).
-fn is_mesh_event(payload: &str) -> bool {
-    match serde_json::from_str::<serde_json::Value>(payload) {
-        Ok(v) => v["data"]["type"].as_str().is_none_or(|t| t == MESH_TYPE),
-        Err(_) => true,
+/// What a `resource_events` payload says about Mesh rows; `None` for other types. An unreadable
+/// payload counts as a change: the reader relists, which is always safe.
+fn mesh_change(payload: &str) -> Option<MeshChange> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(payload) else {
+        return Some(MeshChange::Changed);
+    };
+    if v["data"]["type"].as_str().is_some_and(|t| t != MESH_TYPE) {
+        return None;
+    }
+    match (v["action"].as_str(), v["data"]["name"].as_str()) {
+        (Some("DELETE"), Some(name)) => Some(MeshChange::Deleted(name.to_owned())),
+        _ => Some(MeshChange::Changed),
     }
 }
 
@@ -134,12 +153,20 @@ mod tests {
 
     #[test]
     fn only_mesh_notifications_count() {
-        assert!(is_mesh_event(
-            r#"{"action":"UPDATE","data":{"name":"default","mesh":"","type":"Mesh"}}"#
-        ));
-        assert!(!is_mesh_event(
-            r#"{"action":"INSERT","data":{"name":"x","mesh":"default","type":"Secret"}}"#
-        ));
-        assert!(is_mesh_event("not json"));
+        assert_eq!(
+            mesh_change(r#"{"action":"UPDATE","data":{"name":"default","mesh":"","type":"Mesh"}}"#),
+            Some(MeshChange::Changed)
+        );
+        assert_eq!(
+            mesh_change(r#"{"action":"DELETE","data":{"name":"second","mesh":"","type":"Mesh"}}"#),
+            Some(MeshChange::Deleted("second".into()))
+        );
+        assert_eq!(
+            mesh_change(
+                r#"{"action":"DELETE","data":{"name":"x","mesh":"default","type":"Secret"}}"#
+            ),
+            None
+        );
+        assert_eq!(mesh_change("not json"), Some(MeshChange::Changed));
     }
 }

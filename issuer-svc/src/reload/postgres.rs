@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshca::Manager;
-use store_postgres::{MeshNotifications, PostgresSecretStore};
+use store_postgres::{MeshChange, MeshNotifications, PostgresSecretStore};
 
 use super::{kubernetes_form, Applier, Doc, EmptyListing, MAX_MESHES};
 use crate::serve::metrics::Metrics;
@@ -83,14 +83,23 @@ impl PgSource {
     }
 
     /// Reads the rows and applies what changed; returns the number refused. A read that fails
-    /// changes nothing.
-    pub(crate) async fn reload(&self) -> usize {
+    /// changes nothing. A listing of nothing drops nothing ([`EmptyListing::Keep`]), but a Mesh
+    /// whose deletion Kuma's trigger announced (`deleted`) and that the listing no longer has
+    /// stops being served, the last one too, as a watch's DELETED event on Kubernetes.
+    pub(crate) async fn reload(&self, deleted: Option<&str>) -> usize {
         match self.list().await {
-            Ok(docs) => self
-                .applier
-                .apply_listing(docs, EmptyListing::Keep)
-                .await
-                .len(),
+            Ok(docs) => {
+                if let Some(name) = deleted {
+                    let key = format!("postgres Mesh {name}");
+                    if !docs.iter().any(|d| d.key == key) {
+                        self.applier.remove(&key).await;
+                    }
+                }
+                self.applier
+                    .apply_listing(docs, EmptyListing::Keep)
+                    .await
+                    .len()
+            }
             Err(e) => {
                 self.metrics.mesh_source_error(SOURCE);
                 tracing::warn!(error = %crate::api::status::message(&e), "cannot read Kuma's Mesh rows; keeping the current config");
@@ -113,7 +122,7 @@ impl PgSource {
                         tracing::debug!("listening for Kuma's Mesh changes");
                         listening = Some(n);
                         // Anything that changed while not listening.
-                        self.reload().await;
+                        self.reload(None).await;
                     }
                     Err(e) => {
                         self.metrics.mesh_source_error(SOURCE);
@@ -124,22 +133,28 @@ impl PgSource {
             }
             let notified = async {
                 match listening.as_mut() {
-                    Some(n) => n.next().await.is_some(),
+                    Some(n) => n.next().await,
                     None => std::future::pending().await,
                 }
             };
-            let connection_ended = tokio::select! {
-                _ = tick.tick() => false,
-                alive = notified => !alive,
+            // `None`: the interval ticked; `Some(None)`: the LISTEN connection ended.
+            let woke = tokio::select! {
+                _ = tick.tick() => None,
+                change = notified => Some(change),
             };
-            if connection_ended {
-                tracing::warn!(
-                    "the LISTEN connection for Kuma's Mesh changes ended; listening again"
-                );
-                listening = None;
-                next_listen = tokio::time::Instant::now() + RELISTEN_AFTER.min(interval);
-            }
-            self.reload().await;
+            let deleted = match woke {
+                Some(None) => {
+                    tracing::warn!(
+                        "the LISTEN connection for Kuma's Mesh changes ended; listening again"
+                    );
+                    listening = None;
+                    next_listen = tokio::time::Instant::now() + RELISTEN_AFTER.min(interval);
+                    None
+                }
+                Some(Some(MeshChange::Deleted(name))) => Some(name),
+                _ => None,
+            };
+            self.reload(deleted.as_deref()).await;
         }
     }
 }
