@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    json_response, random_suffix, rfc3339, schema, selected, status, uuid, watch_of, KubeApiServer,
-    Resp, Shared, Write,
+    json_response, not_allowed, random_suffix, rfc3339, schema, selected, status, uuid, watch_of,
+    KubeApiServer, Resp, Shared, Write,
 };
 
 const MESHES: &str = "meshes";
@@ -97,15 +97,6 @@ pub(super) fn route(
         _ => return None,
     };
     Some(resp)
-}
-
-fn not_allowed() -> Resp {
-    status(
-        405,
-        "MethodNotAllowed",
-        "method not allowed".into(),
-        json!({}),
-    )
 }
 
 /// 403 when [`KubeApiServer::forbid_on`]`("meshes", verb)` took `verb` away.

@@ -447,6 +447,16 @@ fn json_response(code: u16, v: &Value) -> Resp {
 }
 
 /// A `Status` failure as the API server writes it.
+/// `405 MethodNotAllowed`, as the API server answers a verb a resource does not have.
+fn not_allowed() -> Resp {
+    status(
+        405,
+        "MethodNotAllowed",
+        "method not allowed".into(),
+        json!({}),
+    )
+}
+
 fn status(code: u16, reason: &str, message: String, details: Value) -> Resp {
     json_response(
         code,

@@ -14,7 +14,9 @@ use http::Method;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::{json_response, random_suffix, rfc3339, status, uuid, Resp, Shared, Write};
+use super::{
+    json_response, not_allowed, random_suffix, rfc3339, status, uuid, Resp, Shared, Write,
+};
 
 /// The resource name.
 pub(super) const SECRETS: &str = "secrets";
@@ -43,15 +45,6 @@ pub(super) fn route(
         _ => return None,
     };
     Some(resp)
-}
-
-fn not_allowed() -> Resp {
-    status(
-        405,
-        "MethodNotAllowed",
-        "method not allowed".into(),
-        json!({}),
-    )
 }
 
 fn forbidden(verb: &str, ns: &str, name: &str) -> Resp {
