@@ -467,6 +467,46 @@ async fn mtls_is_mandatory_and_plaintext_is_explicit() {
     assert!(out.join("key.pem").exists());
 }
 
+/// `meshca issue --svid`: an X.509-SVID, from the server and locally from a Mesh file; an
+/// identity an SVID cannot carry is refused naming the tags.
+#[tokio::test]
+async fn issue_svid_gives_one_spiffe_id() {
+    let server = Server::start(&[], &[]);
+    let mesh = server.dir.path().join("mesh.yaml");
+    std::fs::write(&mesh, builtin_mesh("default", &["ca-1"], "ca-1", "1h")).unwrap();
+    bounded(60, async {
+        for (how, extra) in [
+            ("server", vec!["--server", server.grpc.as_str()]),
+            ("local", vec!["--config", mesh.to_str().unwrap()]),
+        ] {
+            let out = server.dir.path().join(format!("svid-{how}"));
+            let mut args = vec!["issue", "--svid", "--tag", "kuma.io/service=web"];
+            args.extend(&extra);
+            args.extend([
+                "--data-dir",
+                server.data_dir.to_str().unwrap(),
+                "--out-dir",
+                out.to_str().unwrap(),
+            ]);
+            let (ok, stdout, stderr) = run_cli(&args);
+            assert!(ok, "{how}: {stdout}{stderr}");
+            let chain = std::fs::read_to_string(out.join("cert.pem")).unwrap();
+            let leaf = pem::parse_many(&chain).unwrap().remove(0);
+            let sans = ca_core::x509::describe_sans(leaf.contents()).unwrap();
+            assert_eq!(sans, ["URI:spiffe://default/web"], "{how}");
+
+            args.extend(["--tag", "version=v1"]);
+            let (ok, _, stderr) = run_cli(&args);
+            assert!(!ok, "{how}");
+            assert!(
+                stderr.contains("an X.509-SVID carries exactly one SPIFFE ID"),
+                "{how}: {stderr}"
+            );
+        }
+    })
+    .await;
+}
+
 #[test]
 fn a_first_start_says_once_that_it_created_the_ca() {
     // The dry runs before applying a Mesh build its backends over an in-memory overlay; they

@@ -44,7 +44,7 @@ use super::workload::{WorkloadApi, WorkloadSocket, WorkloadSocketError};
 use crate::api::token::TokenFileError;
 use crate::files::{create_private_dir, write_private, write_public, ReadError};
 use crate::flags::{parse_tags, Flag, UsageError};
-use crate::proto::{CertificateProfile, IssueCertificateRequest, IssuedCertificate};
+use crate::proto::{IssueCertificateRequest, IssuedCertificate};
 
 /// Why `meshca agent` stopped, or why one delivery failed (the agent then keeps the current
 /// certificate and tries again).
@@ -274,11 +274,7 @@ pub(crate) async fn agent(a: AgentArgs) -> Result<(), AgentError> {
         mesh: a.mesh.clone(),
         tags: super::proto_tags(&tags),
         csr,
-        profile: match profile {
-            SanProfile::Svid => CertificateProfile::Svid,
-            _ => CertificateProfile::Kuma,
-        }
-        .into(),
+        profile: super::proto_profile(profile),
     };
     let auth = match token {
         Some(token) => Auth::Token {

@@ -10,7 +10,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use super::IssueArgs;
 use crate::flags::{Flag, UsageError};
 use crate::proto::issuer_client::IssuerClient;
-use crate::proto::{CertificateProfile, IssueCertificateRequest};
+use crate::proto::IssueCertificateRequest;
 use crate::serve::bootstrap::BootstrapPaths;
 
 /// Why a call to the issuer failed.
@@ -267,7 +267,7 @@ pub(super) async fn issue_remote(
         mesh: a.mesh.clone(),
         tags: super::proto_tags(tags),
         csr: csr.unwrap_or_default(),
-        profile: CertificateProfile::Kuma.into(),
+        profile: super::proto_profile(a.profile()),
     };
     let resp = client
         .issue_certificate(req)

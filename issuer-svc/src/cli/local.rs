@@ -54,7 +54,8 @@ pub(super) async fn issue_local(
     let identity = Identity::new(
         MeshName::new(a.mesh.as_str())?,
         tags.iter().map(|(k, v)| (k, v)),
-    )?;
+    )?
+    .with_profile(a.profile())?;
     let der = csr.map(csr_der).transpose()?;
     let key = match &der {
         Some(d) => KeySource::Csr(d),

@@ -137,6 +137,10 @@ struct IssueArgs {
     /// A PKCS#10 CSR (PEM or DER) for your own key; without it meshca generates a P-256 key.
     #[arg(long)]
     csr: Option<PathBuf>,
+    /// Issue an X.509-SVID: the SPIFFE ID as the only URI SAN, no `kuma://` SANs (the tags must
+    /// be one `kuma.io/service` value).
+    #[arg(long)]
+    svid: bool,
     /// Where to write cert.pem, key.pem and bundle.pem.
     #[arg(long)]
     out_dir: PathBuf,
@@ -372,6 +376,26 @@ fn init_logging(format: LogFormat, level: &str) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// A SAN profile as the API spells it.
+fn proto_profile(profile: ca_core::SanProfile) -> i32 {
+    match profile {
+        ca_core::SanProfile::Svid => crate::proto::CertificateProfile::Svid,
+        _ => crate::proto::CertificateProfile::Kuma,
+    }
+    .into()
+}
+
+impl IssueArgs {
+    /// The SAN profile asked for (`--svid`).
+    fn profile(&self) -> ca_core::SanProfile {
+        if self.svid {
+            ca_core::SanProfile::Svid
+        } else {
+            ca_core::SanProfile::Kuma
+        }
+    }
 }
 
 /// Tags as the API spells them.
