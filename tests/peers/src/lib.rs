@@ -24,6 +24,8 @@ pub mod pod_identity;
 pub mod postgres;
 pub mod vault;
 
+mod test_ca;
+
 pub use fault_proxy::{Arrival, Counts, Fault, FaultProxy};
 pub use kube::{Behaviour, KubeApiServer};
 pub use moto::{AwsKey, Moto};

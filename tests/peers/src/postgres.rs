@@ -605,32 +605,11 @@ fn free_port() -> u16 {
 /// A CA and a server certificate (127.0.0.1, `localhost`) signed by it; writes `server.crt`
 /// (the server's certificate, then the CA's) and `server.key` (0600) into `dir`.
 fn write_tls(dir: &Path) -> Tls {
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "meshca PostgreSQL test CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("server params");
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress(std::net::IpAddr::V4(
-            std::net::Ipv4Addr::LOCALHOST,
-        )));
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "localhost");
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &issuer).expect("server cert");
+    let crate::test_ca::ServerCert {
+        ca: ca_cert,
+        cert,
+        key,
+    } = crate::test_ca::server_cert("meshca PostgreSQL test CA", "localhost");
 
     std::fs::write(
         dir.join("server.crt"),

@@ -134,32 +134,11 @@ pub(crate) fn envelope(data: Value) -> Reply {
 
 /// Test CA + server certificate (SAN DNS `vault.test`, IP 127.0.0.1) and the rustls config.
 fn tls_config() -> (rustls::ServerConfig, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Vault Test Server CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let mut params =
-        rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()]).expect("server params");
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress(std::net::IpAddr::V4(
-            std::net::Ipv4Addr::LOCALHOST,
-        )));
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, SERVER_NAME);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &issuer).expect("server cert");
+    let crate::test_ca::ServerCert {
+        ca: ca_cert,
+        cert,
+        key,
+    } = crate::test_ca::server_cert("Vault Test Server CA", SERVER_NAME);
 
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
