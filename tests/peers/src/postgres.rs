@@ -473,16 +473,8 @@ impl Postgres {
             return;
         };
         let end = Instant::now() + limit;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
-                Ok(None) if Instant::now() > end => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return;
-                }
-                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
+        while !reaped(&mut child, end) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -500,16 +492,8 @@ impl Postgres {
                 .status();
         }
         let end = Instant::now() + STOP_WITHIN;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
-                Ok(None) if Instant::now() > end => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            }
+        while !reaped(&mut child, end) {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -550,6 +534,20 @@ fn bin_dir() -> PathBuf {
              /usr/lib/postgresql/<major>/bin (scripts/test installs them; or apt-get install \
              postgresql, or set MESHCA_PG_BIN to a directory with initdb, postgres and pg_ctl)"
         ),
+    }
+}
+
+/// One look at a postmaster that is stopping: whether it is gone, having exited, or been killed
+/// (and reaped) because `end` has passed.
+fn reaped(child: &mut Child, end: Instant) -> bool {
+    match child.try_wait() {
+        Ok(Some(_)) | Err(_) => true,
+        Ok(None) if Instant::now() > end => {
+            let _ = child.kill();
+            let _ = child.wait();
+            true
+        }
+        Ok(None) => false,
     }
 }
 
