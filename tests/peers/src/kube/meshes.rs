@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    json_response, not_allowed, random_suffix, rfc3339, schema, selected, status, uuid, watch_of,
+    json_response, new_name, not_allowed, rfc3339, schema, selected, status, uuid, watch_of,
     KubeApiServer, Resp, Shared, Write,
 };
 
@@ -391,14 +391,7 @@ fn create_event(s: &Shared, ns: &str, path: &str, body: &[u8]) -> Resp {
         body: ev.clone(),
         problems: problems.iter().map(|(f, m)| format!("{f}: {m}")).collect(),
     });
-    let name = match (
-        ev["metadata"]["name"].as_str().filter(|n| !n.is_empty()),
-        ev["metadata"]["generateName"].as_str(),
-    ) {
-        (Some(n), _) => n.to_owned(),
-        (None, Some(g)) => format!("{g}{}", random_suffix()),
-        (None, None) => String::new(),
-    };
+    let name = new_name(&ev);
     if !problems.is_empty() || name.is_empty() {
         return super::invalid(&name, &problems);
     }

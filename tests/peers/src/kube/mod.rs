@@ -447,6 +447,19 @@ fn json_response(code: u16, v: &Value) -> Resp {
 }
 
 /// A `Status` failure as the API server writes it.
+/// The name a created object gets, as the API server names it: `metadata.name`, else
+/// `metadata.generateName` plus a random suffix; empty when it has neither (refused as invalid).
+fn new_name(obj: &Value) -> String {
+    match (
+        obj["metadata"]["name"].as_str().filter(|n| !n.is_empty()),
+        obj["metadata"]["generateName"].as_str(),
+    ) {
+        (Some(n), _) => n.to_owned(),
+        (None, Some(g)) => format!("{g}{}", random_suffix()),
+        (None, None) => String::new(),
+    }
+}
+
 /// `405 MethodNotAllowed`, as the API server answers a verb a resource does not have.
 fn not_allowed() -> Resp {
     status(

@@ -14,9 +14,7 @@ use http::Method;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::{
-    json_response, not_allowed, random_suffix, rfc3339, status, uuid, Resp, Shared, Write,
-};
+use super::{json_response, new_name, not_allowed, rfc3339, status, uuid, Resp, Shared, Write};
 
 /// The resource name.
 pub(super) const SECRETS: &str = "secrets";
@@ -174,14 +172,7 @@ fn create(s: &Shared, ns: &str, path: &str, body: &[u8]) -> Resp {
     let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
         return status(400, "BadRequest", "the body is not JSON".into(), json!({}));
     };
-    let name = match (
-        obj["metadata"]["name"].as_str().filter(|n| !n.is_empty()),
-        obj["metadata"]["generateName"].as_str(),
-    ) {
-        (Some(n), _) => n.to_owned(),
-        (None, Some(g)) => format!("{g}{}", random_suffix()),
-        (None, None) => String::new(),
-    };
+    let name = new_name(&obj);
     if is_forbidden(s, "create") {
         return forbidden("create", ns, &name);
     }
