@@ -45,9 +45,13 @@ impl PgSource {
         }
     }
 
-    /// The applier (for the first listing).
-    pub(crate) fn applier(&self) -> &Applier {
-        &self.applier
+    /// Applies the first listing (made before anything was written); returns the number
+    /// refused (each reported).
+    pub(crate) async fn apply_first(&self, docs: Vec<Doc>) -> usize {
+        self.applier
+            .apply_listing(docs, EmptyListing::Keep)
+            .await
+            .len()
     }
 
     /// Every Mesh row now, as documents.

@@ -361,10 +361,7 @@ async fn follow_meshes(meshes: MeshSource, interval: Duration) -> Result<(), Cli
             tokio::spawn(source.run());
         }
         MeshSource::Postgres(source, docs) => {
-            source
-                .applier()
-                .apply_listing(docs, crate::reload::EmptyListing::Keep)
-                .await;
+            source.apply_first(docs).await;
             tokio::spawn(source.run(interval));
         }
     }
