@@ -19,7 +19,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ca_core::{PrivateKey, SecretBytes};
+use ca_core::spiffe::SPIFFE_SCHEME;
+use ca_core::{PrivateKey, SecretBytes, SpiffeId};
 use tokio::sync::watch;
 
 pub(crate) use server::{serve, WorkloadSocket, WorkloadSocketError};
@@ -75,12 +76,11 @@ impl WorkloadApi {
     /// bundle) on every open stream from now on.
     pub(crate) fn publish(&self, v: &Verified, key: &PrivateKey) -> Result<(), String> {
         let chain = ca_core::x509::parse_pem_certs(v.chain_pem.as_bytes())?;
-        let trust_domain_id = v
+        let id: SpiffeId = v
             .spiffe_id
-            .rsplit_once('/')
-            .map(|(td, _)| td.to_owned())
-            .filter(|td| td.starts_with("spiffe://") && td.len() > "spiffe://".len())
-            .ok_or_else(|| format!("`{}` is not a SPIFFE ID", v.spiffe_id))?;
+            .parse()
+            .map_err(|e: ca_core::Error| e.to_string())?;
+        let trust_domain_id = format!("{SPIFFE_SCHEME}{}", id.trust_domain());
         let not_after = SystemTime::UNIX_EPOCH
             + Duration::from_secs(u64::try_from(v.not_after).unwrap_or_default());
         let svid = Svid {
